@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The record the kernel side writes to the ring buffer, one per report.
+ * This is the single definition of its layout; src/kernel/record.ts mirrors
+ * it and test/record-layout.test.ts checks both against the object's BTF.
+ */
+#ifndef KMESH_ACCESSLOG_H
+#define KMESH_ACCESSLOG_H
+
+#define DIRECTION_OUTBOUND 1 /* a local socket called connect() */
+#define DIRECTION_INBOUND 2  /* a local socket accepted the connection */
+
+/* flags */
+#define RECORD_START_UNKNOWN 0x1 /* open before the probe was attached: start_ns is 0 */
+#define RECORD_ESTABLISHED 0x2   /* the connection reached ESTABLISHED at some point */
+
+struct conn_record {
+	__u64 start_ns;		/* CLOCK_MONOTONIC: connect() (OUTBOUND) or accept (INBOUND); 0 = unknown */
+	__u64 report_ns;	/* CLOCK_MONOTONIC at this report */
+	__u64 sent_bytes;	/* payload bytes sent and acknowledged by the peer */
+	__u64 received_bytes;	/* payload bytes received in order */
+	__u64 sock_id;		/* kernel address of the socket: ties reports of one connection together */
+	__u8 src_addr[16];	/* the connect() side; IPv4 in the first 4 bytes when family is AF_INET */
+	__u8 dst_addr[16];	/* the accept() side */
+	__u16 src_port;		/* host byte order */
+	__u16 dst_port;		/* host byte order */
+	__u16 family;		/* AF_INET (2) or AF_INET6 (10) */
+	__u8 direction;		/* DIRECTION_* */
+	__u8 state;		/* BPF_TCP_* at the report */
+	__u32 packets_lost;	/* cumulative (tcp_sock.lost) */
+	__u32 retransmissions;	/* cumulative (tcp_sock.total_retrans) */
+	__u32 srtt_us;		/* smoothed RTT in microseconds (srtt_us >> 3) */
+	__u32 min_rtt_us;	/* minimum RTT seen, microseconds; 0 = no sample */
+	__u32 netns;		/* inode number of the socket's network namespace */
+	__s32 error;		/* errno for an attempt that never became ESTABLISHED, else 0 */
+	__u32 flags;		/* RECORD_* */
+	__u32 reserved;
+};
+
+#endif
