@@ -37,4 +37,23 @@ struct conn_record {
 	__u32 reserved;
 };
 
+/*
+ * Counters the kernel keeps for the agent: the only variable in the object's
+ * .bss, so the agent reads it at offset 0 of that map. Nothing is lost
+ * without being counted here.
+ */
+struct probe_counters {
+	__u64 records_lost;	/* ring buffer full: a record was dropped */
+	__u64 tracking_failed;	/* connections map full: a connection was not tracked from its start */
+};
+
+/*
+ * Switches the agent flips while the probe runs: the only variable in the
+ * object's .data, written through that map at offset 0.
+ */
+struct probe_switches {
+	__u32 emit_enabled;	/* 0: the kernel writes no record at all */
+	__u32 reserved;
+};
+
 #endif

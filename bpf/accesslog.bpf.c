@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * kmesh-accesslog, kernel side.
+ *
+ * One BTF tracepoint, inet_sock_set_state, sees every TCP state change of
+ * every socket on the node, whatever its network namespace or cgroup. A hash
+ * map keyed by the socket's address keeps what the kernel does not (when the
+ * connection began, which side opened it, the counters' starting values);
+ * when the socket reaches TCP_CLOSE one conn_record goes to the ring buffer.
+ * No per-packet hook: the cost is a few map operations per connection.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "kernel.h"
+#include "accesslog.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* What the kernel does not keep about a connection. */
+struct conn_state {
+	__u64 start_ns;
+	__u64 acked_base;	/* tcp_sock.bytes_acked when it became ESTABLISHED (the SYN) */
+	__u64 received_base;	/* tcp_sock.bytes_received then */
+	__u8 direction;
+	__u8 flags;		/* STATE_* */
+	__u8 pad[6];
+};
+
+#define STATE_ESTABLISHED 0x1	/* reached ESTABLISHED */
+#define STATE_FIN_SENT 0x2	/* our FIN is in the sequence space (FIN_WAIT1 or LAST_ACK seen) */
+#define STATE_START_UNKNOWN 0x4	/* first seen after it began (open before the probe) */
+
+/* Sized by the agent before load (--max-connections); entries live from
+ * connect()/accept to TCP_CLOSE, so the map holds only open connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} connections SEC(".maps");
+
+/* Sized by the agent before load (--ring-buffer-size). No value type: libbpf
+ * refuses one on a ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* The agent's view into the probe (layouts in accesslog.h). */
+volatile struct probe_switches switches = { .emit_enabled = 1 };
+struct probe_counters counters;
+
+/* Puts struct conn_record into the object's BTF for the layout test. */
+struct conn_record *const unused_record_type __attribute__((unused));
+
+static __always_inline void copy_addrs(struct conn_record *rec, const struct sock *sk,
+				       __u16 family, __u8 direction)
+{
+	__u8 *local = direction == DIRECTION_OUTBOUND ? rec->src_addr : rec->dst_addr;
+	__u8 *remote = direction == DIRECTION_OUTBOUND ? rec->dst_addr : rec->src_addr;
+
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__be32 *)local, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)remote, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)local, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)remote, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline unsigned long sock_flags(const struct sock *sk)
+{
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		return BPF_CORE_READ(sk, __sk_common.skc_flags);
+	return BPF_CORE_READ((const struct sock___flags_in_sock *)sk, sk_flags);
+}
+
+/*
+ * Fill one record from the socket as it is now. The kernel's bytes_acked and
+ * bytes_received count the SYN and the FIN as well as payload: the SYN is
+ * taken off through the values saved at ESTABLISHED, the FIN by looking
+ * whether it was sent and acknowledged (ours) or processed (the peer's).
+ */
+static __always_inline void fill_record(struct conn_record *rec, const struct sock *sk,
+					const struct conn_state *st, __u16 family, __u8 state,
+					__u64 now)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u16 local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u32 min_rtt = BPF_CORE_READ(tp, rtt_min.s[0].v);
+
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->start_ns = st->start_ns;
+	rec->report_ns = now;
+	rec->sock_id = (__u64)sk;
+	rec->family = family;
+	rec->direction = st->direction;
+	rec->state = state;
+	copy_addrs(rec, sk, family, st->direction);
+	rec->src_port = st->direction == DIRECTION_OUTBOUND ? local_port : remote_port;
+	rec->dst_port = st->direction == DIRECTION_OUTBOUND ? remote_port : local_port;
+	rec->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	rec->packets_lost = BPF_CORE_READ(tp, lost);
+	rec->retransmissions = BPF_CORE_READ(tp, total_retrans);
+	rec->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	rec->min_rtt_us = min_rtt == ~0U ? 0 : min_rtt;
+	if (st->flags & STATE_START_UNKNOWN)
+		rec->flags |= RECORD_START_UNKNOWN;
+
+	if (!(st->flags & STATE_ESTABLISHED)) {
+		rec->error = BPF_CORE_READ(sk, sk_err);
+		return;
+	}
+	rec->flags |= RECORD_ESTABLISHED;
+
+	if ((st->flags & STATE_FIN_SENT) &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked -= 1;
+	if (sock_flags(sk) & (1UL << SOCK_DONE))
+		received -= 1;
+	rec->sent_bytes = acked > st->acked_base ? acked - st->acked_base : 0;
+	rec->received_bytes = received > st->received_base ? received - st->received_base : 0;
+}
+
+static __always_inline void emit(const struct sock *sk, const struct conn_state *st,
+				 __u16 family, __u8 state, __u64 now)
+{
+	struct conn_record *rec;
+
+	if (!switches.emit_enabled)
+		return;
+	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&counters.records_lost, 1);
+		return;
+	}
+	fill_record(rec, sk, st, family, state, now);
+	/* The agent drains on its own clock: waking it per record would cost more. */
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+}
+
+/*
+ * A connection seen for the first time after it began: it was open before the
+ * probe was attached. Its start is unknown; its direction is guessed from the
+ * ports (the lower one is taken as the server's), and the SYN is assumed to be
+ * counted the way Linux counts it (in bytes_acked on the side that connected).
+ */
+static __always_inline void init_unknown(struct conn_state *st, const struct sock *sk)
+{
+	__u16 local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	__builtin_memset(st, 0, sizeof(*st));
+	st->direction = local_port < remote_port ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
+	st->flags = STATE_ESTABLISHED | STATE_START_UNKNOWN;
+	st->acked_base = st->direction == DIRECTION_OUTBOUND ? 1 : 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 key = (__u64)sk;
+	__u64 now = bpf_ktime_get_ns();
+	struct conn_state *st, fresh;
+	__u16 family;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	/* Listening sockets are not connections. */
+	if (newstate == BPF_TCP_LISTEN || (oldstate == BPF_TCP_LISTEN && newstate == BPF_TCP_CLOSE))
+		return 0;
+
+	if (newstate == BPF_TCP_SYN_SENT || newstate == BPF_TCP_SYN_RECV) {
+		__builtin_memset(&fresh, 0, sizeof(fresh));
+		fresh.start_ns = now;
+		fresh.direction = newstate == BPF_TCP_SYN_SENT ? DIRECTION_OUTBOUND : DIRECTION_INBOUND;
+		if (bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY))
+			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		return 0;
+	}
+
+	st = bpf_map_lookup_elem(&connections, &key);
+	if (newstate == BPF_TCP_ESTABLISHED) {
+		const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+		if (!st) {
+			/* The handshake began before the probe was attached. */
+			__builtin_memset(&fresh, 0, sizeof(fresh));
+			fresh.direction = oldstate == BPF_TCP_SYN_SENT ? DIRECTION_OUTBOUND
+								       : DIRECTION_INBOUND;
+			if (fresh.direction == DIRECTION_OUTBOUND)
+				fresh.flags = STATE_START_UNKNOWN;
+			st = &fresh;
+		}
+		if (st->direction == DIRECTION_INBOUND)
+			st->start_ns = now; /* accepted: INBOUND connections start here */
+		st->flags |= STATE_ESTABLISHED;
+		st->acked_base = BPF_CORE_READ(tp, bytes_acked);
+		st->received_base = BPF_CORE_READ(tp, bytes_received);
+		if (st == &fresh && bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY))
+			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		return 0;
+	}
+
+	if (!st) {
+		init_unknown(&fresh, sk);
+		st = &fresh;
+		if (newstate != BPF_TCP_CLOSE &&
+		    bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY)) {
+			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		}
+		/* Re-read so that the flag below lands in the map's copy. */
+		if (newstate != BPF_TCP_CLOSE) {
+			st = bpf_map_lookup_elem(&connections, &key);
+			if (!st)
+				st = &fresh;
+		}
+	}
+
+	if (newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_LAST_ACK) {
+		st->flags |= STATE_FIN_SENT;
+		return 0;
+	}
+	if (newstate != BPF_TCP_CLOSE)
+		return 0;
+
+	emit(sk, st, family, BPF_TCP_CLOSE, now);
+	bpf_map_delete_elem(&connections, &key);
+	return 0;
+}

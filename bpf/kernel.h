@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The few kernel structures the probe reads, declared by hand with
+ * preserve_access_index so that libbpf relocates every field against the
+ * running kernel's BTF (CO-RE). Only the fields used are listed: this file is
+ * the exact list of what the probe depends on in the kernel.
+ */
+#ifndef KMESH_ACCESSLOG_KERNEL_H
+#define KMESH_ACCESSLOG_KERNEL_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* enum sock_flags: bit set in sock.sk_flags once the peer's FIN was processed */
+#define SOCK_DONE 1
+
+struct in6_addr {
+	__u8 s6_addr[16];
+} __attribute__((preserve_access_index));
+
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+	possible_net_t skc_net;
+	unsigned long skc_flags;	/* since Linux 6.x; before, sock.sk_flags */
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
+/* struct sock as older kernels lay it out (a CO-RE flavor: the ___ suffix is
+ * ignored when matching against the kernel's types). */
+struct sock___flags_in_sock {
+	unsigned long sk_flags;
+} __attribute__((preserve_access_index));
+
+struct inet_sock {
+	struct sock sk;
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
+struct minmax_sample {
+	__u32 t;
+	__u32 v;
+} __attribute__((preserve_access_index));
+
+struct minmax {
+	struct minmax_sample s[3];
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u64 bytes_received;
+	__u64 bytes_acked;
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 srtt_us;
+	struct minmax rtt_min;
+	__u32 total_retrans;
+	__u32 lost;
+} __attribute__((preserve_access_index));
+
+#endif

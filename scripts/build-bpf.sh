@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Rebuilds bpf/accesslog.bpf.o from bpf/*.c and bpf/*.h.
+# The object is committed, so building the agent needs no clang; this script is
+# for changing the kernel side. It is reproducible: the same sources and the same
+# compiler (Debian 12's clang 14) give the same bytes, wherever the clone lives,
+# which is what test/bpf-object.test.ts checks.
+#   scripts/build-bpf.sh [OUTPUT]   (default bpf/accesslog.bpf.o)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bpf/accesslog.bpf.o}
+clang=${CLANG:-clang-14}
+command -v "$clang" >/dev/null || clang=clang
+strip=${LLVM_STRIP:-llvm-strip-14}
+command -v "$strip" >/dev/null || strip=llvm-strip
+arch_include=/usr/include/$(uname -m)-linux-gnu
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+"$clang" -g -O2 -target bpf -D__TARGET_ARCH_x86 \
+  -I"$arch_include" -Ibpf \
+  -fdebug-prefix-map="$PWD"=. -fno-ident \
+  -Wall -Werror \
+  -c bpf/accesslog.bpf.c -o "$tmp"
+# DWARF is not needed at run time (CO-RE uses .BTF/.BTF.ext); it also carries
+# build paths, so drop it.
+"$strip" -g "$tmp"
+cp "$tmp" "$out"

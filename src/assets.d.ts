@@ -1,0 +1,4 @@
+declare module "*.o" {
+  const path: string;
+  export default path;
+}

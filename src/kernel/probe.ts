@@ -1,0 +1,247 @@
+// The kernel probe's life: open the embedded object from memory → size the
+// maps → load → attach → drain the ring buffer → detach and free, in reverse
+// order, from one close() that is safe to call at any point. Links are
+// anonymous fds owned by this process, so even kill -9 detaches everything.
+import { JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
+import { existsSync, readFileSync } from "node:fs";
+import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
+import { bindLibbpf, LibbpfError, type Libbpf } from "./libbpf.ts";
+import { RECORD_SIZE } from "./record.ts";
+
+export interface ProbeOptions {
+  /** Ring buffer size in bytes: a power of two, at least one page. */
+  ringBufferBytes: number;
+  /** How many open connections the kernel can track at once. */
+  maxConnections: number;
+  libbpfPath?: string;
+}
+
+export interface ProbeCounters {
+  /** Records the kernel could not queue (ring buffer full). */
+  recordsLost: number;
+  /** Connections not tracked from their start (connections map full). */
+  trackingFailed: number;
+  /** Records of an unexpected size, skipped. */
+  recordsMalformed: number;
+}
+
+/** Calls back with a batch of records laid out back to back, RECORD_SIZE apart. */
+export type BatchHandler = (view: DataView, count: number) => void;
+
+export class ProbeLoadError extends Error {
+  override name = "ProbeLoadError";
+}
+
+const BPF_OBJECT_OPEN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: see bun-ffi-libbpf-notes
+const VERIFIER_LOG_BYTES = 1 << 20;
+const STAGING_RECORDS = 4096;
+const BTF_PATH = "/sys/kernel/btf/vmlinux";
+
+export class Probe {
+  #bpf: Libbpf;
+  #keepAlive: unknown[] = []; // memory libbpf holds pointers to
+  #object: Pointer | null = null;
+  #links: Pointer[] = [];
+  #ring: Pointer | null = null;
+  #callback: JSCallback | null = null;
+  #countersFd = -1;
+  #switchesFd = -1;
+  #staging = new Uint8Array(RECORD_SIZE * STAGING_RECORDS);
+  #stagingView = new DataView(this.#staging.buffer);
+  #stagingPtr: Pointer = ptr(this.#staging);
+  #staged = 0;
+  #malformed = 0;
+  #zeroKey = new Uint32Array(1);
+  #countersValue = new BigUint64Array(2);
+
+  private constructor(bpf: Libbpf) {
+    this.#bpf = bpf;
+  }
+
+  /** Opens, loads and attaches the probe; throws ProbeLoadError with a diagnosis. */
+  static async open(options: ProbeOptions): Promise<Probe> {
+    if (!existsSync(BTF_PATH)) {
+      throw new ProbeLoadError(
+        `no kernel BTF at ${BTF_PATH}: the probe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or newer)`,
+      );
+    }
+    let bpf: Libbpf;
+    try {
+      bpf = bindLibbpf(options.libbpfPath);
+    } catch (error) {
+      throw new ProbeLoadError(error instanceof Error ? error.message : String(error));
+    }
+    const probe = new Probe(bpf);
+    try {
+      await probe.#load(options);
+      return probe;
+    } catch (error) {
+      const verifierLog = probe.#verifierLog();
+      probe.close();
+      throw new ProbeLoadError(diagnose(error, verifierLog));
+    }
+  }
+
+  async #load(options: ProbeOptions): Promise<void> {
+    const { lib, pointer, status, cString } = this.#bpf;
+    // libbpf's printer is a varargs callback bun:ffi cannot implement; silence
+    // it and report failures ourselves (errno text and the verifier log).
+    lib.libbpf_set_print(null);
+
+    const objectBytes = await Bun.file(objectPath).bytes();
+    const name = cString("kmesh_accesslog");
+    const log = new Uint8Array(VERIFIER_LOG_BYTES);
+    const opts = new DataView(new ArrayBuffer(BPF_OBJECT_OPEN_OPTS_SIZE));
+    opts.setBigUint64(0, BigInt(BPF_OBJECT_OPEN_OPTS_SIZE), true);
+    opts.setBigUint64(8, BigInt(ptr(name)), true);
+    opts.setBigUint64(56, BigInt(ptr(log)), true);
+    opts.setBigUint64(64, BigInt(log.byteLength), true);
+    opts.setUint32(72, 0, true); // 0: libbpf retries a failed load with the log on
+    this.#keepAlive.push(objectBytes, name, log, opts);
+
+    this.#object = pointer(
+      "open the BPF object",
+      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts),
+    );
+    status(
+      "size the ring buffer",
+      lib.bpf_map__set_max_entries(this.#map("events"), options.ringBufferBytes),
+    );
+    status(
+      "size the connections map",
+      lib.bpf_map__set_max_entries(this.#map("connections"), options.maxConnections),
+    );
+    status("load the BPF object", lib.bpf_object__load(this.#object));
+
+    for (let prog = lib.bpf_object__next_program(this.#object, null); prog !== null; prog = lib.bpf_object__next_program(this.#object, prog)) {
+      const progName = this.#bpf.readCString(lib.bpf_program__name(prog));
+      this.#links.push(pointer(`attach program ${progName}`, lib.bpf_program__attach(prog)));
+    }
+
+    this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
+    this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
+
+    this.#callback = new JSCallback((_ctx: Pointer, data: Pointer, size: number) => this.#stage(data, size), {
+      args: [FFIType.ptr, FFIType.ptr, FFIType.u64_fast],
+      returns: FFIType.i32,
+    });
+    const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
+    this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
+  }
+
+  #map(name: string): Pointer {
+    const { lib, pointer, cString } = this.#bpf;
+    return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
+  }
+
+  // Runs inside ring_buffer__consume: copy the record out before returning
+  // (the sample is only valid during the call). A negative return stops the
+  // drain after this record, which libbpf has already consumed.
+  #stage(data: Pointer, size: number): number {
+    if (size !== RECORD_SIZE) {
+      this.#malformed++;
+      return 0;
+    }
+    this.#bpf.libc.memcpy(this.#stagingPtr + this.#staged * RECORD_SIZE, data, RECORD_SIZE);
+    this.#staged++;
+    return this.#staged === STAGING_RECORDS ? -1 : 0;
+  }
+
+  /**
+   * Reads every record queued now and hands them over in batches. Never
+   * blocks: it is called from the event loop's timer.
+   */
+  drain(onBatch: BatchHandler): number {
+    if (this.#ring === null) return 0;
+    let total = 0;
+    for (;;) {
+      this.#staged = 0;
+      const result = this.#bpf.lib.ring_buffer__consume(this.#ring);
+      const count = this.#staged;
+      if (count > 0) {
+        total += count;
+        onBatch(this.#stagingView, count);
+      }
+      if (count < STAGING_RECORDS) {
+        if (result < 0 && count === 0) this.#bpf.status("read the ring buffer", result);
+        return total;
+      }
+    }
+  }
+
+  counters(): ProbeCounters {
+    const { lib, status } = this.#bpf;
+    status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersValue));
+    return {
+      recordsLost: Number(this.#countersValue[0]),
+      trackingFailed: Number(this.#countersValue[1]),
+      recordsMalformed: this.#malformed,
+    };
+  }
+
+  /** Turns record output in the kernel on or off (nothing is queued while off). */
+  setEmitEnabled(enabled: boolean): void {
+    const { lib, status } = this.#bpf;
+    const value = new Uint32Array([enabled ? 1 : 0, 0]);
+    status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, value, 0));
+  }
+
+  get libbpfVersion(): string {
+    return this.#bpf.version();
+  }
+
+  /** Detaches and frees everything, in reverse order; safe to call twice. */
+  close(): void {
+    const { lib } = this.#bpf;
+    for (const link of this.#links.splice(0).reverse()) lib.bpf_link__destroy(link);
+    if (this.#ring !== null) lib.ring_buffer__free(this.#ring);
+    this.#ring = null;
+    this.#callback?.close();
+    this.#callback = null;
+    if (this.#object !== null) lib.bpf_object__close(this.#object);
+    this.#object = null;
+    this.#keepAlive = [];
+  }
+
+  #verifierLog(): string {
+    const log = this.#keepAlive.find((item): item is Uint8Array => item instanceof Uint8Array && item.byteLength === VERIFIER_LOG_BYTES);
+    if (log === undefined) return "";
+    const end = log.indexOf(0);
+    return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
+  }
+}
+
+const CAP_SYS_ADMIN = 21;
+const CAP_PERFMON = 38;
+const CAP_BPF = 39;
+const EPERM = 1;
+const EACCES = 13;
+
+function effectiveCapabilities(): bigint {
+  try {
+    const line = readFileSync("/proc/self/status", "utf8").match(/^CapEff:\s*([0-9a-f]+)$/m);
+    return line?.[1] ? BigInt(`0x${line[1]}`) : 0n;
+  } catch {
+    return 0n;
+  }
+}
+
+function hasCapability(caps: bigint, cap: number): boolean {
+  return (caps & (1n << BigInt(cap))) !== 0n;
+}
+
+/** One line (plus the verifier's own words when it refused) a user can act on. */
+function diagnose(error: unknown, verifierLog: string): string {
+  if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
+  const caps = effectiveCapabilities();
+  const privileged = hasCapability(caps, CAP_SYS_ADMIN) || (hasCapability(caps, CAP_BPF) && hasCapability(caps, CAP_PERFMON));
+  if ((error.errno === EPERM || error.errno === EACCES) && !privileged) {
+    const who = process.geteuid?.() === 0 ? "root without the needed capabilities" : "not root";
+    return `${error.message}: running as ${who}; run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)`;
+  }
+  if (verifierLog !== "") {
+    const tail = verifierLog.split("\n").slice(-20).join("\n");
+    return `${error.message}: the kernel's verifier refused the probe; its log ends with:\n${tail}`;
+  }
+  return error.message;
+}
