@@ -32,6 +32,18 @@ export class ProbeLoadError extends Error {
   override name = "ProbeLoadError";
 }
 
+/** Mirrors of struct probe_counters (.bss) and struct probe_switches (.data) in bpf/accesslog.h. */
+export const PROBE_COUNTERS_FIELDS = {
+  records_lost: { offset: 0, size: 8 },
+  tracking_failed: { offset: 8, size: 8 },
+} as const;
+export const PROBE_COUNTERS_SIZE = 16;
+export const PROBE_SWITCHES_FIELDS = {
+  emit_enabled: { offset: 0, size: 4 },
+  reserved: { offset: 4, size: 4 },
+} as const;
+export const PROBE_SWITCHES_SIZE = 8;
+
 const BPF_OBJECT_OPEN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: see bun-ffi-libbpf-notes
 const VERIFIER_LOG_BYTES = 1 << 20;
 const STAGING_RECORDS = 4096;
@@ -52,7 +64,8 @@ export class Probe {
   #staged = 0;
   #malformed = 0;
   #zeroKey = new Uint32Array(1);
-  #countersValue = new BigUint64Array(2);
+  #countersValue = new DataView(new ArrayBuffer(PROBE_COUNTERS_SIZE));
+  #switchesValue = new DataView(new ArrayBuffer(PROBE_SWITCHES_SIZE));
 
   private constructor(bpf: Libbpf) {
     this.#bpf = bpf;
@@ -172,9 +185,10 @@ export class Probe {
   counters(): ProbeCounters {
     const { lib, status } = this.#bpf;
     status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersValue));
+    const value = this.#countersValue;
     return {
-      recordsLost: Number(this.#countersValue[0]),
-      trackingFailed: Number(this.#countersValue[1]),
+      recordsLost: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.records_lost.offset, true)),
+      trackingFailed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.tracking_failed.offset, true)),
       recordsMalformed: this.#malformed,
     };
   }
@@ -182,7 +196,8 @@ export class Probe {
   /** Turns record output in the kernel on or off (nothing is queued while off). */
   setEmitEnabled(enabled: boolean): void {
     const { lib, status } = this.#bpf;
-    const value = new Uint32Array([enabled ? 1 : 0, 0]);
+    const value = this.#switchesValue;
+    value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, enabled ? 1 : 0, true);
     status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, value, 0));
   }
 
@@ -190,10 +205,15 @@ export class Probe {
     return this.#bpf.version();
   }
 
+  /** Stops the kernel side; what is already queued can still be drained. */
+  detach(): void {
+    for (const link of this.#links.splice(0).reverse()) this.#bpf.lib.bpf_link__destroy(link);
+  }
+
   /** Detaches and frees everything, in reverse order; safe to call twice. */
   close(): void {
     const { lib } = this.#bpf;
-    for (const link of this.#links.splice(0).reverse()) lib.bpf_link__destroy(link);
+    this.detach();
     if (this.#ring !== null) lib.ring_buffer__free(this.#ring);
     this.#ring = null;
     this.#callback?.close();

@@ -1,0 +1,142 @@
+// The Agent owns everything that runs: the clock, the kernel probe and the
+// line sink. It starts them in that order and stops them in reverse, from
+// one place. The event loop is never blocked: a timer drains the ring buffer
+// and hands lines to the non-blocking sink.
+import { formatJsonLine, formatKmeshLine, type AccessRecord } from "./accesslog/format.ts";
+import { toAccessRecord } from "./accesslog/record.ts";
+import { LineSink } from "./accesslog/sink.ts";
+import { createClock, type Clock } from "./kernel/clock.ts";
+import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
+import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
+
+export interface AgentOptions {
+  output: "text" | "json";
+  /** Stop by itself after this many seconds. */
+  duration?: number | undefined;
+  ringBufferSize: number;
+  maxConnections: number;
+}
+
+/** How often the ring buffer is drained. The kernel does not wake us per record. */
+const DRAIN_INTERVAL_MS = 10;
+/** How often the monotonic → wall clock offset is measured again (NTP steps). */
+const RECALIBRATE_INTERVAL_MS = 60_000;
+const MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
+
+const PROGRAM = "kmesh-accesslog";
+
+function warn(message: string): void {
+  process.stderr.write(`${PROGRAM}: ${message}\n`);
+}
+
+export class Agent {
+  readonly #clock: Clock;
+  readonly #probe: Probe;
+  readonly #sink: LineSink;
+  readonly #format: (record: AccessRecord) => string;
+  #timers: Timer[] = [];
+  #recordsRead = 0;
+  #recordsInvalid = 0;
+  #lastInvalid = "";
+
+  private constructor(clock: Clock, probe: Probe, sink: LineSink, options: AgentOptions) {
+    this.#clock = clock;
+    this.#probe = probe;
+    this.#sink = sink;
+    this.#format = options.output === "json" ? formatJsonLine : formatKmeshLine;
+  }
+
+  static async start(options: AgentOptions): Promise<Agent> {
+    const clock = createClock();
+    const probe = await Probe.open({
+      ringBufferBytes: options.ringBufferSize,
+      maxConnections: options.maxConnections,
+    });
+    const sink = new LineSink(Bun.stdout.writer(), {
+      maxBufferedBytes: MAX_BUFFERED_OUTPUT_BYTES,
+      notice: warn,
+    });
+    const agent = new Agent(clock, probe, sink, options);
+    agent.#timers.push(
+      setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),
+      setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
+    );
+    return agent;
+  }
+
+  #onBatch = (view: DataView, count: number): void => {
+    this.#recordsRead += count;
+    for (let i = 0; i < count; i++) {
+      try {
+        const event = decodeRecord(view, i * RECORD_SIZE, RECORD_SIZE);
+        this.#sink.write(this.#format(toAccessRecord(event, this.#clock)));
+      } catch (error) {
+        if (!(error instanceof RecordError)) throw error;
+        this.#invalidRecord(error.message);
+      }
+    }
+  };
+
+  #invalidRecord(message: string): void {
+    this.#recordsInvalid++;
+    // One line per kind of bad record, not one per record.
+    if (message !== this.#lastInvalid) {
+      this.#lastInvalid = message;
+      warn(`skipped a malformed ring-buffer record (${message}); ${this.#recordsInvalid} skipped so far`);
+    }
+  }
+
+  #drain(): void {
+    this.#probe.drain(this.#onBatch);
+    this.#sink.flush();
+  }
+
+  counters(): ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number } {
+    return {
+      ...this.#probe.counters(),
+      recordsRead: this.#recordsRead,
+      recordsInvalid: this.#recordsInvalid,
+      linesWritten: this.#sink.linesWritten,
+      linesDropped: this.#sink.linesDropped,
+    };
+  }
+
+  /** Detaches, writes the last lines, frees everything. */
+  async stop(): Promise<void> {
+    for (const timer of this.#timers.splice(0)) clearInterval(timer);
+    this.#probe.detach();
+    this.#drain();
+    const counters = this.counters();
+    this.#probe.close();
+    await this.#sink.close();
+    if (counters.recordsLost > 0) warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
+    if (counters.trackingFailed > 0) warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
+  }
+}
+
+/** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
+export async function runAgent(options: AgentOptions): Promise<number> {
+  let agent: Agent;
+  try {
+    agent = await Agent.start(options);
+  } catch (error) {
+    if (error instanceof ProbeLoadError) {
+      warn(`cannot start the kernel probe: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      process.off("SIGINT", done);
+      process.off("SIGTERM", done);
+      clearTimeout(timeout);
+      resolve();
+    };
+    process.on("SIGINT", done);
+    process.on("SIGTERM", done);
+    const timeout = options.duration === undefined ? undefined : setTimeout(done, options.duration * 1000);
+  });
+  await agent.stop();
+  return 0;
+}

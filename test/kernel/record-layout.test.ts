@@ -1,0 +1,40 @@
+// The TypeScript mirrors must match what clang laid out in the committed
+// object: field names, offsets and sizes, read from the object's BTF.
+import { describe, expect } from "bun:test";
+import { RECORD_FIELDS, RECORD_SIZE } from "../../src/kernel/record.ts";
+import {
+  PROBE_COUNTERS_FIELDS,
+  PROBE_COUNTERS_SIZE,
+  PROBE_SWITCHES_FIELDS,
+  PROBE_SWITCHES_SIZE,
+} from "../../src/kernel/probe.ts";
+import { readBtf } from "../support/btf.ts";
+import { hasCommand, testIf } from "../support/require.ts";
+
+const OBJECT = new URL("../../bpf/accesslog.bpf.o", import.meta.url).pathname;
+const it = testIf(hasCommand("bpftool"), "bpftool is not installed (scripts/setup installs it)");
+
+describe("record layout", () => {
+  it("struct conn_record matches RECORD_FIELDS field by field", async () => {
+    const btf = await readBtf(OBJECT);
+    const record = btf.struct("conn_record");
+    expect(record.size).toBe(RECORD_SIZE);
+    expect(record.layout).toEqual(structuredClone(RECORD_FIELDS) as never);
+  });
+
+  it("the counters are the only .bss variable and match their mirror", async () => {
+    const btf = await readBtf(OBJECT);
+    expect(btf.section(".bss")).toEqual([{ name: "counters", offset: 0, size: PROBE_COUNTERS_SIZE, type: "probe_counters" }]);
+    const counters = btf.struct("probe_counters");
+    expect(counters.size).toBe(PROBE_COUNTERS_SIZE);
+    expect(counters.layout).toEqual(structuredClone(PROBE_COUNTERS_FIELDS) as never);
+  });
+
+  it("the switches are the only .data variable and match their mirror", async () => {
+    const btf = await readBtf(OBJECT);
+    expect(btf.section(".data")).toEqual([{ name: "switches", offset: 0, size: PROBE_SWITCHES_SIZE, type: "probe_switches" }]);
+    const switches = btf.struct("probe_switches");
+    expect(switches.size).toBe(PROBE_SWITCHES_SIZE);
+    expect(switches.layout).toEqual(structuredClone(PROBE_SWITCHES_FIELDS) as never);
+  });
+});
