@@ -1,0 +1,36 @@
+// ConnEvent (what the kernel measured) → AccessRecord (what a line says). Names are left null
+// here: the pod index fills them in afterwards.
+
+import type { Clock } from "../kernel/clock.ts";
+import { type ConnEvent, RECORD_ESTABLISHED, tcpStateName } from "../kernel/record.ts";
+import { type AccessRecord, errnoName } from "./format.ts";
+
+export function toAccessRecord(ev: ConnEvent, clock: Clock): AccessRecord {
+  return {
+    reportTime: clock.toWall(ev.reportNs),
+    startTime: ev.startNs === null ? null : clock.toWall(ev.startNs),
+    srcAddr: ev.srcAddr,
+    srcPort: ev.srcPort,
+    srcWorkload: null,
+    srcNamespace: null,
+    dstAddr: ev.dstAddr,
+    dstPort: ev.dstPort,
+    dstService: null,
+    dstWorkload: null,
+    dstNamespace: null,
+    direction: ev.direction,
+    state: tcpStateName(ev.state),
+    sentBytes: ev.sentBytes,
+    receivedBytes: ev.receivedBytes,
+    packetLoss: ev.packetsLost,
+    retransmissions: ev.retransmissions,
+    srttUs: ev.srttUs,
+    minRttUs: ev.minRttUs,
+    // Both timestamps are integer ns (exact below 2^53), so the difference is exact and the
+    // division by 1e6 prints as the shortest decimal, like Go's %v: 50052734827 → 50052.734827.
+    durationMs: ev.startNs === null ? null : (ev.reportNs - ev.startNs) / 1e6,
+    // A connection that never reached ESTABLISHED is a failed attempt: say how it failed.
+    error: ev.flags & RECORD_ESTABLISHED ? null : errnoName(ev.error),
+    family: ev.family,
+  };
+}

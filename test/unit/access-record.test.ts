@@ -1,0 +1,115 @@
+import { expect, test } from "bun:test";
+import { formatKmeshLine } from "../../src/accesslog/format.ts";
+import { toAccessRecord } from "../../src/accesslog/record.ts";
+import { makeClock } from "../../src/kernel/clock.ts";
+import { type ConnEvent, decodeRecord, RECORD_ESTABLISHED, RECORD_SIZE } from "../../src/kernel/record.ts";
+
+// Kernel boot (monotonic 0) at 2025-04-24 08:00:00.123456789 UTC.
+const BOOT_SEC = Date.parse("2025-04-24T08:00:00Z") / 1000;
+const clock = makeClock(BOOT_SEC, 123_456_789, () => 0);
+const monoOf = (iso: string, nsec: number) => (Date.parse(iso) / 1000 - BOOT_SEC) * 1e9 + nsec - 123_456_789;
+
+const event: ConnEvent = {
+  startNs: monoOf("2025-04-24T08:53:50Z", 919_245_381),
+  reportNs: monoOf("2025-04-24T08:54:40Z", 971_980_208),
+  sentBytes: 3,
+  receivedBytes: 227,
+  sockId: 1n,
+  family: 4,
+  srcAddr: "10.244.2.79",
+  dstAddr: "10.244.2.78",
+  srcPort: 41978,
+  dstPort: 8080,
+  direction: "OUTBOUND",
+  state: 1,
+  packetsLost: 0,
+  retransmissions: 0,
+  srttUs: 40515,
+  minRttUs: 34,
+  netns: 4026531840,
+  error: 0,
+  flags: RECORD_ESTABLISHED,
+};
+
+test("the seed example from a raw ring-buffer record to the line, byte for byte", () => {
+  const v = new DataView(new ArrayBuffer(RECORD_SIZE));
+  v.setBigUint64(0, BigInt(event.startNs!), true);
+  v.setBigUint64(8, BigInt(event.reportNs), true);
+  v.setBigUint64(16, 3n, true);
+  v.setBigUint64(24, 227n, true);
+  v.setBigUint64(32, 0xffff888100000000n, true);
+  [10, 244, 2, 79].forEach((b, i) => v.setUint8(40 + i, b));
+  [10, 244, 2, 78].forEach((b, i) => v.setUint8(56 + i, b));
+  v.setUint16(72, 41978, true);
+  v.setUint16(74, 8080, true);
+  v.setUint16(76, 2, true);
+  v.setUint8(78, 1);
+  v.setUint8(79, 1);
+  v.setUint32(88, 40515, true);
+  v.setUint32(92, 34, true);
+  v.setUint32(104, RECORD_ESTABLISHED, true);
+
+  const record = toAccessRecord(decodeRecord(v), clock);
+  expect(record.durationMs).toBe(50052.734827);
+  const named = {
+    ...record,
+    srcWorkload: "ws-client",
+    srcNamespace: "default",
+    dstService: "ws-server-service.default.svc.cluster.local",
+    dstWorkload: "ws-server",
+    dstNamespace: "default",
+  };
+  expect(formatKmeshLine(named)).toBe(
+    "accesslog: 2025-04-24 08:54:40.971980208 +0000 UTC src.addr=10.244.2.79:41978, src.workload=ws-client, src.namespace=default, dst.addr=10.244.2.78:8080, dst.service=ws-server-service.default.svc.cluster.local, dst.workload=ws-server, dst.namespace=default, start_time=2025-04-24 08:53:50.919245381 +0000 UTC, direction=OUTBOUND, state=BPF_TCP_ESTABLISHED, sent_bytes=3, received_bytes=227, packet_loss=0, retransmissions=0, srtt=40515us, min_rtt=34us, duration=50052.734827ms",
+  );
+});
+
+test("fields of an established connection", () => {
+  expect(toAccessRecord(event, clock)).toEqual({
+    reportTime: { sec: Date.parse("2025-04-24T08:54:40Z") / 1000, nsec: 971_980_208 },
+    startTime: { sec: Date.parse("2025-04-24T08:53:50Z") / 1000, nsec: 919_245_381 },
+    srcAddr: "10.244.2.79",
+    srcPort: 41978,
+    srcWorkload: null,
+    srcNamespace: null,
+    dstAddr: "10.244.2.78",
+    dstPort: 8080,
+    dstService: null,
+    dstWorkload: null,
+    dstNamespace: null,
+    direction: "OUTBOUND",
+    state: "BPF_TCP_ESTABLISHED",
+    sentBytes: 3,
+    receivedBytes: 227,
+    packetLoss: 0,
+    retransmissions: 0,
+    srttUs: 40515,
+    minRttUs: 34,
+    durationMs: 50052.734827,
+    error: null,
+    family: 4,
+  });
+});
+
+test("unknown start: no start time, no duration", () => {
+  const r = toAccessRecord({ ...event, startNs: null, state: 7 }, clock);
+  expect(r.startTime).toBeNull();
+  expect(r.durationMs).toBeNull();
+  expect(r.state).toBe("BPF_TCP_CLOSE");
+  expect(r.error).toBeNull();
+});
+
+test("a failed attempt carries its errno name", () => {
+  const failed = { ...event, state: 7, flags: 0, sentBytes: 0, receivedBytes: 0 };
+  expect(toAccessRecord({ ...failed, error: 111 }, clock).error).toBe("ECONNREFUSED");
+  expect(toAccessRecord({ ...failed, error: 110 }, clock).error).toBe("ETIMEDOUT");
+  expect(toAccessRecord({ ...failed, error: 0 }, clock).error).toBe("ECONNABORTED");
+  // an established connection reset later is not a failed attempt
+  expect(toAccessRecord({ ...event, error: 104 }, clock).error).toBeNull();
+});
+
+test("duration is exact in milliseconds", () => {
+  const r = toAccessRecord({ ...event, startNs: 1_000_000_000, reportNs: 1_002_236_000 }, clock);
+  expect(r.durationMs).toBe(2.236);
+  expect(formatKmeshLine(r)).toContain(", duration=2.236ms");
+});

@@ -1,0 +1,399 @@
+import { describe, expect, test } from "bun:test";
+import {
+  AF_INET,
+  AF_INET6,
+  BPF_TCP,
+  BPF_TCP_STATE_NAMES,
+  decodeRecord,
+  DIRECTION_INBOUND,
+  DIRECTION_OUTBOUND,
+  ipv6Text,
+  RECORD_ESTABLISHED,
+  RECORD_FIELDS,
+  RECORD_SIZE,
+  RECORD_START_UNKNOWN,
+  RecordError,
+  tcpStateName,
+} from "../../src/kernel/record.ts";
+
+// Offsets written out from bpf/accesslog.h by hand, independently of RECORD_FIELDS.
+const LE = true; // the test hosts (x86-64, arm64) are little-endian, as the kernel writes
+
+interface RawRecord {
+  startNs: bigint;
+  reportNs: bigint;
+  sentBytes: bigint;
+  receivedBytes: bigint;
+  sockId: bigint;
+  src: number[];
+  dst: number[];
+  srcPort: number;
+  dstPort: number;
+  family: number;
+  direction: number;
+  state: number;
+  packetsLost: number;
+  retransmissions: number;
+  srttUs: number;
+  minRttUs: number;
+  netns: number;
+  error: number;
+  flags: number;
+  reserved: number;
+}
+
+const base: RawRecord = {
+  startNs: 1_000_000_000n,
+  reportNs: 3_500_000_000n,
+  sentBytes: 3n,
+  receivedBytes: 227n,
+  sockId: 0xffff8881_2345_6780n,
+  src: [10, 244, 2, 79],
+  dst: [10, 244, 2, 78],
+  srcPort: 41978,
+  dstPort: 8080,
+  family: AF_INET,
+  direction: DIRECTION_OUTBOUND,
+  state: BPF_TCP.ESTABLISHED,
+  packetsLost: 0,
+  retransmissions: 0,
+  srttUs: 40515,
+  minRttUs: 34,
+  netns: 4026531840,
+  error: 0,
+  flags: RECORD_ESTABLISHED,
+  reserved: 0,
+};
+
+function build(over: Partial<RawRecord> = {}, size = RECORD_SIZE, at = 0): DataView {
+  const r = { ...base, ...over };
+  const v = new DataView(new ArrayBuffer(at + size));
+  const o = at;
+  v.setBigUint64(o + 0, r.startNs, LE);
+  v.setBigUint64(o + 8, r.reportNs, LE);
+  v.setBigUint64(o + 16, r.sentBytes, LE);
+  v.setBigUint64(o + 24, r.receivedBytes, LE);
+  v.setBigUint64(o + 32, r.sockId, LE);
+  r.src.forEach((b, i) => v.setUint8(o + 40 + i, b));
+  r.dst.forEach((b, i) => v.setUint8(o + 56 + i, b));
+  v.setUint16(o + 72, r.srcPort, LE);
+  v.setUint16(o + 74, r.dstPort, LE);
+  v.setUint16(o + 76, r.family, LE);
+  v.setUint8(o + 78, r.direction);
+  v.setUint8(o + 79, r.state);
+  v.setUint32(o + 80, r.packetsLost, LE);
+  v.setUint32(o + 84, r.retransmissions, LE);
+  v.setUint32(o + 88, r.srttUs, LE);
+  v.setUint32(o + 92, r.minRttUs, LE);
+  v.setUint32(o + 96, r.netns, LE);
+  v.setInt32(o + 100, r.error, LE);
+  v.setUint32(o + 104, r.flags, LE);
+  v.setUint32(o + 108, r.reserved, LE);
+  return v;
+}
+
+/** 16 bytes from 8 groups */
+function v6(...groups: number[]): number[] {
+  expect(groups.length).toBe(8);
+  return groups.flatMap((g) => [g >> 8, g & 0xff]);
+}
+
+function v6Text(...groups: number[]): string {
+  return ipv6Text(new DataView(Uint8Array.from(v6(...groups)).buffer), 0);
+}
+
+function rejection(view: DataView, offset?: number, length?: number): RecordError {
+  try {
+    decodeRecord(view, offset, length);
+  } catch (e) {
+    expect(e).toBeInstanceOf(RecordError);
+    return e as RecordError;
+  }
+  throw new Error("decodeRecord accepted the record");
+}
+
+describe("layout", () => {
+  test("RECORD_FIELDS matches struct conn_record", () => {
+    expect(RECORD_SIZE).toBe(112);
+    expect(RECORD_FIELDS).toEqual({
+      start_ns: { offset: 0, size: 8 },
+      report_ns: { offset: 8, size: 8 },
+      sent_bytes: { offset: 16, size: 8 },
+      received_bytes: { offset: 24, size: 8 },
+      sock_id: { offset: 32, size: 8 },
+      src_addr: { offset: 40, size: 16 },
+      dst_addr: { offset: 56, size: 16 },
+      src_port: { offset: 72, size: 2 },
+      dst_port: { offset: 74, size: 2 },
+      family: { offset: 76, size: 2 },
+      direction: { offset: 78, size: 1 },
+      state: { offset: 79, size: 1 },
+      packets_lost: { offset: 80, size: 4 },
+      retransmissions: { offset: 84, size: 4 },
+      srtt_us: { offset: 88, size: 4 },
+      min_rtt_us: { offset: 92, size: 4 },
+      netns: { offset: 96, size: 4 },
+      error: { offset: 100, size: 4 },
+      flags: { offset: 104, size: 4 },
+      reserved: { offset: 108, size: 4 },
+    });
+  });
+
+  test("fields are contiguous and fill the record", () => {
+    let next = 0;
+    for (const { offset, size } of Object.values(RECORD_FIELDS)) {
+      expect<number>(offset).toBe(next);
+      next = offset + size;
+    }
+    expect(next).toBe(RECORD_SIZE);
+  });
+
+  test("constants", () => {
+    expect([DIRECTION_OUTBOUND, DIRECTION_INBOUND]).toEqual([1, 2]);
+    expect([RECORD_START_UNKNOWN, RECORD_ESTABLISHED]).toEqual([1, 2]);
+    expect(BPF_TCP_STATE_NAMES.slice(1)).toEqual([
+      "BPF_TCP_ESTABLISHED",
+      "BPF_TCP_SYN_SENT",
+      "BPF_TCP_SYN_RECV",
+      "BPF_TCP_FIN_WAIT1",
+      "BPF_TCP_FIN_WAIT2",
+      "BPF_TCP_TIME_WAIT",
+      "BPF_TCP_CLOSE",
+      "BPF_TCP_CLOSE_WAIT",
+      "BPF_TCP_LAST_ACK",
+      "BPF_TCP_LISTEN",
+      "BPF_TCP_CLOSING",
+      "BPF_TCP_NEW_SYN_RECV",
+    ]);
+    for (const [name, n] of Object.entries(BPF_TCP)) expect(tcpStateName(n)).toBe(`BPF_TCP_${name}`);
+    expect(tcpStateName(0)).toBe("BPF_TCP_0");
+    expect(tcpStateName(13)).toBe("BPF_TCP_13");
+  });
+});
+
+describe("decodeRecord", () => {
+  test("every field at its offset (IPv4)", () => {
+    const view = build({
+      startNs: 0x0000_0012_3456_789an,
+      reportNs: 0x0000_0123_4567_89abn,
+      sentBytes: 0x0000_0001_0000_0002n,
+      receivedBytes: 0xfedc_ba98n,
+      sockId: 0xffff_8881_0a0b_0c0dn,
+      src: [192, 168, 0, 1],
+      dst: [255, 0, 10, 254],
+      srcPort: 0xfffe,
+      dstPort: 1,
+      direction: DIRECTION_INBOUND,
+      state: BPF_TCP.CLOSE,
+      packetsLost: 0xffffffff,
+      retransmissions: 7,
+      srttUs: 8,
+      minRttUs: 9,
+      netns: 0xf000_0001,
+      error: -5,
+      flags: RECORD_ESTABLISHED | 0x8000_0000,
+      reserved: 0xdeadbeef,
+    });
+    expect(decodeRecord(view)).toEqual({
+      startNs: 0x12_3456_789a,
+      reportNs: 0x123_4567_89ab,
+      sentBytes: 0x1_0000_0002,
+      receivedBytes: 0xfedc_ba98,
+      sockId: 0xffff_8881_0a0b_0c0dn,
+      family: 4,
+      srcAddr: "192.168.0.1",
+      dstAddr: "255.0.10.254",
+      srcPort: 0xfffe,
+      dstPort: 1,
+      direction: "INBOUND",
+      state: 7,
+      packetsLost: 0xffffffff,
+      retransmissions: 7,
+      srttUs: 8,
+      minRttUs: 9,
+      netns: 0xf000_0001,
+      error: -5,
+      flags: 0x8000_0002,
+    });
+  });
+
+  test("record at an offset inside a larger buffer, trailing bytes ignored", () => {
+    const view = build({ srcPort: 1234 }, RECORD_SIZE + 16, 40);
+    const ev = decodeRecord(view, 40);
+    expect(ev.srcPort).toBe(1234);
+    expect(ev.srcAddr).toBe("10.244.2.79");
+    expect(decodeRecord(view, 40, RECORD_SIZE).srcPort).toBe(1234);
+  });
+
+  test("IPv4 addresses ignore the 12 bytes after the first 4", () => {
+    const ev = decodeRecord(build({ src: [1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9] }));
+    expect(ev.srcAddr).toBe("1.2.3.4");
+    expect(ev.family).toBe(4);
+  });
+
+  test("OUTBOUND, start time and the START_UNKNOWN flag", () => {
+    expect(decodeRecord(build()).direction).toBe("OUTBOUND");
+    expect(decodeRecord(build()).startNs).toBe(1_000_000_000);
+    expect(decodeRecord(build({ startNs: 0n })).startNs).toBeNull();
+    expect(decodeRecord(build({ flags: RECORD_START_UNKNOWN | RECORD_ESTABLISHED })).startNs).toBeNull();
+  });
+
+  test("IPv6", () => {
+    const ev = decodeRecord(
+      build({
+        family: AF_INET6,
+        src: v6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+        dst: v6(0xfe80, 0, 0, 0, 0x1ff, 0xfe23, 0x4567, 0x890a),
+      }),
+    );
+    expect(ev.family).toBe(6);
+    expect(ev.srcAddr).toBe("2001:db8::1");
+    expect(ev.dstAddr).toBe("fe80::1ff:fe23:4567:890a");
+  });
+
+  test("IPv4-mapped IPv6 becomes IPv4", () => {
+    const ev = decodeRecord(
+      build({
+        family: AF_INET6,
+        src: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
+        dst: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 33],
+      }),
+    );
+    expect(ev.family).toBe(4);
+    expect(ev.srcAddr).toBe("10.0.0.1");
+    expect(ev.dstAddr).toBe("192.0.2.33");
+  });
+
+  test("IPv4-mapped destination with no source yet: 0.0.0.0", () => {
+    const ev = decodeRecord(
+      build({
+        family: AF_INET6,
+        src: new Array(16).fill(0),
+        dst: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 33],
+        flags: 0,
+        error: 101,
+      }),
+    );
+    expect(ev.family).toBe(4);
+    expect(ev.srcAddr).toBe("0.0.0.0");
+    expect(ev.dstAddr).toBe("192.0.2.33");
+  });
+
+  test("a mapped address beside a real IPv6 one stays IPv6 (RFC 5952 section 5 text)", () => {
+    const ev = decodeRecord(
+      build({
+        family: AF_INET6,
+        src: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1],
+        dst: v6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+      }),
+    );
+    expect(ev.family).toBe(6);
+    expect(ev.srcAddr).toBe("::ffff:10.0.0.1");
+    expect(ev.dstAddr).toBe("2001:db8::1");
+  });
+
+  test("timestamps above 2^53 ns", () => {
+    const big = (1n << 60n) + 123_456_789n;
+    const ev = decodeRecord(build({ startNs: (1n << 53n) + 1n, reportNs: big, sentBytes: (1n << 64n) - 1n }));
+    expect(ev.startNs).toBe(Number((1n << 53n) + 1n)); // rounded to even: 2^53
+    expect(ev.reportNs).toBe(Number(big));
+    expect(Math.abs(ev.reportNs - Number(big - (1n << 60n)) - 2 ** 60)).toBeLessThanOrEqual(128);
+    expect(ev.sentBytes).toBe(2 ** 64);
+    // exactly representable values stay exact
+    expect(decodeRecord(build({ reportNs: (1n << 53n) - 1n })).reportNs).toBe(2 ** 53 - 1);
+    expect(decodeRecord(build({ reportNs: 0xffff_ffffn })).reportNs).toBe(0xffff_ffff);
+    expect(decodeRecord(build({ reportNs: 0x1_0000_0000n })).reportNs).toBe(0x1_0000_0000);
+  });
+});
+
+describe("decodeRecord rejects", () => {
+  test("a short record", () => {
+    const e = rejection(new DataView(new ArrayBuffer(111)));
+    expect(e.message).toBe("record too short: 111 bytes, expected 112");
+    expect(e.kind).toBe("short");
+    expect(rejection(new DataView(new ArrayBuffer(0))).message).toBe("record too short: 0 bytes, expected 112");
+    expect(rejection(build(), 0, 100).message).toBe("record too short: 100 bytes, expected 112");
+    expect(rejection(build(), 8).message).toBe("record too short: 104 bytes, expected 112");
+  });
+
+  test("a length that runs past the buffer", () => {
+    const e = rejection(build(), 8, 112);
+    expect(e.kind).toBe("short");
+    expect(e.message).toBe("record at offset 8 runs past the end of its 112-byte buffer");
+    expect(rejection(build(), -1, 112).kind).toBe("short");
+  });
+
+  test("an unknown family", () => {
+    for (const family of [0, 1, 3, 0x0200, 0x0a00]) {
+      const e = rejection(build({ family }));
+      expect(e.kind).toBe("family");
+      expect(e.message).toBe(`unknown address family ${family}`);
+    }
+  });
+
+  test("an unknown direction", () => {
+    for (const direction of [0, 3, 255]) {
+      const e = rejection(build({ direction }));
+      expect(e.kind).toBe("direction");
+      expect(e.message).toBe(`unknown direction ${direction}`);
+    }
+  });
+
+  test("an unknown state", () => {
+    for (const state of [0, 13, 255]) {
+      const e = rejection(build({ state }));
+      expect(e.kind).toBe("state");
+      expect(e.message).toBe(`unknown TCP state ${state}`);
+    }
+  });
+
+  test("garbage", () => {
+    const bytes = new Uint8Array(RECORD_SIZE).fill(0xff);
+    const e = rejection(new DataView(bytes.buffer));
+    expect(e.name).toBe("RecordError");
+    expect(e.message).toBe("unknown direction 255");
+  });
+});
+
+describe("RFC 5952 text", () => {
+  test.each([
+    [[0, 0, 0, 0, 0, 0, 0, 1], "::1"],
+    [[0, 0, 0, 0, 0, 0, 0, 0], "::"],
+    [[1, 0, 0, 0, 0, 0, 0, 0], "1::"],
+    [[0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], "2001:db8::1"],
+    // longest run wins
+    [[0x2001, 0xdb8, 0, 0, 1, 0, 0, 0], "2001:db8:0:0:1::"],
+    // equal runs: the first is compressed
+    [[0x2001, 0xdb8, 0, 0, 1, 0, 0, 1], "2001:db8::1:0:0:1"],
+    // a single zero group is never compressed
+    [[0x2001, 0xdb8, 0, 1, 1, 1, 1, 1], "2001:db8:0:1:1:1:1:1"],
+    [[0x2001, 0, 0x2, 0x3, 0x4, 0x5, 0x6, 0], "2001:0:2:3:4:5:6:0"],
+    // no leading zeros, lowercase
+    [[0x2001, 0x0db8, 0x00aa, 0x000b, 0xabcd, 0xef01, 0x0001, 0xffff], "2001:db8:aa:b:abcd:ef01:1:ffff"],
+    [[0xfe80, 0, 0, 0, 0x1ff, 0xfe23, 0x4567, 0x890a], "fe80::1ff:fe23:4567:890a"],
+    [[0xfe80, 0, 0, 0, 0, 0, 0, 1], "fe80::1"],
+    [[0, 0, 1, 0, 0, 0, 1, 0], "0:0:1::1:0"],
+    [[0, 0, 0, 1, 0, 0, 0, 0], "0:0:0:1::"],
+    [[0, 0, 0, 1, 0, 0, 0, 1], "::1:0:0:0:1"],
+    [[0xff02, 0, 0, 0, 0, 0, 0, 0xfb], "ff02::fb"],
+    [[0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0001], "::ffff:10.0.0.1"],
+    [[0, 0, 0, 0, 0, 0, 0x0a00, 0x0001], "::a00:1"],
+  ])("%p → %s", (groups, text) => {
+    expect(v6Text(...groups)).toBe(text);
+  });
+});
+
+test("RFC 5952 text agrees with the WHATWG URL serializer on random addresses", () => {
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x80000000;
+  };
+  for (let n = 0; n < 2000; n++) {
+    // mostly zeros, so that runs of every length and position occur
+    const groups = Array.from({ length: 8 }, () => (random() < 0.6 ? 0 : Math.floor(random() * 0x10000)));
+    if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") continue; // WHATWG writes mapped in hex
+    const expected = new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1);
+    expect(v6Text(...groups)).toBe(expected);
+  }
+});
