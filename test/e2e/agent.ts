@@ -1,0 +1,391 @@
+/**
+ * Runs the compiled agent (`dist/kmesh-accesslog run ...`) as a child process, parses every line
+ * it prints (Kmesh text lines or JSON lines) into one `AccessLogEntry` shape, and lets a test wait
+ * for the lines of its own connections.
+ *
+ *   await using agent = await startAgent({ output: "text" });
+ *   const [out] = await agent.waitForLines(matchConnection(client, "OUTBOUND"));
+ *   const { exitCode, stderr } = await agent.stop();
+ */
+import { existsSync, accessSync, constants } from "node:fs";
+import { resolve } from "node:path";
+import type { Subprocess } from "bun";
+import * as v from "valibot";
+import { LineCollector } from "./lines.ts";
+
+export const REPO_ROOT = resolve(import.meta.dir, "../..");
+export const AGENT_BINARY = resolve(REPO_ROOT, "dist/kmesh-accesslog");
+
+/** Field names of a text line, in the order Kmesh prints them; `error` is optional and last. */
+export const TEXT_FIELDS = [
+  "src.addr",
+  "src.workload",
+  "src.namespace",
+  "dst.addr",
+  "dst.service",
+  "dst.workload",
+  "dst.namespace",
+  "start_time",
+  "direction",
+  "state",
+  "sent_bytes",
+  "received_bytes",
+  "packet_loss",
+  "retransmissions",
+  "srtt",
+  "min_rtt",
+  "duration",
+] as const;
+
+/** One report, whatever the output format. Times are epoch milliseconds; `null` where `-`. */
+export interface AccessLogEntry {
+  format: "text" | "json";
+  raw: string;
+  time: string;
+  timeNs: bigint | null;
+  srcAddr: string;
+  srcPort: number | null;
+  srcWorkload: string;
+  srcNamespace: string;
+  dstAddr: string;
+  dstPort: number | null;
+  dstService: string;
+  dstWorkload: string;
+  dstNamespace: string;
+  startTime: string;
+  startNs: bigint | null;
+  direction: string;
+  state: string;
+  sentBytes: number | null;
+  receivedBytes: number | null;
+  packetLoss: number | null;
+  retransmissions: number | null;
+  srttUs: number | null;
+  minRttUs: number | null;
+  durationMs: number | null;
+  error: string | null;
+  /** text lines: the fields in printed order (for format checks) */
+  fieldOrder: string[];
+}
+
+const GO_TIME = /^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? \+0000 UTC$/;
+const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|\+00:00)$/;
+
+/**
+ * Parses Go's `time.Time.String()` layout in UTC (`2006-01-02 15:04:05.999999999 +0000 UTC`,
+ * trailing fraction zeros dropped) to epoch nanoseconds; also RFC 3339 in UTC, and epoch numbers
+ * (unit guessed from magnitude) for JSON. Throws on anything else, including a fraction that
+ * ends in 0 in the Go layout.
+ */
+export function parseTime(value: string | number): bigint {
+  if (typeof value === "number") {
+    if (value > 1e17) return BigInt(Math.round(value));
+    if (value > 1e14) return BigInt(Math.round(value * 1e3));
+    if (value > 1e11) return BigInt(Math.round(value * 1e6));
+    return BigInt(Math.round(value * 1e9));
+  }
+  const go = GO_TIME.exec(value);
+  const m = go ?? RFC3339.exec(value);
+  if (!m) throw new Error(`not a UTC time in Go's layout: ${JSON.stringify(value)}`);
+  if (go && m[7]?.endsWith("0")) throw new Error(`time fraction has trailing zeros: ${JSON.stringify(value)}`);
+  const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const seconds = BigInt(Date.UTC(y, mo - 1, d, h, mi, s) / 1000);
+  const fraction = BigInt((m[7] ?? "").padEnd(9, "0"));
+  return seconds * 1_000_000_000n + fraction;
+}
+
+export function nsToMs(ns: bigint): number {
+  return Number(ns / 1000n) / 1000;
+}
+
+/** Splits `ip:port` / `[ip6]:port`; a bare IPv6 with a port (Kmesh's ambiguous form) is rejected. */
+export function parseAddr(value: string): { addr: string; port: number } {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(value) ?? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(value);
+  if (!m) throw new Error(`not ip:port or [ip6]:port: ${JSON.stringify(value)}`);
+  return { addr: m[1]!, port: Number(m[2]) };
+}
+
+const dash = <T>(value: string, parse: (s: string) => T): T | null => (value === "-" ? null : parse(value));
+
+function uint(value: string, suffix = ""): number {
+  const m = new RegExp(`^(\\d+)${suffix}$`).exec(value);
+  if (!m) throw new Error(`not an unsigned integer${suffix ? ` with ${suffix}` : ""}: ${JSON.stringify(value)}`);
+  return Number(m[1]);
+}
+
+function durationMs(value: string): number {
+  const m = /^(\d+(?:\.\d+)?(?:e[+-]?\d+)?)ms$/.exec(value);
+  if (!m) throw new Error(`not a duration in ms: ${JSON.stringify(value)}`);
+  return Number(m[1]);
+}
+
+/** Parses one Kmesh text line strictly (field names, order, value forms). Throws on any deviation. */
+export function parseTextLine(line: string): AccessLogEntry {
+  const prefix = "accesslog: ";
+  if (!line.startsWith(prefix)) throw new Error(`no "${prefix}" prefix`);
+  const body = line.slice(prefix.length);
+  const timeEnd = body.indexOf(" UTC ");
+  if (timeEnd < 0) throw new Error("no report time");
+  const time = body.slice(0, timeEnd + 4);
+  const fields = new Map<string, string>();
+  const order: string[] = [];
+  for (const part of body.slice(timeEnd + 5).split(", ")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new Error(`field without '=': ${JSON.stringify(part)}`);
+    const key = part.slice(0, eq);
+    if (fields.has(key)) throw new Error(`duplicate field ${key}`);
+    fields.set(key, part.slice(eq + 1));
+    order.push(key);
+  }
+  const expected = fields.has("error") ? [...TEXT_FIELDS, "error"] : [...TEXT_FIELDS];
+  if (order.join(",") !== expected.join(",")) {
+    throw new Error(`fields are [${order.join(", ")}], expected [${expected.join(", ")}]`);
+  }
+  const f = (k: string) => fields.get(k)!;
+  const src = parseAddr(f("src.addr"));
+  const dst = parseAddr(f("dst.addr"));
+  return {
+    format: "text",
+    raw: line,
+    time,
+    timeNs: parseTime(time),
+    srcAddr: src.addr,
+    srcPort: src.port,
+    srcWorkload: f("src.workload"),
+    srcNamespace: f("src.namespace"),
+    dstAddr: dst.addr,
+    dstPort: dst.port,
+    dstService: f("dst.service"),
+    dstWorkload: f("dst.workload"),
+    dstNamespace: f("dst.namespace"),
+    startTime: f("start_time"),
+    startNs: dash(f("start_time"), parseTime),
+    direction: f("direction"),
+    state: f("state"),
+    sentBytes: dash(f("sent_bytes"), (s) => uint(s)),
+    receivedBytes: dash(f("received_bytes"), (s) => uint(s)),
+    packetLoss: dash(f("packet_loss"), (s) => uint(s)),
+    retransmissions: dash(f("retransmissions"), (s) => uint(s)),
+    srttUs: dash(f("srtt"), (s) => uint(s, "us")),
+    minRttUs: dash(f("min_rtt"), (s) => uint(s, "us")),
+    durationMs: dash(f("duration"), durationMs),
+    error: fields.get("error") ?? null,
+    fieldOrder: order,
+  };
+}
+
+const Num = v.nullable(v.number());
+const Time = v.union([v.string(), v.number()]);
+/** The JSON line: numbers must be JSON numbers, not strings. */
+export const JsonLineSchema = v.strictObject({
+  time: Time,
+  src_addr: v.string(),
+  src_port: Num,
+  src_workload: v.string(),
+  src_namespace: v.string(),
+  dst_addr: v.string(),
+  dst_port: Num,
+  dst_service: v.string(),
+  dst_workload: v.string(),
+  dst_namespace: v.string(),
+  start_time: v.nullable(Time),
+  direction: v.string(),
+  state: v.string(),
+  sent_bytes: Num,
+  received_bytes: Num,
+  packet_loss: Num,
+  retransmissions: Num,
+  srtt_us: Num,
+  min_rtt_us: Num,
+  duration_ms: Num,
+  error: v.nullish(v.string()),
+});
+
+export function parseJsonLine(line: string): AccessLogEntry {
+  const result = v.safeParse(JsonLineSchema, JSON.parse(line));
+  if (!result.success) throw new Error(v.summarize(result.issues));
+  const j = result.output;
+  const bare = (a: string) => a.replace(/^\[(.*)\]$/, "$1");
+  const start = j.start_time === null || j.start_time === "-" ? null : parseTime(j.start_time);
+  return {
+    format: "json",
+    raw: line,
+    time: String(j.time),
+    timeNs: parseTime(j.time),
+    srcAddr: bare(j.src_addr),
+    srcPort: j.src_port,
+    srcWorkload: j.src_workload,
+    srcNamespace: j.src_namespace,
+    dstAddr: bare(j.dst_addr),
+    dstPort: j.dst_port,
+    dstService: j.dst_service,
+    dstWorkload: j.dst_workload,
+    dstNamespace: j.dst_namespace,
+    startTime: String(j.start_time),
+    startNs: start,
+    direction: j.direction,
+    state: j.state,
+    sentBytes: j.sent_bytes,
+    receivedBytes: j.received_bytes,
+    packetLoss: j.packet_loss,
+    retransmissions: j.retransmissions,
+    srttUs: j.srtt_us,
+    minRttUs: j.min_rtt_us,
+    durationMs: j.duration_ms,
+    error: j.error ?? null,
+    fieldOrder: Object.keys(JSON.parse(line) as object),
+  };
+}
+
+export interface Malformed {
+  line: string;
+  problem: string;
+}
+
+export interface StopResult {
+  exitCode: number | null;
+  signalCode: string | null;
+  stderr: string;
+  lines: string[];
+  entries: AccessLogEntry[];
+  /** true if it did not exit within the timeout and had to be killed */
+  killed: boolean;
+}
+
+export interface AgentOptions {
+  output?: "text" | "json";
+  duration?: number;
+  /** further arguments after `run` */
+  args?: string[];
+  env?: Record<string, string>;
+}
+
+const liveAgents = new Set<Subprocess>();
+let exitHookInstalled = false;
+
+export class Agent implements AsyncDisposable {
+  readonly proc: Subprocess<"ignore", "pipe", "pipe">;
+  readonly argv: string[];
+  readonly #out: LineCollector<AccessLogEntry>;
+  /** lines that are neither valid text nor valid JSON lines, with the reason */
+  readonly malformed: Malformed[] = [];
+  readonly #stderr: Promise<string>;
+
+  constructor(options: AgentOptions) {
+    this.argv = [AGENT_BINARY, "run"];
+    if (options.output) this.argv.push("--output", options.output);
+    if (options.duration !== undefined) this.argv.push("--duration", String(options.duration));
+    this.argv.push(...(options.args ?? []));
+    this.proc = Bun.spawn(this.argv, {
+      cwd: REPO_ROOT,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, ...options.env },
+    });
+    liveAgents.add(this.proc);
+    void this.proc.exited.then(() => liveAgents.delete(this.proc));
+    const format = options.output ?? "text";
+    this.#out = new LineCollector(
+      this.proc.stdout,
+      (line) => {
+        try {
+          return format === "json" ? parseJsonLine(line) : parseTextLine(line);
+        } catch (e) {
+          this.malformed.push({ line, problem: (e as Error).message });
+          return undefined;
+        }
+      },
+      (entry) => entry.raw,
+    );
+    this.#out.setEndReason("the agent's stdout closed (did it exit?)");
+    this.#stderr = new Response(this.proc.stderr).text();
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+  /** every stdout line so far */
+  get lines(): string[] {
+    return this.#out.lines;
+  }
+  /** every parsed entry so far */
+  get entries(): AccessLogEntry[] {
+    return this.#out.items;
+  }
+  /** stderr; complete once the agent has exited */
+  stderr(): Promise<string> {
+    return this.#stderr;
+  }
+
+  filter(predicate: (e: AccessLogEntry) => boolean): AccessLogEntry[] {
+    return this.#out.filter(predicate);
+  }
+
+  /** Resolves with all matching entries once `count` have arrived; rejects on timeout or exit. */
+  waitForLines(predicate: (e: AccessLogEntry) => boolean, count = 1, timeoutMs = 10_000): Promise<AccessLogEntry[]> {
+    return this.#out.waitFor(predicate, count, timeoutMs);
+  }
+
+  /** Sends `signal` (SIGTERM by default) and waits for exit; SIGKILL after `timeoutMs`. */
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 10_000): Promise<StopResult> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      this.proc.kill("SIGKILL");
+    }, timeoutMs);
+    await this.proc.exited;
+    clearTimeout(timer);
+    await this.#out.done;
+    return {
+      exitCode: this.proc.exitCode,
+      signalCode: this.proc.signalCode === null ? null : String(this.proc.signalCode),
+      stderr: await this.#stderr,
+      lines: this.#out.lines,
+      entries: this.#out.items,
+      killed,
+    };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGKILL");
+    await this.proc.exited;
+  }
+}
+
+/** Why the agent cannot be run here, or null if it can. */
+export function agentUnavailableReason(): string | null {
+  if (process.getuid?.() !== 0) return "end-to-end tests need root (BPF programs and network namespaces)";
+  if (!existsSync(AGENT_BINARY)) return `the agent binary ${AGENT_BINARY} does not exist: run scripts/build first`;
+  try {
+    accessSync(AGENT_BINARY, constants.X_OK);
+  } catch {
+    return `the agent binary ${AGENT_BINARY} is not executable`;
+  }
+  return null;
+}
+
+/** Starts the agent. Not yet capturing when this returns: see waitUntilCapturing in exchange.ts. */
+export function startAgent(options: AgentOptions = {}): Agent {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on("exit", () => {
+      for (const p of liveAgents) p.kill("SIGKILL");
+    });
+  }
+  return new Agent(options);
+}
+
+/** Matches the lines of one connection by its 4-tuple (and optionally the direction). */
+export function matchConnection(
+  c: { srcAddr: string; srcPort: number; dstAddr: string; dstPort: number },
+  direction?: "OUTBOUND" | "INBOUND",
+): (e: AccessLogEntry) => boolean {
+  return (e) =>
+    e.srcAddr === c.srcAddr &&
+    e.srcPort === c.srcPort &&
+    e.dstAddr === c.dstAddr &&
+    e.dstPort === c.dstPort &&
+    (direction === undefined || e.direction === direction);
+}
