@@ -57,6 +57,10 @@ export class Agent {
       notice: warn,
     });
     const agent = new Agent(clock, probe, sink, options);
+    warn(
+      `capturing TCP connections (libbpf ${probe.libbpfVersion}, ring buffer ${options.ringBufferSize} bytes, ` +
+        `up to ${options.maxConnections} open connections tracked)`,
+    );
     agent.#timers.push(
       setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
@@ -109,6 +113,10 @@ export class Agent {
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();
+    warn(
+      `stopped: ${counters.recordsRead} records read, ${counters.linesWritten} lines written, ` +
+        `${counters.recordsLost} records lost in the kernel, ${counters.linesDropped} lines dropped`,
+    );
     if (counters.recordsLost > 0) warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
     if (counters.trackingFailed > 0) warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
   }

@@ -2,39 +2,39 @@
 // Every symbol has its exact C signature; integer results that are -errno
 // become LibbpfError with the strerror text, NULL pointers become LibbpfError
 // with errno read at once. Only APIs present in libbpf 1.1 are used.
-import { dlopen, FFIType, type Pointer, CString, read } from "bun:ffi";
+import { dlopen, type Pointer, CString, read } from "bun:ffi";
 
 const LIBBPF_SYMBOLS = {
-  libbpf_set_print: { args: [FFIType.ptr], returns: FFIType.ptr },
-  libbpf_major_version: { args: [], returns: FFIType.u32 },
-  libbpf_minor_version: { args: [], returns: FFIType.u32 },
-  libbpf_num_possible_cpus: { args: [], returns: FFIType.i32 },
-  libbpf_strerror: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  libbpf_set_print: { args: ["ptr"], returns: "ptr" },
+  libbpf_major_version: { args: [], returns: "u32" },
+  libbpf_minor_version: { args: [], returns: "u32" },
+  libbpf_num_possible_cpus: { args: [], returns: "i32" },
+  libbpf_strerror: { args: ["i32", "ptr", "u64"], returns: "i32" },
   // struct bpf_object *bpf_object__open_mem(const void *, size_t, const struct bpf_object_open_opts *)
-  bpf_object__open_mem: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.ptr },
-  bpf_object__load: { args: [FFIType.ptr], returns: FFIType.i32 },
-  bpf_object__close: { args: [FFIType.ptr], returns: FFIType.void },
-  bpf_object__find_map_by_name: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
-  bpf_object__next_program: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
-  bpf_program__name: { args: [FFIType.ptr], returns: FFIType.ptr },
-  bpf_program__attach: { args: [FFIType.ptr], returns: FFIType.ptr },
-  bpf_link__destroy: { args: [FFIType.ptr], returns: FFIType.i32 },
-  bpf_map__fd: { args: [FFIType.ptr], returns: FFIType.i32 },
-  bpf_map__set_max_entries: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-  bpf_map__value_size: { args: [FFIType.ptr], returns: FFIType.u32 },
+  bpf_object__open_mem: { args: ["ptr", "u64", "ptr"], returns: "ptr" },
+  bpf_object__load: { args: ["ptr"], returns: "i32" },
+  bpf_object__close: { args: ["ptr"], returns: "void" },
+  bpf_object__find_map_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
+  bpf_object__next_program: { args: ["ptr", "ptr"], returns: "ptr" },
+  bpf_program__name: { args: ["ptr"], returns: "ptr" },
+  bpf_program__attach: { args: ["ptr"], returns: "ptr" },
+  bpf_link__destroy: { args: ["ptr"], returns: "i32" },
+  bpf_map__fd: { args: ["ptr"], returns: "i32" },
+  bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
+  bpf_map__value_size: { args: ["ptr"], returns: "u32" },
   // int bpf_map_lookup_elem(int fd, const void *key, void *value)
-  bpf_map_lookup_elem: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   // int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags)
-  bpf_map_update_elem: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
   // struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn, void *ctx, const struct ring_buffer_opts *)
-  ring_buffer__new: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
-  ring_buffer__consume: { args: [FFIType.ptr], returns: FFIType.i32 },
-  ring_buffer__free: { args: [FFIType.ptr], returns: FFIType.void },
+  ring_buffer__new: { args: ["i32", "ptr", "ptr", "ptr"], returns: "ptr" },
+  ring_buffer__consume: { args: ["ptr"], returns: "i32" },
+  ring_buffer__free: { args: ["ptr"], returns: "void" },
 } as const;
 
 const LIBC_SYMBOLS = {
-  __errno_location: { args: [], returns: FFIType.ptr },
-  memcpy: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.ptr },
+  __errno_location: { args: [], returns: "ptr" },
+  memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
 } as const;
 
 export class LibbpfError extends Error {
@@ -83,8 +83,8 @@ export function bindLibbpf(path = "libbpf.so.1") {
   }
 
   /** A pointer result: NULL becomes an error carrying errno. */
-  function pointer(step: string, result: Pointer | null): Pointer {
-    if (result !== null) return result;
+  function pointer(step: string, result: Pointer | bigint | null): Pointer {
+    if (result !== null) return Number(result) as Pointer;
     const errno = lastErrno() || 1;
     throw new LibbpfError(step, errno, strerror(-errno));
   }
@@ -108,8 +108,8 @@ export function bindLibbpf(path = "libbpf.so.1") {
     cString(text: string): Buffer {
       return Buffer.from(`${text}\0`, "utf8");
     },
-    readCString(p: Pointer | null): string {
-      return p === null ? "" : new CString(p).toString();
+    readCString(p: Pointer | bigint | null): string {
+      return p === null ? "" : new CString(Number(p) as Pointer).toString();
     },
   };
 }

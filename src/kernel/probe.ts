@@ -2,7 +2,7 @@
 // maps → load → attach → drain the ring buffer → detach and free, in reverse
 // order, from one close() that is safe to call at any point. Links are
 // anonymous fds owned by this process, so even kill -9 detaches everything.
-import { JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
+import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
 import { bindLibbpf, LibbpfError, type Libbpf } from "./libbpf.ts";
@@ -64,8 +64,10 @@ export class Probe {
   #staged = 0;
   #malformed = 0;
   #zeroKey = new Uint32Array(1);
-  #countersValue = new DataView(new ArrayBuffer(PROBE_COUNTERS_SIZE));
-  #switchesValue = new DataView(new ArrayBuffer(PROBE_SWITCHES_SIZE));
+  #countersBytes = new Uint8Array(PROBE_COUNTERS_SIZE);
+  #countersValue = new DataView(this.#countersBytes.buffer);
+  #switchesBytes = new Uint8Array(PROBE_SWITCHES_SIZE);
+  #switchesValue = new DataView(this.#switchesBytes.buffer);
 
   private constructor(bpf: Libbpf) {
     this.#bpf = bpf;
@@ -104,17 +106,18 @@ export class Probe {
     const objectBytes = await Bun.file(objectPath).bytes();
     const name = cString("kmesh_accesslog");
     const log = new Uint8Array(VERIFIER_LOG_BYTES);
-    const opts = new DataView(new ArrayBuffer(BPF_OBJECT_OPEN_OPTS_SIZE));
+    const optsBytes = new Uint8Array(BPF_OBJECT_OPEN_OPTS_SIZE);
+    const opts = new DataView(optsBytes.buffer);
     opts.setBigUint64(0, BigInt(BPF_OBJECT_OPEN_OPTS_SIZE), true);
     opts.setBigUint64(8, BigInt(ptr(name)), true);
     opts.setBigUint64(56, BigInt(ptr(log)), true);
     opts.setBigUint64(64, BigInt(log.byteLength), true);
     opts.setUint32(72, 0, true); // 0: libbpf retries a failed load with the log on
-    this.#keepAlive.push(objectBytes, name, log, opts);
+    this.#keepAlive.push(objectBytes, name, log, optsBytes);
 
     this.#object = pointer(
       "open the BPF object",
-      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts),
+      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, optsBytes),
     );
     status(
       "size the ring buffer",
@@ -135,8 +138,8 @@ export class Probe {
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
 
     this.#callback = new JSCallback((_ctx: Pointer, data: Pointer, size: number) => this.#stage(data, size), {
-      args: [FFIType.ptr, FFIType.ptr, FFIType.u64_fast],
-      returns: FFIType.i32,
+      args: ["ptr", "ptr", FFIType.u64_fast],
+      returns: "i32",
     });
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
     this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
@@ -155,7 +158,7 @@ export class Probe {
       this.#malformed++;
       return 0;
     }
-    this.#bpf.libc.memcpy(this.#stagingPtr + this.#staged * RECORD_SIZE, data, RECORD_SIZE);
+    this.#bpf.libc.memcpy((this.#stagingPtr + this.#staged * RECORD_SIZE) as Pointer, data, RECORD_SIZE);
     this.#staged++;
     return this.#staged === STAGING_RECORDS ? -1 : 0;
   }
@@ -184,7 +187,7 @@ export class Probe {
 
   counters(): ProbeCounters {
     const { lib, status } = this.#bpf;
-    status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersValue));
+    status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
     const value = this.#countersValue;
     return {
       recordsLost: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.records_lost.offset, true)),
@@ -198,7 +201,7 @@ export class Probe {
     const { lib, status } = this.#bpf;
     const value = this.#switchesValue;
     value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, enabled ? 1 : 0, true);
-    status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, value, 0));
+    status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, this.#switchesBytes, 0));
   }
 
   get libbpfVersion(): string {

@@ -1,0 +1,187 @@
+// Connection churn: what the agent costs a node that opens a fresh TCP
+// connection per request. nginx (keepalive off) on loopback and wrk
+// (`Connection: close`) run in alternation with the agent off, logging text
+// to a file, and logging JSON to a file. For each: connections/s, the ratio
+// to "off", the agent's CPU per 100k lines, records lost in the kernel, and
+// whether the line count is exact (2 lines per connection on loopback,
+// counted against nginx's own accept counter).
+//
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32]
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
+
+type Mode = "off" | "text" | "json";
+type Agent = Bun.Subprocess<"ignore", Bun.BunFile, "pipe">;
+
+interface RoundResult {
+  mode: Mode;
+  connectionsPerSecond: number;
+  connections: number;
+  lines: number;
+  agentCpuSeconds: number;
+  recordsLost: number;
+}
+
+const rounds = option("rounds", 3);
+const seconds = option("seconds", 5);
+const concurrency = option("connections", 32);
+const port = 18000 + Math.floor(Math.random() * 1000);
+
+ensurePackages({ wrk: "wrk", nginx: "nginx-light" });
+const binary = ensureBinary();
+const dir = mkdtempSync(join(tmpdir(), "kal-churn-"));
+
+function startNginx(): Bun.Subprocess {
+  writeFileSync(
+    join(dir, "nginx.conf"),
+    `user root;
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 0;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location = /status { stub_status; }
+    location / { return 200 "ok\\n"; }
+  }
+}
+`,
+  );
+  return Bun.spawn(["nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stderr: "inherit" });
+}
+
+/** nginx's count of accepted connections (this request's own included). */
+async function acceptedConnections(): Promise<number> {
+  const body = await (await fetch(`http://127.0.0.1:${port}/status`, { headers: { connection: "close" } })).text();
+  const match = body.match(/\n\s*(\d+)\s+\d+\s+\d+\s*\n/);
+  if (!match?.[1]) throw new Error(`unexpected stub_status answer: ${body}`);
+  return Number(match[1]);
+}
+
+async function waitForNginx(): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await acceptedConnections();
+      return;
+    } catch {
+      await Bun.sleep(50);
+    }
+  }
+  throw new Error("nginx did not start");
+}
+
+function runWrk(): number {
+  const wrk = Bun.spawnSync(
+    ["wrk", "-t1", `-c${concurrency}`, `-d${seconds}s`, "-H", "Connection: close", `http://127.0.0.1:${port}/`],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const out = wrk.stdout.toString();
+  const rate = out.match(/Requests\/sec:\s+([\d.]+)/);
+  if (wrk.exitCode !== 0 || !rate?.[1]) throw new Error(`wrk failed: ${out}${wrk.stderr.toString()}`);
+  return Number(rate[1]);
+}
+
+async function round(mode: Mode): Promise<RoundResult> {
+  const before = await acceptedConnections();
+  const outPath = join(dir, `lines-${mode}.txt`);
+  let agent: Agent | null = null;
+  if (mode !== "off") {
+    const started: Agent = Bun.spawn([binary, "run", "--output", mode], {
+      stdin: "ignore",
+      stdout: Bun.file(outPath),
+      stderr: "pipe",
+    });
+    await waitForStderr(started, "capturing TCP connections");
+    agent = started;
+  }
+  const rate = runWrk();
+  const after = await acceptedConnections();
+  const connections = after - before;
+  if (agent === null) {
+    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, recordsLost: 0 };
+  }
+  await Bun.sleep(100); // let the last close reports arrive before stopping
+  agent.kill("SIGTERM");
+  const exitCode = await agent.exited;
+  const stderr = agentStderr.get(agent) ?? "";
+  if (exitCode !== 0) throw new Error(`agent exited with ${exitCode}: ${stderr}`);
+  const usage = agent.resourceUsage();
+  const lost = Number(stderr.match(/(\d+) records lost in the kernel/)?.[1] ?? Number.NaN);
+  const needle = mode === "text" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
+  let lines = 0;
+  for (const line of readFileSync(outPath, "utf8").split("\n")) if (line.includes(needle)) lines++;
+  return {
+    mode,
+    connectionsPerSecond: rate,
+    connections,
+    lines,
+    agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
+    recordsLost: lost,
+  };
+}
+
+const agentStderr = new WeakMap<object, string>();
+
+async function waitForStderr(proc: Agent, needle: string): Promise<void> {
+  const reader = proc.stderr.getReader();
+  let text = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`agent exited before "${needle}": ${text}`);
+    text += new TextDecoder().decode(value);
+    if (text.includes(needle)) break;
+  }
+  agentStderr.set(proc, text);
+  // Keep collecting until exit, for the summary line.
+  void (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      agentStderr.set(proc, (agentStderr.get(proc) ?? "") + new TextDecoder().decode(value));
+    }
+  })();
+}
+
+const nginx = startNginx();
+try {
+  await waitForNginx();
+  const results: RoundResult[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const mode of ["off", "text", "json"] as const) results.push(await round(mode));
+  }
+  const offRate = median(results.filter((x) => x.mode === "off").map((x) => x.connectionsPerSecond));
+  const rows = (["off", "text", "json"] as const).map((mode) => {
+    const runs = results.filter((x) => x.mode === mode);
+    const rate = median(runs.map((x) => x.connectionsPerSecond));
+    const exact = runs.every((x) => mode === "off" || x.lines === 2 * x.connections);
+    const lost = runs.reduce((sum, x) => sum + x.recordsLost, 0);
+    const cpu = mode === "off" ? "-" : median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2);
+    return [
+      mode,
+      rate.toFixed(0),
+      `${((rate / offRate) * 100).toFixed(1)}%`,
+      cpu,
+      mode === "off" ? "-" : String(lost),
+      mode === "off" ? "-" : `${exact ? "yes" : "NO"} (${runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ")})`,
+    ];
+  });
+  console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, loopback`);
+  console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "records lost", "lines = 2 x connections"], rows));
+  const failed = rows.some((row) => row[5]?.startsWith("NO") || (row[4] !== "-" && row[4] !== "0"));
+  process.exitCode = failed ? 1 : 0;
+} finally {
+  nginx.kill("SIGTERM");
+  await nginx.exited;
+  rmSync(dir, { recursive: true, force: true });
+}
