@@ -259,8 +259,8 @@ function diagnose(error: unknown, verifierLog: string): string {
   const caps = effectiveCapabilities();
   const privileged = hasCapability(caps, CAP_SYS_ADMIN) || (hasCapability(caps, CAP_BPF) && hasCapability(caps, CAP_PERFMON));
   if ((error.errno === EPERM || error.errno === EACCES) && !privileged) {
-    const who = process.geteuid?.() === 0 ? "root without the needed capabilities" : "not root";
-    return `${error.message}: running as ${who}; run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)`;
+    const who = process.geteuid?.() === 0 ? "running as root but without CAP_BPF and CAP_PERFMON" : "not running as root";
+    return `${error.message} (${who}): run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)`;
   }
   if (verifierLog !== "") {
     const tail = verifierLog.split("\n").slice(-20).join("\n");
