@@ -8,14 +8,10 @@ import { LineSink } from "./accesslog/sink.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
+import type { RunOptions } from "./cli.ts";
 
-export interface AgentOptions {
-  output: "text" | "json";
-  /** Stop by itself after this many seconds. */
-  duration?: number | undefined;
-  ringBufferSize: number;
-  maxConnections: number;
-}
+export type AgentOptions = RunOptions;
+
 
 /** How often the ring buffer is drained. The kernel does not wake us per record. */
 const DRAIN_INTERVAL_MS = 10;
@@ -51,6 +47,7 @@ export class Agent {
     const probe = await Probe.open({
       ringBufferBytes: options.ringBufferSize,
       maxConnections: options.maxConnections,
+      libbpfPath: options.libbpf,
     });
     const sink = new LineSink(Bun.stdout.writer(), {
       maxBufferedBytes: MAX_BUFFERED_OUTPUT_BYTES,

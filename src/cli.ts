@@ -40,6 +40,7 @@ const RingBufferBytesSchema = v.pipe(
   v.maxValue(MAX_RING_BUFFER_BYTES),
   v.check(isPowerOfTwo, "must be a power of two"),
 );
+const LibbpfPathSchema = v.pipe(v.string(), v.minLength(1));
 const MaxConnectionsSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS_LIMIT));
 
 /** What `run` needs, checked. The schema is the type. */
@@ -52,6 +53,8 @@ export const RunOptionsSchema = v.strictObject({
   ringBufferSize: RingBufferBytesSchema,
   /** How many connections the kernel tracks at once (size of its connections map). */
   maxConnections: MaxConnectionsSchema,
+  /** A libbpf shared object to use instead of the system's libbpf.so.1. */
+  libbpf: v.optional(LibbpfPathSchema),
 });
 export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
 
@@ -109,6 +112,8 @@ const MaxConnections = flagType(
   MaxConnectionsSchema,
 );
 
+const LibbpfPath = flagType("libbpf", "the path of a libbpf shared object", (text) => text, LibbpfPathSchema);
+
 // ── The declaration ──────────────────────────────────────────────────────────
 
 // `run` is the default command: the same flags work with or without the word.
@@ -135,6 +140,11 @@ const runFlags = {
     placeholder: "<n>",
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
+  },
+  libbpf: {
+    type: LibbpfPath,
+    placeholder: "<path>",
+    description: "Use this libbpf shared object instead of the system's libbpf.so.1",
   },
   version: {
     type: Boolean,
@@ -221,6 +231,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     duration: flags.duration,
     ringBufferSize: flags.ringBufferSize,
     maxConnections: flags.maxConnections,
+    libbpf: flags.libbpf,
   });
   if (!result.success) {
     // The flag types already checked every value; this is the last word, not the usual path.

@@ -13,7 +13,7 @@ export interface ProbeOptions {
   ringBufferBytes: number;
   /** How many open connections the kernel can track at once. */
   maxConnections: number;
-  libbpfPath?: string;
+  libbpfPath?: string | undefined;
 }
 
 export interface ProbeCounters {
