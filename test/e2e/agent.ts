@@ -176,18 +176,20 @@ export function parseTextLine(line: string): AccessLogEntry {
 
 const Num = v.nullable(v.number());
 const Time = v.union([v.string(), v.number()]);
+/** null (JSON's "unknown") is read as the text form's `-` */
+const Text = v.nullable(v.string());
 /** The JSON line: numbers must be JSON numbers, not strings. */
 export const JsonLineSchema = v.strictObject({
   time: Time,
   src_addr: v.string(),
   src_port: Num,
-  src_workload: v.string(),
-  src_namespace: v.string(),
+  src_workload: Text,
+  src_namespace: Text,
   dst_addr: v.string(),
   dst_port: Num,
-  dst_service: v.string(),
-  dst_workload: v.string(),
-  dst_namespace: v.string(),
+  dst_service: Text,
+  dst_workload: Text,
+  dst_namespace: Text,
   start_time: v.nullable(Time),
   direction: v.string(),
   state: v.string(),
@@ -206,6 +208,7 @@ export function parseJsonLine(line: string): AccessLogEntry {
   if (!result.success) throw new Error(v.summarize(result.issues));
   const j = result.output;
   const bare = (a: string) => a.replace(/^\[(.*)\]$/, "$1");
+  const text = (t: string | null) => t ?? "-";
   const start = j.start_time === null || j.start_time === "-" ? null : parseTime(j.start_time);
   return {
     format: "json",
@@ -214,13 +217,13 @@ export function parseJsonLine(line: string): AccessLogEntry {
     timeNs: parseTime(j.time),
     srcAddr: bare(j.src_addr),
     srcPort: j.src_port,
-    srcWorkload: j.src_workload,
-    srcNamespace: j.src_namespace,
+    srcWorkload: text(j.src_workload),
+    srcNamespace: text(j.src_namespace),
     dstAddr: bare(j.dst_addr),
     dstPort: j.dst_port,
-    dstService: j.dst_service,
-    dstWorkload: j.dst_workload,
-    dstNamespace: j.dst_namespace,
+    dstService: text(j.dst_service),
+    dstWorkload: text(j.dst_workload),
+    dstNamespace: text(j.dst_namespace),
     startTime: String(j.start_time),
     startNs: start,
     direction: j.direction,

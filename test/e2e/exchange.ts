@@ -154,6 +154,8 @@ export interface ExchangeOptions {
   holdMs?: number;
   /** server listen address; defaults to the server pod's address of `family` */
   serverHost?: string;
+  /** address the client connects to; defaults to the server pod's address of `family` */
+  clientTarget?: string;
 }
 
 export interface ExchangeResult {
@@ -175,7 +177,7 @@ export async function exchange(clientPod: Pod, serverPod: Pod, o: ExchangeOption
   });
   try {
     const client = await runClient(clientPod, {
-      host: serverPod.ip(o.family),
+      host: o.clientTarget ?? serverPod.ip(o.family),
       port: server.port,
       send: o.clientSend,
       recv: o.closeFirst === "client" ? o.serverSend : "eof",

@@ -1,0 +1,383 @@
+/**
+ * End-to-end tests of the agent's core feature: one line per TCP connection, with exact values.
+ * Real client and server processes (peer.ts) run in two pods of a throw-away test node; the
+ * compiled agent runs on the host and sees them; every assertion compares the agent's line with
+ * what the peers themselves observed.
+ *
+ * Needs root and dist/kmesh-accesslog (scripts/build). Run: `bun test test/e2e/capture.test.ts`.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import {
+  type AccessLogEntry,
+  type Agent,
+  agentUnavailableReason,
+  matchConnection,
+  nsToMs,
+  startAgent,
+  TEXT_FIELDS,
+} from "./agent.ts";
+import { type ConnectionReport, type ExchangeOptions, exchange, runClient, waitUntilCapturing } from "./exchange.ts";
+import { createTestNode, type Pod, run, type TestNode } from "./node.ts";
+import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
+
+const MiB = 1024 * 1024;
+/** allowed difference between the agent's times and what the peers measured */
+const TIME_TOLERANCE_MS = 50;
+
+const ready = prerequisitesMet("capture", netnsUnavailableReason() ?? agentUnavailableReason());
+
+type Key = { srcAddr: string; srcPort: number; dstAddr: string; dstPort: number };
+const keyOf = (client: ConnectionReport, server: ConnectionReport): Key => ({
+  srcAddr: client.localAddress,
+  srcPort: client.localPort,
+  dstAddr: server.localAddress,
+  dstPort: server.localPort,
+});
+const isClose = (e: AccessLogEntry) => e.state === "BPF_TCP_CLOSE";
+
+/** The final (BPF_TCP_CLOSE) OUTBOUND and INBOUND lines of one connection, exactly one each. */
+async function closeLines(agent: Agent, key: Key): Promise<{ out: AccessLogEntry; inb: AccessLogEntry }> {
+  const out = matchConnection(key, "OUTBOUND");
+  const inb = matchConnection(key, "INBOUND");
+  await agent.waitForLines((e) => out(e) && isClose(e), 1, 10_000);
+  await agent.waitForLines((e) => inb(e) && isClose(e), 1, 10_000);
+  const outs = agent.filter((e) => out(e) && isClose(e));
+  const inbs = agent.filter((e) => inb(e) && isClose(e));
+  expect(outs.map((e) => e.raw)).toHaveLength(1);
+  expect(inbs.map((e) => e.raw)).toHaveLength(1);
+  return { out: outs[0]!, inb: inbs[0]! };
+}
+
+/**
+ * Everything one line must agree with, given what the local end (the peer that reported it)
+ * observed. Returns the list of problems, so a failure shows all of them and the line.
+ */
+function problemsWith(e: AccessLogEntry, local: ConnectionReport): string[] {
+  const problems: string[] = [];
+  const want = (what: string, got: unknown, expected: unknown) => {
+    if (got !== expected) problems.push(`${what}=${String(got)}, expected ${String(expected)}`);
+  };
+  want("state", e.state, "BPF_TCP_CLOSE");
+  want("error", e.error, null);
+  want("sent_bytes", e.sentBytes, local.bytesWritten);
+  want("received_bytes", e.receivedBytes, local.bytesRead);
+  if (!(e.srttUs! > 0)) problems.push(`srtt=${e.srttUs}, expected > 0`);
+  if (!(e.minRttUs! > 0)) problems.push(`min_rtt=${e.minRttUs}, expected > 0`);
+  if (!(e.srttUs! >= e.minRttUs!)) problems.push(`srtt=${e.srttUs} < min_rtt=${e.minRttUs}`);
+  if (e.timeNs === null || e.startNs === null || e.durationMs === null) {
+    problems.push("time, start_time or duration unknown");
+    return problems;
+  }
+  if (e.startNs > e.timeNs) problems.push(`start_time ${e.startTime} is after the report time ${e.time}`);
+  const span = nsToMs(e.timeNs - e.startNs);
+  if (Math.abs(span - e.durationMs) > 0.002) {
+    problems.push(`duration=${e.durationMs}ms but report time - start_time = ${span}ms`);
+  }
+  const measured = local.closedMs - local.startMs;
+  if (Math.abs(e.durationMs - measured) > TIME_TOLERANCE_MS) {
+    problems.push(`duration=${e.durationMs}ms, but the ${local.event} measured ${measured.toFixed(3)}ms`);
+  }
+  const startDiff = nsToMs(e.startNs) - local.startMs;
+  if (Math.abs(startDiff) > TIME_TOLERANCE_MS) {
+    problems.push(`start_time is ${startDiff.toFixed(3)}ms off the ${local.event}'s clock`);
+  }
+  const endDiff = nsToMs(e.timeNs) - local.closedMs;
+  if (Math.abs(endDiff) > TIME_TOLERANCE_MS) {
+    problems.push(`report time is ${endDiff.toFixed(3)}ms off the ${local.event}'s close`);
+  }
+  return problems;
+}
+
+/** Runs one exchange and checks both of its lines against both peers. */
+async function checkExchange(agent: Agent, a: Pod, b: Pod, o: ExchangeOptions) {
+  const { client, server } = await exchange(a, b, o);
+  expect(client).toMatchObject({ bytesWritten: o.clientSend, bytesRead: o.serverSend });
+  const key = keyOf(client, server);
+  expect(key).toEqual({
+    srcAddr: a.ip(o.family),
+    srcPort: client.localPort,
+    dstAddr: b.ip(o.family),
+    dstPort: server.localPort,
+  });
+  const { out, inb } = await closeLines(agent, key);
+  expect({ line: out.raw, problems: problemsWith(out, client) }).toEqual({ line: out.raw, problems: [] });
+  expect({ line: inb.raw, problems: problemsWith(inb, server) }).toEqual({ line: inb.raw, problems: [] });
+  return { client, server, out, inb };
+}
+
+describe.skipIf(!ready)("capture: text lines", () => {
+  let node: TestNode;
+  let agent: Agent;
+  let a: Pod;
+  let b: Pod;
+
+  beforeAll(async () => {
+    node = await createTestNode({ pods: ["client", "server", "lossy"] });
+    [a, b] = [node.pod("client"), node.pod("server")];
+    agent = startAgent({ output: "text" });
+    await waitUntilCapturing(agent, a, b);
+  }, 60_000);
+
+  afterAll(async () => {
+    await agent?.[Symbol.asyncDispose]();
+    await node?.[Symbol.asyncDispose]();
+  });
+
+  const sizes = [
+    [0, 0],
+    [1, 1],
+    [1000, 5000],
+    [4 * MiB, 3 * MiB],
+  ] as const;
+  for (const family of [4, 6] as const) {
+    for (const [clientSend, serverSend] of sizes) {
+      test(`IPv${family}, client sends ${clientSend} and receives ${serverSend}, client closes first`, async () => {
+        await checkExchange(agent, a, b, { family, clientSend, serverSend, closeFirst: "client" });
+      });
+    }
+    test(`IPv${family}, 1000/5000, server closes first`, async () => {
+      await checkExchange(agent, a, b, { family, clientSend: 1000, serverSend: 5000, closeFirst: "server" });
+    });
+    test(`IPv${family}, connection held open 400 ms: duration matches`, async () => {
+      const { out, inb } = await checkExchange(agent, a, b, {
+        family,
+        clientSend: 10,
+        serverSend: 20,
+        closeFirst: "client",
+        holdMs: 400,
+      });
+      expect(out.durationMs!).toBeGreaterThanOrEqual(400);
+      expect(inb.durationMs!).toBeGreaterThanOrEqual(400);
+    });
+  }
+
+  test("IPv6 addresses are bracketed, fields in Kmesh order, unknown metadata is '-', dst.service is the IP", async () => {
+    const { out, inb } = await checkExchange(agent, a, b, { family: 6, clientSend: 1, serverSend: 1, closeFirst: "client" });
+    for (const e of [out, inb]) {
+      expect(e.raw).toContain(` src.addr=[${a.ip6}]:${e.srcPort}, `);
+      expect(e.raw).toContain(` dst.addr=[${b.ip6}]:${e.dstPort}, `);
+      expect(e.fieldOrder).toEqual([...TEXT_FIELDS]);
+      expect(e).toMatchObject({ srcWorkload: "-", srcNamespace: "-", dstWorkload: "-", dstNamespace: "-" });
+      expect(e.dstService).toBe(b.ip6);
+    }
+  });
+
+  test("a dual-stack server socket's IPv4 connection is written as plain IPv4", async () => {
+    const { out, inb } = await checkExchange(agent, a, b, {
+      family: 4,
+      serverHost: "::",
+      clientSend: 7,
+      serverSend: 9,
+      closeFirst: "client",
+    });
+    expect(inb.raw).toContain(`src.addr=${a.ip4}:${out.srcPort}, `);
+    expect(inb.raw).toContain(`dst.addr=${b.ip4}:${out.dstPort}, `);
+  });
+
+  test("an IPv6 client socket reaching an IPv4 server through ::ffff: is written as plain IPv4", async () => {
+    const { out, inb } = await checkExchange(agent, a, b, {
+      family: 4,
+      serverHost: "::",
+      clientTarget: `::ffff:${b.ip4}`,
+      clientSend: 3,
+      serverSend: 4,
+      closeFirst: "server",
+    });
+    for (const e of [out, inb]) {
+      expect(e.raw).toContain(`src.addr=${a.ip4}:${out.srcPort}, `);
+      expect(e.raw).toContain(`dst.addr=${b.ip4}:${out.dstPort}, `);
+    }
+  });
+
+  test("a refused connection: one OUTBOUND line, zero bytes, error=ECONNREFUSED, no INBOUND line", async () => {
+    const localPort = 20_000 + Math.floor(Math.random() * 20_000);
+    const refusedPort = 9;
+    const client = await runClient(a, { host: b.ip4, port: refusedPort, localPort });
+    expect(client.error).toBe("ECONNREFUSED");
+    const key = { srcAddr: a.ip4, srcPort: localPort, dstAddr: b.ip4, dstPort: refusedPort };
+    const [line] = await agent.waitForLines(matchConnection(key, "OUTBOUND"), 1, 10_000);
+    expect(line!.raw).toEndWith(", error=ECONNREFUSED");
+    expect(line).toMatchObject({ state: "BPF_TCP_CLOSE", sentBytes: 0, receivedBytes: 0, error: "ECONNREFUSED" });
+    await Bun.sleep(1_500);
+    expect(agent.filter(matchConnection(key)).map((e) => e.raw)).toEqual([line!.raw]);
+  });
+
+  test("20% packet loss: retransmissions and packet_loss > 0, byte counts still exact", async () => {
+    const lossy = node.pod("lossy");
+    lossy.addRandomInputDrop(0.2);
+    const { out, inb } = await checkExchange(agent, a, lossy, {
+      family: 4,
+      clientSend: 2 * MiB,
+      serverSend: 1000,
+      closeFirst: "client",
+    });
+    const kernel = a.tcpCounters();
+    expect({ line: out.raw, retransmissions: out.retransmissions! > 0, packetLoss: out.packetLoss! > 0 }).toEqual({
+      line: out.raw,
+      retransmissions: true,
+      packetLoss: true,
+    });
+    // The client pod's kernel counter covers all of its connections: an upper bound for one.
+    expect(out.retransmissions!).toBeLessThanOrEqual(kernel.TcpRetransSegs!);
+    expect(inb).toMatchObject({ sentBytes: 1000, receivedBytes: 2 * MiB });
+  }, 60_000);
+
+  test("every line the agent printed is well-formed", () => {
+    expect(agent.malformed).toEqual([]);
+  });
+});
+
+describe.skipIf(!ready)("capture: JSON lines", () => {
+  test("--output json gives the same values, as numbers, with every key", async () => {
+    await using node = await createTestNode({ pods: ["client", "server"] });
+    const [a, b] = [node.pod("client"), node.pod("server")];
+    await using agent = startAgent({ output: "json" });
+    await using text = startAgent({ output: "text" });
+    await waitUntilCapturing(agent, a, b);
+    await waitUntilCapturing(text, a, b);
+    for (const family of [4, 6] as const) {
+      const { out, inb } = await checkExchange(agent, a, b, { family, clientSend: 1000, serverSend: 5000, closeFirst: "client" });
+      for (const e of [out, inb]) {
+        expect(e.fieldOrder).toEqual([
+          "time", "src_addr", "src_port", "src_workload", "src_namespace", "dst_addr", "dst_port", "dst_service",
+          "dst_workload", "dst_namespace", "start_time", "direction", "state", "sent_bytes", "received_bytes",
+          "packet_loss", "retransmissions", "srtt_us", "min_rtt_us", "duration_ms", "error",
+        ]);
+        const raw = JSON.parse(e.raw) as Record<string, unknown>;
+        for (const k of ["src_port", "dst_port", "sent_bytes", "received_bytes", "packet_loss", "retransmissions", "srtt_us", "min_rtt_us", "duration_ms"]) {
+          expect(typeof raw[k]).toBe("number");
+        }
+        expect(raw.src_addr).toBe(a.ip(family));
+        expect(raw.dst_addr).toBe(b.ip(family));
+        // The text agent saw the same connection: same kernel values.
+        const key = { srcAddr: e.srcAddr, srcPort: e.srcPort!, dstAddr: e.dstAddr, dstPort: e.dstPort! };
+        const [t] = await text.waitForLines((x) => matchConnection(key, e.direction as "OUTBOUND")(x) && isClose(x));
+        const same = (x: AccessLogEntry) => [x.sentBytes, x.receivedBytes, x.packetLoss, x.retransmissions, x.srttUs, x.minRttUs, x.state];
+        expect(same(e)).toEqual(same(t!));
+        expect(Math.abs(nsToMs(e.startNs! - t!.startNs!))).toBeLessThan(1);
+      }
+    }
+    expect(agent.malformed).toEqual([]);
+  }, 90_000);
+});
+
+interface BpfObjects {
+  /** programs named handle_set_state (bpftool may cut names at 15 characters) */
+  progs: Set<number>;
+  links: Set<number>;
+  maps: Set<number>;
+}
+
+/** The BPF programs, links and maps on the machine, as bpftool lists them. */
+function bpfObjects(): BpfObjects {
+  const list = (kind: string) => JSON.parse(run(["bpftool", kind, "list", "-j"]).stdout) as { id: number; name?: string }[];
+  return {
+    progs: new Set(
+      list("prog")
+        .filter((p) => p.name !== undefined && p.name.length >= 15 && "handle_set_state".startsWith(p.name))
+        .map((p) => p.id),
+    ),
+    links: new Set(list("link").map((l) => l.id)),
+    maps: new Set(list("map").map((m) => m.id)),
+  };
+}
+
+/** BPF objects a process holds file descriptors of (/proc/<pid>/fdinfo: prog_id, link_id, map_id). */
+function bpfObjectsHeldBy(pid: number): { progs: number[]; links: number[]; maps: number[] } {
+  const held = { progs: new Set<number>(), links: new Set<number>(), maps: new Set<number>() };
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    let info: string;
+    try {
+      info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8");
+    } catch {
+      continue; // closed meanwhile
+    }
+    const link = /^link_id:\s*(\d+)$/m.exec(info);
+    const prog = /^prog_id:\s*(\d+)$/m.exec(info);
+    const map = /^map_id:\s*(\d+)$/m.exec(info);
+    if (link) held.links.add(Number(link[1]));
+    else if (prog) held.progs.add(Number(prog[1]));
+    if (map) held.maps.add(Number(map[1]));
+  }
+  return { progs: [...held.progs], links: [...held.links], maps: [...held.maps] };
+}
+
+/** Whether the pod has a TCP socket that is neither listening nor in TIME_WAIT. */
+function openSockets(pod: Pod): boolean {
+  return pod.run(["ss", "-Htan", "exclude", "listening", "exclude", "time-wait"]).stdout.trim() !== "";
+}
+
+describe.skipIf(!ready)("capture: lifecycle", () => {
+  test("SIGTERM: exit 0 and every connection closed before the signal has its lines", async () => {
+    await using node = await createTestNode({ pods: ["client", "server"] });
+    const [a, b] = [node.pod("client"), node.pod("server")];
+    await using agent = startAgent({ output: "text" });
+    await waitUntilCapturing(agent, a, b);
+    const keys: Key[] = [];
+    for (let i = 0; i < 6; i++) {
+      const { client, server } = await exchange(a, b, {
+        family: i % 2 === 0 ? 4 : 6,
+        clientSend: 100 * i,
+        serverSend: 1000 + i,
+        closeFirst: i % 3 === 0 ? "server" : "client",
+      });
+      keys.push(keyOf(client, server));
+    }
+    // "Closed" in the kernel's sense: a peer process may exit while its socket still waits in
+    // LAST_ACK for the final ACK; only TIME_WAIT (whose full socket is already closed) may remain.
+    for (let i = 0; i < 50 && [a, b].some(openSockets); i++) await Bun.sleep(20);
+    expect([a, b].map(openSockets)).toEqual([false, false]);
+    const stopped = await agent.stop("SIGTERM");
+    expect({ exitCode: stopped.exitCode, signal: stopped.signalCode, killed: stopped.killed, stderr: stopped.stderr }).toMatchObject({
+      exitCode: 0,
+      signal: null,
+      killed: false,
+    });
+    const missing = keys.flatMap((k) =>
+      (["OUTBOUND", "INBOUND"] as const)
+        .filter((d) => !stopped.entries.some((e) => matchConnection(k, d)(e) && isClose(e)))
+        .map((d) => `${d} ${k.srcAddr}:${k.srcPort} -> ${k.dstAddr}:${k.dstPort}`),
+    );
+    expect(missing).toEqual([]);
+  }, 90_000);
+
+  test("--duration: exits 0 on its own", async () => {
+    const started = Date.now();
+    await using agent = startAgent({ output: "text", duration: 2 });
+    const exitCode = await Promise.race([agent.proc.exited, Bun.sleep(20_000).then(() => "still running")]);
+    expect({ exitCode, stderr: exitCode === 0 ? "" : await agent.stderr() }).toEqual({ exitCode: 0, stderr: "" });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2_000);
+  }, 30_000);
+
+  test("kill -9 leaves no BPF link, program or map of ours behind", async () => {
+    await using node = await createTestNode({ pods: ["client", "server"] });
+    const [a, b] = [node.pod("client"), node.pod("server")];
+    const before = bpfObjects();
+    await using agent = startAgent({ output: "text" });
+    await waitUntilCapturing(agent, a, b);
+    const during = bpfObjects();
+    const held = bpfObjectsHeldBy(agent.pid);
+    // What the agent holds, cross-checked with what is new on the machine since it started.
+    const newProgs = [...during.progs].filter((id) => !before.progs.has(id));
+    expect(held.progs.filter((id) => during.progs.has(id)).length).toBeGreaterThan(0);
+    for (const id of held.progs) expect(newProgs).toContain(id);
+    expect(held.links.length).toBeGreaterThan(0);
+    for (const id of held.links) expect(before.links.has(id)).toBe(false);
+
+    agent.proc.kill("SIGKILL");
+    await agent.proc.exited;
+    let left = held;
+    for (let i = 0; i < 50; i++) {
+      const after = bpfObjects();
+      left = {
+        progs: held.progs.filter((id) => after.progs.has(id)),
+        links: held.links.filter((id) => after.links.has(id)),
+        maps: held.maps.filter((id) => after.maps.has(id)),
+      };
+      if (left.progs.length + left.links.length + left.maps.length === 0) break;
+      await Bun.sleep(100);
+    }
+    expect(left).toEqual({ progs: [], links: [], maps: [] });
+  }, 60_000);
+});
