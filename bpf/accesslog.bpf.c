@@ -7,7 +7,9 @@
  * map keyed by the socket's address keeps what the kernel does not (when the
  * connection began, which side opened it, the counters' starting values);
  * when the socket reaches TCP_CLOSE one conn_record goes to the ring buffer.
- * No per-packet hook: the cost is a few map operations per connection.
+ * An iterator over that map reports every open connection when the agent
+ * asks (periodic reports). No per-packet hook: the cost is a few map
+ * operations per connection.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -238,5 +240,30 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 
 	emit(sk, st, family, BPF_TCP_CLOSE, now);
 	bpf_map_delete_elem(&connections, &key);
+	return 0;
+}
+
+/*
+ * Periodic reports: the agent reads this iterator and gets one record per
+ * open, established connection, written into the read itself (not the ring
+ * buffer, so these reports cannot be lost to a full ring). The socket is only
+ * read through bpf_probe_read_kernel: an element may race with its socket's
+ * close, and then reports what the socket last held.
+ */
+SEC("iter/bpf_map_elem")
+int report_open(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	__u64 *key = ctx->key;
+	struct conn_state *st = ctx->value;
+	const struct sock *sk;
+	struct conn_record rec;
+
+	if (!key || !st || !(st->flags & STATE_ESTABLISHED))
+		return 0;
+	sk = (const struct sock *)*key;
+	fill_record(&rec, sk, st, BPF_CORE_READ(sk, __sk_common.skc_family),
+		    BPF_CORE_READ(sk, __sk_common.skc_state), bpf_ktime_get_ns());
+	bpf_seq_write(seq, &rec, sizeof(rec));
 	return 0;
 }

@@ -36,6 +36,7 @@ struct sock_common {
 	__be32 skc_rcv_saddr;
 	__be16 skc_dport;
 	unsigned short skc_family;
+	volatile unsigned char skc_state;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	possible_net_t skc_net;
@@ -77,6 +78,19 @@ struct tcp_sock {
 	struct minmax rtt_min;
 	__u32 total_retrans;
 	__u32 lost;
+} __attribute__((preserve_access_index));
+
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+/* The context of an iter/bpf_map_elem program: one call per map element. */
+struct bpf_iter__bpf_map_elem {
+	struct bpf_iter_meta *meta;
+	void *key;
+	void *value;
 } __attribute__((preserve_access_index));
 
 #endif

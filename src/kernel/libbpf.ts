@@ -2,7 +2,7 @@
 // Every symbol has its exact C signature; integer results that are -errno
 // become LibbpfError with the strerror text, NULL pointers become LibbpfError
 // with errno read at once. Only APIs present in libbpf 1.1 are used.
-import { dlopen, type Pointer, CString, read } from "bun:ffi";
+import { dlopen, FFIType, type Pointer, CString, read } from "bun:ffi";
 
 const LIBBPF_SYMBOLS = {
   libbpf_set_print: { args: ["ptr"], returns: "ptr" },
@@ -17,7 +17,12 @@ const LIBBPF_SYMBOLS = {
   bpf_object__find_map_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_object__next_program: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__name: { args: ["ptr"], returns: "ptr" },
+  bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
+  // struct bpf_link *bpf_program__attach_iter(const struct bpf_program *, const struct bpf_iter_attach_opts *)
+  bpf_program__attach_iter: { args: ["ptr", "ptr"], returns: "ptr" },
+  bpf_link__fd: { args: ["ptr"], returns: "i32" },
+  bpf_iter_create: { args: ["i32"], returns: "i32" },
   bpf_link__destroy: { args: ["ptr"], returns: "i32" },
   bpf_map__fd: { args: ["ptr"], returns: "i32" },
   bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
@@ -35,6 +40,8 @@ const LIBBPF_SYMBOLS = {
 const LIBC_SYMBOLS = {
   __errno_location: { args: [], returns: "ptr" },
   memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
+  read: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
+  close: { args: ["i32"], returns: "i32" },
 } as const;
 
 export class LibbpfError extends Error {
@@ -89,6 +96,13 @@ export function bindLibbpf(path = "libbpf.so.1") {
     throw new LibbpfError(step, errno, strerror(-errno));
   }
 
+  /** A libc result: -1 means look at errno. */
+  function libcStatus(step: string, result: number): number {
+    if (result >= 0) return result;
+    const errno = lastErrno() || 1;
+    throw new LibbpfError(step, errno, strerror(-errno));
+  }
+
   /** An int result: negative is -errno. */
   function status(step: string, result: number): number {
     if (result >= 0) return result;
@@ -100,6 +114,7 @@ export function bindLibbpf(path = "libbpf.so.1") {
     libc,
     pointer,
     status,
+    libcStatus,
     strerror,
     version(): string {
       return `${lib.libbpf_major_version()}.${lib.libbpf_minor_version()}`;

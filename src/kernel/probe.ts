@@ -44,6 +44,7 @@ export const PROBE_SWITCHES_FIELDS = {
 } as const;
 export const PROBE_SWITCHES_SIZE = 8;
 
+const BPF_ITER_ATTACH_OPTS_SIZE = 24; // { size_t sz; union bpf_iter_link_info *link_info; __u32 link_info_len; }
 const BPF_OBJECT_OPEN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: see bun-ffi-libbpf-notes
 const VERIFIER_LOG_BYTES = 1 << 20;
 const STAGING_RECORDS = 4096;
@@ -54,6 +55,7 @@ export class Probe {
   #keepAlive: unknown[] = []; // memory libbpf holds pointers to
   #object: Pointer | null = null;
   #links: Pointer[] = [];
+  #reportLink: Pointer | null = null;
   #ring: Pointer | null = null;
   #callback: JSCallback | null = null;
   #countersFd = -1;
@@ -129,10 +131,18 @@ export class Probe {
     );
     status("load the BPF object", lib.bpf_object__load(this.#object));
 
-    for (let prog = lib.bpf_object__next_program(this.#object, null); prog !== null; prog = lib.bpf_object__next_program(this.#object, prog)) {
-      const progName = this.#bpf.readCString(lib.bpf_program__name(prog));
-      this.#links.push(pointer(`attach program ${progName}`, lib.bpf_program__attach(prog)));
-    }
+    this.#links.push(pointer("attach handle_set_state", lib.bpf_program__attach(this.#program("handle_set_state"))));
+    // The iterator walks the connections map: tell the kernel which map.
+    const linkInfo = new Uint32Array([status("find the connections map", lib.bpf_map__fd(this.#map("connections")))]);
+    const iterOpts = new DataView(new ArrayBuffer(BPF_ITER_ATTACH_OPTS_SIZE));
+    iterOpts.setBigUint64(0, BigInt(BPF_ITER_ATTACH_OPTS_SIZE), true);
+    iterOpts.setBigUint64(8, BigInt(ptr(linkInfo)), true);
+    iterOpts.setUint32(16, linkInfo.byteLength, true);
+    this.#reportLink = pointer(
+      "attach report_open",
+      lib.bpf_program__attach_iter(this.#program("report_open"), new Uint8Array(iterOpts.buffer)),
+    );
+    this.#links.push(this.#reportLink);
 
     this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
@@ -143,6 +153,11 @@ export class Probe {
     });
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
     this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
+  }
+
+  #program(name: string): Pointer {
+    const { lib, pointer, cString } = this.#bpf;
+    return pointer(`find program ${name}`, lib.bpf_object__find_program_by_name(this.#object, cString(name)));
   }
 
   #map(name: string): Pointer {
@@ -185,6 +200,44 @@ export class Probe {
     }
   }
 
+  /**
+   * Has the kernel report every open, established connection now (state and
+   * cumulative counters as they are), through the same batch handler as the
+   * ring buffer. Returns how many were reported. Takes about a microsecond per
+   * open connection, on the calling thread.
+   */
+  reportOpenConnections(onBatch: BatchHandler): number {
+    if (this.#reportLink === null) return 0;
+    const { lib, libc, status, libcStatus } = this.#bpf;
+    const fd = status("start a report of open connections", lib.bpf_iter_create(lib.bpf_link__fd(this.#reportLink)));
+    const capacity = this.#staging.byteLength;
+    let filled = 0;
+    let total = 0;
+    try {
+      for (;;) {
+        const got = libcStatus(
+          "read the report of open connections",
+          Number(libc.read(fd, (this.#stagingPtr + filled) as Pointer, capacity - filled)),
+        );
+        filled += got;
+        if (got > 0 && filled < capacity) continue;
+        // Full, or the end: hand over the whole records, keep a split one.
+        const count = Math.floor(filled / RECORD_SIZE);
+        if (count > 0) onBatch(this.#stagingView, count);
+        total += count;
+        const rest = filled - count * RECORD_SIZE;
+        if (got === 0) {
+          if (rest > 0) this.#malformed++;
+          return total;
+        }
+        this.#staging.copyWithin(0, count * RECORD_SIZE, filled);
+        filled = rest;
+      }
+    } finally {
+      libc.close(fd);
+    }
+  }
+
   counters(): ProbeCounters {
     const { lib, status } = this.#bpf;
     status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
@@ -210,6 +263,7 @@ export class Probe {
 
   /** Stops the kernel side; what is already queued can still be drained. */
   detach(): void {
+    this.#reportLink = null;
     for (const link of this.#links.splice(0).reverse()) this.#bpf.lib.bpf_link__destroy(link);
   }
 
