@@ -184,8 +184,7 @@ export function formatKmeshLine(r: AccessRecord): string {
     "us, min_rtt=" +
     r.minRttUs +
     "us, duration=" +
-    (r.durationMs === null ? UNKNOWN : String(r.durationMs)) +
-    "ms";
+    (r.durationMs === null ? UNKNOWN : `${r.durationMs}ms`);
   if (r.error !== null) line += ", error=" + escapeValue(r.error);
   return line;
 }

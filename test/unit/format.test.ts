@@ -104,7 +104,7 @@ describe("formatKmeshLine", () => {
       direction: "INBOUND",
     };
     expect(formatKmeshLine(r)).toBe(
-      "accesslog: 2025-04-24 08:54:40.971980208 +0000 UTC src.addr=10.244.2.79:41978, src.workload=-, src.namespace=-, dst.addr=10.244.2.78:8080, dst.service=10.244.2.78, dst.workload=-, dst.namespace=-, start_time=-, direction=INBOUND, state=BPF_TCP_CLOSE, sent_bytes=3, received_bytes=227, packet_loss=0, retransmissions=0, srtt=40515us, min_rtt=34us, duration=-ms",
+      "accesslog: 2025-04-24 08:54:40.971980208 +0000 UTC src.addr=10.244.2.79:41978, src.workload=-, src.namespace=-, dst.addr=10.244.2.78:8080, dst.service=10.244.2.78, dst.workload=-, dst.namespace=-, start_time=-, direction=INBOUND, state=BPF_TCP_CLOSE, sent_bytes=3, received_bytes=227, packet_loss=0, retransmissions=0, srtt=40515us, min_rtt=34us, duration=-",
     );
   });
 
