@@ -5,6 +5,11 @@
 import { cli, command } from "cleye";
 import * as v from "valibot";
 import packageJson from "../package.json" with { type: "json" };
+import { DEFAULT_ADMIN_ADDR, parseAdminAddress } from "./admin/address.ts";
+import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
+import { DEFAULT_LOCK_FILE } from "./admin/lock-path.ts";
+import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
+import { DEFAULT_LOG_LEVEL, LOG_LEVELS } from "./log.ts";
 
 export const PROGRAM_NAME = "kmesh-accesslog";
 export const VERSION: string = packageJson.version;
@@ -42,6 +47,17 @@ const RingBufferBytesSchema = v.pipe(
 );
 const LibbpfPathSchema = v.pipe(v.string(), v.minLength(1));
 const MaxConnectionsSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS_LIMIT));
+const MIN_REPORT_INTERVAL_SECONDS = 0.1;
+const MAX_REPORT_INTERVAL_SECONDS = 86_400;
+const ReportIntervalSchema = v.pipe(
+  v.number(),
+  v.finite(),
+  v.minValue(MIN_REPORT_INTERVAL_SECONDS),
+  v.maxValue(MAX_REPORT_INTERVAL_SECONDS),
+);
+const AdminAddressSchema = v.strictObject({ host: v.pipe(v.string(), v.minLength(1)), port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)) });
+const LogLevelSchema = v.picklist(LOG_LEVELS);
+const LockFileSchema = v.pipe(v.string(), v.startsWith("/", "must be an absolute path"));
 
 /** What `run` needs, checked. The schema is the type. */
 export const RunOptionsSchema = v.strictObject({
@@ -55,6 +71,20 @@ export const RunOptionsSchema = v.strictObject({
   maxConnections: MaxConnectionsSchema,
   /** A libbpf shared object to use instead of the system's libbpf.so.1. */
   libbpf: v.optional(LibbpfPathSchema),
+  /** Kmesh's monitoring switch at start-up. */
+  monitoring: v.boolean(),
+  /** Kmesh's accesslog switch at start-up; undefined: on (off with monitoring off). */
+  accesslog: v.optional(v.boolean()),
+  /** Kmesh's connection_metrics switch (periodic reports) at start-up; undefined: off. */
+  connectionMetrics: v.optional(v.boolean()),
+  /** Seconds between periodic reports of open connections. */
+  reportInterval: ReportIntervalSchema,
+  /** Where the admin API listens; null: no admin API. */
+  adminAddr: v.nullable(AdminAddressSchema),
+  /** The node's single-agent lock file. */
+  lockFile: LockFileSchema,
+  /** How much the agent says on stderr. */
+  logLevel: LogLevelSchema,
 });
 export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
 
@@ -113,6 +143,58 @@ const MaxConnections = flagType(
 );
 
 const LibbpfPath = flagType("libbpf", "the path of a libbpf shared object", (text) => text, LibbpfPathSchema);
+const ReportInterval = flagType(
+  "report-interval",
+  `a number of seconds from ${MIN_REPORT_INTERVAL_SECONDS} to ${MAX_REPORT_INTERVAL_SECONDS}`,
+  parseDecimal,
+  ReportIntervalSchema,
+);
+const LogLevel = flagType("log-level", LOG_LEVELS.join(", "), (text) => text, LogLevelSchema);
+const LockFile = flagType("lock-file", "an absolute path", (text) => text, LockFileSchema);
+
+/**
+ * A Kmesh-style switch: `--flag` or `--flag=true` turns it on, `--flag=false`
+ * off; the values are Go's strconv.ParseBool spellings, as Kmesh's own flags
+ * (`--monitoring=false`) take them.
+ */
+function switchFlag(flag: string): (text: string) => boolean {
+  return (text) => {
+    if (text === "") return true;
+    const value = parseGoBool(text);
+    if (value === undefined) {
+      throw new UsageError(`invalid value for --${flag}: ${JSON.stringify(text)} (expected true or false: ${GO_BOOL_SPELLINGS})`);
+    }
+    return value;
+  };
+}
+
+/** `host:port` or `[v6]:port`; "" (run only) turns the admin API off. */
+function adminAddrFlag(allowOff: boolean) {
+  return (text: string): v.InferOutput<typeof AdminAddressSchema> | null => {
+    if (text === "") {
+      if (allowOff) return null;
+      throw new UsageError("missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)");
+    }
+    const address = parseAdminAddress(text);
+    if (address === undefined) {
+      throw new UsageError(
+        `invalid value for --admin-addr: ${JSON.stringify(text)} (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200${allowOff ? ', or "" for no admin API' : ""})`,
+      );
+    }
+    return address;
+  };
+}
+
+/** kmeshctl's `enable` / `disable`, as a boolean. */
+function enableDisable(what: string): (text: string) => boolean {
+  return (text) => {
+    if (text === "enable") return true;
+    if (text === "disable") return false;
+    throw new UsageError(
+      text === "" ? `missing value for ${what} (expected enable or disable)` : `invalid value for ${what}: ${JSON.stringify(text)} (expected enable or disable)`,
+    );
+  };
+}
 
 // ── The declaration ──────────────────────────────────────────────────────────
 
@@ -146,6 +228,45 @@ const runFlags = {
     placeholder: "<path>",
     description: "Use this libbpf shared object instead of the system's libbpf.so.1",
   },
+  monitoring: {
+    type: switchFlag("monitoring"),
+    placeholder: "[=true|false]",
+    description: "Kmesh's monitoring switch at start-up: off, nothing is recorded until POST /monitoring?enable=true",
+    default: true,
+  },
+  accesslog: {
+    type: switchFlag("accesslog"),
+    placeholder: "[=true|false]",
+    description: "Kmesh's accesslog switch at start-up: lines for connections (default: on, off when monitoring is off)",
+  },
+  connectionMetrics: {
+    type: switchFlag("connection-metrics"),
+    placeholder: "[=true|false]",
+    description: "Kmesh's connection_metrics switch at start-up: also report every open connection each --report-interval (default: off)",
+  },
+  reportInterval: {
+    type: ReportInterval,
+    placeholder: "<seconds>",
+    description: "How often open connections are reported while connection metrics are on",
+    default: 5,
+  },
+  adminAddr: {
+    type: adminAddrFlag(true),
+    placeholder: "<host:port>",
+    description: `Serve Kmesh's admin API (kmeshctl monitoring/accesslog, /metrics) here; "" for none (default: ${DEFAULT_ADMIN_ADDR})`,
+  },
+  lockFile: {
+    type: LockFile,
+    placeholder: "<path>",
+    description: "The lock that keeps a second agent from starting on this node",
+    default: DEFAULT_LOCK_FILE,
+  },
+  logLevel: {
+    type: LogLevel,
+    placeholder: "<level>",
+    description: `What the agent says on stderr: ${LOG_LEVELS.join(", ")}`,
+    default: DEFAULT_LOG_LEVEL,
+  },
   version: {
     type: Boolean,
     description: "Print the version and exit",
@@ -172,8 +293,40 @@ function rejectUnknown(
   };
 }
 
-const COMMAND_NAMES = ["run"];
-const KNOWN_FLAGS = [...Object.keys(runFlags).map(kebabCase), "help"];
+// kmeshctl-style commands that drive a running agent over its admin API.
+const clientFlags = {
+  adminAddr: {
+    type: adminAddrFlag(false),
+    placeholder: "<host:port>",
+    description: `The agent's admin API (default: ${DEFAULT_ADMIN_ADDR})`,
+  },
+};
+const enableDisableFlag = (flag: string, description: string) => ({
+  type: enableDisable(`--${flag}`),
+  placeholder: "<enable|disable>",
+  description,
+});
+// kmeshctl's spellings (camelCase); the kebab-case ones work too.
+const monitoringFlags = {
+  ...clientFlags,
+  accesslog: enableDisableFlag("accesslog", "Access-log lines on or off"),
+  connectionMetrics: enableDisableFlag("connectionMetrics", "Periodic reports of open connections on or off"),
+  workloadMetrics: enableDisableFlag("workloadMetrics", "Workload metrics on or off (accepted; this agent exports none)"),
+  all: enableDisableFlag("all", "Monitoring as a whole: every switch on, or everything off"),
+};
+const statusFlags = {
+  ...clientFlags,
+  json: { type: Boolean, description: "Print one JSON object instead of tables" },
+};
+
+const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status"];
+const knownFlags = (flags: object) => [...Object.keys(flags).flatMap((name) => [name, kebabCase(name)]), "help"];
+const KNOWN_FLAGS = knownFlags(runFlags);
+const unexpectedArgument = (argument: string) => new UsageError(`unexpected argument ${JSON.stringify(argument)}`);
+/** Arguments are the command's business; unknown flags are still mistakes. */
+const keepArguments =
+  (known: readonly string[]) => (type: "known-flag" | "unknown-flag" | "argument", flagOrArgument: string) =>
+    type === "argument" ? false : rejectUnknown(known, unexpectedArgument)(type, flagOrArgument);
 
 function parseArgv(argv: string[]) {
   return cli(
@@ -186,7 +339,41 @@ function parseArgv(argv: string[]) {
           flags: runFlags,
           help: { description: "Load the probe and write one access-log line per TCP connection (the default command)" },
           strictFlags: true,
-          ignoreArgv: rejectUnknown(KNOWN_FLAGS, (argument) => new UsageError(`unexpected argument ${JSON.stringify(argument)}`)),
+          ignoreArgv: rejectUnknown(KNOWN_FLAGS, unexpectedArgument),
+        }),
+        command({
+          name: "accesslog",
+          flags: clientFlags,
+          help: {
+            description: "Turn a running agent's access log on or off (POST /accesslog, as `kmeshctl accesslog` does)",
+            usage: [`${PROGRAM_NAME} accesslog <enable|disable> [--admin-addr <host:port>]`],
+          },
+          strictFlags: true,
+          ignoreArgv: keepArguments(knownFlags(clientFlags)),
+        }),
+        command({
+          name: "monitoring",
+          flags: monitoringFlags,
+          help: {
+            description:
+              "Switch a running agent's monitoring, as `kmeshctl monitoring` does: --all first, then --accesslog, " +
+              "--workloadMetrics, --connectionMetrics; stops at the first refusal",
+            usage: [
+              `${PROGRAM_NAME} monitoring [--all <enable|disable>] [--accesslog <enable|disable>] ` +
+                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port>]",
+            ],
+          },
+          strictFlags: true,
+          ignoreArgv: rejectUnknown(knownFlags(monitoringFlags), (argument) =>
+            new UsageError(`unexpected argument ${JSON.stringify(argument)} (this command drives one agent: name it with --admin-addr)`),
+          ),
+        }),
+        command({
+          name: "status",
+          flags: statusFlags,
+          help: { description: "Print a running agent's switches and counters" },
+          strictFlags: true,
+          ignoreArgv: rejectUnknown(knownFlags(statusFlags), unexpectedArgument),
         }),
       ],
       strictFlags: true,
@@ -195,17 +382,26 @@ function parseArgv(argv: string[]) {
         description:
           "One Kmesh-format access-log line for every TCP connection on this Linux node, from eBPF.\n" +
           "Without a command, runs `run`.",
-        usage: [`${PROGRAM_NAME} [run] [flags...]`],
+        usage: [
+          `${PROGRAM_NAME} [run] [flags...]`,
+          `${PROGRAM_NAME} accesslog <enable|disable>`,
+          `${PROGRAM_NAME} monitoring --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
+          `${PROGRAM_NAME} status [--json]`,
+        ],
         examples: [
           `sudo ${PROGRAM_NAME}`,
           `sudo ${PROGRAM_NAME} run --output json --duration 60`,
           `sudo ${PROGRAM_NAME} --ring-buffer-size 32M --max-connections 1048576`,
+          `sudo ${PROGRAM_NAME} --connection-metrics --report-interval 10 --admin-addr [::1]:15200`,
+          `${PROGRAM_NAME} monitoring --connectionMetrics enable`,
         ],
       },
       ignoreArgv: rejectUnknown(KNOWN_FLAGS, (argument) =>
         COMMAND_NAMES.includes(argument)
           ? new UsageError(`the command ${JSON.stringify(argument)} must come before any flag`)
-          : new UsageError(`unknown command ${JSON.stringify(argument)} (expected ${COMMAND_NAMES.join(" or ")})`),
+          : new UsageError(
+              `unknown command ${JSON.stringify(argument)} (expected ${COMMAND_NAMES.slice(0, -1).join(", ")} or ${COMMAND_NAMES.at(-1)})`,
+            ),
       ),
     },
     undefined,
@@ -216,15 +412,80 @@ function parseArgv(argv: string[]) {
 
 // ── The result ───────────────────────────────────────────────────────────────
 
-export type Invocation = { command: "version" } | { command: "run"; options: RunOptions };
+export type AdminAddressOption = v.InferOutput<typeof AdminAddressSchema>;
+
+/** One POST of `monitoring`, in the order kmeshctl sends them. */
+export interface SwitchRequest {
+  path: SwitchPath;
+  enable: boolean;
+}
+
+export type Invocation =
+  | { command: "version" }
+  | { command: "run"; options: RunOptions }
+  | { command: "accesslog"; enable: boolean; adminAddr: AdminAddressOption }
+  | { command: "monitoring"; requests: SwitchRequest[]; adminAddr: AdminAddressOption }
+  | { command: "status"; json: boolean; adminAddr: AdminAddressOption };
+
+const defaultAdminAddress = (): AdminAddressOption => parseAdminAddress(DEFAULT_ADMIN_ADDR)!;
+
+/**
+ * type-flag hands a flag's type "" both for `--admin-addr ""` (which turns the
+ * API off) and for a bare `--admin-addr` with nothing after it: only argv can
+ * tell them apart.
+ */
+function rejectBareAdminAddr(argv: readonly string[]): void {
+  argv.forEach((argument, i) => {
+    if (argument !== "--admin-addr") return;
+    const next = argv[i + 1];
+    if (next === undefined || (next !== "" && next.startsWith("-"))) {
+      throw new UsageError(
+        ["accesslog", "monitoring", "status"].includes(argv[0] ?? "")
+          ? "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"
+          : 'missing value for --admin-addr (expected host:port, or "" for no admin API)',
+      );
+    }
+  });
+}
 
 /**
  * Reads the command line. Throws UsageError on any mistake. `--help` is left to
  * cleye, which prints the help to stdout and exits 0 without returning.
  */
 export function parseCommandLine(argv: string[]): Invocation {
-  const { flags } = parseArgv(argv);
+  rejectBareAdminAddr(argv);
+  const parsed = parseArgv(argv);
+  switch (parsed.command) {
+    case "accesslog": {
+      const [state, ...extra] = parsed._;
+      if (extra.length > 0) throw unexpectedArgument(extra[0]!);
+      if (state === undefined) throw new UsageError("missing argument: accesslog enable or accesslog disable");
+      const enable = enableDisable("accesslog")(state);
+      return { command: "accesslog", enable, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+    }
+    case "monitoring": {
+      const { flags } = parsed;
+      const requests: SwitchRequest[] = [];
+      if (flags.all !== undefined) requests.push({ path: "/monitoring", enable: flags.all });
+      if (flags.accesslog !== undefined) requests.push({ path: "/accesslog", enable: flags.accesslog });
+      if (flags.workloadMetrics !== undefined) requests.push({ path: "/workload_metrics", enable: flags.workloadMetrics });
+      if (flags.connectionMetrics !== undefined) requests.push({ path: "/connection_metrics", enable: flags.connectionMetrics });
+      if (requests.length === 0) {
+        throw new UsageError("nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable");
+      }
+      return { command: "monitoring", requests, adminAddr: flags.adminAddr ?? defaultAdminAddress() };
+    }
+    case "status":
+      return { command: "status", json: parsed.flags.json === true, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+  }
+  const { flags } = parsed;
   if (flags.version) return { command: "version" };
+  const switches = startupSwitches({
+    monitoring: flags.monitoring,
+    accesslog: flags.accesslog,
+    connectionMetrics: flags.connectionMetrics,
+  });
+  if (!switches.ok) throw new UsageError(switches.message);
   // Each RunOptions field is named after its flag, so an issue's path names the flag to blame.
   const result = v.safeParse(RunOptionsSchema, {
     output: flags.output,
@@ -232,6 +493,13 @@ export function parseCommandLine(argv: string[]): Invocation {
     ringBufferSize: flags.ringBufferSize,
     maxConnections: flags.maxConnections,
     libbpf: flags.libbpf,
+    monitoring: flags.monitoring,
+    accesslog: flags.accesslog,
+    connectionMetrics: flags.connectionMetrics,
+    reportInterval: flags.reportInterval,
+    adminAddr: flags.adminAddr === undefined ? defaultAdminAddress() : flags.adminAddr,
+    lockFile: flags.lockFile,
+    logLevel: flags.logLevel,
   });
   if (!result.success) {
     // The flag types already checked every value; this is the last word, not the usual path.

@@ -17,6 +17,18 @@ async function dispatch(invocation: Invocation): Promise<number> {
       const { runCommand } = await import("./commands/run.ts");
       return runCommand(invocation.options);
     }
+    case "accesslog": {
+      const { accesslogCommand } = await import("./commands/accesslog.ts");
+      return accesslogCommand(invocation.enable, invocation.adminAddr);
+    }
+    case "monitoring": {
+      const { monitoringCommand } = await import("./commands/monitoring.ts");
+      return monitoringCommand(invocation.requests, invocation.adminAddr);
+    }
+    case "status": {
+      const { statusCommand } = await import("./commands/status.ts");
+      return statusCommand(invocation.json, invocation.adminAddr);
+    }
   }
 }
 

@@ -47,7 +47,7 @@ describe("a mistake is one line on stderr and exit code 2", () => {
     [["run", "--max-conections", "5"], "unknown flag --max-conections (did you mean --max-connections?)"],
     [["--bogus"], "unknown flag --bogus"],
     [["-x"], "unknown flag -x"],
-    [["foo"], 'unknown command "foo" (expected run)'],
+    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring or status)'],
     [["run", "extra"], 'unexpected argument "extra"'],
     [["--output", "json", "run"], 'the command "run" must come before any flag'],
     // Several mistakes: the first one in argv order, still one line.
@@ -85,10 +85,21 @@ describe("--help and --version", () => {
 });
 
 describe("good values become RunOptions", () => {
+  /** Defaults of the runtime-control flags (tested in admin-cli.test.ts). */
+  const control = {
+    monitoring: true,
+    accesslog: undefined,
+    connectionMetrics: undefined,
+    reportInterval: 5,
+    adminAddr: { host: "127.0.0.1", port: 15200 },
+    lockFile: "/run/kmesh-accesslog/agent.lock",
+    logLevel: "info",
+  } as const;
+
   test("defaults", () => {
     expect(parseCommandLine([])).toEqual<Invocation>({
       command: "run",
-      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144 },
+      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144, ...control },
     });
     expect(parseCommandLine(["run"])).toEqual(parseCommandLine([]));
   });
@@ -97,7 +108,7 @@ describe("good values become RunOptions", () => {
     const args = ["--output", "json", "--duration=1.5", "--ring-buffer-size", "32M", "--max-connections", "1048576"];
     const expected: Invocation = {
       command: "run",
-      options: { output: "json", duration: 1.5, ringBufferSize: 32 * 1024 * 1024, maxConnections: 1_048_576 },
+      options: { output: "json", duration: 1.5, ringBufferSize: 32 * 1024 * 1024, maxConnections: 1_048_576, ...control },
     };
     expect(parseCommandLine(args)).toEqual(expected);
     expect(parseCommandLine(["run", ...args])).toEqual(expected);

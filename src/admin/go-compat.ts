@@ -1,0 +1,110 @@
+// The small parts of Go's standard library whose exact behaviour Kmesh's
+// admin API exposes to its clients: strconv.ParseBool for `enable=`,
+// url.ParseQuery + Values.Get for the query string, and http.Error for error
+// bodies. Kept byte-exact so that answers match Kmesh's to the byte: a query
+// value is bytes (Go does not require UTF-8), and so is the body that echoes it.
+
+/** strconv.ParseBool: exactly these twelve spellings; anything else is undefined. */
+export function parseGoBool(text: string): boolean | undefined {
+  switch (text) {
+    case "1":
+    case "t":
+    case "T":
+    case "TRUE":
+    case "true":
+    case "True":
+      return true;
+    case "0":
+    case "f":
+    case "F":
+    case "FALSE":
+    case "false":
+    case "False":
+      return false;
+    default:
+      return undefined;
+  }
+}
+
+/** The accepted spellings, for messages. */
+export const GO_BOOL_SPELLINGS = "1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False";
+
+const HEX = /^[0-9a-fA-F]{2}$/;
+
+/**
+ * url.QueryUnescape: `+` is a space, `%XX` is one byte, a `%` not followed by
+ * two hex digits is an error (undefined). Other bytes pass through as they are.
+ */
+export function queryUnescape(text: string): Uint8Array | undefined {
+  const raw = latin1Bytes(text);
+  const out = new Uint8Array(raw.length);
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const byte = raw[i]!;
+    if (byte === 0x25 /* % */) {
+      const hex = text.slice(i + 1, i + 3);
+      if (!HEX.test(hex)) return undefined;
+      out[n++] = Number.parseInt(hex, 16);
+      i += 2;
+    } else {
+      out[n++] = byte === 0x2b /* + */ ? 0x20 : byte;
+    }
+  }
+  return out.subarray(0, n);
+}
+
+/**
+ * url.ParseQuery followed by Values.Get(key): the first value of `key`, as
+ * bytes, or an empty value when the key is absent. Pairs Go rejects (a `;`
+ * in the pair, a bad escape in the key or the value) are skipped, as
+ * Request.URL.Query() silently does.
+ */
+export function goQueryGet(rawQuery: string, key: string): Uint8Array {
+  for (const pair of rawQuery.split("&")) {
+    if (pair === "" || pair.includes(";")) continue;
+    const eq = pair.indexOf("=");
+    const name = queryUnescape(eq < 0 ? pair : pair.slice(0, eq));
+    if (name === undefined) continue;
+    const value = queryUnescape(eq < 0 ? "" : pair.slice(eq + 1));
+    if (value === undefined) continue;
+    if (latin1String(name) === key) return value;
+  }
+  return new Uint8Array(0);
+}
+
+/** http.Error's body: the message and a newline. */
+export function goErrorBody(message: string): string {
+  return `${message}\n`;
+}
+
+/** Headers http.Error sets. */
+export const GO_ERROR_HEADERS = {
+  "Content-Type": "text/plain; charset=utf-8",
+  "X-Content-Type-Options": "nosniff",
+} as const;
+
+/** What Go's content sniffing gives for text written without a Content-Type. */
+export const GO_SNIFFED_TEXT = { "Content-Type": "text/plain; charset=utf-8" } as const;
+
+/** One byte per UTF-16 unit: the request target arrives percent-encoded, so it is ASCII. */
+function latin1Bytes(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i) & 0xff;
+  return bytes;
+}
+
+export function latin1String(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return text;
+}
+
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

@@ -1,0 +1,125 @@
+// What each admin request gets back: a pure function of the method, the URL
+// and the backend's state, so that every answer can be tested without a
+// socket. The four switch paths answer exactly as Kmesh's status server does
+// (status, body and Content-Type), so that kmeshctl works against us unchanged.
+import {
+  GO_ERROR_HEADERS,
+  GO_SNIFFED_TEXT,
+  concatBytes,
+  goErrorBody,
+  goQueryGet,
+  latin1String,
+  parseGoBool,
+} from "./go-compat.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
+import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
+import { versionBody, type VersionInfo } from "./version.ts";
+
+export type Readiness = { ready: true } | { ready: false; reason: string };
+
+/** What the routes need from the agent. */
+export interface AdminBackend {
+  switches(): Switches;
+  /** Applies a state the rules allowed (e.g. flips the kernel's switch); throws when it cannot. */
+  setSwitches(next: Switches): void;
+  /** Ready once the probe is attached; not ready while loading and once stopping. */
+  readiness(): Readiness;
+  metricsText(): string;
+  version(): VersionInfo;
+}
+
+/** Kmesh's `invalid <word> enable=<value>` uses "accesslog" for every path but /monitoring. */
+const INVALID_VALUE_WORD: Readonly<Record<SwitchName, string>> = {
+  monitoring: "monitoring",
+  accesslog: "accesslog",
+  connectionMetrics: "accesslog",
+  workloadMetrics: "accesslog",
+};
+
+/** Kmesh's words when the kernel side cannot be updated. */
+const UPDATE_FAILED: Readonly<Record<SwitchName, string>> = {
+  monitoring: "update bpf monitoring failed",
+  accesslog: "update bpf accesslog failed",
+  connectionMetrics: "update enable periodic report failed",
+  workloadMetrics: "update workload metrics failed",
+};
+
+export const KNOWN_PATHS = [
+  "POST /monitoring?enable=true|false",
+  "POST /accesslog?enable=true|false",
+  "POST /connection_metrics?enable=true|false",
+  "POST /workload_metrics?enable=true|false",
+  "GET /version",
+  "GET /debug/ready",
+  "GET /healthz",
+  "GET /metrics",
+];
+
+function goError(message: string, status: number): Response {
+  return new Response(goErrorBody(message), { status, headers: GO_ERROR_HEADERS });
+}
+
+function text(body: string | Uint8Array, status: number, headers: Record<string, string> = GO_SNIFFED_TEXT): Response {
+  return new Response(body, { status, headers });
+}
+
+/** Splits a request URL (absolute, as Bun gives it) into its path and its raw query. */
+export function splitTarget(url: string): { path: string; rawQuery: string } {
+  const scheme = url.indexOf("://");
+  const slash = url.indexOf("/", scheme < 0 ? 0 : scheme + 3);
+  const target = slash < 0 ? "/" : url.slice(slash);
+  const hash = target.indexOf("#");
+  const withoutHash = hash < 0 ? target : target.slice(0, hash);
+  const question = withoutHash.indexOf("?");
+  return question < 0
+    ? { path: withoutHash, rawQuery: "" }
+    : { path: withoutHash.slice(0, question), rawQuery: withoutHash.slice(question + 1) };
+}
+
+export function handleAdminRequest(backend: AdminBackend, method: string, url: string): Response {
+  const { path, rawQuery } = splitTarget(url);
+  if (Object.hasOwn(SWITCH_PATHS, path)) return handleSwitch(backend, SWITCH_PATHS[path as SwitchPath], method, rawQuery);
+  switch (path) {
+    // Kmesh answers these two whatever the method; so do we.
+    case "/version":
+      return text(versionBody(backend.version()), 200);
+    case "/debug/ready": {
+      const readiness = backend.readiness();
+      return readiness.ready ? text("OK", 200) : text(`not ready: ${readiness.reason}\n`, 503);
+    }
+    case "/healthz":
+      return readOnly(method) ?? text("OK", 200);
+    case "/metrics":
+      return readOnly(method) ?? text(backend.metricsText(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
+    default:
+      return text(
+        `404 page not found: ${JSON.stringify(path)}\nthis agent serves: ${KNOWN_PATHS.join(", ")}\n`,
+        404,
+        GO_ERROR_HEADERS,
+      );
+  }
+}
+
+function readOnly(method: string): Response | undefined {
+  if (method === "GET" || method === "HEAD") return undefined;
+  return new Response(goErrorBody("Method Not Allowed"), { status: 405, headers: { ...GO_ERROR_HEADERS, Allow: "GET, HEAD" } });
+}
+
+function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, rawQuery: string): Response {
+  if (method !== "POST") return goError("Method Not Allowed", 405);
+  const raw = goQueryGet(rawQuery, "enable");
+  const enable = parseGoBool(latin1String(raw));
+  if (enable === undefined) {
+    // Kmesh writes this one without http.Error: no trailing newline, the value's bytes as they came.
+    return text(concatBytes(new TextEncoder().encode(`invalid ${INVALID_VALUE_WORD[name]} enable=`), raw), 400);
+  }
+  const change = changeSwitch(backend.switches(), name, enable);
+  if (!change.ok) return goError(change.message, 400);
+  try {
+    backend.setSwitches(change.next);
+  } catch (error) {
+    return goError(`${UPDATE_FAILED[name]}: ${error instanceof Error ? error.message : String(error)}`, 400);
+  }
+  // Go's WriteHeader(200) with no body: Content-Length 0 and no Content-Type.
+  return new Response(null, { status: 200 });
+}

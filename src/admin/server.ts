@@ -1,0 +1,69 @@
+// The admin API's socket: Bun.serve on the given address, every request
+// answered by routes.ts. Nothing a client sends can crash the agent: a
+// handler that throws answers 500 with one line.
+import type { Server } from "bun";
+import { formatAdminAddress, type AdminAddress } from "./address.ts";
+import { fetchAgentVersion } from "./client.ts";
+import { handleAdminRequest, type AdminBackend } from "./routes.ts";
+
+/** The admin API could not be served; the message says why and what to do. */
+export class AdminServerError extends Error {
+  override name = "AdminServerError";
+}
+
+export class AdminServer {
+  readonly #server: Server<undefined>;
+  readonly address: AdminAddress;
+
+  private constructor(server: Server<undefined>, address: AdminAddress) {
+    this.#server = server;
+    this.address = address;
+  }
+
+  /** Listens on `address`; throws AdminServerError naming whoever holds the port. */
+  static async start(address: AdminAddress, backend: AdminBackend): Promise<AdminServer> {
+    const internalError = (error: unknown) =>
+      new Response(`internal error: ${error instanceof Error ? error.message : String(error)}\n`, {
+        status: 500,
+        headers: { "Content-Type": "text/plain; charset=utf-8" },
+      });
+    try {
+      const server = Bun.serve({
+        hostname: address.host,
+        port: address.port,
+        development: false,
+        reusePort: false,
+        fetch(request) {
+          try {
+            return handleAdminRequest(backend, request.method, request.url);
+          } catch (error) {
+            return internalError(error);
+          }
+        },
+        error: internalError,
+      });
+      return new AdminServer(server, address);
+    } catch (error) {
+      throw new AdminServerError(await explainListenFailure(address, error));
+    }
+  }
+
+  /** Stops listening and closes open connections. */
+  async stop(): Promise<void> {
+    await this.#server.stop(true);
+  }
+}
+
+async function explainListenFailure(address: AdminAddress, error: unknown): Promise<string> {
+  const where = formatAdminAddress(address);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "EADDRINUSE") {
+    const other = await fetchAgentVersion(address, 1_000).catch(() => undefined);
+    if (other !== undefined) {
+      return `another ${other.program} agent (pid ${other.pid}) already serves the admin API on ${where}: stop it first`;
+    }
+    return `cannot serve the admin API on ${where}: the address is in use by another program (choose another with --admin-addr, or disable the API with --admin-addr "")`;
+  }
+  const detail = error instanceof Error ? error.message : String(error);
+  return `cannot serve the admin API on ${where}: ${detail} (choose another address with --admin-addr, or disable the API with --admin-addr "")`;
+}

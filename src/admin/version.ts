@@ -1,0 +1,39 @@
+// What GET /version answers: the fields of Kmesh's version.Info (so that
+// `kmeshctl version` and anything parsing Kmesh's answer keep working), plus
+// which program and process answered, so that a second agent, or the CLI, can
+// name the one already running.
+import { PROGRAM_NAME, VERSION } from "../cli.ts";
+
+export interface VersionInfo {
+  gitVersion: string;
+  gitCommit: string;
+  gitTreeState: string;
+  buildDate: string;
+  /** Kmesh's field name; here the JavaScript runtime's version, e.g. `bun1.4.5`. */
+  goVersion: string;
+  compiler: string;
+  platform: string;
+  program: string;
+  pid: number;
+}
+
+const GO_ARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", ia32: "386", arm: "arm" };
+
+export function versionInfo(): VersionInfo {
+  return {
+    gitVersion: VERSION,
+    gitCommit: "unknown",
+    gitTreeState: "unknown",
+    buildDate: "unknown",
+    goVersion: `bun${Bun.version}`,
+    compiler: "bun",
+    platform: `${process.platform}/${GO_ARCH[process.arch] ?? process.arch}`,
+    program: PROGRAM_NAME,
+    pid: process.pid,
+  };
+}
+
+/** Go's json.MarshalIndent(v, "", "  "): two-space indent, no trailing newline. */
+export function versionBody(info: VersionInfo): string {
+  return JSON.stringify(info, null, 2);
+}

@@ -1,0 +1,10 @@
+// `accesslog enable|disable`: what `kmeshctl accesslog` does, against one
+// agent: POST /accesslog?enable=true|false. One line on success.
+import { formatAdminAddress, type AdminAddress } from "../admin/address.ts";
+import { postSwitch } from "../admin/client.ts";
+
+export async function accesslogCommand(enable: boolean, adminAddr: AdminAddress): Promise<number> {
+  await postSwitch(adminAddr, "/accesslog", enable);
+  process.stdout.write(`accesslog ${enable ? "enabled" : "disabled"} on ${formatAdminAddress(adminAddr)}\n`);
+  return 0;
+}

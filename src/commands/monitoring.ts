@@ -1,0 +1,16 @@
+// `monitoring --all|--accesslog|--workloadMetrics|--connectionMetrics
+// enable|disable`: what `kmeshctl monitoring` does, against one agent, in
+// kmeshctl's order (--all first), stopping at the first refusal. One line per
+// switch changed.
+import { formatAdminAddress, type AdminAddress } from "../admin/address.ts";
+import { postSwitch } from "../admin/client.ts";
+import type { SwitchRequest } from "../cli.ts";
+
+export async function monitoringCommand(requests: readonly SwitchRequest[], adminAddr: AdminAddress): Promise<number> {
+  for (const { path, enable } of requests) {
+    await postSwitch(adminAddr, path, enable);
+    const what = path === "/monitoring" ? "monitoring (every switch)" : path.slice(1);
+    process.stdout.write(`${what} ${enable ? "enabled" : "disabled"} on ${formatAdminAddress(adminAddr)}\n`);
+  }
+  return 0;
+}

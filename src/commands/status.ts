@@ -1,0 +1,88 @@
+// `status`: a running agent's switches and counters, read from its admin API
+// (/version, /debug/ready, /metrics), as tables or as one JSON object.
+import type { AdminAddress } from "../admin/address.ts";
+import { fetchStatus, type AgentStatus } from "../admin/client.ts";
+import { METRIC_PREFIX, type ParsedSample } from "../admin/metrics.ts";
+
+const SWITCH_METRIC = `${METRIC_PREFIX}switch_enabled`;
+/** Shown as state, not in the counters table. */
+const STATE_METRICS = new Set([
+  SWITCH_METRIC,
+  `${METRIC_PREFIX}build_info`,
+  `${METRIC_PREFIX}ready`,
+  `${METRIC_PREFIX}kernel_emit_enabled`,
+  `${METRIC_PREFIX}periodic_reports_enabled`,
+]);
+
+export async function statusCommand(json: boolean, adminAddr: AdminAddress): Promise<number> {
+  const status = await fetchStatus(adminAddr);
+  process.stdout.write(json ? `${JSON.stringify(statusJson(status), null, 2)}\n` : statusTables(status));
+  return 0;
+}
+
+function value(status: AgentStatus, name: string): number | undefined {
+  return status.samples.find((s) => s.name === name)?.value;
+}
+
+function switches(status: AgentStatus): Record<string, boolean> {
+  const out: Record<string, boolean> = {};
+  for (const s of status.samples) if (s.name === SWITCH_METRIC && s.labels.switch) out[s.labels.switch] = s.value === 1;
+  return out;
+}
+
+function sampleKey(s: ParsedSample): string {
+  const labels = Object.entries(s.labels);
+  return labels.length === 0 ? s.name : `${s.name}{${labels.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(",")}}`;
+}
+
+function counters(status: AgentStatus): ParsedSample[] {
+  return status.samples.filter((s) => !STATE_METRICS.has(s.name));
+}
+
+export function statusJson(status: AgentStatus) {
+  return {
+    address: status.address,
+    program: status.version.program,
+    version: status.version.gitVersion,
+    pid: status.version.pid,
+    ready: status.ready,
+    ...(status.ready ? {} : { notReady: status.readyDetail }),
+    switches: switches(status),
+    kernelEmit: value(status, `${METRIC_PREFIX}kernel_emit_enabled`) === 1,
+    periodicReports: value(status, `${METRIC_PREFIX}periodic_reports_enabled`) === 1,
+    metrics: Object.fromEntries(counters(status).map((s) => [sampleKey(s), s.value])),
+  };
+}
+
+/** `records_read_total` → `records read`; labels in parentheses. */
+function label(s: ParsedSample): string {
+  const base = s.name.replace(METRIC_PREFIX, "").replace(/_total$/, "").replaceAll("_", " ");
+  const labels = Object.values(s.labels);
+  return labels.length === 0 ? base : `${base} (${labels.join(", ")})`;
+}
+
+function table(header: [string, string], rows: [string, string][]): string {
+  const width = Math.max(header[0].length, ...rows.map(([name]) => name.length)) + 3;
+  return [header, ...rows].map(([name, v]) => `${name.padEnd(width)}${v}\n`).join("");
+}
+
+export function statusTables(status: AgentStatus): string {
+  const sw = switches(status);
+  const j = statusJson(status);
+  const writing = !j.kernelEmit ? "nothing" : j.periodicReports ? "close reports and periodic reports" : "close reports";
+  return (
+    table(
+      ["AGENT", ""],
+      [
+        ["address", status.address],
+        ["program", `${status.version.program} ${status.version.gitVersion}, pid ${status.version.pid}`],
+        ["ready", status.ready ? "yes" : `no (${status.readyDetail})`],
+        ["writing", writing],
+      ],
+    ) +
+    "\n" +
+    table(["SWITCH", "STATE"], Object.entries(sw).map(([name, on]) => [name, on ? "enabled" : "disabled"])) +
+    "\n" +
+    table(["COUNTER", "VALUE"], counters(status).map((s) => [label(s), String(s.value)]))
+  );
+}
