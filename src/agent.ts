@@ -1,6 +1,7 @@
-// The Agent owns everything that runs: the clock, the kernel probe and the
-// line sink. It starts them in that order and stops them in reverse, from
-// one place. The event loop is never blocked: a timer drains the ring buffer
+// The Agent owns everything that runs: the runtime control (single-agent
+// lock, switches, periodic reports, admin API), the clock, the kernel probe
+// and the line sink. It starts them in that order and stops them in reverse,
+// from one place. The event loop is never blocked: a timer drains the ring buffer
 // and hands lines to the non-blocking sink.
 import { formatJsonLine, formatKmeshLine, type AccessRecord } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
@@ -9,6 +10,10 @@ import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
 import type { RunOptions } from "./cli.ts";
+import { registerAgentMetrics } from "./admin/agent-metrics.ts";
+import { AgentControl } from "./admin/control.ts";
+import { outputsOf, startupSwitches } from "./admin/switches.ts";
+import { createLogger, type Logger } from "./log.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -19,42 +24,65 @@ const DRAIN_INTERVAL_MS = 10;
 const RECALIBRATE_INTERVAL_MS = 60_000;
 const MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 
-const PROGRAM = "kmesh-accesslog";
-
-function warn(message: string): void {
-  process.stderr.write(`${PROGRAM}: ${message}\n`);
-}
-
 export class Agent {
   readonly #clock: Clock;
   readonly #probe: Probe;
   readonly #sink: LineSink;
   readonly #format: (record: AccessRecord) => string;
+  readonly #control: AgentControl;
+  readonly #log: Logger;
   #timers: Timer[] = [];
   #recordsRead = 0;
   #recordsInvalid = 0;
   #lastInvalid = "";
 
-  private constructor(clock: Clock, probe: Probe, sink: LineSink, options: AgentOptions) {
+  private constructor(clock: Clock, probe: Probe, sink: LineSink, control: AgentControl, log: Logger, options: AgentOptions) {
+    this.#control = control;
+    this.#log = log;
     this.#clock = clock;
     this.#probe = probe;
     this.#sink = sink;
     this.#format = options.output === "json" ? formatJsonLine : formatKmeshLine;
   }
 
-  static async start(options: AgentOptions): Promise<Agent> {
-    const clock = createClock();
-    const probe = await Probe.open({
-      ringBufferBytes: options.ringBufferSize,
-      maxConnections: options.maxConnections,
-      libbpfPath: options.libbpf,
+  static async start(options: AgentOptions, log: Logger = createLogger(options.logLevel)): Promise<Agent> {
+    const switches = startupSwitches(options);
+    if (!switches.ok) throw new Error(switches.message); // cli.ts already refused it
+    // First: a second agent is refused before it loads anything.
+    const control = await AgentControl.start({
+      switches: switches.switches,
+      reportIntervalMs: options.reportInterval * 1000,
+      adminAddr: options.adminAddr,
+      lockFile: options.lockFile,
+      log,
     });
+    const clock = createClock();
+    let probe: Probe;
+    try {
+      probe = await Probe.open({
+        ringBufferBytes: options.ringBufferSize,
+        maxConnections: options.maxConnections,
+        libbpfPath: options.libbpf,
+      });
+    } catch (error) {
+      await control.stop();
+      throw error;
+    }
     const sink = new LineSink(Bun.stdout.writer(), {
       maxBufferedBytes: MAX_BUFFERED_OUTPUT_BYTES,
-      notice: warn,
+      notice: (message) => log.warn(message),
     });
-    const agent = new Agent(clock, probe, sink, options);
-    warn(
+    const agent = new Agent(clock, probe, sink, control, log, options);
+    registerAgentMetrics(control.metrics, () => agent.counters());
+    control.attach({
+      setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
+      reportOpenConnections: () => agent.#reportOpenConnections(),
+      countOpenConnections: () => probe.reportOpenConnections(() => undefined),
+    });
+    // The kernel writes from the moment it is attached: what it wrote before
+    // the switches said otherwise is not for the output.
+    if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
+    log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion}, ring buffer ${options.ringBufferSize} bytes, ` +
         `up to ${options.maxConnections} open connections tracked)`,
     );
@@ -78,12 +106,20 @@ export class Agent {
     }
   };
 
+  /** Lines for every open connection, after what the kernel had queued before. */
+  #reportOpenConnections(): number {
+    this.#drain();
+    const count = this.#probe.reportOpenConnections(this.#onBatch);
+    this.#sink.flush();
+    return count;
+  }
+
   #invalidRecord(message: string): void {
     this.#recordsInvalid++;
     // One line per kind of bad record, not one per record.
     if (message !== this.#lastInvalid) {
       this.#lastInvalid = message;
-      warn(`skipped a malformed ring-buffer record (${message}); ${this.#recordsInvalid} skipped so far`);
+      this.#log.warn(`skipped a malformed ring-buffer record (${message}); ${this.#recordsInvalid} skipped so far`);
     }
   }
 
@@ -105,28 +141,31 @@ export class Agent {
   /** Detaches, writes the last lines, frees everything. */
   async stop(): Promise<void> {
     for (const timer of this.#timers.splice(0)) clearInterval(timer);
+    this.#control.detach();
     this.#probe.detach();
     this.#drain();
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();
-    warn(
+    await this.#control.stop();
+    this.#log.info(
       `stopped: ${counters.recordsRead} records read, ${counters.linesWritten} lines written, ` +
         `${counters.recordsLost} records lost in the kernel, ${counters.linesDropped} lines dropped`,
     );
-    if (counters.recordsLost > 0) warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
-    if (counters.trackingFailed > 0) warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
+    if (counters.recordsLost > 0) this.#log.warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
+    if (counters.trackingFailed > 0) this.#log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
   }
 }
 
 /** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
 export async function runAgent(options: AgentOptions): Promise<number> {
+  const log = createLogger(options.logLevel);
   let agent: Agent;
   try {
-    agent = await Agent.start(options);
+    agent = await Agent.start(options, log);
   } catch (error) {
     if (error instanceof ProbeLoadError) {
-      warn(`cannot start the kernel probe: ${error.message}`);
+      log.error(`cannot start the kernel probe: ${error.message}`);
       return 1;
     }
     throw error;

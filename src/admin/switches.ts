@@ -79,9 +79,9 @@ export function outputsOf(s: Switches): Outputs {
 export interface StartupSwitches {
   monitoring: boolean;
   /** undefined: not given on the command line (on by default, off when monitoring is off) */
-  accesslog: boolean | undefined;
+  accesslog?: boolean | undefined;
   /** undefined: not given (off by default) */
-  connectionMetrics: boolean | undefined;
+  connectionMetrics?: boolean | undefined;
 }
 
 export type StartupResult = { ok: true; switches: Switches } | { ok: false; message: string };

@@ -63,7 +63,7 @@ function label(s: ParsedSample): string {
 
 function table(header: [string, string], rows: [string, string][]): string {
   const width = Math.max(header[0].length, ...rows.map(([name]) => name.length)) + 3;
-  return [header, ...rows].map(([name, v]) => `${name.padEnd(width)}${v}\n`).join("");
+  return [header, ...rows].map(([name, v]) => `${`${name.padEnd(width)}${v}`.trimEnd()}\n`).join("");
 }
 
 export function statusTables(status: AgentStatus): string {
