@@ -83,7 +83,7 @@ export class Agent {
     // the switches said otherwise is not for the output.
     if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
     log.info(
-      `capturing TCP connections (libbpf ${probe.libbpfVersion}, ring buffer ${options.ringBufferSize} bytes, ` +
+      `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
         `up to ${options.maxConnections} open connections tracked)`,
     );
     agent.#timers.push(

@@ -39,6 +39,8 @@ const LIBBPF_SYMBOLS = {
 
 const LIBC_SYMBOLS = {
   __errno_location: { args: [], returns: "ptr" },
+  memfd_create: { args: ["ptr", "u32"], returns: "i32" },
+  write: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
   memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
   read: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
   close: { args: ["i32"], returns: "i32" },
@@ -71,6 +73,80 @@ function openLibrary(path: string) {
 }
 
 export type Libbpf = ReturnType<typeof bindLibbpf>;
+
+/** Where the libbpf in use came from. */
+export type LibbpfOrigin = "--libbpf" | "system" | "bundled";
+
+/** The oldest libbpf whose API and struct layouts this code uses. */
+const MIN_LIBBPF = { major: 1, minor: 0 };
+
+/**
+ * The libbpf to use: the one named by --libbpf; else the system's
+ * libbpf.so.1 when it is recent enough; else the copy built into the binary
+ * (with the libelf and zlib it links), loaded from anonymous memory files so
+ * that nothing is written anywhere and nothing is left behind.
+ */
+export async function openLibbpf(forcedPath?: string): Promise<{ bpf: Libbpf; origin: LibbpfOrigin; notes: string[] }> {
+  if (forcedPath !== undefined) return { bpf: bindLibbpf(forcedPath), origin: "--libbpf", notes: [] };
+  const notes: string[] = [];
+  try {
+    const system = bindLibbpf("libbpf.so.1");
+    const [major, minor] = system.version().split(".").map(Number) as [number, number];
+    if (major > MIN_LIBBPF.major || (major === MIN_LIBBPF.major && minor >= MIN_LIBBPF.minor)) {
+      return { bpf: system, origin: "system", notes };
+    }
+    notes.push(`the system's libbpf ${system.version()} is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`);
+  } catch (error) {
+    if (!(error instanceof LibbpfNotFoundError)) throw error;
+    notes.push("the system has no libbpf.so.1");
+  }
+  const bundled = await bundledLibrary("libbpf.so.1");
+  if (bundled === undefined) {
+    throw new LibbpfNotFoundError(
+      `${notes.join("; ")}, and this build carries none: install libbpf 1.x (Debian/Ubuntu: apt-get install libbpf1)`,
+    );
+  }
+  // libbpf's own dependencies first: the dynamic linker then finds them
+  // loaded (by soname) instead of searching the host for them.
+  for (const [dependency, symbols] of BUNDLED_DEPENDENCIES) {
+    const file = await bundledLibrary(dependency);
+    if (file !== undefined) dlopen(memoryFile(dependency, file), symbols);
+  }
+  notes.push("using the libbpf built into this binary");
+  return { bpf: bindLibbpf(memoryFile("libbpf.so.1", bundled)), origin: "bundled", notes };
+}
+
+/** What the bundled libbpf links, each with one symbol (bun:ffi's dlopen wants one). */
+const BUNDLED_DEPENDENCIES = [
+  ["libz.so.1", { zlibVersion: { args: [], returns: "ptr" } }],
+  ["libelf.so.1", { elf_version: { args: ["u32"], returns: "u32" } }],
+] as const;
+
+/** A library embedded by scripts/build (--asset), by file name. */
+async function bundledLibrary(name: string): Promise<Uint8Array | undefined> {
+  const blob = Bun.embeddedFiles.find((file) => {
+    const path = (file as Blob & { name?: string }).name ?? "";
+    return path === name || path.endsWith(`/${name}`);
+  });
+  return blob === undefined ? undefined : await blob.bytes();
+}
+
+const MFD_CLOEXEC = 1;
+let libcForFiles: ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"] | undefined;
+
+/** Copies bytes into an anonymous memory file (memfd) and returns a path dlopen accepts. */
+function memoryFile(name: string, bytes: Uint8Array): string {
+  libcForFiles ??= dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  const fd = libcForFiles.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC);
+  if (fd < 0) throw new LibbpfNotFoundError(`cannot create a memory file for the bundled ${name}`);
+  for (let done = 0; done < bytes.byteLength; ) {
+    const wrote = Number(libcForFiles.write(fd, bytes.subarray(done), bytes.byteLength - done));
+    if (wrote <= 0) throw new LibbpfNotFoundError(`cannot write the bundled ${name} to a memory file`);
+    done += wrote;
+  }
+  // Kept open for the life of the process: the path below names it.
+  return `/proc/self/fd/${fd}`;
+}
 
 /** Opens libbpf and libc; throws LibbpfNotFoundError when libbpf is missing. */
 export function bindLibbpf(path = "libbpf.so.1") {

@@ -5,7 +5,7 @@
 import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
-import { bindLibbpf, LibbpfError, type Libbpf } from "./libbpf.ts";
+import { LibbpfError, openLibbpf, type Libbpf, type LibbpfOrigin } from "./libbpf.ts";
 import { RECORD_SIZE } from "./record.ts";
 
 export interface ProbeOptions {
@@ -71,8 +71,12 @@ export class Probe {
   #switchesBytes = new Uint8Array(PROBE_SWITCHES_SIZE);
   #switchesValue = new DataView(this.#switchesBytes.buffer);
 
-  private constructor(bpf: Libbpf) {
+  /** Where the libbpf in use came from (system, bundled, --libbpf). */
+  readonly libbpfOrigin: LibbpfOrigin;
+
+  private constructor(bpf: Libbpf, origin: LibbpfOrigin) {
     this.#bpf = bpf;
+    this.libbpfOrigin = origin;
   }
 
   /** Opens, loads and attaches the probe; throws ProbeLoadError with a diagnosis. */
@@ -82,13 +86,13 @@ export class Probe {
         `no kernel BTF at ${BTF_PATH}: the probe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or newer)`,
       );
     }
-    let bpf: Libbpf;
+    let opened: Awaited<ReturnType<typeof openLibbpf>>;
     try {
-      bpf = bindLibbpf(options.libbpfPath);
+      opened = await openLibbpf(options.libbpfPath);
     } catch (error) {
       throw new ProbeLoadError(error instanceof Error ? error.message : String(error));
     }
-    const probe = new Probe(bpf);
+    const probe = new Probe(opened.bpf, opened.origin);
     try {
       await probe.#load(options);
       return probe;
