@@ -457,8 +457,12 @@ export function parseCommandLine(argv: string[]): Invocation {
   const parsed = parseArgv(argv);
   switch (parsed.command) {
     case "accesslog": {
-      const [state, ...extra] = parsed._;
-      if (extra.length > 0) throw unexpectedArgument(extra[0]!);
+      const args = [...parsed._];
+      // kmeshctl takes pod names before the state; here --admin-addr names the one agent.
+      const state = args.length > 1 && ["enable", "disable"].includes(args.at(-1)!) ? args.pop() : args.shift();
+      if (args.length > 0) {
+        throw new UsageError(`unexpected argument ${JSON.stringify(args[0])} (this command drives one agent: name it with --admin-addr)`);
+      }
       if (state === undefined) throw new UsageError("missing argument: accesslog enable or accesslog disable");
       const enable = enableDisable("accesslog")(state);
       return { command: "accesslog", enable, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
