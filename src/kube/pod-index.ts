@@ -1,0 +1,157 @@
+// IP → pod, built from one complete pod list. The index is built from scratch on every refresh and
+// replaces the previous one whole, so an entry never outlives the list that contained it.
+//
+// Building is split in two so that the expensive half can run off the main thread: buildIndexData
+// (checked pods → plain arrays, cheap to post from a Worker) and PodIndex.fromData (plain arrays →
+// the Map the line path reads).
+//
+// Rules (see /work/shared/docs/kubelet.md):
+// - a pod is reachable under every address in `status.podIPs` and `status.podIP` (both families);
+// - hostNetwork pods are never indexed by IP: they report the node's address, shared by many;
+//   their addresses and every pod's `status.hostIP(s)` are remembered as the node's own addresses;
+// - Succeeded and Failed pods are never indexed: their IP is free and soon reused;
+// - when several pods claim one IP, a running pod without a deletionTimestamp wins, then any other
+//   pod not being deleted (Pending, Unknown), then one being deleted; on a tie the first one in
+//   the list keeps the IP, so the result does not depend on anything but the list.
+import { isLoopbackOrUnspecified } from "./ip.ts";
+import type { Pod } from "./pod-list.ts";
+import { workloadOf } from "./workload.ts";
+
+export interface PodInfo {
+  name: string;
+  namespace: string | null;
+  uid: string | null;
+  /** the controlling workload's name (see workload.ts) */
+  workload: string;
+  /** Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet, ..., or Pod */
+  workloadKind: string;
+}
+
+/** An index as plain arrays: what a Worker posts (structured clone) to the main thread. */
+export interface PodIndexData {
+  pods: PodInfo[];
+  /** canonical IP texts; ips[i] belongs to pods[podOfIp[i]] */
+  ips: string[];
+  podOfIp: number[];
+  /** canonical addresses of the node itself (hostIPs, hostNetwork pods' IPs) */
+  nodeAddresses: string[];
+  /** pods in the list, indexed or not */
+  podCount: number;
+}
+
+const NEVER = 0;
+const DELETING = 1;
+const NOT_RUNNING = 2;
+const RUNNING = 3;
+
+/** How strongly a pod claims its IP; NEVER for pods that must not be indexed. */
+function claim(pod: Pod): number {
+  const phase = pod.status?.phase;
+  if (phase === "Succeeded" || phase === "Failed") return NEVER;
+  if (pod.metadata.deletionTimestamp != null) return DELETING;
+  return phase === "Running" ? RUNNING : NOT_RUNNING;
+}
+
+/** A pod's IPs (canonical already: see pod-list.ts), each once. */
+function podIps(pod: Pod): string[] {
+  const out: string[] = [];
+  const add = (ip: string | null | undefined) => {
+    if (ip && !out.includes(ip)) out.push(ip);
+  };
+  for (const entry of pod.status?.podIPs ?? []) add(entry.ip);
+  add(pod.status?.podIP);
+  return out;
+}
+
+export function buildIndexData(pods: readonly Pod[]): PodIndexData {
+  const infos: PodInfo[] = [];
+  const owner = new Map<string, { pod: number; claim: number }>();
+  const nodeAddresses = new Set<string>();
+
+  for (const pod of pods) {
+    for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) nodeAddresses.add(entry.ip);
+    if (pod.status?.hostIP) nodeAddresses.add(pod.status.hostIP);
+
+    const ips = podIps(pod);
+    if (pod.spec?.hostNetwork === true) {
+      for (const ip of ips) nodeAddresses.add(ip);
+      continue;
+    }
+    const strength = claim(pod);
+    if (strength === NEVER || ips.length === 0) continue;
+
+    let index = -1;
+    for (const ip of ips) {
+      const current = owner.get(ip);
+      if (current !== undefined && current.claim >= strength) continue;
+      if (index < 0) {
+        const workload = workloadOf(pod);
+        index = infos.length;
+        infos.push({
+          name: pod.metadata.name,
+          namespace: pod.metadata.namespace ?? null,
+          uid: pod.metadata.uid ?? null,
+          workload: workload.name,
+          workloadKind: workload.kind,
+        });
+      }
+      owner.set(ip, { pod: index, claim: strength });
+    }
+  }
+
+  const ips: string[] = [];
+  const podOfIp: number[] = [];
+  for (const [ip, { pod }] of owner) {
+    // An address that is the node's own (a hostNetwork pod's) is never a pod IP.
+    if (nodeAddresses.has(ip)) continue;
+    ips.push(ip);
+    podOfIp.push(pod);
+  }
+  return { pods: infos, ips, podOfIp, nodeAddresses: [...nodeAddresses], podCount: pods.length };
+}
+
+export class PodIndex {
+  static readonly EMPTY = new PodIndex(new Map(), new Set(), 0);
+
+  readonly #byIp: ReadonlyMap<string, PodInfo>;
+  readonly #nodeAddresses: ReadonlySet<string>;
+  /** pods in the list this index was built from */
+  readonly podCount: number;
+
+  private constructor(byIp: ReadonlyMap<string, PodInfo>, nodeAddresses: ReadonlySet<string>, podCount: number) {
+    this.#byIp = byIp;
+    this.#nodeAddresses = nodeAddresses;
+    this.podCount = podCount;
+  }
+
+  static fromData(data: PodIndexData): PodIndex {
+    const byIp = new Map<string, PodInfo>();
+    for (let i = 0; i < data.ips.length; i++) {
+      const pod = data.pods[data.podOfIp[i]!];
+      if (pod !== undefined) byIp.set(data.ips[i]!, pod);
+    }
+    return new PodIndex(byIp, new Set(data.nodeAddresses), data.podCount);
+  }
+
+  static fromPods(pods: readonly Pod[]): PodIndex {
+    return PodIndex.fromData(buildIndexData(pods));
+  }
+
+  /** The pod at a canonical address (as the record decoder writes it). */
+  lookup(ip: string): PodInfo | undefined {
+    return this.#byIp.get(ip);
+  }
+
+  /**
+   * True for addresses that belong to the node rather than to a pod: loopback, unspecified, the
+   * node's host IPs and hostNetwork pods' IPs as the last list gave them.
+   */
+  isNodeAddress(ip: string): boolean {
+    return isLoopbackOrUnspecified(ip) || this.#nodeAddresses.has(ip);
+  }
+
+  /** Pod IPs indexed. */
+  get size(): number {
+    return this.#byIp.size;
+  }
+}
