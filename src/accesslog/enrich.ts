@@ -1,0 +1,228 @@
+// Names on both ends of a line, from the pod index, and the filters that need them.
+//
+// Names (accesslog-format.md): src.workload/src.namespace are the pod name and namespace at the
+// source address; dst.workload/dst.namespace those at the destination address (dst.namespace is
+// the destination pod's namespace: no service is known yet, so dst.service stays the IP).
+//
+// Holding back a new pod's first lines. A pod can connect within milliseconds of starting, before
+// the next poll has seen it. So when the *local* end of a line (src for OUTBOUND, dst for INBOUND)
+// is not in the index, the line is held and a refresh is asked for (the pod source starts at most
+// one per second however many ask). A held line is written when a refresh that started at or after
+// its report time has completed (the list it read knew every pod that existed at that moment),
+// or at its deadline, report time + hold (default 2 s), whichever comes first, with what is known
+// then. A line is not held when such a refresh has already completed (its local end is then
+// simply not a pod: host-network traffic is never delayed), when its local end is loopback or an
+// address of the node itself, or when its deadline has already passed.
+//
+// The other line of the same connection: when the remote end of a line is an address that a held
+// line is waiting for (the peer is a new pod on this node), that line waits too, for the same
+// refresh, so that both lines of a same-node connection name the new pod.
+//
+// Order. Lines that are not held are written at once, in the order they are read. Held lines are
+// kept sorted by report time and written in that order (the conditions above are monotone in
+// report time, so a later line is never released before an earlier one). Before each batch of
+// new records, every held line whose deadline has passed is written: so a held line is never
+// written after a line whose report time is more than `hold` later than its own. Lines whose
+// local end is known are never delayed; a held line can be overtaken only by lines reported
+// within `hold` after it.
+import type { PodInfo } from "../kube/pod-index.ts";
+import type { AccessRecord } from "./format.ts";
+
+/** What the enricher needs from the pod source (kube/pod-source.ts). */
+export interface NameSource {
+  lookup(ip: string): PodInfo | undefined;
+  isNodeAddress(ip: string): boolean;
+  /** start (monotonic ns) of the latest completed refresh; -Infinity before the first */
+  readonly completedStartNs: number;
+  /** asks for a refresh that starts after eventNs */
+  requestRefresh(eventNs: number): void;
+}
+
+export interface FilterOptions {
+  /** keep lines where either end is in one of these namespaces */
+  namespaces?: readonly string[];
+  /** drop lines where either end is in one of these namespaces */
+  excludeNamespaces?: readonly string[];
+  /** keep lines where either end is one of these pods (by name) */
+  pods?: readonly string[];
+}
+
+const nonEmpty = (values: readonly string[] | undefined) => (values && values.length > 0 ? new Set(values) : null);
+const hasEither = (set: ReadonlySet<string>, a: string | null, b: string | null) =>
+  (a !== null && set.has(a)) || (b !== null && set.has(b));
+
+/** The filter of `--namespace`, `--exclude-namespace` and `--pod` (all must pass), or null. */
+export function lineFilter(o: FilterOptions): ((r: AccessRecord) => boolean) | null {
+  const namespaces = nonEmpty(o.namespaces);
+  const excluded = nonEmpty(o.excludeNamespaces);
+  const pods = nonEmpty(o.pods);
+  if (namespaces === null && excluded === null && pods === null) return null;
+  return (r) =>
+    (namespaces === null || hasEither(namespaces, r.srcNamespace, r.dstNamespace)) &&
+    (excluded === null || !hasEither(excluded, r.srcNamespace, r.dstNamespace)) &&
+    (pods === null || hasEither(pods, r.srcWorkload, r.dstWorkload));
+}
+
+export interface EnricherOptions {
+  source: NameSource;
+  /** how long a line may be held, ns; 0: never hold */
+  holdNs: number;
+  filter: ((r: AccessRecord) => boolean) | null;
+  /** where finished records go */
+  emit: (r: AccessRecord) => void;
+  /** most lines held at once; beyond it the oldest is written at once (default 65536) */
+  maxHeld?: number;
+}
+
+interface Entry {
+  record: AccessRecord;
+  reportNs: number;
+  /** the local address it waits for, when its own local end is unknown */
+  awaits: string | null;
+  hold: boolean;
+}
+
+export interface EnricherStats {
+  /** lines held back */
+  held: number;
+  /** held lines written because a refresh completed */
+  releasedByRefresh: number;
+  /** held lines written at their deadline (or because too many were held) */
+  releasedAtDeadline: number;
+  /** lines dropped by the filters */
+  filtered: number;
+}
+
+export class Enricher {
+  readonly #o: Required<EnricherOptions>;
+  readonly #batch: Entry[] = [];
+  /** held lines, sorted by report time, from index #head on */
+  #held: Entry[] = [];
+  #head = 0;
+  /** local addresses held lines wait for → how many lines */
+  readonly #awaited = new Map<string, number>();
+  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0 };
+
+  constructor(options: EnricherOptions) {
+    this.#o = { maxHeld: 65_536, ...options };
+  }
+
+  /** Lines held now. */
+  get holding(): number {
+    return this.#held.length - this.#head;
+  }
+
+  /** Queues one record of the current batch; endBatch() decides about all of them. */
+  accept(record: AccessRecord, reportNs: number): void {
+    this.#batch.push({ record, reportNs, awaits: null, hold: false });
+  }
+
+  #known(ip: string): boolean {
+    return this.#o.source.lookup(ip) !== undefined || this.#o.source.isNodeAddress(ip);
+  }
+
+  /**
+   * Writes or holds the records accepted since the last call. Two passes, so that a line whose
+   * remote end is a new pod waits even when that pod's own line comes later in the same batch.
+   */
+  endBatch(nowNs: number): void {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    const { source, holdNs } = this.#o;
+    for (const entry of batch) {
+      const r = entry.record;
+      const local = r.direction === "OUTBOUND" ? r.srcAddr : r.dstAddr;
+      if (this.#known(local) || source.completedStartNs >= entry.reportNs) continue;
+      source.requestRefresh(entry.reportNs);
+      if (holdNs > 0 && entry.reportNs + holdNs > nowNs) {
+        entry.hold = true;
+        entry.awaits = local;
+        this.#awaited.set(local, (this.#awaited.get(local) ?? 0) + 1);
+      }
+    }
+    for (const entry of batch) {
+      if (!entry.hold) {
+        const r = entry.record;
+        const remote = r.direction === "OUTBOUND" ? r.dstAddr : r.srcAddr;
+        const rides =
+          this.#awaited.has(remote) &&
+          source.completedStartNs < entry.reportNs &&
+          entry.reportNs + holdNs > nowNs &&
+          !this.#known(remote);
+        if (!rides) {
+          this.#write(entry.record);
+          continue;
+        }
+        source.requestRefresh(entry.reportNs);
+      }
+      this.#insert(entry);
+    }
+    batch.length = 0;
+  }
+
+  #insert(entry: Entry): void {
+    this.stats.held++;
+    const held = this.#held;
+    let i = held.length;
+    while (i > this.#head && held[i - 1]!.reportNs > entry.reportNs) i--;
+    if (i === held.length) held.push(entry);
+    else held.splice(i, 0, entry);
+    if (this.holding > this.#o.maxHeld) this.#releaseHead(false);
+  }
+
+  /** Writes the held lines that a completed refresh answers or whose deadline has passed. */
+  release(nowNs: number): void {
+    const { source, holdNs } = this.#o;
+    while (this.#head < this.#held.length) {
+      const head = this.#held[this.#head]!;
+      if (source.completedStartNs >= head.reportNs) this.#releaseHead(true);
+      else if (head.reportNs + holdNs <= nowNs) this.#releaseHead(false);
+      else break;
+    }
+  }
+
+  /** Writes every held line now, with what is known (at shutdown). */
+  releaseAll(): void {
+    while (this.#head < this.#held.length) this.#releaseHead(false);
+  }
+
+  #releaseHead(byRefresh: boolean): void {
+    const entry = this.#held[this.#head]!;
+    this.#held[this.#head] = undefined as unknown as Entry;
+    this.#head++;
+    if (this.#head === this.#held.length) {
+      this.#held = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#held.length) {
+      this.#held = this.#held.slice(this.#head);
+      this.#head = 0;
+    }
+    if (entry.awaits !== null) {
+      const n = this.#awaited.get(entry.awaits)! - 1;
+      if (n > 0) this.#awaited.set(entry.awaits, n);
+      else this.#awaited.delete(entry.awaits);
+    }
+    if (byRefresh) this.stats.releasedByRefresh++;
+    else this.stats.releasedAtDeadline++;
+    this.#write(entry.record);
+  }
+
+  #write(r: AccessRecord): void {
+    const { source } = this.#o;
+    const src = source.lookup(r.srcAddr);
+    if (src !== undefined) {
+      r.srcWorkload = src.name;
+      r.srcNamespace = src.namespace;
+    }
+    const dst = source.lookup(r.dstAddr);
+    if (dst !== undefined) {
+      r.dstWorkload = dst.name;
+      r.dstNamespace = dst.namespace;
+    }
+    if (this.#o.filter !== null && !this.#o.filter(r)) {
+      this.stats.filtered++;
+      return;
+    }
+    this.#o.emit(r);
+  }
+}

@@ -1,0 +1,234 @@
+// The pod source: keeps the pod index fresh and says, once per change, how the kubelet is doing.
+//
+// Scheduling. A refresh runs at start, then every `refreshMs` after the previous one started. A
+// line whose local end is not in the index asks for one at once (requestRefresh): it starts as
+// soon as no refresh is running and at least `minGapMs` (1 s) has passed since the previous start,
+// however many lines ask; the periodic cadence restarts from it. Only one refresh runs at a time.
+//
+// Failures. Each kind of failure (kubelet-client.ts) prints one line when it starts and one when it
+// ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
+// still "completes": lines waiting for it are written with what is known, not held longer for a
+// kubelet that is not answering.
+import type { FailureKind, RefreshFailure } from "./kubelet-client.ts";
+import { PodIndex, type PodInfo } from "./pod-index.ts";
+import type { RefreshOutcome } from "./refresh.ts";
+import type { Refresher } from "./refresher.ts";
+
+/** Time and timers, injectable so that tests run on a fake clock. */
+export interface Scheduler {
+  /** CLOCK_MONOTONIC ns: the kernel's timestamps' clock */
+  nowNs(): number;
+  /** runs `fn` after `ms`; returns a function that cancels it */
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+export const realScheduler = (nowNs: () => number): Scheduler => ({
+  nowNs,
+  setTimer(fn, ms) {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  },
+});
+
+export interface PodSourceOptions {
+  /** the kubelet URL, for messages */
+  url: string;
+  /** the token file in use, for the 401 message */
+  tokenFile: string | null;
+  /** the request timeout, for the timeout message */
+  timeoutMs: number;
+  refreshMs: number;
+  /** least time between the starts of two refreshes asked for by lines (default 1 s) */
+  minGapMs?: number;
+  refresher: Refresher;
+  scheduler: Scheduler;
+  notice: (message: string) => void;
+}
+
+const NS_PER_MS = 1e6;
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+/** Each failure kind as a noun, for the line that says it is over. */
+const FAILURE_NAME: Record<FailureKind, string> = {
+  credentials: "the credentials problem",
+  unreachable: "the connection failure",
+  timeout: "the timeout",
+  tls: "the TLS failure",
+  unauthorized: "the 401 Unauthorized",
+  forbidden: "the 403 Forbidden",
+  http: "the HTTP error",
+  invalid: "the invalid pod list",
+};
+
+export interface PodSourceStats {
+  refreshes: number;
+  failures: number;
+  /** timings of the last successful refresh, ms */
+  lastFetchMs: number;
+  lastParseMs: number;
+  lastIndexMs: number;
+  /** main-thread time to turn the posted arrays into the index, ms */
+  lastSwapMs: number;
+}
+
+export class PodSource {
+  #index: PodIndex = PodIndex.EMPTY;
+  /** start (monotonic ns) of the latest refresh that has completed, successfully or not */
+  completedStartNs = Number.NEGATIVE_INFINITY;
+  /** called after each completed refresh (and after the index swap when it succeeded) */
+  onRefreshed: ((startNs: number) => void) | null = null;
+
+  readonly #o: Required<PodSourceOptions>;
+  #inFlightStartNs: number | null = null;
+  #lastStartNs = Number.NEGATIVE_INFINITY;
+  #wanted = false;
+  #cancelTimer: (() => void) | null = null;
+  #running = false;
+  #failure: RefreshFailure | null = null;
+  #indexBuiltNs: number | null = null;
+  #announced = false;
+  readonly stats: PodSourceStats = { refreshes: 0, failures: 0, lastFetchMs: 0, lastParseMs: 0, lastIndexMs: 0, lastSwapMs: 0 };
+
+  constructor(options: PodSourceOptions) {
+    this.#o = { minGapMs: 1000, ...options };
+  }
+
+  get index(): PodIndex {
+    return this.#index;
+  }
+
+  lookup(ip: string): PodInfo | undefined {
+    return this.#index.lookup(ip);
+  }
+
+  isNodeAddress(ip: string): boolean {
+    return this.#index.isNodeAddress(ip);
+  }
+
+  /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
+  refreshComing(eventNs: number): boolean {
+    return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
+  }
+
+  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
+  requestRefresh(eventNs: number): void {
+    if (!this.#running || this.completedStartNs >= eventNs || this.refreshComing(eventNs)) return;
+    this.#wanted = true;
+    this.#schedule();
+  }
+
+  start(): void {
+    this.#running = true;
+    this.#begin();
+  }
+
+  stop(): void {
+    this.#running = false;
+    this.#cancelTimer?.();
+    this.#cancelTimer = null;
+    this.#o.refresher.close();
+  }
+
+  #schedule(): void {
+    this.#cancelTimer?.();
+    this.#cancelTimer = null;
+    if (!this.#running || this.#inFlightStartNs !== null) return;
+    const gapMs = this.#wanted ? this.#o.minGapMs : this.#o.refreshMs;
+    const delayMs = Math.max(0, (this.#lastStartNs - this.#o.scheduler.nowNs()) / NS_PER_MS + gapMs);
+    this.#cancelTimer = this.#o.scheduler.setTimer(() => {
+      this.#cancelTimer = null;
+      this.#begin();
+    }, delayMs);
+  }
+
+  #begin(): void {
+    if (!this.#running || this.#inFlightStartNs !== null) return;
+    const startNs = this.#o.scheduler.nowNs();
+    this.#wanted = false;
+    this.#lastStartNs = startNs;
+    this.#inFlightStartNs = startNs;
+    void this.#o.refresher.run().then((outcome) => this.#finish(startNs, outcome));
+  }
+
+  #finish(startNs: number, outcome: RefreshOutcome): void {
+    this.#inFlightStartNs = null;
+    if (!this.#running) return;
+    this.stats.refreshes++;
+    if (outcome.ok) {
+      const t0 = performance.now();
+      this.#index = PodIndex.fromData(outcome.index);
+      this.stats.lastSwapMs = performance.now() - t0;
+      this.stats.lastFetchMs = outcome.timings.fetchMs;
+      this.stats.lastParseMs = outcome.timings.parseMs;
+      this.stats.lastIndexMs = outcome.timings.indexMs;
+      this.#indexBuiltNs = startNs;
+      this.#succeeded();
+    } else {
+      this.stats.failures++;
+      this.#failed(outcome.failure, startNs);
+    }
+    this.completedStartNs = startNs;
+    this.#schedule();
+    this.onRefreshed?.(startNs);
+  }
+
+  #succeeded(): void {
+    const index = this.#index;
+    const summary = `${count(index.podCount, "pod")}, ${count(index.size, "pod IP")} indexed`;
+    if (this.#failure !== null) {
+      this.#o.notice(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over; pod list received (${summary})`);
+      this.#failure = null;
+      this.#announced = true;
+    } else if (!this.#announced) {
+      this.#o.notice(`pod list from the kubelet at ${this.#o.url}: ${summary}; refreshing every ${this.#o.refreshMs / 1000} s`);
+      this.#announced = true;
+    }
+  }
+
+  #failed(failure: RefreshFailure, nowNs: number): void {
+    if (this.#failure?.kind === failure.kind) return;
+    if (this.#failure !== null) this.#o.notice(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over`);
+    this.#failure = failure;
+    this.#o.notice(`${this.#describe(failure)}; ${this.#keeping(nowNs)}`);
+  }
+
+  #describe({ kind, detail }: RefreshFailure): string {
+    const url = this.#o.url;
+    switch (kind) {
+      case "credentials":
+        return `cannot use the kubelet credentials (${detail}): check --kubelet-token-file and --kubelet-ca-file`;
+      case "unreachable":
+        return `cannot reach the kubelet at ${url} (${detail})`;
+      case "timeout":
+        return `the kubelet at ${url} did not answer in time (${detail})`;
+      case "tls":
+        return (
+          `cannot verify the TLS certificate of the kubelet at ${url} (${detail}): give the CA that signed it ` +
+          `with --kubelet-ca-file, or turn verification off with --kubelet-insecure-skip-tls-verify`
+        );
+      case "unauthorized":
+        return (
+          `the kubelet at ${url} refused our credentials (${detail}): ` +
+          (this.#o.tokenFile === null
+            ? "no bearer token was sent; give one with --kubelet-token-file"
+            : `check the bearer token in ${this.#o.tokenFile} (--kubelet-token-file)`)
+        );
+      case "forbidden":
+        return (
+          `the kubelet at ${url} forbids the pod list (${detail}): the service account needs RBAC "get" on ` +
+          `nodes/pods (Kubernetes 1.33 and later) and on nodes/proxy (older clusters)`
+        );
+      case "http":
+        return `the kubelet at ${url} answered HTTP ${detail}`;
+      case "invalid":
+        return `the kubelet at ${url} sent an invalid pod list (${detail})`;
+    }
+  }
+
+  #keeping(nowNs: number): string {
+    if (this.#indexBuiltNs === null) return "pod names are '-' until it answers";
+    const ageS = Math.round((nowNs - this.#indexBuiltNs) / 1e9);
+    return `keeping the last good pod list (${count(this.#index.podCount, "pod")}, ${ageS} s old) until it answers`;
+  }
+}
