@@ -10,6 +10,7 @@ import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import { DEFAULT_LOCK_FILE } from "./admin/lock-path.ts";
 import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS } from "./log.ts";
+import { DEFAULT_HOLD_S, DEFAULT_REFRESH_S, kubeletFlagsConflict } from "./kube/config.ts";
 
 export const PROGRAM_NAME = "kmesh-accesslog";
 export const VERSION: string = packageJson.version;
@@ -58,6 +59,14 @@ const ReportIntervalSchema = v.pipe(
 const AdminAddressSchema = v.strictObject({ host: v.pipe(v.string(), v.minLength(1)), port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)) });
 const LogLevelSchema = v.picklist(LOG_LEVELS);
 const LockFileSchema = v.pipe(v.string(), v.startsWith("/", "must be an absolute path"));
+const KubeletHostSchema = v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$/));
+const isHttpUrl = (text: string) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol) && new URL(text).host !== "";
+const KubeletUrlSchema = v.pipe(v.string(), v.check(isHttpUrl, "must be an http:// or https:// URL"));
+const FilePathSchema = v.pipe(v.string(), v.minLength(1));
+const KubeletRefreshSchema = v.pipe(v.number(), v.finite(), v.minValue(1), v.maxValue(3600));
+const KubeletHoldSchema = v.pipe(v.number(), v.finite(), v.minValue(0), v.maxValue(60));
+const NamespaceSchema = v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/));
+const PodNameSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/));
 
 /** What `run` needs, checked. The schema is the type. */
 export const RunOptionsSchema = v.strictObject({
@@ -85,6 +94,19 @@ export const RunOptionsSchema = v.strictObject({
   lockFile: LockFileSchema,
   /** How much the agent says on stderr. */
   logLevel: LogLevelSchema,
+  // The kubelet pod list and the filters that need it. Undefined: not given; the defaults
+  // (NODE_IP/HOST_IP, service-account files, 5 s, 2 s) are applied in src/kube/config.ts.
+  kubeletHost: v.optional(KubeletHostSchema),
+  kubeletUrl: v.optional(KubeletUrlSchema),
+  kubeletTokenFile: v.optional(FilePathSchema),
+  kubeletCaFile: v.optional(FilePathSchema),
+  kubeletInsecureSkipTlsVerify: v.optional(v.boolean()),
+  kubeletRefresh: v.optional(KubeletRefreshSchema),
+  kubeletHold: v.optional(KubeletHoldSchema),
+  noKubelet: v.optional(v.boolean()),
+  namespace: v.optional(v.array(NamespaceSchema)),
+  excludeNamespace: v.optional(v.array(NamespaceSchema)),
+  pod: v.optional(v.array(PodNameSchema)),
 });
 export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
 
@@ -151,6 +173,15 @@ const ReportInterval = flagType(
 );
 const LogLevel = flagType("log-level", LOG_LEVELS.join(", "), (text) => text, LogLevelSchema);
 const LockFile = flagType("lock-file", "an absolute path", (text) => text, LockFileSchema);
+const asText = (text: string) => text;
+const KubeletHost = flagType("kubelet-host", "a host name or IP address", asText, KubeletHostSchema);
+const KubeletUrl = flagType("kubelet-url", "an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods", asText, KubeletUrlSchema);
+const KubeletTokenFile = flagType("kubelet-token-file", "a file path", asText, FilePathSchema);
+const KubeletCaFile = flagType("kubelet-ca-file", "a file path", asText, FilePathSchema);
+const KubeletRefresh = flagType("kubelet-refresh", "a number of seconds from 1 to 3600", parseDecimal, KubeletRefreshSchema);
+const KubeletHold = flagType("kubelet-hold", "a number of seconds from 0 to 60", parseDecimal, KubeletHoldSchema);
+const Namespace = (flag: string) => flagType(flag, "a namespace name (lower-case letters, digits, '-')", asText, NamespaceSchema);
+const PodName = flagType("pod", "a pod name (lower-case letters, digits, '-', '.')", asText, PodNameSchema);
 
 /**
  * A Kmesh-style switch: `--flag` or `--flag=true` turns it on, `--flag=false`
@@ -266,6 +297,59 @@ const runFlags = {
     placeholder: "<level>",
     description: `What the agent says on stderr: ${LOG_LEVELS.join(", ")}`,
     default: DEFAULT_LOG_LEVEL,
+  },
+  kubeletHost: {
+    type: KubeletHost,
+    placeholder: "<host>",
+    description: "The kubelet to read pod names from, at https://<host>:10250/pods (default: $NODE_IP, else $HOST_IP, else 127.0.0.1)",
+  },
+  kubeletUrl: {
+    type: KubeletUrl,
+    placeholder: "<url>",
+    description: "The kubelet's whole pod-list URL, instead of --kubelet-host; http://<host>:10255/pods for the read-only port (no token sent)",
+  },
+  kubeletTokenFile: {
+    type: KubeletTokenFile,
+    placeholder: "<path>",
+    description: "Bearer token for the kubelet, read again every minute (default: the service-account token, when present)",
+  },
+  kubeletCaFile: {
+    type: KubeletCaFile,
+    placeholder: "<path>",
+    description: "CA that signed the kubelet's certificate (default: the service-account ca.crt, when present)",
+  },
+  kubeletInsecureSkipTlsVerify: {
+    type: Boolean,
+    description: "Do not verify the kubelet's TLS certificate (many kubelets' are self-signed); says so on stderr",
+  },
+  kubeletRefresh: {
+    type: KubeletRefresh,
+    placeholder: "<seconds>",
+    description: `How often the pod list is read (default: ${DEFAULT_REFRESH_S}); a line from an unknown local pod asks for it at once`,
+  },
+  kubeletHold: {
+    type: KubeletHold,
+    placeholder: "<seconds>",
+    description: `How long a line from a pod not yet in the list may wait for it (default: ${DEFAULT_HOLD_S}; 0: never wait)`,
+  },
+  noKubelet: {
+    type: Boolean,
+    description: "Do not read the kubelet: every pod name and namespace is -",
+  },
+  namespace: {
+    type: [Namespace("namespace")] as const,
+    placeholder: "<namespace>",
+    description: "Only lines where either end is a pod of this namespace (repeatable)",
+  },
+  excludeNamespace: {
+    type: [Namespace("exclude-namespace")] as const,
+    placeholder: "<namespace>",
+    description: "No lines where either end is a pod of this namespace (repeatable)",
+  },
+  pod: {
+    type: [PodName] as const,
+    placeholder: "<name>",
+    description: "Only lines where either end is the pod of this name (repeatable)",
   },
   version: {
     type: Boolean,
@@ -490,6 +574,22 @@ export function parseCommandLine(argv: string[]): Invocation {
     connectionMetrics: flags.connectionMetrics,
   });
   if (!switches.ok) throw new UsageError(switches.message);
+  const nonEmpty = (values: string[]) => (values.length > 0 ? values : undefined);
+  const kube = {
+    kubeletHost: flags.kubeletHost,
+    kubeletUrl: flags.kubeletUrl,
+    kubeletTokenFile: flags.kubeletTokenFile,
+    kubeletCaFile: flags.kubeletCaFile,
+    kubeletInsecureSkipTlsVerify: flags.kubeletInsecureSkipTlsVerify,
+    kubeletRefresh: flags.kubeletRefresh,
+    kubeletHold: flags.kubeletHold,
+    noKubelet: flags.noKubelet,
+    namespace: nonEmpty(flags.namespace),
+    excludeNamespace: nonEmpty(flags.excludeNamespace),
+    pod: nonEmpty(flags.pod),
+  };
+  const conflict = kubeletFlagsConflict(kube);
+  if (conflict !== null) throw new UsageError(conflict);
   // Each RunOptions field is named after its flag, so an issue's path names the flag to blame.
   const result = v.safeParse(RunOptionsSchema, {
     output: flags.output,
@@ -504,6 +604,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     adminAddr: flags.adminAddr === undefined ? defaultAdminAddress() : flags.adminAddr,
     lockFile: flags.lockFile,
     logLevel: flags.logLevel,
+    ...kube,
   });
   if (!result.success) {
     // The flag types already checked every value; this is the last word, not the usual path.

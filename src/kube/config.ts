@@ -67,3 +67,33 @@ export function settingsNotices(s: KubeletSettings): string[] {
   }
   return notices;
 }
+
+/** The run flags that only make sense with pod names, as `run` reads them. */
+export interface FilterFlags {
+  namespace?: readonly string[];
+  excludeNamespace?: readonly string[];
+  pod?: readonly string[];
+}
+
+/** A contradiction between the kubelet and filter flags, as a usage message; null when none. */
+export function kubeletFlagsConflict(flags: KubeletFlags & FilterFlags): string | null {
+  if (flags.noKubelet) {
+    const given = [
+      ["namespace", flags.namespace?.length],
+      ["exclude-namespace", flags.excludeNamespace?.length],
+      ["pod", flags.pod?.length],
+      ["kubelet-host", flags.kubeletHost],
+      ["kubelet-url", flags.kubeletUrl],
+      ["kubelet-token-file", flags.kubeletTokenFile],
+      ["kubelet-ca-file", flags.kubeletCaFile],
+      ["kubelet-insecure-skip-tls-verify", flags.kubeletInsecureSkipTlsVerify],
+      ["kubelet-refresh", flags.kubeletRefresh],
+      ["kubelet-hold", flags.kubeletHold],
+    ].find(([, value]) => value !== undefined && value !== 0 && value !== false);
+    if (given) return `--${given[0]} needs the kubelet's pod list: it cannot be used with --no-kubelet`;
+  }
+  if (flags.kubeletCaFile !== undefined && flags.kubeletInsecureSkipTlsVerify) {
+    return "--kubelet-ca-file and --kubelet-insecure-skip-tls-verify contradict each other: give one of them";
+  }
+  return null;
+}
