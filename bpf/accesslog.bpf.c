@@ -175,13 +175,23 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	struct conn_state *st, fresh;
 	__u16 family;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	/* Nothing to do in these states: the FIN that matters was counted when
+	 * FIN_WAIT1 or LAST_ACK was entered, and the close comes later. Listening
+	 * sockets are not connections. */
+	switch (newstate) {
+	case BPF_TCP_CLOSE_WAIT:
+	case BPF_TCP_FIN_WAIT2:
+	case BPF_TCP_CLOSING:
+	case BPF_TCP_LISTEN:
 		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	}
+	if (oldstate == BPF_TCP_LISTEN && newstate == BPF_TCP_CLOSE)
+		return 0;
+	/* sk is a BTF pointer here: its own fields are read directly. */
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	/* Listening sockets are not connections. */
-	if (newstate == BPF_TCP_LISTEN || (oldstate == BPF_TCP_LISTEN && newstate == BPF_TCP_CLOSE))
 		return 0;
 
 	if (newstate == BPF_TCP_SYN_SENT || newstate == BPF_TCP_SYN_RECV) {
