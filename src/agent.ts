@@ -14,6 +14,9 @@ import { registerAgentMetrics } from "./admin/agent-metrics.ts";
 import { AgentControl } from "./admin/control.ts";
 import { outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { Enricher, lineFilter } from "./accesslog/enrich.ts";
+import { resolveKubeletSettings, settingsNotices } from "./kube/config.ts";
+import { createPodSource, type PodSource } from "./kube/pod-source.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -32,6 +35,9 @@ export class Agent {
   readonly #control: AgentControl;
   readonly #log: Logger;
   #timers: Timer[] = [];
+  /** The pod list and the names it gives lines; null with --no-kubelet. */
+  #pods: PodSource | null = null;
+  #enricher: Enricher | null = null;
   #recordsRead = 0;
   #recordsInvalid = 0;
   #lastInvalid = "";
@@ -57,6 +63,11 @@ export class Agent {
       log,
     });
     const clock = createClock();
+    // Before the probe: the first pod list is read while the BPF object loads.
+    const kubelet = resolveKubeletSettings(options);
+    if (kubelet !== null) for (const notice of settingsNotices(kubelet)) log.warn(notice);
+    const pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
+    pods?.start();
     let probe: Probe;
     try {
       probe = await Probe.open({
@@ -65,6 +76,7 @@ export class Agent {
         libbpfPath: options.libbpf,
       });
     } catch (error) {
+      pods?.stop();
       await control.stop();
       throw error;
     }
@@ -73,6 +85,7 @@ export class Agent {
       notice: (message) => log.warn(message),
     });
     const agent = new Agent(clock, probe, sink, control, log, options);
+    if (pods !== null) agent.#nameLines(pods, (kubelet?.holdMs ?? 0) * 1e6, options);
     registerAgentMetrics(control.metrics, () => agent.counters());
     control.attach({
       setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
@@ -98,13 +111,42 @@ export class Agent {
     for (let i = 0; i < count; i++) {
       try {
         const event = decodeRecord(view, i * RECORD_SIZE, RECORD_SIZE);
-        this.#sink.write(this.#format(toAccessRecord(event, this.#clock)));
+        const record = toAccessRecord(event, this.#clock);
+        if (this.#enricher === null) this.#sink.write(this.#format(record));
+        else this.#enricher.accept(record, event.reportNs);
       } catch (error) {
         if (!(error instanceof RecordError)) throw error;
         this.#invalidRecord(error.message);
       }
     }
+    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
   };
+
+  /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
+  #nameLines(pods: PodSource, holdNs: number, options: AgentOptions): void {
+    const enricher = new Enricher({
+      source: pods,
+      holdNs,
+      filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
+      emit: (record) => this.#sink.write(this.#format(record)),
+    });
+    pods.onRefreshed = () => {
+      enricher.release(this.#clock.nowMonotonicNs());
+      this.#sink.flush();
+    };
+    this.#pods = pods;
+    this.#enricher = enricher;
+  }
+
+  /** Lets held lines go (each within its bound), then stops the pod source. */
+  async #stopNaming(): Promise<void> {
+    const enricher = this.#enricher;
+    while (enricher !== null && enricher.holding > 0) {
+      await Bun.sleep(DRAIN_INTERVAL_MS);
+      enricher.release(this.#clock.nowMonotonicNs());
+    }
+    this.#pods?.stop();
+  }
 
   /** Lines for every open connection, after what the kernel had queued before. */
   #reportOpenConnections(): number {
@@ -124,6 +166,8 @@ export class Agent {
   }
 
   #drain(): void {
+    // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
+    this.#enricher?.release(this.#clock.nowMonotonicNs());
     this.#probe.drain(this.#onBatch);
     this.#sink.flush();
   }
@@ -144,6 +188,7 @@ export class Agent {
     this.#control.detach();
     this.#probe.detach();
     this.#drain();
+    await this.#stopNaming();
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();

@@ -12,7 +12,8 @@
 import type { FailureKind, RefreshFailure } from "./kubelet-client.ts";
 import { PodIndex, type PodInfo } from "./pod-index.ts";
 import type { RefreshOutcome } from "./refresh.ts";
-import type { Refresher } from "./refresher.ts";
+import type { KubeletSettings } from "./config.ts";
+import { type Refresher, WorkerRefresher } from "./refresher.ts";
 
 /** Time and timers, injectable so that tests run on a fake clock. */
 export interface Scheduler {
@@ -42,7 +43,10 @@ export interface PodSourceOptions {
   minGapMs?: number;
   refresher: Refresher;
   scheduler: Scheduler;
+  /** a failure starts (and anything unexpected) */
   notice: (message: string) => void;
+  /** good news: the first list, a failure that ended (default: notice) */
+  info?: (message: string) => void;
 }
 
 const NS_PER_MS = 1e6;
@@ -91,7 +95,7 @@ export class PodSource {
   readonly stats: PodSourceStats = { refreshes: 0, failures: 0, lastFetchMs: 0, lastParseMs: 0, lastIndexMs: 0, lastSwapMs: 0 };
 
   constructor(options: PodSourceOptions) {
-    this.#o = { minGapMs: 1000, ...options };
+    this.#o = { minGapMs: 1000, info: options.notice, ...options };
   }
 
   get index(): PodIndex {
@@ -177,18 +181,18 @@ export class PodSource {
     const index = this.#index;
     const summary = `${count(index.podCount, "pod")}, ${count(index.size, "pod IP")} indexed`;
     if (this.#failure !== null) {
-      this.#o.notice(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over; pod list received (${summary})`);
+      this.#o.info(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over; pod list received (${summary})`);
       this.#failure = null;
       this.#announced = true;
     } else if (!this.#announced) {
-      this.#o.notice(`pod list from the kubelet at ${this.#o.url}: ${summary}; refreshing every ${this.#o.refreshMs / 1000} s`);
+      this.#o.info(`pod list from the kubelet at ${this.#o.url}: ${summary}; refreshing every ${this.#o.refreshMs / 1000} s`);
       this.#announced = true;
     }
   }
 
   #failed(failure: RefreshFailure, nowNs: number): void {
     if (this.#failure?.kind === failure.kind) return;
-    if (this.#failure !== null) this.#o.notice(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over`);
+    if (this.#failure !== null) this.#o.info(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over`);
     this.#failure = failure;
     this.#o.notice(`${this.#describe(failure)}; ${this.#keeping(nowNs)}`);
   }
@@ -231,4 +235,22 @@ export class PodSource {
     const ageS = Math.round((nowNs - this.#indexBuiltNs) / 1e9);
     return `keeping the last good pod list (${count(this.#index.podCount, "pod")}, ${ageS} s old) until it answers`;
   }
+}
+
+/** The agent's pod source: refreshes in a worker, on the kernel's clock; not started yet. */
+export function createPodSource(
+  settings: KubeletSettings,
+  nowNs: () => number,
+  log: { warn: (message: string) => void; info: (message: string) => void },
+): PodSource {
+  return new PodSource({
+    url: settings.url,
+    tokenFile: settings.tokenFile,
+    timeoutMs: settings.timeoutMs,
+    refreshMs: settings.refreshMs,
+    refresher: new WorkerRefresher(settings, log.warn),
+    scheduler: realScheduler(nowNs),
+    notice: log.warn,
+    info: log.info,
+  });
 }
