@@ -1,0 +1,174 @@
+/**
+ * What the admin-API end-to-end tests add to the shared harness (agent.ts, exchange.ts, node.ts,
+ * which this file only wraps): an agent with its own admin address and lock file, a plain HTTP
+ * client that keeps the answer's bytes, the agent's /metrics as numbers, and the compiled CLI.
+ *
+ *   await using agent = await startAdminAgent({ args: ["--connection-metrics"] });
+ *   const answer = await adminRequest(agent.adminAddr, "POST", "/accesslog?enable=false");
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AGENT_BINARY, REPO_ROOT, startAgent, type Agent } from "./agent.ts";
+
+/** A TCP port nobody listens on right now (the kernel's pick, released at once). */
+export function freePort(hostname = "127.0.0.1"): number {
+  const listener = Bun.listen({ hostname, port: 0, socket: { data() {} } });
+  const { port } = listener;
+  listener.stop(true);
+  return port;
+}
+
+export interface AdminAgent extends AsyncDisposable {
+  agent: Agent;
+  /** host:port as given to --admin-addr */
+  adminAddr: string;
+  lockFile: string;
+}
+
+export interface AdminAgentOptions {
+  /** --admin-addr; default 127.0.0.1:<free port>. "" turns the API off. */
+  adminAddr?: string;
+  /** --lock-file; default one of its own, so tests never meet an agent running on the host */
+  lockFile?: string;
+  args?: string[];
+  output?: "text" | "json";
+  /** wait for GET /debug/ready (needs the API); default true when the API is on */
+  waitReady?: boolean;
+}
+
+const lockDirs: string[] = [];
+process.on("exit", () => {
+  for (const dir of lockDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A lock file path in a fresh private directory (removed when the test process exits). */
+export function privateLockFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), "kal-e2e-lock-"));
+  lockDirs.push(dir);
+  return join(dir, "agent.lock");
+}
+
+/** Starts `dist/kmesh-accesslog run` with its own admin address and lock file; resolves once ready. */
+export async function startAdminAgent(options: AdminAgentOptions = {}): Promise<AdminAgent> {
+  const adminAddr = options.adminAddr ?? `127.0.0.1:${freePort()}`;
+  const lockFile = options.lockFile ?? privateLockFile();
+  const agent = startAgent({
+    output: options.output ?? "text",
+    args: ["--admin-addr", adminAddr, "--lock-file", lockFile, ...(options.args ?? [])],
+  });
+  const handle: AdminAgent = {
+    agent,
+    adminAddr,
+    lockFile,
+    [Symbol.asyncDispose]: () => agent[Symbol.asyncDispose](),
+  };
+  if (options.waitReady ?? adminAddr !== "") {
+    try {
+      await waitReady(agent, adminAddr);
+    } catch (error) {
+      await agent[Symbol.asyncDispose]();
+      throw error;
+    }
+  }
+  return handle;
+}
+
+/** Polls GET /debug/ready until 200; fails early if the agent exits. */
+export async function waitReady(agent: Agent, adminAddr: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (agent.proc.exitCode !== null || agent.proc.signalCode !== null) {
+      throw new Error(`the agent exited (${agent.proc.exitCode ?? agent.proc.signalCode}) before it was ready: ${await agent.stderr()}`);
+    }
+    const status = await fetch(`http://${adminAddr}/debug/ready`, { signal: AbortSignal.timeout(1_000) })
+      .then((r) => r.status)
+      .catch(() => 0);
+    if (status === 200) return;
+    if (Date.now() > deadline) throw new Error(`the agent on ${adminAddr} was not ready within ${timeoutMs} ms (last status ${status})`);
+    await Bun.sleep(50);
+  }
+}
+
+export interface Answer {
+  status: number;
+  body: string;
+  bytes: Uint8Array;
+  contentType: string | null;
+  nosniff: string | null;
+}
+
+/** One request with a plain fetch; the body kept as bytes too. */
+export async function adminRequest(adminAddr: string, method: string, target: string): Promise<Answer> {
+  const response = await fetch(`http://${adminAddr}${target}`, { method, signal: AbortSignal.timeout(5_000), redirect: "manual" });
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  return {
+    status: response.status,
+    body: new TextDecoder().decode(bytes),
+    bytes,
+    contentType: response.headers.get("content-type"),
+    nosniff: response.headers.get("x-content-type-options"),
+  };
+}
+
+/** Sends raw bytes and returns whatever comes back before the peer closes or `waitMs` passes. */
+export async function rawRequest(adminAddr: string, raw: string | Uint8Array, waitMs = 500): Promise<string> {
+  const [, host, port] = /^\[?(.+?)\]?:(\d+)$/.exec(adminAddr)!;
+  let received = "";
+  const { promise: closed, resolve } = Promise.withResolvers<void>();
+  const socket = await Bun.connect({
+    hostname: host!,
+    port: Number(port),
+    socket: {
+      data(_s, data) {
+        received += new TextDecoder().decode(data);
+      },
+      close() {
+        resolve();
+      },
+      error() {
+        resolve();
+      },
+    },
+  });
+  socket.write(raw);
+  await Promise.race([closed, Bun.sleep(waitMs)]);
+  socket.end();
+  return received;
+}
+
+/** GET /metrics as `name` or `name{label="v"}` → value. */
+export async function metrics(adminAddr: string): Promise<Map<string, number>> {
+  const { status, body } = await adminRequest(adminAddr, "GET", "/metrics");
+  if (status !== 200) throw new Error(`GET /metrics answered ${status}`);
+  const values = new Map<string, number>();
+  for (const line of body.split("\n")) {
+    const m = /^([^#\s][^\s]*) (\S+)$/.exec(line);
+    if (m) values.set(m[1]!, Number(m[2]));
+  }
+  return values;
+}
+
+export const switchMetric = (name: string) => `kmesh_accesslog_switch_enabled{switch="${name}"}`;
+
+/** The four switches as /metrics reports them. */
+export async function switchStates(adminAddr: string): Promise<Record<string, boolean>> {
+  const m = await metrics(adminAddr);
+  const out: Record<string, boolean> = {};
+  for (const name of ["monitoring", "accesslog", "connection_metrics", "workload_metrics"]) out[name] = m.get(switchMetric(name)) === 1;
+  return out;
+}
+
+/** Runs the compiled binary with `args` to completion. */
+export async function runBinary(args: string[], timeoutMs = 30_000): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([AGENT_BINARY, ...args], {
+    cwd: REPO_ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { exitCode, stdout, stderr };
+}
