@@ -12,7 +12,9 @@
 // or at its deadline, report time + hold (default 2 s), whichever comes first, with what is known
 // then. A line is not held when such a refresh has already completed (its local end is then
 // simply not a pod: host-network traffic is never delayed), when its local end is loopback or an
-// address of the node itself, or when its deadline has already passed.
+// address of the node itself, when its deadline has already passed, or while the kubelet is
+// failing (the last refresh failed: no line waits for a kubelet that does not answer, and misses
+// do not ask for extra refreshes; the periodic ones go on, and holding resumes once one succeeds).
 //
 // The other line of the same connection: when the remote end of a line is an address that a held
 // line is waiting for (the peer is a new pod on this node), that line waits too, for the same
@@ -34,6 +36,8 @@ export interface NameSource {
   isNodeAddress(ip: string): boolean;
   /** start (monotonic ns) of the latest completed refresh; -Infinity before the first */
   readonly completedStartNs: number;
+  /** false while the kubelet is failing: then no line waits for it */
+  readonly answering: boolean;
   /** asks for a refresh that starts after eventNs */
   requestRefresh(eventNs: number): void;
 }
@@ -85,7 +89,7 @@ interface Entry {
 export interface EnricherStats {
   /** lines held back */
   held: number;
-  /** held lines written because a refresh completed */
+  /** held lines written because a refresh completed (or failed) */
   releasedByRefresh: number;
   /** held lines written at their deadline (or because too many were held) */
   releasedAtDeadline: number;
@@ -129,6 +133,11 @@ export class Enricher {
     const batch = this.#batch;
     if (batch.length === 0) return;
     const { source, holdNs } = this.#o;
+    if (!source.answering) {
+      for (const entry of batch) this.#write(entry.record);
+      batch.length = 0;
+      return;
+    }
     for (const entry of batch) {
       const r = entry.record;
       const local = r.direction === "OUTBOUND" ? r.srcAddr : r.dstAddr;
@@ -170,12 +179,15 @@ export class Enricher {
     if (this.holding > this.#o.maxHeld) this.#releaseHead(false);
   }
 
-  /** Writes the held lines that a completed refresh answers or whose deadline has passed. */
+  /**
+   * Writes the held lines that a completed refresh answers (or a failed one: see `answering`) or
+   * whose deadline has passed.
+   */
   release(nowNs: number): void {
     const { source, holdNs } = this.#o;
     while (this.#head < this.#held.length) {
       const head = this.#held[this.#head]!;
-      if (source.completedStartNs >= head.reportNs) this.#releaseHead(true);
+      if (source.completedStartNs >= head.reportNs || !source.answering) this.#releaseHead(true);
       else if (head.reportNs + holdNs <= nowNs) this.#releaseHead(false);
       else break;
     }

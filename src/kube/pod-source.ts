@@ -4,6 +4,7 @@
 // line whose local end is not in the index asks for one at once (requestRefresh): it starts as
 // soon as no refresh is running and at least `minGapMs` (1 s) has passed since the previous start,
 // however many lines ask; the periodic cadence restarts from it. Only one refresh runs at a time.
+// While the kubelet is failing, lines ask for nothing: only the periodic refreshes try again.
 //
 // Failures. Each kind of failure (kubelet-client.ts) prints one line when it starts and one when it
 // ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
@@ -110,6 +111,11 @@ export class PodSource {
     return this.#index.isNodeAddress(ip);
   }
 
+  /** False while failing: the last completed refresh failed. */
+  get answering(): boolean {
+    return this.#failure === null;
+  }
+
   /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
   refreshComing(eventNs: number): boolean {
     return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
@@ -117,7 +123,7 @@ export class PodSource {
 
   /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
   requestRefresh(eventNs: number): void {
-    if (!this.#running || this.completedStartNs >= eventNs || this.refreshComing(eventNs)) return;
+    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.refreshComing(eventNs)) return;
     this.#wanted = true;
     this.#schedule();
   }

@@ -187,6 +187,39 @@ describe("a new pod's first lines are held until a refresh answers", () => {
     expect(w.out.map(names)).toEqual([[null, null, SERVER.name, "shop"]]);
   });
 
+  test("while the kubelet is failing no line waits and misses ask for nothing; holding resumes after a good list", async () => {
+    const w = await world([SERVER]);
+    await w.clock.advance(5000);
+    await w.refresher.fail({ kind: "timeout", detail: "no complete answer within 5 s" });
+    expect(w.source.answering).toBe(false);
+    await w.clock.advance(100);
+    w.batch([record("OUTBOUND", NEWPOD.ip4, SERVER.ip4, w.clock.now), w.clock.now]);
+    expect(w.out.map(names)).toEqual([[null, null, SERVER.name, "shop"]]); // at once, the last good index
+    await w.clock.advance(4899);
+    expect(w.refresher.starts).toHaveLength(2); // no refresh asked for
+    await w.clock.advance(1); // the periodic one
+    expect(w.refresher.starts).toHaveLength(3);
+    await w.refresher.answer([SERVER]);
+    await w.clock.advance(10);
+    w.batch([record("OUTBOUND", NEWPOD.ip4, SERVER.ip4, w.clock.now), w.clock.now]);
+    expect(w.enricher.holding).toBe(1);
+  });
+
+  test("lines held when the kubelet starts failing are written when the failure is known", async () => {
+    const w = await world([SERVER]);
+    await w.clock.advance(1500);
+    w.batch([record("OUTBOUND", NEWPOD.ip4, SERVER.ip4, w.clock.now - 1), w.clock.now - 1]);
+    await w.clock.advance(0);
+    await w.clock.advance(100);
+    // a second line while the asked-for refresh runs: it waits for the next one...
+    w.batch([record("OUTBOUND", "10.244.1.99", SERVER.ip4, w.clock.now), w.clock.now]);
+    expect(w.enricher.holding).toBe(2);
+    // ...but that refresh fails: nothing is worth waiting for any more
+    await w.refresher.fail({ kind: "unreachable", detail: "ECONNREFUSED" });
+    expect(w.enricher.holding).toBe(0);
+    expect(w.out).toHaveLength(2);
+  });
+
   test("not held when the latest completed refresh started after the event (host traffic, outside pods)", async () => {
     const w = await world([SERVER]);
     const t = w.at(0) - 10 * MS; // before the first refresh started
@@ -309,7 +342,7 @@ describe("output order", () => {
     const clock = new FakeClock();
     const out: AccessRecord[] = [];
     const enricher = new Enricher({
-      source: { lookup: () => undefined, isNodeAddress: () => false, completedStartNs: 0, requestRefresh: () => {} },
+      source: { lookup: () => undefined, isNodeAddress: () => false, completedStartNs: 0, answering: true, requestRefresh: () => {} },
       holdNs: 2000 * MS,
       filter: null,
       emit: (r) => out.push(r),
