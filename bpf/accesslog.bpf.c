@@ -152,17 +152,17 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 
 /*
  * A connection seen for the first time after it began: it was open before the
- * probe was attached. Its start is unknown; its direction is guessed from the
- * ports (the lower one is taken as the server's), and the SYN is assumed to be
- * counted the way Linux counts it (in bytes_acked on the side that connected).
+ * probe was attached, and its start is unknown. Its direction is still known:
+ * an accepted socket is created as a copy of its listener, so it carries the
+ * backlog listen() set, while a socket that called connect() never listened.
+ * (A listener made with backlog 0 would pass for the connecting side.) The SYN
+ * is then taken off the way Linux counts it: in bytes_acked on the side that
+ * connected only.
  */
 static __always_inline void init_unknown(struct conn_state *st, const struct sock *sk)
 {
-	__u16 local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-
 	__builtin_memset(st, 0, sizeof(*st));
-	st->direction = local_port < remote_port ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
+	st->direction = BPF_CORE_READ(sk, sk_max_ack_backlog) ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
 	st->flags = STATE_ESTABLISHED | STATE_START_UNKNOWN;
 	st->acked_base = st->direction == DIRECTION_OUTBOUND ? 1 : 0;
 }

@@ -47,6 +47,7 @@ struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
 	__u16 sk_protocol;
+	__u32 sk_max_ack_backlog;	/* set by listen(); an accepted socket is a copy of its listener */
 } __attribute__((preserve_access_index));
 
 /* struct sock as older kernels lay it out (a CO-RE flavor: the ___ suffix is

@@ -7,7 +7,7 @@
  *   const [out] = await agent.waitForLines(matchConnection(client, "OUTBOUND"));
  *   const { exitCode, stderr } = await agent.stop();
  */
-import { existsSync, accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
 import * as v from "valibot";
@@ -264,6 +264,11 @@ export interface AgentOptions {
   env?: Record<string, string>;
 }
 
+/** A lock path no other agent uses (the directory is created by the agent). */
+export function privateLockFile(): string {
+  return `/tmp/kal-e2e-locks/${process.pid}-${Math.random().toString(36).slice(2, 10)}.lock`;
+}
+
 const liveAgents = new Set<Subprocess>();
 let exitHookInstalled = false;
 
@@ -274,12 +279,21 @@ export class Agent implements AsyncDisposable {
   /** lines that are neither valid text nor valid JSON lines, with the reason */
   readonly malformed: Malformed[] = [];
   readonly #stderr: Promise<string>;
+  #lockFile: string | null = null;
 
   constructor(options: AgentOptions) {
     this.argv = [AGENT_BINARY, "run"];
     if (options.output) this.argv.push("--output", options.output);
     if (options.duration !== undefined) this.argv.push("--duration", String(options.duration));
-    this.argv.push(...(options.args ?? []));
+    const args = options.args ?? [];
+    // Test agents run side by side (and beside other test runs): each gets its
+    // own single-agent lock and no admin port unless the test asks for them.
+    if (!args.some((a) => a.startsWith("--lock-file"))) {
+      this.#lockFile = privateLockFile();
+      this.argv.push("--lock-file", this.#lockFile);
+    }
+    if (!args.some((a) => a.startsWith("--admin-addr"))) this.argv.push("--admin-addr", "");
+    this.argv.push(...args);
     this.proc = Bun.spawn(this.argv, {
       cwd: REPO_ROOT,
       stdin: "ignore",
@@ -288,7 +302,11 @@ export class Agent implements AsyncDisposable {
       env: { ...process.env, ...options.env },
     });
     liveAgents.add(this.proc);
-    void this.proc.exited.then(() => liveAgents.delete(this.proc));
+    void this.proc.exited.then(() => {
+      liveAgents.delete(this.proc);
+      // An agent killed with SIGKILL cannot remove its lock file: do it for it.
+      if (this.#lockFile !== null) rmSync(this.#lockFile, { force: true });
+    });
     const format = options.output ?? "text";
     this.#out = new LineCollector(
       this.proc.stdout,
