@@ -71,7 +71,7 @@ export class AgentControl implements AdminBackend {
       control.#lockWarning = `${error.message}: another agent on this node would not be noticed`;
     }
     try {
-      if (options.adminAddr !== null) control.#server = await AdminServer.start(options.adminAddr, control);
+      if (options.adminAddr !== null) control.#server = await AdminServer.start(options.adminAddr, control, options.log);
     } catch (error) {
       control.#lock?.release();
       throw error;

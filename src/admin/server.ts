@@ -2,6 +2,7 @@
 // answered by routes.ts. Nothing a client sends can crash the agent: a
 // handler that throws answers 500 with one line.
 import type { Server } from "bun";
+import type { Logger } from "../log.ts";
 import { formatAdminAddress, type AdminAddress } from "./address.ts";
 import { fetchAgentVersion } from "./client.ts";
 import { handleAdminRequest, type AdminBackend } from "./routes.ts";
@@ -21,7 +22,7 @@ export class AdminServer {
   }
 
   /** Listens on `address`; throws AdminServerError naming whoever holds the port. */
-  static async start(address: AdminAddress, backend: AdminBackend): Promise<AdminServer> {
+  static async start(address: AdminAddress, backend: AdminBackend, log?: Logger): Promise<AdminServer> {
     const internalError = (error: unknown) =>
       new Response(`internal error: ${error instanceof Error ? error.message : String(error)}\n`, {
         status: 500,
@@ -34,11 +35,15 @@ export class AdminServer {
         development: false,
         reusePort: false,
         fetch(request) {
+          let response: Response;
           try {
-            return handleAdminRequest(backend, request.method, request.url);
+            response = handleAdminRequest(backend, request.method, request.url);
           } catch (error) {
-            return internalError(error);
+            response = internalError(error);
           }
+          // JSON-quoted: whatever a client sends stays on one line.
+          log?.debug(`admin API: ${request.method} ${JSON.stringify(request.url.slice(request.url.indexOf("/", 8)))} -> ${response.status}`);
+          return response;
         },
         error: internalError,
       });
