@@ -8,7 +8,8 @@
  * connection began, which side opened it, the counters' starting values);
  * when the socket reaches TCP_CLOSE one conn_record goes to the ring buffer.
  * An iterator over that map reports every open connection when the agent
- * asks (periodic reports). No per-packet hook: the cost is a few map
+ * asks (periodic reports); another, run once at start, adds the connections
+ * that were already open (every TCP socket some process holds). No per-packet hook: the cost is a few map
  * operations per connection.
  */
 #include <linux/types.h>
@@ -275,5 +276,56 @@ int report_open(struct bpf_iter__bpf_map_elem *ctx)
 	fill_record(&rec, sk, st, BPF_CORE_READ(sk, __sk_common.skc_family),
 		    BPF_CORE_READ(sk, __sk_common.skc_state), bpf_ktime_get_ns());
 	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/*
+ * Run once when the agent starts, after handle_set_state is attached: every
+ * established TCP socket that a process holds open and that is not tracked
+ * yet is added, as a connection whose start is unknown, so that periodic
+ * reports cover it too. One byte is written per connection added (the agent
+ * counts them). Sockets of processes outside the agent's PID namespace are
+ * not seen here; they are still reported when they close.
+ */
+SEC("iter/task_file")
+int seed_open(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	const struct sock *sk;
+	struct socket *sock;
+	struct conn_state st;
+	__u64 key;
+	__u16 family;
+	__u8 state;
+
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	init_unknown(&st, sk);
+	switch (state) {
+	case BPF_TCP_ESTABLISHED:
+	case BPF_TCP_CLOSE_WAIT:
+		break;
+	case BPF_TCP_FIN_WAIT1:
+	case BPF_TCP_FIN_WAIT2:
+	case BPF_TCP_LAST_ACK:
+	case BPF_TCP_CLOSING:
+		st.flags |= STATE_FIN_SENT;
+		break;
+	default:
+		return 0; /* not a connection (listening), or not one yet or any more */
+	}
+	key = (__u64)sk;
+	/* BPF_NOEXIST: a socket shared by several processes is added once, and
+	 * one the tracepoint already tracks keeps what it knows. */
+	if (bpf_map_update_elem(&connections, &key, &st, BPF_NOEXIST) == 0)
+		bpf_seq_write(ctx->meta->seq, &state, 1);
 	return 0;
 }

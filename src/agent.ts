@@ -97,7 +97,7 @@ export class Agent {
     if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
     log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
-        `up to ${options.maxConnections} open connections tracked)`,
+        `up to ${options.maxConnections} open connections tracked, ${probe.seededConnections} already open)`,
     );
     agent.#timers.push(
       setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),

@@ -71,6 +71,9 @@ export class Probe {
   #switchesBytes = new Uint8Array(PROBE_SWITCHES_SIZE);
   #switchesValue = new DataView(this.#switchesBytes.buffer);
 
+  /** Connections already open at start-up that were added to the kernel's tracking. */
+  seededConnections = 0;
+
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
 
@@ -147,6 +150,7 @@ export class Probe {
       lib.bpf_program__attach_iter(this.#program("report_open"), new Uint8Array(iterOpts.buffer)),
     );
     this.#links.push(this.#reportLink);
+    this.seededConnections = this.#seedOpenConnections();
 
     this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
@@ -157,6 +161,29 @@ export class Probe {
     });
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
     this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
+  }
+
+  // Runs seed_open over every process's open files once: the connections open
+  // before the probe was attached become tracked (and periodically reported).
+  // It writes one byte per connection added.
+  #seedOpenConnections(): number {
+    const { lib, libc, pointer, status, libcStatus } = this.#bpf;
+    const link = pointer("attach seed_open", lib.bpf_program__attach_iter(this.#program("seed_open"), null));
+    try {
+      const fd = status("start seeding open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
+      try {
+        let added = 0;
+        for (;;) {
+          const got = libcStatus("read the seeding of open connections", Number(libc.read(fd, this.#staging, this.#staging.byteLength)));
+          if (got === 0) return added;
+          added += got;
+        }
+      } finally {
+        libc.close(fd);
+      }
+    } finally {
+      lib.bpf_link__destroy(link);
+    }
   }
 
   #program(name: string): Pointer {
