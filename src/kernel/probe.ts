@@ -53,6 +53,7 @@ const BTF_PATH = "/sys/kernel/btf/vmlinux";
 export class Probe {
   #bpf: Libbpf;
   #keepAlive: unknown[] = []; // memory libbpf holds pointers to
+  #verifierLogBuffer: Uint8Array | null = null;
   #object: Pointer | null = null;
   #links: Pointer[] = [];
   #reportLink: Pointer | null = null;
@@ -114,7 +115,7 @@ export class Probe {
 
     const objectBytes = await Bun.file(objectPath).bytes();
     const name = cString("kmesh_accesslog");
-    const log = new Uint8Array(VERIFIER_LOG_BYTES);
+    const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
     const optsBytes = new Uint8Array(BPF_OBJECT_OPEN_OPTS_SIZE);
     const opts = new DataView(optsBytes.buffer);
     opts.setBigUint64(0, BigInt(BPF_OBJECT_OPEN_OPTS_SIZE), true);
@@ -309,11 +310,12 @@ export class Probe {
     if (this.#object !== null) lib.bpf_object__close(this.#object);
     this.#object = null;
     this.#keepAlive = [];
+    this.#verifierLogBuffer = null;
   }
 
   #verifierLog(): string {
-    const log = this.#keepAlive.find((item): item is Uint8Array => item instanceof Uint8Array && item.byteLength === VERIFIER_LOG_BYTES);
-    if (log === undefined) return "";
+    const log = this.#verifierLogBuffer;
+    if (log === null) return "";
     const end = log.indexOf(0);
     return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
   }
