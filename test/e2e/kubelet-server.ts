@@ -62,6 +62,8 @@ export class LocalKubelet implements AsyncDisposable {
   #server: Server<undefined> | null = null;
   #port = 0;
   pods: unknown[];
+  /** when set, served as the pod list's JSON text instead of `pods` (a benchmark's prepared list) */
+  listText: string | null = null;
   mode: KubeletMode = "ok";
   slowMs: number;
   /** requests received, and those that carried the right token */
@@ -146,6 +148,7 @@ export class LocalKubelet implements AsyncDisposable {
         await Bun.sleep(this.slowMs);
         return Response.json(podList(this.pods));
       case "ok":
+        if (this.listText !== null) return new Response(this.listText, { headers: { "content-type": "application/json" } });
         return Response.json(podList(this.pods));
     }
   }
