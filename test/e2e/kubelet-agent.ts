@@ -3,9 +3,6 @@
  * (agent.ts) for the enrichment tests: the PodList entry of a test pod, an agent pointed at the
  * local kubelet, and the two lines of one exchange.
  */
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type AccessLogEntry, type Agent, matchConnection, startAgent } from "./agent.ts";
 import { type ExchangeOptions, exchange } from "./exchange.ts";
 import { pod } from "./kubelet-pods.ts";
@@ -35,12 +32,10 @@ export function podEntry(testPod: Pod, id: PodIdentity): Record<string, unknown>
   });
 }
 
-const lockDir = mkdtempSync(join(tmpdir(), "kube-e2e-locks-"));
-let agents = 0;
-
 /**
  * The agent, reading pods from `kubelet` (TLS verified against its CA unless `args` name another
- * CA or turn verification off; its bearer token), plus `args`.
+ * CA or turn verification off; its bearer token), plus `args`. (The runner gives each agent its
+ * own single-agent lock and no admin port.)
  */
 export function startKubeletAgent(kubelet: LocalKubelet, o: { output?: "text" | "json"; args?: string[] } = {}): Agent {
   const args = o.args ?? [];
@@ -48,11 +43,6 @@ export function startKubeletAgent(kubelet: LocalKubelet, o: { output?: "text" | 
   return startAgent({
     output: o.output ?? "text",
     args: [
-      // each agent of these tests gets its own single-agent lock and no admin port
-      "--lock-file",
-      join(lockDir, `agent-${process.pid}-${agents++}.lock`),
-      "--admin-addr",
-      "",
       "--kubelet-url",
       kubelet.url,
       ...(ownTls ? [] : ["--kubelet-ca-file", kubelet.caFile]),
