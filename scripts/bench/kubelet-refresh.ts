@@ -22,13 +22,16 @@ import { kubeletUnavailableReason, startKubelet } from "../../test/e2e/kubelet-s
 // ── the kubelet, in a child process ─────────────────────────────────────────
 // `--serve`: print the kubelet's settings as one JSON line, then for each line "<n>" on stdin
 // serve a list of n pods and answer "ok"; exit when stdin closes.
-if (process.argv.includes("--serve")) {
+async function serveKubelet(): Promise<void> {
   await using kubelet = await startKubelet();
   console.log(JSON.stringify({ url: kubelet.url, tokenFile: kubelet.tokenFile, caFile: kubelet.caFile }));
   for await (const line of console) {
     kubelet.listText = JSON.stringify(busyNodePodList(Number(line)));
     console.log("ok");
   }
+}
+if (process.argv.includes("--serve")) {
+  await serveKubelet(); // its certificate directory is removed on the way out
   process.exit(0);
 }
 
