@@ -402,8 +402,19 @@ const statusFlags = {
   ...clientFlags,
   json: { type: Boolean, description: "Print one JSON object instead of tables" },
 };
+// `check` tries what `run` would do: the same libbpf and kubelet flags.
+const checkFlags = {
+  libbpf: runFlags.libbpf,
+  kubeletHost: runFlags.kubeletHost,
+  kubeletUrl: runFlags.kubeletUrl,
+  kubeletTokenFile: runFlags.kubeletTokenFile,
+  kubeletCaFile: runFlags.kubeletCaFile,
+  kubeletInsecureSkipTlsVerify: runFlags.kubeletInsecureSkipTlsVerify,
+  noKubelet: { type: Boolean, description: "Do not try the kubelet (the agent runs without it: pod names are -)" },
+  json: { type: Boolean, description: "Print one JSON object instead of lines" },
+};
 
-const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status"];
+const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status", "check"];
 const knownFlags = (flags: object) => [...Object.keys(flags).flatMap((name) => [name, kebabCase(name)]), "help"];
 const KNOWN_FLAGS = knownFlags(runFlags);
 const unexpectedArgument = (argument: string) => new UsageError(`unexpected argument ${JSON.stringify(argument)}`);
@@ -459,6 +470,17 @@ function parseArgv(argv: string[]) {
           strictFlags: true,
           ignoreArgv: rejectUnknown(knownFlags(statusFlags), unexpectedArgument),
         }),
+        command({
+          name: "check",
+          flags: checkFlags,
+          help: {
+            description:
+              "Check that the agent can run on this node: kernel, BTF, bpf(), capabilities, cgroup v2, libbpf, a real load " +
+              "of the probe, the kubelet. One line each with the fix; exit 0 only when nothing is missing",
+          },
+          strictFlags: true,
+          ignoreArgv: rejectUnknown(knownFlags(checkFlags), unexpectedArgument),
+        }),
       ],
       strictFlags: true,
       help: {
@@ -471,6 +493,7 @@ function parseArgv(argv: string[]) {
           `${PROGRAM_NAME} accesslog <enable|disable>`,
           `${PROGRAM_NAME} monitoring --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
           `${PROGRAM_NAME} status [--json]`,
+          `${PROGRAM_NAME} check [--json] [--no-kubelet]`,
         ],
         examples: [
           `sudo ${PROGRAM_NAME}`,
@@ -509,7 +532,14 @@ export type Invocation =
   | { command: "run"; options: RunOptions }
   | { command: "accesslog"; enable: boolean; adminAddr: AdminAddressOption }
   | { command: "monitoring"; requests: SwitchRequest[]; adminAddr: AdminAddressOption }
-  | { command: "status"; json: boolean; adminAddr: AdminAddressOption };
+  | { command: "status"; json: boolean; adminAddr: AdminAddressOption }
+  | { command: "check"; options: CheckOptions };
+
+/** What `check` tries: the libbpf and kubelet settings `run` would use. */
+export type CheckOptions = Pick<
+  RunOptions,
+  "libbpf" | "kubeletHost" | "kubeletUrl" | "kubeletTokenFile" | "kubeletCaFile" | "kubeletInsecureSkipTlsVerify" | "noKubelet"
+> & { json: boolean };
 
 const defaultAdminAddress = (): AdminAddressOption => parseAdminAddress(DEFAULT_ADMIN_ADDR)!;
 
@@ -519,6 +549,7 @@ const defaultAdminAddress = (): AdminAddressOption => parseAdminAddress(DEFAULT_
  * tell them apart.
  */
 function rejectBareAdminAddr(argv: readonly string[]): void {
+  if (argv[0] === "check") return; // no --admin-addr there: the unknown flag is the message
   argv.forEach((argument, i) => {
     if (argument !== "--admin-addr") return;
     const next = argv[i + 1];
@@ -565,6 +596,21 @@ export function parseCommandLine(argv: string[]): Invocation {
     }
     case "status":
       return { command: "status", json: parsed.flags.json === true, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+    case "check": {
+      const { json, ...given } = parsed.flags;
+      const options = {
+        libbpf: given.libbpf,
+        kubeletHost: given.kubeletHost,
+        kubeletUrl: given.kubeletUrl,
+        kubeletTokenFile: given.kubeletTokenFile,
+        kubeletCaFile: given.kubeletCaFile,
+        kubeletInsecureSkipTlsVerify: given.kubeletInsecureSkipTlsVerify,
+        noKubelet: given.noKubelet,
+      };
+      const conflict = kubeletFlagsConflict(options);
+      if (conflict !== null) throw new UsageError(conflict);
+      return { command: "check", options: { ...options, json: json === true } };
+    }
   }
   const { flags } = parsed;
   if (flags.version) return { command: "version" };

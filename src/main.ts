@@ -29,6 +29,10 @@ async function dispatch(invocation: Invocation): Promise<number> {
       const { statusCommand } = await import("./commands/status.ts");
       return statusCommand(invocation.json, invocation.adminAddr);
     }
+    case "check": {
+      const { checkCommand } = await import("./commands/check.ts");
+      return checkCommand(invocation.options);
+    }
   }
 }
 

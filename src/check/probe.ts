@@ -1,0 +1,86 @@
+// The libbpf and probe lines of `check`: the libbpf `run` would pick (src/kernel/libbpf.ts
+// decides), and a real load and attach of the probe (Probe.open, the agent's own path) with small
+// maps, closed at once: links are this process's fds, so nothing stays attached.
+import { existsSync } from "node:fs";
+import { openLibbpf, type LibbpfOrigin } from "../kernel/libbpf.ts";
+import { Probe, ProbeLoadError } from "../kernel/probe.ts";
+import type { CheckResult } from "./report.ts";
+
+/** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
+const TRY_RING_BUFFER_BYTES = 64 * 1024;
+const TRY_MAX_CONNECTIONS = 1024;
+/** The oldest libbpf the agent's API use and struct layouts allow. */
+const MIN_LIBBPF_MAJOR = 1;
+
+const ORIGIN: Record<LibbpfOrigin, string> = {
+  system: "the system's libbpf.so.1",
+  bundled: "the copy built into this binary",
+  "--libbpf": "--libbpf",
+};
+
+export async function libbpfCheck(forcedPath: string | undefined): Promise<CheckResult> {
+  const base = { id: "libbpf", label: "libbpf" };
+  if (forcedPath !== undefined && !existsSync(forcedPath)) {
+    return {
+      ...base,
+      status: "fail",
+      detail: `--libbpf ${forcedPath}: no such file`,
+      fix: "point --libbpf at a libbpf 1.x shared object, or leave it out to use the system's or the built-in one",
+    };
+  }
+  try {
+    const { bpf, origin, notes } = await openLibbpf(forcedPath);
+    const version = bpf.version();
+    const from = origin === "--libbpf" ? `--libbpf ${forcedPath}` : ORIGIN[origin];
+    if (Number(version.split(".")[0]) < MIN_LIBBPF_MAJOR) {
+      return { ...base, status: "fail", detail: `${version} (${from}) is older than 1.0`, fix: "use libbpf 1.x" };
+    }
+    // openLibbpf's notes say why it took the built-in one; its last note repeats the choice.
+    const why = origin === "bundled" ? notes.filter((note) => !note.startsWith("using ")) : [];
+    return { ...base, status: "ok", detail: `${version} (${from}${why.length > 0 ? `: ${why.join("; ")}` : ""})` };
+  } catch (error) {
+    return {
+      ...base,
+      status: "fail",
+      detail: error instanceof Error ? error.message : String(error),
+      fix: forcedPath === undefined ? "install libbpf 1.x (Debian/Ubuntu: apt-get install libbpf1)" : "point --libbpf at a libbpf 1.x shared object",
+    };
+  }
+}
+
+/**
+ * Loads and attaches the probe and closes it again. `blockers` are earlier failed lines the load
+ * depends on (no BTF, no libbpf): then it is not tried.
+ */
+export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<CheckResult> {
+  const base = { id: "probe", label: "probe" };
+  const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf");
+  if (needed.length > 0) {
+    return {
+      ...base,
+      status: "fail",
+      detail: `not tried: no ${needed.map((line) => line.label).join(" and no ")}`,
+      fix: `see the ${needed.map((line) => line.label).join(" and ")} line${needed.length > 1 ? "s" : ""} above`,
+    };
+  }
+  let probe: Probe;
+  try {
+    probe = await Probe.open({ ringBufferBytes: TRY_RING_BUFFER_BYTES, maxConnections: TRY_MAX_CONNECTIONS, libbpfPath });
+  } catch (error) {
+    if (!(error instanceof ProbeLoadError)) throw error;
+    // The verifier's log follows the first line: --json keeps it, the text line does not.
+    const [first = "", ...rest] = error.message.split("\n");
+    const prior = blockers.filter((line) => line.id === "capabilities" || line.id === "bpf-syscall");
+    const fix =
+      prior.length > 0
+        ? `see the ${prior.map((line) => line.label).join(" and ")} line${prior.length > 1 ? "s" : ""} above`
+        : rest.length > 0
+          ? "the kernel's verifier refused the probe: `kmesh-accesslog check --json` shows its log; report it with the kernel version"
+          : "the message names the step that failed";
+    if (rest.length === 0) return { ...base, status: "fail", detail: first, fix };
+    return { ...base, status: "fail", detail: `${first} (${rest.length} lines of verifier log in --json)`, fix, log: rest.join("\n") };
+  }
+  const version = probe.libbpfVersion;
+  probe.close();
+  return { ...base, status: "ok", detail: `the hooks load and attach (libbpf ${version}); detached again` };
+}

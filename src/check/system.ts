@@ -1,0 +1,200 @@
+// The node's side of `check`, as pure functions of what was read (kernel release, /proc texts,
+// the bpf() probe's answer), so that every verdict and fix can be tested without the condition.
+import type { CheckResult } from "./report.ts";
+
+export const MIN_KERNEL = { major: 5, minor: 10 } as const;
+/** Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK instead of the memory cgroup. */
+const MEMCG_ACCOUNTING_KERNEL = { major: 5, minor: 11 } as const;
+export const BTF_PATH = "/sys/kernel/btf/vmlinux";
+
+export interface KernelVersion {
+  major: number;
+  minor: number;
+}
+
+export function parseKernelRelease(release: string): KernelVersion | null {
+  const match = /^(\d+)\.(\d+)/.exec(release);
+  return match ? { major: Number(match[1]), minor: Number(match[2]) } : null;
+}
+
+const atLeast = (v: KernelVersion, min: KernelVersion) => v.major > min.major || (v.major === min.major && v.minor >= min.minor);
+
+export function kernelCheck(release: string): CheckResult {
+  const base = { id: "kernel", label: "kernel" };
+  const version = parseKernelRelease(release);
+  const needed = `${MIN_KERNEL.major}.${MIN_KERNEL.minor}`;
+  if (version === null) {
+    return { ...base, status: "fail", detail: `cannot read the version of Linux ${JSON.stringify(release)}`, fix: `run on Linux ${needed} or newer` };
+  }
+  if (!atLeast(version, MIN_KERNEL)) {
+    return { ...base, status: "fail", detail: `Linux ${release} is older than ${needed}`, fix: `run on Linux ${needed} or newer` };
+  }
+  return { ...base, status: "ok", detail: `Linux ${release} (${needed} or newer needed)` };
+}
+
+/** What a look at the BTF file found: its size, or the errno code that stopped us. */
+export type BtfFacts = { size: number } | { error: string };
+
+export function btfCheck(facts: BtfFacts): CheckResult {
+  const base = { id: "btf", label: "BTF" };
+  const fix =
+    "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels from 5.10 on); " +
+    "in a container, mount the host's /sys/kernel/btf read-only";
+  if ("error" in facts) {
+    const what = facts.error === "ENOENT" ? "not found" : `cannot be read (${facts.error})`;
+    return { ...base, status: "fail", detail: `${BTF_PATH} ${what}`, fix };
+  }
+  if (facts.size === 0) return { ...base, status: "fail", detail: `${BTF_PATH} is empty`, fix };
+  return { ...base, status: "ok", detail: `${BTF_PATH} (${(facts.size / 2 ** 20).toFixed(1)} MiB)` };
+}
+
+// ── Capabilities ────────────────────────────────────────────────────────────
+
+export const CAP = { SYS_ADMIN: 21, SYS_RESOURCE: 24, PERFMON: 38, BPF: 39 } as const;
+
+/** CapEff from /proc/self/status, as a bit set; 0n when absent. */
+export function effectiveCapabilities(status: string): bigint {
+  const hex = /^CapEff:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
+  return hex === undefined ? 0n : BigInt(`0x${hex}`);
+}
+
+const has = (caps: bigint, cap: number) => (caps & (1n << BigInt(cap))) !== 0n;
+
+/** "Max locked memory" soft limit from /proc/self/limits, in bytes; Infinity for unlimited; null when absent. */
+export function memlockLimit(limits: string): number | null {
+  const soft = /^Max locked memory\s+(\S+)/m.exec(limits)?.[1];
+  if (soft === undefined) return null;
+  return soft === "unlimited" ? Number.POSITIVE_INFINITY : Number(soft);
+}
+
+export interface CapabilityFacts {
+  uid: number;
+  /** CapEff */
+  effective: bigint;
+  kernel: KernelVersion | null;
+  /** RLIMIT_MEMLOCK soft limit in bytes (Infinity: unlimited), null when unknown */
+  memlock: number | null;
+}
+
+const GRANT =
+  "run as root, or grant CAP_BPF and CAP_PERFMON " +
+  "(systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
+
+export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
+  const base = { id: "capabilities", label: "capabilities" };
+  const { effective } = facts;
+  const who = facts.uid === 0 ? "root" : `uid ${facts.uid}`;
+  const bpfAndPerfmon = has(effective, CAP.BPF) && has(effective, CAP.PERFMON);
+  if (!bpfAndPerfmon && !has(effective, CAP.SYS_ADMIN)) {
+    const missing = [has(effective, CAP.BPF) ? null : "CAP_BPF", has(effective, CAP.PERFMON) ? null : "CAP_PERFMON"].filter((c) => c !== null);
+    const held = effective === 0n ? "no effective capabilities" : `effective capabilities 0x${effective.toString(16)}`;
+    return { ...base, status: "fail", detail: `missing ${missing.join(" and ")} (${who}, ${held})`, fix: GRANT };
+  }
+  // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK; libbpf raises it, which needs CAP_SYS_RESOURCE.
+  if (
+    facts.kernel !== null &&
+    !atLeast(facts.kernel, MEMCG_ACCOUNTING_KERNEL) &&
+    facts.memlock !== null &&
+    facts.memlock !== Number.POSITIVE_INFINITY &&
+    !has(effective, CAP.SYS_RESOURCE)
+  ) {
+    return {
+      ...base,
+      status: "fail",
+      detail: `this kernel charges BPF maps to the locked-memory limit (${facts.memlock} bytes) and CAP_SYS_RESOURCE is missing to raise it`,
+      fix: "grant CAP_SYS_RESOURCE, or raise the limit (ulimit -l unlimited; systemd: LimitMEMLOCK=infinity)",
+    };
+  }
+  const granted = bpfAndPerfmon ? "CAP_BPF and CAP_PERFMON" : "CAP_SYS_ADMIN";
+  return { ...base, status: "ok", detail: `${who} with ${granted}` };
+}
+
+// ── cgroup v2 ───────────────────────────────────────────────────────────────
+
+/** /proc/mounts escapes space, tab, newline and backslash as octal. */
+const unescapeMountField = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+
+/** Mount points of every cgroup2 file system in a /proc/mounts text, in order. */
+export function cgroup2Mounts(mounts: string): string[] {
+  return mounts
+    .split("\n")
+    .map((line) => line.split(" "))
+    .filter((fields) => fields[2] === "cgroup2" && fields[1] !== undefined)
+    .map((fields) => unescapeMountField(fields[1]!));
+}
+
+export function cgroupCheck(mounts: string | null): CheckResult {
+  const base = { id: "cgroup2", label: "cgroup v2" };
+  const found = mounts === null ? [] : cgroup2Mounts(mounts);
+  if (found.length > 0) return { ...base, status: "ok", detail: `mounted at ${found.join(", ")}` };
+  // The hooks see every socket whatever its cgroup: the agent runs without it.
+  return {
+    ...base,
+    status: "warn",
+    detail: mounts === null ? "cannot read /proc/mounts" : "no cgroup2 file system in /proc/mounts (the agent runs without it)",
+    fix: "boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
+  };
+}
+
+// ── The bpf() system call ───────────────────────────────────────────────────
+
+/**
+ * What a child process saw calling bpf(): `invalid` is the errno of a command no kernel knows
+ * (EINVAL: the call reached the kernel's dispatcher), `mapCreate` that of creating a one-entry
+ * array map (0: created). `signal` when the child was killed (SIGSYS: a seccomp filter that kills).
+ */
+export type BpfSyscallFacts =
+  | { invalid: number; mapCreate: number }
+  | { signal: string }
+  | { untested: string };
+
+const ERRNO_NAME: Record<number, string> = { 1: "EPERM", 13: "EACCES", 22: "EINVAL", 38: "ENOSYS", 12: "ENOMEM" };
+const errnoName = (errno: number) => ERRNO_NAME[errno] ?? `errno ${errno}`;
+const EPERM = 1;
+const EACCES = 13;
+const EINVAL = 22;
+const ENOSYS = 38;
+
+const ALLOW_BPF =
+  "allow bpf() in the seccomp profile (Kubernetes: seccompProfile RuntimeDefault of a runtime that knows CAP_BPF, or a " +
+  "Localhost profile allowing bpf; systemd: add bpf to SystemCallFilter=) and in the security module's policy (AppArmor, SELinux)";
+
+export function bpfSyscallCheck(facts: BpfSyscallFacts, capabilities: bigint): CheckResult {
+  const base = { id: "bpf-syscall", label: "bpf() system call" };
+  if ("untested" in facts) {
+    return { ...base, status: "warn", detail: `not tested (${facts.untested})`, fix: "see the probe line below" };
+  }
+  if ("signal" in facts) {
+    return { ...base, status: "fail", detail: `calling bpf() killed the process (${facts.signal}): a seccomp filter forbids it`, fix: ALLOW_BPF };
+  }
+  const capable = (has(capabilities, CAP.BPF) && has(capabilities, CAP.PERFMON)) || has(capabilities, CAP.SYS_ADMIN);
+  if (facts.invalid === ENOSYS) {
+    return {
+      ...base,
+      status: "fail",
+      detail: "bpf() answers ENOSYS: a kernel without CONFIG_BPF_SYSCALL, or a seccomp filter",
+      fix: `use a kernel with CONFIG_BPF_SYSCALL=y; ${ALLOW_BPF}`,
+    };
+  }
+  if (facts.invalid !== EINVAL) {
+    if ((facts.invalid === EPERM || facts.invalid === EACCES) && !capable) {
+      // Kernels before 6.6 refuse every bpf() command early to callers without CAP_BPF
+      // when kernel.unprivileged_bpf_disabled is set: the capabilities line says what to do.
+      return { ...base, status: "fail", detail: `refused (${errnoName(facts.invalid)}) to a caller without CAP_BPF`, fix: GRANT };
+    }
+    return {
+      ...base,
+      status: "fail",
+      detail: `refused (${errnoName(facts.invalid)})${capable ? " although CAP_BPF is effective" : ""}: a seccomp filter or a security module denies it`,
+      fix: ALLOW_BPF,
+    };
+  }
+  if (!capable) return { ...base, status: "ok", detail: "allowed (no map created without CAP_BPF)" };
+  if (facts.mapCreate === 0) return { ...base, status: "ok", detail: "allowed (created and closed a one-entry map)" };
+  return {
+    ...base,
+    status: "fail",
+    detail: `allowed, but creating a one-entry map is refused (${errnoName(facts.mapCreate)}) although CAP_BPF is effective`,
+    fix: facts.mapCreate === EPERM || facts.mapCreate === EACCES ? ALLOW_BPF : "check the kernel log (dmesg) for the reason",
+  };
+}

@@ -1,0 +1,77 @@
+// `check`: can the agent run on this node? One line per prerequisite (✔ ok, ✘ missing, ⚠ the
+// agent runs without it, - not checked) with the fix, then the verdict; exit 0 only when nothing
+// is missing. Text lines are written as each check ends, so a slow kubelet shows where it waits.
+// Touches nothing it does not undo: the probe is loaded and closed, no lock is taken, and it can
+// run beside a running agent.
+import { openSync, closeSync, fstatSync, readFileSync } from "node:fs";
+import { release } from "node:os";
+import type { CheckOptions } from "../cli.ts";
+import { probeBpfSyscall } from "../check/bpf-syscall.ts";
+import { kubeletCheck } from "../check/kubelet.ts";
+import { libbpfCheck, probeCheck } from "../check/probe.ts";
+import { canRun, checkReportJson, formatCheckLine, verdict, type CheckResult } from "../check/report.ts";
+import {
+  BTF_PATH,
+  btfCheck,
+  bpfSyscallCheck,
+  capabilitiesCheck,
+  cgroupCheck,
+  effectiveCapabilities,
+  kernelCheck,
+  memlockLimit,
+  parseKernelRelease,
+  type BtfFacts,
+} from "../check/system.ts";
+
+function readText(path: string): string | null {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+}
+
+function btfFacts(): BtfFacts {
+  try {
+    const fd = openSync(BTF_PATH, "r");
+    try {
+      return { size: fstatSync(fd).size };
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    return { error: (error as NodeJS.ErrnoException).code ?? String(error) };
+  }
+}
+
+export async function checkCommand(options: CheckOptions): Promise<number> {
+  const results: CheckResult[] = [];
+  const add = (result: CheckResult) => {
+    results.push(result);
+    if (!options.json) process.stdout.write(`${formatCheckLine(result)}\n`);
+    return result;
+  };
+  const failed = () => results.filter((result) => result.status === "fail");
+
+  const kernelRelease = release();
+  add(kernelCheck(kernelRelease));
+  add(btfCheck(btfFacts()));
+  const capabilities = effectiveCapabilities(readText("/proc/self/status") ?? "");
+  add(
+    capabilitiesCheck({
+      uid: process.geteuid?.() ?? -1,
+      effective: capabilities,
+      kernel: parseKernelRelease(kernelRelease),
+      memlock: memlockLimit(readText("/proc/self/limits") ?? ""),
+    }),
+  );
+  add(bpfSyscallCheck(probeBpfSyscall(), capabilities));
+  add(cgroupCheck(readText("/proc/mounts")));
+  add(await libbpfCheck(options.libbpf));
+  add(await probeCheck(options.libbpf, failed()));
+  add(await kubeletCheck(options));
+
+  if (options.json) process.stdout.write(checkReportJson(results));
+  else process.stdout.write(`${verdict(results)}\n`);
+  return canRun(results) ? 0 : 1;
+}
