@@ -49,19 +49,18 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
 }
 
 /**
- * Loads and attaches the probe and closes it again. `blockers` are earlier failed lines the load
- * depends on (no BTF, no libbpf): then it is not tried.
+ * Loads and attaches the probe and closes it again. `blockers` are the earlier failed lines: the
+ * load is not tried after a failed BTF, libbpf or bpf() line, and a failed capabilities line is
+ * named as the likely cause.
  */
 export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<CheckResult> {
   const base = { id: "probe", label: "probe" };
-  const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf");
+  // Without BTF or libbpf there is nothing to load; and a bpf() that a seccomp filter answers
+  // with SIGSYS would kill this process rather than fail.
+  const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf" || line.id === "bpf-syscall");
   if (needed.length > 0) {
-    return {
-      ...base,
-      status: "fail",
-      detail: `not tried: no ${needed.map((line) => line.label).join(" and no ")}`,
-      fix: `see the ${needed.map((line) => line.label).join(" and ")} line${needed.length > 1 ? "s" : ""} above`,
-    };
+    const labels = needed.map((line) => line.label).join(" and ");
+    return { ...base, status: "fail", detail: `not tried (${labels} failed)`, fix: `see the ${labels} line${needed.length > 1 ? "s" : ""} above` };
   }
   let probe: Probe;
   try {

@@ -178,7 +178,7 @@ export function bpfSyscallCheck(facts: BpfSyscallFacts, capabilities: bigint): C
   }
   if (facts.invalid !== EINVAL) {
     if ((facts.invalid === EPERM || facts.invalid === EACCES) && !capable) {
-      // Kernels before 6.6 refuse every bpf() command early to callers without CAP_BPF
+      // Older kernels refuse every bpf() command at its entry to callers without CAP_BPF
       // when kernel.unprivileged_bpf_disabled is set: the capabilities line says what to do.
       return { ...base, status: "fail", detail: `refused (${errnoName(facts.invalid)}) to a caller without CAP_BPF`, fix: GRANT };
     }

@@ -119,7 +119,7 @@ describe("bpf() system call", () => {
     );
   });
 
-  test("before 6.6, a caller without CAP_BPF is refused early when unprivileged BPF is off: the fix is the capabilities", () => {
+  test("on older kernels, a caller without CAP_BPF is refused at the entry when unprivileged BPF is off: the fix is the capabilities", () => {
     expect(line(bpfSyscallCheck({ invalid: 1, mapCreate: 1 }, 0n))).toBe(
       `✘ bpf() system call: refused (EPERM) to a caller without CAP_BPF — fix: ${GRANT}`,
     );

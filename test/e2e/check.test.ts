@@ -1,0 +1,251 @@
+// `kmesh-accesslog check` against the compiled binary, on this machine and under conditions made
+// here for real: another user without capabilities, a --libbpf that does not exist, no kubelet,
+// a local kubelet (listing, forbidding), and seccomp filters that refuse bpf() or kill its caller
+// (installed by a small wrapper that then execs the binary). Lines are asserted whole; the parts
+// that depend on the machine (kernel release, BTF size, cgroup2 mount, libbpf version) are read
+// from the machine independently of the code under test.
+import { describe, expect } from "bun:test";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { release } from "node:os";
+import { AGENT_BINARY } from "./agent.ts";
+import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
+import { pod } from "./kubelet-pods.ts";
+import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
+
+const it = testIf(IS_ROOT && existsSync(AGENT_BINARY) && hasCommand("setpriv"), "needs root, setpriv and the compiled binary (scripts/build)");
+const withKubelet = testIf(
+  IS_ROOT && existsSync(AGENT_BINARY) && kubeletUnavailableReason() === null,
+  `needs root, the compiled binary and a local kubelet (${kubeletUnavailableReason() ?? "ok"})`,
+);
+const SECCOMP_ARCHES: Record<string, { bpf: number; seccomp: number }> = { x64: { bpf: 321, seccomp: 317 }, arm64: { bpf: 280, seccomp: 277 } };
+const withSeccomp = testIf(
+  IS_ROOT && existsSync(AGENT_BINARY) && SECCOMP_ARCHES[process.arch] !== undefined,
+  `needs root, the compiled binary and a known system call table (x64 or arm64; this is ${process.arch})`,
+);
+
+interface Run {
+  exitCode: number | null;
+  lines: string[];
+  stderr: string;
+}
+
+/**
+ * Runs `check` with a clean kubelet environment (no NODE_IP/HOST_IP from the caller). Not
+ * spawnSync: the local kubelet answers from this process's event loop.
+ */
+async function check(args: string[], prefix: string[] = []): Promise<Run> {
+  const env = { ...process.env };
+  delete env.NODE_IP;
+  delete env.HOST_IP;
+  await using proc = Bun.spawn([...prefix, AGENT_BINARY, "check", ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    cwd: "/",
+    env,
+    timeout: 30_000,
+    killSignal: "SIGKILL",
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { exitCode, lines: stdout.split("\n").filter((line) => line !== ""), stderr };
+}
+
+// ── What this machine is, read independently of the code under test ────────
+
+const KERNEL_LINE = `✔ kernel: Linux ${release()} (5.10 or newer needed)`;
+const btfLine = () => `✔ BTF: /sys/kernel/btf/vmlinux (${(statSync("/sys/kernel/btf/vmlinux").size / 2 ** 20).toFixed(1)} MiB)`;
+function cgroupLine(): string {
+  const mounts = readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((line) => line.split(" "))
+    .filter((fields) => fields[2] === "cgroup2")
+    .map((fields) => fields[1]);
+  return `✔ cgroup v2: mounted at ${mounts.join(", ")}`;
+}
+/** The system libbpf's major.minor, from the file ldconfig names (libbpf.so.1.1.0 → 1.1). */
+function systemLibbpfVersion(): string {
+  const ldconfig = Bun.spawnSync(["ldconfig", "-p"]).stdout.toString();
+  const path = /\blibbpf\.so\.1 \(.*\) => (\S+)/.exec(ldconfig)?.[1];
+  if (path === undefined) throw new Error("no system libbpf.so.1: scripts/setup installs libbpf1");
+  const version = /libbpf\.so\.(\d+\.\d+)/.exec(realpathSync(path))?.[1];
+  if (version === undefined) throw new Error(`cannot read a version from ${realpathSync(path)}`);
+  return version;
+}
+const BPF_OK = "✔ bpf() system call: allowed (created and closed a one-entry map)";
+const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
+const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
+const GRANT =
+  "run as root, or grant CAP_BPF and CAP_PERFMON (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; " +
+  "Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
+const ALLOW_BPF =
+  "allow bpf() in the seccomp profile (Kubernetes: seccompProfile RuntimeDefault of a runtime that knows CAP_BPF, or a " +
+  "Localhost profile allowing bpf; systemd: add bpf to SystemCallFilter=) and in the security module's policy (AppArmor, SELinux)";
+
+describe("check", () => {
+  it("as root on this machine: every prerequisite is there, exit 0", async () => {
+    const libbpf = systemLibbpfVersion();
+    const result = await check(["--no-kubelet"]);
+    expect(result.lines).toEqual([
+      KERNEL_LINE,
+      btfLine(),
+      CAPS_OK,
+      BPF_OK,
+      cgroupLine(),
+      `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
+      `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
+      SKIPPED,
+      "the agent can run on this node",
+    ]);
+    expect(result.stderr).toBe("");
+    expect(result.exitCode).toBe(0);
+  });
+
+  it("--json: one object, the same verdicts", () => {
+    const proc = Bun.spawnSync([AGENT_BINARY, "check", "--json", "--no-kubelet"], { stdout: "pipe", stderr: "pipe" });
+    expect(proc.exitCode).toBe(0);
+    const report = JSON.parse(proc.stdout.toString()) as { ok: boolean; verdict: string; checks: { id: string; status: string }[] };
+    expect(report.ok).toBe(true);
+    expect(report.verdict).toBe("the agent can run on this node");
+    expect(report.checks.map((c) => `${c.id}=${c.status}`)).toEqual([
+      "kernel=ok",
+      "btf=ok",
+      "capabilities=ok",
+      "bpf-syscall=ok",
+      "cgroup2=ok",
+      "libbpf=ok",
+      "probe=ok",
+      "kubelet=skip",
+    ]);
+  });
+
+  it("a user who is not root: capabilities and probe fail with the fix, exit 1", async () => {
+    const libbpf = systemLibbpfVersion();
+    const result = await check(["--no-kubelet"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+    expect(result.lines).toHaveLength(9);
+    expect(result.lines[2]).toBe(`✘ capabilities: missing CAP_BPF and CAP_PERFMON (uid 65534, no effective capabilities) — fix: ${GRANT}`);
+    // Newer kernels let anyone reach bpf()'s dispatcher; older ones with unprivileged BPF off refuse at the entry.
+    expect(result.lines[3]).toBeOneOf([
+      "✔ bpf() system call: allowed (no map created without CAP_BPF)",
+      `✘ bpf() system call: refused (EPERM) to a caller without CAP_BPF — fix: ${GRANT}`,
+    ]);
+    const others = [...result.lines.slice(0, 2), ...result.lines.slice(4)];
+    const probe = result.lines[3]!.startsWith("✔")
+      ? "✘ probe: load the BPF object: Operation not permitted (not running as root): run as root, or grant CAP_BPF and CAP_PERFMON " +
+        "(CAP_SYS_ADMIN on kernels before 5.8) — fix: see the capabilities line above"
+      : "✘ probe: not tried (bpf() system call failed) — fix: see the bpf() system call line above";
+    const failed = result.lines[3]!.startsWith("✔") ? 2 : 3;
+    expect(others).toEqual([
+      KERNEL_LINE,
+      btfLine(),
+      cgroupLine(),
+      `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
+      probe,
+      SKIPPED,
+      `the agent cannot run on this node: ${failed} prerequisites missing (✘ above)`,
+    ]);
+    expect(result.exitCode).toBe(1);
+  });
+
+  it("--libbpf naming a missing file: libbpf fails, the probe is not tried, exit 1", async () => {
+    const result = await check(["--no-kubelet", "--libbpf", "/nonexistent/libbpf.so.1"]);
+    expect(result.lines.slice(5)).toEqual([
+      "✘ libbpf: --libbpf /nonexistent/libbpf.so.1: no such file — fix: point --libbpf at a libbpf 1.x shared object, " +
+        "or leave it out to use the system's or the built-in one",
+      "✘ probe: not tried (libbpf failed) — fix: see the libbpf line above",
+      SKIPPED,
+      "the agent cannot run on this node: 2 prerequisites missing (✘ above)",
+    ]);
+    expect(result.exitCode).toBe(1);
+  });
+
+  it("no kubelet where it is looked for: a warning, and the agent can still run (exit 0)", async () => {
+    // A port that was just free: nothing listens there.
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") });
+    const port = server.port;
+    server.stop(true);
+    const url = `https://127.0.0.1:${port}/pods`;
+    const result = await check(["--kubelet-url", url]);
+    expect(result.lines.slice(0, 7).every((line) => line.startsWith("✔ "))).toBe(true);
+    expect(result.lines.slice(7)).toEqual([
+      `⚠ kubelet: cannot reach ${url} (ECONNREFUSED: Unable to connect. Is the computer able to access the url?); pod names will be - ` +
+        "— fix: name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet",
+      "the agent can run on this node (1 warning, ⚠ above)",
+    ]);
+    expect(result.exitCode).toBe(0);
+  });
+
+  withKubelet("a kubelet that lists pods is reachable and authorized; one that forbids them is a warning naming the RBAC", async () => {
+    await using kubelet = await startKubelet({ pods: [pod({ name: "web-0", ip4: "10.244.1.2" }), pod({ name: "web-1", ip4: "10.244.1.3" })] });
+    const args = ["--kubelet-url", kubelet.url, "--kubelet-ca-file", kubelet.caFile, "--kubelet-token-file", kubelet.tokenFile];
+    const good = await check(args);
+    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, "the agent can run on this node"]);
+    expect(good.exitCode).toBe(0);
+    expect(kubelet.authorized).toBe(1);
+
+    kubelet.mode = "forbidden";
+    const forbidden = await check(args);
+    expect(forbidden.lines.slice(7)).toEqual([
+      `⚠ kubelet: pod list forbidden (403) by ${kubelet.url} (403 Forbidden: Forbidden (user=system:serviceaccount:kmesh-system:kmesh-accesslog, ` +
+        "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
+        '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/rbac.yaml',
+      "the agent can run on this node (1 warning, ⚠ above)",
+    ]);
+    expect(forbidden.exitCode).toBe(0);
+  });
+
+  withSeccomp("a seccomp filter that refuses bpf() with EPERM, as container runtimes' profiles do: named, exit 1", async () => {
+    const result = await check(["--no-kubelet"], seccompWrapper("EPERM"));
+    expect(result.stderr).toBe("");
+    expect(result.lines[3]).toBe(
+      `✘ bpf() system call: refused (EPERM) although CAP_BPF is effective: a seccomp filter or a security module denies it — fix: ${ALLOW_BPF}`,
+    );
+    expect(result.lines[6]).toBe("✘ probe: not tried (bpf() system call failed) — fix: see the bpf() system call line above");
+    expect(result.lines.at(-1)).toBe("the agent cannot run on this node: 2 prerequisites missing (✘ above)");
+    expect(result.exitCode).toBe(1);
+  });
+
+  withSeccomp("a seccomp filter that kills on bpf(), as systemd's SystemCallFilter= does by default: check survives to name it", async () => {
+    const result = await check(["--no-kubelet"], seccompWrapper("KILL"));
+    expect(result.lines[3]).toBe(`✘ bpf() system call: calling bpf() killed the process (SIGSYS): a seccomp filter forbids it — fix: ${ALLOW_BPF}`);
+    expect(result.lines[6]).toBe("✘ probe: not tried (bpf() system call failed) — fix: see the bpf() system call line above");
+    expect(result.lines.at(-1)).toBe("the agent cannot run on this node: 2 prerequisites missing (✘ above)");
+    expect(result.exitCode).toBe(1);
+  });
+});
+
+/**
+ * argv prefix: Bun runs a script that installs a seccomp filter (bpf() → EPERM, or kill the
+ * process) on itself and execs the rest of argv, which inherits the filter.
+ */
+function seccompWrapper(action: "EPERM" | "KILL"): string[] {
+  const { bpf, seccomp } = SECCOMP_ARCHES[process.arch]!;
+  const SECCOMP_RET_ALLOW = 0x7fff0000;
+  const SECCOMP_RET_KILL_PROCESS = 0x80000000;
+  const SECCOMP_RET_ERRNO_EPERM = 0x00050000 | 1;
+  const script = `
+const { dlopen, ptr } = require("bun:ffi");
+const c = dlopen("libc.so.6", {
+  syscall: { args: ["i64", "i64", "i64", "ptr"], returns: "i64" },
+  prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
+  execv: { args: ["ptr", "ptr"], returns: "i32" },
+}).symbols;
+// struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }: load the syscall number, compare, return.
+const filter = new DataView(new ArrayBuffer(4 * 8));
+const insn = (i, code, jt, jf, k) => { filter.setUint16(i * 8, code, true); filter.setUint8(i * 8 + 2, jt); filter.setUint8(i * 8 + 3, jf); filter.setUint32(i * 8 + 4, k, true); };
+insn(0, 0x20, 0, 0, 0);                 // BPF_LD|BPF_W|BPF_ABS: seccomp_data.nr
+insn(1, 0x15, 0, 1, ${bpf});           // BPF_JMP|BPF_JEQ|BPF_K: bpf?
+insn(2, 0x06, 0, 0, ${action === "KILL" ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ERRNO_EPERM});
+insn(3, 0x06, 0, 0, ${SECCOMP_RET_ALLOW});
+const program = new DataView(new ArrayBuffer(16)); // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+program.setUint16(0, 4, true);
+program.setBigUint64(8, BigInt(ptr(filter)), true);
+if (c.prctl(38, 1, 0, 0, 0) !== 0) throw new Error("PR_SET_NO_NEW_PRIVS failed");
+if (Number(c.syscall(${seccomp}, 1, 0, program)) !== 0) throw new Error("seccomp(SECCOMP_SET_MODE_FILTER) failed");
+const args = process.argv.slice(1).map((a) => Buffer.from(a + "\\0"));
+const argv = new BigUint64Array(args.length + 1);
+args.forEach((a, i) => { argv[i] = BigInt(ptr(a)); });
+c.execv(args[0], argv);
+throw new Error("execv failed");
+`;
+  return [process.execPath, "-e", script];
+}
