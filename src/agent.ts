@@ -10,7 +10,7 @@ import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
 import type { RunOptions } from "./cli.ts";
-import { registerAgentMetrics } from "./admin/agent-metrics.ts";
+import { registerAgentMetrics, registerNamingMetrics } from "./admin/agent-metrics.ts";
 import { AgentControl } from "./admin/control.ts";
 import { outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -85,8 +85,17 @@ export class Agent {
       notice: (message) => log.warn(message),
     });
     const agent = new Agent(clock, probe, sink, control, log, options);
-    if (pods !== null) agent.#nameLines(pods, (kubelet?.holdMs ?? 0) * 1e6, options);
     registerAgentMetrics(control.metrics, () => agent.counters());
+    if (pods !== null) {
+      const enricher = agent.#nameLines(pods, (kubelet?.holdMs ?? 0) * 1e6, options);
+      registerNamingMetrics(control.metrics, () => ({
+        refreshes: pods.stats.refreshes,
+        refreshFailures: pods.stats.failures,
+        podsIndexed: pods.index.podCount,
+        linesHeld: enricher.stats.held,
+        linesFiltered: enricher.stats.filtered,
+      }));
+    }
     control.attach({
       setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
       reportOpenConnections: () => agent.#reportOpenConnections(),
@@ -123,7 +132,7 @@ export class Agent {
   };
 
   /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
-  #nameLines(pods: PodSource, holdNs: number, options: AgentOptions): void {
+  #nameLines(pods: PodSource, holdNs: number, options: AgentOptions): Enricher {
     const enricher = new Enricher({
       source: pods,
       holdNs,
@@ -136,6 +145,7 @@ export class Agent {
     };
     this.#pods = pods;
     this.#enricher = enricher;
+    return enricher;
   }
 
   /** Lets held lines go (each within its bound), then stops the pod source. */

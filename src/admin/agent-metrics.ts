@@ -27,3 +27,27 @@ export function registerAgentMetrics(registry: MetricsRegistry, counters: () => 
     (c) => c.trackingFailed,
   );
 }
+
+/** What the kubelet pod list and the naming of lines expose, when the agent has a kubelet. */
+export interface NamingCounters {
+  refreshes: number;
+  refreshFailures: number;
+  podsIndexed: number;
+  linesHeld: number;
+  linesFiltered: number;
+}
+
+export function registerNamingMetrics(registry: MetricsRegistry, counters: () => NamingCounters): void {
+  const metric = (name: string, type: "counter" | "gauge", help: string, read: (c: NamingCounters) => number) =>
+    registry.register({ name: `${METRIC_PREFIX}${name}`, type, help, read: () => read(counters()) });
+  metric("kubelet_refreshes_total", "counter", "Pod lists read from the kubelet.", (c) => c.refreshes);
+  metric("kubelet_refresh_failures_total", "counter", "Pod list reads that failed (unreachable, timeout, TLS, 401, 403, invalid).", (c) => c.refreshFailures);
+  metric("kubelet_pods_indexed", "gauge", "Pods in the current index.", (c) => c.podsIndexed);
+  metric(
+    "enrichment_misses_total",
+    "counter",
+    "Lines whose local end was not in the pod index, held for a refresh of the pod list.",
+    (c) => c.linesHeld,
+  );
+  metric("lines_filtered_total", "counter", "Lines dropped by --namespace, --exclude-namespace or --pod.", (c) => c.linesFiltered);
+}

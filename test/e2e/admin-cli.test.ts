@@ -143,8 +143,11 @@ describe.skipIf(!ready)("one agent per node", () => {
     // Named here only because the harness gives every agent a private lock unless told; the
     // second agent below uses the default.
     await using first = startAgent({ args: ["--admin-addr", "", "--lock-file", lock] });
-    for (let i = 0; i < 100 && !existsSync(lock); i++) await Bun.sleep(20);
-    expect(readFileSync(lock, "utf8")).toBe(`${first.pid}\n\n`);
+    // A file left empty by an earlier agent may exist before this one writes its pid: wait for the pid.
+    const owner = `${first.pid}\n\n`;
+    const contents = () => (existsSync(lock) ? readFileSync(lock, "utf8") : "");
+    for (let i = 0; i < 100 && contents() !== owner; i++) await Bun.sleep(20);
+    expect(contents()).toBe(owner);
     const second = await runBinary(["run", "--admin-addr", "", "--duration", "30"]);
     expect(second).toEqual({ exitCode: 1, stdout: "", stderr: refusal(first.pid, "admin API off", lock) });
     const stopped = await first.stop("SIGTERM");
