@@ -44,8 +44,8 @@ const DELETING = 1;
 const NOT_RUNNING = 2;
 const RUNNING = 3;
 
-/** How strongly a pod claims its IP; NEVER for pods that must not be indexed. */
-function claim(pod: Pod): number {
+/** How strongly a pod claims its IP; NEVER (0) for pods that must not be indexed. */
+export function claim(pod: Pod): number {
   const phase = pod.status?.phase;
   if (phase === "Succeeded" || phase === "Failed") return NEVER;
   if (pod.metadata.deletionTimestamp != null) return DELETING;
@@ -53,7 +53,7 @@ function claim(pod: Pod): number {
 }
 
 /** A pod's IPs (canonical already: see pod-list.ts), each once. */
-function podIps(pod: Pod): string[] {
+export function podIps(pod: Pod): string[] {
   const out: string[] = [];
   const add = (ip: string | null | undefined) => {
     if (ip && !out.includes(ip)) out.push(ip);

@@ -1,0 +1,96 @@
+// The API server's objects as the agent reads them: Services, EndpointSlices (discovery.k8s.io/v1)
+// and Pods (the same schema as the kubelet's list, pod-list.ts), and the list and watch-event
+// envelopes around them. Only the fields used are declared; unknown fields are ignored. A declared
+// field present with the wrong type is an error naming the object and the path (see `describe`).
+import * as v from "valibot";
+import { canonicalIp } from "./ip.ts";
+import { PodSchema } from "./pod-list.ts";
+
+const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);
+
+/** An IP in the text the record decoder writes; anything else ("None", "", a hostname) → null. */
+const MaybeIpSchema = v.pipe(
+  v.string(),
+  v.transform((text) => canonicalIp(text)),
+);
+
+const MetadataSchema = v.object({
+  name: v.string(),
+  namespace: opt(v.string()),
+  resourceVersion: opt(v.string()),
+  labels: opt(v.record(v.string(), v.string())),
+});
+
+export const ServiceSchema = v.object({
+  metadata: MetadataSchema,
+  spec: opt(
+    v.object({
+      type: opt(v.string()),
+      clusterIP: opt(MaybeIpSchema),
+      clusterIPs: opt(v.array(MaybeIpSchema)),
+      ports: opt(
+        v.array(
+          v.object({
+            port: v.number(),
+            protocol: opt(v.string()),
+          }),
+        ),
+      ),
+    }),
+  ),
+});
+export type Service = v.InferOutput<typeof ServiceSchema>;
+
+export const EndpointSliceSchema = v.object({
+  metadata: MetadataSchema,
+  addressType: opt(v.string()),
+  endpoints: opt(
+    v.array(
+      v.object({
+        addresses: opt(v.array(MaybeIpSchema)),
+        targetRef: opt(v.object({ kind: opt(v.string()), name: opt(v.string()), namespace: opt(v.string()) })),
+      }),
+    ),
+  ),
+  ports: opt(v.array(v.object({ port: opt(v.number()), protocol: opt(v.string()) }))),
+});
+export type EndpointSlice = v.InferOutput<typeof EndpointSliceSchema>;
+
+export { PodSchema };
+export type { Pod } from "./pod-list.ts";
+
+/** The label that names an EndpointSlice's Service. */
+export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
+
+/** A `Status` object (what an ERROR event carries, and the body of a failed request). */
+export const StatusSchema = v.object({
+  kind: opt(v.string()),
+  code: opt(v.number()),
+  reason: opt(v.string()),
+  message: opt(v.string()),
+});
+
+export const ListSchema = v.object({
+  metadata: opt(
+    v.object({
+      resourceVersion: opt(v.string()),
+      continue: opt(v.string()),
+    }),
+  ),
+  items: opt(v.array(v.unknown())),
+});
+
+/** `path: message` of the first issue. */
+export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
+  const [issue] = issues;
+  if (issue === undefined) return "invalid";
+  const path = v.getDotPath(issue);
+  return path === null ? issue.message : `${path}: ${issue.message}`;
+}
+
+/** `namespace/name` of an object that may have failed its schema. */
+export function objectLabel(item: unknown): string {
+  const metadata = (item as { metadata?: { name?: unknown; namespace?: unknown } } | null)?.metadata;
+  const name = typeof metadata?.name === "string" ? metadata.name : "?";
+  return typeof metadata?.namespace === "string" ? `${metadata.namespace}/${name}` : name;
+}

@@ -1,0 +1,293 @@
+// The API-server source: lists, then watches, Services, EndpointSlices and Pods cluster-wide, and
+// keeps a ClusterIndex (cluster-index.ts) up to date one event at a time.
+//
+// Per kind, one loop (a "reflector"): list in pages of 500, replace what the index held for that
+// kind, then watch from the list's resourceVersion with bookmarks, remembering the
+// resourceVersion of every event and bookmark. A stream the server ends (timeoutSeconds) is
+// resumed from the last resourceVersion at once; a broken one after a backoff (0.5 s doubling to
+// 30 s, reset by success). 410 Gone (as the HTTP status or as an ERROR event) means the
+// resourceVersion is too old: list again. An object that fails its schema is skipped (and said,
+// once per failure state); the rest of the stream goes on.
+//
+// Messages: one line when all three kinds have been listed for the first time, and for each kind
+// one line when a failure starts and one when it ends, never one per attempt (as the kubelet
+// source). While failing, what was known stays in the index.
+import * as v from "valibot";
+import { type ApiClient, type ApiFailure, type ApiFailureKind } from "./api-client.ts";
+import { describeIssues, EndpointSliceSchema, objectLabel, PodSchema, ServiceSchema } from "./api-objects.ts";
+import { ClusterIndex, objectKey } from "./cluster-index.ts";
+import type { WatchEvent } from "./watch-stream.ts";
+
+export type ResourceKind = "services" | "endpointslices" | "pods";
+
+interface Resource {
+  kind: ResourceKind;
+  path: string;
+  /** checks one object and puts it into the index; returns a problem or null */
+  apply(index: ClusterIndex, object: unknown): string | null;
+}
+
+function applier<S extends v.GenericSchema>(schema: S, set: (index: ClusterIndex, object: v.InferOutput<S>) => void) {
+  return (index: ClusterIndex, object: unknown): string | null => {
+    const result = v.safeParse(schema, object);
+    if (!result.success) return `${objectLabel(object)}: ${describeIssues(result.issues)}`;
+    set(index, result.output);
+    return null;
+  };
+}
+
+export const RESOURCES: readonly Resource[] = [
+  { kind: "services", path: "/api/v1/services", apply: applier(ServiceSchema, (i, o) => i.setService(o)) },
+  { kind: "endpointslices", path: "/apis/discovery.k8s.io/v1/endpointslices", apply: applier(EndpointSliceSchema, (i, o) => i.setSlice(o)) },
+  { kind: "pods", path: "/api/v1/pods", apply: applier(PodSchema, (i, o) => i.setPod(o)) },
+];
+
+const FAILURE_NAME: Record<ApiFailureKind | "invalid-object", string> = {
+  credentials: "the credentials problem",
+  unreachable: "the connection failure",
+  timeout: "the timeout",
+  tls: "the TLS failure",
+  unauthorized: "the 401 Unauthorized",
+  forbidden: "the 403 Forbidden",
+  http: "the HTTP error",
+  invalid: "the invalid answer",
+  expired: "the expired resourceVersion",
+  "invalid-object": "the invalid object",
+};
+
+export interface ApiSourceOptions {
+  client: ApiClient;
+  index?: ClusterIndex;
+  notice: (message: string) => void;
+  info?: (message: string) => void;
+  debug?: (message: string) => void;
+  pageSize?: number;
+  /** how long the server keeps a watch open (default 300 s, as client-go's 5 to 10 min) */
+  watchTimeoutS?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface ApiSourceStats {
+  lists: number;
+  watches: number;
+  events: number;
+  expired: number;
+  failures: number;
+}
+
+export class ApiSource {
+  readonly index: ClusterIndex;
+  readonly stats: ApiSourceStats = { lists: 0, watches: 0, events: 0, expired: 0, failures: 0 };
+  readonly #o: ApiSourceOptions & Required<Pick<ApiSourceOptions, "pageSize" | "watchTimeoutS" | "minBackoffMs" | "maxBackoffMs">>;
+  readonly #abort = new AbortController();
+  readonly #failure = new Map<ResourceKind, ApiFailureKind | "invalid-object">();
+  readonly #listed = new Set<ResourceKind>();
+  readonly #loops: Promise<void>[] = [];
+  #announced = false;
+  /** resourceVersion each kind would resume from (for tests and status) */
+  readonly resourceVersions = new Map<ResourceKind, string | null>();
+
+  constructor(options: ApiSourceOptions) {
+    this.#o = { pageSize: 500, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
+    this.index = options.index ?? new ClusterIndex();
+  }
+
+  get server(): string {
+    return this.#o.client.config.server;
+  }
+
+  /** True once every kind has been listed at least once. */
+  get synced(): boolean {
+    return this.#listed.size === RESOURCES.length;
+  }
+
+  start(): void {
+    for (const resource of RESOURCES) this.#loops.push(this.#run(resource));
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await Promise.all(this.#loops);
+  }
+
+  get #stopped(): boolean {
+    return this.#abort.signal.aborted;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const signal = this.#abort.signal;
+      if (signal.aborted) return resolve();
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      }
+      signal.addEventListener("abort", done);
+    });
+  }
+
+  async #run(resource: Resource): Promise<void> {
+    let rv: string | null = null;
+    let backoffMs = this.#o.minBackoffMs;
+    const fail = async (failure: ApiFailure) => {
+      this.stats.failures++;
+      this.#failed(resource.kind, failure);
+      // ±20 % jitter so that many agents do not come back in step
+      await this.#sleep(backoffMs * (0.8 + 0.4 * Math.random()));
+      backoffMs = Math.min(this.#o.maxBackoffMs, backoffMs * 2);
+    };
+    while (!this.#stopped) {
+      if (rv === null) {
+        const listed = await this.#list(resource);
+        if (this.#stopped) break;
+        if (!listed.ok) {
+          if (listed.failure.kind !== "expired") await fail(listed.failure);
+          continue;
+        }
+        rv = listed.resourceVersion;
+        this.resourceVersions.set(resource.kind, rv);
+        backoffMs = this.#o.minBackoffMs;
+        this.#succeeded(resource.kind);
+        this.#listedOnce(resource.kind);
+      }
+      let expired = false;
+      let failure: ApiFailure | null = null;
+      let badObject: string | null = null;
+      this.stats.watches++;
+      const ended = await this.#o.client.watch(
+        resource.path,
+        rv,
+        this.#o.watchTimeoutS,
+        this.#abort.signal,
+        (event: WatchEvent) => {
+          this.stats.events++;
+          switch (event.type) {
+            case "ADDED":
+            case "MODIFIED": {
+              const problem = resource.apply(this.index, event.object);
+              if (problem !== null) badObject ??= problem;
+              rv = resourceVersionOf(event.object) ?? rv;
+              break;
+            }
+            case "DELETED": {
+              const metadata = (event.object as { metadata?: { name?: unknown; namespace?: unknown } }).metadata;
+              if (typeof metadata?.name === "string") {
+                this.index.delete(resource.kind, objectKey({ name: metadata.name, namespace: typeof metadata.namespace === "string" ? metadata.namespace : null }));
+              }
+              rv = resourceVersionOf(event.object) ?? rv;
+              break;
+            }
+            case "BOOKMARK":
+              rv = event.resourceVersion ?? rv;
+              break;
+            case "EXPIRED":
+              expired = true;
+              return "stop";
+            case "ERROR":
+              failure = { kind: "http", detail: `an ERROR event${event.code === null ? "" : ` (code ${event.code})`}: ${event.message}` };
+              return "stop";
+            case "INVALID":
+              failure = { kind: "invalid", detail: event.problem };
+              return "stop";
+          }
+          this.resourceVersions.set(resource.kind, rv);
+          return "continue";
+        },
+        () => {
+          backoffMs = this.#o.minBackoffMs;
+          this.#succeeded(resource.kind);
+        },
+      );
+      if (this.#stopped) break;
+      if (badObject !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${badObject}` }, "invalid-object");
+      failure ??= ended;
+      if (expired || failure?.kind === "expired") {
+        this.stats.expired++;
+        this.#o.debug?.(`the API server at ${this.server}: the ${resource.kind} watch expired (410): listing again`);
+        rv = null;
+        continue;
+      }
+      if (failure !== null) await fail(failure);
+    }
+  }
+
+  /** Every page of one list into the index; what the index held and the list lacks is dropped. */
+  async #list(resource: Resource): Promise<{ ok: true; resourceVersion: string } | { ok: false; failure: ApiFailure }> {
+    const seen = new Set<string>();
+    let continueToken: string | null = null;
+    let resourceVersion = "";
+    let badObject: string | null = null;
+    do {
+      const page = await this.#o.client.listPage(resource.path, this.#o.pageSize, continueToken);
+      if (!page.ok) return page;
+      for (const item of page.items) {
+        const problem = resource.apply(this.index, item);
+        if (problem !== null) badObject ??= problem;
+        else seen.add(objectKey((item as { metadata: { name: string; namespace?: string } }).metadata));
+      }
+      resourceVersion = page.resourceVersion;
+      continueToken = page.continue;
+    } while (continueToken !== null && !this.#stopped);
+    for (const key of this.index.keys(resource.kind)) if (!seen.has(key)) this.index.delete(resource.kind, key);
+    this.stats.lists++;
+    if (badObject !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${badObject}` }, "invalid-object");
+    return { ok: true, resourceVersion };
+  }
+
+  #listedOnce(kind: ResourceKind): void {
+    this.#listed.add(kind);
+    if (this.#announced || !this.synced) return;
+    this.#announced = true;
+    const c = this.index.counts;
+    (this.#o.info ?? this.#o.notice)(
+      `the API server at ${this.server} (${this.#o.client.config.origin}): ${c.services} services, ${c.endpointSlices} endpoint slices, ` +
+        `${c.pods} pods (${c.podIps} pod IPs) listed; watching for changes`,
+    );
+  }
+
+  #succeeded(kind: ResourceKind): void {
+    const failure = this.#failure.get(kind);
+    if (failure === undefined || failure === "invalid-object") return;
+    this.#failure.delete(kind);
+    (this.#o.info ?? this.#o.notice)(`the API server at ${this.server}: ${kind}: ${FAILURE_NAME[failure]} is over`);
+  }
+
+  #failed(kind: ResourceKind, failure: ApiFailure, as: ApiFailureKind | "invalid-object" = failure.kind): void {
+    const current = this.#failure.get(kind);
+    if (current === as) return;
+    if (current !== undefined) (this.#o.info ?? this.#o.notice)(`the API server at ${this.server}: ${kind}: ${FAILURE_NAME[current]} is over`);
+    this.#failure.set(kind, as);
+    this.#o.notice(`${this.#describe(kind, failure)}; ${this.#listed.has(kind) ? `keeping what is known of ${kind}` : `no ${kind} known yet`}`);
+  }
+
+  #describe(kind: ResourceKind, { kind: failure, detail }: ApiFailure): string {
+    const at = `the API server at ${this.server}`;
+    switch (failure) {
+      case "credentials":
+        return `cannot use the API-server credentials (${detail}): check the service-account token or --kubeconfig`;
+      case "unreachable":
+        return `cannot reach ${at} for ${kind} (${detail})`;
+      case "timeout":
+        return `${at} did not answer in time for ${kind} (${detail})`;
+      case "tls":
+        return `cannot verify the TLS certificate of ${at} (${detail}): check the CA (service-account ca.crt or the kubeconfig's certificate-authority)`;
+      case "unauthorized":
+        return `${at} refused our credentials for ${kind} (${detail}): check the service-account token or the kubeconfig user`;
+      case "forbidden":
+        return `${at} forbids listing or watching ${kind} (${detail}): the service account needs RBAC "list" and "watch" on pods, services and endpointslices (discovery.k8s.io)`;
+      case "expired":
+      case "http":
+        return `${at} answered ${kind} with HTTP ${detail}`;
+      case "invalid":
+        return `${at} sent invalid ${kind} (${detail})`;
+    }
+  }
+}
+
+function resourceVersionOf(object: unknown): string | null {
+  const rv = (object as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion;
+  return typeof rv === "string" && rv !== "" ? rv : null;
+}
