@@ -27,8 +27,32 @@
 // written after a line whose report time is more than `hold` later than its own. Lines whose
 // local end is known are never delayed; a held line can be overtaken only by lines reported
 // within `hold` after it.
+//
+// Services (with the API server, kube/cluster-index.ts). dst.service is the Service's hostname
+// and dst.namespace its namespace when the destination is one of its ClusterIP:port pairs, or
+// exactly an IP:port one of its EndpointSlices lists; else the destination IP, as before. A
+// ClusterIP connection's socket only knows the ClusterIP (the NAT to a backend happens after it),
+// so its OUTBOUND line names the backend pod only when it can be learned: when the backend is on
+// this node, its INBOUND line of the same connection has the same client ip:port and the backend
+// address as its destination. Such an OUTBOUND line waits for that INBOUND line (at most
+// `pairHold`, and only when one of the Service's endpoints is a pod the kubelet lists here, or
+// when there is no kubelet to tell); INBOUND lines are remembered for a few seconds for an
+// OUTBOUND line that comes after them. Unlearned, dst.addr stays the ClusterIP:port and
+// dst.workload is '-'.
+import type { ServiceRef } from "../kube/cluster-index.ts";
 import type { PodInfo } from "../kube/pod-index.ts";
 import type { AccessRecord } from "./format.ts";
+
+/** What the enricher needs from the API server's view (kube/cluster-index.ts). */
+export interface ClusterView {
+  lookupPod(ip: string): PodInfo | undefined;
+  serviceAtClusterIp(ip: string, port: number): ServiceRef | undefined;
+  serviceAtEndpoint(ip: string, port: number): ServiceRef | undefined;
+  endpointAddresses(ref: ServiceRef): Iterable<string>;
+}
+
+/** How long an INBOUND line's client → backend pair is remembered for an OUTBOUND line. */
+const INBOUND_MEMORY_NS = 5_000_000_000;
 
 /** What the enricher needs from the pod source (kube/pod-source.ts). */
 export interface NameSource {
@@ -76,6 +100,10 @@ export interface EnricherOptions {
   emit: (r: AccessRecord) => void;
   /** most lines held at once; beyond it the oldest is written at once (default 65536) */
   maxHeld?: number;
+  /** the API server's view: services and remote pods; null without it */
+  cluster?: ClusterView | null;
+  /** how long an OUTBOUND line to a ClusterIP may wait for its INBOUND line, ns (default: holdNs) */
+  pairHoldNs?: number;
 }
 
 interface Entry {
@@ -84,6 +112,13 @@ interface Entry {
   /** the local address it waits for, when its own local end is unknown */
   awaits: string | null;
   hold: boolean;
+  /** waits for the pod list (its local or remote end is a new pod) */
+  kubeWait: boolean;
+  /** client ip|port whose INBOUND line it waits for (an OUTBOUND line to a ClusterIP) */
+  pairKey: string | null;
+  /** the backend learned from that INBOUND line */
+  backend: { addr: string; port: number } | null;
+  deadlineNs: number;
 }
 
 export interface EnricherStats {
@@ -95,6 +130,8 @@ export interface EnricherStats {
   releasedAtDeadline: number;
   /** lines dropped by the filters */
   filtered: number;
+  /** OUTBOUND lines to a ClusterIP whose backend was learned from the INBOUND line */
+  backendsLearned: number;
 }
 
 export class Enricher {
@@ -105,10 +142,14 @@ export class Enricher {
   #head = 0;
   /** local addresses held lines wait for → how many lines */
   readonly #awaited = new Map<string, number>();
-  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0 };
+  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0, backendsLearned: 0 };
+  /** client ip|port → backend, from recent INBOUND lines (insertion order = report order, roughly) */
+  readonly #inbound = new Map<string, { addr: string; port: number; atNs: number }>();
+  /** client ip|port → held OUTBOUND lines waiting for it */
+  readonly #pairWaiters = new Map<string, Entry[]>();
 
   constructor(options: EnricherOptions) {
-    this.#o = { maxHeld: 65_536, ...options };
+    this.#o = { maxHeld: 65_536, cluster: null, pairHoldNs: options.holdNs, ...options };
   }
 
   /** Lines held now. */
@@ -118,11 +159,73 @@ export class Enricher {
 
   /** Queues one record of the current batch; endBatch() decides about all of them. */
   accept(record: AccessRecord, reportNs: number): void {
-    this.#batch.push({ record, reportNs, awaits: null, hold: false });
+    this.#batch.push({ record, reportNs, awaits: null, hold: false, kubeWait: false, pairKey: null, backend: null, deadlineNs: 0 });
+  }
+
+  #lookup(ip: string): PodInfo | undefined {
+    return this.#o.source.lookup(ip) ?? this.#o.cluster?.lookupPod(ip);
   }
 
   #known(ip: string): boolean {
-    return this.#o.source.lookup(ip) !== undefined || this.#o.source.isNodeAddress(ip);
+    return this.#lookup(ip) !== undefined || this.#o.source.isNodeAddress(ip);
+  }
+
+  /**
+   * Pairs OUTBOUND lines to a ClusterIP with INBOUND lines of the same client ip:port: remembers
+   * this batch's INBOUND lines (and hands them to waiting lines), and marks the OUTBOUND lines
+   * that should wait for theirs.
+   */
+  #pair(batch: readonly Entry[], nowNs: number): void {
+    const cluster = this.#o.cluster;
+    if (cluster === null) return;
+    for (const entry of batch) {
+      const r = entry.record;
+      if (r.direction !== "INBOUND") continue;
+      const key = `${r.srcAddr}|${r.srcPort}`;
+      const backend = { addr: r.dstAddr, port: r.dstPort, atNs: entry.reportNs };
+      this.#inbound.delete(key);
+      this.#inbound.set(key, backend);
+      const waiting = this.#pairWaiters.get(key);
+      if (waiting !== undefined) {
+        for (const w of waiting) w.backend = backend;
+        this.#pairWaiters.delete(key);
+      }
+    }
+    for (const entry of batch) {
+      const r = entry.record;
+      if (r.direction !== "OUTBOUND") continue;
+      const ref = cluster.serviceAtClusterIp(r.dstAddr, r.dstPort);
+      if (ref === undefined) continue;
+      const key = `${r.srcAddr}|${r.srcPort}`;
+      const known = this.#inbound.get(key);
+      if (known !== undefined) {
+        entry.backend = known;
+        continue;
+      }
+      if (this.#o.pairHoldNs <= 0 || entry.reportNs + this.#o.pairHoldNs <= nowNs || !this.#mayBeLocal(ref)) continue;
+      entry.pairKey = key;
+      entry.hold = true;
+      entry.deadlineNs = Math.max(entry.deadlineNs, entry.reportNs + this.#o.pairHoldNs);
+      const list = this.#pairWaiters.get(key);
+      if (list === undefined) this.#pairWaiters.set(key, [entry]);
+      else list.push(entry);
+    }
+  }
+
+  /** Could a backend of this Service be a pod on this node (so its INBOUND line will come)? */
+  #mayBeLocal(ref: ServiceRef): boolean {
+    const { source } = this.#o;
+    // Without a kubelet list (none, or not yet) there is no telling: wait.
+    if (!Number.isFinite(source.completedStartNs)) return true;
+    for (const ip of this.#o.cluster!.endpointAddresses(ref)) if (source.lookup(ip) !== undefined) return true;
+    return false;
+  }
+
+  #forgetInbound(nowNs: number): void {
+    for (const [key, value] of this.#inbound) {
+      if (value.atNs + INBOUND_MEMORY_NS > nowNs) break;
+      this.#inbound.delete(key);
+    }
   }
 
   /**
@@ -133,24 +236,25 @@ export class Enricher {
     const batch = this.#batch;
     if (batch.length === 0) return;
     const { source, holdNs } = this.#o;
-    if (!source.answering) {
-      for (const entry of batch) this.#write(entry.record);
-      batch.length = 0;
-      return;
-    }
+    this.#pair(batch, nowNs);
+    // While the kubelet fails, no line waits for it (pairs still do).
+    const answering = source.answering;
     for (const entry of batch) {
+      if (!answering) break;
       const r = entry.record;
       const local = r.direction === "OUTBOUND" ? r.srcAddr : r.dstAddr;
       if (this.#known(local) || source.completedStartNs >= entry.reportNs) continue;
       source.requestRefresh(entry.reportNs);
       if (holdNs > 0 && entry.reportNs + holdNs > nowNs) {
         entry.hold = true;
+        entry.kubeWait = true;
+        entry.deadlineNs = Math.max(entry.deadlineNs, entry.reportNs + holdNs);
         entry.awaits = local;
         this.#awaited.set(local, (this.#awaited.get(local) ?? 0) + 1);
       }
     }
     for (const entry of batch) {
-      if (!entry.hold) {
+      if (!entry.kubeWait && answering) {
         const r = entry.record;
         const remote = r.direction === "OUTBOUND" ? r.dstAddr : r.srcAddr;
         const rides =
@@ -158,15 +262,22 @@ export class Enricher {
           source.completedStartNs < entry.reportNs &&
           entry.reportNs + holdNs > nowNs &&
           !this.#known(remote);
-        if (!rides) {
-          this.#write(entry.record);
-          continue;
+        if (rides) {
+          source.requestRefresh(entry.reportNs);
+          entry.hold = true;
+          entry.kubeWait = true;
+          entry.deadlineNs = Math.max(entry.deadlineNs, entry.reportNs + holdNs);
         }
-        source.requestRefresh(entry.reportNs);
       }
-      this.#insert(entry);
+      if (entry.hold) this.#insert(entry);
+      else this.#write(entry);
     }
     batch.length = 0;
+    // A pair may have completed a held line at the head.
+    if (this.#o.cluster !== null) {
+      this.#forgetInbound(nowNs);
+      this.release(nowNs);
+    }
   }
 
   #insert(entry: Entry): void {
@@ -184,11 +295,13 @@ export class Enricher {
    * whose deadline has passed.
    */
   release(nowNs: number): void {
-    const { source, holdNs } = this.#o;
+    const { source } = this.#o;
     while (this.#head < this.#held.length) {
       const head = this.#held[this.#head]!;
-      if (source.completedStartNs >= head.reportNs || !source.answering) this.#releaseHead(true);
-      else if (head.reportNs + holdNs <= nowNs) this.#releaseHead(false);
+      const kubeDone = !head.kubeWait || source.completedStartNs >= head.reportNs || !source.answering;
+      const pairDone = head.pairKey === null || head.backend !== null;
+      if (kubeDone && pairDone) this.#releaseHead(true);
+      else if (head.deadlineNs <= nowNs) this.#releaseHead(false);
       else break;
     }
   }
@@ -214,22 +327,48 @@ export class Enricher {
       if (n > 0) this.#awaited.set(entry.awaits, n);
       else this.#awaited.delete(entry.awaits);
     }
+    if (entry.pairKey !== null && entry.backend === null) {
+      const waiting = this.#pairWaiters.get(entry.pairKey);
+      const i = waiting?.indexOf(entry) ?? -1;
+      if (i >= 0) waiting!.splice(i, 1);
+      if (waiting?.length === 0) this.#pairWaiters.delete(entry.pairKey);
+    }
     if (byRefresh) this.stats.releasedByRefresh++;
     else this.stats.releasedAtDeadline++;
-    this.#write(entry.record);
+    this.#write(entry);
   }
 
-  #write(r: AccessRecord): void {
-    const { source } = this.#o;
-    const src = source.lookup(r.srcAddr);
+  #write(entry: Entry): void {
+    const r = entry.record;
+    const src = this.#lookup(r.srcAddr);
     if (src !== undefined) {
       r.srcWorkload = src.name;
       r.srcNamespace = src.namespace;
     }
-    const dst = source.lookup(r.dstAddr);
+    const cluster = this.#o.cluster;
+    let service: ServiceRef | undefined;
+    if (cluster !== null) {
+      service = r.direction === "OUTBOUND" ? cluster.serviceAtClusterIp(r.dstAddr, r.dstPort) : undefined;
+      if (service !== undefined) {
+        // A ClusterIP is nobody's address: the backend, when learned, is the destination.
+        if (entry.backend !== null) {
+          r.dstAddr = entry.backend.addr;
+          r.dstPort = entry.backend.port;
+          this.stats.backendsLearned++;
+        }
+      } else {
+        service = cluster.serviceAtEndpoint(r.dstAddr, r.dstPort);
+      }
+    }
+    const clusterIpUnresolved = service !== undefined && entry.backend === null && r.direction === "OUTBOUND" && cluster!.serviceAtClusterIp(r.dstAddr, r.dstPort) === service;
+    const dst = clusterIpUnresolved ? undefined : this.#lookup(r.dstAddr);
     if (dst !== undefined) {
       r.dstWorkload = dst.name;
       r.dstNamespace = dst.namespace;
+    }
+    if (service !== undefined) {
+      r.dstService = service.host;
+      r.dstNamespace = service.namespace;
     }
     if (this.#o.filter !== null && !this.#o.filter(r)) {
       this.stats.filtered++;
