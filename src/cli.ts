@@ -11,6 +11,7 @@ import { DEFAULT_LOCK_FILE } from "./admin/lock-path.ts";
 import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS } from "./log.ts";
 import { DEFAULT_HOLD_S, DEFAULT_REFRESH_S, kubeletFlagsConflict } from "./kube/config.ts";
+import { apiFlagsConflict, DEFAULT_CLUSTER_DOMAIN } from "./kube/api-config.ts";
 
 export const PROGRAM_NAME = "kmesh-accesslog";
 export const VERSION: string = packageJson.version;
@@ -67,6 +68,7 @@ const KubeletRefreshSchema = v.pipe(v.number(), v.finite(), v.minValue(1), v.max
 const KubeletHoldSchema = v.pipe(v.number(), v.finite(), v.minValue(0), v.maxValue(60));
 const NamespaceSchema = v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/));
 const PodNameSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/));
+const ClusterDomainSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/));
 
 /** What `run` needs, checked. The schema is the type. */
 export const RunOptionsSchema = v.strictObject({
@@ -104,6 +106,11 @@ export const RunOptionsSchema = v.strictObject({
   kubeletRefresh: v.optional(KubeletRefreshSchema),
   kubeletHold: v.optional(KubeletHoldSchema),
   noKubelet: v.optional(v.boolean()),
+  // The API server (Services, EndpointSlices, all pods): see src/kube/api-config.ts.
+  kubeApi: v.optional(v.boolean()),
+  noKubeApi: v.optional(v.boolean()),
+  kubeconfig: v.optional(FilePathSchema),
+  clusterDomain: ClusterDomainSchema,
   namespace: v.optional(v.array(NamespaceSchema)),
   excludeNamespace: v.optional(v.array(NamespaceSchema)),
   pod: v.optional(v.array(PodNameSchema)),
@@ -182,6 +189,8 @@ const KubeletRefresh = flagType("kubelet-refresh", "a number of seconds from 1 t
 const KubeletHold = flagType("kubelet-hold", "a number of seconds from 0 to 60", parseDecimal, KubeletHoldSchema);
 const Namespace = (flag: string) => flagType(flag, "a namespace name (lower-case letters, digits, '-')", asText, NamespaceSchema);
 const PodName = flagType("pod", "a pod name (lower-case letters, digits, '-', '.')", asText, PodNameSchema);
+const Kubeconfig = flagType("kubeconfig", "a file path", asText, FilePathSchema);
+const ClusterDomain = flagType("cluster-domain", "a DNS domain, e.g. cluster.local", asText, ClusterDomainSchema);
 
 /**
  * A Kmesh-style switch: `--flag` or `--flag=true` turns it on, `--flag=false`
@@ -335,6 +344,25 @@ const runFlags = {
   noKubelet: {
     type: Boolean,
     description: "Do not read the kubelet: every pod name and namespace is -",
+  },
+  kubeApi: {
+    type: Boolean,
+    description: "Watch Services, EndpointSlices and Pods through the API server (default: on in a cluster, from the service account)",
+  },
+  noKubeApi: {
+    type: Boolean,
+    description: "Do not use the API server: dst.service is the destination IP, remote pods are -",
+  },
+  kubeconfig: {
+    type: Kubeconfig,
+    placeholder: "<file>",
+    description: "Reach the API server as this kubeconfig's current context says (token or client-certificate users); implies --kube-api",
+  },
+  clusterDomain: {
+    type: ClusterDomain,
+    placeholder: "<domain>",
+    description: "The cluster's DNS domain, for service hostnames <name>.<namespace>.svc.<domain>",
+    default: DEFAULT_CLUSTER_DOMAIN,
   },
   namespace: {
     type: [Namespace("namespace")] as const,
@@ -630,11 +658,19 @@ export function parseCommandLine(argv: string[]): Invocation {
     kubeletRefresh: flags.kubeletRefresh,
     kubeletHold: flags.kubeletHold,
     noKubelet: flags.noKubelet,
+    kubeApi: flags.kubeApi,
+    noKubeApi: flags.noKubeApi,
+    kubeconfig: flags.kubeconfig,
+    clusterDomain: flags.clusterDomain,
     namespace: nonEmpty(flags.namespace),
     excludeNamespace: nonEmpty(flags.excludeNamespace),
     pod: nonEmpty(flags.pod),
   };
-  const conflict = kubeletFlagsConflict(kube);
+  const apiConflict = apiFlagsConflict(kube);
+  if (apiConflict !== null) throw new UsageError(apiConflict);
+  // The filters need names: from the kubelet, or from an API server asked for by name.
+  const namesFromApi = kube.kubeApi === true || kube.kubeconfig !== undefined;
+  const conflict = kubeletFlagsConflict(namesFromApi ? { ...kube, namespace: undefined, excludeNamespace: undefined, pod: undefined } : kube);
   if (conflict !== null) throw new UsageError(conflict);
   // Each RunOptions field is named after its flag, so an issue's path names the flag to blame.
   const result = v.safeParse(RunOptionsSchema, {

@@ -94,6 +94,7 @@ describe("good values become RunOptions", () => {
     adminAddr: { host: "127.0.0.1", port: 15200 },
     lockFile: "/run/kmesh-accesslog/agent.lock",
     logLevel: "info",
+    clusterDomain: "cluster.local",
   } as const;
 
   test("defaults", () => {

@@ -1,0 +1,126 @@
+// The API-server flags and settings: --kube-api/--no-kube-api/--kubeconfig/--cluster-domain, in-cluster
+// detection, and kubeconfig files (token, tokenFile, client certificates inline or as files).
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseCommandLine, type RunOptions, UsageError } from "../../src/cli.ts";
+import { ApiConfigError, kubeconfigSettings, resolveApiSettings } from "../../src/kube/api-config.ts";
+import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../../src/kube/config.ts";
+
+function run(...argv: string[]): RunOptions {
+  const invocation = parseCommandLine(argv);
+  if (invocation.command !== "run") throw new Error(`not run: ${invocation.command}`);
+  return invocation.options;
+}
+
+function usageError(...argv: string[]): string {
+  try {
+    parseCommandLine(argv);
+  } catch (error) {
+    if (error instanceof UsageError) return error.message;
+    throw error;
+  }
+  throw new Error("expected a usage error");
+}
+
+describe("API-server flags", () => {
+  test("defaults and given values", () => {
+    expect(run()).toMatchObject({ clusterDomain: "cluster.local", kubeApi: undefined, noKubeApi: undefined, kubeconfig: undefined });
+    expect(run("--kube-api", "--kubeconfig", "/k/config", "--cluster-domain", "corp.example")).toMatchObject({
+      kubeApi: true,
+      kubeconfig: "/k/config",
+      clusterDomain: "corp.example",
+    });
+  });
+  test("contradictions and bad values are one usage line", () => {
+    expect(usageError("--kube-api", "--no-kube-api")).toBe("--kube-api and --no-kube-api contradict each other: give one of them");
+    expect(usageError("--no-kube-api", "--kubeconfig", "/k")).toBe("--kubeconfig needs the API server: it cannot be used with --no-kube-api");
+    expect(usageError("--cluster-domain", "Bad_Domain")).toBe('invalid value for --cluster-domain: "Bad_Domain" (expected a DNS domain, e.g. cluster.local)');
+  });
+  test("filters without the kubelet are fine when the API server is asked for", () => {
+    expect(run("--no-kubelet", "--kube-api", "--namespace", "shop").namespace).toEqual(["shop"]);
+    expect(usageError("--no-kubelet", "--namespace", "shop")).toContain("--no-kubelet");
+  });
+});
+
+describe("settings", () => {
+  const env = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" };
+  const files: Record<string, string> = { [SERVICE_ACCOUNT_TOKEN]: "tok", [SERVICE_ACCOUNT_CA]: "-----BEGIN CERTIFICATE-----\n" };
+  const exists = (p: string) => p in files;
+  const read = (p: string) => {
+    if (!(p in files)) throw Object.assign(new Error("ENOENT"), { code: "ENOENT", path: p });
+    return files[p]!;
+  };
+
+  test("in a cluster: on by default, from the service account; off with --no-kube-api; off outside one", () => {
+    expect(resolveApiSettings({}, env, exists, read)).toMatchObject({
+      server: "https://10.96.0.1:443",
+      tokenFile: SERVICE_ACCOUNT_TOKEN,
+      ca: files[SERVICE_ACCOUNT_CA],
+      origin: "in-cluster",
+    });
+    expect(resolveApiSettings({ noKubeApi: true }, env, exists, read)).toBeNull();
+    expect(resolveApiSettings({}, {}, exists, read)).toBeNull();
+    expect(() => resolveApiSettings({ kubeApi: true }, {}, exists, read)).toThrow(ApiConfigError);
+    expect(resolveApiSettings({}, { ...env, KUBERNETES_SERVICE_HOST: "fd00::1" }, exists, read)?.server).toBe("https://[fd00::1]:443");
+  });
+
+  test("kubeconfig: token user, client-certificate user (files relative to the kubeconfig, and inline data)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kubeconfig-"));
+    try {
+      writeFileSync(join(dir, "client.crt"), "CERT");
+      writeFileSync(join(dir, "client.key"), "KEY");
+      const file = join(dir, "config");
+      writeFileSync(
+        file,
+        `apiVersion: v1
+kind: Config
+current-context: certs
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443/
+    certificate-authority-data: ${Buffer.from("CA").toString("base64")}
+contexts:
+- name: tok
+  context: { cluster: c, user: tokuser }
+- name: certs
+  context: { cluster: c, user: certuser, namespace: default }
+users:
+- name: tokuser
+  user: { token: abc }
+- name: certuser
+  user:
+    client-certificate: client.crt
+    client-key-data: ${Buffer.from("KEY2").toString("base64")}
+preferences: {}
+`,
+      );
+      expect(kubeconfigSettings(file)).toEqual({
+        server: "https://127.0.0.1:6443",
+        token: null,
+        tokenFile: null,
+        ca: "CA",
+        cert: "CERT",
+        key: "KEY2",
+        insecureSkipTlsVerify: false,
+        origin: `kubeconfig ${file}`,
+      });
+      writeFileSync(file, readFileSync(file, "utf8").replace("current-context: certs", "current-context: tok"));
+      expect(kubeconfigSettings(file)).toMatchObject({ token: "abc", cert: null, key: null });
+      writeFileSync(file, "users: [\n");
+      expect(() => kubeconfigSettings(file)).toThrow(/is not YAML/);
+      writeFileSync(file, "current-context: x\ncontexts: []\n");
+      expect(() => kubeconfigSettings(file)).toThrow('has no context named "x"');
+      writeFileSync(
+        file,
+        "contexts: [{name: e, context: {cluster: c, user: u}}]\nclusters: [{name: c, cluster: {server: 'https://h'}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n",
+      );
+      expect(() => kubeconfigSettings(file)).toThrow(/exec or auth-provider plugin/);
+      expect(() => kubeconfigSettings(join(dir, "missing"))).toThrow(/cannot read the kubeconfig .*ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
