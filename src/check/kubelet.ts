@@ -23,7 +23,7 @@ function fixFor(failure: RefreshFailure, tokenFile: string | null): string {
         ? "give a service-account token with --kubelet-token-file (in a pod: automountServiceAccountToken)"
         : `check the token in ${tokenFile} (--kubelet-token-file)`;
     case "forbidden":
-      return 'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/rbac.yaml';
+      return 'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml';
     case "http":
     case "invalid":
       return "check that --kubelet-url names a kubelet's /pods (https://<node>:10250/pods)";

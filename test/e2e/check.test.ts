@@ -11,15 +11,15 @@ import { AGENT_BINARY } from "./agent.ts";
 import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
 import { pod } from "./kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
+import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
 
 const it = testIf(IS_ROOT && existsSync(AGENT_BINARY) && hasCommand("setpriv"), "needs root, setpriv and the compiled binary (scripts/build)");
 const withKubelet = testIf(
   IS_ROOT && existsSync(AGENT_BINARY) && kubeletUnavailableReason() === null,
   `needs root, the compiled binary and a local kubelet (${kubeletUnavailableReason() ?? "ok"})`,
 );
-const SECCOMP_ARCHES: Record<string, { bpf: number; seccomp: number }> = { x64: { bpf: 321, seccomp: 317 }, arm64: { bpf: 280, seccomp: 277 } };
 const withSeccomp = testIf(
-  IS_ROOT && existsSync(AGENT_BINARY) && SECCOMP_ARCHES[process.arch] !== undefined,
+  IS_ROOT && existsSync(AGENT_BINARY) && SECCOMP_AVAILABLE,
   `needs root, the compiled binary and a known system call table (x64 or arm64; this is ${process.arch})`,
 );
 
@@ -187,14 +187,14 @@ describe("check", () => {
     expect(forbidden.lines.slice(7)).toEqual([
       `⚠ kubelet: pod list forbidden (403) by ${kubelet.url} (403 Forbidden: Forbidden (user=system:serviceaccount:kmesh-system:kmesh-accesslog, ` +
         "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
-        '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/rbac.yaml',
+        '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(forbidden.exitCode).toBe(0);
   });
 
   withSeccomp("a seccomp filter that refuses bpf() with EPERM, as container runtimes' profiles do: named, exit 1", async () => {
-    const result = await check(["--no-kubelet"], seccompWrapper("EPERM"));
+    const result = await check(["--no-kubelet"], seccompExec(denyOne(SYSCALLS[process.arch]!.bpf, retErrno(1))));
     expect(result.stderr).toBe("");
     expect(result.lines[3]).toBe(
       `✘ bpf() system call: refused (EPERM) although CAP_BPF is effective: a seccomp filter or a security module denies it — fix: ${ALLOW_BPF}`,
@@ -205,47 +205,10 @@ describe("check", () => {
   });
 
   withSeccomp("a seccomp filter that kills on bpf(), as systemd's SystemCallFilter= does by default: check survives to name it", async () => {
-    const result = await check(["--no-kubelet"], seccompWrapper("KILL"));
+    const result = await check(["--no-kubelet"], seccompExec(denyOne(SYSCALLS[process.arch]!.bpf, RET_KILL_PROCESS)));
     expect(result.lines[3]).toBe(`✘ bpf() system call: calling bpf() killed the process (SIGSYS): a seccomp filter forbids it — fix: ${ALLOW_BPF}`);
     expect(result.lines[6]).toBe("✘ probe: not tried (bpf() system call failed) — fix: see the bpf() system call line above");
     expect(result.lines.at(-1)).toBe("the agent cannot run on this node: 2 prerequisites missing (✘ above)");
     expect(result.exitCode).toBe(1);
   });
 });
-
-/**
- * argv prefix: Bun runs a script that installs a seccomp filter (bpf() → EPERM, or kill the
- * process) on itself and execs the rest of argv, which inherits the filter.
- */
-function seccompWrapper(action: "EPERM" | "KILL"): string[] {
-  const { bpf, seccomp } = SECCOMP_ARCHES[process.arch]!;
-  const SECCOMP_RET_ALLOW = 0x7fff0000;
-  const SECCOMP_RET_KILL_PROCESS = 0x80000000;
-  const SECCOMP_RET_ERRNO_EPERM = 0x00050000 | 1;
-  const script = `
-const { dlopen, ptr } = require("bun:ffi");
-const c = dlopen("libc.so.6", {
-  syscall: { args: ["i64", "i64", "i64", "ptr"], returns: "i64" },
-  prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
-  execv: { args: ["ptr", "ptr"], returns: "i32" },
-}).symbols;
-// struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }: load the syscall number, compare, return.
-const filter = new DataView(new ArrayBuffer(4 * 8));
-const insn = (i, code, jt, jf, k) => { filter.setUint16(i * 8, code, true); filter.setUint8(i * 8 + 2, jt); filter.setUint8(i * 8 + 3, jf); filter.setUint32(i * 8 + 4, k, true); };
-insn(0, 0x20, 0, 0, 0);                 // BPF_LD|BPF_W|BPF_ABS: seccomp_data.nr
-insn(1, 0x15, 0, 1, ${bpf});           // BPF_JMP|BPF_JEQ|BPF_K: bpf?
-insn(2, 0x06, 0, 0, ${action === "KILL" ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ERRNO_EPERM});
-insn(3, 0x06, 0, 0, ${SECCOMP_RET_ALLOW});
-const program = new DataView(new ArrayBuffer(16)); // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-program.setUint16(0, 4, true);
-program.setBigUint64(8, BigInt(ptr(filter)), true);
-if (c.prctl(38, 1, 0, 0, 0) !== 0) throw new Error("PR_SET_NO_NEW_PRIVS failed");
-if (Number(c.syscall(${seccomp}, 1, 0, program)) !== 0) throw new Error("seccomp(SECCOMP_SET_MODE_FILTER) failed");
-const args = process.argv.slice(1).map((a) => Buffer.from(a + "\\0"));
-const argv = new BigUint64Array(args.length + 1);
-args.forEach((a, i) => { argv[i] = BigInt(ptr(a)); });
-c.execv(args[0], argv);
-throw new Error("execv failed");
-`;
-  return [process.execPath, "-e", script];
-}

@@ -29,7 +29,7 @@ describe("kubelet line", () => {
     [
       "forbidden",
       "403 Forbidden: Forbidden (user=system:serviceaccount:kube-system:x, verb=get, resource=nodes, subresource(s)=[proxy])",
-      'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/rbac.yaml',
+      'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
       TOKEN,
     ],
     ["unauthorized", "401 Unauthorized", `check the token in ${TOKEN} (--kubelet-token-file)`, TOKEN],
