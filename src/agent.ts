@@ -17,6 +17,8 @@ import { createLogger, type Logger } from "./log.ts";
 import { Enricher, lineFilter } from "./accesslog/enrich.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/config.ts";
 import { createPodSource, type PodSource } from "./kube/pod-source.ts";
+import { ApiConfigError, createApiSource, holdNsOf, NO_KUBELET } from "./kube/api-start.ts";
+import type { ApiSource } from "./kube/api-source.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -37,6 +39,8 @@ export class Agent {
   #timers: Timer[] = [];
   /** The pod list and the names it gives lines; null with --no-kubelet. */
   #pods: PodSource | null = null;
+  /** Services and every pod, from the API server; null when off. */
+  #api: ApiSource | null = null;
   #enricher: Enricher | null = null;
   #recordsRead = 0;
   #recordsInvalid = 0;
@@ -68,8 +72,11 @@ export class Agent {
     if (kubelet !== null) for (const notice of settingsNotices(kubelet)) log.warn(notice);
     const pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
     pods?.start();
+    let api: ApiSource | null = null;
     let probe: Probe;
     try {
+      api = createApiSource(options, log);
+      api?.start();
       probe = await Probe.open({
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
@@ -77,6 +84,7 @@ export class Agent {
       });
     } catch (error) {
       pods?.stop();
+      await api?.stop();
       await control.stop();
       throw error;
     }
@@ -86,8 +94,9 @@ export class Agent {
     });
     const agent = new Agent(clock, probe, sink, control, log, options);
     registerAgentMetrics(control.metrics, () => agent.counters());
-    if (pods !== null) {
-      const enricher = agent.#nameLines(pods, (kubelet?.holdMs ?? 0) * 1e6, options);
+    // Lines are named with the kubelet, the API server, or both.
+    const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNsOf(kubelet), options);
+    if (pods !== null && enricher !== null) {
       registerNamingMetrics(control.metrics, () => ({
         refreshes: pods.stats.refreshes,
         refreshFailures: pods.stats.failures,
@@ -132,18 +141,23 @@ export class Agent {
   };
 
   /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
-  #nameLines(pods: PodSource, holdNs: number, options: AgentOptions): Enricher {
+  #nameLines(pods: PodSource | null, api: ApiSource | null, holdNs: number, options: AgentOptions): Enricher {
     const enricher = new Enricher({
-      source: pods,
-      holdNs,
+      source: pods ?? NO_KUBELET,
+      holdNs: pods === null ? 0 : holdNs,
+      cluster: api?.index ?? null,
+      pairHoldNs: holdNs,
       filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
       emit: (record) => this.#sink.write(this.#format(record)),
     });
-    pods.onRefreshed = () => {
-      enricher.release(this.#clock.nowMonotonicNs());
-      this.#sink.flush();
-    };
+    if (pods !== null) {
+      pods.onRefreshed = () => {
+        enricher.release(this.#clock.nowMonotonicNs());
+        this.#sink.flush();
+      };
+    }
     this.#pods = pods;
+    this.#api = api;
     this.#enricher = enricher;
     return enricher;
   }
@@ -156,6 +170,7 @@ export class Agent {
       enricher.release(this.#clock.nowMonotonicNs());
     }
     this.#pods?.stop();
+    await this.#api?.stop();
   }
 
   /** Lines for every open connection, after what the kernel had queued before. */
@@ -219,6 +234,10 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   try {
     agent = await Agent.start(options, log);
   } catch (error) {
+    if (error instanceof ApiConfigError) {
+      log.error(`cannot use the API server: ${error.message}`);
+      return 2;
+    }
     if (error instanceof ProbeLoadError) {
       log.error(`cannot start the kernel probe: ${error.message}`);
       return 1;
