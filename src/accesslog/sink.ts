@@ -1,87 +1,176 @@
-// Where lines go. Writing must never stall the ring-buffer reader: lines are
-// batched and handed to a non-blocking writer; while a write is in flight the
-// next batch accumulates, up to a bound, past which lines are dropped and
-// counted (with one notice when dropping starts and one when it ends).
-import type { FileSink } from "bun";
+// Where lines go. Writing must never stall the ring-buffer reader, whoever reads our stdout and
+// however slowly.
+//
+// Each record's line is written as bytes (format.ts) straight into a chunk; flush() hands the
+// chunks to a non-blocking writer (Bun's FileSink: it takes a copy of what it cannot write at
+// once, so a chunk is free for new lines as soon as write() returns). While a write is in flight
+// the next lines accumulate in chunks, up to a bound on the bytes held (in our chunks and in the
+// writer's hands together); past it, lines are dropped and counted, with one notice when
+// dropping starts and one when the reader has caught up again (the bytes held fell below half
+// the bound).
+import type { AccessRecord, LineFormat } from "./format.ts";
+
+/** What the sink needs of Bun's FileSink. */
+export interface ByteWriter {
+  /** Must be done with `bytes` when it returns: FileSink copies what it cannot write at once. */
+  write(bytes: Uint8Array): unknown;
+  /** A number when everything is written, a Promise while the reader is behind. */
+  flush(): number | Promise<number>;
+}
 
 export interface LineSinkOptions {
   /** Lines buffered while the reader of our output is slow, in bytes. */
   maxBufferedBytes: number;
   /** Where notices about dropped lines go. */
   notice: (message: string) => void;
+  /** Size of the chunks lines are written into (default 256 KiB). */
+  chunkBytes?: number;
 }
 
+/** The default bound on buffered output (--max-buffered-output). */
+export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
+const DEFAULT_CHUNK_BYTES = 256 << 10;
+/** Empty chunks kept for reuse while a slow reader catches up; the rest go to the GC. */
+const SPARE_CHUNKS = 2;
+const NEWLINE = 0x0a;
+const textEncoder = new TextEncoder();
+
 export class LineSink {
-  #writer: FileSink;
-  #pending: string[] = [];
-  #pendingBytes = 0;
+  readonly #writer: ByteWriter;
+  readonly #format: LineFormat;
+  readonly #notice: (message: string) => void;
+  readonly #maxBuffered: number;
+  readonly #chunkBytes: number;
+  /** Where lines are written now; filled up to #used. */
+  #chunk: Uint8Array;
+  #used = 0;
+  /** Chunks filled before #chunk, oldest first, each to its full length. */
+  #full: Uint8Array[] = [];
+  #spare: Uint8Array[] = [];
+  /** Lines in #full and #chunk. */
+  #queuedLines = 0;
+  /** Bytes in #full and #chunk plus those handed to a write still in flight. */
+  #buffered = 0;
   #inFlight: Promise<unknown> | null = null;
+  #inFlightBytes = 0;
   #dropping = false;
-  #options: LineSinkOptions;
   linesWritten = 0;
   linesDropped = 0;
 
-  constructor(writer: FileSink, options: LineSinkOptions) {
+  constructor(writer: ByteWriter, format: LineFormat, options: LineSinkOptions) {
     this.#writer = writer;
-    this.#options = options;
+    this.#format = format;
+    this.#notice = options.notice;
+    this.#maxBuffered = options.maxBufferedBytes;
+    this.#chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.#chunk = new Uint8Array(this.#chunkBytes);
   }
 
-  /** Queues one line (without its newline). */
+  /** Bytes held: queued here and handed to a write that has not completed. */
+  get bufferedBytes(): number {
+    return this.#buffered;
+  }
+
+  /** Queues the line of one record. */
+  add(record: AccessRecord): void {
+    // A full buffer is the common case while the reader is stopped: no formatting for nothing.
+    if (this.#buffered >= this.#maxBuffered) return this.#drop();
+    const room = this.#format.maxBytes(record) + 1;
+    if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
+    const start = this.#used;
+    const end = this.#format.write(record, this.#chunk, start);
+    this.#chunk[end] = NEWLINE;
+    this.#accept(end + 1 - start);
+  }
+
+  /** Queues one line given as text (without its newline). */
   write(line: string): void {
-    // Counted in UTF-16 units: close enough to bytes for a bound.
-    if (this.#pendingBytes + line.length + 1 > this.#options.maxBufferedBytes) {
-      this.linesDropped++;
-      if (!this.#dropping) {
-        this.#dropping = true;
-        this.#options.notice(
-          `output is not being read fast enough: dropping lines beyond ${this.#options.maxBufferedBytes} buffered bytes (counted in linesDropped)`,
-        );
-      }
-      return;
+    if (this.#buffered >= this.#maxBuffered) return this.#drop();
+    const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most
+    if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
+    const start = this.#used;
+    const { written } = textEncoder.encodeInto(line, this.#chunk.subarray(start));
+    this.#chunk[start + written] = NEWLINE;
+    this.#accept(written + 1);
+  }
+
+  /** Keeps the line just written at #used, or drops it when it would pass the bound. */
+  #accept(size: number): void {
+    if (this.#buffered + size > this.#maxBuffered) return this.#drop();
+    this.#used += size;
+    this.#buffered += size;
+    this.#queuedLines++;
+  }
+
+  #drop(): void {
+    this.linesDropped++;
+    if (this.#dropping) return;
+    this.#dropping = true;
+    this.#notice(
+      `output is not being read fast enough: dropping lines beyond ${this.#maxBuffered} buffered bytes (counted in linesDropped)`,
+    );
+  }
+
+  /** Starts a chunk with at least `room` bytes free. */
+  #nextChunk(room: number): void {
+    if (this.#used > 0) this.#full.push(this.#chunk.subarray(0, this.#used));
+    else this.#reuse(this.#chunk);
+    const reused = room <= this.#chunkBytes ? this.#spare.pop() : undefined;
+    this.#chunk = reused ?? new Uint8Array(Math.max(room, this.#chunkBytes));
+    this.#used = 0;
+  }
+
+  /** Keeps a chunk of the usual size (not one made for an oversized line) for new lines. */
+  #reuse(chunk: Uint8Array): void {
+    if (chunk.buffer.byteLength === this.#chunkBytes && this.#spare.length < SPARE_CHUNKS) {
+      this.#spare.push(new Uint8Array(chunk.buffer));
     }
-    this.#pending.push(line);
-    this.#pendingBytes += line.length + 1;
   }
 
   /** Hands what is queued to the writer unless a write is still in flight. */
   flush(): void {
-    if (this.#inFlight !== null || this.#pending.length === 0) return;
-    const count = this.#pending.length;
-    const text = `${this.#pending.join("\n")}\n`;
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    this.#writer.write(text);
-    this.linesWritten += count;
+    if (this.#inFlight !== null || this.#queuedLines === 0) return;
+    for (const chunk of this.#full) {
+      this.#writer.write(chunk);
+      this.#reuse(chunk);
+    }
+    this.#full = [];
+    if (this.#used > 0) this.#writer.write(this.#chunk.subarray(0, this.#used));
+    this.#used = 0;
+    this.linesWritten += this.#queuedLines;
+    this.#queuedLines = 0;
+    this.#inFlightBytes = this.#buffered;
     const flushed = this.#writer.flush();
     if (flushed instanceof Promise) {
-      this.#inFlight = flushed.then(
-        () => this.#settled(),
-        () => this.#settled(),
-      );
+      // What came in meanwhile goes as soon as the reader has taken this.
+      const settled = () => {
+        this.#settled();
+        this.flush();
+      };
+      this.#inFlight = flushed.then(settled, settled);
     } else {
-      this.#recovered();
+      this.#settled();
     }
   }
 
   #settled(): void {
     this.#inFlight = null;
-    this.#recovered();
-    this.flush();
-  }
-
-  #recovered(): void {
-    if (this.#dropping && this.#pendingBytes === 0) {
+    this.#buffered -= this.#inFlightBytes;
+    this.#inFlightBytes = 0;
+    if (this.#dropping && this.#buffered < this.#maxBuffered / 2) {
       this.#dropping = false;
-      this.#options.notice(`output is being read again; ${this.linesDropped} lines dropped so far`);
+      this.#notice(`output is being read again; ${this.linesDropped} lines dropped so far`);
     }
   }
 
   /** Writes everything queued and waits until the writer has taken it. */
   async close(): Promise<void> {
-    while (this.#inFlight !== null || this.#pending.length > 0) {
+    for (;;) {
       if (this.#inFlight !== null) await this.#inFlight;
-      else this.flush();
+      else if (this.#queuedLines > 0) this.flush();
+      else break;
     }
     await this.#writer.flush();
   }
 }
+
