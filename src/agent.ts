@@ -3,9 +3,9 @@
 // and the line sink. It starts them in that order and stops them in reverse,
 // from one place. The event loop is never blocked: a timer drains the ring buffer
 // and hands lines to the non-blocking sink.
-import { formatJsonLine, formatKmeshLine, type AccessRecord } from "./accesslog/format.ts";
+import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
-import { LineSink } from "./accesslog/sink.ts";
+import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "./accesslog/sink.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
@@ -27,13 +27,11 @@ export type AgentOptions = RunOptions;
 const DRAIN_INTERVAL_MS = 10;
 /** How often the monotonic → wall clock offset is measured again (NTP steps). */
 const RECALIBRATE_INTERVAL_MS = 60_000;
-const MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 
 export class Agent {
   readonly #clock: Clock;
   readonly #probe: Probe;
   readonly #sink: LineSink;
-  readonly #format: (record: AccessRecord) => string;
   readonly #control: AgentControl;
   readonly #log: Logger;
   #timers: Timer[] = [];
@@ -52,7 +50,6 @@ export class Agent {
     this.#clock = clock;
     this.#probe = probe;
     this.#sink = sink;
-    this.#format = options.output === "json" ? formatJsonLine : formatKmeshLine;
   }
 
   static async start(options: AgentOptions, log: Logger = createLogger(options.logLevel)): Promise<Agent> {
@@ -88,8 +85,8 @@ export class Agent {
       await control.stop();
       throw error;
     }
-    const sink = new LineSink(Bun.stdout.writer(), {
-      maxBufferedBytes: MAX_BUFFERED_OUTPUT_BYTES,
+    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? JSON_LINES : KMESH_TEXT, {
+      maxBufferedBytes: DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
       notice: (message) => log.warn(message),
     });
     const agent = new Agent(clock, probe, sink, control, log, options);
@@ -130,7 +127,7 @@ export class Agent {
       try {
         const event = decodeRecord(view, i * RECORD_SIZE, RECORD_SIZE);
         const record = toAccessRecord(event, this.#clock);
-        if (this.#enricher === null) this.#sink.write(this.#format(record));
+        if (this.#enricher === null) this.#sink.add(record);
         else this.#enricher.accept(record, event.reportNs);
       } catch (error) {
         if (!(error instanceof RecordError)) throw error;
@@ -148,7 +145,7 @@ export class Agent {
       cluster: api?.index ?? null,
       pairHoldNs: holdNs,
       filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
-      emit: (record) => this.#sink.write(this.#format(record)),
+      emit: (record) => this.#sink.add(record),
     });
     if (pods !== null) {
       pods.onRefreshed = () => {
