@@ -5,15 +5,19 @@
 // that depend on the machine (kernel release, BTF size, cgroup2 mount, libbpf version) are read
 // from the machine independently of the code under test.
 import { describe, expect } from "bun:test";
-import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
-import { release } from "node:os";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { release, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { AGENT_BINARY } from "./agent.ts";
 import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
 import { pod } from "./kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
 import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
 
-const it = testIf(IS_ROOT && existsSync(AGENT_BINARY) && hasCommand("setpriv"), "needs root, setpriv and the compiled binary (scripts/build)");
+const it = testIf(
+  IS_ROOT && existsSync(AGENT_BINARY) && ["setpriv", "unshare", "chroot", "ldd"].every(hasCommand),
+  "needs root, setpriv, unshare, chroot, ldd and the compiled binary (scripts/build)",
+);
 const withKubelet = testIf(
   IS_ROOT && existsSync(AGENT_BINARY) && kubeletUnavailableReason() === null,
   `needs root, the compiled binary and a local kubelet (${kubeletUnavailableReason() ?? "ok"})`,
@@ -33,11 +37,15 @@ interface Run {
  * Runs `check` with a clean kubelet environment (no NODE_IP/HOST_IP from the caller). Not
  * spawnSync: the local kubelet answers from this process's event loop.
  */
-async function check(args: string[], prefix: string[] = []): Promise<Run> {
+function check(args: string[], prefix: string[] = []): Promise<Run> {
+  return run([...prefix, AGENT_BINARY, "check", ...args]);
+}
+
+async function run(argv: string[]): Promise<Run> {
   const env = { ...process.env };
   delete env.NODE_IP;
   delete env.HOST_IP;
-  await using proc = Bun.spawn([...prefix, AGENT_BINARY, "check", ...args], {
+  await using proc = Bun.spawn(argv, {
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -191,6 +199,37 @@ describe("check", () => {
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(forbidden.exitCode).toBe(0);
+  });
+
+  it("in a read-only root file system holding only the binary and glibc (the container image): the built-in libbpf, the bpf() child, the probe", async () => {
+    const root = mkdtempSync(join(tmpdir(), "kal-check-rootfs-"));
+    try {
+      for (const dir of ["bin", "proc", "sys", "dev", "run", "tmp"]) mkdirSync(join(root, dir));
+      copyFileSync(AGENT_BINARY, join(root, "bin/kmesh-accesslog"));
+      chmodSync(join(root, "bin/kmesh-accesslog"), 0o755);
+      for (const lib of Bun.spawnSync(["ldd", AGENT_BINARY]).stdout.toString().match(/\/\S+/g) ?? []) {
+        mkdirSync(join(root, dirname(lib)), { recursive: true });
+        copyFileSync(lib, join(root, lib));
+      }
+      const script = [
+        'r="$1"',
+        'mount --bind "$r" "$r" && mount -o remount,bind,ro "$r"',
+        'mount --rbind /proc "$r/proc" && mount --rbind /sys "$r/sys" && mount --rbind /dev "$r/dev"',
+        'exec chroot "$r" /bin/kmesh-accesslog check --no-kubelet',
+      ].join(" && ");
+      const result = await run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", root]);
+      const libbpf = systemLibbpfVersion();
+      expect(result.lines.slice(5)).toEqual([
+        `✔ libbpf: ${libbpf} (the copy built into this binary: the system has no libbpf.so.1)`,
+        `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
+        SKIPPED,
+        "the agent can run on this node",
+      ]);
+      expect(result.lines[3]).toBe(BPF_OK); // the bpf() child is the binary itself: no shell, no Bun needed
+      expect(result.exitCode).toBe(0);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   withSeccomp("a seccomp filter that refuses bpf() with EPERM, as container runtimes' profiles do: named, exit 1", async () => {
