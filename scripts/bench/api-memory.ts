@@ -1,0 +1,144 @@
+// Memory and start-up cost of the API-server source, for clusters of several sizes: a local HTTPS
+// API server of ours (test/e2e/api-server.ts) in a child process serves N real-shaped pods
+// (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
+// EndpointSlices (5 endpoints each); this process runs the real ApiSource (list in pages of 500,
+// then watch) and measures, after a full GC:
+//   - the JavaScript heap the index keeps (heap after sync minus heap before, the source stopped
+//     and its requests done, so only the index is left);
+//   - the time to list everything, and the longest stall of a 10 ms timer meanwhile (the agent's
+//     line path is such a timer: parsing a page runs on the main thread);
+//   - the cost of 1,000 watch events (pod MODIFIED) applied one by one.
+//
+//   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000]
+import { heapStats } from "bun:jsc";
+import { ApiClient } from "../../src/kube/api-client.ts";
+import { kubeconfigSettings } from "../../src/kube/api-config.ts";
+import { ApiSource } from "../../src/kube/api-source.ts";
+import { ClusterIndex } from "../../src/kube/cluster-index.ts";
+import { serviceObject, sliceObject, startApiServer } from "../../test/e2e/api-server.ts";
+import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
+import { kubeletUnavailableReason } from "../../test/e2e/kubelet-server.ts";
+import { table } from "./common.ts";
+
+// ── the API server, in a child process ──────────────────────────────────────
+// `--serve <pods>`: fill a local API server, print its kubeconfig path as one JSON line, then on
+// each stdin line "churn <n>" modify n pods (n watch events) and answer "ok"; exit when stdin closes.
+async function serve(pods: number): Promise<void> {
+  await using api = await startApiServer();
+  const list = busyNodePodList(pods).items as Record<string, unknown>[];
+  for (const p of list) api.put("pods", p);
+  const services = Math.round(pods / 5);
+  for (let i = 0; i < services; i++) {
+    const ns = `team${i % 13}`;
+    const name = `svc-${i}`;
+    api.put("services", serviceObject(ns, name, `10.96.${(i >> 8) & 255}.${(i & 255) + 1}`, 80, 8080));
+    const endpoints = Array.from({ length: 5 }, (_, k) => {
+      const p = list[(i * 5 + k) % list.length]!;
+      const meta = p.metadata as { name: string };
+      const ip = (p.status as { podIP?: string }).podIP ?? "10.0.0.1";
+      return { ip, pod: meta.name };
+    });
+    api.put("endpointslices", sliceObject(ns, name, endpoints, 8080));
+  }
+  console.log(JSON.stringify({ kubeconfig: api.kubeconfig }));
+  for await (const line of console) {
+    const [command, n] = line.split(" ");
+    if (command === "churn") {
+      for (let i = 0; i < Number(n); i++) {
+        const p = list[i % list.length]!;
+        api.put("pods", { ...p, metadata: { ...(p.metadata as object), labels: { churn: String(i) } } });
+      }
+      console.log("ok");
+    }
+  }
+}
+
+const gcHeap = () => {
+  Bun.gc(true);
+  Bun.gc(true);
+  return heapStats().heapSize;
+};
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+async function measure(pods: number): Promise<string[]> {
+  const child = Bun.spawn([process.execPath, import.meta.path, "--serve", String(pods)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async () => {
+    for (;;) {
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the API server child exited");
+      buffered += value;
+    }
+  };
+  try {
+    const { kubeconfig } = JSON.parse(await nextLine()) as { kubeconfig: string };
+    const before = gcHeap();
+    const index = new ClusterIndex();
+    const source = new ApiSource({ client: new ApiClient(kubeconfigSettings(kubeconfig)), index, notice: console.error, info: () => undefined });
+    // the longest stall of a 10 ms timer while listing
+    let worst = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last - 10);
+      last = now;
+    }, 10);
+    const t0 = performance.now();
+    source.start();
+    while (!source.synced) await Bun.sleep(5);
+    const syncMs = performance.now() - t0;
+    clearInterval(timer);
+    // 1,000 watch events
+    const events0 = source.stats.events;
+    const t1 = performance.now();
+    child.stdin.write("churn 1000\n");
+    await child.stdin.flush();
+    await nextLine();
+    while (source.stats.events < events0 + 1000) await Bun.sleep(1);
+    const churnMs = performance.now() - t1;
+    await source.stop();
+    const after = gcHeap();
+    const c = index.counts;
+    // keep `index` alive until measured
+    if (c.pods < 0) console.log(index);
+    return [
+      String(pods),
+      String(c.services),
+      String(c.endpointSlices),
+      String(c.podIps),
+      mib(after - before),
+      `${Math.round((after - before) / pods)} B`,
+      `${Math.round(syncMs)} ms`,
+      `${Math.round(worst)} ms`,
+      `${(churnMs / 1000).toFixed(3)} ms`,
+    ];
+  } finally {
+    child.stdin.end();
+    child.kill();
+    await child.exited;
+  }
+}
+
+if (process.argv[2] === "--serve") {
+  await serve(Number(process.argv[3]));
+} else {
+  const reason = kubeletUnavailableReason();
+  if (reason !== null) {
+    console.error(reason);
+    process.exit(1);
+  }
+  const at = process.argv.indexOf("--sizes");
+  const sizes = at < 0 ? [1000, 5000, 10000] : (process.argv[at + 1] ?? "").split(",").map(Number);
+  const rows: string[][] = [];
+  for (const pods of sizes) rows.push(await measure(pods));
+  console.log(
+    table(["pods", "services", "slices", "pod IPs", "index heap", "per pod", "list all", "worst 10 ms-timer stall", "per watch event"], rows),
+  );
+}
