@@ -439,6 +439,9 @@ const checkFlags = {
   kubeletCaFile: runFlags.kubeletCaFile,
   kubeletInsecureSkipTlsVerify: runFlags.kubeletInsecureSkipTlsVerify,
   noKubelet: { type: Boolean, description: "Do not try the kubelet (the agent runs without it: pod names are -)" },
+  kubeApi: runFlags.kubeApi,
+  noKubeApi: { type: Boolean, description: "Do not try the API server (the agent runs without it)" },
+  kubeconfig: runFlags.kubeconfig,
   json: { type: Boolean, description: "Print one JSON object instead of lines" },
 };
 
@@ -566,7 +569,16 @@ export type Invocation =
 /** What `check` tries: the libbpf and kubelet settings `run` would use. */
 export type CheckOptions = Pick<
   RunOptions,
-  "libbpf" | "kubeletHost" | "kubeletUrl" | "kubeletTokenFile" | "kubeletCaFile" | "kubeletInsecureSkipTlsVerify" | "noKubelet"
+  | "libbpf"
+  | "kubeletHost"
+  | "kubeletUrl"
+  | "kubeletTokenFile"
+  | "kubeletCaFile"
+  | "kubeletInsecureSkipTlsVerify"
+  | "noKubelet"
+  | "kubeApi"
+  | "noKubeApi"
+  | "kubeconfig"
 > & { json: boolean };
 
 const defaultAdminAddress = (): AdminAddressOption => parseAdminAddress(DEFAULT_ADMIN_ADDR)!;
@@ -634,8 +646,11 @@ export function parseCommandLine(argv: string[]): Invocation {
         kubeletCaFile: given.kubeletCaFile,
         kubeletInsecureSkipTlsVerify: given.kubeletInsecureSkipTlsVerify,
         noKubelet: given.noKubelet,
+        kubeApi: given.kubeApi,
+        noKubeApi: given.noKubeApi,
+        kubeconfig: given.kubeconfig,
       };
-      const conflict = kubeletFlagsConflict(options);
+      const conflict = kubeletFlagsConflict(options) ?? apiFlagsConflict(options);
       if (conflict !== null) throw new UsageError(conflict);
       return { command: "check", options: { ...options, json: json === true } };
     }

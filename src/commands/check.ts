@@ -1,11 +1,12 @@
 // `check`: can the agent run on this node? One line per prerequisite (✔ ok, ✘ missing, ⚠ the
-// agent runs without it, - not checked) with the fix, then the verdict; exit 0 only when nothing
+// agent runs without it, - not checked or not used) with the fix, then the verdict; exit 0 only when nothing
 // is missing. Text lines are written as each check ends, so a slow kubelet shows where it waits.
 // Touches nothing it does not undo: the probe is loaded and closed, no lock is taken, and it can
 // run beside a running agent.
 import { openSync, closeSync, fstatSync, readFileSync } from "node:fs";
 import { release } from "node:os";
 import type { CheckOptions } from "../cli.ts";
+import { apiServerCheck } from "../check/api-server.ts";
 import { probeBpfSyscall } from "../check/bpf-syscall.ts";
 import { kubeletCheck } from "../check/kubelet.ts";
 import { libbpfCheck, probeCheck } from "../check/probe.ts";
@@ -70,6 +71,7 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   add(await libbpfCheck(options.libbpf));
   add(await probeCheck(options.libbpf, failed()));
   add(await kubeletCheck(options));
+  add(await apiServerCheck(options));
 
   if (options.json) process.stdout.write(checkReportJson(results));
   else process.stdout.write(`${verdict(results)}\n`);

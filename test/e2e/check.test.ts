@@ -34,7 +34,8 @@ interface Run {
 }
 
 /**
- * Runs `check` with a clean kubelet environment (no NODE_IP/HOST_IP from the caller). Not
+ * Runs `check` with a clean Kubernetes environment (no NODE_IP, HOST_IP, in-cluster or KUBECONFIG
+ * variables from the caller): no API server is used. Not
  * spawnSync: the local kubelet answers from this process's event loop.
  */
 function check(args: string[], prefix: string[] = []): Promise<Run> {
@@ -43,8 +44,7 @@ function check(args: string[], prefix: string[] = []): Promise<Run> {
 
 async function run(argv: string[]): Promise<Run> {
   const env = { ...process.env };
-  delete env.NODE_IP;
-  delete env.HOST_IP;
+  for (const name of ["NODE_IP", "HOST_IP", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"]) delete env[name];
   await using proc = Bun.spawn(argv, {
     stdin: "ignore",
     stdout: "pipe",
@@ -82,6 +82,7 @@ function systemLibbpfVersion(): string {
 const BPF_OK = "✔ bpf() system call: allowed (created and closed a one-entry map)";
 const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
 const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
+const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
 const GRANT =
   "run as root, or grant CAP_BPF and CAP_PERFMON (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; " +
   "Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
@@ -102,6 +103,7 @@ describe("check", () => {
       `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
       `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
       SKIPPED,
+      NO_API,
       "the agent can run on this node",
     ]);
     expect(result.stderr).toBe("");
@@ -123,13 +125,14 @@ describe("check", () => {
       "libbpf=ok",
       "probe=ok",
       "kubelet=skip",
+      "api-server=skip",
     ]);
   });
 
   it("a user who is not root: capabilities and probe fail with the fix, exit 1", async () => {
     const libbpf = systemLibbpfVersion();
     const result = await check(["--no-kubelet"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
-    expect(result.lines).toHaveLength(9);
+    expect(result.lines).toHaveLength(10);
     expect(result.lines[2]).toBe(`✘ capabilities: missing CAP_BPF and CAP_PERFMON (uid 65534, no effective capabilities) — fix: ${GRANT}`);
     // Newer kernels let anyone reach bpf()'s dispatcher; older ones with unprivileged BPF off refuse at the entry.
     expect(result.lines[3]).toBeOneOf([
@@ -149,6 +152,7 @@ describe("check", () => {
       `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
       probe,
       SKIPPED,
+      NO_API,
       `the agent cannot run on this node: ${failed} prerequisites missing (✘ above)`,
     ]);
     expect(result.exitCode).toBe(1);
@@ -161,6 +165,7 @@ describe("check", () => {
         "or leave it out to use the system's or the built-in one",
       "✘ probe: not tried (libbpf failed) — fix: see the libbpf line above",
       SKIPPED,
+      NO_API,
       "the agent cannot run on this node: 2 prerequisites missing (✘ above)",
     ]);
     expect(result.exitCode).toBe(1);
@@ -177,6 +182,7 @@ describe("check", () => {
     expect(result.lines.slice(7)).toEqual([
       `⚠ kubelet: cannot reach ${url} (ECONNREFUSED: Unable to connect. Is the computer able to access the url?); pod names will be - ` +
         "— fix: name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet",
+      NO_API,
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(result.exitCode).toBe(0);
@@ -186,7 +192,7 @@ describe("check", () => {
     await using kubelet = await startKubelet({ pods: [pod({ name: "web-0", ip4: "10.244.1.2" }), pod({ name: "web-1", ip4: "10.244.1.3" })] });
     const args = ["--kubelet-url", kubelet.url, "--kubelet-ca-file", kubelet.caFile, "--kubelet-token-file", kubelet.tokenFile];
     const good = await check(args);
-    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, "the agent can run on this node"]);
+    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, "the agent can run on this node"]);
     expect(good.exitCode).toBe(0);
     expect(kubelet.authorized).toBe(1);
 
@@ -196,6 +202,7 @@ describe("check", () => {
       `⚠ kubelet: pod list forbidden (403) by ${kubelet.url} (403 Forbidden: Forbidden (user=system:serviceaccount:kmesh-system:kmesh-accesslog, ` +
         "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
         '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
+      NO_API,
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(forbidden.exitCode).toBe(0);
@@ -223,6 +230,7 @@ describe("check", () => {
         `✔ libbpf: ${libbpf} (the copy built into this binary: the system has no libbpf.so.1)`,
         `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
         SKIPPED,
+        NO_API,
         "the agent can run on this node",
       ]);
       expect(result.lines[3]).toBe(BPF_OK); // the bpf() child is the binary itself: no shell, no Bun needed

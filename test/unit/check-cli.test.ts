@@ -11,6 +11,9 @@ const none = {
   kubeletCaFile: undefined,
   kubeletInsecureSkipTlsVerify: undefined,
   noKubelet: undefined,
+  kubeApi: undefined,
+  noKubeApi: undefined,
+  kubeconfig: undefined,
 };
 
 describe("check command line", () => {
@@ -20,6 +23,11 @@ describe("check command line", () => {
       command: "check",
       options: { ...none, json: true, noKubelet: true, libbpf: "/x/libbpf.so.1" },
     });
+    expect(parseCommandLine(["check", "--kubeconfig", "/root/.kube/config"])).toEqual({
+      command: "check",
+      options: { ...none, json: false, kubeconfig: "/root/.kube/config" },
+    });
+    expect(parseCommandLine(["check", "--no-kube-api"])).toEqual({ command: "check", options: { ...none, json: false, noKubeApi: true } });
     expect(
       parseCommandLine([
         "check",
@@ -41,6 +49,8 @@ describe("check command line", () => {
       ["check", "--kubelet-ca-file", "/ca", "--kubelet-insecure-skip-tls-verify"],
       "--kubelet-ca-file and --kubelet-insecure-skip-tls-verify contradict each other: give one of them",
     ],
+    [["check", "--kube-api", "--no-kube-api"], "--kube-api and --no-kube-api contradict each other: give one of them"],
+    [["check", "--no-kube-api", "--kubeconfig", "/k"], "--kubeconfig needs the API server: it cannot be used with --no-kube-api"],
     [["check", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
     [["check", "--admin-addr"], "unknown flag --admin-addr"],
     [["check", "--duration", "1"], "unknown flag --duration"],

@@ -1,0 +1,72 @@
+// The API-server line of `check`: in a cluster (or with --kube-api / --kubeconfig) `run` lists and
+// watches Services, EndpointSlices and Pods to name services and remote pods. Here each of those
+// lists is asked for once (one item), with the settings and client `run` uses. The agent runs
+// without it (dst.service is the address, remote pods are -), so a failure is a warning; settings
+// that `run` would refuse (an unusable kubeconfig) are a failure.
+import { ApiClient, type ApiFailure, type ListPage } from "../kube/api-client.ts";
+import { ApiConfigError, resolveApiSettings, type ApiFlags } from "../kube/api-config.ts";
+import { RESOURCES } from "../kube/api-source.ts";
+import type { CheckResult } from "./report.ts";
+
+const base = { id: "api-server", label: "API server" } as const;
+const WITHOUT = "services will be addresses and remote pods -";
+/** A list of one item answers at once; an address nothing answers on should not hold check for a minute. */
+const CHECK_TIMEOUT_MS = 10_000;
+
+function fixFor(failure: ApiFailure): string {
+  switch (failure.kind) {
+    case "forbidden":
+      return 'grant the service account RBAC "list" and "watch" on pods, services and endpointslices.discovery.k8s.io: scripts/deploy/10-rbac.yaml';
+    case "unauthorized":
+    case "credentials":
+      return "check the service-account token (automountServiceAccountToken) or the --kubeconfig user";
+    case "tls":
+      return "check the CA: the service-account ca.crt, or the kubeconfig's certificate-authority";
+    case "unreachable":
+    case "timeout":
+      return "let this host reach the API server (KUBERNETES_SERVICE_HOST, or the kubeconfig's server), or run with --no-kube-api";
+    default:
+      return "check that the server is a Kubernetes API server, or run with --no-kube-api";
+  }
+}
+
+/** The verdict on one list per resource; pure, for the tests. */
+export function apiServerVerdict(server: string, origin: string, pages: readonly { kind: string; page: ListPage }[]): CheckResult {
+  const failed = pages.find((entry) => !entry.page.ok);
+  if (failed !== undefined && !failed.page.ok) {
+    const { failure } = failed.page;
+    return {
+      ...base,
+      status: "warn",
+      detail: `${server} (${origin}): listing ${failed.kind} failed (${failure.kind}: ${failure.detail}); ${WITHOUT}`,
+      fix: fixFor(failure),
+    };
+  }
+  return { ...base, status: "ok", detail: `${server} (${origin}) lists ${pages.map((entry) => entry.kind).join(", ")}` };
+}
+
+export async function apiServerCheck(flags: ApiFlags, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
+  let settings: ReturnType<typeof resolveApiSettings>;
+  try {
+    settings = resolveApiSettings(flags, env);
+  } catch (error) {
+    if (!(error instanceof ApiConfigError)) throw error;
+    return { ...base, status: "fail", detail: error.message, fix: "give a usable --kubeconfig, or run with --no-kube-api" };
+  }
+  if (settings === null) {
+    const why = flags.noKubeApi ? "--no-kube-api" : "not in a cluster; --kube-api or --kubeconfig to use one";
+    return { ...base, status: "skip", detail: `not used (${why}): ${WITHOUT}` };
+  }
+  const client = new ApiClient(settings);
+  const timeout: ListPage = { ok: false, failure: { kind: "timeout", detail: `no answer within ${CHECK_TIMEOUT_MS / 1000} s` } };
+  let timer: Timer | undefined;
+  const late = new Promise<ListPage>((resolve) => (timer = setTimeout(() => resolve(timeout), CHECK_TIMEOUT_MS)));
+  try {
+    const pages = await Promise.all(
+      RESOURCES.map(async ({ kind, path }) => ({ kind, page: await Promise.race([client.listPage(path, 1, null), late]) })),
+    );
+    return apiServerVerdict(settings.server, settings.origin, pages);
+  } finally {
+    clearTimeout(timer);
+  }
+}
