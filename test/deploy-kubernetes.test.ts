@@ -2,7 +2,8 @@
 // Kubernetes API knows (strict schemas of the parts we use, so a misspelt field fails here instead
 // of being dropped by the API server); and the fields the agent depends on hold: the image, args
 // the agent's own command line accepts, NODE_IP from status.hostIP, the capabilities, the service
-// account bound to a role with `get` on nodes/pods and nodes/proxy and nothing more, the mounts.
+// account bound to a role with `get` on nodes/pods and nodes/proxy, `list` and `watch` on what
+// the API-server source reads, and nothing more; the mounts.
 // Then the binary runs under the DaemonSet's securityContext, made for real from the YAML: its
 // capabilities as root's only ones, no_new_privs, a read-only root, the emptyDir lock directory,
 // and a PID and network namespace of its own (hostPID and hostNetwork false).
@@ -17,6 +18,7 @@ import { parseAllDocuments } from "yaml";
 import packageJson from "../package.json" with { type: "json" };
 import { DEFAULT_LOCK_FILE } from "../src/admin/lock-path.ts";
 import { parseCommandLine } from "../src/cli.ts";
+import { RESOURCES } from "../src/kube/api-source.ts";
 import { AGENT_BINARY } from "./e2e/agent.ts";
 import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
 
@@ -158,7 +160,7 @@ describe("Kubernetes objects", () => {
     expect(only("DaemonSet").metadata.namespace).toBe(ns);
   });
 
-  test("RBAC: the DaemonSet's service account is bound to get on nodes/pods and nodes/proxy, and nothing else", () => {
+  test("RBAC: the DaemonSet's service account is bound to get on nodes/pods and nodes/proxy, list and watch on what the API-server source reads, nothing else", () => {
     const sa = only("ServiceAccount");
     const role = only("ClusterRole");
     const binding = only("ClusterRoleBinding");
@@ -167,7 +169,17 @@ describe("Kubernetes objects", () => {
     expect(pod.automountServiceAccountToken).toBe(true);
     expect(binding.roleRef.name).toBe(role.metadata.name);
     expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: sa.metadata.name, namespace: sa.metadata.namespace! }]);
-    expect(role.rules).toEqual([{ apiGroups: [""], resources: ["nodes/pods", "nodes/proxy"], verbs: ["get"] }]);
+    expect(role.rules).toEqual([
+      { apiGroups: [""], resources: ["nodes/pods", "nodes/proxy"], verbs: ["get"] },
+      { apiGroups: [""], resources: ["pods", "services"], verbs: ["list", "watch"] },
+      { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+    ]);
+    // ... which are what the API-server source reads, each by its path.
+    const granted = new Set(role.rules.flatMap((rule) => rule.resources.map((r) => `${rule.apiGroups[0] === "" ? "" : `${rule.apiGroups[0]}/`}${r}`)));
+    for (const { kind, path } of RESOURCES) {
+      const group = path.startsWith("/apis/") ? `${path.split("/")[2]}/` : "";
+      expect(granted.has(`${group}${kind}`)).toBe(true);
+    }
   });
 
   test("the DaemonSet: image, args the agent accepts, NODE_IP from status.hostIP, every node", () => {
@@ -250,11 +262,12 @@ const emulate = testIf(
 );
 
 describe("the DaemonSet's securityContext, made for real", () => {
-  emulate("check passes with exactly its capabilities (the kubelet unreachable from the pod's empty network is a warning)", async () => {
+  emulate("check passes with exactly its capabilities (the kubelet and API server, unreachable from the pod's empty network, are warnings)", async () => {
     const result = await inThePod(["check"], addedCapabilities());
     expect(result.lines.filter((line) => !line.startsWith("✔ "))).toEqual([
       expect.stringMatching(/^⚠ kubelet: cannot reach https:\/\/10\.255\.0\.1:10250\/pods \(/),
-      "the agent can run on this node (1 warning, ⚠ above)",
+      expect.stringMatching(/^⚠ API server: https:\/\/10\.96\.0\.1:443 \(in-cluster\): listing \w+ failed \(unreachable: /),
+      "the agent can run on this node (2 warnings, ⚠ above)",
     ]);
     expect(result.lines).toContain("✔ capabilities: root with CAP_BPF and CAP_PERFMON");
     expect(result.lines).toContainEqual(expect.stringMatching(/^✔ probe: the hooks load and attach/));
@@ -315,7 +328,8 @@ const hostBoundingSet = () => BigInt(`0x${/^CapBnd:\s*([0-9a-f]+)$/m.exec(readFi
  * Runs the binary with `args` as the container would: root whose only capabilities are `caps`,
  * no_new_privs (allowPrivilegeEscalation: false), every mount read-only
  * (readOnlyRootFilesystem), a tmpfs at the lock directory (the emptyDir), its own PID namespace
- * (hostPID: false) and network namespace with only loopback (hostNetwork: false), NODE_IP set.
+ * (hostPID: false) and network namespace with only loopback (hostNetwork: false), NODE_IP and the
+ * in-cluster variables set, a service-account token in place.
  */
 async function inThePod(args: string[], caps: string[]): Promise<{ exitCode: number | null; lines: string[]; stderr: string }> {
   const pod = only("DaemonSet").spec.template.spec;
@@ -330,6 +344,10 @@ async function inThePod(args: string[], caps: string[]): Promise<{ exitCode: num
       : ":",
     // The emptyDir: a tmpfs over the lock directory of a tmpfs /run (the host's /run is untouched).
     `mount -t tmpfs tmpfs /run && mkdir -p ${lockDir} && mount -t tmpfs -o size=1m tmpfs ${lockDir}`,
+    // automountServiceAccountToken: the token where every pod has it (/var/run is /run here).
+    pod.automountServiceAccountToken
+      ? "mkdir -p /run/secrets/kubernetes.io/serviceaccount && echo not-a-real-token > /run/secrets/kubernetes.io/serviceaccount/token"
+      : ":",
     'exec "$@"',
   ].join("\n");
   const capList = caps.map((cap) => `+${cap.toLowerCase()}`).join(",");
@@ -343,9 +361,10 @@ async function inThePod(args: string[], caps: string[]): Promise<{ exitCode: num
     AGENT_BINARY,
     ...args,
   ];
-  // NODE_IP: an address nothing answers on (TEST-NET-like, inside the empty network namespace).
+  // NODE_IP (the downward API) and the variables the kubelet gives every pod, as addresses nothing
+  // answers on from the pod's empty network namespace.
   await using proc = Bun.spawn(argv, {
-    env: { ...process.env, NODE_IP: "10.255.0.1" },
+    env: { ...process.env, NODE_IP: "10.255.0.1", KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
