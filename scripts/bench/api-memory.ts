@@ -1,7 +1,7 @@
 // Memory and start-up cost of the API-server source, for clusters of several sizes: a local HTTPS
 // API server of ours (test/e2e/api-server.ts) in a child process serves N real-shaped pods
 // (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
-// EndpointSlices (5 endpoints each); this process runs the real ApiSource (list in pages of 500,
+// EndpointSlices (5 endpoints each); this process runs the real ApiSource (list in pages of 100,
 // then watch) and measures, after a full GC:
 //   - the JavaScript heap the index keeps (heap after sync minus heap before, the source stopped
 //     and its requests done, so only the index is left);
@@ -9,7 +9,7 @@
 //     line path is such a timer: parsing a page runs on the main thread);
 //   - the cost of 1,000 watch events (pod MODIFIED) applied one by one.
 //
-//   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000]
+//   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000] [--page-size 500]
 import { heapStats } from "bun:jsc";
 import { ApiClient } from "../../src/kube/api-client.ts";
 import { kubeconfigSettings } from "../../src/kube/api-config.ts";
@@ -53,11 +53,14 @@ async function serve(pods: number): Promise<void> {
   }
 }
 
+/** Live JavaScript heap after full collections (objectCount-stable). */
 const gcHeap = () => {
-  Bun.gc(true);
-  Bun.gc(true);
+  for (let i = 0; i < 3; i++) Bun.gc(true);
   return heapStats().heapSize;
 };
+const pageAt = process.argv.indexOf("--page-size");
+/** list page size (default: the agent's) */
+const PAGE_SIZE = pageAt < 0 ? undefined : Number(process.argv[pageAt + 1]);
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 async function measure(pods: number): Promise<string[]> {
@@ -81,7 +84,13 @@ async function measure(pods: number): Promise<string[]> {
     const { kubeconfig } = JSON.parse(await nextLine()) as { kubeconfig: string };
     const before = gcHeap();
     const index = new ClusterIndex();
-    const source = new ApiSource({ client: new ApiClient(kubeconfigSettings(kubeconfig)), index, notice: console.error, info: () => undefined });
+    const source = new ApiSource({
+      client: new ApiClient(kubeconfigSettings(kubeconfig)),
+      index,
+      notice: console.error,
+      info: () => undefined,
+      ...(PAGE_SIZE === undefined ? {} : { pageSize: PAGE_SIZE }),
+    });
     // the longest stall of a 10 ms timer while listing
     let worst = 0;
     let last = performance.now();
@@ -128,6 +137,9 @@ async function measure(pods: number): Promise<string[]> {
 
 if (process.argv[2] === "--serve") {
   await serve(Number(process.argv[3]));
+} else if (process.argv[2] === "--measure") {
+  // one size per process, so that no size inherits another's heap
+  console.log(JSON.stringify(await measure(Number(process.argv[3]))));
 } else {
   const reason = kubeletUnavailableReason();
   if (reason !== null) {
@@ -137,7 +149,13 @@ if (process.argv[2] === "--serve") {
   const at = process.argv.indexOf("--sizes");
   const sizes = at < 0 ? [1000, 5000, 10000] : (process.argv[at + 1] ?? "").split(",").map(Number);
   const rows: string[][] = [];
-  for (const pods of sizes) rows.push(await measure(pods));
+  for (const pods of sizes) {
+    const extra = PAGE_SIZE === undefined ? [] : ["--page-size", String(PAGE_SIZE)];
+    const child = Bun.spawn([process.execPath, import.meta.path, "--measure", String(pods), ...extra], { stdout: "pipe", stderr: "inherit" });
+    const text = await new Response(child.stdout).text();
+    if ((await child.exited) !== 0) throw new Error(`measuring ${pods} pods failed`);
+    rows.push(JSON.parse(text.trim().split("\n").at(-1)!) as string[]);
+  }
   console.log(
     table(["pods", "services", "slices", "pod IPs", "index heap", "per pod", "list all", "worst 10 ms-timer stall", "per watch event"], rows),
   );

@@ -1,7 +1,7 @@
 // The API-server source: lists, then watches, Services, EndpointSlices and Pods cluster-wide, and
 // keeps a ClusterIndex (cluster-index.ts) up to date one event at a time.
 //
-// Per kind, one loop (a "reflector"): list in pages of 500, replace what the index held for that
+// Per kind, one loop (a "reflector"): list in pages of 100, replace what the index held for that
 // kind, then watch from the list's resourceVersion with bookmarks, remembering the
 // resourceVersion of every event and bookmark. A stream the server ends (timeoutSeconds) is
 // resumed from the last resourceVersion at once; a broken one after a backoff (0.5 s doubling to
@@ -89,7 +89,9 @@ export class ApiSource {
   readonly resourceVersions = new Map<ResourceKind, string | null>();
 
   constructor(options: ApiSourceOptions) {
-    this.#o = { pageSize: 500, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
+    // Pages of 100: each page is parsed on the main thread, and 100 real pods take ~10 ms (500
+    // stalled the line timer 35-60 ms at 5,000 pods: scripts/bench/api-memory.ts).
+    this.#o = { pageSize: 100, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
     this.index = options.index ?? new ClusterIndex();
   }
 
