@@ -49,6 +49,8 @@ export interface ClusterView {
   serviceAtClusterIp(ip: string, port: number): ServiceRef | undefined;
   serviceAtEndpoint(ip: string, port: number): ServiceRef | undefined;
   endpointAddresses(ref: ServiceRef): Iterable<string>;
+  /** changes whenever an endpoint is added or removed */
+  readonly endpointsVersion: number;
 }
 
 /** How long an INBOUND line's client → backend pair is remembered for an OUTBOUND line. */
@@ -147,6 +149,8 @@ export class Enricher {
   readonly #inbound = new Map<string, { addr: string; port: number; atNs: number }>();
   /** client ip|port → held OUTBOUND lines waiting for it */
   readonly #pairWaiters = new Map<string, Entry[]>();
+  /** per Service: has it an endpoint on this node, as of which pod list and endpoints version */
+  readonly #localBackends = new WeakMap<ServiceRef, { listNs: number; version: number; local: boolean }>();
 
   constructor(options: EnricherOptions) {
     this.#o = { maxHeld: 65_536, cluster: null, pairHoldNs: options.holdNs, ...options };
@@ -180,7 +184,8 @@ export class Enricher {
     if (cluster === null) return;
     for (const entry of batch) {
       const r = entry.record;
-      if (r.direction !== "INBOUND") continue;
+      // Only a Service's endpoint can be the backend of a ClusterIP connection.
+      if (r.direction !== "INBOUND" || cluster.serviceAtEndpoint(r.dstAddr, r.dstPort) === undefined) continue;
       const key = `${r.srcAddr}|${r.srcPort}`;
       const backend = { addr: r.dstAddr, port: r.dstPort, atNs: entry.reportNs };
       this.#inbound.delete(key);
@@ -217,8 +222,18 @@ export class Enricher {
     const { source } = this.#o;
     // Without a kubelet list (none, or not yet) there is no telling: wait.
     if (!Number.isFinite(source.completedStartNs)) return true;
-    for (const ip of this.#o.cluster!.endpointAddresses(ref)) if (source.lookup(ip) !== undefined) return true;
-    return false;
+    const cluster = this.#o.cluster!;
+    const cached = this.#localBackends.get(ref);
+    if (cached !== undefined && cached.listNs === source.completedStartNs && cached.version === cluster.endpointsVersion) return cached.local;
+    let local = false;
+    for (const ip of cluster.endpointAddresses(ref)) {
+      if (source.lookup(ip) !== undefined) {
+        local = true;
+        break;
+      }
+    }
+    this.#localBackends.set(ref, { listNs: source.completedStartNs, version: cluster.endpointsVersion, local });
+    return local;
   }
 
   #forgetInbound(nowNs: number): void {

@@ -89,6 +89,8 @@ export class ClusterIndex {
   readonly #slicesOfService = new Map<string, Set<string>>();
   readonly #podsByIp = new Map<string, PodClaim[]>();
   readonly #pods = new Map<string, { ips: string[]; claim: PodClaim }>();
+  /** changes whenever an endpoint is added or removed (for caches of endpoint facts) */
+  endpointsVersion = 0;
 
   constructor(clusterDomain = "cluster.local") {
     this.clusterDomain = clusterDomain;
@@ -141,6 +143,7 @@ export class ClusterIndex {
   setSlice(slice: EndpointSlice): void {
     const key = objectKey(slice.metadata);
     this.deleteSlice(key);
+    this.endpointsVersion++;
     const serviceName = slice.metadata.labels?.[SERVICE_NAME_LABEL];
     if (serviceName === undefined || serviceName === "") return;
     const namespace = slice.metadata.namespace ?? "";
@@ -161,6 +164,7 @@ export class ClusterIndex {
   deleteSlice(key: string): void {
     const old = this.#slices.get(key);
     if (old === undefined) return;
+    this.endpointsVersion++;
     for (const ip of old.addresses) for (const port of old.ports) this.#endpoints.remove(ip, port, old.ref);
     this.#slices.delete(key);
     const slices = this.#slicesOfService.get(old.service);
