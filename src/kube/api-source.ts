@@ -157,7 +157,6 @@ export class ApiSource {
       }
       let expired = false;
       let failure: ApiFailure | null = null;
-      let badObject: string | null = null;
       this.stats.watches++;
       const ended = await this.#o.client.watch(
         resource.path,
@@ -170,7 +169,7 @@ export class ApiSource {
             case "ADDED":
             case "MODIFIED": {
               const problem = resource.apply(this.index, event.object);
-              if (problem !== null) badObject ??= problem;
+              if (problem !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${problem}` }, "invalid-object");
               rv = resourceVersionOf(event.object) ?? rv;
               break;
             }
@@ -204,7 +203,6 @@ export class ApiSource {
         },
       );
       if (this.#stopped) break;
-      if (badObject !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${badObject}` }, "invalid-object");
       failure ??= ended;
       if (expired || failure?.kind === "expired") {
         this.stats.expired++;
@@ -236,6 +234,7 @@ export class ApiSource {
     for (const key of this.index.keys(resource.kind)) if (!seen.has(key)) this.index.delete(resource.kind, key);
     this.stats.lists++;
     if (badObject !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${badObject}` }, "invalid-object");
+    else if (this.#failure.get(resource.kind) === "invalid-object") this.#succeeded(resource.kind, true);
     return { ok: true, resourceVersion };
   }
 
@@ -250,9 +249,10 @@ export class ApiSource {
     );
   }
 
-  #succeeded(kind: ResourceKind): void {
+  /** A request worked: a failure state ends (an invalid object's only with a list without one). */
+  #succeeded(kind: ResourceKind, cleanList = false): void {
     const failure = this.#failure.get(kind);
-    if (failure === undefined || failure === "invalid-object") return;
+    if (failure === undefined || (failure === "invalid-object" && !cleanList)) return;
     this.#failure.delete(kind);
     (this.#o.info ?? this.#o.notice)(`the API server at ${this.server}: ${kind}: ${FAILURE_NAME[failure]} is over`);
   }

@@ -63,7 +63,7 @@ export class LocalApiServer implements AsyncDisposable {
   readonly caFile: string;
   readonly tokenFile: string;
   readonly kubeconfig: string;
-  readonly #token = `api-token-${crypto.randomUUID()}`;
+  #token = `api-token-${crypto.randomUUID()}`;
   readonly #tls: { cert: string; key: string };
   #server: Server<undefined> | null = null;
   #port = 0;
@@ -86,6 +86,12 @@ export class LocalApiServer implements AsyncDisposable {
     this.tokenFile = join(this.dir, "token");
     writeFileSync(this.tokenFile, `${this.#token}\n`);
     this.kubeconfig = join(this.dir, "kubeconfig");
+  }
+
+  /** Replaces the token the server accepts and the file that holds it (a rotation). */
+  rotateToken(): void {
+    this.#token = `api-token-${crypto.randomUUID()}`;
+    writeFileSync(this.tokenFile, `${this.#token}\n`);
   }
 
   get url(): string {
@@ -255,6 +261,9 @@ export class LocalApiServer implements AsyncDisposable {
           controller.close();
           return;
         }
+        // A real API server sends the headers at once; Bun.serve sends them with the first bytes,
+        // so a blank line (which watch clients skip, as JSON whitespace) goes first.
+        controller.enqueue(new TextEncoder().encode("\n"));
         for (const e of this.#history[kind]) if (e.rv > from) this.#send(watcher, { type: e.type, object: e.object });
         this.#watchers.add(watcher);
       },

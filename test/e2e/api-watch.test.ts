@@ -122,4 +122,33 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
       await s.stop();
     }
   }, 30_000);
+
+  test("an invalid object is skipped with one line and the stream goes on; a rotated token is read again after the 401", async () => {
+    await using api = await startApiServer();
+    const notices: string[] = [];
+    const s = source(api, notices);
+    s.start();
+    try {
+      await until("the first lists", () => s.synced, 5_000);
+      await until("three watches", () => api.openWatches === 3, 5_000);
+      const bad = svc(1);
+      (bad.spec as { ports: unknown[] }).ports = [{ name: "http", protocol: "TCP", port: "eighty" }];
+      api.put("services", bad);
+      api.put("services", svc(2));
+      await until("the next service", () => s.index.serviceAtClusterIp("10.96.1.2", 80) !== undefined, 5_000);
+      expect(notices.filter((n) => n.includes("invalid"))).toEqual([
+        `warn: the API server at ${api.url} sent invalid services (skipped shop/svc-1: spec.ports.0.port: Invalid type: Expected number but received "eighty"); keeping what is known of services`,
+      ]);
+      // rotation: the old token is refused once, the file is read again, and the watch comes back
+      api.rotateToken();
+      api.breakWatches();
+      api.put("services", svc(3));
+      await until("the service added after the rotation", () => s.index.serviceAtClusterIp("10.96.1.3", 80) !== undefined, 10_000);
+      expect(api.requests.some((r) => r.status === 401)).toBe(true);
+      expect(notices.some((n) => n.includes("refused our credentials"))).toBe(true);
+      await until("the 401 over", () => notices.some((n) => n.includes("the 401 Unauthorized is over")), 5_000);
+    } finally {
+      await s.stop();
+    }
+  }, 30_000);
 });
