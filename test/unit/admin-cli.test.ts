@@ -3,6 +3,7 @@
 // against an admin server in this process (the real routes, a fake agent
 // behind them); every mistake one line on stderr with exit 2, every failure
 // to reach or convince the agent one line with exit 1.
+import { runCli } from "../support/cli.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
 import { parseCommandLine } from "../../src/cli.ts";
@@ -10,26 +11,6 @@ import { handleAdminRequest, type AdminBackend } from "../../src/admin/routes.ts
 import { changeSwitch, type Switches } from "../../src/admin/switches.ts";
 import { MetricsRegistry } from "../../src/admin/metrics.ts";
 import { versionInfo } from "../../src/admin/version.ts";
-
-const REPO = new URL("../../", import.meta.url).pathname;
-
-async function runCli(...args: string[]) {
-  await using child = Bun.spawn([process.execPath, "src/main.ts", ...args], {
-    cwd: REPO,
-    env: { ...process.env, NO_COLOR: "1" },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    timeout: 20_000,
-    killSignal: "SIGKILL",
-  });
-  const [stdout, stderr, exitCode] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
-  return { stdout, stderr, exitCode };
-}
 
 describe("run: runtime-control flags", () => {
   const options = (...args: string[]) => {

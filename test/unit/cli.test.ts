@@ -3,30 +3,10 @@
 // Mistakes are tested through `bun src/main.ts`, the way a user meets them
 // (the compiled binary is someone else's build); good values in-process, so no
 // agent starts.
+import { runCli } from "../support/cli.ts";
 import { describe, expect, test } from "bun:test";
 import { parseCommandLine, type Invocation } from "../../src/cli.ts";
 import packageJson from "../../package.json" with { type: "json" };
-
-const REPO = new URL("../../", import.meta.url).pathname;
-
-async function runCli(...args: string[]) {
-  await using child = Bun.spawn([process.execPath, "src/main.ts", ...args], {
-    cwd: REPO,
-    env: { ...process.env, NO_COLOR: "1" },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    // A value that wrongly passes would start the agent: never let it run on.
-    timeout: 20_000,
-    killSignal: "SIGKILL",
-  });
-  const [stdout, stderr, exitCode] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
-  return { stdout, stderr, exitCode };
-}
 
 describe("a mistake is one line on stderr and exit code 2", () => {
   const cases: [args: string[], message: string][] = [

@@ -1,33 +1,17 @@
 // The API-server flags and settings: --kube-api/--no-kube-api/--kubeconfig/--cluster-domain, in-cluster
 // detection, and kubeconfig files (token, tokenFile, client certificates inline or as files).
 import { describe, expect, test } from "bun:test";
+import { runOptions, usageError } from "../support/cli.ts";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseCommandLine, type RunOptions, UsageError } from "../../src/cli.ts";
 import { ApiConfigError, kubeconfigSettings, resolveApiSettings } from "../../src/kube/api-config.ts";
 import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../../src/kube/config.ts";
 
-function run(...argv: string[]): RunOptions {
-  const invocation = parseCommandLine(argv);
-  if (invocation.command !== "run") throw new Error(`not run: ${invocation.command}`);
-  return invocation.options;
-}
-
-function usageError(...argv: string[]): string {
-  try {
-    parseCommandLine(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error.message;
-    throw error;
-  }
-  throw new Error("expected a usage error");
-}
-
 describe("API-server flags", () => {
   test("defaults and given values", () => {
-    expect(run()).toMatchObject({ clusterDomain: "cluster.local", kubeApi: undefined, noKubeApi: undefined, kubeconfig: undefined });
-    expect(run("--kube-api", "--kubeconfig", "/k/config", "--cluster-domain", "corp.example")).toMatchObject({
+    expect(runOptions()).toMatchObject({ clusterDomain: "cluster.local", kubeApi: undefined, noKubeApi: undefined, kubeconfig: undefined });
+    expect(runOptions("--kube-api", "--kubeconfig", "/k/config", "--cluster-domain", "corp.example")).toMatchObject({
       kubeApi: true,
       kubeconfig: "/k/config",
       clusterDomain: "corp.example",
@@ -39,7 +23,7 @@ describe("API-server flags", () => {
     expect(usageError("--cluster-domain", "Bad_Domain")).toBe('invalid value for --cluster-domain: "Bad_Domain" (expected a DNS domain, e.g. cluster.local)');
   });
   test("filters without the kubelet are fine when the API server is asked for", () => {
-    expect(run("--no-kubelet", "--kube-api", "--namespace", "shop").namespace).toEqual(["shop"]);
+    expect(runOptions("--no-kubelet", "--kube-api", "--namespace", "shop").namespace).toEqual(["shop"]);
     expect(usageError("--no-kubelet", "--namespace", "shop")).toContain("--no-kubelet");
   });
 });

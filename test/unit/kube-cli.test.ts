@@ -1,28 +1,12 @@
 // The kubelet and filter flags of `run`: what they accept, the contradictions refused with one
 // usage line, and the defaults (NODE_IP/HOST_IP, the service-account files when present).
 import { describe, expect, test } from "bun:test";
-import { parseCommandLine, type RunOptions, UsageError } from "../../src/cli.ts";
+import { runOptions, usageError } from "../support/cli.ts";
 import { resolveKubeletSettings, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN, settingsNotices } from "../../src/kube/config.ts";
-
-function run(...argv: string[]): RunOptions {
-  const invocation = parseCommandLine(argv);
-  if (invocation.command !== "run") throw new Error(`not run: ${invocation.command}`);
-  return invocation.options;
-}
-
-function usageError(...argv: string[]): string {
-  try {
-    parseCommandLine(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error.message;
-    throw error;
-  }
-  throw new Error("expected a usage error");
-}
 
 describe("kubelet and filter flags", () => {
   test("not given: undefined, so that config.ts applies the defaults", () => {
-    const o = run();
+    const o = runOptions();
     for (const key of ["kubeletHost", "kubeletUrl", "kubeletTokenFile", "kubeletCaFile", "kubeletRefresh", "kubeletHold", "noKubelet", "namespace", "excludeNamespace", "pod"] as const) {
       expect(o[key]).toBeUndefined();
     }
@@ -30,7 +14,7 @@ describe("kubelet and filter flags", () => {
 
   test("given: checked values; the filters repeat", () => {
     expect(
-      run(
+      runOptions(
         "--kubelet-url", "https://10.0.0.5:10250/pods",
         "--kubelet-token-file", "/run/token",
         "--kubelet-ca-file", "/run/ca.crt",
@@ -50,8 +34,8 @@ describe("kubelet and filter flags", () => {
       excludeNamespace: ["kube-system"],
       pod: ["web-0", "db-7d4b9c8f6d-x2x9q"],
     });
-    expect(run("run", "--no-kubelet").noKubelet).toBe(true);
-    expect(run("--kubelet-insecure-skip-tls-verify", "--kubelet-host", "fd00::5").kubeletInsecureSkipTlsVerify).toBe(true);
+    expect(runOptions("run", "--no-kubelet").noKubelet).toBe(true);
+    expect(runOptions("--kubelet-insecure-skip-tls-verify", "--kubelet-host", "fd00::5").kubeletInsecureSkipTlsVerify).toBe(true);
   });
 
   test.each([
