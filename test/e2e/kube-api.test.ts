@@ -13,7 +13,7 @@
  * Needs root, iptables, openssl and dist/kmesh-accesslog (scripts/build).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AccessLogEntry, type Agent, agentUnavailableReason } from "./agent.ts";
+import { type AccessLogEntry, type Agent, agentUnavailableReason, startAgent } from "./agent.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { type PodIdentity, podEntry, startKubeletAgent, until } from "./kubelet-agent.ts";
@@ -69,7 +69,7 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
   });
 
   /** A connection from `client` to target:port (served by `server` on its own IP and `listenPort`); its two close lines. */
-  async function connect(client: Pod, server: Pod, target: string, port: number, listenPort = port) {
+  async function connect(client: Pod, server: Pod, target: string, port: number, listenPort = port, by: Agent = agent) {
     const peer = await startServer(server, { host: server.ip4, port: listenPort, recv: 100, send: 200 });
     try {
       const report = await runClient(client, { host: target, port, send: 100, recv: 200, closeFirst: true });
@@ -77,7 +77,7 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
       await peer.finished();
       const mine = (direction: string) => (e: AccessLogEntry) =>
         e.direction === direction && e.srcAddr === client.ip4 && e.srcPort === report.localPort && e.state === "BPF_TCP_CLOSE";
-      const [[out], [inb]] = await Promise.all([agent.waitForLines(mine("OUTBOUND"), 1, 10_000), agent.waitForLines(mine("INBOUND"), 1, 10_000)]);
+      const [[out], [inb]] = await Promise.all([by.waitForLines(mine("OUTBOUND"), 1, 10_000), by.waitForLines(mine("INBOUND"), 1, 10_000)]);
       return { out: out!, inb: inb! };
     } finally {
       peer.kill();
@@ -126,6 +126,17 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
     expect((await connect(pods.client, pods.remote, pods.remote.ip4, 9002)).out.dstService).toBe("after-expiry.elsewhere.svc.cluster.local");
   });
 
+  test("the API server down: the kubelet still names local pods, known services stay; back up, it resumes", async () => {
+    api.stop();
+    await Bun.sleep(1_000); // the watches fail and back off
+    const { out } = await connect(pods.client, pods.server, CLUSTER_IP, SERVICE_PORT, TARGET_PORT);
+    expect(out.srcWorkload).toBe(ID.client.name);
+    expect(out.dstService).toBe("web.shop.svc.cluster.local");
+    expect(out.dstWorkload).toBe(ID.server.name);
+    api.start();
+    await until("the watches back", () => api.openWatches === 3, 40_000);
+  }, 60_000);
+
   test("stderr: the first lists once, never the token; exit 0", async () => {
     const { stderr, exitCode } = await agent.stop();
     expect(exitCode).toBe(0);
@@ -136,4 +147,28 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
     const token = (await Bun.file(api.tokenFile).text()).trim();
     expect(stderr).not.toContain(token);
   });
+
+  test("without a kubelet (--no-kubelet): the API server names both ends and the ClusterIP backend", async () => {
+    await using apiOnly = startAgent({ output: "text", args: ["--no-kubelet", "--kubeconfig", api.kubeconfig] });
+    await waitUntilCapturing(apiOnly, pods.client, pods.server);
+    const { out } = await connect(pods.client, pods.server, CLUSTER_IP, SERVICE_PORT, TARGET_PORT, apiOnly);
+    expect(out.raw).toContain(
+      `src.workload=${ID.client.name}, src.namespace=shop, dst.addr=${pods.server.ip4}:${TARGET_PORT}, dst.service=web.shop.svc.cluster.local, dst.workload=${ID.server.name}, dst.namespace=shop, `,
+    );
+  }, 60_000);
+
+  test("the API server unreachable from the start: the kubelet names local pods, dst.service is the address", async () => {
+    const dead = `${api.kubeconfig}.dead`;
+    await Bun.write(dead, (await Bun.file(api.kubeconfig).text()).replace(api.url, "https://127.0.0.1:1"));
+    await using kubeletOnly = startKubeletAgent(kubelet, { args: ["--kubeconfig", dead] });
+    await waitUntilCapturing(kubeletOnly, pods.client, pods.server);
+    const { out } = await connect(pods.client, pods.server, pods.server.ip4, TARGET_PORT, TARGET_PORT, kubeletOnly);
+    expect(out.srcWorkload).toBe(ID.client.name);
+    expect(out.dstWorkload).toBe(ID.server.name);
+    expect(out.dstService).toBe(pods.server.ip4);
+    const { stderr, exitCode } = await kubeletOnly.stop();
+    expect(exitCode).toBe(0);
+    // one line per kind, not one per attempt
+    expect(stderr.match(/cannot reach the API server at https:\/\/127\.0\.0\.1:1 /g)).toHaveLength(3);
+  }, 60_000);
 });
