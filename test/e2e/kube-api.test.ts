@@ -34,6 +34,7 @@ const ID = {
 type Name = keyof typeof ID;
 
 const CLUSTER_IP = "10.96.77.10";
+const CLUSTER_IP6 = "fd00:96::77:10";
 const SERVICE_PORT = 80;
 const TARGET_PORT = 8080;
 
@@ -50,12 +51,18 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
     // kube-proxy's part: the ClusterIP exists only as a DNAT rule in the client's namespace.
     pods.client.run(["ip", "route", "add", "10.96.0.0/16", "dev", "eth0"]);
     pods.client.iptables(["-t", "nat", "-A", "OUTPUT", "-d", CLUSTER_IP, "-p", "tcp", "--dport", String(SERVICE_PORT), "-j", "DNAT", "--to-destination", `${pods.server.ip4}:${TARGET_PORT}`]);
+    pods.client.run(["ip", "-6", "route", "add", "fd00:96::/64", "dev", "eth0"]);
+    pods.client.iptables(["-t", "nat", "-A", "OUTPUT", "-d", CLUSTER_IP6, "-p", "tcp", "--dport", String(SERVICE_PORT), "-j", "DNAT", "--to-destination", `[${pods.server.ip6}]:${TARGET_PORT}`], 6);
     // The kubelet lists this node's pods: not "remote", which stands for a pod on another node.
     kubelet = await startKubelet({ pods: [podEntry(pods.client, ID.client), podEntry(pods.server, ID.server)] });
     api = await startApiServer();
     for (const name of Object.keys(ID) as Name[]) api.put("pods", podEntry(pods[name], ID[name]));
-    api.put("services", serviceObject("shop", "web", CLUSTER_IP, SERVICE_PORT, TARGET_PORT));
+    // dual stack: both ClusterIPs on the Service, one slice per family
+    const web = serviceObject("shop", "web", CLUSTER_IP, SERVICE_PORT, TARGET_PORT);
+    Object.assign(web.spec as object, { clusterIPs: [CLUSTER_IP, CLUSTER_IP6], ipFamilies: ["IPv4", "IPv6"], ipFamilyPolicy: "PreferDualStack" });
+    api.put("services", web);
     api.put("endpointslices", sliceObject("shop", "web", [{ ip: pods.server.ip4, pod: ID.server.name }], TARGET_PORT));
+    api.put("endpointslices", { ...sliceObject("shop", "web", [{ ip: pods.server.ip6, pod: ID.server.name }], TARGET_PORT), addressType: "IPv6" });
     agent = startKubeletAgent(kubelet, { args: ["--kubeconfig", api.kubeconfig] });
     await waitUntilCapturing(agent, pods.client, pods.server);
     await until("the API server's three watches", () => api.openWatches === 3, 10_000);
@@ -70,13 +77,14 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
 
   /** A connection from `client` to target:port (served by `server` on its own IP and `listenPort`); its two close lines. */
   async function connect(client: Pod, server: Pod, target: string, port: number, listenPort = port, by: Agent = agent) {
-    const peer = await startServer(server, { host: server.ip4, port: listenPort, recv: 100, send: 200 });
+    const family = target.includes(":") ? 6 : 4;
+    const peer = await startServer(server, { host: server.ip(family), port: listenPort, recv: 100, send: 200 });
     try {
       const report = await runClient(client, { host: target, port, send: 100, recv: 200, closeFirst: true });
       if (report.error) throw new Error(`client failed: ${report.error}`);
       await peer.finished();
       const mine = (direction: string) => (e: AccessLogEntry) =>
-        e.direction === direction && e.srcAddr === client.ip4 && e.srcPort === report.localPort && e.state === "BPF_TCP_CLOSE";
+        e.direction === direction && e.srcAddr === client.ip(family) && e.srcPort === report.localPort && e.state === "BPF_TCP_CLOSE";
       const [[out], [inb]] = await Promise.all([by.waitForLines(mine("OUTBOUND"), 1, 10_000), by.waitForLines(mine("INBOUND"), 1, 10_000)]);
       return { out: out!, inb: inb! };
     } finally {
@@ -90,6 +98,13 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
       `src.workload=${ID.client.name}, src.namespace=shop, dst.addr=${pods.server.ip4}:${TARGET_PORT}, dst.service=web.shop.svc.cluster.local, dst.workload=${ID.server.name}, dst.namespace=shop, `,
     );
     expect(inb.raw).toContain(`dst.addr=${pods.server.ip4}:${TARGET_PORT}, dst.service=web.shop.svc.cluster.local, dst.workload=${ID.server.name}, `);
+  });
+
+  test("IPv6: to the ClusterIP of a dual-stack Service, the same", async () => {
+    const { out } = await connect(pods.client, pods.server, CLUSTER_IP6, SERVICE_PORT, TARGET_PORT);
+    expect(out.raw).toContain(
+      `dst.addr=[${pods.server.ip6}]:${TARGET_PORT}, dst.service=web.shop.svc.cluster.local, dst.workload=${ID.server.name}, dst.namespace=shop, `,
+    );
   });
 
   test("to the pod IP: the service by the slice's exact address and port; another port is no service", async () => {
@@ -140,7 +155,7 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
   test("stderr: the first lists once, never the token; exit 0", async () => {
     const { stderr, exitCode } = await agent.stop();
     expect(exitCode).toBe(0);
-    expect(stderr).toContain(`the API server at ${api.url} (kubeconfig ${api.kubeconfig}): 1 services, 1 endpoint slices, 3 pods (6 pod IPs) listed; watching for changes`);
+    expect(stderr).toContain(`the API server at ${api.url} (kubeconfig ${api.kubeconfig}): 1 services, 2 endpoint slices, 3 pods (6 pod IPs) listed; watching for changes`);
     expect(stderr.match(/listed; watching for changes/g)).toHaveLength(1);
     // the broken watches: one line per kind when it broke, one when it came back
     expect((stderr.match(/cannot reach the API server/g) ?? []).length).toBe((stderr.match(/the connection failure is over/g) ?? []).length);
