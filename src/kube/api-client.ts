@@ -96,15 +96,16 @@ export class ApiClient {
     return { kind, detail };
   }
 
-  /** One page of `GET <path>?limit=...&continue=...`. */
-  async listPage(path: string, limit: number, continueToken: string | null): Promise<ListPage> {
+  /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
+  async listPage(path: string, limit: number, continueToken: string | null, signal?: AbortSignal): Promise<ListPage> {
     const problem = this.#credentials();
     if (problem !== null) return { ok: false, failure: { kind: "credentials", detail: problem } };
     const query = new URLSearchParams({ limit: String(limit) });
     if (continueToken !== null) query.set("continue", continueToken);
     let response: Response;
     try {
-      response = await fetch(`${this.config.server}${path}?${query}`, this.#init(AbortSignal.timeout(LIST_TIMEOUT_MS)));
+      const timeout = AbortSignal.timeout(LIST_TIMEOUT_MS);
+      response = await fetch(`${this.config.server}${path}?${query}`, this.#init(signal ? AbortSignal.any([signal, timeout]) : timeout));
       if (response.status !== 200) return { ok: false, failure: await this.#httpFailure(response) };
       const declared = Number(response.headers.get("content-length") ?? Number.NaN);
       if (declared > MAX_PAGE_BYTES) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };

@@ -221,7 +221,7 @@ export class ApiSource {
     let resourceVersion = "";
     let badObject: string | null = null;
     do {
-      const page = await this.#o.client.listPage(resource.path, this.#o.pageSize, continueToken);
+      const page = await this.#o.client.listPage(resource.path, this.#o.pageSize, continueToken, this.#abort.signal);
       if (!page.ok) return page;
       for (const item of page.items) {
         const problem = resource.apply(this.index, item);

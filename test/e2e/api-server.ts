@@ -77,6 +77,8 @@ export class LocalApiServer implements AsyncDisposable {
   expireAsHttp = false;
   /** lists answered with this status instead (e.g. 403) */
   listStatus: Partial<Record<Kind, number>> = {};
+  /** lists answered only after this long */
+  listDelayMs = 0;
 
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), "apiserver-test-"));
@@ -210,7 +212,7 @@ export class LocalApiServer implements AsyncDisposable {
     return Response.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code }, { status: code });
   }
 
-  #answer(request: Request): Response {
+  async #answer(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const kind = PATHS[url.pathname];
     if (kind === undefined) return this.#status(404, "NotFound", "the server could not find the requested resource");
@@ -222,6 +224,7 @@ export class LocalApiServer implements AsyncDisposable {
       return response;
     };
     if (request.headers.get("authorization") !== `Bearer ${this.#token}`) return respond(this.#status(401, "Unauthorized", "Unauthorized"));
+    if (!watch && this.listDelayMs > 0) await Bun.sleep(this.listDelayMs);
     return respond(watch ? this.#watch(kind, url) : this.#list(kind, url));
   }
 

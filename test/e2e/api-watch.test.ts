@@ -151,4 +151,15 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
       await s.stop();
     }
   }, 30_000);
+
+  test("stopping during a slow list returns at once", async () => {
+    await using api = await startApiServer();
+    api.listDelayMs = 20_000;
+    const s = source(api, []);
+    s.start();
+    await until("the lists asked for", () => api.requests.length === 3, 5_000);
+    const t0 = performance.now();
+    await s.stop();
+    expect(performance.now() - t0).toBeLessThan(1_000);
+  }, 30_000);
 });
