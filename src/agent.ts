@@ -19,6 +19,7 @@ import { resolveKubeletSettings, settingsNotices } from "./kube/config.ts";
 import { createPodSource, type PodSource } from "./kube/pod-source.ts";
 import { ApiConfigError, createApiSource, holdNsOf, NO_KUBELET } from "./kube/api-start.ts";
 import type { ApiSource } from "./kube/api-source.ts";
+import { registerApiMetrics } from "./kube/api-metrics.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -102,6 +103,7 @@ export class Agent {
         linesFiltered: enricher.stats.filtered,
       }));
     }
+    if (api !== null) registerApiMetrics(control.metrics, api, enricher);
     control.attach({
       setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
       reportOpenConnections: () => agent.#reportOpenConnections(),
