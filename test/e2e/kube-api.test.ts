@@ -14,6 +14,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type AccessLogEntry, type Agent, agentUnavailableReason, startAgent } from "./agent.ts";
+import { freePort, metrics } from "./admin-support.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { type PodIdentity, podEntry, startKubeletAgent, until } from "./kubelet-agent.ts";
@@ -164,12 +165,18 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
   });
 
   test("without a kubelet (--no-kubelet): the API server names both ends and the ClusterIP backend", async () => {
-    await using apiOnly = startAgent({ output: "text", args: ["--no-kubelet", "--kubeconfig", api.kubeconfig] });
+    const adminAddr = `127.0.0.1:${freePort()}`;
+    await using apiOnly = startAgent({ output: "text", args: ["--no-kubelet", "--kubeconfig", api.kubeconfig, "--admin-addr", adminAddr] });
     await waitUntilCapturing(apiOnly, pods.client, pods.server);
     const { out } = await connect(pods.client, pods.server, CLUSTER_IP, SERVICE_PORT, TARGET_PORT, apiOnly);
     expect(out.raw).toContain(
       `src.workload=${ID.client.name}, src.namespace=shop, dst.addr=${pods.server.ip4}:${TARGET_PORT}, dst.service=web.shop.svc.cluster.local, dst.workload=${ID.server.name}, dst.namespace=shop, `,
     );
+    const m = await metrics(adminAddr);
+    expect(m.get("kmesh_accesslog_clusterip_backends_learned_total")).toBeGreaterThanOrEqual(1);
+    expect(m.get("kmesh_accesslog_api_pods")).toBe(3);
+    expect(m.get("kmesh_accesslog_api_services")).toBeGreaterThanOrEqual(1);
+    expect(m.get("kmesh_accesslog_api_lists_total")).toBeGreaterThanOrEqual(3);
   }, 60_000);
 
   test("the API server unreachable from the start: the kubelet names local pods, dst.service is the address", async () => {
