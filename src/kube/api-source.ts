@@ -62,7 +62,7 @@ export interface ApiSourceOptions {
   info?: (message: string) => void;
   debug?: (message: string) => void;
   pageSize?: number;
-  /** how long the server keeps a watch open (default 300 s, as client-go's 5 to 10 min) */
+  /** how long the server keeps a watch open: 1 to 2 times this (default 300 s: client-go's 5 to 10 min) */
   watchTimeoutS?: number;
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -161,7 +161,8 @@ export class ApiSource {
       const ended = await this.#o.client.watch(
         resource.path,
         rv,
-        this.#o.watchTimeoutS,
+        // between 1 and 2 times the timeout, as client-go, so that agents do not re-watch in step
+        Math.round(this.#o.watchTimeoutS * (1 + Math.random())),
         this.#abort.signal,
         (event: WatchEvent) => {
           this.stats.events++;

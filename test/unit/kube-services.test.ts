@@ -141,4 +141,37 @@ describe("services on lines", () => {
       ["OUTBOUND", "api-says-client", BACKEND_IP, "web-0"],
     ]);
   });
+
+  test("a new local pod's ClusterIP line waits for both the pod list and its INBOUND line", () => {
+    const known = new Map<string, { name: string; namespace: string; uid: null; workload: string; workloadKind: string }>([
+      [BACKEND_IP, { name: "web-0", namespace: "shop", uid: null, workload: "web", workloadKind: "Deployment" }],
+    ]);
+    const asked: number[] = [];
+    const source = {
+      lookup: (ip: string) => known.get(ip),
+      isNodeAddress: () => false,
+      completedStartNs: T0,
+      answering: true,
+      requestRefresh: (ns: number) => void asked.push(ns),
+    };
+    const out: AccessRecord[] = [];
+    const index = cluster();
+    index.deletePod("shop/api-says-client"); // only the kubelet can name the new client
+    const enricher = new Enricher({ source, holdNs: 2000 * MS, filter: null, emit: (r) => out.push(r), cluster: index });
+    const o = toClusterIp(T0 + 10 * MS);
+    enricher.accept(o, T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    expect(asked).toEqual([T0 + 10 * MS]);
+    enricher.accept(inboundOf(o, T0 + 12 * MS), T0 + 12 * MS);
+    enricher.endBatch(T0 + 13 * MS);
+    // the INBOUND line waits for the list too (its remote end is the awaited new pod); nothing out yet
+    expect(out).toHaveLength(0);
+    known.set(CLIENT_IP, { name: "client-new", namespace: "shop", uid: null, workload: "client", workloadKind: "Deployment" });
+    source.completedStartNs = T0 + 20 * MS;
+    enricher.release(T0 + 30 * MS);
+    expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstWorkload, r.dstService])).toEqual([
+      ["OUTBOUND", "client-new", BACKEND_IP, "web-0", "web.shop.svc.cluster.local"],
+      ["INBOUND", "client-new", BACKEND_IP, "web-0", "web.shop.svc.cluster.local"],
+    ]);
+  });
 });
