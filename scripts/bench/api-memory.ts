@@ -8,8 +8,12 @@
 //   - the time to list everything, and the longest stall of a 10 ms timer meanwhile (the agent's
 //     line path is such a timer: parsing a page runs on the main thread);
 //   - the cost of 1,000 watch events (pod MODIFIED) applied one by one.
+// With --agent (root, after scripts/build): the compiled agent's resident memory instead, run with
+// --no-kubelet --kubeconfig against the same server, once it has listed everything, next to the
+// same agent against an empty cluster.
 //
 //   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000] [--page-size 500]
+//   sudo bun scripts/bench/api-memory.ts --agent [--sizes 0,5000,10000]
 import { heapStats } from "bun:jsc";
 import { ApiClient } from "../../src/kube/api-client.ts";
 import { kubeconfigSettings } from "../../src/kube/api-config.ts";
@@ -135,7 +139,52 @@ async function measure(pods: number): Promise<string[]> {
   }
 }
 
-if (process.argv[2] === "--serve") {
+/** The compiled agent against a served cluster of `pods`: its VmRSS once everything is listed. */
+async function agentRss(pods: number): Promise<string[]> {
+  const child = Bun.spawn([process.execPath, import.meta.path, "--serve", String(pods)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let first = "";
+  while (!first.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error("the API server child exited");
+    first += value;
+  }
+  const { kubeconfig } = JSON.parse(first.split("\n")[0]!) as { kubeconfig: string };
+  const lock = `/tmp/kal-bench-${process.pid}-${pods}.lock`;
+  const agent = Bun.spawn(
+    [`${import.meta.dir}/../../dist/kmesh-accesslog`, "run", "--no-kubelet", "--kubeconfig", kubeconfig, "--admin-addr", "", "--lock-file", lock],
+    { stdout: "ignore", stderr: "pipe" },
+  );
+  try {
+    const t0 = performance.now();
+    const err = agent.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("watching for changes")) {
+      const { value, done } = await err.read();
+      if (done) throw new Error(`the agent exited: ${text}`);
+      text += value;
+    }
+    const listedMs = performance.now() - t0;
+    await Bun.sleep(2_000); // let the heap settle after the lists
+    const status = await Bun.file(`/proc/${agent.pid}/status`).text();
+    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+    return [String(pods), String(Math.round(pods / 5)), mib(rssKb * 1024), `${Math.round(listedMs)} ms`];
+  } finally {
+    agent.kill("SIGTERM");
+    await agent.exited;
+    child.stdin.end();
+    child.kill();
+    await child.exited;
+  }
+}
+
+if (process.argv.includes("--agent")) {
+  const at = process.argv.indexOf("--sizes");
+  const sizes = at < 0 ? [0, 1000, 5000, 10000] : (process.argv[at + 1] ?? "").split(",").map(Number);
+  const rows: string[][] = [];
+  for (const pods of sizes) rows.push(await agentRss(pods));
+  console.log(table(["pods", "services", "agent VmRSS", "start to listed"], rows));
+} else if (process.argv[2] === "--serve") {
   await serve(Number(process.argv[3]));
 } else if (process.argv[2] === "--measure") {
   // one size per process, so that no size inherits another's heap
