@@ -146,7 +146,9 @@ export class ApiSource {
         const listed = await this.#list(resource);
         if (this.#stopped) break;
         if (!listed.ok) {
-          if (listed.failure.kind !== "expired") await fail(listed.failure);
+          // 410 on a page: its continue token expired; list again from the start, after a pause
+          if (listed.failure.kind === "expired") await this.#sleep(this.#o.minBackoffMs);
+          else await fail(listed.failure);
           continue;
         }
         rv = listed.resourceVersion;
@@ -158,6 +160,7 @@ export class ApiSource {
       let expired = false;
       let failure: ApiFailure | null = null;
       this.stats.watches++;
+      const watchStart = performance.now();
       const ended = await this.#o.client.watch(
         resource.path,
         rv,
@@ -212,6 +215,9 @@ export class ApiSource {
         continue;
       }
       if (failure !== null) await fail(failure);
+      // A watch that ends at once without a failure (a proxy that closes streams) is no reason to
+      // ask again in a tight loop.
+      else if (performance.now() - watchStart < 1_000) await this.#sleep(this.#o.minBackoffMs);
     }
   }
 

@@ -79,6 +79,8 @@ export class LocalApiServer implements AsyncDisposable {
   listStatus: Partial<Record<Kind, number>> = {};
   /** lists answered only after this long */
   listDelayMs = 0;
+  /** watches end as soon as they have sent what history holds (a proxy that closes streams) */
+  endWatchesAtOnce = false;
 
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), "apiserver-test-"));
@@ -268,7 +270,8 @@ export class LocalApiServer implements AsyncDisposable {
         // so a blank line (which watch clients skip, as JSON whitespace) goes first.
         controller.enqueue(new TextEncoder().encode("\n"));
         for (const e of this.#history[kind]) if (e.rv > from) this.#send(watcher, { type: e.type, object: e.object });
-        this.#watchers.add(watcher);
+        if (this.endWatchesAtOnce) controller.close();
+        else this.#watchers.add(watcher);
       },
       cancel: () => {
         if (watcher !== null) this.#watchers.delete(watcher);

@@ -162,4 +162,22 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
     await s.stop();
     expect(performance.now() - t0).toBeLessThan(1_000);
   }, 30_000);
+
+  test("watches that end at once are not asked for again in a tight loop", async () => {
+    await using api = await startApiServer();
+    api.endWatchesAtOnce = true;
+    const s = source(api, []);
+    s.start();
+    try {
+      await until("the first lists", () => s.synced, 5_000);
+      const before = api.requests.filter((r) => r.watch).length;
+      await Bun.sleep(1_000);
+      // minBackoffMs is 50 here: at most ~20 per kind per second, not thousands
+      expect(api.requests.filter((r) => r.watch).length - before).toBeLessThan(3 * 25);
+      api.put("services", svc(1));
+      await until("an update still arrives", () => s.index.serviceAtClusterIp("10.96.1.1", 80) !== undefined, 5_000);
+    } finally {
+      await s.stop();
+    }
+  }, 30_000);
 });
