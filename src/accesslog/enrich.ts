@@ -134,6 +134,8 @@ export interface EnricherStats {
   filtered: number;
   /** OUTBOUND lines to a ClusterIP whose backend was learned from the INBOUND line */
   backendsLearned: number;
+  /** OUTBOUND lines to a ClusterIP held only to wait for their INBOUND line (not in `held`) */
+  heldForBackend: number;
 }
 
 export class Enricher {
@@ -144,7 +146,7 @@ export class Enricher {
   #head = 0;
   /** local addresses held lines wait for → how many lines */
   readonly #awaited = new Map<string, number>();
-  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0, backendsLearned: 0 };
+  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0, backendsLearned: 0, heldForBackend: 0 };
   /** client ip|port → backend, from recent INBOUND lines (insertion order = report order, roughly) */
   readonly #inbound = new Map<string, { addr: string; port: number; atNs: number }>();
   /** client ip|port → held OUTBOUND lines waiting for it */
@@ -296,7 +298,8 @@ export class Enricher {
   }
 
   #insert(entry: Entry): void {
-    this.stats.held++;
+    if (entry.kubeWait) this.stats.held++;
+    else this.stats.heldForBackend++;
     const held = this.#held;
     let i = held.length;
     while (i > this.#head && held[i - 1]!.reportNs > entry.reportNs) i--;

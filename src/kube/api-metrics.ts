@@ -17,5 +17,6 @@ export function registerApiMetrics(registry: MetricsRegistry, source: ApiSource,
   metric("api_pods", "gauge", "Pods indexed from the API server (all nodes).", () => source.index.counts.pods);
   if (enricher !== null) {
     metric("clusterip_backends_learned_total", "counter", "OUTBOUND lines to a ClusterIP whose backend pod was learned from the INBOUND line.", () => enricher.stats.backendsLearned);
+    metric("clusterip_lines_held_total", "counter", "OUTBOUND lines to a ClusterIP held to wait for their INBOUND line.", () => enricher.stats.heldForBackend);
   }
 }
