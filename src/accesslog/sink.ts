@@ -8,7 +8,7 @@
 // writer's hands together); past it, lines are dropped and counted, with one notice when
 // dropping starts and one when the reader has caught up again (the bytes held fell below half
 // the bound).
-import type { AccessRecord, LineFormat } from "./format.ts";
+import { type AccessRecord, type LineFormat, WRITE_SLACK } from "./format.ts";
 
 /** What the sink needs of Bun's FileSink. */
 export interface ByteWriter {
@@ -30,8 +30,16 @@ export interface LineSinkOptions {
 /** The default bound on buffered output (--max-buffered-output). */
 export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 const DEFAULT_CHUNK_BYTES = 256 << 10;
-/** Empty chunks kept for reuse while a slow reader catches up; the rest go to the GC. */
-const SPARE_CHUNKS = 2;
+/**
+ * Room kept free for the next line: lines are some hundred bytes; one with very long names that
+ * does not fit is written again into a chunk sized by the format's bound.
+ */
+const LINE_ROOM = 2048;
+/**
+ * Chunks kept for reuse once written: enough for what one drain writes at a high rate (1M lines/s
+ * for 10 ms is about 4.5 MB); beyond that they go to the GC.
+ */
+const SPARE_BYTES = 4 << 20;
 const NEWLINE = 0x0a;
 const textEncoder = new TextEncoder();
 
@@ -75,18 +83,31 @@ export class LineSink {
   add(record: AccessRecord): void {
     // A full buffer is the common case while the reader is stopped: no formatting for nothing.
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
-    const room = this.#format.maxBytes(record) + 1;
-    if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
-    const start = this.#used;
-    const end = this.#format.write(record, this.#chunk, start);
+    if (this.#used + LINE_ROOM > this.#chunk.length) this.#nextChunk(LINE_ROOM);
+    let end = this.#tryWrite(record);
+    if (end < 0) {
+      this.#nextChunk(this.#format.maxBytes(record) + 1 + WRITE_SLACK);
+      end = this.#format.write(record, this.#chunk, 0);
+    }
     this.#chunk[end] = NEWLINE;
-    this.#accept(end + 1 - start);
+    this.#accept(end + 1 - this.#used);
+  }
+
+  /** Where the line of `record` ends in the current chunk, or -1 when it did not fit. */
+  #tryWrite(record: AccessRecord): number {
+    try {
+      const end = this.#format.write(record, this.#chunk, this.#used);
+      return end + 1 + WRITE_SLACK <= this.#chunk.length ? end : -1;
+    } catch (error) {
+      if (error instanceof RangeError) return -1;
+      throw error;
+    }
   }
 
   /** Queues one line given as text (without its newline). */
   write(line: string): void {
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
-    const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most
+    const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most, and the newline
     if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
     const start = this.#used;
     const { written } = textEncoder.encodeInto(line, this.#chunk.subarray(start));
@@ -122,7 +143,7 @@ export class LineSink {
 
   /** Keeps a chunk of the usual size (not one made for an oversized line) for new lines. */
   #reuse(chunk: Uint8Array): void {
-    if (chunk.buffer.byteLength === this.#chunkBytes && this.#spare.length < SPARE_CHUNKS) {
+    if (chunk.buffer.byteLength === this.#chunkBytes && (this.#spare.length + 1) * this.#chunkBytes <= SPARE_BYTES) {
       this.#spare.push(new Uint8Array(chunk.buffer));
     }
   }
