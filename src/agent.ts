@@ -8,7 +8,7 @@ import { toAccessRecord } from "./accesslog/record.ts";
 import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "./accesslog/sink.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
-import { decodeRecord, RecordError, RECORD_SIZE } from "./kernel/record.ts";
+import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { RunOptions } from "./cli.ts";
 import { registerAgentMetrics, registerNamingMetrics } from "./admin/agent-metrics.ts";
 import { AgentControl } from "./admin/control.ts";
@@ -43,6 +43,8 @@ export class Agent {
   #enricher: Enricher | null = null;
   #recordsRead = 0;
   #recordsInvalid = 0;
+  /** Reads each ring-buffer record where it lies (no object per record). */
+  readonly #record = new RecordView();
   #lastInvalid = "";
 
   private constructor(clock: Clock, probe: Probe, sink: LineSink, control: AgentControl, log: Logger, options: AgentOptions) {
@@ -127,7 +129,7 @@ export class Agent {
     this.#recordsRead += count;
     for (let i = 0; i < count; i++) {
       try {
-        const event = decodeRecord(view, i * RECORD_SIZE, RECORD_SIZE);
+        const event = this.#record.select(view, i * RECORD_SIZE, RECORD_SIZE);
         const record = toAccessRecord(event, this.#clock);
         if (this.#enricher === null) this.#sink.add(record);
         else this.#enricher.accept(record, event.reportNs);

@@ -1,14 +1,22 @@
 // ConnEvent (what the kernel measured) → AccessRecord (what a line says). Names are left null
 // here: the pod index fills them in afterwards.
+//
+// The agent passes a RecordView (kernel/record.ts), which reads each field where the kernel wrote
+// it: the AccessRecord is the only object made per record on the way to the line.
 
 import type { Clock } from "../kernel/clock.ts";
 import { type ConnEvent, RECORD_ESTABLISHED, tcpStateName } from "../kernel/record.ts";
 import { type AccessRecord, errnoName } from "./format.ts";
 
-export function toAccessRecord(ev: ConnEvent, clock: Clock): AccessRecord {
+/** The fields of a record a line is made of: a ConnEvent, or a RecordView on the record itself. */
+export type RecordFields = Readonly<Omit<ConnEvent, "sockId" | "netns">>;
+
+export function toAccessRecord(ev: RecordFields, clock: Clock): AccessRecord {
+  const reportNs = ev.reportNs;
+  const startNs = ev.startNs;
   return {
-    reportTime: clock.toWall(ev.reportNs),
-    startTime: ev.startNs === null ? null : clock.toWall(ev.startNs),
+    reportTime: clock.toWall(reportNs),
+    startTime: startNs === null ? null : clock.toWall(startNs),
     srcAddr: ev.srcAddr,
     srcPort: ev.srcPort,
     srcWorkload: null,
@@ -28,7 +36,7 @@ export function toAccessRecord(ev: ConnEvent, clock: Clock): AccessRecord {
     minRttUs: ev.minRttUs,
     // Both timestamps are integer ns (exact below 2^53), so the difference is exact and the
     // division by 1e6 prints as the shortest decimal, like Go's %v: 50052734827 → 50052.734827.
-    durationMs: ev.startNs === null ? null : (ev.reportNs - ev.startNs) / 1e6,
+    durationMs: startNs === null ? null : (reportNs - startNs) / 1e6,
     // A connection that never reached ESTABLISHED is a failed attempt: say how it failed.
     error: ev.flags & RECORD_ESTABLISHED ? null : errnoName(ev.error),
     family: ev.family,

@@ -2,8 +2,8 @@
 // the kernel's raw ring-buffer bytes into a typed ConnEvent. The header is the source of truth;
 // RECORD_FIELDS is checked against the object's BTF by a separate layout test.
 //
-// This runs once per event, so it reads straight from the DataView and allocates nothing but the
-// result object, the two address strings and the socket id.
+// This runs once per event: RecordView reads straight from the DataView and allocates nothing
+// (address texts are cached); decodeRecord makes a ConnEvent of its own for anyone who keeps one.
 
 /** Size of `struct conn_record` in bytes. */
 export const RECORD_SIZE = 112;
@@ -142,99 +142,193 @@ function u64(view: DataView, at: number): number {
   return hi * TWO_32 + lo;
 }
 
+// Where each field lies, from RECORD_FIELDS (module constants: the JIT folds them in).
+const START_NS = RECORD_FIELDS.start_ns.offset;
+const REPORT_NS = RECORD_FIELDS.report_ns.offset;
+const SENT_BYTES = RECORD_FIELDS.sent_bytes.offset;
+const RECEIVED_BYTES = RECORD_FIELDS.received_bytes.offset;
+const SOCK_ID = RECORD_FIELDS.sock_id.offset;
+const SRC_ADDR = RECORD_FIELDS.src_addr.offset;
+const DST_ADDR = RECORD_FIELDS.dst_addr.offset;
+const SRC_PORT = RECORD_FIELDS.src_port.offset;
+const DST_PORT = RECORD_FIELDS.dst_port.offset;
+const FAMILY = RECORD_FIELDS.family.offset;
+const DIRECTION = RECORD_FIELDS.direction.offset;
+const STATE = RECORD_FIELDS.state.offset;
+const PACKETS_LOST = RECORD_FIELDS.packets_lost.offset;
+const RETRANSMISSIONS = RECORD_FIELDS.retransmissions.offset;
+const SRTT_US = RECORD_FIELDS.srtt_us.offset;
+const MIN_RTT_US = RECORD_FIELDS.min_rtt_us.offset;
+const NETNS = RECORD_FIELDS.netns.offset;
+const ERROR = RECORD_FIELDS.error.offset;
+const FLAGS = RECORD_FIELDS.flags.offset;
+
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
+
 /**
- * Decode the record of `length` bytes at `offset` in `view`. Throws RecordError for a record
- * that is too short or carries an unknown family, direction or state. Bytes beyond RECORD_SIZE
- * are ignored (a newer kernel side may append fields).
+ * One record of a ring-buffer batch, read where it lies. The agent reads every record through
+ * one RecordView, moved from record to record by select(), instead of decoding each into a new
+ * ConnEvent: no object and no BigInt per record. select() checks the record and decodes what
+ * every line needs (family, addresses, direction, state, flags); the getters read the other
+ * fields when asked. The fields are ConnEvent's, with the same meaning.
  */
-export function decodeRecord(
-  view: DataView,
-  offset = 0,
-  length: number = view.byteLength - offset,
-): ConnEvent {
-  if (!(length >= RECORD_SIZE)) {
-    throw new RecordError("short", `record too short: ${length} bytes, expected ${RECORD_SIZE}`);
-  }
-  if (!(offset >= 0) || offset + RECORD_SIZE > view.byteLength) {
-    throw new RecordError(
-      "short",
-      `record at offset ${offset} runs past the end of its ${view.byteLength}-byte buffer`,
-    );
-  }
+export class RecordView implements ConnEvent {
+  #view: DataView = EMPTY_VIEW;
+  #at = 0;
+  family: 4 | 6 = 4;
+  srcAddr = "";
+  dstAddr = "";
+  direction: "OUTBOUND" | "INBOUND" = "OUTBOUND";
+  state = 0;
+  flags = 0;
 
-  const rawFamily = view.getUint16(offset + 76, LE);
-  const rawDirection = view.getUint8(offset + 78);
-  const state = view.getUint8(offset + 79);
-
-  let direction: "OUTBOUND" | "INBOUND";
-  if (rawDirection === DIRECTION_OUTBOUND) direction = "OUTBOUND";
-  else if (rawDirection === DIRECTION_INBOUND) direction = "INBOUND";
-  else throw new RecordError("direction", `unknown direction ${rawDirection}`);
-
-  if (state < BPF_TCP.ESTABLISHED || state > BPF_TCP.NEW_SYN_RECV) {
-    throw new RecordError("state", `unknown TCP state ${state}`);
-  }
-
-  let family: 4 | 6;
-  let srcAddr: string;
-  let dstAddr: string;
-  const src = offset + 40;
-  const dst = offset + 56;
-  if (rawFamily === AF_INET) {
-    family = 4;
-    srcAddr = ipv4Text(view, src);
-    dstAddr = ipv4Text(view, dst);
-  } else if (rawFamily === AF_INET6) {
-    if (isMappedPair(view, src, dst)) {
-      family = 4;
-      srcAddr = ipv4Text(view, src + 12);
-      dstAddr = ipv4Text(view, dst + 12);
-    } else {
-      family = 6;
-      srcAddr = ipv6Text(view, src);
-      dstAddr = ipv6Text(view, dst);
+  /**
+   * Moves to the record of `length` bytes at `offset` in `view`. Throws RecordError for a record
+   * that is too short or carries an unknown family, direction or state (the view then points
+   * nowhere useful). Bytes beyond RECORD_SIZE are ignored (a newer kernel side may append fields).
+   */
+  select(view: DataView, offset = 0, length: number = view.byteLength - offset): this {
+    if (!(length >= RECORD_SIZE)) {
+      throw new RecordError("short", `record too short: ${length} bytes, expected ${RECORD_SIZE}`);
     }
-  } else {
-    throw new RecordError("family", `unknown address family ${rawFamily}`);
+    if (!(offset >= 0) || offset + RECORD_SIZE > view.byteLength) {
+      throw new RecordError("short", `record at offset ${offset} runs past the end of its ${view.byteLength}-byte buffer`);
+    }
+    const rawFamily = view.getUint16(offset + FAMILY, LE);
+    const rawDirection = view.getUint8(offset + DIRECTION);
+    const state = view.getUint8(offset + STATE);
+
+    if (rawDirection === DIRECTION_OUTBOUND) this.direction = "OUTBOUND";
+    else if (rawDirection === DIRECTION_INBOUND) this.direction = "INBOUND";
+    else throw new RecordError("direction", `unknown direction ${rawDirection}`);
+
+    if (state < BPF_TCP.ESTABLISHED || state > BPF_TCP.NEW_SYN_RECV) {
+      throw new RecordError("state", `unknown TCP state ${state}`);
+    }
+
+    const src = offset + SRC_ADDR;
+    const dst = offset + DST_ADDR;
+    if (rawFamily === AF_INET) {
+      this.family = 4;
+      this.srcAddr = ipv4Text(view, src);
+      this.dstAddr = ipv4Text(view, dst);
+    } else if (rawFamily === AF_INET6) {
+      if (isMappedPair(view, src, dst)) {
+        this.family = 4;
+        this.srcAddr = ipv4Text(view, src + 12);
+        this.dstAddr = ipv4Text(view, dst + 12);
+      } else {
+        this.family = 6;
+        this.srcAddr = ipv6Text(view, src);
+        this.dstAddr = ipv6Text(view, dst);
+      }
+    } else {
+      throw new RecordError("family", `unknown address family ${rawFamily}`);
+    }
+    this.state = state;
+    this.flags = view.getUint32(offset + FLAGS, LE);
+    this.#view = view;
+    this.#at = offset;
+    return this;
   }
 
-  const flags = view.getUint32(offset + 104, LE);
-  const startNs = u64(view, offset);
+  get startNs(): number | null {
+    const startNs = u64(this.#view, this.#at + START_NS);
+    return startNs === 0 || this.flags & RECORD_START_UNKNOWN ? null : startNs;
+  }
+  get reportNs(): number {
+    return u64(this.#view, this.#at + REPORT_NS);
+  }
+  get sentBytes(): number {
+    return u64(this.#view, this.#at + SENT_BYTES);
+  }
+  get receivedBytes(): number {
+    return u64(this.#view, this.#at + RECEIVED_BYTES);
+  }
+  get sockId(): bigint {
+    return this.#view.getBigUint64(this.#at + SOCK_ID, LE);
+  }
+  get srcPort(): number {
+    return this.#view.getUint16(this.#at + SRC_PORT, LE);
+  }
+  get dstPort(): number {
+    return this.#view.getUint16(this.#at + DST_PORT, LE);
+  }
+  get packetsLost(): number {
+    return this.#view.getUint32(this.#at + PACKETS_LOST, LE);
+  }
+  get retransmissions(): number {
+    return this.#view.getUint32(this.#at + RETRANSMISSIONS, LE);
+  }
+  get srttUs(): number {
+    return this.#view.getUint32(this.#at + SRTT_US, LE);
+  }
+  get minRttUs(): number {
+    return this.#view.getUint32(this.#at + MIN_RTT_US, LE);
+  }
+  get netns(): number {
+    return this.#view.getUint32(this.#at + NETNS, LE);
+  }
+  get error(): number {
+    return this.#view.getInt32(this.#at + ERROR, LE);
+  }
+}
 
+/**
+ * Decode the record of `length` bytes at `offset` in `view` into a ConnEvent of its own. Throws
+ * RecordError for a record that is too short or carries an unknown family, direction or state.
+ * Bytes beyond RECORD_SIZE are ignored (a newer kernel side may append fields).
+ */
+export function decodeRecord(view: DataView, offset = 0, length: number = view.byteLength - offset): ConnEvent {
+  const r = new RecordView().select(view, offset, length);
   return {
-    startNs: startNs === 0 || flags & RECORD_START_UNKNOWN ? null : startNs,
-    reportNs: u64(view, offset + 8),
-    sentBytes: u64(view, offset + 16),
-    receivedBytes: u64(view, offset + 24),
-    sockId: view.getBigUint64(offset + 32, LE),
-    family,
-    srcAddr,
-    dstAddr,
-    srcPort: view.getUint16(offset + 72, LE),
-    dstPort: view.getUint16(offset + 74, LE),
-    direction,
-    state,
-    packetsLost: view.getUint32(offset + 80, LE),
-    retransmissions: view.getUint32(offset + 84, LE),
-    srttUs: view.getUint32(offset + 88, LE),
-    minRttUs: view.getUint32(offset + 92, LE),
-    netns: view.getUint32(offset + 96, LE),
-    error: view.getInt32(offset + 100, LE),
-    flags,
+    startNs: r.startNs,
+    reportNs: r.reportNs,
+    sentBytes: r.sentBytes,
+    receivedBytes: r.receivedBytes,
+    sockId: r.sockId,
+    family: r.family,
+    srcAddr: r.srcAddr,
+    dstAddr: r.dstAddr,
+    srcPort: r.srcPort,
+    dstPort: r.dstPort,
+    direction: r.direction,
+    state: r.state,
+    packetsLost: r.packetsLost,
+    retransmissions: r.retransmissions,
+    srttUs: r.srttUs,
+    minRttUs: r.minRttUs,
+    netns: r.netns,
+    error: r.error,
+    flags: r.flags,
   };
+}
+
+// Address texts are cached: a node talks to the same few thousand addresses over and over, and
+// the same string instance each time means no new string per record and Map lookups by address
+// (the pod index) that hash it once. The caches are direct-mapped by a hash of the address
+// bytes, so that a lookup is a multiplication and a compare, and a node that sees many distinct
+// addresses only replaces entries (a new string for an address that lost its slot).
+const V4_SLOTS = 1 << 14;
+const v4Words = new Float64Array(V4_SLOTS).fill(-1); // never a u32
+const v4Texts: string[] = new Array<string>(V4_SLOTS).fill("");
+const V6_SLOTS = 1 << 12;
+const v6Words = new Int32Array(V6_SLOTS * 4);
+const v6Texts: (string | undefined)[] = new Array<string | undefined>(V6_SLOTS).fill(undefined);
+
+function dottedQuad(word: number): string {
+  return `${DEC_BYTE[word >>> 24]!}.${DEC_BYTE[(word >>> 16) & 255]!}.${DEC_BYTE[(word >>> 8) & 255]!}.${DEC_BYTE[word & 255]!}`;
 }
 
 /** Dotted-quad text of the 4 bytes at `at`. */
 export function ipv4Text(view: DataView, at: number): string {
-  return (
-    DEC_BYTE[view.getUint8(at)]! +
-    "." +
-    DEC_BYTE[view.getUint8(at + 1)]! +
-    "." +
-    DEC_BYTE[view.getUint8(at + 2)]! +
-    "." +
-    DEC_BYTE[view.getUint8(at + 3)]!
-  );
+  const word = view.getUint32(at, false);
+  const slot = Math.imul(word, 0x9e3779b1) >>> 18; // Fibonacci hashing: the top 14 bits
+  if (v4Words[slot] === word) return v4Texts[slot]!;
+  const text = dottedQuad(word);
+  v4Words[slot] = word;
+  v4Texts[slot] = text;
+  return text;
 }
 
 function isV4Mapped(view: DataView, at: number): boolean {
@@ -272,6 +366,26 @@ function isMappedPair(view: DataView, src: number, dst: number): boolean {
  * IPv4 before it gets here.
  */
 export function ipv6Text(view: DataView, at: number): string {
+  const w0 = view.getInt32(at, false);
+  const w1 = view.getInt32(at + 4, false);
+  const w2 = view.getInt32(at + 8, false);
+  const w3 = view.getInt32(at + 12, false);
+  const slot = Math.imul(w0 ^ Math.imul(w1, 31) ^ Math.imul(w2, 961) ^ Math.imul(w3, 0x9e3779b1), 0x9e3779b1) >>> 20;
+  const i = slot * 4;
+  const cached = v6Texts[slot];
+  if (cached !== undefined && v6Words[i] === w0 && v6Words[i + 1] === w1 && v6Words[i + 2] === w2 && v6Words[i + 3] === w3) {
+    return cached;
+  }
+  const text = rfc5952Text(view, at);
+  v6Words[i] = w0;
+  v6Words[i + 1] = w1;
+  v6Words[i + 2] = w2;
+  v6Words[i + 3] = w3;
+  v6Texts[slot] = text;
+  return text;
+}
+
+function rfc5952Text(view: DataView, at: number): string {
   if (isV4Mapped(view, at)) return "::ffff:" + ipv4Text(view, at + 12);
 
   // Find the longest zero run without storing the groups: read each group again when writing.

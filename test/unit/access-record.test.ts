@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { formatKmeshLine } from "../../src/accesslog/format.ts";
 import { toAccessRecord } from "../../src/accesslog/record.ts";
 import { makeClock } from "../../src/kernel/clock.ts";
-import { type ConnEvent, decodeRecord, RECORD_ESTABLISHED, RECORD_SIZE } from "../../src/kernel/record.ts";
+import { type ConnEvent, decodeRecord, RECORD_ESTABLISHED, RECORD_SIZE, RecordView } from "../../src/kernel/record.ts";
 
 // Kernel boot (monotonic 0) at 2025-04-24 08:00:00.123456789 UTC.
 const BOOT_SEC = Date.parse("2025-04-24T08:00:00Z") / 1000;
@@ -51,6 +51,8 @@ test("the seed example from a raw ring-buffer record to the line, byte for byte"
 
   const record = toAccessRecord(decodeRecord(v), clock);
   expect(record.durationMs).toBe(50052.734827);
+  // The agent's way: a RecordView on the record where it lies.
+  expect(toAccessRecord(new RecordView().select(v), clock)).toEqual(record);
   const named = {
     ...record,
     srcWorkload: "ws-client",

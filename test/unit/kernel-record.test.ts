@@ -13,6 +13,8 @@ import {
   RECORD_SIZE,
   RECORD_START_UNKNOWN,
   RecordError,
+  RecordView,
+  ipv4Text,
   tcpStateName,
 } from "../../src/kernel/record.ts";
 
@@ -396,4 +398,94 @@ test("RFC 5952 text agrees with the WHATWG URL serializer on random addresses", 
     const expected = new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1);
     expect(v6Text(...groups)).toBe(expected);
   }
+});
+
+describe("RecordView", () => {
+  /** A batch of random records back to back, as the probe hands them over. */
+  function batch(count: number, seed: number): DataView {
+    let x = seed;
+    const next = () => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x;
+    };
+    const bytes = new Uint8Array(count * RECORD_SIZE);
+    for (let i = 0; i < count; i++) {
+      const family = next() % 3 === 0 ? AF_INET6 : AF_INET;
+      const mapped = family === AF_INET6 && next() % 4 === 0;
+      const addr = () =>
+        mapped
+          ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, next() & 255, next() & 255, next() & 255, next() & 255]
+          : Array.from({ length: 16 }, () => (next() % 3 === 0 ? 0 : next() & 255));
+      const one = build({
+        startNs: BigInt(next()) * 1000n,
+        reportNs: BigInt(next()) * 1_000_000n,
+        sentBytes: BigInt(next()) * BigInt(next() % 1000),
+        receivedBytes: BigInt(next()),
+        sockId: (BigInt(next()) << 32n) | BigInt(next()),
+        src: addr(),
+        dst: addr(),
+        srcPort: next() & 0xffff,
+        dstPort: next() & 0xffff,
+        family,
+        direction: 1 + (next() & 1),
+        state: 1 + (next() % 12),
+        packetsLost: next(),
+        retransmissions: next(),
+        srttUs: next(),
+        minRttUs: next(),
+        netns: next(),
+        error: next() | 0,
+        flags: next() & 3,
+      });
+      bytes.set(new Uint8Array(one.buffer), i * RECORD_SIZE);
+    }
+    return new DataView(bytes.buffer);
+  }
+
+  test("moved from record to record, it reads what decodeRecord decodes", () => {
+    // More distinct addresses than the address caches have slots, so that slots are reused.
+    const view = batch(40_000, 7);
+    const record = new RecordView();
+    const keys = Object.keys(decodeRecord(view, 0, RECORD_SIZE)) as (keyof ReturnType<typeof decodeRecord>)[];
+    for (let i = 0; i < 40_000; i++) {
+      const expected = decodeRecord(view, i * RECORD_SIZE, RECORD_SIZE);
+      expect(record.select(view, i * RECORD_SIZE, RECORD_SIZE)).toBe(record);
+      for (const key of keys) {
+        if (record[key] !== expected[key]) expect(`${i}: ${key} = ${String(record[key])}`).toBe(`${i}: ${key} = ${String(expected[key])}`);
+      }
+    }
+  });
+
+  test("rejects what decodeRecord rejects, and reads the next good record after", () => {
+    const record = new RecordView();
+    const good = build({ srcPort: 4242 });
+    for (const bad of [build({ family: 3 }), build({ direction: 0 }), build({ state: 13 }), new DataView(new ArrayBuffer(100))]) {
+      let error: unknown;
+      try {
+        record.select(bad);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(RecordError);
+      expect((error as RecordError).message).toBe(rejection(bad).message);
+      expect(record.select(good).srcPort).toBe(4242);
+    }
+  });
+
+  test("address texts stay right when cached addresses collide", () => {
+    const bytes = new Uint8Array(4);
+    const view = new DataView(bytes.buffer);
+    let x = 99;
+    for (let i = 0; i < 200_000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      view.setUint32(0, x);
+      expect(ipv4Text(view, 0)).toBe(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
+    }
+    for (let i = 0; i < 20_000; i++) {
+      const groups = Array.from({ length: 8 }, (_, g) => (g < 4 && i % 2 === 0 ? 0 : (i * 7919 + g * 104729) & 0xffff));
+      expect(v6Text(...groups)).toBe(v6Text(...groups)); // cached or not, the same text
+      if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") continue;
+      expect(v6Text(...groups)).toBe(new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1));
+    }
+  });
 });
