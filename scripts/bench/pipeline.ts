@@ -1,0 +1,388 @@
+// The agent's hot path, in process, without the kernel: recorded ring-buffer records are replayed
+// through the same steps the agent takes for each drained batch (src/agent.ts #onBatch and #drain:
+// RecordView → toAccessRecord → Enricher with a 1,000-pod index → LineSink → /dev/null), once
+// for text and once for JSON, each in its own process pinned to one core (taskset), so that the
+// JIT, the GC and its helper threads all share that core.
+//
+// The records file is generated here (deterministic): a node's mix of pod-to-pod connections on
+// the node (two records each, IPv4 and dual-stack IPv6), connections to and from other nodes and
+// services, kubelet probes from the node's own address, failed attempts and periodic reports of
+// long-lived connections, 5 µs apart (200,000 records/s), in 112-byte conn_record layout.
+//
+// Bytes allocated per line: JSC exposes no allocation counter, so the run is bracketed by markers
+// on stderr with JSC's GC log on (BUN_JSC_logGC=1): every collection JSC starts on its own logs
+// "bytes allocated this cycle: N", the heap's growth since the previous collection, and the sum of
+// those between the markers (a full collection just before the first one starts the count at
+// zero) is what the GC heap took. Memory from malloc (string buffers, typed-array stores) is not
+// in that count: mimalloc's own cumulative counter (malloc_requested, in bun:jsc heapStats) is
+// read before and after. The cycle still open at the end (under 8 MB) is not counted.
+//
+// --stages runs the text path cut short after each step instead (decode; + toAccessRecord;
+// + enrichment; the full path), to show where the time goes.
+//
+//   bun scripts/bench/pipeline.ts [--records 500000] [--seconds 5] [--short] [--stages] [--profile <dir>]
+import { mkdtempSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { heapStats } from "bun:jsc";
+import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
+import { type AccessRecord, JSON_LINES, KMESH_TEXT } from "../../src/accesslog/format.ts";
+import { toAccessRecord } from "../../src/accesslog/record.ts";
+import { LineSink } from "../../src/accesslog/sink.ts";
+import { makeClock } from "../../src/kernel/clock.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  BPF_TCP,
+  DIRECTION_INBOUND,
+  DIRECTION_OUTBOUND,
+  RECORD_ESTABLISHED,
+  RECORD_FIELDS as F,
+  RECORD_SIZE,
+  RecordError,
+  RecordView,
+} from "../../src/kernel/record.ts";
+import { buildIndexData, PodIndex } from "../../src/kube/pod-index.ts";
+import { checkPodList } from "../../src/kube/pod-list.ts";
+import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
+import { median, option, table } from "./common.ts";
+
+const short = process.argv.includes("--short");
+const PODS = 1000;
+const HOST_IP = "172.18.0.3"; // busyNodePodList's node
+const BATCH = 4096; // the probe's staging batch
+const NOW_SEC = 1_764_000_000;
+
+/** CPU seconds this process has used (user + system, every thread). */
+function cpuSeconds(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+}
+
+function podIndex(): PodIndex {
+  const list = checkPodList(busyNodePodList(PODS));
+  if (!list.ok) throw new Error(list.problem);
+  return PodIndex.fromPods(list.pods);
+}
+
+// ── The records file ─────────────────────────────────────────────────────────
+
+function generate(path: string, records: number): string {
+  const list = checkPodList(busyNodePodList(PODS));
+  if (!list.ok) throw new Error(list.problem);
+  const ips = buildIndexData(list.pods).ips;
+  const pods4 = ips.filter((ip) => !ip.includes(":"));
+  const pods6 = ips.filter((ip) => ip.includes(":"));
+
+  let seed = 12345;
+  const next = () => {
+    seed ^= seed << 13;
+    seed >>>= 0;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    seed >>>= 0;
+    return seed / 2 ** 32;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(a: readonly T[]) => a[int(a.length)]!;
+  const logUniform = (lo: number, hi: number) => Math.floor(lo * (hi / lo) ** next());
+
+  const bytes = new Uint8Array(records * RECORD_SIZE);
+  const view = new DataView(bytes.buffer);
+  const counts = { pod2pod: 0, ipv6: 0, outbound: 0, inbound: 0, probe: 0, failed: 0, periodic: 0 };
+  let n = 0;
+  let reportNs = 3_600e9;
+
+  const v4 = (text: string) => text.split(".").map(Number);
+  const v6 = (text: string) => {
+    const [head = "", tail = ""] = text.split("::");
+    const h = head ? head.split(":") : [];
+    const t = tail ? tail.split(":") : [];
+    const groups = [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t].map((g) => Number.parseInt(g, 16));
+    return groups.flatMap((g) => [g >> 8, g & 255]);
+  };
+
+  function put(o: {
+    family: 4 | 6;
+    src: string;
+    dst: string;
+    srcPort: number;
+    dstPort: number;
+    direction: number;
+    state?: number;
+    failed?: boolean;
+    durationNs: number;
+  }): void {
+    if (n >= records) return;
+    const at = n++ * RECORD_SIZE;
+    reportNs += 5000;
+    const u64 = (field: { offset: number }, value: number) => view.setBigUint64(at + field.offset, BigInt(value), true);
+    u64(F.start_ns, reportNs - o.durationNs);
+    u64(F.report_ns, reportNs);
+    u64(F.sent_bytes, o.failed ? 0 : logUniform(1, 10_000_000));
+    u64(F.received_bytes, o.failed ? 0 : logUniform(1, 10_000_000));
+    u64(F.sock_id, 0xffff8881_0000_0000 + at);
+    if (o.family === 4) {
+      bytes.set(v4(o.src), at + F.src_addr.offset);
+      bytes.set(v4(o.dst), at + F.dst_addr.offset);
+    } else {
+      bytes.set(v6(o.src), at + F.src_addr.offset);
+      bytes.set(v6(o.dst), at + F.dst_addr.offset);
+    }
+    view.setUint16(at + F.src_port.offset, o.srcPort, true);
+    view.setUint16(at + F.dst_port.offset, o.dstPort, true);
+    view.setUint16(at + F.family.offset, o.family === 4 ? AF_INET : AF_INET6, true);
+    view.setUint8(at + F.direction.offset, o.direction);
+    view.setUint8(at + F.state.offset, o.state ?? BPF_TCP.CLOSE);
+    const srtt = o.failed ? 0 : logUniform(20, 5000);
+    view.setUint32(at + F.packets_lost.offset, next() < 0.01 ? int(5) : 0, true);
+    view.setUint32(at + F.retransmissions.offset, next() < 0.05 ? int(10) : 0, true);
+    view.setUint32(at + F.srtt_us.offset, srtt, true);
+    view.setUint32(at + F.min_rtt_us.offset, Math.floor(srtt * next()), true);
+    view.setUint32(at + F.netns.offset, 4026531840 + int(PODS), true);
+    view.setInt32(at + F.error.offset, o.failed ? pick([111, 110]) : 0, true);
+    view.setUint32(at + F.flags.offset, o.failed ? 0 : RECORD_ESTABLISHED, true);
+  }
+
+  const ephemeral = () => 32768 + int(28232);
+  const servicePort = () => pick([80, 443, 8080, 9090, 5432, 6379, 53]);
+  const remote4 = () => pick([`10.244.${100 + int(100)}.${2 + int(250)}`, `10.96.${int(256)}.${1 + int(254)}`, `52.${int(256)}.${int(256)}.${1 + int(254)}`]);
+  const shortLived = () => logUniform(50_000, 60e9);
+
+  while (n < records) {
+    const kind = next();
+    const client = ephemeral();
+    const port = servicePort();
+    const durationNs = shortLived();
+    if (kind < 0.4) {
+      // pod to pod on this node: the client's line, then the server's
+      counts.pod2pod++;
+      const [src, dst] = [pick(pods4), pick(pods4)];
+      put({ family: 4, src, dst, srcPort: client, dstPort: port, direction: DIRECTION_OUTBOUND, durationNs });
+      put({ family: 4, src, dst, srcPort: client, dstPort: port, direction: DIRECTION_INBOUND, durationNs: durationNs - 40_000 });
+    } else if (kind < 0.5) {
+      counts.ipv6++;
+      const [src, dst] = [pick(pods6), pick(pods6)];
+      put({ family: 6, src, dst, srcPort: client, dstPort: port, direction: DIRECTION_OUTBOUND, durationNs });
+      put({ family: 6, src, dst, srcPort: client, dstPort: port, direction: DIRECTION_INBOUND, durationNs: durationNs - 40_000 });
+    } else if (kind < 0.75) {
+      counts.outbound++;
+      put({ family: 4, src: pick(pods4), dst: remote4(), srcPort: client, dstPort: port, direction: DIRECTION_OUTBOUND, durationNs });
+    } else if (kind < 0.9) {
+      counts.inbound++;
+      put({ family: 4, src: remote4(), dst: pick(pods4), srcPort: client, dstPort: port, direction: DIRECTION_INBOUND, durationNs });
+    } else if (kind < 0.95) {
+      // the kubelet's probes come from the node's own address
+      counts.probe++;
+      put({ family: 4, src: HOST_IP, dst: pick(pods4), srcPort: client, dstPort: 8080, direction: DIRECTION_OUTBOUND, durationNs: logUniform(100_000, 5e6) });
+    } else if (kind < 0.98) {
+      counts.failed++;
+      put({ family: 4, src: pick(pods4), dst: remote4(), srcPort: client, dstPort: port, direction: DIRECTION_OUTBOUND, failed: true, durationNs: logUniform(50_000, 3e9) });
+    } else {
+      counts.periodic++;
+      put({
+        family: 4,
+        src: pick(pods4),
+        dst: remote4(),
+        srcPort: client,
+        dstPort: port,
+        direction: DIRECTION_OUTBOUND,
+        state: BPF_TCP.ESTABLISHED,
+        durationNs: logUniform(5e9, 86_400e9),
+      });
+    }
+  }
+  writeFileSync(path, bytes);
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const share = (k: keyof typeof counts) => `${((counts[k] / total) * 100).toFixed(0)}%`;
+  return (
+    `${records} records (${((records * RECORD_SIZE) / 2 ** 20).toFixed(0)} MiB); connections: pod to pod on the node ${share("pod2pod")} ` +
+    `(IPv6 ${share("ipv6")}), to other nodes/services ${share("outbound")}, from them ${share("inbound")}, node probes ${share("probe")}, ` +
+    `failed attempts ${share("failed")}, periodic reports ${share("periodic")}; ${pods4.length + pods6.length} pod IPs indexed (${PODS} pods)`
+  );
+}
+
+// ── One format, in a child process ───────────────────────────────────────────
+
+/** How far down the path a run goes: the full path, or its first steps only (--stages). */
+type Stage = "decode" | "record" | "enrich" | "full";
+const STAGES: readonly Stage[] = ["decode", "record", "enrich", "full"];
+
+interface ChildResult {
+  format: "text" | "json";
+  stage: Stage;
+  lines: number;
+  /** wall time and CPU time of the measurement */
+  seconds: number;
+  cpu: number;
+  /** lines per CPU second of the median slice */
+  medianRate: number;
+  mallocBytes: number;
+  bytesOut: number;
+}
+
+async function child(format: "text" | "json", stage: Stage, path: string, seconds: number): Promise<void> {
+  const records = new Uint8Array(await Bun.file(path).arrayBuffer());
+  const total = records.length / RECORD_SIZE;
+  const index = podIndex();
+  const source: NameSource = {
+    lookup: (ip) => index.lookup(ip),
+    isNodeAddress: (ip) => index.isNodeAddress(ip),
+    completedStartNs: 0, // the last refresh completed before these records: a miss is not a new pod
+    answering: true,
+    requestRefresh: () => undefined,
+  };
+  // The agent's clock with a fixed offset: monotonic 0 is NOW_SEC - 1 h.
+  const clock = makeClock(NOW_SEC - 3600, 123_456_789, () => 0);
+  let bytesOut = 0;
+  const devNull = Bun.file("/dev/null").writer();
+  const writer = {
+    write: (bytes: Uint8Array) => {
+      bytesOut += bytes.length;
+      return devNull.write(bytes);
+    },
+    flush: () => devNull.flush(),
+  };
+  const sink = new LineSink(writer, format === "json" ? JSON_LINES : KMESH_TEXT, {
+    maxBufferedBytes: 64 << 20,
+    notice: (m) => console.error(m),
+  });
+  let kept: unknown = null; // what a partial run keeps, so that nothing is optimised away
+  const emit = stage === "full" ? (r: AccessRecord) => sink.add(r) : (r: AccessRecord) => void (kept = r);
+  const enricher = new Enricher({ source, holdNs: 2e9, filter: null, emit });
+  const staging = new Uint8Array(BATCH * RECORD_SIZE);
+  const view = new DataView(staging.buffer);
+  const record = new RecordView();
+  let invalid = 0;
+
+  // One drain: what src/agent.ts does in #drain and #onBatch.
+  function drainBatch(from: number, count: number): void {
+    staging.set(records.subarray(from * RECORD_SIZE, (from + count) * RECORD_SIZE));
+    enricher.release(0);
+    for (let i = 0; i < count; i++) {
+      try {
+        record.select(view, i * RECORD_SIZE, RECORD_SIZE);
+        if (stage === "decode") kept = record.srcAddr;
+        else if (stage === "record") kept = toAccessRecord(record, clock);
+        else enricher.accept(toAccessRecord(record, clock), record.reportNs);
+      } catch (error) {
+        if (!(error instanceof RecordError)) throw error;
+        invalid++;
+      }
+    }
+    enricher.endBatch(0);
+    sink.flush();
+  }
+  const pass = () => {
+    for (let at = 0; at < total; at += BATCH) drainBatch(at, Math.min(BATCH, total - at));
+  };
+
+  pass(); // warm-up: JIT, caches
+  // Timed in slices of SLICE batches, in CPU time of this process (all its threads: the GC's
+  // too) rather than wall time, so that another process on this core does not count against us;
+  // the median slice is reported (a slice with a collection in it is slower, one without faster).
+  const SLICE = 32;
+  const rates: number[] = [];
+  let at = 0;
+  Bun.gc(true);
+  const mallocBefore = (heapStats() as unknown as { mimalloc: { malloc_requested: number } }).mimalloc.malloc_requested;
+  writeSync(2, "@@measure-start\n");
+  const start = performance.now();
+  const cpuStart = cpuSeconds();
+  let lines = 0;
+  let outBefore = bytesOut;
+  while (performance.now() - start < seconds * 1000) {
+    const sliceStart = cpuSeconds();
+    let sliceLines = 0;
+    for (let b = 0; b < SLICE; b++) {
+      const count = Math.min(BATCH, total - at);
+      drainBatch(at, count);
+      sliceLines += count;
+      at = at + count === total ? 0 : at + count;
+    }
+    rates.push(sliceLines / (cpuSeconds() - sliceStart));
+    lines += sliceLines;
+  }
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = cpuSeconds() - cpuStart;
+  writeSync(2, "@@measure-end\n");
+  const mallocBytes = (heapStats() as unknown as { mimalloc: { malloc_requested: number } }).mimalloc.malloc_requested - mallocBefore;
+  outBefore = bytesOut - outBefore;
+  await sink.close();
+  if (invalid > 0 || sink.linesDropped > 0 || kept === undefined) throw new Error(`${invalid} invalid records, ${sink.linesDropped} lines dropped`);
+  const result: ChildResult = { format, stage, lines, seconds: elapsed, cpu, medianRate: median(rates), mallocBytes, bytesOut: outBefore };
+  console.log(JSON.stringify(result));
+}
+
+// ── The parent: generate, run both, print the table ──────────────────────────
+
+async function runChild(format: "text" | "json", stage: Stage, path: string, seconds: number, profileDir: string | null) {
+  const taskset = Bun.which("taskset");
+  const cpu = String(Math.max(0, navigator.hardwareConcurrency - 1));
+  const argv = [
+    ...(taskset ? [taskset, "-c", cpu] : []),
+    process.execPath,
+    ...(profileDir ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${profileDir}`] : []),
+    import.meta.path,
+    "--child",
+    format,
+    stage,
+    path,
+    String(seconds),
+  ];
+  const proc = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_JSC_logGC: "1" } });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`pipeline child (${format}) exited with ${code}:\n${err.split("\n").filter((l) => !l.startsWith("[GC") && !l.includes("GC")).join("\n")}`);
+  const result = JSON.parse(out.trim().split("\n").at(-1)!) as ChildResult;
+  const window = err.slice(err.indexOf("@@measure-start"), err.indexOf("@@measure-end"));
+  let gcBytes = 0;
+  let cycles = 0;
+  for (const m of window.matchAll(/bytes allocated this cycle: (\d+)/g)) {
+    gcBytes += Number(m[1]);
+    cycles++;
+  }
+  return { ...result, gcBytes, cycles, pinned: taskset ? `cpu ${cpu}` : "not pinned (no taskset)" };
+}
+
+if (process.argv[2] === "--child") {
+  const [format, stage, path, seconds] = process.argv.slice(3);
+  await child(format as "text" | "json", stage as Stage, path!, Number(seconds));
+} else {
+  const records = option("records", short ? 100_000 : 500_000);
+  const seconds = option("seconds", short ? 0.5 : 5);
+  const at = process.argv.indexOf("--profile");
+  const profileDir = at > 0 ? (process.argv[at + 1] ?? null) : null;
+  const dir = mkdtempSync(join(tmpdir(), "kal-pipeline-"));
+  try {
+    const path = join(dir, "records.bin");
+    const described = generate(path, records);
+    const rows: string[][] = [];
+    let pinned = "";
+    const runs = process.argv.includes("--stages")
+      ? STAGES.map((stage) => ["text", stage] as const)
+      : (["text", "json"] as const).map((format) => [format, "full"] as const);
+    for (const [format, stage] of runs) {
+      const r = await runChild(format, stage, path, seconds, profileDir);
+      pinned = r.pinned;
+      rows.push([
+        stage === "full" ? format : `${format}, up to ${stage}`,
+        Math.round(r.medianRate).toLocaleString("en-US"),
+        Math.round(r.lines / r.cpu).toLocaleString("en-US"),
+        `${r.lines.toLocaleString("en-US")} in ${r.seconds.toFixed(1)} s (${Math.round(r.lines / r.seconds).toLocaleString("en-US")}/s)`,
+        (r.bytesOut / r.lines).toFixed(0),
+        (r.gcBytes / r.lines).toFixed(0),
+        (r.mallocBytes / r.lines).toFixed(0),
+        ((r.gcBytes + r.mallocBytes) / r.lines).toFixed(0),
+        String(r.cycles),
+      ]);
+    }
+    console.log(`pipeline: RecordView → toAccessRecord → enrich (${PODS} pods) → format → LineSink → /dev/null, one core (${pinned})`);
+    console.log(described);
+    console.log(
+      table(["format", "lines/CPU-s (median slice)", "lines/CPU-s (all)", "lines in wall time", "bytes/line out", "GC heap B/line", "malloc B/line", "allocated B/line", "GCs"], rows),
+    );
+    if (profileDir) console.log(`CPU profiles (markdown and .cpuprofile) in ${profileDir}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
