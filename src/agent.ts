@@ -89,7 +89,7 @@ export class Agent {
       throw error;
     }
     const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? JSON_LINES : KMESH_TEXT, {
-      maxBufferedBytes: DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
+      maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
       notice: (message) => log.warn(message),
     });
     const agent = new Agent(clock, probe, sink, control, log, options);

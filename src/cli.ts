@@ -10,6 +10,7 @@ import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import { DEFAULT_LOCK_FILE } from "./admin/lock-path.ts";
 import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS } from "./log.ts";
+import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES } from "./accesslog/sink.ts";
 import { DEFAULT_HOLD_S, DEFAULT_REFRESH_S, kubeletFlagsConflict } from "./kube/config.ts";
 import { apiFlagsConflict, DEFAULT_CLUSTER_DOMAIN } from "./kube/api-config.ts";
 
@@ -49,6 +50,10 @@ const RingBufferBytesSchema = v.pipe(
 );
 const LibbpfPathSchema = v.pipe(v.string(), v.minLength(1));
 const MaxConnectionsSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS_LIMIT));
+/** Output held for a slow reader: less than a few lines' worth is a typo, more than 1G a plan for trouble. */
+const MIN_BUFFERED_OUTPUT_BYTES = 4 * KIB;
+const MAX_BUFFERED_OUTPUT_BYTES = 1 * GIB;
+const MaxBufferedOutputSchema = v.pipe(v.number(), v.integer(), v.minValue(MIN_BUFFERED_OUTPUT_BYTES), v.maxValue(MAX_BUFFERED_OUTPUT_BYTES));
 const MIN_REPORT_INTERVAL_SECONDS = 0.1;
 const MAX_REPORT_INTERVAL_SECONDS = 86_400;
 const ReportIntervalSchema = v.pipe(
@@ -80,6 +85,8 @@ export const RunOptionsSchema = v.strictObject({
   ringBufferSize: RingBufferBytesSchema,
   /** How many connections the kernel tracks at once (size of its connections map). */
   maxConnections: MaxConnectionsSchema,
+  /** Bytes of lines held while stdout is not read fast enough, beyond which lines are dropped; undefined: the sink's default. */
+  maxBufferedOutput: v.optional(MaxBufferedOutputSchema),
   /** A libbpf shared object to use instead of the system's libbpf.so.1. */
   libbpf: v.optional(LibbpfPathSchema),
   /** Kmesh's monitoring switch at start-up. */
@@ -169,6 +176,12 @@ const MaxConnections = flagType(
   `a whole number from 1 to ${MAX_CONNECTIONS_LIMIT}`,
   parseWhole,
   MaxConnectionsSchema,
+);
+const MaxBufferedOutput = flagType(
+  "max-buffered-output",
+  "a number of bytes from 4K to 1G, e.g. 64M",
+  parseByteSize,
+  MaxBufferedOutputSchema,
 );
 
 const LibbpfPath = flagType("libbpf", "the path of a libbpf shared object", (text) => text, LibbpfPathSchema);
@@ -262,6 +275,11 @@ const runFlags = {
     placeholder: "<n>",
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
+  },
+  maxBufferedOutput: {
+    type: MaxBufferedOutput,
+    placeholder: "<bytes>",
+    description: `Lines held while stdout is not read fast enough; beyond this, lines are dropped and counted (default: ${DEFAULT_MAX_BUFFERED_OUTPUT_BYTES / MIB}M)`,
   },
   libbpf: {
     type: LibbpfPath,
@@ -693,6 +711,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     duration: flags.duration,
     ringBufferSize: flags.ringBufferSize,
     maxConnections: flags.maxConnections,
+    maxBufferedOutput: flags.maxBufferedOutput,
     libbpf: flags.libbpf,
     monitoring: flags.monitoring,
     accesslog: flags.accesslog,

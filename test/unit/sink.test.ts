@@ -2,7 +2,8 @@
 // each way, and lines flowing again once the reader catches up.
 import { describe, expect, test } from "bun:test";
 import { type AccessRecord, formatKmeshLine, KMESH_TEXT } from "../../src/accesslog/format.ts";
-import { type ByteWriter, LineSink } from "../../src/accesslog/sink.ts";
+import { type ByteWriter, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "../../src/accesslog/sink.ts";
+import { parseCommandLine } from "../../src/cli.ts";
 
 /** A writer that copies what it is given (as FileSink does) and can stop taking it. */
 class FakeWriter implements ByteWriter {
@@ -208,5 +209,29 @@ describe("LineSink", () => {
     await writer.resume();
     await sink.close();
     expect(writer.lines()).toEqual([nth(0), nth(1)].map(formatKmeshLine));
+  });
+});
+
+describe("--max-buffered-output", () => {
+  const run = (...flags: string[]) => {
+    const invocation = parseCommandLine(["run", ...flags]);
+    if (invocation.command !== "run") throw new Error("not run");
+    return invocation.options;
+  };
+
+  test("bytes with K, M, G suffixes; the sink's default when not given", () => {
+    expect(run("--max-buffered-output", "256K").maxBufferedOutput).toBe(256 * 1024);
+    expect(run("--max-buffered-output", "64M").maxBufferedOutput).toBe(64 << 20);
+    expect(run("--max-buffered-output=4096").maxBufferedOutput).toBe(4096);
+    expect(run().maxBufferedOutput).toBeUndefined();
+    expect(DEFAULT_MAX_BUFFERED_OUTPUT_BYTES).toBe(64 << 20);
+  });
+
+  test("refused outside 4K..1G, with what is expected", () => {
+    for (const value of ["1K", "4095", "2G", "lots"]) {
+      expect(() => run("--max-buffered-output", value)).toThrow(
+        `invalid value for --max-buffered-output: ${JSON.stringify(value)} (expected a number of bytes from 4K to 1G, e.g. 64M)`,
+      );
+    }
   });
 });
