@@ -199,7 +199,7 @@ describe("Kubernetes objects", () => {
     expect(pod.hostNetwork).toBe(false);
     expect(pod.hostPID).toBe(false);
     expect(ds.spec.updateStrategy?.rollingUpdate?.maxSurge).toBeUndefined();
-    expect(agent.resources?.requests).toEqual({ cpu: "50m", memory: "128Mi" });
+    expect(agent.resources?.requests).toEqual({ cpu: "50m", memory: "160Mi" });
     expect(agent.resources?.limits).toEqual({ memory: "512Mi" });
   });
 
