@@ -218,6 +218,9 @@ export class Agent {
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();
+    // Lines the sink still held when the counters were read are out (or dropped) by now.
+    counters.linesWritten = this.#sink.linesWritten;
+    counters.linesDropped = this.#sink.linesDropped;
     await this.#control.stop();
     this.#log.info(
       `stopped: ${counters.recordsRead} records read, ${counters.linesWritten} lines written, ` +

@@ -81,6 +81,7 @@ export class LineSink {
 
   /** Queues the line of one record. */
   add(record: AccessRecord): void {
+    this.#makeRoom();
     // A full buffer is the common case while the reader is stopped: no formatting for nothing.
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
     if (this.#used + LINE_ROOM > this.#chunk.length) this.#nextChunk(LINE_ROOM);
@@ -106,6 +107,7 @@ export class LineSink {
 
   /** Queues one line given as text (without its newline). */
   write(line: string): void {
+    this.#makeRoom();
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
     const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most, and the newline
     if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
@@ -113,6 +115,14 @@ export class LineSink {
     const { written } = textEncoder.encodeInto(line, this.#chunk.subarray(start));
     this.#chunk[start + written] = NEWLINE;
     this.#accept(written + 1);
+  }
+
+  /**
+   * Near the bound with no write in flight (a burst within one drain), hands what is queued to the
+   * writer now: lines are dropped only while the reader is behind, not because they came at once.
+   */
+  #makeRoom(): void {
+    if (this.#buffered + LINE_ROOM > this.#maxBuffered && this.#inFlight === null) this.flush();
   }
 
   /** Keeps the line just written at #used, or drops it when it would pass the bound. */

@@ -199,6 +199,16 @@ describe("LineSink", () => {
     expect(writer.lines()).toHaveLength(2000);
   });
 
+  test("a burst bigger than the bound, to a reader that keeps up, loses nothing", async () => {
+    const writer = new FakeWriter();
+    const { sink, notices } = sinkFor(writer, { maxBufferedBytes: 20 * LINE_BYTES, chunkBytes: 4096 });
+    for (let i = 0; i < 1000; i++) sink.add(nth(i)); // one drain's worth, no flush() in between
+    await sink.close();
+    expect(sink.linesDropped).toBe(0);
+    expect(notices).toEqual([]);
+    expect(writer.lines()).toEqual(Array.from({ length: 1000 }, (_, i) => formatKmeshLine(nth(i))));
+  });
+
   test("a line that would pass the bound is dropped whole", async () => {
     const writer = new FakeWriter();
     const { sink, notices } = sinkFor(writer, { maxBufferedBytes: LINE_BYTES * 2 + LINE_BYTES / 2 });
