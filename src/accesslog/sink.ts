@@ -84,7 +84,7 @@ export class LineSink {
     this.#makeRoom();
     // A full buffer is the common case while the reader is stopped: no formatting for nothing.
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
-    if (this.#used + LINE_ROOM > this.#chunk.length) this.#nextChunk(LINE_ROOM);
+    if (this.#used + LINE_ROOM > this.#chunk.length) this.#needRoom(LINE_ROOM);
     let end = this.#tryWrite(record);
     if (end < 0) {
       this.#nextChunk(this.#format.maxBytes(record) + 1 + WRITE_SLACK);
@@ -110,7 +110,7 @@ export class LineSink {
     this.#makeRoom();
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
     const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most, and the newline
-    if (this.#used + room > this.#chunk.length) this.#nextChunk(room);
+    if (this.#used + room > this.#chunk.length) this.#needRoom(room);
     const start = this.#used;
     const { written } = textEncoder.encodeInto(line, this.#chunk.subarray(start));
     this.#chunk[start + written] = NEWLINE;
@@ -140,6 +140,19 @@ export class LineSink {
     this.#notice(
       `output is not being read fast enough: dropping lines beyond ${this.#maxBuffered} buffered bytes (counted in linesDropped)`,
     );
+  }
+
+  /**
+   * Makes `room` bytes free after #used: a full chunk goes to the writer at once when no write is
+   * in flight (so with a writer that keeps up, one chunk is all the memory lines take, however
+   * many come in one drain), else lines go on in a new chunk.
+   */
+  #needRoom(room: number): void {
+    if (this.#inFlight === null && this.#queuedLines > 0 && room <= this.#chunk.length) {
+      this.flush();
+      if (this.#used + room <= this.#chunk.length) return;
+    }
+    this.#nextChunk(room);
   }
 
   /** Starts a chunk with at least `room` bytes free. */

@@ -130,7 +130,7 @@ describe("LineSink", () => {
 
   test("nothing is written before flush(), and one flush() hands over everything queued", () => {
     const writer = new FakeWriter();
-    const { sink } = sinkFor(writer, { chunkBytes: 4096 });
+    const { sink } = sinkFor(writer);
     for (let i = 0; i < 100; i++) sink.add(nth(i));
     expect(writer.output).toEqual([]);
     expect(sink.bufferedBytes).toBeGreaterThan(90 * LINE_BYTES);
@@ -139,6 +139,20 @@ describe("LineSink", () => {
     expect(writer.flushes).toBe(1);
     expect(sink.linesWritten).toBe(100);
     expect(sink.bufferedBytes).toBe(0);
+  });
+
+  test("a full chunk goes to a writer that keeps up at once: one chunk holds what a drain writes", () => {
+    const writer = new FakeWriter();
+    const { sink } = sinkFor(writer, { chunkBytes: 8192 });
+    let most = 0;
+    for (let i = 0; i < 5000; i++) {
+      sink.add(nth(i));
+      most = Math.max(most, sink.bufferedBytes);
+    }
+    expect(most).toBeLessThanOrEqual(8192);
+    expect(writer.lines().length).toBeGreaterThan(4900);
+    sink.flush();
+    expect(writer.lines()).toEqual(Array.from({ length: 5000 }, (_, i) => formatKmeshLine(nth(i))));
   });
 
   test("a stopped reader: bounded buffering, then drops with one notice; lines flow again when it reads", async () => {
