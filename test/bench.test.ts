@@ -1,0 +1,56 @@
+// The benchmark scripts run in their short mode (a few seconds each), so that they cannot rot:
+// each must exit 0 and print its table. The figures are not checked here: the targets are read
+// from full runs (README, "Performance").
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { IS_ROOT, testIf } from "./support/require.ts";
+
+const ROOT = join(import.meta.dir, "..");
+const bun = process.execPath;
+
+async function runBench(script: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([bun, join(ROOT, "scripts/bench", script), "--short"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+/** A markdown table: a header row, the separator, and at least one row. */
+function expectTable(stdout: string, firstColumn: string): void {
+  const lines = stdout.split("\n");
+  const header = lines.findIndex((l) => l.startsWith(`| ${firstColumn}`));
+  expect(header, stdout).toBeGreaterThanOrEqual(0);
+  expect(lines[header + 1]).toMatch(/^\|-+\|/);
+  expect(lines[header + 2]).toMatch(/^\| .+ \|$/);
+}
+
+describe("benchmarks, short mode", () => {
+  test("pipeline", async () => {
+    const r = await runBench("pipeline.ts");
+    expect(r.code, r.stderr).toBe(0);
+    expectTable(r.stdout, "format");
+    expect(r.stdout).toContain("| text ");
+    expect(r.stdout).toContain("| json ");
+  }, 120_000);
+
+  const needsRoot = "the benchmarks load the agent's BPF probe: they need root";
+
+  testIf(IS_ROOT, needsRoot)("burst", async () => {
+    const r = await runBench("burst.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "ring buffer");
+  }, 120_000);
+
+  testIf(IS_ROOT, needsRoot)("footprint", async () => {
+    const r = await runBench("footprint.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "agent");
+    expectTable(r.stdout, "exec → GET /debug/ready 200");
+  }, 120_000);
+
+  // Installs wrk and nginx-light with apt-get when they are missing.
+  testIf(IS_ROOT, needsRoot)("churn", async () => {
+    const r = await runBench("churn.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "agent");
+  }, 300_000);
+});
