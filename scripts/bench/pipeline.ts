@@ -5,9 +5,10 @@
 // JIT, the GC and its helper threads all share that core.
 //
 // The records file is generated here (deterministic): a node's mix of pod-to-pod connections on
-// the node (two records each, IPv4 and dual-stack IPv6), connections to and from other nodes and
-// services, kubelet probes from the node's own address, failed attempts and periodic reports of
-// long-lived connections, 5 µs apart (200,000 records/s), in 112-byte conn_record layout.
+// the node (two records each, IPv4 and dual-stack IPv6), connections to and from other nodes,
+// services and the outside (10,000 remote addresses, a few hot and a long tail), kubelet probes
+// from the node's own address, failed attempts and periodic reports of long-lived connections,
+// 5 µs apart (200,000 records/s), in 112-byte conn_record layout.
 //
 // Bytes allocated per line: JSC exposes no allocation counter, so the run is bracketed by markers
 // on stderr with JSC's GC log on (BUN_JSC_logGC=1): every collection JSC starts on its own logs
@@ -146,7 +147,18 @@ function generate(path: string, records: number): string {
 
   const ephemeral = () => 32768 + int(28232);
   const servicePort = () => pick([80, 443, 8080, 9090, 5432, 6379, 53]);
-  const remote4 = () => pick([`10.244.${100 + int(100)}.${2 + int(250)}`, `10.96.${int(256)}.${1 + int(254)}`, `52.${int(256)}.${int(256)}.${1 + int(254)}`]);
+  // What a node talks to beyond itself: pods on other nodes, ClusterIPs, outside addresses, a few
+  // hot ones (DNS, a database, an API) and a long tail: index = size * u^3.
+  const remotes = [
+    ...Array.from({ length: 6000 }, () => `10.244.${100 + int(100)}.${2 + int(250)}`),
+    ...Array.from({ length: 1000 }, () => `10.96.${int(256)}.${1 + int(254)}`),
+    ...Array.from({ length: 3000 }, () => `${1 + int(223)}.${int(256)}.${int(256)}.${1 + int(254)}`),
+  ];
+  for (let i = remotes.length - 1; i > 0; i--) {
+    const j = int(i + 1);
+    [remotes[i], remotes[j]] = [remotes[j]!, remotes[i]!];
+  }
+  const remote4 = () => remotes[Math.floor(remotes.length * next() ** 3)]!;
   const shortLived = () => logUniform(50_000, 60e9);
 
   while (n < records) {
