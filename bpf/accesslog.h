@@ -56,4 +56,17 @@ struct probe_switches {
 	__u32 reserved;
 };
 
+/*
+ * Periodic reports. The agent reads the keys of the connections map (socket
+ * addresses), writes up to REPORT_BATCH of them into the sock_id fields of
+ * the one report_batch value, and runs report_open once (BPF_PROG_TEST_RUN,
+ * the count as its only argument). report_open fills the record of each key
+ * still tracked and established in place, and sets state to 0 in the others.
+ */
+#define REPORT_BATCH 256 /* a power of two (the kernel side masks slot numbers) */
+
+struct report_batch {
+	struct conn_record records[REPORT_BATCH];
+};
+
 #endif

@@ -87,13 +87,6 @@ struct bpf_iter_meta {
 	struct seq_file *seq;
 } __attribute__((preserve_access_index));
 
-/* The context of an iter/bpf_map_elem program: one call per map element. */
-struct bpf_iter__bpf_map_elem {
-	struct bpf_iter_meta *meta;
-	void *key;
-	void *value;
-} __attribute__((preserve_access_index));
-
 /* The context of an iter/task_file program: one call per open file of each process. */
 struct task_struct;
 

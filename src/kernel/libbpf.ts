@@ -19,6 +19,7 @@ const LIBBPF_SYMBOLS = {
   bpf_program__name: { args: ["ptr"], returns: "ptr" },
   bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
+  bpf_program__fd: { args: ["ptr"], returns: "i32" },
   // struct bpf_link *bpf_program__attach_iter(const struct bpf_program *, const struct bpf_iter_attach_opts *)
   bpf_program__attach_iter: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_link__fd: { args: ["ptr"], returns: "i32" },
@@ -31,6 +32,11 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   // int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags)
   bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
+  // int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
+  //                          __u32 *count, const struct bpf_map_batch_opts *opts)
+  bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
+  // int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts)
+  bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   // struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn, void *ctx, const struct ring_buffer_opts *)
   ring_buffer__new: { args: ["i32", "ptr", "ptr", "ptr"], returns: "ptr" },
   ring_buffer__consume: { args: ["ptr"], returns: "i32" },

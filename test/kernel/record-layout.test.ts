@@ -7,6 +7,7 @@ import {
   PROBE_COUNTERS_SIZE,
   PROBE_SWITCHES_FIELDS,
   PROBE_SWITCHES_SIZE,
+  REPORT_BATCH,
 } from "../../src/kernel/probe.ts";
 import { readBtf } from "../support/btf.ts";
 import { hasCommand, testIf } from "../support/require.ts";
@@ -20,6 +21,13 @@ describe("record layout", () => {
     const record = btf.struct("conn_record");
     expect(record.size).toBe(RECORD_SIZE);
     expect(record.layout).toEqual(structuredClone(RECORD_FIELDS) as never);
+  });
+
+  it("struct report_batch holds REPORT_BATCH records, back to back", async () => {
+    const btf = await readBtf(OBJECT);
+    const batch = btf.struct("report_batch");
+    expect(batch.size).toBe(REPORT_BATCH * RECORD_SIZE);
+    expect(batch.layout).toEqual({ records: { offset: 0, size: REPORT_BATCH * RECORD_SIZE } } as never);
   });
 
   it("the counters are the only .bss variable and match their mirror", async () => {
