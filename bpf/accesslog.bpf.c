@@ -35,8 +35,15 @@ struct conn_state {
 };
 
 #define STATE_ESTABLISHED 0x1	/* reached ESTABLISHED */
-#define STATE_FIN_SENT 0x2	/* our FIN is in the sequence space (FIN_WAIT1 or LAST_ACK seen) */
 #define STATE_START_UNKNOWN 0x4	/* first seen after it began (open before the probe) */
+
+/* Whether our FIN is in the sequence space, from the state the socket is in
+ * (or was in just before it closed): these states are entered by sending it. */
+static __always_inline int fin_sent(int state)
+{
+	return state == BPF_TCP_FIN_WAIT1 || state == BPF_TCP_FIN_WAIT2 ||
+	       state == BPF_TCP_CLOSING || state == BPF_TCP_LAST_ACK || state == BPF_TCP_TIME_WAIT;
+}
 
 /* Sized by the agent before load (--max-connections); entries live from
  * connect()/accept to TCP_CLOSE, so the map holds only open connections. */
@@ -62,44 +69,103 @@ struct probe_counters counters;
 /* Puts struct conn_record into the object's BTF for the layout test. */
 struct conn_record *const unused_record_type __attribute__((unused));
 
-static __always_inline void copy_addrs(struct conn_record *rec, const struct sock *sk,
-				       __u16 family, __u8 direction)
-{
-	__u8 *local = direction == DIRECTION_OUTBOUND ? rec->src_addr : rec->dst_addr;
-	__u8 *remote = direction == DIRECTION_OUTBOUND ? rec->dst_addr : rec->src_addr;
+/*
+ * What a record needs from the socket. The tracepoint reads it with plain
+ * loads (its sk is a pointer the verifier knows the type of: each field is one
+ * instruction); report_one, whose sk is only a number, reads it through
+ * bpf_probe_read_kernel (BPF_CORE_READ), a helper call per field. Both read
+ * the same fields, listed here once.
+ */
+struct sock_figures {
+	__u64 acked;		/* tcp_sock.bytes_acked */
+	__u64 received;		/* tcp_sock.bytes_received */
+	unsigned long flags;	/* sock_common.skc_flags (sock.sk_flags before Linux 6.x) */
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 srtt_us;		/* << 3, as the kernel keeps it */
+	__u32 min_rtt;		/* ~0U: no sample yet */
+	__u32 lost;
+	__u32 total_retrans;
+	__u32 netns;
+	__s32 err;
+	__u16 local_port;	/* host byte order */
+	__u16 remote_port;
+	__u8 local_addr[16];	/* IPv4 in the first 4 bytes */
+	__u8 remote_addr[16];
+};
 
+static __always_inline void read_figures_direct(struct sock_figures *f, const struct sock *sk,
+						const struct tcp_sock *tp, __u16 family)
+{
+	f->acked = tp->bytes_acked;
+	f->received = tp->bytes_received;
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		f->flags = sk->__sk_common.skc_flags;
+	else
+		f->flags = ((const struct sock___flags_in_sock *)sk)->sk_flags;
+	f->snd_una = tp->snd_una;
+	f->write_seq = tp->write_seq;
+	f->srtt_us = tp->srtt_us;
+	f->min_rtt = tp->rtt_min.s[0].v;
+	f->lost = tp->lost;
+	f->total_retrans = tp->total_retrans;
+	f->netns = sk->__sk_common.skc_net.net->ns.inum;
+	f->err = sk->sk_err;
+	f->local_port = bpf_ntohs(((const struct inet_sock *)tp)->inet_sport);
+	f->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (family == AF_INET) {
-		BPF_CORE_READ_INTO((__be32 *)local, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__be32 *)remote, sk, __sk_common.skc_daddr);
+		*(__be32 *)f->local_addr = sk->__sk_common.skc_rcv_saddr;
+		*(__be32 *)f->remote_addr = sk->__sk_common.skc_daddr;
 	} else {
-		BPF_CORE_READ_INTO((struct in6_addr *)local, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)remote, sk, __sk_common.skc_v6_daddr);
+		__builtin_memcpy(f->local_addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(f->remote_addr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
 }
 
-static __always_inline unsigned long sock_flags(const struct sock *sk)
+static __always_inline void read_figures_probe(struct sock_figures *f, const struct sock *sk,
+					       __u16 family)
 {
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	f->acked = BPF_CORE_READ(tp, bytes_acked);
+	f->received = BPF_CORE_READ(tp, bytes_received);
 	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
-		return BPF_CORE_READ(sk, __sk_common.skc_flags);
-	return BPF_CORE_READ((const struct sock___flags_in_sock *)sk, sk_flags);
+		f->flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	else
+		f->flags = BPF_CORE_READ((const struct sock___flags_in_sock *)sk, sk_flags);
+	f->snd_una = BPF_CORE_READ(tp, snd_una);
+	f->write_seq = BPF_CORE_READ(tp, write_seq);
+	f->srtt_us = BPF_CORE_READ(tp, srtt_us);
+	f->min_rtt = BPF_CORE_READ(tp, rtt_min.s[0].v);
+	f->lost = BPF_CORE_READ(tp, lost);
+	f->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	f->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	f->err = BPF_CORE_READ(sk, sk_err);
+	f->local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	f->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__be32 *)f->local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)f->remote_addr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)f->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)f->remote_addr, sk, __sk_common.skc_v6_daddr);
+	}
 }
 
 /*
- * Fill one record from the socket as it is now. The kernel's bytes_acked and
- * bytes_received count the SYN and the FIN as well as payload: the SYN is
- * taken off through the values saved at ESTABLISHED, the FIN by looking
- * whether it was sent and acknowledged (ours) or processed (the peer's).
+ * Fill one record from the socket's figures as they are now. The kernel's
+ * bytes_acked and bytes_received count the SYN and the FIN as well as
+ * payload: the SYN is taken off through the values saved at ESTABLISHED, the
+ * FIN by looking whether it was sent and acknowledged (ours) or processed
+ * (the peer's).
  */
 static __always_inline void fill_record(struct conn_record *rec, const struct sock *sk,
-					const struct conn_state *st, __u16 family, __u8 state,
-					__u64 now)
+					const struct conn_state *st, const struct sock_figures *f,
+					__u16 family, __u8 state, int our_fin_sent, __u64 now)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
-	__u16 local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	__u32 min_rtt = BPF_CORE_READ(tp, rtt_min.s[0].v);
+	__u8 outbound = st->direction == DIRECTION_OUTBOUND;
+	__u64 acked = f->acked;
+	__u64 received = f->received;
 
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->start_ns = st->start_ns;
@@ -108,35 +174,36 @@ static __always_inline void fill_record(struct conn_record *rec, const struct so
 	rec->family = family;
 	rec->direction = st->direction;
 	rec->state = state;
-	copy_addrs(rec, sk, family, st->direction);
-	rec->src_port = st->direction == DIRECTION_OUTBOUND ? local_port : remote_port;
-	rec->dst_port = st->direction == DIRECTION_OUTBOUND ? remote_port : local_port;
-	rec->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	rec->packets_lost = BPF_CORE_READ(tp, lost);
-	rec->retransmissions = BPF_CORE_READ(tp, total_retrans);
-	rec->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	rec->min_rtt_us = min_rtt == ~0U ? 0 : min_rtt;
+	__builtin_memcpy(outbound ? rec->src_addr : rec->dst_addr, f->local_addr, 16);
+	__builtin_memcpy(outbound ? rec->dst_addr : rec->src_addr, f->remote_addr, 16);
+	rec->src_port = outbound ? f->local_port : f->remote_port;
+	rec->dst_port = outbound ? f->remote_port : f->local_port;
+	rec->netns = f->netns;
+	rec->packets_lost = f->lost;
+	rec->retransmissions = f->total_retrans;
+	rec->srtt_us = f->srtt_us >> 3;
+	rec->min_rtt_us = f->min_rtt == ~0U ? 0 : f->min_rtt;
 	if (st->flags & STATE_START_UNKNOWN)
 		rec->flags |= RECORD_START_UNKNOWN;
 
 	if (!(st->flags & STATE_ESTABLISHED)) {
-		rec->error = BPF_CORE_READ(sk, sk_err);
+		rec->error = f->err;
 		return;
 	}
 	rec->flags |= RECORD_ESTABLISHED;
 
-	if ((st->flags & STATE_FIN_SENT) &&
-	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+	if (our_fin_sent && f->snd_una == f->write_seq)
 		acked -= 1;
-	if (sock_flags(sk) & (1UL << SOCK_DONE))
+	if (f->flags & (1UL << SOCK_DONE))
 		received -= 1;
 	rec->sent_bytes = acked > st->acked_base ? acked - st->acked_base : 0;
 	rec->received_bytes = received > st->received_base ? received - st->received_base : 0;
 }
 
-static __always_inline void emit(const struct sock *sk, const struct conn_state *st,
-				 __u16 family, __u8 state, __u64 now)
+static __always_inline void emit(const struct sock *sk, const struct tcp_sock *tp,
+				 const struct conn_state *st, __u16 family, int oldstate, __u64 now)
 {
+	struct sock_figures figures;
 	struct conn_record *rec;
 
 	if (!switches.emit_enabled)
@@ -146,7 +213,8 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 		__sync_fetch_and_add(&counters.records_lost, 1);
 		return;
 	}
-	fill_record(rec, sk, st, family, state, now);
+	read_figures_direct(&figures, sk, tp, family);
+	fill_record(rec, sk, st, &figures, family, BPF_TCP_CLOSE, fin_sent(oldstate), now);
 	/* The agent drains on its own clock: waking it per record would cost more. */
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
@@ -155,38 +223,56 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
  * A connection seen for the first time after it began: it was open before the
  * probe was attached, and its start is unknown. Its direction is still known:
  * an accepted socket is created as a copy of its listener, so it carries the
- * backlog listen() set, while a socket that called connect() never listened.
- * (A listener made with backlog 0 would pass for the connecting side.) The SYN
- * is then taken off the way Linux counts it: in bytes_acked on the side that
- * connected only.
+ * backlog listen() set (sk_max_ack_backlog), while a socket that called
+ * connect() never listened. (A listener made with backlog 0 would pass for the
+ * connecting side.) The SYN is then taken off the way Linux counts it: in
+ * bytes_acked on the side that connected only.
  */
-static __always_inline void init_unknown(struct conn_state *st, const struct sock *sk)
+static __always_inline void init_unknown(struct conn_state *st, __u32 max_ack_backlog)
 {
 	__builtin_memset(st, 0, sizeof(*st));
-	st->direction = BPF_CORE_READ(sk, sk_max_ack_backlog) ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
+	st->direction = max_ack_backlog ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
 	st->flags = STATE_ESTABLISHED | STATE_START_UNKNOWN;
 	st->acked_base = st->direction == DIRECTION_OUTBOUND ? 1 : 0;
 }
 
+/*
+ * Adds a connection to the map. A socket's address is reused once it is
+ * freed: an entry already there belonged to a connection whose close the
+ * kernel did not report to the probe (it skips a program that is already
+ * running on the CPU, when a softirq interrupts it), and is replaced.
+ */
+static __always_inline void track(__u64 key, const struct conn_state *st)
+{
+	if (bpf_map_update_elem(&connections, &key, st, BPF_NOEXIST) == 0)
+		return;
+	if (bpf_map_update_elem(&connections, &key, st, BPF_ANY) == 0)
+		__sync_fetch_and_add(&counters.closes_missed, 1);
+	else
+		__sync_fetch_and_add(&counters.tracking_failed, 1);
+}
+
+/*
+ * Three state changes make a connection's life here: connect() (SYN_SENT),
+ * ESTABLISHED, and CLOSE. The others return at once: whether our FIN was sent
+ * is read from the state a socket closes from, and an accepted socket, which
+ * the kernel creates in SYN_RECV when the handshake completes, is tracked from
+ * ESTABLISHED, its start. Two map writes and two lookups per connection.
+ */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u64 key = (__u64)sk;
-	__u64 now = bpf_ktime_get_ns();
+	const struct tcp_sock *tp;
 	struct conn_state *st, fresh;
 	__u16 family;
+	__u64 now;
 
-	/* Nothing to do in these states: the FIN that matters was counted when
-	 * FIN_WAIT1 or LAST_ACK was entered, and the close comes later. Listening
-	 * sockets are not connections. */
-	switch (newstate) {
-	case BPF_TCP_CLOSE_WAIT:
-	case BPF_TCP_FIN_WAIT2:
-	case BPF_TCP_CLOSING:
-	case BPF_TCP_LISTEN:
+	if (newstate != BPF_TCP_SYN_SENT && newstate != BPF_TCP_ESTABLISHED &&
+	    newstate != BPF_TCP_CLOSE)
 		return 0;
-	}
-	if (oldstate == BPF_TCP_LISTEN && newstate == BPF_TCP_CLOSE)
+	/* A listener closing is not a connection; CLOSE to CLOSE is no change. */
+	if (oldstate == BPF_TCP_LISTEN || oldstate == newstate)
 		return 0;
 	/* sk is a BTF pointer here: its own fields are read directly. */
 	if (sk->sk_protocol != IPPROTO_TCP)
@@ -194,63 +280,59 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	now = bpf_ktime_get_ns();
 
-	if (newstate == BPF_TCP_SYN_SENT || newstate == BPF_TCP_SYN_RECV) {
+	if (newstate == BPF_TCP_SYN_SENT) {
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.start_ns = now;
-		fresh.direction = newstate == BPF_TCP_SYN_SENT ? DIRECTION_OUTBOUND : DIRECTION_INBOUND;
-		if (bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY))
-			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		fresh.direction = DIRECTION_OUTBOUND;
+		track(key, &fresh);
 		return 0;
 	}
 
-	st = bpf_map_lookup_elem(&connections, &key);
-	if (newstate == BPF_TCP_ESTABLISHED) {
-		const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	/* The same socket, typed as a tcp_sock so that its TCP fields can be
+	 * read directly (NULL for what is not a full TCP socket). */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
 
-		if (!st) {
-			/* The handshake began before the probe was attached. */
+	if (newstate == BPF_TCP_ESTABLISHED) {
+		st = oldstate == BPF_TCP_SYN_SENT ? bpf_map_lookup_elem(&connections, &key) : NULL;
+		/* A SYN_SENT entry never has STATE_ESTABLISHED: one that has it is
+		 * a closed connection's whose close was not seen. */
+		if (!st || (st->flags & STATE_ESTABLISHED)) {
 			__builtin_memset(&fresh, 0, sizeof(fresh));
-			fresh.direction = oldstate == BPF_TCP_SYN_SENT ? DIRECTION_OUTBOUND
-								       : DIRECTION_INBOUND;
-			if (fresh.direction == DIRECTION_OUTBOUND)
+			if (oldstate == BPF_TCP_SYN_SENT) {
+				/* connect() was called before the probe was attached */
+				fresh.direction = DIRECTION_OUTBOUND;
 				fresh.flags = STATE_START_UNKNOWN;
+			} else {
+				/* accepted: INBOUND connections start here */
+				fresh.direction = DIRECTION_INBOUND;
+				fresh.start_ns = now;
+			}
 			st = &fresh;
 		}
-		if (st->direction == DIRECTION_INBOUND)
-			st->start_ns = now; /* accepted: INBOUND connections start here */
 		st->flags |= STATE_ESTABLISHED;
-		st->acked_base = BPF_CORE_READ(tp, bytes_acked);
-		st->received_base = BPF_CORE_READ(tp, bytes_received);
-		if (st == &fresh && bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY))
-			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		st->acked_base = tp->bytes_acked;
+		st->received_base = tp->bytes_received;
+		if (st == &fresh)
+			track(key, &fresh);
 		return 0;
 	}
 
+	/* CLOSE. A connection not tracked was open before the probe was
+	 * attached (or its handshake was): it is reported with what is known. */
+	st = bpf_map_lookup_elem(&connections, &key);
 	if (!st) {
-		init_unknown(&fresh, sk);
+		init_unknown(&fresh, sk->sk_max_ack_backlog);
+		if (oldstate == BPF_TCP_SYN_SENT || oldstate == BPF_TCP_SYN_RECV)
+			fresh.flags &= ~STATE_ESTABLISHED; /* an attempt that failed */
 		st = &fresh;
-		if (newstate != BPF_TCP_CLOSE &&
-		    bpf_map_update_elem(&connections, &key, &fresh, BPF_ANY)) {
-			__sync_fetch_and_add(&counters.tracking_failed, 1);
-		}
-		/* Re-read so that the flag below lands in the map's copy. */
-		if (newstate != BPF_TCP_CLOSE) {
-			st = bpf_map_lookup_elem(&connections, &key);
-			if (!st)
-				st = &fresh;
-		}
 	}
-
-	if (newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_LAST_ACK) {
-		st->flags |= STATE_FIN_SENT;
-		return 0;
-	}
-	if (newstate != BPF_TCP_CLOSE)
-		return 0;
-
-	emit(sk, st, family, BPF_TCP_CLOSE, now);
-	bpf_map_delete_elem(&connections, &key);
+	emit(sk, tp, st, family, oldstate, now);
+	if (st != &fresh)
+		bpf_map_delete_elem(&connections, &key);
 	return 0;
 }
 
@@ -279,10 +361,13 @@ struct {
 __noinline int report_one(__u64 key, __u32 slot, __u64 now)
 {
 	const struct sock *sk = (const struct sock *)key;
+	struct sock_figures figures;
 	struct report_batch *batch;
 	struct conn_record *rec;
 	struct conn_state *st;
 	__u32 zero = 0;
+	__u16 family;
+	__u8 state;
 
 	batch = bpf_map_lookup_elem(&report_batch, &zero);
 	if (!batch || slot >= REPORT_BATCH)
@@ -297,8 +382,10 @@ __noinline int report_one(__u64 key, __u32 slot, __u64 now)
 		rec->state = 0; /* no report: closed since, or never established */
 		return 0;
 	}
-	fill_record(rec, sk, st, BPF_CORE_READ(sk, __sk_common.skc_family),
-		    BPF_CORE_READ(sk, __sk_common.skc_state), now);
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	read_figures_probe(&figures, sk, family);
+	fill_record(rec, sk, st, &figures, family, state, fin_sent(state), now);
 	return 1;
 }
 
@@ -346,16 +433,14 @@ int seed_open(struct bpf_iter__task_file *ctx)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	init_unknown(&st, sk);
+	init_unknown(&st, BPF_CORE_READ(sk, sk_max_ack_backlog));
 	switch (state) {
 	case BPF_TCP_ESTABLISHED:
 	case BPF_TCP_CLOSE_WAIT:
-		break;
 	case BPF_TCP_FIN_WAIT1:
 	case BPF_TCP_FIN_WAIT2:
 	case BPF_TCP_LAST_ACK:
 	case BPF_TCP_CLOSING:
-		st.flags |= STATE_FIN_SENT;
 		break;
 	default:
 		return 0; /* not a connection (listening), or not one yet or any more */

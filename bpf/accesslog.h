@@ -45,6 +45,7 @@ struct conn_record {
 struct probe_counters {
 	__u64 records_lost;	/* ring buffer full: a record was dropped */
 	__u64 tracking_failed;	/* connections map full: a connection was not tracked from its start */
+	__u64 closes_missed;	/* a tracked connection's close never reached the probe (found later) */
 };
 
 /*

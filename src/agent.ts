@@ -228,6 +228,11 @@ export class Agent {
     );
     if (counters.recordsLost > 0) this.#log.warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
     if (counters.trackingFailed > 0) this.#log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
+    if (counters.closesMissed > 0) {
+      this.#log.warn(
+        `${counters.closesMissed} connections closed without the kernel running the probe for it (a program interrupted on its CPU by another run of it): they have no close line`,
+      );
+    }
   }
 }
 

@@ -9,6 +9,7 @@ export interface AgentCounters {
   recordsMalformed: number;
   recordsLost: number;
   trackingFailed: number;
+  closesMissed: number;
   linesWritten: number;
   linesDropped: number;
 }
@@ -25,6 +26,11 @@ export function registerAgentMetrics(registry: MetricsRegistry, counters: () => 
     "connections_untracked_total",
     "Connections the kernel could not track from their start (connections map full).",
     (c) => c.trackingFailed,
+  );
+  counter(
+    "kernel_closes_missed_total",
+    "Connections whose close the kernel never reported to the probe (it skips a program interrupted on its CPU by another run of it); found when the socket is reused.",
+    (c) => c.closesMissed,
   );
 }
 

@@ -21,6 +21,8 @@ export interface ProbeCounters {
   recordsLost: number;
   /** Connections not tracked from their start (connections map full). */
   trackingFailed: number;
+  /** Tracked connections whose close never reached the probe, found when their socket was reused. */
+  closesMissed: number;
   /** Records of an unexpected size, skipped. */
   recordsMalformed: number;
 }
@@ -36,8 +38,9 @@ export class ProbeLoadError extends Error {
 export const PROBE_COUNTERS_FIELDS = {
   records_lost: { offset: 0, size: 8 },
   tracking_failed: { offset: 8, size: 8 },
+  closes_missed: { offset: 16, size: 8 },
 } as const;
-export const PROBE_COUNTERS_SIZE = 16;
+export const PROBE_COUNTERS_SIZE = 24;
 export const PROBE_SWITCHES_FIELDS = {
   emit_enabled: { offset: 0, size: 4 },
   reserved: { offset: 4, size: 4 },
@@ -309,6 +312,7 @@ export class Probe {
     return {
       recordsLost: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.records_lost.offset, true)),
       trackingFailed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.tracking_failed.offset, true)),
+      closesMissed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.closes_missed.offset, true)),
       recordsMalformed: this.#malformed,
     };
   }

@@ -190,6 +190,7 @@ describe.skipIf(!ready)("admin API: Kmesh's answers, every combination", () => {
       "kernel_records_lost_total",
       "records_malformed_total",
       "connections_untracked_total",
+      "kernel_closes_missed_total",
       "connections_open",
       "periodic_reports_total",
     ]) {
