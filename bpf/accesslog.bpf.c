@@ -45,6 +45,12 @@ static __always_inline int fin_sent(int state)
 	       state == BPF_TCP_CLOSING || state == BPF_TCP_LAST_ACK || state == BPF_TCP_TIME_WAIT;
 }
 
+/* A state a connection is in between ESTABLISHED and its close. */
+static __always_inline int connected(int state)
+{
+	return state == BPF_TCP_ESTABLISHED || state == BPF_TCP_CLOSE_WAIT || fin_sent(state);
+}
+
 /* Sized by the agent before load (--max-connections); entries live from
  * connect()/accept to TCP_CLOSE, so the map holds only open connections. */
 struct {
@@ -238,9 +244,11 @@ static __always_inline void init_unknown(struct conn_state *st, __u32 max_ack_ba
 
 /*
  * Adds a connection to the map. A socket's address is reused once it is
- * freed: an entry already there belonged to a connection whose close the
- * kernel did not report to the probe (it skips a program that is already
- * running on the CPU, when a softirq interrupts it), and is replaced.
+ * freed: an entry already there belonged to a connection whose close never
+ * reached the probe, and is replaced. (The kernel skips a tracing program
+ * that is already running on the CPU when a softirq interrupts it, and under
+ * a burst of closes a few more changes reach no program at all: see the
+ * README's performance section.)
  */
 static __always_inline void track(__u64 key, const struct conn_state *st)
 {
@@ -377,13 +385,20 @@ __noinline int report_one(__u64 key, __u32 slot, __u64 now)
 	 * narrow, and drop a mask the test makes redundant, but for the barrier. */
 	barrier_var(slot);
 	rec = &batch->records[slot & (REPORT_BATCH - 1)];
+	rec->state = 0; /* no report unless filled below */
 	st = bpf_map_lookup_elem(&connections, &key);
-	if (!st || !(st->flags & STATE_ESTABLISHED)) {
-		rec->state = 0; /* no report: closed since, or never established */
+	if (!st || !(st->flags & STATE_ESTABLISHED))
+		return 0; /* closed since, or not established yet */
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (!connected(state)) {
+		/* The entry outlived its connection: the kernel never ran the
+		 * probe for its close, and the socket is closed, or its memory
+		 * is some other socket's now. */
+		if (bpf_map_delete_elem(&connections, &key) == 0)
+			__sync_fetch_and_add(&counters.closes_missed, 1);
 		return 0;
 	}
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	read_figures_probe(&figures, sk, family);
 	fill_record(rec, sk, st, &figures, family, state, fin_sent(state), now);
 	return 1;

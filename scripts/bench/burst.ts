@@ -5,11 +5,12 @@
 // closes took, records lost in the kernel (the agent's stop summary), and whether there is
 // exactly one line per socket. Each size given in --ring-buffer-sizes is one run.
 //
-// A close the kernel never reports is not a lost record: the tracepoint program is skipped when
-// it is already running on that CPU (a socket closed in a softirq that interrupted it, which
-// loopback makes common), and the kernel counts that as the program's recursion_misses, shown
-// here from bpftool. Exit status 1 means the agent's part failed: records lost in the ring
-// buffer, lines dropped, or fewer lines than records read.
+// A socket without a line is one whose close never reached the probe: the kernel skips the
+// tracepoint program when it is already running on that CPU (a socket closed in a softirq that
+// interrupted it, which a burst makes common) and counts that as the program's recursion_misses,
+// shown here from bpftool; under a burst a few more closes reach no program at all (see the
+// README's performance section). Exit status 1 means the agent's part failed: records lost in
+// the ring buffer, lines dropped, or fewer lines than records read.
 //
 //   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--short]
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
