@@ -34,6 +34,7 @@ export interface KubeletClientConfig {
 }
 
 export type FetchResult = { ok: true; text: string; bytes: number } | { ok: false; failure: RefreshFailure };
+export type StreamResult = { ok: true; bytes: number } | { ok: false; failure: RefreshFailure };
 
 /** How often the token and CA files are read again. */
 export const CREDENTIALS_REREAD_MS = 60_000;
@@ -111,7 +112,22 @@ export class KubeletClient {
     }
   }
 
+  /** GET /pods, the whole answer as text (for check, which reads one list once). */
   async fetchPods(): Promise<FetchResult> {
+    const chunks: Uint8Array[] = [];
+    const streamed = await this.streamPods((chunk) => {
+      chunks.push(chunk);
+    });
+    if (!streamed.ok) return streamed;
+    return { ok: true, text: Buffer.concat(chunks, streamed.bytes).toString("utf8"), bytes: streamed.bytes };
+  }
+
+  /**
+   * GET /pods, handing the answer's body to `consume` chunk by chunk as it arrives (the next
+   * chunk is read once consume's promise settles). Failures, including a body that breaks off or
+   * grows too large, are values.
+   */
+  async streamPods(consume: (chunk: Uint8Array) => void | Promise<void>): Promise<StreamResult> {
     const headers: Record<string, string> = { accept: "application/json" };
     let tls: { ca?: string; rejectUnauthorized: boolean } | undefined;
     if (this.#secure) {
@@ -141,7 +157,6 @@ export class KubeletClient {
       }
       const declared = Number(response.headers.get("content-length") ?? Number.NaN);
       if (declared > MAX_ANSWER_BYTES) return tooLarge(declared);
-      const chunks: Uint8Array[] = [];
       let bytes = 0;
       for await (const chunk of response.body ?? []) {
         bytes += chunk.byteLength;
@@ -149,16 +164,16 @@ export class KubeletClient {
           await response.body?.cancel().catch(() => undefined);
           return tooLarge(bytes);
         }
-        chunks.push(chunk);
+        await consume(chunk);
       }
-      return { ok: true, text: Buffer.concat(chunks, bytes).toString("utf8"), bytes };
+      return { ok: true, bytes };
     } catch (error) {
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
 }
 
-function tooLarge(bytes: number): FetchResult {
+function tooLarge(bytes: number): StreamResult {
   return {
     ok: false,
     failure: { kind: "invalid", detail: `the answer is larger than ${MAX_ANSWER_BYTES >> 20} MiB (${bytes} bytes so far)` },

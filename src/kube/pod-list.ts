@@ -82,6 +82,11 @@ function podLabel(item: unknown): string {
   return `${namespace}/${name}`;
 }
 
+/** `items[3] (pod default/web-0): status.podIPs[0].ip: <message>`, for an item that failed PodSchema. */
+export function describeItemProblem(index: number, item: unknown, issue: v.BaseIssue<unknown>): string {
+  return `items[${index}] (pod ${podLabel(item)}): ${where(issue)}${issue.message}`;
+}
+
 /** Checks a parsed PodList. `items: null` (a kubelet that has just started) is an empty list. */
 export function checkPodList(json: unknown): PodListResult {
   if (Array.isArray(json)) return { ok: false, problem: "not a PodList: an array" };
@@ -103,10 +108,7 @@ export function checkPodList(json: unknown): PodListResult {
       pods.push(pod.output);
     } else {
       bad++;
-      if (bad === 1) {
-        const [issue] = pod.issues;
-        firstProblem = `items[${i}] (pod ${podLabel(items[i])}): ${where(issue)}${issue.message}`;
-      }
+      if (bad === 1) firstProblem = describeItemProblem(i, items[i], pod.issues[0]);
     }
   }
   if (bad > 0) {

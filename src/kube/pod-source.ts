@@ -14,7 +14,7 @@ import type { FailureKind, RefreshFailure } from "./kubelet-client.ts";
 import { PodIndex, type PodInfo } from "./pod-index.ts";
 import type { RefreshOutcome } from "./refresh.ts";
 import type { KubeletSettings } from "./config.ts";
-import { type Refresher, WorkerRefresher } from "./refresher.ts";
+import { KubeletRefresher, type Refresher } from "./refresher.ts";
 
 /** Time and timers, injectable so that tests run on a fake clock. */
 export interface Scheduler {
@@ -73,7 +73,7 @@ export interface PodSourceStats {
   lastFetchMs: number;
   lastParseMs: number;
   lastIndexMs: number;
-  /** main-thread time to turn the posted arrays into the index, ms */
+  /** time to turn the refresh's arrays into the index the lines read, ms */
   lastSwapMs: number;
 }
 
@@ -243,7 +243,7 @@ export class PodSource {
   }
 }
 
-/** The agent's pod source: refreshes in a worker, on the kernel's clock; not started yet. */
+/** The agent's pod source: reads the kubelet, on the kernel's clock; not started yet. */
 export function createPodSource(
   settings: KubeletSettings,
   nowNs: () => number,
@@ -254,7 +254,7 @@ export function createPodSource(
     tokenFile: settings.tokenFile,
     timeoutMs: settings.timeoutMs,
     refreshMs: settings.refreshMs,
-    refresher: new WorkerRefresher(settings, log.warn),
+    refresher: new KubeletRefresher(settings),
     scheduler: realScheduler(nowNs),
     notice: log.warn,
     info: log.info,

@@ -1,13 +1,16 @@
-// One refresh: fetch the pod list, parse and check it, build the index as plain arrays. This is
-// what the refresh worker runs (off the main thread: parsing a 1,000-pod list takes tens of
-// milliseconds, see scripts/bench/kubelet-refresh.ts), and what runs inline when no worker can.
-import type { KubeletClient, KubeletClientConfig, RefreshFailure } from "./kubelet-client.ts";
+// One refresh: fetch the pod list and build the index as plain arrays. The answer is read as it
+// arrives (pod-list-reader.ts), one pod at a time, in slices of at most SLICE_MS with a turn of
+// the event loop in between: the lines' 10 ms timer never waits long for a list, however large
+// or slow, and memory never holds the list's whole object graph.
+import type { KubeletClient, RefreshFailure } from "./kubelet-client.ts";
 import { buildIndexData, type PodIndexData } from "./pod-index.ts";
 import { parsePodList } from "./pod-list.ts";
+import { PodListReader } from "./pod-list-reader.ts";
 
 export interface RefreshTimings {
+  /** waiting for the answer's bytes */
   fetchMs: number;
-  /** JSON.parse + schema check */
+  /** JSON.parse + schema check, pod by pod */
   parseMs: number;
   indexMs: number;
 }
@@ -16,7 +19,12 @@ export type RefreshOutcome =
   | { ok: true; index: PodIndexData; bytes: number; timings: RefreshTimings }
   | { ok: false; failure: RefreshFailure };
 
-/** Parse + check + index of a pod list's text (the CPU-bound part of a refresh). */
+/** The longest the list is read without letting the event loop turn. */
+export const SLICE_MS = 2;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Parse + check + index of a whole pod list's text at once (for the benchmark's comparison). */
 export function indexPodListText(text: string): { ok: true; index: PodIndexData; parseMs: number; indexMs: number } | { ok: false; failure: RefreshFailure } {
   const t0 = performance.now();
   const list = parsePodList(text);
@@ -28,15 +36,34 @@ export function indexPodListText(text: string): { ok: true; index: PodIndexData;
 
 export async function refreshOnce(client: KubeletClient): Promise<RefreshOutcome> {
   const t0 = performance.now();
-  const fetched = await client.fetchPods();
-  const fetchMs = performance.now() - t0;
-  if (!fetched.ok) return fetched;
-  const built = indexPodListText(fetched.text);
-  if (!built.ok) return built;
-  return { ok: true, index: built.index, bytes: fetched.bytes, timings: { fetchMs, parseMs: built.parseMs, indexMs: built.indexMs } };
+  const reader = new PodListReader();
+  let parseMs = 0;
+  let turnedAt = performance.now();
+  // Reads what has arrived, letting the event loop turn whenever a slice's time is up (a chunk
+  // can hold the whole list, and chunks that are already there arrive without a turn).
+  const readArrived = async () => {
+    for (;;) {
+      const start = performance.now();
+      const done = reader.work(turnedAt + SLICE_MS);
+      const now = performance.now();
+      parseMs += now - start;
+      if (done && now - turnedAt < SLICE_MS) return;
+      await nextTurn();
+      turnedAt = performance.now();
+      if (done) return;
+    }
+  };
+  const streamed = await client.streamPods((chunk) => {
+    reader.push(chunk);
+    return readArrived();
+  });
+  if (!streamed.ok) return streamed;
+  reader.end();
+  await readArrived();
+  const list = reader.result();
+  if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
+  const t1 = performance.now();
+  const index = buildIndexData(list.pods);
+  const indexMs = performance.now() - t1;
+  return { ok: true, index, bytes: streamed.bytes, timings: { fetchMs: t1 - t0 - parseMs, parseMs, indexMs } };
 }
-
-// ── The refresh worker's messages (refresh-worker.ts is the other side) ──────
-
-export type ToRefreshWorker = { type: "configure"; config: KubeletClientConfig } | { type: "refresh"; id: number };
-export type FromRefreshWorker = { type: "outcome"; id: number; outcome: RefreshOutcome };
