@@ -221,7 +221,7 @@ describe.skipIf(!ready)("peers across the bridge", () => {
     expect(client).toMatchObject({ bytesWritten: 2 * MiB, bytesRead: 1000 });
     expect(server).toMatchObject({ bytesWritten: 1000, bytesRead: 2 * MiB });
     expect(a.tcpCounters().TcpRetransSegs).toBeGreaterThan(0);
-  });
+  }, 60_000); // a dropped SYN alone costs a 1 s retransmission
 
   test("a server can serve many connections until killed", async () => {
     await using node = await createTestNode({ pods: ["a", "b"] });
