@@ -11,22 +11,24 @@
 // fails the schema names its index, pod and path; a document that is not JSON is "not JSON: ...".
 // Work is done in slices (`work(deadline)`), so the caller can let the event loop turn in between.
 import * as v from "valibot";
-import { NotJson, pick, selectionOf } from "./json-pick.ts";
-import { checkPodList, describeItemProblem, PodSchema, type Pod, type PodListResult } from "./pod-list.ts";
+import {
+  BACKSLASH,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  COLON,
+  COMMA,
+  isSpace,
+  NotJson,
+  OPEN_BRACE,
+  OPEN_BRACKET,
+  pick,
+  QUOTE,
+  selectionOf,
+} from "./json-pick.ts";
+import { checkPodList, describeItemProblem, parsePodList, PodSchema, type Pod, type PodListResult } from "./pod-list.ts";
 
 /** What is read of each pod: the fields PodSchema declares (json-pick.ts). */
 const POD_SELECTION = selectionOf(PodSchema);
-
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const COLON = 0x3a;
-const COMMA = 0x2c;
-
-const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 
 /** Where the reader is in the document. */
 const enum Phase {
@@ -135,7 +137,8 @@ export class PodListReader {
   result(): PodListResult {
     if (this.#problem !== null) return { ok: false, problem: this.#problem };
     if (this.#phase === Phase.Whole) {
-      return parseWhole(this.#decoder.decode(this.#buffer.subarray(0, this.#length)));
+      // Not an object: the whole-text check gives its message.
+      return parsePodList(this.#decoder.decode(this.#buffer.subarray(0, this.#length)));
     }
     if (this.#phase !== Phase.End) {
       return { ok: false, problem: `not JSON: the answer ends inside the pod list (after ${this.#consumed + this.#length} bytes)` };
@@ -223,14 +226,8 @@ export class PodListReader {
         this.#phase = Phase.AfterValue;
         return true;
       }
-      case Phase.AfterValue: {
-        if (!this.#skipSpace()) return this.#endedEarly();
-        const byte = this.#buffer[this.#at];
-        if (byte !== COMMA && byte !== CLOSE_BRACE) return this.#unexpected('"," or "}"');
-        this.#at++;
-        this.#phase = byte === COMMA ? Phase.Key : Phase.End;
-        return true;
-      }
+      case Phase.AfterValue:
+        return this.#separator(CLOSE_BRACE, Phase.Key, Phase.End);
       case Phase.FirstItem:
       case Phase.Item: {
         if (!this.#skipSpace()) return this.#endedEarly();
@@ -246,20 +243,24 @@ export class PodListReader {
         this.#phase = Phase.AfterItem;
         return true;
       }
-      case Phase.AfterItem: {
-        if (!this.#skipSpace()) return this.#endedEarly();
-        const byte = this.#buffer[this.#at];
-        if (byte !== COMMA && byte !== CLOSE_BRACKET) return this.#unexpected('"," or "]"');
-        this.#at++;
-        this.#phase = byte === COMMA ? Phase.Item : Phase.AfterValue;
-        return true;
-      }
+      case Phase.AfterItem:
+        return this.#separator(CLOSE_BRACKET, Phase.Item, Phase.AfterValue);
       case Phase.End:
         if (!this.#skipSpace()) return false;
         return this.#unexpected("the end of the answer");
       case Phase.Failed:
         return false;
     }
+  }
+
+  /** After a member or an element: "," goes on to `next`, `close` ends the object or array. */
+  #separator(close: number, next: Phase, closed: Phase): boolean {
+    if (!this.#skipSpace()) return this.#endedEarly();
+    const byte = this.#buffer[this.#at];
+    if (byte !== COMMA && byte !== close) return this.#unexpected(`"," or "${String.fromCharCode(close)}"`);
+    this.#at++;
+    this.#phase = byte === COMMA ? next : closed;
+    return true;
   }
 
   /** Out of bytes in the middle of the document: wait for more, or fail at the end. */
@@ -344,17 +345,6 @@ export class PodListReader {
 
 /** What #value returns for a value that is not JSON. */
 const FAILED: unique symbol = Symbol("not JSON");
-
-/** A document that is not an object: the whole-text check gives its message. */
-function parseWhole(text: string): PodListResult {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    return { ok: false, problem: `not JSON: ${(error as Error).message}` };
-  }
-  return checkPodList(json);
-}
 
 /** Reads a whole answer at once (for check, and for tests). */
 export function readPodList(bytes: Uint8Array): PodListResult {
