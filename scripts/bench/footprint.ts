@@ -10,7 +10,7 @@
 // page cache), the ring buffer (kernel memory the agent maps, its data pages twice so that a
 // record can wrap around), and the agent's own (anonymous) memory. For comparison, the floor:
 // a trivial program compiled the same way that uses the same runtime features (bun:ffi, an HTTP
-// server, fetch, a Worker, optimized JIT code).
+// server, fetch, optimized JIT code).
 //
 //   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short]
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -139,7 +139,6 @@ const memoryRow = (state: string, m: Memory) => [state, mb(m.rss), mb(m.binary),
 async function floor(): Promise<Memory> {
   const src = join(dir, "floor");
   mkdirSync(src);
-  writeFileSync(join(src, "worker.ts"), "self.onmessage = () => undefined;\n");
   writeFileSync(
     join(src, "main.ts"),
     `import { dlopen, JSCallback } from "bun:ffi";
@@ -147,16 +146,15 @@ const libc = dlopen("libc.so.6", { getpid: { args: [], returns: "i32" } });
 const callback = new JSCallback((x: number) => x + 1, { args: ["i32"], returns: "i32" });
 const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("OK") });
 await fetch(\`http://127.0.0.1:\${server.port}/\`);
-const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
 let x = 0;
 for (let i = 0; i < 5e7; i++) x += (i * 7) % 13; // long enough for the optimizing JIT tiers
-console.log(libc.symbols.getpid(), x, callback.ptr !== null, typeof worker);
+console.log(libc.symbols.getpid(), x, callback.ptr !== null);
 setInterval(() => undefined, 1000);
 `,
   );
   const out = join(src, "floor");
   const build = Bun.spawnSync(
-    [process.execPath, "build", "--compile", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", join(src, "main.ts"), join(src, "worker.ts"), "--outfile", out],
+    [process.execPath, "build", "--compile", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", join(src, "main.ts"), "--outfile", out],
     { stdout: "ignore", stderr: "pipe" },
   );
   if (build.exitCode !== 0) throw new Error(`could not build the floor program: ${build.stderr.toString()}`);

@@ -1,9 +1,8 @@
 // IP → pod, built from one complete pod list. The index is built from scratch on every refresh and
 // replaces the previous one whole, so an entry never outlives the list that contained it.
 //
-// Building is split in two so that the expensive half can run off the main thread: buildIndexData
-// (checked pods → plain arrays, cheap to post from a Worker) and PodIndex.fromData (plain arrays →
-// the Map the line path reads).
+// Building is split in two: buildIndexData (checked pods → plain arrays, what a refresh returns) and
+// PodIndex.fromData (plain arrays → the Map the line path reads, built when the index is swapped).
 //
 // Rules (see /work/shared/docs/kubelet.md):
 // - a pod is reachable under every address in `status.podIPs` and `status.podIP` (both families);
@@ -27,7 +26,7 @@ export interface PodInfo {
   workloadKind: string;
 }
 
-/** An index as plain arrays: what a Worker posts (structured clone) to the main thread. */
+/** An index as plain arrays: what a refresh returns. */
 export interface PodIndexData {
   pods: PodInfo[];
   /** canonical IP texts; ips[i] belongs to pods[podOfIp[i]] */

@@ -178,9 +178,9 @@ describe("the pod index", () => {
     expect(b.lookup("10.244.1.5")).toBeUndefined();
   });
 
-  test("the data posted by the worker survives structured cloning", () => {
+  test("a busy node's 1,000 pods: every pod IP of both families, one pod behind each", () => {
     const data = buildIndexData(pods(busyNodePodList(1000)));
-    const idx = PodIndex.fromData(structuredClone(data));
+    const idx = PodIndex.fromData(data);
     expect(idx.podCount).toBe(1000);
     expect(idx.size).toBe(data.ips.length);
     expect(idx.lookup("10.244.0.2")).toBeDefined();
