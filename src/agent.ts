@@ -230,7 +230,7 @@ export class Agent {
     if (counters.trackingFailed > 0) this.#log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
     if (counters.closesMissed > 0) {
       this.#log.warn(
-        `${counters.closesMissed} connections closed without the kernel running the probe for it (a program interrupted on its CPU by another run of it): they have no close line`,
+        `${counters.closesMissed} connections closed without their close reaching the probe (the kernel skips it under bursts of closes): they have no close line`,
       );
     }
   }

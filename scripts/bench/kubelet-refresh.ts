@@ -15,8 +15,9 @@
 //   bun scripts/bench/kubelet-refresh.ts [--rounds 20] [--seconds 5]
 import { median, option, table } from "./common.ts";
 import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet-client.ts";
-import { PodIndex } from "../../src/kube/pod-index.ts";
-import { indexPodListText, type RefreshOutcome, refreshOnce } from "../../src/kube/refresh.ts";
+import { buildIndexData, PodIndex, type PodIndexData } from "../../src/kube/pod-index.ts";
+import { parsePodList } from "../../src/kube/pod-list.ts";
+import { type RefreshOutcome, refreshOnce } from "../../src/kube/refresh.ts";
 import { KubeletRefresher, type Refresher } from "../../src/kube/refresher.ts";
 import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
 import { kubeletUnavailableReason, startKubelet } from "../../test/e2e/kubelet-server.ts";
@@ -75,6 +76,16 @@ const ms = (n: number) => n.toFixed(n < 10 ? 2 : 1);
 const worst = (values: number[]) => Math.max(...values);
 const quantile = (values: number[], q: number) =>
   [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? Number.NaN;
+
+/** Parse + check + index of a whole pod list's text at once: what the agent no longer does. */
+function indexPodListText(text: string): { ok: true; index: PodIndexData; parseMs: number; indexMs: number } | { ok: false; failure: { kind: "invalid"; detail: string } } {
+  const t0 = performance.now();
+  const list = parsePodList(text);
+  const t1 = performance.now();
+  if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
+  const index = buildIndexData(list.pods);
+  return { ok: true, index, parseMs: t1 - t0, indexMs: performance.now() - t1 };
+}
 
 /** The whole text at once, for comparison: fetch, then parse, check and index in one go. */
 class WholeTextRefresher implements Refresher {

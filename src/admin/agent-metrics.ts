@@ -29,7 +29,7 @@ export function registerAgentMetrics(registry: MetricsRegistry, counters: () => 
   );
   counter(
     "kernel_closes_missed_total",
-    "Connections whose close the kernel never reported to the probe (it skips a program interrupted on its CPU by another run of it); found when the socket is reused.",
+    "Connections whose close never reached the probe (the kernel skips it under bursts of closes), so they have no close line; found when the socket is reused or by a periodic report.",
     (c) => c.closesMissed,
   );
 }

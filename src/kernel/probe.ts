@@ -21,7 +21,7 @@ export interface ProbeCounters {
   recordsLost: number;
   /** Connections not tracked from their start (connections map full). */
   trackingFailed: number;
-  /** Tracked connections whose close never reached the probe, found when their socket was reused. */
+  /** Tracked connections whose close never reached the probe, found when their socket was reused or by a periodic report. */
   closesMissed: number;
   /** Records of an unexpected size, skipped. */
   recordsMalformed: number;
@@ -137,9 +137,8 @@ export class Probe {
     const objectBytes = await Bun.file(objectPath).bytes();
     const name = cString("kmesh_accesslog");
     const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
-    const optsBytes = new Uint8Array(BPF_OBJECT_OPEN_OPTS_SIZE);
+    const optsBytes = bytesWithSize(BPF_OBJECT_OPEN_OPTS_SIZE);
     const opts = new DataView(optsBytes.buffer);
-    opts.setBigUint64(0, BigInt(BPF_OBJECT_OPEN_OPTS_SIZE), true);
     opts.setBigUint64(8, BigInt(ptr(name)), true);
     opts.setBigUint64(56, BigInt(ptr(log)), true);
     opts.setBigUint64(64, BigInt(log.byteLength), true);

@@ -4,7 +4,6 @@
 // or slow, and memory never holds the list's whole object graph.
 import type { KubeletClient, RefreshFailure } from "./kubelet-client.ts";
 import { buildIndexData, type PodIndexData } from "./pod-index.ts";
-import { parsePodList } from "./pod-list.ts";
 import { PodListReader } from "./pod-list-reader.ts";
 
 export interface RefreshTimings {
@@ -23,16 +22,6 @@ export type RefreshOutcome =
 export const SLICE_MS = 2;
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/** Parse + check + index of a whole pod list's text at once (for the benchmark's comparison). */
-export function indexPodListText(text: string): { ok: true; index: PodIndexData; parseMs: number; indexMs: number } | { ok: false; failure: RefreshFailure } {
-  const t0 = performance.now();
-  const list = parsePodList(text);
-  const t1 = performance.now();
-  if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
-  const index = buildIndexData(list.pods);
-  return { ok: true, index, parseMs: t1 - t0, indexMs: performance.now() - t1 };
-}
 
 export async function refreshOnce(client: KubeletClient): Promise<RefreshOutcome> {
   const t0 = performance.now();
