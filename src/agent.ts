@@ -6,7 +6,7 @@
 import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "./accesslog/sink.ts";
-import { createClock, type Clock } from "./kernel/clock.ts";
+import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { RunOptions } from "./cli.ts";
@@ -132,7 +132,7 @@ export class Agent {
         const event = this.#record.select(view, i * RECORD_SIZE, RECORD_SIZE);
         const record = toAccessRecord(event, this.#clock);
         if (this.#enricher === null) this.#sink.add(record);
-        else this.#enricher.accept(record, event.reportNs);
+        else this.#enricher.accept(record, toNs(event.report));
       } catch (error) {
         if (!(error instanceof RecordError)) throw error;
         this.#invalidRecord(error.message);

@@ -30,7 +30,7 @@ import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
 import { type AccessRecord, JSON_LINES, KMESH_TEXT } from "../../src/accesslog/format.ts";
 import { toAccessRecord } from "../../src/accesslog/record.ts";
 import { LineSink } from "../../src/accesslog/sink.ts";
-import { makeClock } from "../../src/kernel/clock.ts";
+import { makeClock, toNs } from "../../src/kernel/clock.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -276,7 +276,7 @@ async function child(format: "text" | "json", stage: Stage, path: string, second
         record.select(view, i * RECORD_SIZE, RECORD_SIZE);
         if (stage === "decode") kept = record.srcAddr;
         else if (stage === "record") kept = toAccessRecord(record, clock);
-        else enricher.accept(toAccessRecord(record, clock), record.reportNs);
+        else enricher.accept(toAccessRecord(record, clock), toNs(record.report));
       } catch (error) {
         if (!(error instanceof RecordError)) throw error;
         invalid++;

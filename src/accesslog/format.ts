@@ -43,6 +43,8 @@ export interface AccessRecord {
   /** errno name of a failed connection attempt, e.g. "ECONNREFUSED"; null otherwise */
   error: string | null;
   family: 4 | 6;
+  /** inode number of the reporting socket's network namespace (as `ip netns identify` and `lsns` know it) */
+  netns: number;
 }
 
 /** A line layout, written as bytes. */
@@ -532,10 +534,11 @@ const J_SRTT = ascii(',"srtt_us":');
 const J_MIN_RTT = ascii(',"min_rtt_us":');
 const J_DURATION = ascii(',"duration_ms":');
 const J_ERROR = ascii(',"error":');
+const J_NETNS = ascii(',"netns":');
 const J_END = ascii("}");
 
-/** As TEXT_FIXED_BYTES: about 290 bytes of keys, two quoted times, nine numbers. */
-const JSON_FIXED_BYTES = 896;
+/** As TEXT_FIXED_BYTES: about 300 bytes of keys, two quoted times, ten numbers. */
+const JSON_FIXED_BYTES = 920;
 
 /**
  * One JSON object per line, without a trailing newline. Keys, always present and in this order:
@@ -555,6 +558,7 @@ const JSON_FIXED_BYTES = 896;
  *   sent_bytes, received_bytes, packet_loss, retransmissions, srtt_us, min_rtt_us   number
  *   duration_ms     number | null
  *   error           string | null  errno name of a failed attempt
+ *   netns           number  inode number of the reporting socket's network namespace
  * Values are not percent-escaped here: JSON's own escaping keeps them on one line. The bytes are
  * those of JSON.stringify of that object.
  */
@@ -603,6 +607,8 @@ function writeJsonLine(r: AccessRecord, bytes: Uint8Array, at: number): number {
   else p = writeDuration(r.durationMs, p);
   p = put(J_ERROR, p);
   p = writeJsonName(r.error, p);
+  p = put(J_NETNS, p);
+  p = writeJsonNumber(r.netns, p);
   return put(J_END, p);
 }
 

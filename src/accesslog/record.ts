@@ -4,19 +4,19 @@
 // The agent passes a RecordView (kernel/record.ts), which reads each field where the kernel wrote
 // it: the AccessRecord is the only object made per record on the way to the line.
 
-import type { Clock } from "../kernel/clock.ts";
+import { type Clock, nsBetween } from "../kernel/clock.ts";
 import { type ConnEvent, RECORD_ESTABLISHED, tcpStateName } from "../kernel/record.ts";
 import { type AccessRecord, errnoName } from "./format.ts";
 
 /** The fields of a record a line is made of: a ConnEvent, or a RecordView on the record itself. */
-export type RecordFields = Readonly<Omit<ConnEvent, "sockId" | "netns">>;
+export type RecordFields = Readonly<Omit<ConnEvent, "sockId">>;
 
 export function toAccessRecord(ev: RecordFields, clock: Clock): AccessRecord {
-  const reportNs = ev.reportNs;
-  const startNs = ev.startNs;
+  const report = ev.report;
+  const start = ev.start;
   return {
-    reportTime: clock.toWall(reportNs),
-    startTime: startNs === null ? null : clock.toWall(startNs),
+    reportTime: clock.toWall(report),
+    startTime: start === null ? null : clock.toWall(start),
     srcAddr: ev.srcAddr,
     srcPort: ev.srcPort,
     srcWorkload: null,
@@ -34,11 +34,12 @@ export function toAccessRecord(ev: RecordFields, clock: Clock): AccessRecord {
     retransmissions: ev.retransmissions,
     srttUs: ev.srttUs,
     minRttUs: ev.minRttUs,
-    // Both timestamps are integer ns (exact below 2^53), so the difference is exact and the
-    // division by 1e6 prints as the shortest decimal, like Go's %v: 50052734827 → 50052.734827.
-    durationMs: startNs === null ? null : (reportNs - startNs) / 1e6,
+    // The difference is an exact integer of ns, so the division by 1e6 prints as the shortest
+    // decimal, like Go's %v: 50052734827 → 50052.734827.
+    durationMs: start === null ? null : nsBetween(start, report) / 1e6,
     // A connection that never reached ESTABLISHED is a failed attempt: say how it failed.
     error: ev.flags & RECORD_ESTABLISHED ? null : errnoName(ev.error),
     family: ev.family,
+    netns: ev.netns,
   };
 }

@@ -17,8 +17,8 @@ export type WallTime = { sec: number; nsec: number };
 export type Timespec = { sec: number; nsec: number };
 
 export interface Clock {
-  /** Wall-clock time of a kernel CLOCK_MONOTONIC timestamp. */
-  toWall(monotonicNs: number): WallTime;
+  /** Wall-clock time of a kernel CLOCK_MONOTONIC time. */
+  toWall(monotonic: Timespec): WallTime;
   /** CLOCK_MONOTONIC now, in ns (the kernel's bpf_ktime_get_ns scale). */
   nowMonotonicNs(): number;
   /** Measure the offset again (the wall clock may have been stepped since). */
@@ -72,29 +72,47 @@ export function offsetFromSamples(samples: readonly CalibrationSample[]): Timesp
   return { sec, nsec };
 }
 
-/**
- * The wall time of `monotonicNs` given the REALTIME - MONOTONIC offset. Exact for any integer
- * input below 2^53 ns; a non-integer input is rounded to the nanosecond.
- */
-export function monotonicToWall(offsetSec: number, offsetNsec: number, monotonicNs: number): WallTime {
-  const ns = Math.round(monotonicNs);
-  let monoSec = Math.floor(ns / NS_PER_SEC);
-  let monoNsec = ns - monoSec * NS_PER_SEC;
-  // ns / 1e9 can round up to the next integer just below a whole second: correct the split.
-  if (monoNsec < 0) {
-    monoNsec += NS_PER_SEC;
-    monoSec -= 1;
-  } else if (monoNsec >= NS_PER_SEC) {
-    monoNsec -= NS_PER_SEC;
-    monoSec += 1;
-  }
-  let sec = offsetSec + monoSec;
-  let nsec = offsetNsec + monoNsec;
+/** The wall time of the CLOCK_MONOTONIC time `mono` given the REALTIME - MONOTONIC offset. */
+export function monotonicToWall(offsetSec: number, offsetNsec: number, mono: Timespec): WallTime {
+  let sec = offsetSec + mono.sec;
+  let nsec = offsetNsec + mono.nsec;
   if (nsec >= NS_PER_SEC) {
     nsec -= NS_PER_SEC;
     sec += 1;
   }
   return { sec, nsec };
+}
+
+/**
+ * A CLOCK_MONOTONIC nanosecond count held as two u32 halves (as the kernel's u64 is read), as
+ * whole seconds and nanoseconds, exact for every u64. (As one number it would lose nanoseconds
+ * above 2^53 ns, 104 days of uptime.) 2^32 ns is 4 s + 294967296 ns, but hi * 294967296 can pass
+ * 2^53, so hi is taken in 16-bit halves: 2^48 ns is 281474 s + 976710656 ns.
+ */
+export function monotonicFromHalves(hi: number, lo: number): Timespec {
+  const top = hi >>> 16;
+  const bottom = hi & 0xffff;
+  const ns = top * 976_710_656 + bottom * 294_967_296 + lo; // < 8.5e13: exact
+  let carry = Math.floor(ns / NS_PER_SEC);
+  let nsec = ns - carry * NS_PER_SEC;
+  if (nsec < 0) {
+    nsec += NS_PER_SEC;
+    carry -= 1;
+  } else if (nsec >= NS_PER_SEC) {
+    nsec -= NS_PER_SEC;
+    carry += 1;
+  }
+  return { sec: top * 281_474 + bottom * 4 + carry, nsec };
+}
+
+/** Nanoseconds from `from` to `to`: exact while below 2^53 (104 days). */
+export function nsBetween(from: Timespec, to: Timespec): number {
+  return (to.sec - from.sec) * NS_PER_SEC + (to.nsec - from.nsec);
+}
+
+/** A CLOCK_MONOTONIC time as one nanosecond number (rounded above 2^53 ns): for ordering and timers. */
+export function toNs(t: Timespec): number {
+  return t.sec * NS_PER_SEC + t.nsec;
 }
 
 /**
@@ -110,7 +128,7 @@ export function makeClock(
   let sec = offsetSec;
   let nsec = offsetNsec;
   return {
-    toWall: (monotonicNs) => monotonicToWall(sec, nsec, monotonicNs),
+    toWall: (monotonic) => monotonicToWall(sec, nsec, monotonic),
     nowMonotonicNs,
     recalibrate() {
       if (measureOffset === undefined) return;

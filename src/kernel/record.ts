@@ -3,7 +3,9 @@
 // RECORD_FIELDS is checked against the object's BTF by a separate layout test.
 //
 // This runs once per event: RecordView reads straight from the DataView and allocates nothing
-// (address texts are cached); decodeRecord makes a ConnEvent of its own for anyone who keeps one.
+// (address texts are cached; times are two small objects); decodeRecord makes a ConnEvent of its own for anyone who keeps one.
+
+import { monotonicFromHalves, type Timespec } from "./clock.ts";
 
 /** Size of `struct conn_record` in bytes. */
 export const RECORD_SIZE = 112;
@@ -83,10 +85,10 @@ export function tcpStateName(state: number): string {
 
 /** One decoded record. Counters are numbers: exact up to 2^53, far beyond any real connection. */
 export interface ConnEvent {
-  /** CLOCK_MONOTONIC ns when the connection began; null when it predates the probe. */
-  startNs: number | null;
-  /** CLOCK_MONOTONIC ns of this report. */
-  reportNs: number;
+  /** CLOCK_MONOTONIC time when the connection began; null when it predates the probe. */
+  start: Timespec | null;
+  /** CLOCK_MONOTONIC time of this report. */
+  report: Timespec;
   sentBytes: number;
   receivedBytes: number;
   /** Kernel address of the socket: ties the reports of one connection together. */
@@ -132,10 +134,14 @@ const TWO_32 = 4294967296;
 // Decimal text of 0..255, so that IPv4 text costs only the concatenation.
 const DEC_BYTE: readonly string[] = Array.from({ length: 256 }, (_, i) => String(i));
 
-// A u64 as a number, without BigInt: hi * 2^32 + lo is a single correctly rounded addition, so the
-// result equals Number(u64). Exact below 2^53 (for CLOCK_MONOTONIC ns: 104 days of uptime); above,
-// the rounding error is at most half a unit in the last place: 1 ns up to 2^54 ns (208 days),
-// 128 ns up to 2^60 ns (36 years), far below the microsecond the log prints.
+// The CLOCK_MONOTONIC time in the u64 at `at`, exactly.
+function monotonicAt(view: DataView, at: number): Timespec {
+  return monotonicFromHalves(view.getUint32(at + (LE ? 4 : 0), LE), view.getUint32(at + (LE ? 0 : 4), LE));
+}
+
+// A u64 counter as a number, without BigInt: hi * 2^32 + lo is a single correctly rounded
+// addition, so the result equals Number(u64): exact below 2^53 (8 PiB for a byte count). Times
+// are not read this way (monotonicAt).
 function u64(view: DataView, at: number): number {
   const lo = view.getUint32(at + (LE ? 0 : 4), LE);
   const hi = view.getUint32(at + (LE ? 4 : 0), LE);
@@ -232,12 +238,13 @@ export class RecordView implements ConnEvent {
     return this;
   }
 
-  get startNs(): number | null {
-    const startNs = u64(this.#view, this.#at + START_NS);
-    return startNs === 0 || this.flags & RECORD_START_UNKNOWN ? null : startNs;
+  get start(): Timespec | null {
+    const at = this.#at + START_NS;
+    const unknown = (this.#view.getUint32(at, LE) === 0 && this.#view.getUint32(at + 4, LE) === 0) || this.flags & RECORD_START_UNKNOWN;
+    return unknown ? null : monotonicAt(this.#view, at);
   }
-  get reportNs(): number {
-    return u64(this.#view, this.#at + REPORT_NS);
+  get report(): Timespec {
+    return monotonicAt(this.#view, this.#at + REPORT_NS);
   }
   get sentBytes(): number {
     return u64(this.#view, this.#at + SENT_BYTES);
@@ -282,8 +289,8 @@ export class RecordView implements ConnEvent {
 export function decodeRecord(view: DataView, offset = 0, length: number = view.byteLength - offset): ConnEvent {
   const r = new RecordView().select(view, offset, length);
   return {
-    startNs: r.startNs,
-    reportNs: r.reportNs,
+    start: r.start,
+    report: r.report,
     sentBytes: r.sentBytes,
     receivedBytes: r.receivedBytes,
     sockId: r.sockId,

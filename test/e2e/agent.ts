@@ -202,6 +202,7 @@ export const JsonLineSchema = v.strictObject({
   min_rtt_us: Num,
   duration_ms: Num,
   error: v.nullish(v.string()),
+  netns: v.number(),
 });
 
 export function parseJsonLine(line: string): AccessLogEntry {

@@ -87,6 +87,7 @@ describe("line parser", () => {
       min_rtt_us: 34,
       duration_ms: 50052.734827,
       error: null,
+      netns: 4026531840,
     };
     expect(parseJsonLine(JSON.stringify(json))).toMatchObject({ srcPort: 41978, sentBytes: 3, durationMs: 50052.734827 });
     expect(() => parseJsonLine(JSON.stringify({ ...json, sent_bytes: "3" }))).toThrow(/sent_bytes/);

@@ -7,11 +7,15 @@ import { type ConnEvent, decodeRecord, RECORD_ESTABLISHED, RECORD_SIZE, RecordVi
 // Kernel boot (monotonic 0) at 2025-04-24 08:00:00.123456789 UTC.
 const BOOT_SEC = Date.parse("2025-04-24T08:00:00Z") / 1000;
 const clock = makeClock(BOOT_SEC, 123_456_789, () => 0);
-const monoOf = (iso: string, nsec: number) => (Date.parse(iso) / 1000 - BOOT_SEC) * 1e9 + nsec - 123_456_789;
+const monoOf = (iso: string, nsec: number) => {
+  const ns = (Date.parse(iso) / 1000 - BOOT_SEC) * 1e9 + nsec - 123_456_789;
+  return { sec: Math.floor(ns / 1e9), nsec: ns % 1e9 };
+};
+const nsOf = (t: { sec: number; nsec: number }) => BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec);
 
 const event: ConnEvent = {
-  startNs: monoOf("2025-04-24T08:53:50Z", 919_245_381),
-  reportNs: monoOf("2025-04-24T08:54:40Z", 971_980_208),
+  start: monoOf("2025-04-24T08:53:50Z", 919_245_381),
+  report: monoOf("2025-04-24T08:54:40Z", 971_980_208),
   sentBytes: 3,
   receivedBytes: 227,
   sockId: 1n,
@@ -33,8 +37,8 @@ const event: ConnEvent = {
 
 test("the seed example from a raw ring-buffer record to the line, byte for byte", () => {
   const v = new DataView(new ArrayBuffer(RECORD_SIZE));
-  v.setBigUint64(0, BigInt(event.startNs!), true);
-  v.setBigUint64(8, BigInt(event.reportNs), true);
+  v.setBigUint64(0, nsOf(event.start!), true);
+  v.setBigUint64(8, nsOf(event.report), true);
   v.setBigUint64(16, 3n, true);
   v.setBigUint64(24, 227n, true);
   v.setBigUint64(32, 0xffff888100000000n, true);
@@ -90,11 +94,12 @@ test("fields of an established connection", () => {
     durationMs: 50052.734827,
     error: null,
     family: 4,
+    netns: 4026531840,
   });
 });
 
 test("unknown start: no start time, no duration", () => {
-  const r = toAccessRecord({ ...event, startNs: null, state: 7 }, clock);
+  const r = toAccessRecord({ ...event, start: null, state: 7 }, clock);
   expect(r.startTime).toBeNull();
   expect(r.durationMs).toBeNull();
   expect(r.state).toBe("BPF_TCP_CLOSE");
@@ -111,7 +116,7 @@ test("a failed attempt carries its errno name", () => {
 });
 
 test("duration is exact in milliseconds", () => {
-  const r = toAccessRecord({ ...event, startNs: 1_000_000_000, reportNs: 1_002_236_000 }, clock);
+  const r = toAccessRecord({ ...event, start: { sec: 1, nsec: 0 }, report: { sec: 1, nsec: 2_236_000 } }, clock);
   expect(r.durationMs).toBe(2.236);
   expect(formatKmeshLine(r)).toContain(", duration=2.236ms");
 });

@@ -3,38 +3,53 @@ import {
   type CalibrationSample,
   createClock,
   makeClock,
+  monotonicFromHalves,
   monotonicToWall,
+  nsBetween,
   offsetFromSamples,
 } from "../../src/kernel/clock.ts";
 
 const ts = (sec: number, nsec: number) => ({ sec, nsec });
 
+/** The monotonic time of a u64 nanosecond count, through the two halves the record holds. */
+const mono = (ns: bigint) => monotonicFromHalves(Number(ns >> 32n), Number(ns & 0xffff_ffffn));
+const wallNs = (w: { sec: number; nsec: number }) => BigInt(w.sec) * 1_000_000_000n + BigInt(w.nsec);
+
 describe("monotonicToWall", () => {
   test("adds seconds and nanoseconds separately, carrying", () => {
-    expect(monotonicToWall(1_745_484_000, 500_000_000, 80_471_980_208)).toEqual(ts(1_745_484_080, 971_980_208));
-    expect(monotonicToWall(1_745_484_000, 999_999_999, 1)).toEqual(ts(1_745_484_001, 0));
-    expect(monotonicToWall(1_745_484_000, 999_999_999, 0)).toEqual(ts(1_745_484_000, 999_999_999));
-    expect(monotonicToWall(1_745_484_000, 0, 999_999_999)).toEqual(ts(1_745_484_000, 999_999_999));
-    expect(monotonicToWall(1_745_484_000, 0, 1_000_000_000)).toEqual(ts(1_745_484_001, 0));
+    expect(monotonicToWall(1_745_484_000, 500_000_000, ts(80, 471_980_208))).toEqual(ts(1_745_484_080, 971_980_208));
+    expect(monotonicToWall(1_745_484_000, 999_999_999, ts(0, 1))).toEqual(ts(1_745_484_001, 0));
+    expect(monotonicToWall(1_745_484_000, 999_999_999, ts(0, 0))).toEqual(ts(1_745_484_000, 999_999_999));
+    expect(monotonicToWall(1_745_484_000, 0, ts(0, 999_999_999))).toEqual(ts(1_745_484_000, 999_999_999));
   });
+});
 
-  test("exact to the nanosecond up to 2^53 ns", () => {
-    const mono = 2 ** 53 - 1; // 9007199.254740991 s
-    expect(monotonicToWall(1_700_000_000, 1, mono)).toEqual(ts(1_709_007_199, 254_740_992));
-    // values just below a whole second, where ns / 1e9 rounds up
-    for (const sec of [1, 999, 4_503_599, 9_007_198]) {
-      const wall = monotonicToWall(0, 0, sec * 1e9 - 1);
-      expect(wall).toEqual(ts(sec - 1, 999_999_999));
+describe("monotonicFromHalves", () => {
+  test("splits a u64 of nanoseconds exactly, at every scale", () => {
+    const cases = [0n, 1n, 999_999_999n, 1_000_000_000n, 0xffff_ffffn, 1n << 32n, (1n << 48n) - 1n, 1n << 48n];
+    cases.push((1n << 53n) - 1n, 1n << 53n, (1n << 53n) + 1n, (1n << 64n) - 1n);
+    for (const ns of cases) expect(wallNs(mono(ns))).toBe(ns);
+    // a second boundary on both sides, far above 2^53
+    for (const s of [9_007_199n, 17_280_000n, 18_446_744_073n]) {
+      expect(mono(s * 1_000_000_000n - 1n)).toEqual(ts(Number(s) - 1, 999_999_999));
+      expect(mono(s * 1_000_000_000n)).toEqual(ts(Number(s), 0));
+    }
+    let x = 0x9e37_79b9_7f4a_7c15n;
+    for (let i = 0; i < 10_000; i++) {
+      x = (x * 6364136223846793005n + 1442695040888963407n) & ((1n << 64n) - 1n);
+      expect(wallNs(mono(x))).toBe(x);
     }
   });
 
-  test("nanoseconds stay integers in range above 2^53", () => {
-    const wall = monotonicToWall(1_700_000_000, 900_000_000, 2 ** 60);
-    expect(Number.isInteger(wall.nsec)).toBe(true);
-    expect(wall.nsec).toBeGreaterThanOrEqual(0);
-    expect(wall.nsec).toBeLessThan(1e9);
-    const exact = 1_700_000_000n * 1_000_000_000n + 900_000_000n + 2n ** 60n;
-    expect(BigInt(wall.sec) * 1_000_000_000n + BigInt(wall.nsec)).toBe(exact);
+  test("a node up 200 days: report and start to the nanosecond, duration exact", () => {
+    // 200 days of uptime is 1.728e16 ns, past 2^53 (9.007e15): as one number it would lose digits.
+    const start = 200n * 86_400n * 1_000_000_000n + 123_456_789n;
+    const report = start + 1_200_608_025n;
+    expect(Number(report)).not.toBe(Number(start) + 1_200_608_025); // what a float would have said
+    const offset = ts(1_745_484_000, 987_654_321);
+    const wall = monotonicToWall(offset.sec, offset.nsec, mono(report));
+    expect(wallNs(wall)).toBe(1_745_484_000_987_654_321n + report);
+    expect(nsBetween(mono(start), mono(report))).toBe(1_200_608_025);
   });
 });
 
@@ -73,18 +88,18 @@ describe("makeClock", () => {
     let offset = ts(1_000, 0);
     const clock = makeClock(1_745_484_000, 250_000_000, () => 42, () => offset);
     expect(clock.nowMonotonicNs()).toBe(42);
-    expect(clock.toWall(1_750_000_000)).toEqual(ts(1_745_484_002, 0));
+    expect(clock.toWall(ts(1, 750_000_000))).toEqual(ts(1_745_484_002, 0));
     clock.recalibrate();
-    expect(clock.toWall(1_750_000_000)).toEqual(ts(1_001, 750_000_000));
+    expect(clock.toWall(ts(1, 750_000_000))).toEqual(ts(1_001, 750_000_000));
     offset = ts(2_000, 1);
     clock.recalibrate();
-    expect(clock.toWall(0)).toEqual(ts(2_000, 1));
+    expect(clock.toWall(ts(0, 0))).toEqual(ts(2_000, 1));
   });
 
   test("without measureOffset recalibrate keeps the offset", () => {
     const clock = makeClock(10, 5, () => 0);
     clock.recalibrate();
-    expect(clock.toWall(0)).toEqual(ts(10, 5));
+    expect(clock.toWall(ts(0, 0))).toEqual(ts(10, 5));
   });
 });
 
@@ -96,7 +111,7 @@ describe("createClock (libc clock_gettime)", () => {
     expect(Number.isInteger(a)).toBe(true);
     expect(b).toBeGreaterThanOrEqual(a);
     const before = Date.now();
-    const wall = clock.toWall(clock.nowMonotonicNs());
+    const wall = clock.toWall(mono(BigInt(clock.nowMonotonicNs())));
     const after = Date.now();
     const wallMs = wall.sec * 1000 + wall.nsec / 1e6;
     expect(wallMs).toBeGreaterThanOrEqual(before - 2);
@@ -106,10 +121,10 @@ describe("createClock (libc clock_gettime)", () => {
 
   test("recalibration lands on (nearly) the same offset", () => {
     const clock = createClock();
-    const mono = clock.nowMonotonicNs();
-    const first = clock.toWall(mono);
+    const now = mono(BigInt(clock.nowMonotonicNs()));
+    const first = clock.toWall(now);
     clock.recalibrate();
-    const second = clock.toWall(mono);
+    const second = clock.toWall(now);
     const diffNs = (second.sec - first.sec) * 1e9 + (second.nsec - first.nsec);
     expect(Math.abs(diffNs)).toBeLessThan(1_000_000); // unless NTP steps the clock meanwhile
   });

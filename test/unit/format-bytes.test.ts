@@ -136,6 +136,7 @@ function record(rng: Random): AccessRecord {
     durationMs: duration(rng),
     error: failed ? rng.pick(["ECONNREFUSED", "ETIMEDOUT", "ECONNABORTED", "errno22"]) : rng.chance(0.01) ? name(rng) : null,
     family,
+    netns: rng.chance(0.5) ? 4026531840 : rng.int(2 ** 32),
   };
 }
 

@@ -180,6 +180,7 @@ function formatKmeshLine(r: AccessRecord): string {
  *   sent_bytes, received_bytes, packet_loss, retransmissions, srtt_us, min_rtt_us   number
  *   duration_ms     number | null
  *   error           string | null  errno name of a failed attempt
+ *   netns           number  inode number of the reporting socket's network namespace
  * Values are not percent-escaped here: JSON's own escaping keeps them on one line.
  */
 function formatJsonLine(r: AccessRecord): string {
@@ -205,6 +206,7 @@ function formatJsonLine(r: AccessRecord): string {
     min_rtt_us: r.minRttUs,
     duration_ms: r.durationMs,
     error: r.error,
+    netns: r.netns,
   });
 }
 

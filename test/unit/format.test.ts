@@ -36,6 +36,7 @@ const seed: AccessRecord = {
   durationMs: 50052.734827,
   error: null,
   family: 4,
+  netns: 4026531840,
 };
 
 describe("formatGoTime", () => {
@@ -196,7 +197,7 @@ describe("escapeValue", () => {
 describe("formatJsonLine", () => {
   test("the seed record", () => {
     expect(formatJsonLine(seed)).toBe(
-      '{"time":"2025-04-24 08:54:40.971980208 +0000 UTC","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24 08:53:50.919245381 +0000 UTC","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null}',
+      '{"time":"2025-04-24 08:54:40.971980208 +0000 UTC","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24 08:53:50.919245381 +0000 UTC","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null,"netns":4026531840}',
     );
   });
 
@@ -240,6 +241,7 @@ describe("formatJsonLine", () => {
       min_rtt_us: 34,
       duration_ms: null,
       error: "ETIMEDOUT",
+      netns: 4026531840,
     });
     expect(Object.keys(JSON.parse(text))).toEqual([
       "time",
@@ -263,6 +265,7 @@ describe("formatJsonLine", () => {
       "min_rtt_us",
       "duration_ms",
       "error",
+      "netns",
     ]);
   });
 });

@@ -119,5 +119,6 @@ export function record(direction: "OUTBOUND" | "INBOUND", src: string, dst: stri
     durationMs: 1,
     error: null,
     family: src.includes(":") ? 6 : 4,
+    netns: 4026531840,
   };
 }

@@ -72,6 +72,7 @@ const base: AccessRecord = {
   durationMs: 50052.734827,
   error: null,
   family: 4,
+  netns: 4026531840,
 };
 const nth = (i: number): AccessRecord => ({ ...base, srcPort: 1000 + i, sentBytes: i });
 const LINE_BYTES = formatKmeshLine(base).length + 1; // every nth(i) line is within a few bytes of this
