@@ -5,7 +5,7 @@
  * One BTF tracepoint, inet_sock_set_state, sees every TCP state change of
  * every socket on the node, whatever its network namespace or cgroup. A hash
  * map keyed by the socket's address keeps what the kernel does not (when the
- * connection began, which side opened it, the counters' starting values);
+ * connection began, which side opened it, which connection it is);
  * when the socket reaches TCP_CLOSE one conn_record goes to the ring buffer.
  * A program the agent runs on demand reports the open connections it names
  * (periodic reports); an iterator, run once at start, adds the connections
@@ -24,18 +24,24 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* What the kernel does not keep about a connection. */
+/*
+ * What the kernel does not keep about a connection, and which connection it
+ * is: a socket's memory can hold another connection once the socket is freed
+ * (and a close the probe missed leaves its entry behind), so an entry is used
+ * only for the socket whose ports and peer address it names.
+ */
 struct conn_state {
 	__u64 start_ns;
-	__u64 acked_base;	/* tcp_sock.bytes_acked when it became ESTABLISHED (the SYN) */
-	__u64 received_base;	/* tcp_sock.bytes_received then */
+	__u32 remote_addr;	/* last 32 bits of the peer's address */
+	__u16 remote_port;	/* network byte order, as in the socket */
+	__u16 local_port;	/* network byte order; 0 until known (connect() picks it after SYN_SENT) */
 	__u8 direction;
 	__u8 flags;		/* STATE_* */
 	__u8 pad[6];
 };
 
-#define STATE_ESTABLISHED 0x1	/* reached ESTABLISHED */
-#define STATE_START_UNKNOWN 0x4	/* first seen after it began (open before the probe) */
+#define STATE_START_UNKNOWN 0x1	/* first seen after it began (open before the probe) */
+#define STATE_FIN_UNCOUNTED 0x2	/* the peer's FIN came with its SYN: not in bytes_received */
 
 /* Whether our FIN is in the sequence space, from the state the socket is in
  * (or was in just before it closed): these states are entered by sending it. */
@@ -51,8 +57,17 @@ static __always_inline int connected(int state)
 	return state == BPF_TCP_ESTABLISHED || state == BPF_TCP_CLOSE_WAIT || fin_sent(state);
 }
 
+/* A state an attempt is in before it is a connection. */
+static __always_inline int attempting(int state)
+{
+	return state == BPF_TCP_SYN_SENT || state == BPF_TCP_SYN_RECV;
+}
+
 /* Sized by the agent before load (--max-connections); entries live from
- * connect()/accept to TCP_CLOSE, so the map holds only open connections. */
+ * connect()/accept to TCP_CLOSE, so the map holds only open connections.
+ * Allocated as entries come; the agent preallocates it on kernels before 6.1,
+ * whose verifier WARNs when a raw_tp program (report_open) uses a map
+ * allocated at run time. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
@@ -72,8 +87,10 @@ struct {
 volatile struct probe_switches switches = { .emit_enabled = 1 };
 struct probe_counters counters;
 
-/* Puts struct conn_record into the object's BTF for the layout test. */
+/* Puts struct conn_record and struct conn_state into the object's BTF for
+ * the layout tests. */
 struct conn_record *const unused_record_type __attribute__((unused));
+struct conn_state *const unused_state_type __attribute__((unused));
 
 /*
  * What a record needs from the socket. The tracepoint reads it with plain
@@ -85,7 +102,7 @@ struct conn_record *const unused_record_type __attribute__((unused));
 struct sock_figures {
 	__u64 acked;		/* tcp_sock.bytes_acked */
 	__u64 received;		/* tcp_sock.bytes_received */
-	unsigned long flags;	/* sock_common.skc_flags (sock.sk_flags before Linux 6.x) */
+	unsigned long flags;	/* sock_common.skc_flags (sock.sk_flags) */
 	__u32 snd_una;
 	__u32 write_seq;
 	__u32 srtt_us;		/* << 3, as the kernel keeps it */
@@ -94,7 +111,7 @@ struct sock_figures {
 	__u32 total_retrans;
 	__u32 netns;
 	__s32 err;
-	__u16 local_port;	/* host byte order */
+	__u16 local_port;	/* network byte order */
 	__u16 remote_port;
 	__u8 local_addr[16];	/* IPv4 in the first 4 bytes */
 	__u8 remote_addr[16];
@@ -105,10 +122,7 @@ static __always_inline void read_figures_direct(struct sock_figures *f, const st
 {
 	f->acked = tp->bytes_acked;
 	f->received = tp->bytes_received;
-	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
-		f->flags = sk->__sk_common.skc_flags;
-	else
-		f->flags = ((const struct sock___flags_in_sock *)sk)->sk_flags;
+	f->flags = sk->__sk_common.skc_flags;
 	f->snd_una = tp->snd_una;
 	f->write_seq = tp->write_seq;
 	f->srtt_us = tp->srtt_us;
@@ -117,8 +131,8 @@ static __always_inline void read_figures_direct(struct sock_figures *f, const st
 	f->total_retrans = tp->total_retrans;
 	f->netns = sk->__sk_common.skc_net.net->ns.inum;
 	f->err = sk->sk_err;
-	f->local_port = bpf_ntohs(((const struct inet_sock *)tp)->inet_sport);
-	f->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
+	f->local_port = ((const struct inet_sock *)tp)->inet_sport;
+	f->remote_port = sk->__sk_common.skc_dport;
 	if (family == AF_INET) {
 		*(__be32 *)f->local_addr = sk->__sk_common.skc_rcv_saddr;
 		*(__be32 *)f->remote_addr = sk->__sk_common.skc_daddr;
@@ -135,10 +149,7 @@ static __always_inline void read_figures_probe(struct sock_figures *f, const str
 
 	f->acked = BPF_CORE_READ(tp, bytes_acked);
 	f->received = BPF_CORE_READ(tp, bytes_received);
-	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
-		f->flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
-	else
-		f->flags = BPF_CORE_READ((const struct sock___flags_in_sock *)sk, sk_flags);
+	f->flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
 	f->snd_una = BPF_CORE_READ(tp, snd_una);
 	f->write_seq = BPF_CORE_READ(tp, write_seq);
 	f->srtt_us = BPF_CORE_READ(tp, srtt_us);
@@ -147,8 +158,8 @@ static __always_inline void read_figures_probe(struct sock_figures *f, const str
 	f->total_retrans = BPF_CORE_READ(tp, total_retrans);
 	f->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	f->err = BPF_CORE_READ(sk, sk_err);
-	f->local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	f->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	f->local_port = BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
+	f->remote_port = BPF_CORE_READ(sk, __sk_common.skc_dport);
 	if (family == AF_INET) {
 		BPF_CORE_READ_INTO((__be32 *)f->local_addr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__be32 *)f->remote_addr, sk, __sk_common.skc_daddr);
@@ -158,20 +169,39 @@ static __always_inline void read_figures_probe(struct sock_figures *f, const str
 	}
 }
 
+/* The last 32 bits of the peer's address (the whole of an IPv4 one). */
+static __always_inline __u32 remote_word(const struct sock_figures *f, __u16 family)
+{
+	return family == AF_INET ? *(const __u32 *)f->remote_addr : *(const __u32 *)&f->remote_addr[12];
+}
+
+/* Whether the entry is this socket's connection (see struct conn_state). */
+static __always_inline int same_connection(const struct conn_state *st, const struct sock_figures *f,
+					   __u16 family)
+{
+	return st->remote_port == f->remote_port && st->remote_addr == remote_word(f, family) &&
+	       (st->local_port == 0 || st->local_port == f->local_port);
+}
+
 /*
  * Fill one record from the socket's figures as they are now. The kernel's
  * bytes_acked and bytes_received count the SYN and the FIN as well as
- * payload: the SYN is taken off through the values saved at ESTABLISHED, the
- * FIN by looking whether it was sent and acknowledged (ours) or processed
- * (the peer's).
+ * payload. bytes_acked counts our SYN on the side that connected (a Fast Open
+ * SYN's data too, which is payload), never on the accepting side (its SYN-ACK
+ * is acknowledged before the child socket exists, or preset so); bytes_received
+ * never counts the peer's SYN. So the SYN is a constant, whatever happened at
+ * ESTABLISHED, and the FIN is taken off by looking whether it was sent and
+ * acknowledged (ours) or processed (the peer's, unless it came with the SYN).
+ * `failed`: an attempt that never became a connection.
  */
 static __always_inline void fill_record(struct conn_record *rec, const struct sock *sk,
 					const struct conn_state *st, const struct sock_figures *f,
-					__u16 family, __u8 state, int our_fin_sent, __u64 now)
+					__u16 family, __u8 state, int our_fin_sent, int failed, __u64 now)
 {
 	__u8 outbound = st->direction == DIRECTION_OUTBOUND;
 	__u64 acked = f->acked;
 	__u64 received = f->received;
+	__u64 syn = outbound ? 1 : 0;
 
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->start_ns = st->start_ns;
@@ -182,8 +212,8 @@ static __always_inline void fill_record(struct conn_record *rec, const struct so
 	rec->state = state;
 	__builtin_memcpy(outbound ? rec->src_addr : rec->dst_addr, f->local_addr, 16);
 	__builtin_memcpy(outbound ? rec->dst_addr : rec->src_addr, f->remote_addr, 16);
-	rec->src_port = outbound ? f->local_port : f->remote_port;
-	rec->dst_port = outbound ? f->remote_port : f->local_port;
+	rec->src_port = bpf_ntohs(outbound ? f->local_port : f->remote_port);
+	rec->dst_port = bpf_ntohs(outbound ? f->remote_port : f->local_port);
 	rec->netns = f->netns;
 	rec->packets_lost = f->lost;
 	rec->retransmissions = f->total_retrans;
@@ -192,24 +222,23 @@ static __always_inline void fill_record(struct conn_record *rec, const struct so
 	if (st->flags & STATE_START_UNKNOWN)
 		rec->flags |= RECORD_START_UNKNOWN;
 
-	if (!(st->flags & STATE_ESTABLISHED)) {
+	if (failed) {
 		rec->error = f->err;
 		return;
 	}
 	rec->flags |= RECORD_ESTABLISHED;
 
-	if (our_fin_sent && f->snd_una == f->write_seq)
+	if (our_fin_sent && f->snd_una == f->write_seq && acked > syn)
 		acked -= 1;
-	if (f->flags & (1UL << SOCK_DONE))
+	if ((f->flags & (1UL << SOCK_DONE)) && !(st->flags & STATE_FIN_UNCOUNTED) && received > 0)
 		received -= 1;
-	rec->sent_bytes = acked > st->acked_base ? acked - st->acked_base : 0;
-	rec->received_bytes = received > st->received_base ? received - st->received_base : 0;
+	rec->sent_bytes = acked > syn ? acked - syn : 0;
+	rec->received_bytes = received;
 }
 
-static __always_inline void emit(const struct sock *sk, const struct tcp_sock *tp,
-				 const struct conn_state *st, __u16 family, int oldstate, __u64 now)
+static __always_inline void emit(const struct sock *sk, const struct conn_state *st,
+				 const struct sock_figures *f, __u16 family, int oldstate, __u64 now)
 {
-	struct sock_figures figures;
 	struct conn_record *rec;
 
 	if (!switches.emit_enabled)
@@ -219,27 +248,32 @@ static __always_inline void emit(const struct sock *sk, const struct tcp_sock *t
 		__sync_fetch_and_add(&counters.records_lost, 1);
 		return;
 	}
-	read_figures_direct(&figures, sk, tp, family);
-	fill_record(rec, sk, st, &figures, family, BPF_TCP_CLOSE, fin_sent(oldstate), now);
+	fill_record(rec, sk, st, f, family, BPF_TCP_CLOSE, fin_sent(oldstate), attempting(oldstate), now);
 	/* The agent drains on its own clock: waking it per record would cost more. */
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
 
 /*
  * A connection seen for the first time after it began: it was open before the
- * probe was attached, and its start is unknown. Its direction is still known:
- * an accepted socket is created as a copy of its listener, so it carries the
- * backlog listen() set (sk_max_ack_backlog), while a socket that called
- * connect() never listened. (A listener made with backlog 0 would pass for the
- * connecting side.) The SYN is then taken off the way Linux counts it: in
- * bytes_acked on the side that connected only.
+ * probe was attached (or the kernel skipped the probe when it began), and its
+ * start is unknown. Its direction is still known: an accepted socket is
+ * created as a copy of its listener, so it carries the backlog listen() set
+ * (sk_max_ack_backlog), while a socket that called connect() never listened.
+ * (A listener made with backlog 0 would pass for the connecting side.)
  */
 static __always_inline void init_unknown(struct conn_state *st, __u32 max_ack_backlog)
 {
 	__builtin_memset(st, 0, sizeof(*st));
 	st->direction = max_ack_backlog ? DIRECTION_INBOUND : DIRECTION_OUTBOUND;
-	st->flags = STATE_ESTABLISHED | STATE_START_UNKNOWN;
-	st->acked_base = st->direction == DIRECTION_OUTBOUND ? 1 : 0;
+	st->flags = STATE_START_UNKNOWN;
+}
+
+/* Names the connection an entry belongs to (see struct conn_state). */
+static __always_inline void identify(struct conn_state *st, const struct sock_figures *f, __u16 family)
+{
+	st->remote_addr = remote_word(f, family);
+	st->remote_port = f->remote_port;
+	st->local_port = f->local_port;
 }
 
 /*
@@ -260,26 +294,49 @@ static __always_inline void track(__u64 key, const struct conn_state *st)
 		__sync_fetch_and_add(&counters.tracking_failed, 1);
 }
 
+/* The peer's address and port, for an entry made at connect(): the local port
+ * is not chosen yet then (it is filled in when the connection is reported). */
+static __always_inline void identify_peer(struct conn_state *st, const struct sock *sk, __u16 family)
+{
+	st->remote_port = sk->__sk_common.skc_dport;
+	if (family == AF_INET)
+		st->remote_addr = sk->__sk_common.skc_daddr;
+	else
+		st->remote_addr = *(const __u32 *)((const __u8 *)&sk->__sk_common.skc_v6_daddr + 12);
+}
+
 /*
- * Three state changes make a connection's life here: connect() (SYN_SENT),
- * ESTABLISHED, and CLOSE. The others return at once: whether our FIN was sent
- * is read from the state a socket closes from, and an accepted socket, which
- * the kernel creates in SYN_RECV when the handshake completes, is tracked from
- * ESTABLISHED, its start. For a connection between two local sockets: two
- * inserts, three lookups and two deletes.
+ * The state changes that make a connection's life here:
+ * - SYN_SENT: connect(); the entry starts OUTBOUND.
+ * - ESTABLISHED from SYN_RECV: an accepted socket (which the kernel creates in
+ *   SYN_RECV when the handshake completes) starts INBOUND here; or a socket of
+ *   ours that met a SYN while connecting (simultaneous open, a socket
+ *   connecting to itself) stays the OUTBOUND one it is.
+ * - CLOSE_WAIT: the peer's FIN; noted when it came with the SYN.
+ * - CLOSE: the record. Whether the connection was ever established is read
+ *   from the state it closes from, so a skipped run of the probe at
+ *   ESTABLISHED changes nothing (the SYN is a constant: see fill_record), and
+ *   ESTABLISHED after SYN_SENT needs no work at all.
+ * The others return at once: whether our FIN was sent is read from the state
+ * a socket closes from.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u64 key = (__u64)sk;
 	const struct tcp_sock *tp;
+	struct sock_figures figures;
 	struct conn_state *st, fresh;
 	__u16 family;
 	__u64 now;
 
-	if (newstate != BPF_TCP_SYN_SENT && newstate != BPF_TCP_ESTABLISHED &&
-	    newstate != BPF_TCP_CLOSE)
+	if (newstate == BPF_TCP_ESTABLISHED) {
+		if (oldstate != BPF_TCP_SYN_RECV)
+			return 0;
+	} else if (newstate != BPF_TCP_SYN_SENT && newstate != BPF_TCP_CLOSE &&
+		   newstate != BPF_TCP_CLOSE_WAIT) {
 		return 0;
+	}
 	/* A listener closing is not a connection; CLOSE to CLOSE is no change. */
 	if (oldstate == BPF_TCP_LISTEN || oldstate == newstate)
 		return 0;
@@ -295,6 +352,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_OUTBOUND;
+		identify_peer(&fresh, sk, family);
 		track(key, &fresh);
 		return 0;
 	}
@@ -305,41 +363,56 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	if (!tp)
 		return 0;
 
+	if (newstate == BPF_TCP_CLOSE_WAIT) {
+		/* The peer's FIN. Counted in bytes_received like data, except
+		 * when it came with the SYN (a Fast Open SYN-ACK carrying it):
+		 * then, and only then, bytes_received is one short of what
+		 * rcv_nxt moved past the bytes not read yet. */
+		if ((__u32)(tp->rcv_nxt - tp->copied_seq) != (__u32)tp->bytes_received + 1)
+			return 0;
+		st = bpf_map_lookup_elem(&connections, &key);
+		if (st)
+			st->flags |= STATE_FIN_UNCOUNTED;
+		return 0;
+	}
+
+	read_figures_direct(&figures, sk, tp, family);
+	st = bpf_map_lookup_elem(&connections, &key);
+	if (st && !same_connection(st, &figures, family)) {
+		/* another connection's, whose close the probe never saw */
+		if (bpf_map_delete_elem(&connections, &key) == 0)
+			__sync_fetch_and_add(&counters.closes_missed, 1);
+		st = NULL;
+	}
+
 	if (newstate == BPF_TCP_ESTABLISHED) {
-		st = oldstate == BPF_TCP_SYN_SENT ? bpf_map_lookup_elem(&connections, &key) : NULL;
-		/* A SYN_SENT entry never has STATE_ESTABLISHED: one that has it is
-		 * a closed connection's whose close was not seen. */
-		if (!st || (st->flags & STATE_ESTABLISHED)) {
-			__builtin_memset(&fresh, 0, sizeof(fresh));
-			if (oldstate == BPF_TCP_SYN_SENT) {
-				/* connect() was called before the probe was attached */
-				fresh.direction = DIRECTION_OUTBOUND;
-				fresh.flags = STATE_START_UNKNOWN;
-			} else {
-				/* accepted: INBOUND connections start here */
-				fresh.direction = DIRECTION_INBOUND;
-				fresh.start_ns = now;
-			}
-			st = &fresh;
+		/* from SYN_RECV */
+		if (st && st->direction == DIRECTION_OUTBOUND) {
+			st->local_port = figures.local_port; /* simultaneous open */
+			return 0;
 		}
-		st->flags |= STATE_ESTABLISHED;
-		st->acked_base = tp->bytes_acked;
-		st->received_base = tp->bytes_received;
-		if (st == &fresh)
-			track(key, &fresh);
+		__builtin_memset(&fresh, 0, sizeof(fresh));
+		fresh.start_ns = now;
+		fresh.direction = DIRECTION_INBOUND;
+		identify(&fresh, &figures, family);
+		track(key, &fresh);
 		return 0;
 	}
 
 	/* CLOSE. A connection not tracked was open before the probe was
-	 * attached (or its handshake was): it is reported with what is known. */
-	st = bpf_map_lookup_elem(&connections, &key);
+	 * attached (or the probe's run at its start was skipped): it is
+	 * reported with what is known. */
 	if (!st) {
+		/* A child that dies in SYN_RECV was never accepted: a duplicate
+		 * the kernel discards while the real one goes on, or one whose
+		 * setup failed. Only a Fast Open child was a connection its
+		 * client could see fail. */
+		if (oldstate == BPF_TCP_SYN_RECV && !tp->fastopen_rsk)
+			return 0;
 		init_unknown(&fresh, sk->sk_max_ack_backlog);
-		if (oldstate == BPF_TCP_SYN_SENT || oldstate == BPF_TCP_SYN_RECV)
-			fresh.flags &= ~STATE_ESTABLISHED; /* an attempt that failed */
 		st = &fresh;
 	}
-	emit(sk, tp, st, family, oldstate, now);
+	emit(sk, st, &figures, family, oldstate, now);
 	if (st != &fresh)
 		bpf_map_delete_elem(&connections, &key);
 	return 0;
@@ -388,20 +461,23 @@ __noinline int report_one(__u64 key, __u32 slot, __u64 now)
 	rec = &batch->records[slot & (REPORT_BATCH - 1)];
 	rec->state = 0; /* no report unless filled below */
 	st = bpf_map_lookup_elem(&connections, &key);
-	if (!st || !(st->flags & STATE_ESTABLISHED))
-		return 0; /* closed since, or not established yet */
+	if (!st)
+		return 0; /* closed since */
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	if (!connected(state)) {
-		/* The entry outlived its connection: the kernel never ran the
-		 * probe for its close, and the socket is closed, or its memory
-		 * is some other socket's now. */
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (attempting(state) && st->local_port == 0)
+		return 0; /* an attempt still under way: not a connection yet */
+	read_figures_probe(&figures, sk, family);
+	if (!connected(state) || !same_connection(st, &figures, family)) {
+		/* The entry outlived its connection (or attempt): the kernel
+		 * never ran the probe for its close, and the socket is closed,
+		 * or its memory is some other socket's now. */
 		if (bpf_map_delete_elem(&connections, &key) == 0)
 			__sync_fetch_and_add(&counters.closes_missed, 1);
 		return 0;
 	}
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	read_figures_probe(&figures, sk, family);
-	fill_record(rec, sk, st, &figures, family, state, fin_sent(state), now);
+	st->local_port = figures.local_port;
+	fill_record(rec, sk, st, &figures, family, state, fin_sent(state), 0, now);
 	return 1;
 }
 
@@ -432,6 +508,7 @@ SEC("iter/task_file")
 int seed_open(struct bpf_iter__task_file *ctx)
 {
 	struct file *file = ctx->file;
+	struct sock_figures figures;
 	const struct sock *sk;
 	struct socket *sock;
 	struct conn_state st;
@@ -449,18 +526,14 @@ int seed_open(struct bpf_iter__task_file *ctx)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* a connection, or an attempt of connect() under way */
+	if (!connected(state) && state != BPF_TCP_SYN_SENT)
+		return 0;
 	init_unknown(&st, BPF_CORE_READ(sk, sk_max_ack_backlog));
-	switch (state) {
-	case BPF_TCP_ESTABLISHED:
-	case BPF_TCP_CLOSE_WAIT:
-	case BPF_TCP_FIN_WAIT1:
-	case BPF_TCP_FIN_WAIT2:
-	case BPF_TCP_LAST_ACK:
-	case BPF_TCP_CLOSING:
-		break;
-	default:
-		return 0; /* not a connection (listening), or not one yet or any more */
-	}
+	read_figures_probe(&figures, sk, family);
+	identify(&st, &figures, family);
+	if (state == BPF_TCP_SYN_SENT)
+		st.local_port = 0; /* an attempt's entry names its peer only */
 	key = (__u64)sk;
 	/* BPF_NOEXIST: a socket shared by several processes is added once, and
 	 * one the tracepoint already tracks keeps what it knows. */

@@ -40,7 +40,7 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	possible_net_t skc_net;
-	unsigned long skc_flags;	/* since Linux 6.x; before, sock.sk_flags */
+	unsigned long skc_flags;	/* sock.sk_flags is this field */
 } __attribute__((preserve_access_index));
 
 struct sock {
@@ -48,12 +48,6 @@ struct sock {
 	int sk_err;
 	__u16 sk_protocol;
 	__u32 sk_max_ack_backlog;	/* set by listen(); an accepted socket is a copy of its listener */
-} __attribute__((preserve_access_index));
-
-/* struct sock as older kernels lay it out (a CO-RE flavor: the ___ suffix is
- * ignored when matching against the kernel's types). */
-struct sock___flags_in_sock {
-	unsigned long sk_flags;
 } __attribute__((preserve_access_index));
 
 struct inet_sock {
@@ -70,15 +64,20 @@ struct minmax {
 	struct minmax_sample s[3];
 } __attribute__((preserve_access_index));
 
+struct request_sock;
+
 struct tcp_sock {
 	__u64 bytes_received;
 	__u64 bytes_acked;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
 	__u32 snd_una;
 	__u32 write_seq;
 	__u32 srtt_us;
 	struct minmax rtt_min;
 	__u32 total_retrans;
 	__u32 lost;
+	struct request_sock *fastopen_rsk;	/* set while a Fast Open child is in SYN_RECV */
 } __attribute__((preserve_access_index));
 
 struct seq_file;

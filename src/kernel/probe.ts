@@ -47,11 +47,22 @@ export const PROBE_SWITCHES_FIELDS = {
 } as const;
 export const PROBE_SWITCHES_SIZE = 8;
 
+/** Mirror of struct conn_state in bpf/accesslog.bpf.c: the connections map's value. */
+export const CONN_STATE_FIELDS = {
+  start_ns: { offset: 0, size: 8 },
+  remote_addr: { offset: 8, size: 4 },
+  remote_port: { offset: 12, size: 2 },
+  local_port: { offset: 14, size: 2 },
+  direction: { offset: 16, size: 1 },
+  flags: { offset: 17, size: 1 },
+  pad: { offset: 18, size: 6 },
+} as const;
+export const CONN_STATE_SIZE = 24;
+
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
 const BPF_TEST_RUN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: sz@0, ctx_in@32, ctx_size_in@48, retval@56
 const BPF_MAP_BATCH_OPTS_SIZE = 24; // { size_t sz; __u64 elem_flags; __u64 flags; }
-const CONN_STATE_SIZE = 32; // struct conn_state in bpf/accesslog.bpf.c: the connections map's value
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
 const ENOENT = 2;
 const BPF_OBJECT_OPEN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: see bun-ffi-libbpf-notes
@@ -153,10 +164,8 @@ export class Probe {
       "size the ring buffer",
       lib.bpf_map__set_max_entries(this.#map("events"), options.ringBufferBytes),
     );
-    status(
-      "size the connections map",
-      lib.bpf_map__set_max_entries(this.#map("connections"), options.maxConnections),
-    );
+    const connections = this.#map("connections");
+    status("size the connections map", lib.bpf_map__set_max_entries(connections, options.maxConnections));
     status("load the BPF object", lib.bpf_object__load(this.#object));
 
     this.#links.push(pointer("attach handle_set_state", lib.bpf_program__attach(this.#program("handle_set_state"))));

@@ -3,6 +3,8 @@
 import { describe, expect } from "bun:test";
 import { RECORD_FIELDS, RECORD_SIZE } from "../../src/kernel/record.ts";
 import {
+  CONN_STATE_FIELDS,
+  CONN_STATE_SIZE,
   PROBE_COUNTERS_FIELDS,
   PROBE_COUNTERS_SIZE,
   PROBE_SWITCHES_FIELDS,
@@ -28,6 +30,13 @@ describe("record layout", () => {
     const batch = btf.struct("report_batch");
     expect(batch.size).toBe(REPORT_BATCH * RECORD_SIZE);
     expect(batch.layout).toEqual({ records: { offset: 0, size: REPORT_BATCH * RECORD_SIZE } } as never);
+  });
+
+  it("struct conn_state (the connections map's value) matches CONN_STATE_FIELDS", async () => {
+    const btf = await readBtf(OBJECT);
+    const state = btf.struct("conn_state");
+    expect(state.size).toBe(CONN_STATE_SIZE);
+    expect(state.layout).toEqual(structuredClone(CONN_STATE_FIELDS) as never);
   });
 
   it("the counters are the only .bss variable and match their mirror", async () => {
