@@ -1,9 +1,10 @@
 // The libbpf and probe lines of `check`: the libbpf `run` would pick (src/kernel/libbpf.ts
 // decides), and a real load and attach of the probe (Probe.open, the agent's own path) with small
 // maps, closed at once: links are this process's fds, so nothing stays attached.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { openLibbpf, type LibbpfOrigin } from "../kernel/libbpf.ts";
-import { Probe, ProbeLoadError } from "../kernel/probe.ts";
+import { release } from "node:os";
+import { Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
 import type { CheckResult } from "./report.ts";
 
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
@@ -62,6 +63,7 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
     const labels = needed.map((line) => line.label).join(" and ");
     return { ...base, status: "fail", detail: `not tried (${labels} failed)`, fix: `see the ${labels} line${needed.length > 1 ? "s" : ""} above` };
   }
+  const taintBefore = readProcNumber("/proc/sys/kernel/tainted");
   let probe: Probe;
   try {
     probe = await Probe.open({ ringBufferBytes: TRY_RING_BUFFER_BYTES, maxConnections: TRY_MAX_CONNECTIONS, libbpfPath });
@@ -81,5 +83,64 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
   }
   const version = probe.libbpfVersion;
   probe.close();
-  return { ...base, status: "ok", detail: `the hooks load and attach (libbpf ${version}); detached again` };
+  return loadedProbeLine({
+    libbpfVersion: version,
+    preallocated: !runTimeAllocationAllowed(release()),
+    taintBefore,
+    taintAfter: readProcNumber("/proc/sys/kernel/tainted"),
+    panicOnWarn: readProcNumber("/proc/sys/kernel/panic_on_warn") === 1,
+  });
+}
+
+/** What was seen around a successful load. Taints are null where /proc could not be read. */
+export interface LoadFacts {
+  libbpfVersion: string;
+  /** the connections map was preallocated (kernels before 6.1) */
+  preallocated: boolean;
+  taintBefore: number | null;
+  taintAfter: number | null;
+  panicOnWarn: boolean;
+}
+
+/** The kernel's taint flag for a WARN (TAINT_WARN), as /proc/sys/kernel/tainted shows it. */
+const TAINT_WARN = 1 << 9;
+
+/**
+ * The probe line after a load that worked: a load that made the kernel WARN fails (a node with
+ * panic_on_warn would have rebooted; a PREEMPT_RT kernel would have refused it), and
+ * panic_on_warn is worth a warning even when the load was clean.
+ */
+export function loadedProbeLine(facts: LoadFacts): CheckResult {
+  const base = { id: "probe", label: "probe" };
+  const how = `libbpf ${facts.libbpfVersion}${facts.preallocated ? "; connections map preallocated, as kernels before 6.1 need" : ""}`;
+  const before = facts.taintBefore;
+  const after = facts.taintAfter;
+  if (before !== null && after !== null && (after & TAINT_WARN) !== 0 && (before & TAINT_WARN) === 0) {
+    return {
+      ...base,
+      status: "fail",
+      detail: `the hooks load (${how}), but loading them made the kernel WARN (tainted ${before} → ${after}; see dmesg)`,
+      fix: "do not run the agent on this kernel: report the dmesg lines and the kernel version (uname -r)",
+    };
+  }
+  const tainted = after === null ? "kernel taint not readable" : `kernel taint ${after}${before === after ? ", unchanged" : ""}`;
+  const detail = `the hooks load and attach (${how}); detached again; ${tainted}`;
+  if (facts.panicOnWarn) {
+    return {
+      ...base,
+      status: "warn",
+      detail: `${detail}; /proc/sys/kernel/panic_on_warn is 1: any kernel WARN reboots this node`,
+      fix: "nothing the agent needs; loading it here logged no WARN (a WARN already in the taint could not be told apart: check dmesg)",
+    };
+  }
+  return { ...base, status: "ok", detail };
+}
+
+function readProcNumber(path: string): number | null {
+  try {
+    const value = Number(readFileSync(path, "utf8").trim());
+    return Number.isInteger(value) ? value : null;
+  } catch {
+    return null;
+  }
 }

@@ -4,6 +4,7 @@
 // anonymous fds owned by this process, so even kill -9 detaches everything.
 import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
+import { release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
 import { LibbpfError, openLibbpf, type Libbpf, type LibbpfOrigin } from "./libbpf.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
@@ -61,6 +62,7 @@ export const CONN_STATE_SIZE = 24;
 
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
+const BPF_F_NO_PREALLOC = 1;
 const BPF_TEST_RUN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: sz@0, ctx_in@32, ctx_size_in@48, retval@56
 const BPF_MAP_BATCH_OPTS_SIZE = 24; // { size_t sz; __u64 elem_flags; __u64 flags; }
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
@@ -166,6 +168,10 @@ export class Probe {
     );
     const connections = this.#map("connections");
     status("size the connections map", lib.bpf_map__set_max_entries(connections, options.maxConnections));
+    if (!runTimeAllocationAllowed(release())) {
+      const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
+      status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
+    }
     status("load the BPF object", lib.bpf_object__load(this.#object));
 
     this.#links.push(pointer("attach handle_set_state", lib.bpf_program__attach(this.#program("handle_set_state"))));
@@ -363,6 +369,21 @@ export class Probe {
     const end = log.indexOf(0);
     return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
   }
+}
+
+/**
+ * Whether a raw_tp program (report_open) may use a map allocated at run time
+ * on this kernel. Before 6.1 the verifier takes it with a WARN (tainting the
+ * kernel; a node with panic_on_warn reboots) and PREEMPT_RT kernels refuse
+ * it: there the connections map is preallocated instead (memory for every
+ * entry of --max-connections, taken at load). `release` is uname -r's (os.release():
+ * /proc may be hidden from the agent).
+ */
+export function runTimeAllocationAllowed(release: string): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(release);
+  if (!match) return false;
+  const [major, minor] = [Number(match[1]), Number(match[2])];
+  return major > 6 || (major === 6 && minor >= 1);
 }
 
 /** A zeroed buffer for a libbpf opts struct whose first field, sz, holds its size. */

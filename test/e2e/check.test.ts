@@ -8,6 +8,7 @@ import { describe, expect } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { runTimeAllocationAllowed } from "../../src/kernel/probe.ts";
 import { AGENT_BINARY } from "./agent.ts";
 import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
 import { pod } from "./kubelet-pods.ts";
@@ -80,6 +81,12 @@ function systemLibbpfVersion(): string {
   return version;
 }
 const BPF_OK = "✔ bpf() system call: allowed (created and closed a one-entry map)";
+/** The probe line of a clean load here (kernels before 6.1 get a preallocated map). */
+function probeOk(libbpf: string): string {
+  const taint = readFileSync("/proc/sys/kernel/tainted", "utf8").trim();
+  const prealloc = runTimeAllocationAllowed(release()) ? "" : "; connections map preallocated, as kernels before 6.1 need";
+  return `✔ probe: the hooks load and attach (libbpf ${libbpf}${prealloc}); detached again; kernel taint ${taint}, unchanged`;
+}
 const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
 const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
 const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
@@ -101,7 +108,7 @@ describe("check", () => {
       BPF_OK,
       cgroupLine(),
       `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
-      `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
+      probeOk(libbpf),
       SKIPPED,
       NO_API,
       "the agent can run on this node",
@@ -228,7 +235,7 @@ describe("check", () => {
       const libbpf = systemLibbpfVersion();
       expect(result.lines.slice(5)).toEqual([
         `✔ libbpf: ${libbpf} (the copy built into this binary: the system has no libbpf.so.1)`,
-        `✔ probe: the hooks load and attach (libbpf ${libbpf}); detached again`,
+        probeOk(libbpf),
         SKIPPED,
         NO_API,
         "the agent can run on this node",
