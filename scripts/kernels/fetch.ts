@@ -13,9 +13,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { type Candidate, type KernelSpec, parseMadison, pick, SUITES } from "./matrix.ts";
+import { type Candidate, fits, type KernelSpec, MATRIX, parseMadison, pick, SUITES } from "./matrix.ts";
 
-export const CACHE = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "kmesh-accesslog", "kernels");
+const CACHE = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "kmesh-accesslog", "kernels");
 const APT = join(CACHE, "apt");
 const KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
@@ -74,6 +74,9 @@ function aptEnvironment(): Record<string, string> {
     `Dir::State "${APT}/state";`,
     `Dir::State::status "${APT}/state/status";`,
     `Dir::Cache "${APT}/cache";`,
+    // Lists kept compressed and one binary cache of them, not two: 150 MB on disk instead of 340.
+    `Dir::Cache::srcpkgcache "";`,
+    `Acquire::GzipIndexes "true";`,
     `APT::Architecture "amd64";`,
     `APT::Architectures { "amd64"; };`,
     `Acquire::Languages "none";`,
@@ -118,7 +121,7 @@ export function listCandidates(): Candidate[] {
 }
 
 /** The cache directory of one package version. */
-function entryDir(c: Candidate): string {
+export function entryDir(c: Candidate): string {
   return join(CACHE, `${c.name}_${c.version}`.replace(/[^A-Za-z0-9._+~-]/g, "_"));
 }
 
@@ -129,6 +132,7 @@ export function prepare(spec: KernelSpec): Kernel {
   const dir = entryDir(chosen);
   const ready = join(dir, "kernel.json");
   if (existsSync(ready)) return { ...(JSON.parse(readFileSync(ready, "utf8")) as Kernel), id: spec.id };
+  prune(spec);
   say(`${spec.id}: downloading ${chosen.name} ${chosen.version} (${chosen.suite})`);
   const started = performance.now();
   // Built beside its final place and renamed: an interrupted run leaves no half entry.
@@ -148,6 +152,22 @@ export function prepare(spec: KernelSpec): Kernel {
     return { ...(JSON.parse(readFileSync(ready, "utf8")) as Kernel), id: spec.id };
   } finally {
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes the cached kernels of `spec` that no kernel of the matrix is any more (an older 6.1 once
+ * a newer one is out), before the newer one is downloaded.
+ */
+function prune(spec: KernelSpec): void {
+  const current = new Set(MATRIX.map((s) => pick(s, listCandidates())).flatMap((c) => (c ? [entryDir(c)] : [])));
+  for (const name of readdirSync(CACHE)) {
+    const dir = join(CACHE, name);
+    if (name.includes(".partial-") || current.has(dir) || !existsSync(join(dir, "kernel.json"))) continue;
+    const k = JSON.parse(readFileSync(join(dir, "kernel.json"), "utf8")) as Kernel;
+    if (!fits(spec, { name: k.package, version: k.version, suite: k.suite })) continue;
+    say(`${spec.id}: removing ${name} from the cache: superseded`);
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -3,9 +3,9 @@
  * subset (test/kernels/subset.ts) in it against dist/kmesh-accesslog; one line per kernel, exit 0
  * when every kernel passed. docs/kernels.md tells how it works.
  */
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { CACHE, type Kernel, listCandidates, prepare, say } from "./fetch.ts";
+import { entryDir, type Kernel, listCandidates, prepare, say } from "./fetch.ts";
 import { MATRIX, pick, specById } from "./matrix.ts";
 import { killAll, runVm, type VmResult } from "./vm.ts";
 
@@ -46,7 +46,13 @@ function parseArgs(args: string[]): Options {
       process.stdout.write(USAGE);
       process.exit(0);
     } else if (a.startsWith("-")) fail(`unknown option ${a}`);
-    else o.ids.push(specById(a).id);
+    else {
+      try {
+        o.ids.push(specById(a).id);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+    }
   }
   if (!(o.timeoutMs > 0)) fail("--timeout needs a number of seconds");
   if (o.ids.length === 0) o.ids = MATRIX.map((s) => s.id);
@@ -61,7 +67,7 @@ function fail(message: string): never {
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
-/** The script the guest runs: in the repository, a clean environment, then `body`. */
+/** The script the guest runs: in the repository, with a known environment, then `body`. */
 function guestScript(kernelId: string, body: string): string {
   const env = {
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -83,25 +89,8 @@ function list(): void {
   const candidates = listCandidates();
   for (const spec of MATRIX) {
     const c = pick(spec, candidates);
-    const cached = c !== null && readdirSync(CACHE).some((d) => d === `${c.name}_${c.version}`.replace(/[^A-Za-z0-9._+~-]/g, "_"));
+    const cached = c !== null && existsSync(join(entryDir(c), "kernel.json"));
     console.log(`${spec.id.padEnd(7)} ${c ? `${c.name} ${c.version} (${c.suite})${cached ? ", cached" : ""}` : "none"}  ${spec.about}`);
-  }
-}
-
-/** Removes cached kernels no kernel of the matrix stands for any more (after a full run). */
-function prune(keep: Kernel[]): void {
-  const dirs = new Set(keep.map((k) => k.dir));
-  for (const name of readdirSync(CACHE)) {
-    const dir = join(CACHE, name);
-    if (name === "apt" || dirs.has(dir)) continue;
-    if (name.includes(".partial-")) continue; // another run's, in progress
-    try {
-      JSON.parse(readFileSync(join(dir, "kernel.json"), "utf8"));
-    } catch {
-      continue; // not ours
-    }
-    say(`removing ${name} from the cache: no kernel of the matrix is that package any more`);
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -160,7 +149,6 @@ async function main(): Promise<number> {
     outcomes.push({ id, kernel, vm, ...v });
     say(`${id}: ${v.ok ? "PASS" : "FAIL"}: ${v.why} (${summary(vm)})${vm.dir ? `; run directory ${vm.dir}` : ""}`);
   }
-  if (o.ids.length === MATRIX.length && outcomes.every((x) => x.kernel)) prune(outcomes.map((x) => x.kernel!));
   console.log("");
   for (const x of outcomes) {
     const k = x.kernel ? `${x.kernel.release} (${x.kernel.package} ${x.kernel.version})` : "-";

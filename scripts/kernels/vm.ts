@@ -4,7 +4,7 @@
  * the process id this runner started, and a VM that gave no exit code is a failure, not a hang.
  */
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Subprocess } from "bun";
@@ -32,8 +32,9 @@ export function bootModules(kernel: Kernel): string[] {
 }
 
 /**
- * The initramfs for `kernel`: busybox, init.sh, the boot modules uncompressed (busybox's insmod
- * and older kernels want plain .ko). Cached beside the kernel, named after what went into it.
+ * The initramfs for `kernel`: busybox, init.sh and the boot modules, uncompressed so that loading
+ * them needs nothing from busybox or the kernel but plain insmod. Cached beside the kernel, named
+ * after a hash of what went into it.
  */
 export function initramfs(kernel: Kernel): string {
   const modules = bootModules(kernel);
@@ -54,10 +55,15 @@ export function initramfs(kernel: Kernel): string {
       order.push(name);
     }
     writeFileSync(join(tree, "modules/order"), `${order.join("\n")}\n`);
-    run(["chmod", "0755", join(tree, "init"), join(tree, "bin/busybox")]);
+    chmodSync(join(tree, "init"), 0o755);
+    chmodSync(join(tree, "bin/busybox"), 0o755);
     const partial = `${path}.partial-${process.pid}`;
     run(["sh", "-c", 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 > "$2"', "sh", tree, partial]);
     run(["mv", "-f", partial, path]);
+    // the ones built from an earlier init.sh or busybox
+    for (const old of readdirSync(kernel.dir)) {
+      if (/^initramfs-[0-9a-f]+\.cpio\.gz$/.test(old) && join(kernel.dir, old) !== path) rmSync(join(kernel.dir, old), { force: true });
+    }
     return path;
   } finally {
     rmSync(tree, { recursive: true, force: true });
