@@ -41,9 +41,12 @@ export interface Kernel {
 
 export const say = (message: string) => console.error(`test-kernels: ${message}`);
 
+/** Runs a command to completion; its output, or an error with its stderr. Warnings it printed are said. */
 function run(argv: string[], options: { cwd?: string; env?: Record<string, string> } = {}): string {
   const r = Bun.spawnSync(argv, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`\`${argv.join(" ")}\` failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}`);
+  const stderr = r.stderr.toString().trim();
+  if (r.exitCode !== 0) throw new Error(`\`${argv.join(" ")}\` failed (exit ${r.exitCode}): ${stderr}`);
+  for (const line of stderr.split("\n")) if (line.startsWith("W: ")) say(line);
   return r.stdout.toString();
 }
 
@@ -109,7 +112,7 @@ export function listCandidates(): Candidate[] {
   try {
     apt(["apt-get", "update", "-qq"], env);
   } catch (e) {
-    const have = existsSync(join(APT, "state/lists")) && readdirSync(join(APT, "state/lists")).some((f) => f.endsWith("_Packages"));
+    const have = existsSync(join(APT, "state/lists")) && readdirSync(join(APT, "state/lists")).some((f) => /_Packages(\.\w+)?$/.test(f));
     if (!have) throw e;
     say(`could not update the package lists, using the last ones: ${(e as Error).message}`);
   }
@@ -157,13 +160,19 @@ export function prepare(spec: KernelSpec): Kernel {
 
 /**
  * Removes the cached kernels of `spec` that no kernel of the matrix is any more (an older 6.1 once
- * a newer one is out), before the newer one is downloaded.
+ * a newer one is out), before the newer one is downloaded, and what killed runs left half made.
  */
 function prune(spec: KernelSpec): void {
   const current = new Set(MATRIX.map((s) => pick(s, listCandidates())).flatMap((c) => (c ? [entryDir(c)] : [])));
   for (const name of readdirSync(CACHE)) {
     const dir = join(CACHE, name);
-    if (name.includes(".partial-") || current.has(dir) || !existsSync(join(dir, "kernel.json"))) continue;
+    const partial = /\.partial-(\d+)$/.exec(name);
+    if (partial) {
+      // left by a run that was killed (a live one is still building it)
+      if (!isAlive(Number(partial[1]))) rmSync(dir, { recursive: true, force: true });
+      continue;
+    }
+    if (current.has(dir) || !existsSync(join(dir, "kernel.json"))) continue;
     const k = JSON.parse(readFileSync(join(dir, "kernel.json"), "utf8")) as Kernel;
     if (!fits(spec, { name: k.package, version: k.version, suite: k.suite })) continue;
     say(`${spec.id}: removing ${name} from the cache: superseded`);
@@ -218,6 +227,15 @@ function unpack(c: Candidate, work: string, final: string): Kernel {
     downloadBytes,
     prepareSeconds: 0,
   };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** lib/ of a merged-/usr tree is a symbolic link to usr/lib: its modules are found under usr/. */
