@@ -6,67 +6,15 @@
  * Needs root and dist/kmesh-accesslog (scripts/build). Run: `bun test test/e2e/admin-periodic.test.ts`.
  */
 import { describe, expect, test } from "bun:test";
-import { agentUnavailableReason, matchConnection, type AccessLogEntry, type Agent } from "./agent.ts";
+import { agentUnavailableReason, type AccessLogEntry } from "./agent.ts";
 import { adminRequest, metrics, startAdminAgent } from "./admin-support.ts";
-import { exchange, waitUntilCapturing, type ConnectionReport } from "./exchange.ts";
-import { createTestNode, type Pod } from "./node.ts";
+import { checkPeriodic, CLOSE, ESTABLISHED, idleConnection, linesOf } from "./connection-checks.ts";
+import { waitUntilCapturing } from "./exchange.ts";
+import { createTestNode } from "./node.ts";
 import { openConnections } from "../../scripts/bench/connections.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 
 const ready = prerequisitesMet("periodic reports", netnsUnavailableReason() ?? agentUnavailableReason());
-
-const ESTABLISHED = "BPF_TCP_ESTABLISHED";
-const CLOSE = "BPF_TCP_CLOSE";
-
-interface Held {
-  client: ConnectionReport;
-  server: ConnectionReport;
-  key: { srcAddr: string; srcPort: number; dstAddr: string; dstPort: number };
-}
-
-/** One request/response, then the client holds the connection idle for `holdMs` before closing. */
-async function idleConnection(a: Pod, b: Pod, holdMs: number, family: 4 | 6 = 4): Promise<Held> {
-  const { client, server } = await exchange(a, b, { family, clientSend: 1000, serverSend: 5000, closeFirst: "client", holdMs });
-  return {
-    client,
-    server,
-    key: { srcAddr: client.localAddress, srcPort: client.localPort, dstAddr: server.localAddress, dstPort: server.localPort },
-  };
-}
-
-/** Every line of one direction of a connection, once its close line is in. */
-async function linesOf(agent: Agent, held: Held, direction: "OUTBOUND" | "INBOUND"): Promise<AccessLogEntry[]> {
-  const match = matchConnection(held.key, direction);
-  await agent.waitForLines((e) => match(e) && e.state === CLOSE, 1, 15_000);
-  return agent.filter(match);
-}
-
-/**
- * The reports of one direction: ESTABLISHED ones first, durations growing, the same start_time as
- * the close line, counters cumulative (the payload moved before the idle time), then one CLOSE.
- */
-function problemsWith(entries: AccessLogEntry[], local: ConnectionReport, minReports: number, intervalMs: number): string[] {
-  const problems: string[] = [];
-  const periodic = entries.filter((e) => e.state === ESTABLISHED);
-  const closes = entries.filter((e) => e.state === CLOSE);
-  if (closes.length !== 1) problems.push(`${closes.length} close lines`);
-  if (periodic.length < minReports) problems.push(`${periodic.length} ESTABLISHED reports, expected at least ${minReports}`);
-  if (entries.at(-1)?.state !== CLOSE) problems.push("the close line is not the last");
-  const close = closes[0];
-  for (const [i, e] of periodic.entries()) {
-    if (e.startTime !== close?.startTime) problems.push(`report ${i}: start_time ${e.startTime}, close has ${close?.startTime}`);
-    if (e.sentBytes !== local.bytesWritten) problems.push(`report ${i}: sent_bytes=${e.sentBytes}, expected ${local.bytesWritten}`);
-    if (e.receivedBytes !== local.bytesRead) problems.push(`report ${i}: received_bytes=${e.receivedBytes}, expected ${local.bytesRead}`);
-    if (!(e.srttUs! > 0 && e.minRttUs! > 0)) problems.push(`report ${i}: srtt=${e.srttUs} min_rtt=${e.minRttUs}`);
-    const previous = i === 0 ? 0 : periodic[i - 1]!.durationMs!;
-    if (!(e.durationMs! > previous)) problems.push(`report ${i}: duration ${e.durationMs}ms does not grow (previous ${previous}ms)`);
-    if (i > 0 && Math.abs(e.durationMs! - previous - intervalMs) > 300) {
-      problems.push(`report ${i}: ${e.durationMs! - previous}ms after the previous one, expected about ${intervalMs}ms`);
-    }
-  }
-  if (close && periodic.length > 0 && !(close.durationMs! > periodic.at(-1)!.durationMs!)) problems.push("the close duration is not the longest");
-  return problems;
-}
 
 describe.skipIf(!ready)("periodic reports", () => {
   test("an idle connection held 12 s, connection metrics on, every 5 s: two or more ESTABLISHED reports, then CLOSE", async () => {
@@ -75,14 +23,7 @@ describe.skipIf(!ready)("periodic reports", () => {
     await using agent = await startAdminAgent({ args: ["--connection-metrics"] });
     await waitUntilCapturing(agent.agent, a, b);
     const held = await idleConnection(a, b, 12_000);
-    for (const [direction, local] of [["OUTBOUND", held.client], ["INBOUND", held.server]] as const) {
-      const entries = await linesOf(agent.agent, held, direction);
-      expect({ direction, lines: entries.map((e) => e.raw), problems: problemsWith(entries, local, 2, 5_000) }).toEqual({
-        direction,
-        lines: entries.map((e) => e.raw),
-        problems: [],
-      });
-    }
+    await checkPeriodic(agent.agent, held, 2, 5_000);
     expect((await metrics(agent.adminAddr)).get("kmesh_accesslog_periodic_reports_total")).toBeGreaterThanOrEqual(4);
   }, 60_000);
 
@@ -92,14 +33,7 @@ describe.skipIf(!ready)("periodic reports", () => {
     await using agent = await startAdminAgent({ args: ["--connection-metrics=true", "--report-interval", "0.5"] });
     await waitUntilCapturing(agent.agent, a, b);
     const held = await idleConnection(a, b, 3_000, 6);
-    for (const [direction, local] of [["OUTBOUND", held.client], ["INBOUND", held.server]] as const) {
-      const entries = await linesOf(agent.agent, held, direction);
-      expect({ direction, lines: entries.map((e) => e.raw), problems: problemsWith(entries, local, 5, 500) }).toEqual({
-        direction,
-        lines: entries.map((e) => e.raw),
-        problems: [],
-      });
-    }
+    await checkPeriodic(agent.agent, held, 5, 500);
   }, 60_000);
 
   test("connection metrics off (the default): only the CLOSE line", async () => {

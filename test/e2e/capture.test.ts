@@ -8,103 +8,14 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import {
-  type AccessLogEntry,
-  type Agent,
-  agentUnavailableReason,
-  matchConnection,
-  nsToMs,
-  startAgent,
-  TEXT_FIELDS,
-} from "./agent.ts";
-import { type ConnectionReport, type ExchangeOptions, exchange, runClient, waitUntilCapturing } from "./exchange.ts";
+import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection, nsToMs, startAgent, TEXT_FIELDS } from "./agent.ts";
+import { checkExchange, checkRefused, closeLines, isClose, type Key, keyOf } from "./connection-checks.ts";
+import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, run, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 
 const MiB = 1024 * 1024;
-/** allowed difference between the agent's times and what the peers measured */
-const TIME_TOLERANCE_MS = 50;
-
 const ready = prerequisitesMet("capture", netnsUnavailableReason() ?? agentUnavailableReason());
-
-type Key = { srcAddr: string; srcPort: number; dstAddr: string; dstPort: number };
-const keyOf = (client: ConnectionReport, server: ConnectionReport): Key => ({
-  srcAddr: client.localAddress,
-  srcPort: client.localPort,
-  dstAddr: server.localAddress,
-  dstPort: server.localPort,
-});
-const isClose = (e: AccessLogEntry) => e.state === "BPF_TCP_CLOSE";
-
-/** The final (BPF_TCP_CLOSE) OUTBOUND and INBOUND lines of one connection, exactly one each. */
-async function closeLines(agent: Agent, key: Key): Promise<{ out: AccessLogEntry; inb: AccessLogEntry }> {
-  const out = matchConnection(key, "OUTBOUND");
-  const inb = matchConnection(key, "INBOUND");
-  await agent.waitForLines((e) => out(e) && isClose(e), 1, 10_000);
-  await agent.waitForLines((e) => inb(e) && isClose(e), 1, 10_000);
-  const outs = agent.filter((e) => out(e) && isClose(e));
-  const inbs = agent.filter((e) => inb(e) && isClose(e));
-  expect(outs.map((e) => e.raw)).toHaveLength(1);
-  expect(inbs.map((e) => e.raw)).toHaveLength(1);
-  return { out: outs[0]!, inb: inbs[0]! };
-}
-
-/**
- * Everything one line must agree with, given what the local end (the peer that reported it)
- * observed. Returns the list of problems, so a failure shows all of them and the line.
- */
-function problemsWith(e: AccessLogEntry, local: ConnectionReport, toleranceMs = TIME_TOLERANCE_MS): string[] {
-  const problems: string[] = [];
-  const want = (what: string, got: unknown, expected: unknown) => {
-    if (got !== expected) problems.push(`${what}=${String(got)}, expected ${String(expected)}`);
-  };
-  want("state", e.state, "BPF_TCP_CLOSE");
-  want("error", e.error, null);
-  want("sent_bytes", e.sentBytes, local.bytesWritten);
-  want("received_bytes", e.receivedBytes, local.bytesRead);
-  if (!(e.srttUs! > 0)) problems.push(`srtt=${e.srttUs}, expected > 0`);
-  if (!(e.minRttUs! > 0)) problems.push(`min_rtt=${e.minRttUs}, expected > 0`);
-  if (!(e.srttUs! >= e.minRttUs!)) problems.push(`srtt=${e.srttUs} < min_rtt=${e.minRttUs}`);
-  if (e.timeNs === null || e.startNs === null || e.durationMs === null) {
-    problems.push("time, start_time or duration unknown");
-    return problems;
-  }
-  if (e.startNs > e.timeNs) problems.push(`start_time ${e.startTime} is after the report time ${e.time}`);
-  const span = nsToMs(e.timeNs - e.startNs);
-  if (Math.abs(span - e.durationMs) > 0.002) {
-    problems.push(`duration=${e.durationMs}ms but report time - start_time = ${span}ms`);
-  }
-  const measured = local.closedMs - local.startMs;
-  if (Math.abs(e.durationMs - measured) > toleranceMs) {
-    problems.push(`duration=${e.durationMs}ms, but the ${local.event} measured ${measured.toFixed(3)}ms`);
-  }
-  const startDiff = nsToMs(e.startNs) - local.startMs;
-  if (Math.abs(startDiff) > toleranceMs) {
-    problems.push(`start_time is ${startDiff.toFixed(3)}ms off the ${local.event}'s clock`);
-  }
-  const endDiff = nsToMs(e.timeNs) - local.closedMs;
-  if (Math.abs(endDiff) > toleranceMs) {
-    problems.push(`report time is ${endDiff.toFixed(3)}ms off the ${local.event}'s close`);
-  }
-  return problems;
-}
-
-/** Runs one exchange and checks both of its lines against both peers. */
-async function checkExchange(agent: Agent, a: Pod, b: Pod, o: ExchangeOptions, toleranceMs = TIME_TOLERANCE_MS) {
-  const { client, server } = await exchange(a, b, o);
-  expect(client).toMatchObject({ bytesWritten: o.clientSend, bytesRead: o.serverSend });
-  const key = keyOf(client, server);
-  expect(key).toEqual({
-    srcAddr: a.ip(o.family),
-    srcPort: client.localPort,
-    dstAddr: b.ip(o.family),
-    dstPort: server.localPort,
-  });
-  const { out, inb } = await closeLines(agent, key);
-  expect({ line: out.raw, problems: problemsWith(out, client, toleranceMs) }).toEqual({ line: out.raw, problems: [] });
-  expect({ line: inb.raw, problems: problemsWith(inb, server, toleranceMs) }).toEqual({ line: inb.raw, problems: [] });
-  return { client, server, out, inb };
-}
 
 describe.skipIf(!ready)("capture: text lines", () => {
   let node: TestNode;
@@ -191,16 +102,7 @@ describe.skipIf(!ready)("capture: text lines", () => {
   });
 
   test("a refused connection: one OUTBOUND line, zero bytes, error=ECONNREFUSED, no INBOUND line", async () => {
-    const localPort = 20_000 + Math.floor(Math.random() * 20_000);
-    const refusedPort = 9;
-    const client = await runClient(a, { host: b.ip4, port: refusedPort, localPort });
-    expect(client.error).toBe("ECONNREFUSED");
-    const key = { srcAddr: a.ip4, srcPort: localPort, dstAddr: b.ip4, dstPort: refusedPort };
-    const [line] = await agent.waitForLines(matchConnection(key, "OUTBOUND"), 1, 10_000);
-    expect(line!.raw).toEndWith(", error=ECONNREFUSED");
-    expect(line).toMatchObject({ state: "BPF_TCP_CLOSE", sentBytes: 0, receivedBytes: 0, error: "ECONNREFUSED" });
-    await Bun.sleep(1_500);
-    expect(agent.filter(matchConnection(key)).map((e) => e.raw)).toEqual([line!.raw]);
+    await checkRefused(agent, a, b);
   });
 
   test("20% packet loss: retransmissions and packet_loss > 0, byte counts still exact", async () => {

@@ -5,15 +5,15 @@
 // that depend on the machine (kernel release, BTF size, cgroup2 mount, libbpf version) are read
 // from the machine independently of the code under test.
 import { describe, expect } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
-import { release, tmpdir } from "node:os";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { runTimeAllocationAllowed } from "../../src/kernel/probe.ts";
 import { AGENT_BINARY } from "./agent.ts";
 import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
 import { pod } from "./kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
 import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
+import { BPF_OK, btfLine, cgroupLine, check, KERNEL_LINE, NO_API, probeOk, rootCheckLines, run, SKIPPED, systemLibbpfVersion } from "./check-support.ts";
 
 const it = testIf(
   IS_ROOT && existsSync(AGENT_BINARY) && ["setpriv", "unshare", "chroot", "ldd"].every(hasCommand),
@@ -28,68 +28,6 @@ const withSeccomp = testIf(
   `needs root, the compiled binary and a known system call table (x64 or arm64; this is ${process.arch})`,
 );
 
-interface Run {
-  exitCode: number | null;
-  lines: string[];
-  stderr: string;
-}
-
-/**
- * Runs `check` with a clean Kubernetes environment (no NODE_IP, HOST_IP, in-cluster or KUBECONFIG
- * variables from the caller): no API server is used. Not
- * spawnSync: the local kubelet answers from this process's event loop.
- */
-function check(args: string[], prefix: string[] = []): Promise<Run> {
-  return run([...prefix, AGENT_BINARY, "check", ...args]);
-}
-
-async function run(argv: string[]): Promise<Run> {
-  const env = { ...process.env };
-  for (const name of ["NODE_IP", "HOST_IP", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"]) delete env[name];
-  await using proc = Bun.spawn(argv, {
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    cwd: "/",
-    env,
-    timeout: 30_000,
-    killSignal: "SIGKILL",
-  });
-  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { exitCode, lines: stdout.split("\n").filter((line) => line !== ""), stderr };
-}
-
-// ── What this machine is, read independently of the code under test ────────
-
-const KERNEL_LINE = `✔ kernel: Linux ${release()} (5.10 or newer needed)`;
-const btfLine = () => `✔ BTF: /sys/kernel/btf/vmlinux (${(statSync("/sys/kernel/btf/vmlinux").size / 2 ** 20).toFixed(1)} MiB)`;
-function cgroupLine(): string {
-  const mounts = readFileSync("/proc/mounts", "utf8")
-    .split("\n")
-    .map((line) => line.split(" "))
-    .filter((fields) => fields[2] === "cgroup2")
-    .map((fields) => fields[1]);
-  return `✔ cgroup v2: mounted at ${mounts.join(", ")}`;
-}
-/** The system libbpf's major.minor, from the file ldconfig names (libbpf.so.1.1.0 → 1.1). */
-function systemLibbpfVersion(): string {
-  const ldconfig = Bun.spawnSync(["ldconfig", "-p"]).stdout.toString();
-  const path = /\blibbpf\.so\.1 \(.*\) => (\S+)/.exec(ldconfig)?.[1];
-  if (path === undefined) throw new Error("no system libbpf.so.1: scripts/setup installs libbpf1");
-  const version = /libbpf\.so\.(\d+\.\d+)/.exec(realpathSync(path))?.[1];
-  if (version === undefined) throw new Error(`cannot read a version from ${realpathSync(path)}`);
-  return version;
-}
-const BPF_OK = "✔ bpf() system call: allowed (created and closed a one-entry map)";
-/** The probe line of a clean load here (kernels before 6.1 get a preallocated map). */
-function probeOk(libbpf: string): string {
-  const taint = readFileSync("/proc/sys/kernel/tainted", "utf8").trim();
-  const prealloc = runTimeAllocationAllowed(release()) ? "" : "; connections map preallocated, as kernels before 6.1 need";
-  return `✔ probe: the hooks load and attach (libbpf ${libbpf}${prealloc}); detached again; kernel taint ${taint}, unchanged`;
-}
-const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
-const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
-const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
 const GRANT =
   "run as root, or grant CAP_BPF and CAP_PERFMON (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; " +
   "Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
@@ -99,20 +37,8 @@ const ALLOW_BPF =
 
 describe("check", () => {
   it("as root on this machine: every prerequisite is there, exit 0", async () => {
-    const libbpf = systemLibbpfVersion();
     const result = await check(["--no-kubelet"]);
-    expect(result.lines).toEqual([
-      KERNEL_LINE,
-      btfLine(),
-      CAPS_OK,
-      BPF_OK,
-      cgroupLine(),
-      `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
-      probeOk(libbpf),
-      SKIPPED,
-      NO_API,
-      "the agent can run on this node",
-    ]);
+    expect(result.lines).toEqual(rootCheckLines());
     expect(result.stderr).toBe("");
     expect(result.exitCode).toBe(0);
   });

@@ -22,6 +22,7 @@ const ConnectionReportSchema = v.object({
   bytesRead: v.number(),
   startMs: v.number(),
   connectedMs: v.nullable(v.number()),
+  payloadMs: v.nullable(v.number()),
   closedMs: v.number(),
   firstFin: v.nullable(v.picklist(["local", "remote"])),
   error: v.nullable(v.string()),

@@ -48,6 +48,8 @@ export interface ConnectionReport {
   startMs: number;
   /** client: when connect() succeeded (or failed) */
   connectedMs: number | null;
+  /** when this end had written and read all of its payload (before any hold); null if it never did */
+  payloadMs: number | null;
   /** when the socket was fully closed */
   closedMs: number;
   /** who sent the first FIN: "local", "remote", or null if no FIN was seen (error) */
@@ -125,6 +127,7 @@ function drive(
     let error: string | null = null;
     let sent = false;
     let closeStarted = false;
+    let payloadMs: number | null = null;
     const local = { address: plainAddress(socket.localAddress), port: socket.localPort ?? 0 };
     const remote = { address: plainAddress(socket.remoteAddress), port: socket.remotePort ?? 0 };
 
@@ -152,6 +155,7 @@ function drive(
     const progress = () => {
       if (role === "server" && !sent && haveAll()) void sendPayload();
       if (!sent || bytesWritten < opts.send || !haveAll() || closeStarted) return;
+      payloadMs ??= nowMs();
       if (opts.closeFirst || peerEnded) {
         closeStarted = true;
         const hold = opts.closeFirst && !weEnded ? opts.holdMs : 0;
@@ -188,6 +192,7 @@ function drive(
         bytesRead,
         startMs,
         connectedMs,
+        payloadMs,
         closedMs: nowMs(),
         firstFin,
         error,
@@ -228,6 +233,7 @@ async function runClient(opts: PeerOptions): Promise<void> {
       bytesRead: 0,
       startMs,
       connectedMs,
+      payloadMs: null,
       closedMs: connectedMs,
       firstFin: null,
       error: outcome.code,

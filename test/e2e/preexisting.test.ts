@@ -4,6 +4,7 @@
 // on each side, and exact byte counts when they close.
 import { describe, expect, test } from "bun:test";
 import { agentUnavailableReason, matchConnection, startAgent } from "./agent.ts";
+import { keyOf, reportsOf } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
@@ -21,12 +22,8 @@ describe.skipIf(!ready)("connections open before the agent started", () => {
     await using agent = startAgent({ output: "text", args: ["--connection-metrics", "--report-interval", "1"] });
     await waitUntilCapturing(agent, a, b);
     const { client, server } = await result;
-    const key = { srcAddr: client.localAddress, srcPort: client.localPort, dstAddr: server.localAddress, dstPort: server.localPort };
-    const summary = (direction: string, state: string) =>
-      agent
-        .filter(matchConnection(key))
-        .filter((e) => e.direction === direction && e.state === state)
-        .map((e) => ({ start: e.startTime, duration: e.durationMs, sent: e.sentBytes, received: e.receivedBytes }));
+    const key = keyOf(client, server);
+    const summary = (direction: "OUTBOUND" | "INBOUND", state: string) => reportsOf(agent, key, direction, state);
     const periodicOut = summary("OUTBOUND", "BPF_TCP_ESTABLISHED");
     const periodicIn = summary("INBOUND", "BPF_TCP_ESTABLISHED");
     expect(periodicOut.length).toBeGreaterThanOrEqual(2);

@@ -1,0 +1,89 @@
+/**
+ * `kmesh-accesslog check` as the e2e tests run it (check.test.ts, and test/kernels/subset.ts on each
+ * kernel of the matrix), and the lines it must print on the machine it runs on, read from the
+ * machine independently of the code under test.
+ */
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { release } from "node:os";
+import { runTimeAllocationAllowed } from "../../src/kernel/probe.ts";
+import { AGENT_BINARY } from "./agent.ts";
+
+export interface Run {
+  exitCode: number | null;
+  lines: string[];
+  stderr: string;
+}
+
+/**
+ * Runs `check` with a clean Kubernetes environment (no NODE_IP, HOST_IP, in-cluster or KUBECONFIG
+ * variables from the caller): no API server is used. Not
+ * spawnSync: the local kubelet answers from this process's event loop.
+ */
+export function check(args: string[], prefix: string[] = []): Promise<Run> {
+  return run([...prefix, AGENT_BINARY, "check", ...args]);
+}
+
+export async function run(argv: string[]): Promise<Run> {
+  const env = { ...process.env };
+  for (const name of ["NODE_IP", "HOST_IP", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"]) delete env[name];
+  await using proc = Bun.spawn(argv, {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    cwd: "/",
+    env,
+    timeout: 30_000,
+    killSignal: "SIGKILL",
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { exitCode, lines: stdout.split("\n").filter((line) => line !== ""), stderr };
+}
+
+// ── What this machine is, read independently of the code under test ────────
+
+export const KERNEL_LINE = `✔ kernel: Linux ${release()} (5.10 or newer needed)`;
+export const btfLine = () => `✔ BTF: /sys/kernel/btf/vmlinux (${(statSync("/sys/kernel/btf/vmlinux").size / 2 ** 20).toFixed(1)} MiB)`;
+export function cgroupLine(): string {
+  const mounts = readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((line) => line.split(" "))
+    .filter((fields) => fields[2] === "cgroup2")
+    .map((fields) => fields[1]);
+  return `✔ cgroup v2: mounted at ${mounts.join(", ")}`;
+}
+/** The system libbpf's major.minor, from the file ldconfig names (libbpf.so.1.1.0 → 1.1). */
+export function systemLibbpfVersion(): string {
+  const ldconfig = Bun.spawnSync(["ldconfig", "-p"]).stdout.toString();
+  const path = /\blibbpf\.so\.1 \(.*\) => (\S+)/.exec(ldconfig)?.[1];
+  if (path === undefined) throw new Error("no system libbpf.so.1: scripts/setup installs libbpf1");
+  const version = /libbpf\.so\.(\d+\.\d+)/.exec(realpathSync(path))?.[1];
+  if (version === undefined) throw new Error(`cannot read a version from ${realpathSync(path)}`);
+  return version;
+}
+export const BPF_OK = "✔ bpf() system call: allowed (created and closed a one-entry map)";
+/** The probe line of a clean load here (kernels before 6.1 get a preallocated map). */
+export function probeOk(libbpf: string): string {
+  const taint = readFileSync("/proc/sys/kernel/tainted", "utf8").trim();
+  const prealloc = runTimeAllocationAllowed(release()) ? "" : "; connections map preallocated, as kernels before 6.1 need";
+  return `✔ probe: the hooks load and attach (libbpf ${libbpf}${prealloc}); detached again; kernel taint ${taint}, unchanged`;
+}
+export const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
+export const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
+export const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
+
+/** Every line of `check --no-kubelet` as root on a machine that has everything. */
+export function rootCheckLines(): string[] {
+  const libbpf = systemLibbpfVersion();
+  return [
+    KERNEL_LINE,
+    btfLine(),
+    CAPS_OK,
+    BPF_OK,
+    cgroupLine(),
+    `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
+    probeOk(libbpf),
+    SKIPPED,
+    NO_API,
+    "the agent can run on this node",
+  ];
+}

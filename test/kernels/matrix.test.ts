@@ -1,0 +1,48 @@
+/**
+ * The kernel matrix inside the one test command: one test per kernel, each running the runner of
+ * scripts/test-kernels for that kernel (download once, boot under qemu, the e2e subset of
+ * subset.ts against dist/kmesh-accesslog). A kernel that cannot be downloaded or booted fails its
+ * test. About half a minute per kernel once cached (docs/kernels.md); the VM's console is passed
+ * through, prefixed with the kernel's name.
+ */
+import { describe, expect } from "bun:test";
+import { existsSync } from "node:fs";
+import { MATRIX } from "../../scripts/kernels/matrix.ts";
+import { AGENT_BINARY, REPO_ROOT } from "../e2e/agent.ts";
+import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
+
+const TOOLS = ["qemu-system-x86_64", "busybox", "cpio", "depmod", "modprobe", "apt-get", "dpkg", "flock", "xz"];
+const missing = TOOLS.filter((tool) => !hasCommand(tool));
+const it = testIf(
+  IS_ROOT && missing.length === 0 && existsSync(AGENT_BINARY),
+  `the kernel matrix needs root, dist/kmesh-accesslog (scripts/build) and ${TOOLS.join(", ")} (scripts/setup)` +
+    (missing.length > 0 ? `; missing: ${missing.join(", ")}` : ""),
+);
+
+// The subset runs inside the VMs by its own path; this file never runs there (it would nest VMs).
+describe.skipIf(process.env.KAL_KERNEL_VM !== undefined)("kernel matrix", () => {
+  for (const spec of MATRIX) {
+    it(
+      `${spec.about}: the e2e subset passes in a VM`,
+      async () => {
+        const proc = Bun.spawn([process.execPath, "scripts/kernels/main.ts", spec.id], {
+          cwd: REPO_ROOT,
+          stdin: "ignore",
+          stdout: "pipe",
+          stderr: "inherit",
+        });
+        let output = "";
+        const decoder = new TextDecoder();
+        for await (const chunk of proc.stdout) {
+          process.stdout.write(chunk);
+          output += decoder.decode(chunk, { stream: true });
+        }
+        const exitCode = await proc.exited;
+        // the runner's verdict and every failed test of the subset, for the report
+        const failures = output.split("\n").filter((line) => /^FAIL |\] \(fail\) /.test(line));
+        expect({ exitCode, failures }).toEqual({ exitCode: 0, failures: [] });
+      },
+      20 * 60_000,
+    );
+  }
+});
