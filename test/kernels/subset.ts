@@ -2,8 +2,9 @@
  * The e2e subset that scripts/test-kernels runs inside a VM on every kernel of the matrix
  * (docs/kernels.md), against dist/kmesh-accesslog, with the helpers of test/e2e: `check`; exact
  * bytes both ways in both close orders, IPv4 and IPv6; a refused attempt; periodic reports; a
- * connection open before the agent started; and, last, that the kernel neither got tainted nor
- * logged a warning while all that ran.
+ * connection open before the agent started; the TCP corners (test/e2e/tcp-corners.test.ts, whose
+ * tests this file takes in: Fast Open, a socket connected to itself, the map states a skipped probe
+ * leaves); and, last, that the kernel neither got tainted nor logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
  * it and more there). In a VM: `bun test ./test/kernels/subset.ts`. It runs on the host too, as
@@ -18,6 +19,8 @@ import { checkExchange, checkPeriodic, checkRefused, CLOSE, ESTABLISHED, idleCon
 import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
+// Registers the corners' tests here, before the taint check below.
+import "../e2e/tcp-corners.test.ts";
 
 /** Under qemu's TCG the guest runs about ten times slower: times get this much slack, counts none. */
 const TOLERANCE_MS = 250;
