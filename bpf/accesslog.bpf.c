@@ -406,8 +406,10 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		/* A child that dies in SYN_RECV was never accepted: a duplicate
 		 * the kernel discards while the real one goes on, or one whose
 		 * setup failed. Only a Fast Open child was a connection its
-		 * client could see fail. */
-		if (oldstate == BPF_TCP_SYN_RECV && !tp->fastopen_rsk)
+		 * client could see fail: one made from a SYN with data (which
+		 * it holds: a plain child has received nothing in SYN_RECV),
+		 * its request still attached unless a RST took it off. */
+		if (oldstate == BPF_TCP_SYN_RECV && !tp->fastopen_rsk && !tp->bytes_received)
 			return 0;
 		init_unknown(&fresh, sk->sk_max_ack_backlog);
 		st = &fresh;

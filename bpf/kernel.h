@@ -77,7 +77,7 @@ struct tcp_sock {
 	struct minmax rtt_min;
 	__u32 total_retrans;
 	__u32 lost;
-	struct request_sock *fastopen_rsk;	/* set while a Fast Open child is in SYN_RECV */
+	struct request_sock *fastopen_rsk;	/* a Fast Open child's request, while in SYN_RECV */
 } __attribute__((preserve_access_index));
 
 struct seq_file;

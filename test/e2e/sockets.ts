@@ -10,6 +10,12 @@
  *   sockets.ts fastopen-client --host <addr> --port <p> --syn-data <n>
  *     A Fast Open client whose SYN carries --syn-data bytes; it reads to the end, then closes with
  *     a RST (SO_LINGER 0), and prints its port and what it read.
+ *   sockets.ts fastopen-server --host <addr>
+ *     A Fast Open listener that accepts nothing: prints {"event":"listening","port":p}, then waits to
+ *     be killed.
+ *   sockets.ts syn-data --host <own IPv4> --to <IPv4> --port <p> --data <n>
+ *     One raw SYN carrying --data bytes from a port no socket holds: a Fast Open server makes a
+ *     child for it, and this side's kernel resets the child's SYN-ACK.
  *   sockets.ts self-connect --host <addr> --bytes <n>
  *     A socket bound to a port connects to that same address and port (a simultaneous open with
  *     itself), writes --bytes, reads them back, and closes.
@@ -178,6 +184,36 @@ function checksum(bytes: Uint8Array): number {
   return ~sum & 0xffff;
 }
 
+/** A TCP segment (20-byte header, no options, `data` bytes of payload) with its checksum. */
+function segment(from: string, to: string, o: { sourcePort: number; port: number; seq: number; ack: number; flags: number; data: number }): Uint8Array {
+  const bytes = new Uint8Array(20 + o.data).fill(0x62, 20);
+  const tcp = new DataView(bytes.buffer);
+  tcp.setUint16(0, o.sourcePort, false);
+  tcp.setUint16(2, o.port, false);
+  tcp.setUint32(4, o.seq >>> 0, false);
+  tcp.setUint32(8, o.ack >>> 0, false);
+  tcp.setUint8(12, 5 << 4);
+  tcp.setUint8(13, o.flags);
+  tcp.setUint16(14, 65535, false);
+  const pseudo = new Uint8Array(12 + bytes.length);
+  pseudo.set(from.split(".").map(Number), 0);
+  pseudo.set(to.split(".").map(Number), 4);
+  pseudo[9] = IPPROTO_TCP;
+  new DataView(pseudo.buffer).setUint16(10, bytes.length, false);
+  pseudo.set(bytes, 12);
+  tcp.setUint16(16, checksum(pseudo), false);
+  return bytes;
+}
+
+function sendRaw(fd: number, to: string, bytes: Uint8Array): void {
+  const target = sockaddr(to, 0);
+  check("sendto", libc.sendto(fd, ptr(bytes), bytes.length, 0, target, target.byteLength));
+}
+
+const SYN = 0x02;
+const FIN = 0x01;
+const ACK = 0x10;
+
 function finInSynAck(host: string, port: number, data: number) {
   const fd = check("socket", libc.socket(AF_INET, SOCK_RAW, IPPROTO_TCP));
   process.stdout.write(`${JSON.stringify({ event: "listening", port })}\n`);
@@ -186,32 +222,30 @@ function finInSynAck(host: string, port: number, data: number) {
   for (;;) {
     const length = check("recv", libc.recv(fd, packet, packet.byteLength, 0));
     const ihl = (packet[0]! & 0x0f) * 4;
-    const flags = packet[ihl + 13]!;
-    if (view.getUint16(ihl + 2, false) !== port || flags !== 0x02) continue; // a SYN to us
+    if (view.getUint16(ihl + 2, false) !== port || packet[ihl + 13] !== SYN) continue; // a SYN to us
     const client = Array.from(packet.subarray(12, 16)).join(".");
     const clientPort = view.getUint16(ihl, false);
     const synData = length - ihl - (packet[ihl + 12]! >> 4) * 4;
-    const segment = new Uint8Array(20 + data).fill(0x62, 20);
-    const tcp = new DataView(segment.buffer);
-    tcp.setUint16(0, port, false);
-    tcp.setUint16(2, clientPort, false);
-    tcp.setUint32(4, 0x2000_0000, false); // our initial sequence number
-    tcp.setUint32(8, (view.getUint32(ihl + 4, false) + 1 + synData) >>> 0, false); // the SYN and its data
-    tcp.setUint8(12, 5 << 4); // 20-byte header, no options
-    tcp.setUint8(13, 0x13); // SYN | ACK | FIN
-    tcp.setUint16(14, 65535, false);
-    const pseudo = new Uint8Array(12 + segment.length);
-    pseudo.set(host.split(".").map(Number), 0);
-    pseudo.set(client.split(".").map(Number), 4);
-    pseudo[9] = IPPROTO_TCP;
-    new DataView(pseudo.buffer).setUint16(10, segment.length, false);
-    pseudo.set(segment, 12);
-    tcp.setUint16(16, checksum(pseudo), false);
-    const target = sockaddr(client, 0);
-    check("sendto", libc.sendto(fd, ptr(segment), segment.length, 0, target, target.byteLength));
+    // Acknowledges the SYN and its data; our own initial sequence number is arbitrary.
+    const ack = view.getUint32(ihl + 4, false) + 1 + synData;
+    sendRaw(fd, client, segment(host, client, { sourcePort: port, port: clientPort, seq: 0x2000_0000, ack, flags: SYN | ACK | FIN, data }));
     libc.close(fd);
     return { event: "answered", clientPort, synData };
   }
+}
+
+function synData(host: string, to: string, port: number, data: number) {
+  const sourcePort = 40_000 + Math.floor(Math.random() * 20_000);
+  const fd = check("socket", libc.socket(AF_INET, SOCK_RAW, IPPROTO_TCP));
+  sendRaw(fd, to, segment(host, to, { sourcePort, port, seq: 0x1000_0000, ack: 0, flags: SYN, data }));
+  libc.close(fd);
+  return { sourcePort };
+}
+
+function fastOpenServer(host: string): never {
+  const fd = listener(host, true);
+  process.stdout.write(`${JSON.stringify({ event: "listening", port: localPort(fd) })}\n`);
+  for (;;) Bun.sleepSync(1_000);
 }
 
 function option(args: string[], name: string): string {
@@ -234,8 +268,12 @@ if (import.meta.main) {
             ? selfConnect(option(args, "--host"), int("--bytes"))
             : what === "fin-in-synack"
               ? finInSynAck(option(args, "--host"), int("--port"), int("--data"))
+              : what === "syn-data"
+                ? synData(option(args, "--host"), option(args, "--to"), int("--port"), int("--data"))
+                : what === "fastopen-server"
+                  ? fastOpenServer(option(args, "--host"))
               : null;
-    if (report === null) throw new Error(`usage: sockets.ts fastopen|fastopen-client|self-connect|fin-in-synack [options] (got ${what})`);
+    if (report === null) throw new Error(`usage: sockets.ts fastopen|fastopen-client|fastopen-server|syn-data|self-connect|fin-in-synack [options] (got ${what})`);
     process.stdout.write(`${JSON.stringify(report)}\n`);
     process.exit(0);
   } catch (error) {

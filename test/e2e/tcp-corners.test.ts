@@ -37,6 +37,22 @@ async function sockets<T>(pod: Pod, args: string[]): Promise<T> {
   return JSON.parse(stdout.trim()) as T;
 }
 
+/** The first line a process prints, as JSON; its stdout is free for others afterwards. */
+async function firstLine<T>(proc: { stdout: ReadableStream<Uint8Array> }): Promise<T> {
+  const reader = proc.stdout.getReader();
+  try {
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the process ended before its first line (got ${JSON.stringify(text)})`);
+      text += new TextDecoder().decode(value);
+    }
+    return JSON.parse(text.slice(0, text.indexOf("\n"))) as T;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 /** Polls until `check` returns a value (not undefined), or fails after `timeoutMs`. */
 async function eventually<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 5_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -117,9 +133,7 @@ describe.skipIf(!ready)("TCP corners", () => {
       try {
         const port = 7_000 + data;
         const fake = raw.exec([process.execPath, SOCKETS, "fin-in-synack", "--host", raw.ip4, "--port", String(port), "--data", String(data)]);
-        const reader = fake.stdout.getReader();
-        const { value } = await reader.read(); // {"event":"listening"}
-        expect(new TextDecoder().decode(value)).toContain('"listening"');
+        expect(await firstLine<{ event: string }>(fake)).toMatchObject({ event: "listening" });
         const r = await sockets<{ clientPort: number; written: number; read: number }>(client, [
           "fastopen-client", "--host", raw.ip4, "--port", String(port), "--syn-data", "5",
         ]);
@@ -133,6 +147,28 @@ describe.skipIf(!ready)("TCP corners", () => {
       }
     });
   }
+
+  test("a Fast Open child that dies before its handshake ends: one INBOUND failure line", async () => {
+    const raw = node.pod("raw");
+    server.run(["sysctl", "-qw", "net.ipv4.tcp_fastopen=0x207"]);
+    const listening = server.exec([process.execPath, SOCKETS, "fastopen-server", "--host", server.ip4]);
+    try {
+      const { port } = await firstLine<{ port: number }>(listening);
+      const before = server.tcpCounters();
+      // The SYN carries data, so the server makes the child at once and answers; the raw side's
+      // kernel knows no such connection and resets it: the child dies in SYN_RECV.
+      const { sourcePort } = await sockets<{ sourcePort: number }>(raw, ["syn-data", "--host", raw.ip4, "--to", server.ip4, "--port", String(port), "--data", "10"]);
+      const key = { srcAddr: raw.ip4, srcPort: sourcePort, dstAddr: server.ip4, dstPort: port };
+      const line = await closeLine(key, "INBOUND");
+      expect(server.tcpCounters().TcpExtTCPFastOpenPassive! - before.TcpExtTCPFastOpenPassive!).toBe(1);
+      expect({ ...figures(line), state: line.state }).toEqual({
+        direction: "INBOUND", sent: 0, received: 0, error: "ECONNRESET", startKnown: false, state: "BPF_TCP_CLOSE",
+      });
+      expect(agent.agent.filter(matchConnection(key)).map((e) => e.direction)).toEqual(["INBOUND"]);
+    } finally {
+      listening.kill("SIGKILL");
+    }
+  });
 
   for (const family of [4, 6] as const) {
     test(`a socket connected to itself, IPv${family}: one OUTBOUND line, exact bytes, no close missed`, async () => {
