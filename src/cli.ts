@@ -5,7 +5,7 @@
 import { cli, command } from "cleye";
 import * as v from "valibot";
 import packageJson from "../package.json" with { type: "json" };
-import { DEFAULT_ADMIN_ADDR, parseAdminAddress } from "./admin/address.ts";
+import { parseHostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import { DEFAULT_LOCK_FILE } from "./admin/lock-path.ts";
 import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
@@ -16,6 +16,9 @@ import { apiFlagsConflict, DEFAULT_CLUSTER_DOMAIN } from "./kube/api-config.ts";
 
 export const PROGRAM_NAME = "kmesh-accesslog";
 export const VERSION: string = packageJson.version;
+
+/** Kmesh's admin address; so is ours by default, since the API changes what the node records. */
+const DEFAULT_ADMIN_ADDR = "127.0.0.1:15200";
 
 /** A mistake on the command line. The message is one line, without the program name. */
 export class UsageError extends Error {
@@ -228,7 +231,7 @@ function adminAddrFlag(allowOff: boolean) {
       if (allowOff) return null;
       throw new UsageError("missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)");
     }
-    const address = parseAdminAddress(text);
+    const address = parseHostPort(text);
     if (address === undefined) {
       throw new UsageError(
         `invalid value for --admin-addr: ${JSON.stringify(text)} (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200${allowOff ? ', or "" for no admin API' : ""})`,
@@ -599,7 +602,7 @@ export type CheckOptions = Pick<
   | "kubeconfig"
 > & { json: boolean };
 
-const defaultAdminAddress = (): AdminAddressOption => parseAdminAddress(DEFAULT_ADMIN_ADDR)!;
+const defaultAdminAddress = (): AdminAddressOption => parseHostPort(DEFAULT_ADMIN_ADDR)!;
 
 /**
  * type-flag hands a flag's type "" both for `--admin-addr ""` (which turns the

@@ -3,7 +3,7 @@
 // envelopes around them. Only the fields used are declared; unknown fields are ignored. A declared
 // field present with the wrong type is an error naming the object and the path (see `describe`).
 import * as v from "valibot";
-import { canonicalIp } from "./ip.ts";
+import { canonicalIp } from "../address.ts";
 import { PodSchema } from "./pod-list.ts";
 
 const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);

@@ -6,7 +6,7 @@ import { type ApiFlags, resolveApiSettings } from "./api-config.ts";
 import { ApiSource } from "./api-source.ts";
 import { ClusterIndex } from "./cluster-index.ts";
 import { DEFAULT_HOLD_S, type KubeletSettings } from "./config.ts";
-import { isLoopbackOrUnspecified } from "./ip.ts";
+import { isLoopbackOrUnspecified } from "../address.ts";
 
 export { ApiConfigError } from "./api-config.ts";
 

@@ -12,7 +12,7 @@
 // - when several pods claim one IP, a running pod without a deletionTimestamp wins, then any other
 //   pod not being deleted (Pending, Unknown), then one being deleted; on a tie the first one in
 //   the list keeps the IP, so the result does not depend on anything but the list.
-import { isLoopbackOrUnspecified } from "./ip.ts";
+import { isLoopbackOrUnspecified } from "../address.ts";
 import type { Pod } from "./pod-list.ts";
 import { workloadOf } from "./workload.ts";
 

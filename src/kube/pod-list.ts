@@ -4,7 +4,7 @@
 // path (`items[3] (default/web-0): status.podIPs[0].ip: ...`), and the whole list is refused: the
 // caller keeps its last good index rather than one built from a list it could not read.
 import * as v from "valibot";
-import { canonicalIp } from "./ip.ts";
+import { canonicalIp } from "../address.ts";
 
 // Kubernetes omits empty fields, but encoders differ: `null` is read as absent everywhere.
 const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);

@@ -2,7 +2,7 @@
 // test/e2e/kubelet-pods.ts): static pods, hostNetwork, dual stack, finished pods reusing an IP,
 // items: null, wrong types; workload derivation; the conflict rules.
 import { describe, expect, test } from "bun:test";
-import { canonicalIp } from "../../src/kube/ip.ts";
+import { canonicalIp } from "../../src/address.ts";
 import { buildIndexData, PodIndex } from "../../src/kube/pod-index.ts";
 import { checkPodList, parsePodList, type Pod } from "../../src/kube/pod-list.ts";
 import { workloadOf } from "../../src/kube/workload.ts";
