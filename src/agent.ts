@@ -5,11 +5,11 @@
 // and hands lines to the non-blocking sink.
 import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
-import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "./accesslog/sink.ts";
+import { LineSink } from "./accesslog/sink.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
-import type { RunOptions } from "./cli.ts";
+import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 import { registerAgentMetrics, registerNamingMetrics } from "./admin/agent-metrics.ts";
 import { AgentControl } from "./admin/control.ts";
 import { outputsOf, startupSwitches } from "./admin/switches.ts";

@@ -1,7 +1,8 @@
 // Entry point: read the command line, run the command, and turn whatever went
 // wrong into one message and an exit code. This is the only place that does.
 //   0  done    1  the command failed    2  the command line was wrong
-import { PROGRAM_NAME, UsageError, VERSION, parseCommandLine, type Invocation } from "./cli.ts";
+import { UsageError, parseCommandLine, type Invocation } from "./cli.ts";
+import { PROGRAM_NAME, VERSION } from "./options.ts";
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;

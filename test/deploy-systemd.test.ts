@@ -15,7 +15,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { DEFAULT_LOCK_FILE } from "../src/admin/lock-path.ts";
+import { DEFAULT_LOCK_FILE } from "../src/options.ts";
 import { AGENT_BINARY } from "./e2e/agent.ts";
 import { allowList, seccompExec, syscallNumbers } from "./e2e/check-seccomp.ts";
 import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";

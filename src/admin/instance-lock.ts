@@ -7,8 +7,6 @@ import { dlopen, read } from "bun:ffi";
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from "node:fs";
 import { dirname } from "node:path";
 
-export { DEFAULT_LOCK_FILE } from "./lock-path.ts";
-
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const EWOULDBLOCK = 11;

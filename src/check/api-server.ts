@@ -4,7 +4,8 @@
 // without it (dst.service is the address, remote pods are -), so a failure is a warning; settings
 // that `run` would refuse (an unusable kubeconfig) are a failure.
 import { ApiClient, type ApiFailure, type ListPage } from "../kube/api-client.ts";
-import { ApiConfigError, resolveApiSettings, type ApiFlags } from "../kube/api-config.ts";
+import { ApiConfigError, resolveApiSettings } from "../kube/api-config.ts";
+import type { RunOptions } from "../options.ts";
 import { RESOURCES } from "../kube/api-source.ts";
 import type { CheckResult } from "./report.ts";
 
@@ -45,7 +46,7 @@ export function apiServerVerdict(server: string, origin: string, pages: readonly
   return { ...base, status: "ok", detail: `${server} (${origin}) lists ${pages.map((entry) => entry.kind).join(", ")}` };
 }
 
-export async function apiServerCheck(flags: ApiFlags, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
+export async function apiServerCheck(flags: Partial<RunOptions>, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
   let settings: ReturnType<typeof resolveApiSettings>;
   try {
     settings = resolveApiSettings(flags, env);

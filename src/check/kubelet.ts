@@ -1,7 +1,8 @@
 // The kubelet line of `check`: one GET /pods with the settings `run` would use (the same flags,
 // environment and defaults, src/kube/config.ts) and the same client. The agent runs without the
 // kubelet (every pod name is "-"), so a failure here is a warning, never fatal.
-import { resolveKubeletSettings, type KubeletFlags } from "../kube/config.ts";
+import { resolveKubeletSettings } from "../kube/config.ts";
+import type { RunOptions } from "../options.ts";
 import { KubeletClient, type FetchResult, type RefreshFailure } from "../kube/kubelet-client.ts";
 import { parsePodList } from "../kube/pod-list.ts";
 import type { CheckResult } from "./report.ts";
@@ -66,7 +67,7 @@ export function kubeletVerdict(url: string, tokenFile: string | null, insecure: 
   return { ...base, status: "ok", detail: `${url} lists ${pods}${tls}` };
 }
 
-export async function kubeletCheck(flags: KubeletFlags): Promise<CheckResult> {
+export async function kubeletCheck(flags: Partial<RunOptions>): Promise<CheckResult> {
   const settings = resolveKubeletSettings(flags);
   if (settings === null) return { ...base, status: "skip", detail: `skipped (--no-kubelet): ${WITHOUT}` };
   const fetched = await new KubeletClient(settings).fetchPods();

@@ -5,7 +5,7 @@
 // run beside a running agent.
 import { openSync, closeSync, fstatSync, readFileSync } from "node:fs";
 import { release } from "node:os";
-import type { CheckOptions } from "../cli.ts";
+import type { CheckOptions } from "../options.ts";
 import { apiServerCheck } from "../check/api-server.ts";
 import { probeBpfSyscall } from "../check/bpf-syscall.ts";
 import { kubeletCheck } from "../check/kubelet.ts";

@@ -7,17 +7,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
+import type { RunOptions } from "../options.ts";
 import type { ApiServerConfig } from "./api-client.ts";
 import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "./config.ts";
-
-export const DEFAULT_CLUSTER_DOMAIN = "cluster.local";
-
-/** The API-server flags of `run` as given. */
-export interface ApiFlags {
-  kubeApi?: boolean;
-  noKubeApi?: boolean;
-  kubeconfig?: string;
-}
 
 export class ApiConfigError extends Error {
   override name = "ApiConfigError";
@@ -154,7 +146,7 @@ export function inClusterSettings(
  * cluster around). Throws ApiConfigError when asked for (--kube-api, --kubeconfig) but unusable.
  */
 export function resolveApiSettings(
-  flags: ApiFlags,
+  flags: Partial<RunOptions>,
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
   readText: (path: string) => string = (p) => readFileSync(p, "utf8"),
@@ -170,12 +162,5 @@ export function resolveApiSettings(
       "--kube-api: not in a cluster (no KUBERNETES_SERVICE_HOST/_PORT and service-account token) and no kubeconfig: give --kubeconfig <file>",
     );
   }
-  return null;
-}
-
-/** A contradiction between the API-server flags, as a usage message; null when none. */
-export function apiFlagsConflict(flags: ApiFlags): string | null {
-  if (flags.noKubeApi && flags.kubeApi) return "--kube-api and --no-kube-api contradict each other: give one of them";
-  if (flags.noKubeApi && flags.kubeconfig !== undefined) return "--kubeconfig needs the API server: it cannot be used with --no-kube-api";
   return null;
 }

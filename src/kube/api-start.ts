@@ -2,10 +2,11 @@
 // source lines use when there is no kubelet (the API server alone then names both ends).
 import type { NameSource } from "../accesslog/enrich.ts";
 import { ApiClient } from "./api-client.ts";
-import { type ApiFlags, resolveApiSettings } from "./api-config.ts";
+import { resolveApiSettings } from "./api-config.ts";
 import { ApiSource } from "./api-source.ts";
 import { ClusterIndex } from "./cluster-index.ts";
-import { DEFAULT_HOLD_S, type KubeletSettings } from "./config.ts";
+import type { KubeletSettings } from "./config.ts";
+import { DEFAULT_KUBELET_HOLD_S, type RunOptions } from "../options.ts";
 import { isLoopbackOrUnspecified } from "../address.ts";
 
 export { ApiConfigError } from "./api-config.ts";
@@ -20,7 +21,7 @@ interface Log {
  * The API-server source a run asks for, not started; null when off. Throws ApiConfigError when it
  * is asked for by a flag and cannot be set up (an unreadable kubeconfig, no cluster around).
  */
-export function createApiSource(options: ApiFlags & { clusterDomain: string }, log: Log, env = process.env): ApiSource | null {
+export function createApiSource(options: Partial<RunOptions> & { clusterDomain: string }, log: Log, env = process.env): ApiSource | null {
   const settings = resolveApiSettings(options, env);
   if (settings === null) return null;
   if (settings.insecureSkipTlsVerify) {
@@ -46,5 +47,5 @@ export const NO_KUBELET: NameSource = {
 
 /** How long lines may wait (for the pod list, for a ClusterIP line's INBOUND pair), ns. */
 export function holdNsOf(kubelet: KubeletSettings | null): number {
-  return (kubelet?.holdMs ?? DEFAULT_HOLD_S * 1000) * 1e6;
+  return (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
 }

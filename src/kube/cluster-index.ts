@@ -12,6 +12,7 @@
 // one seen first keeps it (a second keeps it once the first is gone). Pods follow pod-index.ts:
 // hostNetwork, Succeeded and Failed pods are not indexed; among pods claiming one IP the running
 // one not being deleted wins.
+import { DEFAULT_CLUSTER_DOMAIN } from "../options.ts";
 import { type EndpointSlice, type Pod, SERVICE_NAME_LABEL, type Service } from "./api-objects.ts";
 import { claim, type PodInfo, podIps } from "./pod-index.ts";
 import { workloadOf } from "./workload.ts";
@@ -92,7 +93,7 @@ export class ClusterIndex {
   /** changes whenever an endpoint is added or removed (for caches of endpoint facts) */
   endpointsVersion = 0;
 
-  constructor(clusterDomain = "cluster.local") {
+  constructor(clusterDomain = DEFAULT_CLUSTER_DOMAIN) {
     this.clusterDomain = clusterDomain;
   }
 

@@ -42,6 +42,8 @@ describe("run: runtime-control flags", () => {
     [["--report-interval", "0.5"], { reportInterval: 0.5 }],
     [["--admin-addr", ""], { adminAddr: null }],
     [["--admin-addr="], { adminAddr: null }],
+    [["--no-admin-api"], { adminAddr: null }],
+    [["--no-admin-api", "--admin-addr", "[::1]:15201"], { adminAddr: null }],
     [["--admin-addr", "[::1]:15201"], { adminAddr: { host: "::1", port: 15201 } }],
     [["--admin-addr=localhost:9"], { adminAddr: { host: "localhost", port: 9 } }],
     [["--lock-file", "/tmp/x.lock"], { lockFile: "/tmp/x.lock" }],

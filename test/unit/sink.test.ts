@@ -2,7 +2,8 @@
 // each way, and lines flowing again once the reader catches up.
 import { describe, expect, test } from "bun:test";
 import { type AccessRecord, formatKmeshLine, KMESH_TEXT } from "../../src/accesslog/format.ts";
-import { type ByteWriter, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "../../src/accesslog/sink.ts";
+import { type ByteWriter, LineSink } from "../../src/accesslog/sink.ts";
+import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES } from "../../src/options.ts";
 import { parseCommandLine } from "../../src/cli.ts";
 
 /** A writer that copies what it is given (as FileSink does) and can stop taking it. */
