@@ -7,7 +7,7 @@ import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
-import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
+import { Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 import { registerAgentMetrics, registerNamingMetrics } from "./admin/agent-metrics.ts";
@@ -17,7 +17,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { Enricher, lineFilter } from "./accesslog/enrich.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/config.ts";
 import { createPodSource, type PodSource } from "./kube/pod-source.ts";
-import { ApiConfigError, createApiSource, holdNsOf, NO_KUBELET } from "./kube/api-start.ts";
+import { createApiSource, holdNsOf, NO_KUBELET } from "./kube/api-start.ts";
 import type { ApiSource } from "./kube/api-source.ts";
 import { registerApiMetrics } from "./kube/api-metrics.ts";
 
@@ -238,21 +238,7 @@ export class Agent {
 
 /** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
 export async function runAgent(options: AgentOptions): Promise<number> {
-  const log = createLogger(options.logLevel);
-  let agent: Agent;
-  try {
-    agent = await Agent.start(options, log);
-  } catch (error) {
-    if (error instanceof ApiConfigError) {
-      log.error(`cannot use the API server: ${error.message}`);
-      return 2;
-    }
-    if (error instanceof ProbeLoadError) {
-      log.error(`cannot start the kernel probe: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  const agent = await Agent.start(options, createLogger(options.logLevel));
   await new Promise<void>((resolve) => {
     const done = () => {
       process.off("SIGINT", done);

@@ -1,12 +1,13 @@
 // The command line: one cleye declaration of every command, the flags of `run` and `check` derived
 // from the table in options.ts, and what the parsed flags become (an Invocation). Nothing here
-// prints or exits on a mistake: every mistake becomes a UsageError, and main.ts turns it into one
-// line on stderr and exit code 2.
+// prints or exits on a mistake: every mistake becomes a UsageError (errors.ts), which main.ts turns
+// into one line on stderr and exit code 2.
 import { cli, command, type Flags } from "cleye";
 import * as v from "valibot";
 import { parseHostPort, type HostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
+import { UsageError } from "./errors.ts";
 import {
   type CheckFlagName,
   type CheckOptions,
@@ -19,11 +20,6 @@ import {
   RunOptionsSchema,
   VERSION,
 } from "./options.ts";
-
-/** A mistake on the command line. The message is one line, without the program name. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
 
 type FlagSpec = (typeof FLAGS)[FlagName];
 

@@ -4,6 +4,7 @@
 // (same paths, same answers).
 import * as v from "valibot";
 import { formatHostPort, type HostPort } from "../address.ts";
+import { ExitError } from "../errors.ts";
 import { parseExposition, type ParsedSample } from "./metrics.ts";
 import type { SwitchPath } from "./switches.ts";
 import type { VersionInfo } from "./version.ts";
@@ -16,7 +17,7 @@ export function adminUrl(address: HostPort, path: string): string {
 }
 
 /** The agent could not be reached, or said no. One line, without the program name. */
-export class AdminClientError extends Error {
+export class AdminClientError extends ExitError {
   override name = "AdminClientError";
 }
 

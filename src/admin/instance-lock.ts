@@ -6,6 +6,7 @@
 import { dlopen, read } from "bun:ffi";
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from "node:fs";
 import { dirname } from "node:path";
+import { ExitError } from "../errors.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -13,7 +14,7 @@ const EWOULDBLOCK = 11;
 const EINTR = 4;
 
 /** Another agent holds the lock. */
-export class AlreadyRunningError extends Error {
+export class AlreadyRunningError extends ExitError {
   override name = "AlreadyRunningError";
 }
 

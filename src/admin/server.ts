@@ -2,13 +2,14 @@
 // answered by routes.ts. Nothing a client sends can crash the agent: a
 // handler that throws answers 500 with one line.
 import type { Server } from "bun";
+import { ExitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { fetchAgentVersion } from "./client.ts";
 import { handleAdminRequest, type AdminBackend } from "./routes.ts";
 
 /** The admin API could not be served; the message says why and what to do. */
-export class AdminServerError extends Error {
+export class AdminServerError extends ExitError {
   override name = "AdminServerError";
 }
 

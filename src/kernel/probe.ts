@@ -6,6 +6,7 @@ import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
+import { ExitError } from "../errors.ts";
 import { LibbpfError, openLibbpf, type Libbpf, type LibbpfOrigin } from "./libbpf.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 
@@ -31,8 +32,10 @@ export interface ProbeCounters {
 /** Calls back with a batch of records laid out back to back, RECORD_SIZE apart. */
 export type BatchHandler = (view: DataView, count: number) => void;
 
-export class ProbeLoadError extends Error {
+/** The probe could not be loaded or attached; the message is the diagnosis. */
+export class ProbeLoadError extends ExitError {
   override name = "ProbeLoadError";
+  override readonly context = "cannot start the kernel probe";
 }
 
 /** Mirrors of struct probe_counters (.bss) and struct probe_switches (.data) in bpf/accesslog.h. */

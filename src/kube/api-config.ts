@@ -7,12 +7,16 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
+import { EXIT_USAGE, ExitError } from "../errors.ts";
 import type { RunOptions } from "../options.ts";
 import type { ApiServerConfig } from "./api-client.ts";
 import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "./config.ts";
 
-export class ApiConfigError extends Error {
+/** The API server was asked for (--kube-api, --kubeconfig) but cannot be used as given. */
+export class ApiConfigError extends ExitError {
   override name = "ApiConfigError";
+  override readonly exitCode = EXIT_USAGE;
+  override readonly context = "cannot use the API server";
 }
 
 const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);

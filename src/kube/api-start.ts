@@ -9,8 +9,6 @@ import type { KubeletSettings } from "./config.ts";
 import { DEFAULT_KUBELET_HOLD_S, type RunOptions } from "../options.ts";
 import { isLoopbackOrUnspecified } from "../address.ts";
 
-export { ApiConfigError } from "./api-config.ts";
-
 interface Log {
   warn(message: string): void;
   info(message: string): void;

@@ -1,7 +1,8 @@
 // The `check` command line: the libbpf and kubelet flags of `run`, --no-kubelet, --json; the same
 // contradictions refused as for `run`; anything else is a usage error.
 import { describe, expect, test } from "bun:test";
-import { parseCommandLine, UsageError } from "../../src/cli.ts";
+import { parseCommandLine } from "../../src/cli.ts";
+import { UsageError } from "../../src/errors.ts";
 
 const none = {
   libbpf: undefined,
