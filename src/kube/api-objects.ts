@@ -17,15 +17,12 @@ const MaybeIpSchema = v.pipe(
 const MetadataSchema = v.object({
   name: v.string(),
   namespace: opt(v.string()),
-  resourceVersion: opt(v.string()),
-  labels: opt(v.record(v.string(), v.string())),
 });
 
 export const ServiceSchema = v.object({
   metadata: MetadataSchema,
   spec: opt(
     v.object({
-      type: opt(v.string()),
       clusterIP: opt(MaybeIpSchema),
       clusterIPs: opt(v.array(MaybeIpSchema)),
       ports: opt(
@@ -42,16 +39,9 @@ export const ServiceSchema = v.object({
 export type Service = v.InferOutput<typeof ServiceSchema>;
 
 export const EndpointSliceSchema = v.object({
-  metadata: MetadataSchema,
-  addressType: opt(v.string()),
-  endpoints: opt(
-    v.array(
-      v.object({
-        addresses: opt(v.array(MaybeIpSchema)),
-        targetRef: opt(v.object({ kind: opt(v.string()), name: opt(v.string()), namespace: opt(v.string()) })),
-      }),
-    ),
-  ),
+  // The label kubernetes.io/service-name names the slice's Service.
+  metadata: v.object({ ...MetadataSchema.entries, labels: opt(v.record(v.string(), v.string())) }),
+  endpoints: opt(v.array(v.object({ addresses: opt(v.array(MaybeIpSchema)) }))),
   ports: opt(v.array(v.object({ port: opt(v.number()), protocol: opt(v.string()) }))),
 });
 export type EndpointSlice = v.InferOutput<typeof EndpointSliceSchema>;
@@ -64,7 +54,6 @@ export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
 
 /** A `Status` object (what an ERROR event carries, and the body of a failed request). */
 export const StatusSchema = v.object({
-  kind: opt(v.string()),
   code: opt(v.number()),
   reason: opt(v.string()),
   message: opt(v.string()),

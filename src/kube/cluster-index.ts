@@ -14,8 +14,7 @@
 // one not being deleted wins.
 import { DEFAULT_CLUSTER_DOMAIN } from "../options.ts";
 import { type EndpointSlice, type Pod, SERVICE_NAME_LABEL, type Service } from "./api-objects.ts";
-import { claim, type PodInfo, podIps } from "./pod-index.ts";
-import { workloadOf } from "./workload.ts";
+import { claim, type PodInfo, podInfo, podIps } from "./pod-index.ts";
 
 export interface ServiceRef {
   name: string;
@@ -195,15 +194,7 @@ export class ClusterIndex {
     const strength = claim(pod);
     const ips = podIps(pod);
     if (strength === 0 || ips.length === 0) return;
-    const workload = workloadOf(pod);
-    const info: PodInfo = {
-      name: pod.metadata.name,
-      namespace: pod.metadata.namespace ?? null,
-      uid: pod.metadata.uid ?? null,
-      workload: workload.name,
-      workloadKind: workload.kind,
-    };
-    const entry: PodClaim = { key, strength, info };
+    const entry: PodClaim = { key, strength, info: podInfo(pod) };
     for (const ip of ips) {
       const list = this.#podsByIp.get(ip);
       if (list === undefined) this.#podsByIp.set(ip, [entry]);

@@ -14,16 +14,11 @@
 //   the list keeps the IP, so the result does not depend on anything but the list.
 import { isLoopbackOrUnspecified } from "../address.ts";
 import type { Pod } from "./pod-list.ts";
-import { workloadOf } from "./workload.ts";
 
+/** What a line is told about a pod: its name (src.workload, dst.workload) and namespace. */
 export interface PodInfo {
   name: string;
   namespace: string | null;
-  uid: string | null;
-  /** the controlling workload's name (see workload.ts) */
-  workload: string;
-  /** Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet, ..., or Pod */
-  workloadKind: string;
 }
 
 /** An index as plain arrays: what a refresh returns. */
@@ -62,6 +57,11 @@ export function podIps(pod: Pod): string[] {
   return out;
 }
 
+/** The PodInfo of a pod, as both sources name it. */
+export function podInfo(pod: Pod): PodInfo {
+  return { name: pod.metadata.name, namespace: pod.metadata.namespace ?? null };
+}
+
 export function buildIndexData(pods: readonly Pod[]): PodIndexData {
   const infos: PodInfo[] = [];
   const owner = new Map<string, { pod: number; claim: number }>();
@@ -84,15 +84,8 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
       const current = owner.get(ip);
       if (current !== undefined && current.claim >= strength) continue;
       if (index < 0) {
-        const workload = workloadOf(pod);
         index = infos.length;
-        infos.push({
-          name: pod.metadata.name,
-          namespace: pod.metadata.namespace ?? null,
-          uid: pod.metadata.uid ?? null,
-          workload: workload.name,
-          workloadKind: workload.kind,
-        });
+        infos.push(podInfo(pod));
       }
       owner.set(ip, { pod: index, claim: strength });
     }

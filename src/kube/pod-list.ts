@@ -19,25 +19,14 @@ const IpTextSchema = v.pipe(
   v.string("not an IP address"),
 );
 
-const OwnerReferenceSchema = v.object({
-  kind: v.string(),
-  name: v.string(),
-  controller: opt(v.boolean()),
-});
-
 export const PodSchema = v.object({
   metadata: v.object({
     name: v.string(),
     namespace: opt(v.string()),
-    uid: opt(v.string()),
-    generateName: opt(v.string()),
-    labels: opt(v.record(v.string(), v.string())),
-    ownerReferences: opt(v.array(OwnerReferenceSchema)),
     deletionTimestamp: opt(v.string()),
   }),
   spec: opt(
     v.object({
-      nodeName: opt(v.string()),
       hostNetwork: opt(v.boolean()),
     }),
   ),
@@ -48,7 +37,6 @@ export const PodSchema = v.object({
       podIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
       hostIP: opt(IpTextSchema),
       hostIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
-      containerStatuses: opt(v.array(v.object({ containerID: opt(v.string()) }))),
     }),
   ),
 });

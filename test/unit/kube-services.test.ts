@@ -143,8 +143,8 @@ describe("services on lines", () => {
   });
 
   test("a new local pod's ClusterIP line waits for both the pod list and its INBOUND line", () => {
-    const known = new Map<string, { name: string; namespace: string; uid: null; workload: string; workloadKind: string }>([
-      [BACKEND_IP, { name: "web-0", namespace: "shop", uid: null, workload: "web", workloadKind: "Deployment" }],
+    const known = new Map<string, { name: string; namespace: string }>([
+      [BACKEND_IP, { name: "web-0", namespace: "shop" }],
     ]);
     const asked: number[] = [];
     const source = {
@@ -166,7 +166,7 @@ describe("services on lines", () => {
     enricher.endBatch(T0 + 13 * MS);
     // the INBOUND line waits for the list too (its remote end is the awaited new pod); nothing out yet
     expect(out).toHaveLength(0);
-    known.set(CLIENT_IP, { name: "client-new", namespace: "shop", uid: null, workload: "client", workloadKind: "Deployment" });
+    known.set(CLIENT_IP, { name: "client-new", namespace: "shop" });
     source.completedStartNs = T0 + 20 * MS;
     enricher.release(T0 + 30 * MS);
     expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstWorkload, r.dstService])).toEqual([
