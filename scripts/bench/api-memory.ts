@@ -15,10 +15,10 @@
 //   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000] [--page-size 500]
 //   sudo bun scripts/bench/api-memory.ts --agent [--sizes 0,5000,10000]
 import { heapStats } from "bun:jsc";
-import { ApiClient } from "../../src/kube/api-client.ts";
-import { kubeconfigSettings } from "../../src/kube/api-config.ts";
-import { ApiSource } from "../../src/kube/api-source.ts";
-import { ClusterIndex } from "../../src/kube/cluster-index.ts";
+import { ApiClient } from "../../src/kube/apiserver/client.ts";
+import { kubeconfigSettings } from "../../src/kube/apiserver/settings.ts";
+import { ApiSource } from "../../src/kube/apiserver/source.ts";
+import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { serviceObject, sliceObject, startApiServer } from "../../test/e2e/api-server.ts";
 import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
 import { kubeletUnavailableReason } from "../../test/e2e/kubelet-server.ts";

@@ -43,8 +43,8 @@ import {
   RecordError,
   RecordView,
 } from "../../src/kernel/record.ts";
-import { buildIndexData, PodIndex } from "../../src/kube/pod-index.ts";
-import { checkPodList } from "../../src/kube/pod-list.ts";
+import { buildIndexData, PodIndex } from "../../src/kube/kubelet/pod-index.ts";
+import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
 import { median, option, table } from "./common.ts";
 

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { kubeletVerdict } from "../../src/check/kubelet.ts";
 import { formatCheckLine } from "../../src/check/report.ts";
-import type { FailureKind } from "../../src/kube/kubelet-client.ts";
+import type { KubeletFailureKind as FailureKind } from "../../src/kube/failures.ts";
 
 const URL_ = "https://10.0.0.5:10250/pods";
 const TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";

@@ -5,8 +5,8 @@ import { runOptions, usageError } from "../support/cli.ts";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ApiConfigError, kubeconfigSettings, resolveApiSettings } from "../../src/kube/api-config.ts";
-import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../../src/kube/config.ts";
+import { ApiConfigError, kubeconfigSettings, resolveApiSettings } from "../../src/kube/apiserver/settings.ts";
+import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../../src/kube/http.ts";
 
 describe("API-server flags", () => {
   test("defaults and given values", () => {

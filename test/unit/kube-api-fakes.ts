@@ -1,6 +1,7 @@
 // Real-shaped API objects (with fields the agent ignores), checked by the agent's own schemas.
 import * as v from "valibot";
-import { EndpointSliceSchema, PodSchema, ServiceSchema } from "../../src/kube/api-objects.ts";
+import { EndpointSliceSchema, ServiceSchema } from "../../src/kube/apiserver/objects.ts";
+import { PodSchema } from "../../src/kube/pod.ts";
 
 export const service = (ns: string, name: string, clusterIP: string, ports: { port: number; protocol?: string }[], extra: object = {}) =>
   v.parse(ServiceSchema, {

@@ -2,10 +2,11 @@
 // usage line, and the defaults (NODE_IP/HOST_IP, the service-account files when present).
 import { describe, expect, test } from "bun:test";
 import { runOptions, usageError } from "../support/cli.ts";
-import { resolveKubeletSettings, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN, settingsNotices } from "../../src/kube/config.ts";
+import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../../src/kube/http.ts";
+import { resolveKubeletSettings, settingsNotices } from "../../src/kube/kubelet/settings.ts";
 
 describe("kubelet and filter flags", () => {
-  test("not given: undefined, so that config.ts applies the defaults", () => {
+  test("not given: undefined, so that kube/kubelet/settings.ts applies the defaults", () => {
     const o = runOptions();
     for (const key of ["kubeletHost", "kubeletUrl", "kubeletTokenFile", "kubeletCaFile", "kubeletRefresh", "kubeletHold", "noKubelet", "namespace", "excludeNamespace", "pod"] as const) {
       expect(o[key]).toBeUndefined();

@@ -4,9 +4,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet-client.ts";
-import { refreshOnce } from "../../src/kube/refresh.ts";
-import { KubeletRefresher } from "../../src/kube/refresher.ts";
+import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet/client.ts";
+import { refreshOnce } from "../../src/kube/kubelet/refresh.ts";
+import { KubeletRefresher } from "../../src/kube/kubelet/refresh.ts";
 import { busyNodePodList, pod } from "../e2e/kubelet-pods.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../e2e/kubelet-server.ts";
 import { testIf } from "../support/require.ts";

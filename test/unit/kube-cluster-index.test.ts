@@ -1,6 +1,6 @@
 // The cluster index: ClusterIP:port and exact endpoint IP:port → Service, pod IPs, updates and deletes.
 import { describe, expect, test } from "bun:test";
-import { ClusterIndex } from "../../src/kube/cluster-index.ts";
+import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { pod, service, slice } from "./kube-api-fakes.ts";
 
 describe("ClusterIndex", () => {

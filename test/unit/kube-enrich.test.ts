@@ -10,7 +10,7 @@
 import { describe, expect, test } from "bun:test";
 import { Enricher, lineFilter } from "../../src/accesslog/enrich.ts";
 import type { AccessRecord } from "../../src/accesslog/format.ts";
-import { PodSource } from "../../src/kube/pod-source.ts";
+import { PodSource } from "../../src/kube/kubelet/pod-source.ts";
 import type { PodSpecOptions } from "../e2e/kubelet-pods.ts";
 import { FakeClock, FakeRefresher, MS, record } from "./kube-fakes.ts";
 

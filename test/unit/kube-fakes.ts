@@ -1,12 +1,12 @@
 // Fakes for the pod source and enricher tests: a clock whose timers fire only when the test moves
 // time, a refresher whose refreshes finish only when the test says so, records with chosen ends.
 import type { AccessRecord } from "../../src/accesslog/format.ts";
-import type { RefreshFailure } from "../../src/kube/kubelet-client.ts";
-import { buildIndexData } from "../../src/kube/pod-index.ts";
-import { checkPodList } from "../../src/kube/pod-list.ts";
-import type { Scheduler } from "../../src/kube/pod-source.ts";
-import type { RefreshOutcome } from "../../src/kube/refresh.ts";
-import type { Refresher } from "../../src/kube/refresher.ts";
+import type { KubeletFailure as RefreshFailure } from "../../src/kube/kubelet/client.ts";
+import { buildIndexData } from "../../src/kube/kubelet/pod-index.ts";
+import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
+import type { Scheduler } from "../../src/kube/kubelet/pod-source.ts";
+import type { RefreshOutcome } from "../../src/kube/kubelet/refresh.ts";
+import type { Refresher } from "../../src/kube/kubelet/refresh.ts";
 import { pod, podList, type PodSpecOptions } from "../e2e/kubelet-pods.ts";
 
 export const MS = 1e6;

@@ -1,10 +1,11 @@
-// The pod list read as it arrives (src/kube/pod-list-reader.ts) must say exactly what the
+// The pod list read as it arrives (src/kube/kubelet/pod-list-reader.ts) must say exactly what the
 // whole-text check says, for any document and however the bytes are split into chunks: the same
 // pods, or the same problem. And it must read in slices, keeping only what it has not read.
 import { describe, expect, test } from "bun:test";
-import { NotJson, pick, type Selection, selectionOf } from "../../src/kube/json-pick.ts";
-import { parsePodList, PodSchema, type PodListResult } from "../../src/kube/pod-list.ts";
-import { PodListReader, readPodList } from "../../src/kube/pod-list-reader.ts";
+import { NotJson, pick, type Selection, selectionOf } from "../../src/kube/kubelet/json-pick.ts";
+import { parsePodList, type PodListResult } from "../../src/kube/kubelet/pod-list.ts";
+import { PodSchema } from "../../src/kube/pod.ts";
+import { PodListReader, readPodList } from "../../src/kube/kubelet/pod-list-reader.ts";
 import { busyNodePodList, pod, podList } from "../e2e/kubelet-pods.ts";
 
 const encode = (text: string) => new TextEncoder().encode(text);

@@ -3,8 +3,9 @@
 // items: null, wrong types; the conflict rules.
 import { describe, expect, test } from "bun:test";
 import { canonicalIp } from "../../src/address.ts";
-import { buildIndexData, PodIndex } from "../../src/kube/pod-index.ts";
-import { checkPodList, parsePodList, type Pod } from "../../src/kube/pod-list.ts";
+import { buildIndexData, PodIndex } from "../../src/kube/kubelet/pod-index.ts";
+import { checkPodList, parsePodList } from "../../src/kube/kubelet/pod-list.ts";
+import type { Pod } from "../../src/kube/pod.ts";
 import { busyNodePodList, pod, podList } from "../e2e/kubelet-pods.ts";
 
 function pods(list: unknown): Pod[] {

@@ -1,8 +1,8 @@
 // The pod source's schedule and its stderr lines: one when a failure kind starts, one when it
 // ends, never one per attempt; the last good index is kept through failures.
 import { describe, expect, test } from "bun:test";
-import type { FailureKind } from "../../src/kube/kubelet-client.ts";
-import { PodSource } from "../../src/kube/pod-source.ts";
+import type { KubeletFailureKind as FailureKind } from "../../src/kube/failures.ts";
+import { PodSource } from "../../src/kube/kubelet/pod-source.ts";
 import { FakeClock, FakeRefresher } from "./kube-fakes.ts";
 
 const URL = "https://10.0.0.5:10250/pods";

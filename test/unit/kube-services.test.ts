@@ -4,9 +4,9 @@
 import { describe, expect, test } from "bun:test";
 import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
 import type { AccessRecord } from "../../src/accesslog/format.ts";
-import { ClusterIndex } from "../../src/kube/cluster-index.ts";
-import { PodIndex } from "../../src/kube/pod-index.ts";
-import { checkPodList } from "../../src/kube/pod-list.ts";
+import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
+import { PodIndex } from "../../src/kube/kubelet/pod-index.ts";
+import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import { pod as kubeletPod, podList } from "../e2e/kubelet-pods.ts";
 import { pod, service, slice } from "./kube-api-fakes.ts";
 import { MS, record } from "./kube-fakes.ts";

@@ -1,6 +1,6 @@
 // The watch stream: lines across chunk boundaries (even inside a UTF-8 character) and each event type.
 import { describe, expect, test } from "bun:test";
-import { LineSplitter, parseWatchEvent } from "../../src/kube/watch-stream.ts";
+import { LineSplitter, parseWatchEvent } from "../../src/kube/apiserver/watch-stream.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 

@@ -7,10 +7,10 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
-import { EXIT_USAGE, ExitError } from "../errors.ts";
-import type { RunOptions } from "../options.ts";
-import type { ApiServerConfig } from "./api-client.ts";
-import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "./config.ts";
+import { EXIT_USAGE, ExitError } from "../../errors.ts";
+import type { RunOptions } from "../../options.ts";
+import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import type { ApiServerConfig } from "./client.ts";
 
 /** The API server was asked for (--kube-api, --kubeconfig) but cannot be used as given. */
 export class ApiConfigError extends ExitError {

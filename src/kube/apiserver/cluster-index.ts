@@ -9,12 +9,12 @@
 // Rules: TCP ports only (a port without a protocol is TCP); `None` and missing ClusterIPs are not
 // indexed (headless, ExternalName); an EndpointSlice port without a number stands for every port
 // of its addresses; when several Services claim one endpoint IP:port, or one ClusterIP:port, the
-// one seen first keeps it (a second keeps it once the first is gone). Pods follow pod-index.ts:
-// hostNetwork, Succeeded and Failed pods are not indexed; among pods claiming one IP the running
-// one not being deleted wins.
-import { DEFAULT_CLUSTER_DOMAIN } from "../options.ts";
-import { type EndpointSlice, type Pod, SERVICE_NAME_LABEL, type Service } from "./api-objects.ts";
-import { claim, type PodInfo, podInfo, podIps } from "./pod-index.ts";
+// one seen first keeps it (a second keeps it once the first is gone). Pods follow the kubelet's
+// index (../kubelet/pod-index.ts): hostNetwork pods are not indexed; among pods claiming one IP
+// the strongest claim wins (../pod.ts), the one seen first on a tie.
+import { DEFAULT_CLUSTER_DOMAIN } from "../../options.ts";
+import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
+import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
 
 export interface ServiceRef {
   name: string;
@@ -193,7 +193,7 @@ export class ClusterIndex {
     if (pod.spec?.hostNetwork === true) return;
     const strength = claim(pod);
     const ips = podIps(pod);
-    if (strength === 0 || ips.length === 0) return;
+    if (strength === NEVER || ips.length === 0) return;
     const entry: PodClaim = { key, strength, info: podInfo(pod) };
     for (const ip of ips) {
       const list = this.#podsByIp.get(ip);

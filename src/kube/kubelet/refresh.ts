@@ -2,7 +2,10 @@
 // arrives (pod-list-reader.ts), one pod at a time, in slices of at most SLICE_MS with a turn of
 // the event loop in between: the lines' 10 ms timer never waits long for a list, however large
 // or slow, and memory never holds the list's whole object graph.
-import type { KubeletClient, RefreshFailure } from "./kubelet-client.ts";
+//
+// PodSource (pod-source.ts) runs refreshes through the Refresher interface, so that its scheduling
+// and messages are tested with a fake refresher; the agent's reads the kubelet.
+import { KubeletClient, type KubeletClientConfig, type KubeletFailure } from "./client.ts";
 import { buildIndexData, type PodIndexData } from "./pod-index.ts";
 import { PodListReader } from "./pod-list-reader.ts";
 
@@ -16,7 +19,7 @@ export interface RefreshTimings {
 
 export type RefreshOutcome =
   | { ok: true; index: PodIndexData; bytes: number; timings: RefreshTimings }
-  | { ok: false; failure: RefreshFailure };
+  | { ok: false; failure: KubeletFailure };
 
 /** The longest the list is read without letting the event loop turn. */
 export const SLICE_MS = 2;
@@ -55,4 +58,28 @@ export async function refreshOnce(client: KubeletClient): Promise<RefreshOutcome
   const index = buildIndexData(list.pods);
   const indexMs = performance.now() - t1;
   return { ok: true, index, bytes: streamed.bytes, timings: { fetchMs: t1 - t0 - parseMs, parseMs, indexMs } };
+}
+
+export interface Refresher {
+  /** One refresh; never rejects. */
+  run(): Promise<RefreshOutcome>;
+  close(): void;
+}
+
+export class KubeletRefresher implements Refresher {
+  readonly #client: KubeletClient;
+  #closed = false;
+
+  constructor(config: KubeletClientConfig) {
+    this.#client = new KubeletClient(config);
+  }
+
+  run(): Promise<RefreshOutcome> {
+    if (this.#closed) return Promise.resolve({ ok: false, failure: { kind: "unreachable", detail: "stopped" } });
+    return refreshOnce(this.#client);
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
 }

@@ -4,22 +4,14 @@
 // Building is split in two: buildIndexData (checked pods → plain arrays, what a refresh returns) and
 // PodIndex.fromData (plain arrays → the Map the line path reads, built when the index is swapped).
 //
-// Rules (see /work/shared/docs/kubelet.md):
+// Rules (docs/kubernetes.md; claims: ../pod.ts):
 // - a pod is reachable under every address in `status.podIPs` and `status.podIP` (both families);
 // - hostNetwork pods are never indexed by IP: they report the node's address, shared by many;
 //   their addresses and every pod's `status.hostIP(s)` are remembered as the node's own addresses;
-// - Succeeded and Failed pods are never indexed: their IP is free and soon reused;
-// - when several pods claim one IP, a running pod without a deletionTimestamp wins, then any other
-//   pod not being deleted (Pending, Unknown), then one being deleted; on a tie the first one in
-//   the list keeps the IP, so the result does not depend on anything but the list.
-import { isLoopbackOrUnspecified } from "../address.ts";
-import type { Pod } from "./pod-list.ts";
-
-/** What a line is told about a pod: its name (src.workload, dst.workload) and namespace. */
-export interface PodInfo {
-  name: string;
-  namespace: string | null;
-}
+// - among pods claiming one IP the strongest claim wins; on a tie the first one in the list keeps
+//   the IP, so the result does not depend on anything but the list.
+import { isLoopbackOrUnspecified } from "../../address.ts";
+import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
 
 /** An index as plain arrays: what a refresh returns. */
 export interface PodIndexData {
@@ -31,35 +23,6 @@ export interface PodIndexData {
   nodeAddresses: string[];
   /** pods in the list, indexed or not */
   podCount: number;
-}
-
-const NEVER = 0;
-const DELETING = 1;
-const NOT_RUNNING = 2;
-const RUNNING = 3;
-
-/** How strongly a pod claims its IP; NEVER (0) for pods that must not be indexed. */
-export function claim(pod: Pod): number {
-  const phase = pod.status?.phase;
-  if (phase === "Succeeded" || phase === "Failed") return NEVER;
-  if (pod.metadata.deletionTimestamp != null) return DELETING;
-  return phase === "Running" ? RUNNING : NOT_RUNNING;
-}
-
-/** A pod's IPs (canonical already: see pod-list.ts), each once. */
-export function podIps(pod: Pod): string[] {
-  const out: string[] = [];
-  const add = (ip: string | null | undefined) => {
-    if (ip && !out.includes(ip)) out.push(ip);
-  };
-  for (const entry of pod.status?.podIPs ?? []) add(entry.ip);
-  add(pod.status?.podIP);
-  return out;
-}
-
-/** The PodInfo of a pod, as both sources name it. */
-export function podInfo(pod: Pod): PodInfo {
-  return { name: pod.metadata.name, namespace: pod.metadata.namespace ?? null };
 }
 
 export function buildIndexData(pods: readonly Pod[]): PodIndexData {

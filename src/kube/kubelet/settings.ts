@@ -1,11 +1,10 @@
-// The kubelet settings of a run, from the flags as given, the environment and the files present:
-// the defaults the README documents live here, in one place.
+// The kubelet settings of a run, from its options, the environment and the files present: the
+// defaults the README documents (NODE_IP, the service-account files) are applied here.
 import { existsSync } from "node:fs";
-import { DEFAULT_KUBELET_HOLD_S, DEFAULT_KUBELET_REFRESH_S, type RunOptions } from "../options.ts";
-import type { KubeletClientConfig } from "./kubelet-client.ts";
+import { DEFAULT_KUBELET_HOLD_S, DEFAULT_KUBELET_REFRESH_S, type RunOptions } from "../../options.ts";
+import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import type { KubeletClientConfig } from "./client.ts";
 
-export const SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-export const SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 /** The request timeout follows the refresh period (a later answer is stale anyway), within these. */
 const MIN_TIMEOUT_MS = 1_000;
 const MAX_TIMEOUT_MS = 10_000;

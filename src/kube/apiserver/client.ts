@@ -1,10 +1,9 @@
 // Requests to the Kubernetes API server: one page of a list, and a watch whose events arrive as
 // they are read. Every failure is a value (kind + one-line detail, no secrets); nothing prints.
 // The bearer token file is read again every minute and after a 401 (projected tokens rotate).
-import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { ListSchema, StatusSchema } from "./api-objects.ts";
-import { classifyFetchError, CREDENTIALS_REREAD_MS, type FailureKind, oneLine, type RefreshFailure } from "./kubelet-client.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
+import { ListSchema, StatusSchema } from "./objects.ts";
 import { LineSplitter, parseWatchEvent, type WatchEvent } from "./watch-stream.ts";
 
 export interface ApiServerConfig {
@@ -24,13 +23,7 @@ export interface ApiServerConfig {
   origin: string;
 }
 
-export type ApiFailureKind = FailureKind | "expired";
-export interface ApiFailure {
-  kind: ApiFailureKind;
-  detail: string;
-}
-
-export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; continue: string | null } | { ok: false; failure: ApiFailure };
+export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; continue: string | null } | { ok: false; failure: Failure };
 
 /** A list page larger than this is refused. */
 const MAX_PAGE_BYTES = 256 << 20;
@@ -38,75 +31,53 @@ export const LIST_TIMEOUT_MS = 60_000;
 
 export class ApiClient {
   readonly config: ApiServerConfig;
-  readonly #readText: (path: string) => string;
-  readonly #now: () => number;
-  #readAt = -Infinity;
-  #token: string | null;
-  #problem: string | null = null;
+  readonly #tokenFile: CredentialFile | null;
 
-  constructor(config: ApiServerConfig, readText: (path: string) => string = (p) => readFileSync(p, "utf8"), now: () => number = Date.now) {
+  constructor(config: ApiServerConfig, read: ReadText = readText, now: () => number = Date.now) {
     this.config = config;
-    this.#token = config.token;
-    this.#readText = readText;
-    this.#now = now;
+    const { tokenFile } = config;
+    this.#tokenFile = tokenFile === null ? null : new CredentialFile(tokenFile, bearerToken(tokenFile), read, now);
   }
 
-  #credentials(): string | null {
-    const file = this.config.tokenFile;
-    if (file === null || this.#now() - this.#readAt < CREDENTIALS_REREAD_MS) return this.#problem;
-    this.#readAt = this.#now();
-    try {
-      const token = this.#readText(file).trim();
-      if (token === "") throw new Error(`the token file ${file} is empty`);
-      this.#token = token;
-      this.#problem = null;
-    } catch (error) {
-      const e = error as NodeJS.ErrnoException;
-      this.#problem = e.code ? `cannot read ${e.path ?? file}: ${e.code}` : e.message;
-      this.#readAt = -Infinity;
-    }
-    return this.#problem;
-  }
-
-  #init(signal: AbortSignal): RequestInit {
+  /** The request's options with the bearer token (from its file, else the kubeconfig's), or a problem with it. */
+  #init(signal: AbortSignal): { ok: true; init: RequestInit } | { ok: false; failure: Failure } {
+    const fromFile = this.#tokenFile?.read();
+    if (fromFile?.ok === false) return { ok: false, failure: { kind: "credentials", detail: fromFile.problem } };
+    const token = fromFile?.value ?? this.config.token;
     const headers: Record<string, string> = { accept: "application/json" };
-    if (this.#token !== null) headers.authorization = `Bearer ${this.#token}`;
+    if (token !== null) headers.authorization = `Bearer ${token}`;
     const c = this.config;
     const tls = c.insecureSkipTlsVerify
       ? { rejectUnauthorized: false, ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) }
       : { rejectUnauthorized: true, ...(c.ca ? { ca: c.ca } : {}), ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) };
-    return { headers, signal, redirect: "error", ...(c.server.startsWith("https:") ? { tls } : {}) } as RequestInit;
+    return { ok: true, init: { headers, signal, redirect: "error", ...(c.server.startsWith("https:") ? { tls } : {}) } as RequestInit };
   }
 
-  /** A non-200 answer → failure (reads the body for the Status message). */
-  async #httpFailure(response: Response): Promise<ApiFailure> {
-    if (response.status === 401) this.#readAt = -Infinity; // maybe rotated: read it again
+  /** A non-200 answer → failure, with the message of the Status object the body holds. */
+  async #statusFailure(response: Response): Promise<Failure> {
+    if (response.status === 401) this.#tokenFile?.expire(); // maybe rotated: read it again
     const text = await response.text().catch(() => "");
-    let message = oneLine(text);
+    let said = oneLine(text);
     try {
       const status = v.safeParse(StatusSchema, JSON.parse(text));
-      if (status.success && status.output.message) message = oneLine(status.output.message);
+      if (status.success && status.output.message) said = oneLine(status.output.message);
     } catch {
       // not JSON: the text itself
     }
-    const code = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
-    const detail = message === "" ? code : `${code}: ${message}`;
-    const kind: ApiFailureKind =
-      response.status === 401 ? "unauthorized" : response.status === 403 ? "forbidden" : response.status === 410 ? "expired" : "http";
-    return { kind, detail };
+    return statusFailure(response, said, { expires: true });
   }
 
   /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
   async listPage(path: string, limit: number, continueToken: string | null, signal?: AbortSignal): Promise<ListPage> {
-    const problem = this.#credentials();
-    if (problem !== null) return { ok: false, failure: { kind: "credentials", detail: problem } };
     const query = new URLSearchParams({ limit: String(limit) });
     if (continueToken !== null) query.set("continue", continueToken);
+    const timeout = AbortSignal.timeout(LIST_TIMEOUT_MS);
+    const request = this.#init(signal ? AbortSignal.any([signal, timeout]) : timeout);
+    if (!request.ok) return request;
     let response: Response;
     try {
-      const timeout = AbortSignal.timeout(LIST_TIMEOUT_MS);
-      response = await fetch(`${this.config.server}${path}?${query}`, this.#init(signal ? AbortSignal.any([signal, timeout]) : timeout));
-      if (response.status !== 200) return { ok: false, failure: await this.#httpFailure(response) };
+      response = await fetch(`${this.config.server}${path}?${query}`, request.init);
+      if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
       const declared = Number(response.headers.get("content-length") ?? Number.NaN);
       if (declared > MAX_PAGE_BYTES) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };
       const text = await response.text();
@@ -141,9 +112,7 @@ export class ApiClient {
     signal: AbortSignal,
     onEvent: (event: WatchEvent) => "continue" | "stop",
     onOpen: () => void = () => undefined,
-  ): Promise<ApiFailure | null> {
-    const problem = this.#credentials();
-    if (problem !== null) return { kind: "credentials", detail: problem };
+  ): Promise<Failure | null> {
     const query = new URLSearchParams({
       watch: "1",
       resourceVersion,
@@ -152,13 +121,15 @@ export class ApiClient {
     });
     // The server ends the stream after timeoutSeconds; a stream silent well past that is dead.
     const guard = AbortSignal.any([signal, AbortSignal.timeout((timeoutSeconds + 30) * 1000)]);
+    const request = this.#init(guard);
+    if (!request.ok) return request.failure;
     let response: Response;
     try {
-      response = await fetch(`${this.config.server}${path}?${query}`, this.#init(guard));
+      response = await fetch(`${this.config.server}${path}?${query}`, request.init);
     } catch (error) {
       return signal.aborted ? null : classifyFetchError(error, (timeoutSeconds + 30) * 1000);
     }
-    if (response.status !== 200) return this.#httpFailure(response);
+    if (response.status !== 200) return this.#statusFailure(response);
     onOpen();
     const splitter = new LineSplitter();
     try {
@@ -175,7 +146,7 @@ export class ApiClient {
       return null;
     } catch (error) {
       if (signal.aborted) return null;
-      const failure: RefreshFailure = classifyFetchError(error, (timeoutSeconds + 30) * 1000);
+      const failure = classifyFetchError(error, (timeoutSeconds + 30) * 1000);
       return failure.kind === "unreachable" ? { kind: "unreachable", detail: `the watch broke: ${failure.detail}` } : failure;
     }
   }

@@ -3,7 +3,7 @@
 // Chunks fall anywhere (inside an object, inside a UTF-8 sequence): LineSplitter joins them back
 // into whole lines. parseWatchEvent turns one line into a value; it never throws.
 import * as v from "valibot";
-import { StatusSchema } from "./api-objects.ts";
+import { StatusSchema } from "./objects.ts";
 
 /** The longest line accepted (one object); a longer one is a broken stream. */
 export const MAX_LINE_BYTES = 16 << 20;

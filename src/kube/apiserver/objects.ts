@@ -1,12 +1,10 @@
 // The API server's objects as the agent reads them: Services, EndpointSlices (discovery.k8s.io/v1)
-// and Pods (the same schema as the kubelet's list, pod-list.ts), and the list and watch-event
-// envelopes around them. Only the fields used are declared; unknown fields are ignored. A declared
-// field present with the wrong type is an error naming the object and the path (see `describe`).
+// (Pods: ../pod.ts, the same schema as the kubelet's list), and the list and watch-event envelopes
+// around them. Only the fields used are declared; unknown fields are ignored. A declared field
+// present with the wrong type is an error naming the object and the path (describeIssues).
 import * as v from "valibot";
-import { canonicalIp } from "../address.ts";
-import { PodSchema } from "./pod-list.ts";
-
-const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);
+import { canonicalIp } from "../../address.ts";
+import { opt } from "../pod.ts";
 
 /** An IP in the text the record decoder writes; anything else ("None", "", a hostname) → null. */
 const MaybeIpSchema = v.pipe(
@@ -45,9 +43,6 @@ export const EndpointSliceSchema = v.object({
   ports: opt(v.array(v.object({ port: opt(v.number()), protocol: opt(v.string()) }))),
 });
 export type EndpointSlice = v.InferOutput<typeof EndpointSliceSchema>;
-
-export { PodSchema };
-export type { Pod } from "./pod-list.ts";
 
 /** The label that names an EndpointSlice's Service. */
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";

@@ -1,46 +1,10 @@
-// The kubelet's `GET /pods` answer (a v1 PodList), checked with valibot. Only the fields the
-// agent uses are declared; every object is loose, so anything else a kubelet adds is ignored.
-// A declared field that is present with the wrong type is an error naming the pod and the JSON
-// path (`items[3] (default/web-0): status.podIPs[0].ip: ...`), and the whole list is refused: the
-// caller keeps its last good index rather than one built from a list it could not read.
+// The kubelet's `GET /pods` answer (a v1 PodList), checked with valibot: the list, and each pod
+// against the schema both sources share (../pod.ts). A pod that fails it is an error naming the
+// pod and the JSON path (`items[3] (default/web-0): status.podIPs[0].ip: ...`), and the whole list
+// is refused: the caller keeps its last good index rather than one built from a list it could not
+// read.
 import * as v from "valibot";
-import { canonicalIp } from "../address.ts";
-
-// Kubernetes omits empty fields, but encoders differ: `null` is read as absent everywhere.
-const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);
-
-/**
- * An IP address as the API writes it, turned into the text the record decoder writes for it (see
- * ip.ts); "" is read as "none yet".
- */
-const IpTextSchema = v.pipe(
-  v.string(),
-  v.transform((text) => (text === "" ? "" : canonicalIp(text))),
-  v.string("not an IP address"),
-);
-
-export const PodSchema = v.object({
-  metadata: v.object({
-    name: v.string(),
-    namespace: opt(v.string()),
-    deletionTimestamp: opt(v.string()),
-  }),
-  spec: opt(
-    v.object({
-      hostNetwork: opt(v.boolean()),
-    }),
-  ),
-  status: opt(
-    v.object({
-      phase: opt(v.string()),
-      podIP: opt(IpTextSchema),
-      podIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
-      hostIP: opt(IpTextSchema),
-      hostIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
-    }),
-  ),
-});
-export type Pod = v.InferOutput<typeof PodSchema>;
+import { opt, type Pod, PodSchema } from "../pod.ts";
 
 const PodListSchema = v.object({
   kind: opt(v.string()),

@@ -10,12 +10,18 @@
 // once per failure state); the rest of the stream goes on.
 //
 // Messages: one line when all three kinds have been listed for the first time, and for each kind
-// one line when a failure starts and one when it ends, never one per attempt (as the kubelet
-// source). While failing, what was known stays in the index.
+// one line when a failure starts and one when it ends, never one per attempt (../failures.ts, as
+// the kubelet source). While failing, what was known stays in the index.
 import * as v from "valibot";
-import { type ApiClient, type ApiFailure, type ApiFailureKind } from "./api-client.ts";
-import { describeIssues, EndpointSliceSchema, objectLabel, PodSchema, ServiceSchema } from "./api-objects.ts";
+import type { Logger } from "../../log.ts";
+import type { RunOptions } from "../../options.ts";
+import { apiFailureMessage, apiNoun, type ApiFailureState, FailureState } from "../failures.ts";
+import type { Failure } from "../http.ts";
+import { PodSchema } from "../pod.ts";
+import { ApiClient } from "./client.ts";
 import { ClusterIndex, objectKey } from "./cluster-index.ts";
+import { describeIssues, EndpointSliceSchema, objectLabel, ServiceSchema } from "./objects.ts";
+import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
 /** Objects of a list page checked and indexed between two turns of the event loop. */
@@ -45,19 +51,6 @@ export const RESOURCES: readonly Resource[] = [
   { kind: "pods", path: "/api/v1/pods", apply: applier(PodSchema, (i, o) => i.setPod(o)) },
 ];
 
-const FAILURE_NAME: Record<ApiFailureKind | "invalid-object", string> = {
-  credentials: "the credentials problem",
-  unreachable: "the connection failure",
-  timeout: "the timeout",
-  tls: "the TLS failure",
-  unauthorized: "the 401 Unauthorized",
-  forbidden: "the 403 Forbidden",
-  http: "the HTTP error",
-  invalid: "the invalid answer",
-  expired: "the expired resourceVersion",
-  "invalid-object": "the invalid object",
-};
-
 export interface ApiSourceOptions {
   client: ApiClient;
   index?: ClusterIndex;
@@ -84,7 +77,7 @@ export class ApiSource {
   readonly stats: ApiSourceStats = { lists: 0, watches: 0, events: 0, expired: 0, failures: 0 };
   readonly #o: ApiSourceOptions & Required<Pick<ApiSourceOptions, "pageSize" | "watchTimeoutS" | "minBackoffMs" | "maxBackoffMs">>;
   readonly #abort = new AbortController();
-  readonly #failure = new Map<ResourceKind, ApiFailureKind | "invalid-object">();
+  readonly #failure: Record<ResourceKind, FailureState<ApiFailureState>>;
   readonly #listed = new Set<ResourceKind>();
   readonly #loops: Promise<void>[] = [];
   #announced = false;
@@ -96,6 +89,9 @@ export class ApiSource {
     // stalled the line timer 35-60 ms at 5,000 pods: scripts/bench/api-memory.ts).
     this.#o = { pageSize: 100, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
     this.index = options.index ?? new ClusterIndex();
+    const say = { notice: this.#o.notice, info: this.#o.info ?? this.#o.notice };
+    const state = (kind: ResourceKind) => new FailureState(`the API server at ${this.server}: ${kind}`, apiNoun, say);
+    this.#failure = { services: state("services"), endpointslices: state("endpointslices"), pods: state("pods") };
   }
 
   get server(): string {
@@ -137,7 +133,7 @@ export class ApiSource {
   async #run(resource: Resource): Promise<void> {
     let rv: string | null = null;
     let backoffMs = this.#o.minBackoffMs;
-    const fail = async (failure: ApiFailure) => {
+    const fail = async (failure: Failure) => {
       this.stats.failures++;
       this.#failed(resource.kind, failure);
       // ±20 % jitter so that many agents do not come back in step
@@ -161,7 +157,7 @@ export class ApiSource {
         this.#listedOnce(resource.kind);
       }
       let expired = false;
-      let failure: ApiFailure | null = null;
+      let failure: Failure | null = null;
       this.stats.watches++;
       const watchStart = performance.now();
       const ended = await this.#o.client.watch(
@@ -225,7 +221,7 @@ export class ApiSource {
   }
 
   /** Every page of one list into the index; what the index held and the list lacks is dropped. */
-  async #list(resource: Resource): Promise<{ ok: true; resourceVersion: string } | { ok: false; failure: ApiFailure }> {
+  async #list(resource: Resource): Promise<{ ok: true; resourceVersion: string } | { ok: false; failure: Failure }> {
     const seen = new Set<string>();
     let continueToken: string | null = null;
     let resourceVersion = "";
@@ -247,7 +243,7 @@ export class ApiSource {
     for (const key of this.index.keys(resource.kind)) if (!seen.has(key)) this.index.delete(resource.kind, key);
     this.stats.lists++;
     if (badObject !== null) this.#failed(resource.kind, { kind: "invalid", detail: `skipped ${badObject}` }, "invalid-object");
-    else if (this.#failure.get(resource.kind) === "invalid-object") this.#succeeded(resource.kind, true);
+    else if (this.#failure[resource.kind].kind === "invalid-object") this.#succeeded(resource.kind, true);
     return { ok: true, resourceVersion };
   }
 
@@ -264,45 +260,37 @@ export class ApiSource {
 
   /** A request worked: a failure state ends (an invalid object's only with a list without one). */
   #succeeded(kind: ResourceKind, cleanList = false): void {
-    const failure = this.#failure.get(kind);
-    if (failure === undefined || (failure === "invalid-object" && !cleanList)) return;
-    this.#failure.delete(kind);
-    (this.#o.info ?? this.#o.notice)(`the API server at ${this.server}: ${kind}: ${FAILURE_NAME[failure]} is over`);
+    const state = this.#failure[kind];
+    if (state.kind === "invalid-object" && !cleanList) return;
+    state.recover();
   }
 
-  #failed(kind: ResourceKind, failure: ApiFailure, as: ApiFailureKind | "invalid-object" = failure.kind): void {
-    const current = this.#failure.get(kind);
-    if (current === as) return;
-    if (current !== undefined) (this.#o.info ?? this.#o.notice)(`the API server at ${this.server}: ${kind}: ${FAILURE_NAME[current]} is over`);
-    this.#failure.set(kind, as);
-    this.#o.notice(`${this.#describe(kind, failure)}; ${this.#listed.has(kind) ? `keeping what is known of ${kind}` : `no ${kind} known yet`}`);
-  }
-
-  #describe(kind: ResourceKind, { kind: failure, detail }: ApiFailure): string {
-    const at = `the API server at ${this.server}`;
-    switch (failure) {
-      case "credentials":
-        return `cannot use the API-server credentials (${detail}): check the service-account token or --kubeconfig`;
-      case "unreachable":
-        return `cannot reach ${at} for ${kind} (${detail})`;
-      case "timeout":
-        return `${at} did not answer in time for ${kind} (${detail})`;
-      case "tls":
-        return `cannot verify the TLS certificate of ${at} (${detail}): check the CA (service-account ca.crt or the kubeconfig's certificate-authority)`;
-      case "unauthorized":
-        return `${at} refused our credentials for ${kind} (${detail}): check the service-account token or the kubeconfig user`;
-      case "forbidden":
-        return `${at} forbids listing or watching ${kind} (${detail}): the service account needs RBAC "list" and "watch" on pods, services and endpointslices (discovery.k8s.io)`;
-      case "expired":
-      case "http":
-        return `${at} answered ${kind} with HTTP ${detail}`;
-      case "invalid":
-        return `${at} sent invalid ${kind} (${detail})`;
-    }
+  #failed(kind: ResourceKind, { kind: failure, detail }: Failure, as: ApiFailureState = failure): void {
+    const known = this.#listed.has(kind) ? `keeping what is known of ${kind}` : `no ${kind} known yet`;
+    this.#failure[kind].fail(as, () => `${apiFailureMessage(failure, detail, this.server, kind)}; ${known}`);
   }
 }
 
 function resourceVersionOf(object: unknown): string | null {
   const rv = (object as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion;
   return typeof rv === "string" && rv !== "" ? rv : null;
+}
+
+/**
+ * The API-server source a run asks for, not started; null when off. Throws ApiConfigError when it
+ * is asked for by a flag and cannot be set up (an unreadable kubeconfig, no cluster around).
+ */
+export function createApiSource(options: Partial<RunOptions> & { clusterDomain: string }, log: Logger, env = process.env): ApiSource | null {
+  const settings = resolveApiSettings(options, env);
+  if (settings === null) return null;
+  if (settings.insecureSkipTlsVerify) {
+    log.warn(`TLS verification of the API server at ${settings.server} is OFF (insecure-skip-tls-verify in ${settings.origin})`);
+  }
+  return new ApiSource({
+    client: new ApiClient(settings),
+    index: new ClusterIndex(options.clusterDomain),
+    notice: log.warn,
+    info: log.info,
+    debug: log.debug,
+  });
 }

@@ -6,15 +6,16 @@
 // however many lines ask; the periodic cadence restarts from it. Only one refresh runs at a time.
 // While the kubelet is failing, lines ask for nothing: only the periodic refreshes try again.
 //
-// Failures. Each kind of failure (kubelet-client.ts) prints one line when it starts and one when it
+// Failures. Each kind of failure (../failures.ts) prints one line when it starts and one when it
 // ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
 // still "completes": lines waiting for it are written with what is known, not held longer for a
 // kubelet that is not answering.
-import type { FailureKind, RefreshFailure } from "./kubelet-client.ts";
-import { PodIndex, type PodInfo } from "./pod-index.ts";
-import type { RefreshOutcome } from "./refresh.ts";
-import type { KubeletSettings } from "./config.ts";
-import { KubeletRefresher, type Refresher } from "./refresher.ts";
+import { FailureState, kubeletFailureMessage, kubeletNoun, type KubeletFailureKind } from "../failures.ts";
+import type { PodInfo } from "../pod.ts";
+import type { KubeletFailure } from "./client.ts";
+import { PodIndex } from "./pod-index.ts";
+import { KubeletRefresher, type RefreshOutcome, type Refresher } from "./refresh.ts";
+import type { KubeletSettings } from "./settings.ts";
 
 /** Time and timers, injectable so that tests run on a fake clock. */
 export interface Scheduler {
@@ -54,18 +55,6 @@ const NS_PER_MS = 1e6;
 
 const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 
-/** Each failure kind as a noun, for the line that says it is over. */
-const FAILURE_NAME: Record<FailureKind, string> = {
-  credentials: "the credentials problem",
-  unreachable: "the connection failure",
-  timeout: "the timeout",
-  tls: "the TLS failure",
-  unauthorized: "the 401 Unauthorized",
-  forbidden: "the 403 Forbidden",
-  http: "the HTTP error",
-  invalid: "the invalid pod list",
-};
-
 export interface PodSourceStats {
   refreshes: number;
   failures: number;
@@ -90,13 +79,14 @@ export class PodSource {
   #wanted = false;
   #cancelTimer: (() => void) | null = null;
   #running = false;
-  #failure: RefreshFailure | null = null;
+  readonly #failure: FailureState<KubeletFailureKind>;
   #indexBuiltNs: number | null = null;
   #announced = false;
   readonly stats: PodSourceStats = { refreshes: 0, failures: 0, lastFetchMs: 0, lastParseMs: 0, lastIndexMs: 0, lastSwapMs: 0 };
 
   constructor(options: PodSourceOptions) {
     this.#o = { minGapMs: 1000, info: options.notice, ...options };
+    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, kubeletNoun, { notice: this.#o.notice, info: this.#o.info });
   }
 
   get index(): PodIndex {
@@ -113,7 +103,7 @@ export class PodSource {
 
   /** False while failing: the last completed refresh failed. */
   get answering(): boolean {
-    return this.#failure === null;
+    return this.#failure.kind === null;
   }
 
   /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
@@ -186,54 +176,14 @@ export class PodSource {
   #succeeded(): void {
     const index = this.#index;
     const summary = `${count(index.podCount, "pod")}, ${count(index.size, "pod IP")} indexed`;
-    if (this.#failure !== null) {
-      this.#o.info(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over; pod list received (${summary})`);
-      this.#failure = null;
-      this.#announced = true;
-    } else if (!this.#announced) {
+    if (!this.#failure.recover(`; pod list received (${summary})`) && !this.#announced) {
       this.#o.info(`pod list from the kubelet at ${this.#o.url}: ${summary}; refreshing every ${this.#o.refreshMs / 1000} s`);
-      this.#announced = true;
     }
+    this.#announced = true;
   }
 
-  #failed(failure: RefreshFailure, nowNs: number): void {
-    if (this.#failure?.kind === failure.kind) return;
-    if (this.#failure !== null) this.#o.info(`the kubelet at ${this.#o.url}: ${FAILURE_NAME[this.#failure.kind]} is over`);
-    this.#failure = failure;
-    this.#o.notice(`${this.#describe(failure)}; ${this.#keeping(nowNs)}`);
-  }
-
-  #describe({ kind, detail }: RefreshFailure): string {
-    const url = this.#o.url;
-    switch (kind) {
-      case "credentials":
-        return `cannot use the kubelet credentials (${detail}): check --kubelet-token-file and --kubelet-ca-file`;
-      case "unreachable":
-        return `cannot reach the kubelet at ${url} (${detail})`;
-      case "timeout":
-        return `the kubelet at ${url} did not answer in time (${detail})`;
-      case "tls":
-        return (
-          `cannot verify the TLS certificate of the kubelet at ${url} (${detail}): give the CA that signed it ` +
-          `with --kubelet-ca-file, or turn verification off with --kubelet-insecure-skip-tls-verify`
-        );
-      case "unauthorized":
-        return (
-          `the kubelet at ${url} refused our credentials (${detail}): ` +
-          (this.#o.tokenFile === null
-            ? "no bearer token was sent; give one with --kubelet-token-file"
-            : `check the bearer token in ${this.#o.tokenFile} (--kubelet-token-file)`)
-        );
-      case "forbidden":
-        return (
-          `the kubelet at ${url} forbids the pod list (${detail}): the service account needs RBAC "get" on ` +
-          `nodes/pods (Kubernetes 1.33 and later) and on nodes/proxy (older clusters)`
-        );
-      case "http":
-        return `the kubelet at ${url} answered HTTP ${detail}`;
-      case "invalid":
-        return `the kubelet at ${url} sent an invalid pod list (${detail})`;
-    }
+  #failed({ kind, detail }: KubeletFailure, nowNs: number): void {
+    this.#failure.fail(kind, () => `${kubeletFailureMessage(kind, detail, this.#o.url, this.#o.tokenFile)}; ${this.#keeping(nowNs)}`);
   }
 
   #keeping(nowNs: number): string {

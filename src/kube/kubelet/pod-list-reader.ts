@@ -25,7 +25,8 @@ import {
   QUOTE,
   selectionOf,
 } from "./json-pick.ts";
-import { checkPodList, describeItemProblem, parsePodList, PodSchema, type Pod, type PodListResult } from "./pod-list.ts";
+import { type Pod, PodSchema } from "../pod.ts";
+import { checkPodList, describeItemProblem, parsePodList, type PodListResult } from "./pod-list.ts";
 
 /** What is read of each pod: the fields PodSchema declares (json-pick.ts). */
 const POD_SELECTION = selectionOf(PodSchema);
