@@ -3,10 +3,10 @@
 // ends however it ends (kill -9 included), so a lock is never stale: the file
 // may remain, but nobody holds it and the next agent takes it over. Works with
 // the admin API disabled.
-import { dlopen, read } from "bun:ffi";
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from "node:fs";
 import { dirname } from "node:path";
 import { ExitError } from "../errors.ts";
+import { errno, libc } from "../kernel/libc.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -23,23 +23,13 @@ export class LockPermissionError extends Error {
   override name = "LockPermissionError";
 }
 
-let libc: ReturnType<typeof bindLibc> | undefined;
-function bindLibc() {
-  return dlopen("libc.so.6", {
-    flock: { args: ["i32", "i32"], returns: "i32" },
-    __errno_location: { args: [], returns: "ptr" },
-  }).symbols;
-}
-
 function tryFlock(fd: number): "locked" | "busy" {
-  libc ??= bindLibc();
   for (;;) {
     if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return "locked";
-    const where = libc.__errno_location();
-    const errno = where === null ? 0 : read.i32(where, 0);
-    if (errno === EINTR) continue;
-    if (errno === EWOULDBLOCK) return "busy";
-    throw new Error(`flock: errno ${errno}`);
+    const code = errno();
+    if (code === EINTR) continue;
+    if (code === EWOULDBLOCK) return "busy";
+    throw new Error(`flock: errno ${code}`);
   }
 }
 
