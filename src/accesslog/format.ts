@@ -658,28 +658,3 @@ export function formatGoTime(t: WallTime): string {
   target(bytes);
   return fromUtf8.decode(bytes.subarray(0, writeGoTime(t, 0)));
 }
-
-// ── errno names ──────────────────────────────────────────────────────────────
-
-const ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
-  [1, "EPERM"],
-  [13, "EACCES"],
-  [32, "EPIPE"],
-  [101, "ENETUNREACH"],
-  [103, "ECONNABORTED"],
-  [104, "ECONNRESET"],
-  [110, "ETIMEDOUT"],
-  [111, "ECONNREFUSED"],
-  [113, "EHOSTUNREACH"],
-]);
-
-/**
- * Name of the errno a failed connection attempt ended with (Linux numbers; a negative -errno is
- * read as errno). 0 means the application closed the socket before the connection was
- * established: ECONNABORTED. Others are `errno<N>`.
- */
-export function errnoName(n: number): string {
-  if (n === 0) return "ECONNABORTED";
-  const errno = Math.abs(n);
-  return ERRNO_NAMES.get(errno) ?? `errno${errno}`;
-}

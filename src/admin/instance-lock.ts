@@ -4,14 +4,14 @@
 // may remain, but nobody holds it and the next agent takes it over. Works with
 // the admin API disabled.
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from "node:fs";
+import { constants as system } from "node:os";
 import { dirname } from "node:path";
 import { ExitError } from "../errors.ts";
 import { errno, libc } from "../kernel/libc.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
-const EINTR = 4;
+const { EINTR, EWOULDBLOCK } = system.errno;
 
 /** Another agent holds the lock. */
 export class AlreadyRunningError extends ExitError {

@@ -4,7 +4,7 @@
 // anonymous fds owned by this process, so even kill -9 detaches everything.
 import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
-import { release } from "node:os";
+import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
 import { ExitError } from "../errors.ts";
 import {
@@ -17,6 +17,7 @@ import {
   openLibbpf,
   OptionStruct,
 } from "./libbpf.ts";
+import { atLeast, BTF_PATH, effectiveCapabilities, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 
@@ -77,10 +78,9 @@ export const CONN_STATE_SIZE = 24;
 export const REPORT_BATCH = 256;
 const BPF_F_NO_PREALLOC = 1;
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
-const ENOENT = 2;
+const { EACCES, ENOENT, EPERM } = constants.errno;
 const VERIFIER_LOG_BYTES = 1 << 20;
 const STAGING_RECORDS = 4096;
-const BTF_PATH = "/sys/kernel/btf/vmlinux";
 
 export class Probe {
   #bpf: Libbpf;
@@ -388,37 +388,22 @@ export class Probe {
  * /proc may be hidden from the agent).
  */
 export function runTimeAllocationAllowed(release: string): boolean {
-  const match = /^(\d+)\.(\d+)/.exec(release);
-  if (!match) return false;
-  const [major, minor] = [Number(match[1]), Number(match[2])];
-  return major > 6 || (major === 6 && minor >= 1);
+  const version = parseKernelRelease(release);
+  return version !== null && atLeast(version, { major: 6, minor: 1 });
 }
 
-const CAP_SYS_ADMIN = 21;
-const CAP_PERFMON = 38;
-const CAP_BPF = 39;
-const EPERM = 1;
-const EACCES = 13;
-
-function effectiveCapabilities(): bigint {
+function ownStatus(): string {
   try {
-    const line = readFileSync("/proc/self/status", "utf8").match(/^CapEff:\s*([0-9a-f]+)$/m);
-    return line?.[1] ? BigInt(`0x${line[1]}`) : 0n;
+    return readFileSync("/proc/self/status", "utf8");
   } catch {
-    return 0n;
+    return "";
   }
-}
-
-function hasCapability(caps: bigint, cap: number): boolean {
-  return (caps & (1n << BigInt(cap))) !== 0n;
 }
 
 /** One line (plus the verifier's own words when it refused) a user can act on. */
 function diagnose(error: unknown, verifierLog: string): string {
   if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
-  const caps = effectiveCapabilities();
-  const privileged = hasCapability(caps, CAP_SYS_ADMIN) || (hasCapability(caps, CAP_BPF) && hasCapability(caps, CAP_PERFMON));
-  if ((error.errno === EPERM || error.errno === EACCES) && !privileged) {
+  if ((error.errno === EPERM || error.errno === EACCES) && !mayLoadBpf(effectiveCapabilities(ownStatus()))) {
     const who = process.geteuid?.() === 0 ? "running as root but without CAP_BPF and CAP_PERFMON" : "not running as root";
     return `${error.message} (${who}): run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)`;
   }

@@ -9,11 +9,10 @@ import {
   capabilitiesCheck,
   cgroup2Mounts,
   cgroupCheck,
-  effectiveCapabilities,
   kernelCheck,
   memlockLimit,
-  parseKernelRelease,
 } from "../../src/check/system.ts";
+import { effectiveCapabilities, parseKernelRelease } from "../../src/kernel/host.ts";
 
 const line = (result: CheckResult) => formatCheckLine(result);
 const bit = (cap: number) => 1n << BigInt(cap);

@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import {
   type AccessRecord,
-  errnoName,
   escapeValue,
   formatGoTime,
   formatJsonLine,
   formatKmeshLine,
 } from "../../src/accesslog/format.ts";
+import { errnoName } from "../../src/accesslog/record.ts";
 
 const SEED_LINE =
   "accesslog: 2025-04-24 08:54:40.971980208 +0000 UTC src.addr=10.244.2.79:41978, src.workload=ws-client, src.namespace=default, dst.addr=10.244.2.78:8080, dst.service=ws-server-service.default.svc.cluster.local, dst.workload=ws-server, dst.namespace=default, start_time=2025-04-24 08:53:50.919245381 +0000 UTC, direction=OUTBOUND, state=BPF_TCP_ESTABLISHED, sent_bytes=3, received_bytes=227, packet_loss=0, retransmissions=0, srtt=40515us, min_rtt=34us, duration=50052.734827ms";
