@@ -1,8 +1,8 @@
 // Names on both ends of a line, from the pod index, and the filters that need them.
 //
-// Names (accesslog-format.md): src.workload/src.namespace are the pod name and namespace at the
-// source address; dst.workload/dst.namespace those at the destination address (dst.namespace is
-// the destination pod's namespace: no service is known yet, so dst.service stays the IP).
+// Names (docs/accesslog-format.md, docs/kubernetes.md): src.workload/src.namespace are the pod
+// name and namespace at the source address; dst.workload/dst.namespace those at the destination
+// address (dst.namespace is the destination pod's namespace, or the Service's when one is known).
 //
 // Holding back a new pod's first lines. A pod can connect within milliseconds of starting, before
 // the next poll has seen it. So when the *local* end of a line (src for OUTBOUND, dst for INBOUND)

@@ -1,5 +1,5 @@
-// AccessRecord → one output line, in Kmesh's text layout or as JSON. See
-// /work/shared/docs/accesslog-format.md for what each field means.
+// AccessRecord → one output line, in Kmesh's text layout or as JSON. What each field means, and
+// the pitfalls of each: docs/accesslog-format.md.
 //
 // This runs once per event. Building a line as a JS string is cheap, but turning it into bytes
 // for the write costs as much again (a string of ~40 pieces, flattened, then UTF-8 encoded). So a

@@ -2,7 +2,7 @@
 // and the layouts of the option structs it passes (named fields, checked against libbpf's own
 // headers by test/kernel/libbpf-layout.test.ts). Integer results that are -errno become
 // LibbpfError with the strerror text, NULL pointers become LibbpfError with errno read at once.
-// Only APIs present in libbpf 1.1 are used. Facts behind this: docs/kernel-interface.md.
+// Only APIs present in libbpf 1.1 are used.
 import { dlopen, type Pointer } from "bun:ffi";
 import { errno, libc } from "./libc.ts";
 

@@ -1,5 +1,5 @@
 // The API-server source: lists, then watches, Services, EndpointSlices and Pods cluster-wide, and
-// keeps a ClusterIndex (cluster-index.ts) up to date one event at a time.
+// keeps a ClusterIndex (cluster-index.ts) up to date one event at a time (docs/kubernetes.md).
 //
 // Per kind, one loop (a "reflector"): list in pages of 100, replace what the index held for that
 // kind, then watch from the list's resourceVersion with bookmarks, remembering the

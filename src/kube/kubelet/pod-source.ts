@@ -1,4 +1,5 @@
-// The pod source: keeps the pod index fresh and says, once per change, how the kubelet is doing.
+// The pod source: keeps the pod index fresh and says, once per change, how the kubelet is doing
+// (docs/kubernetes.md).
 //
 // Scheduling. A refresh runs at start, then every `refreshMs` after the previous one started. A
 // line whose local end is not in the index asks for one at once (requestRefresh): it starts as
