@@ -59,12 +59,6 @@ const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 export interface PodSourceStats {
   refreshes: number;
   failures: number;
-  /** timings of the last successful refresh, ms */
-  lastFetchMs: number;
-  lastParseMs: number;
-  lastIndexMs: number;
-  /** time to turn the refresh's arrays into the index the lines read, ms */
-  lastSwapMs: number;
 }
 
 export class PodSource {
@@ -83,7 +77,7 @@ export class PodSource {
   readonly #failure: FailureState<KubeletFailureKind>;
   #indexBuiltNs: number | null = null;
   #announced = false;
-  readonly stats: PodSourceStats = { refreshes: 0, failures: 0, lastFetchMs: 0, lastParseMs: 0, lastIndexMs: 0, lastSwapMs: 0 };
+  readonly stats: PodSourceStats = { refreshes: 0, failures: 0 };
 
   constructor(options: PodSourceOptions) {
     this.#o = { minGapMs: 1000, info: options.notice, ...options };
@@ -108,13 +102,13 @@ export class PodSource {
   }
 
   /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
-  refreshComing(eventNs: number): boolean {
+  #refreshComing(eventNs: number): boolean {
     return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
   }
 
   /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
   requestRefresh(eventNs: number): void {
-    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.refreshComing(eventNs)) return;
+    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.#refreshComing(eventNs)) return;
     this.#wanted = true;
     this.#schedule();
   }
@@ -157,12 +151,7 @@ export class PodSource {
     if (!this.#running) return;
     this.stats.refreshes++;
     if (outcome.ok) {
-      const t0 = performance.now();
       this.#index = PodIndex.fromData(outcome.index);
-      this.stats.lastSwapMs = performance.now() - t0;
-      this.stats.lastFetchMs = outcome.timings.fetchMs;
-      this.stats.lastParseMs = outcome.timings.parseMs;
-      this.stats.lastIndexMs = outcome.timings.indexMs;
       this.#indexBuiltNs = startNs;
       this.#succeeded();
     } else {
