@@ -4,7 +4,7 @@
 // and stops them in reverse, from one place, and registers what they count for /metrics. The event
 // loop is never blocked: a timer drains the ring buffer and hands lines to the non-blocking sink.
 import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
-import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
+import { JsonLines, KmeshText } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
@@ -88,7 +88,7 @@ export class Agent {
       await control.stop();
       throw error;
     }
-    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? JSON_LINES : KMESH_TEXT, {
+    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
       maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
       notice: (message) => log.warn(message),
     });

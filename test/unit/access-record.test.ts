@@ -1,8 +1,10 @@
 import { expect, test } from "bun:test";
-import { formatKmeshLine } from "../../src/accesslog/format.ts";
+import { KmeshText } from "../../src/accesslog/format.ts";
 import { toAccessRecord } from "../../src/accesslog/record.ts";
 import { makeClock } from "../../src/kernel/clock.ts";
 import { type ConnEvent, decodeRecord, RECORD_ESTABLISHED, RECORD_SIZE, RecordView } from "../../src/kernel/record.ts";
+
+const text = new KmeshText();
 
 // Kernel boot (monotonic 0) at 2025-04-24 08:00:00.123456789 UTC.
 const BOOT_SEC = Date.parse("2025-04-24T08:00:00Z") / 1000;
@@ -65,7 +67,7 @@ test("the seed example from a raw ring-buffer record to the line, byte for byte"
     dstWorkload: "ws-server",
     dstNamespace: "default",
   };
-  expect(formatKmeshLine(named)).toBe(
+  expect(text.line(named)).toBe(
     "accesslog: 2025-04-24 08:54:40.971980208 +0000 UTC src.addr=10.244.2.79:41978, src.workload=ws-client, src.namespace=default, dst.addr=10.244.2.78:8080, dst.service=ws-server-service.default.svc.cluster.local, dst.workload=ws-server, dst.namespace=default, start_time=2025-04-24 08:53:50.919245381 +0000 UTC, direction=OUTBOUND, state=BPF_TCP_ESTABLISHED, sent_bytes=3, received_bytes=227, packet_loss=0, retransmissions=0, srtt=40515us, min_rtt=34us, duration=50052.734827ms",
   );
 });
@@ -118,5 +120,5 @@ test("a failed attempt carries its errno name", () => {
 test("duration is exact in milliseconds", () => {
   const r = toAccessRecord({ ...event, start: { sec: 1, nsec: 0 }, report: { sec: 1, nsec: 2_236_000 } }, clock);
   expect(r.durationMs).toBe(2.236);
-  expect(formatKmeshLine(r)).toContain(", duration=2.236ms");
+  expect(text.line(r)).toContain(", duration=2.236ms");
 });

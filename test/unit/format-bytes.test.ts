@@ -2,19 +2,16 @@
 // kept verbatim), on many random records: IPv4 and IPv6, names that need escaping (including
 // non-ASCII and lone surrogates), unknown values, failed attempts, huge and odd numbers.
 import { describe, expect, test } from "bun:test";
-import {
-  type AccessRecord,
-  escapeValue,
-  formatGoTime,
-  formatJsonLine,
-  formatKmeshLine,
-  JSON_LINES,
-  KMESH_TEXT,
-  type LineFormat,
-  WRITE_SLACK,
-} from "../../src/accesslog/format.ts";
+import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../src/accesslog/format.ts";
 import type { WallTime } from "../../src/kernel/clock.ts";
 import { reference } from "./format-reference.ts";
+
+const text = new KmeshText();
+const json = new JsonLines();
+const formatKmeshLine = (r: AccessRecord) => text.line(r);
+const formatJsonLine = (r: AccessRecord) => json.line(r);
+const formatGoTime = (t: WallTime) => text.goTime(t);
+const escapeValue = (value: string) => text.escape(value);
 
 /** xorshift32: the same records on every run. */
 function random(seed: number) {
@@ -171,7 +168,7 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
     for (let i = 0; i < RECORDS; i++) {
       const r = record(rng);
       const expected = utf8.encode(reference.formatKmeshLine(r));
-      sameBytes(written(KMESH_TEXT, r, rng.int(8)), expected, () => JSON.stringify(r));
+      sameBytes(written(text, r, rng.int(8)), expected, () => JSON.stringify(r));
     }
   });
 
@@ -180,7 +177,7 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
     for (let i = 0; i < RECORDS; i++) {
       const r = record(rng);
       const expected = utf8.encode(reference.formatJsonLine(r));
-      sameBytes(written(JSON_LINES, r, rng.int(8)), expected, () => JSON.stringify(r));
+      sameBytes(written(json, r, rng.int(8)), expected, () => JSON.stringify(r));
     }
   });
 
@@ -216,7 +213,7 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
   test("a line that would not fit is not a reason to write outside the chunk", () => {
     const r = record(random(7));
     const long = { ...r, srcWorkload: "é".repeat(5000), error: "\u0000".repeat(3000) };
-    for (const format of [KMESH_TEXT, JSON_LINES]) {
+    for (const format of [new KmeshText(), new JsonLines()]) {
       const text = written(format, long, 3);
       expect(text.length).toBeGreaterThan(10_000);
     }

@@ -1,11 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import {
-  type AccessRecord,
-  escapeValue,
-  formatGoTime,
-  formatJsonLine,
-  formatKmeshLine,
-} from "../../src/accesslog/format.ts";
+import { type AccessRecord, JsonLines, KmeshText } from "../../src/accesslog/format.ts";
+import type { WallTime } from "../../src/kernel/clock.ts";
+
+const text = new KmeshText();
+const json = new JsonLines();
+const formatKmeshLine = (r: AccessRecord) => text.line(r);
+const formatJsonLine = (r: AccessRecord) => json.line(r);
+const formatGoTime = (t: WallTime) => text.goTime(t);
+const escapeValue = (value: string) => text.escape(value);
 import { errnoName } from "../../src/accesslog/record.ts";
 
 const SEED_LINE =

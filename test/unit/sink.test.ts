@@ -1,7 +1,7 @@
 // The line sink: bytes in order, bounded while the reader is slow, drops counted with one notice
 // each way, and lines flowing again once the reader catches up.
 import { describe, expect, test } from "bun:test";
-import { type AccessRecord, formatKmeshLine, KMESH_TEXT } from "../../src/accesslog/format.ts";
+import { type AccessRecord, KmeshText } from "../../src/accesslog/format.ts";
 import { type ByteWriter, LineSink } from "../../src/accesslog/sink.ts";
 import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES } from "../../src/options.ts";
 import { parseCommandLine } from "../../src/cli.ts";
@@ -75,12 +75,14 @@ const base: AccessRecord = {
   family: 4,
   netns: 4026531840,
 };
+const text = new KmeshText();
+const formatKmeshLine = (r: AccessRecord) => text.line(r);
 const nth = (i: number): AccessRecord => ({ ...base, srcPort: 1000 + i, sentBytes: i });
 const LINE_BYTES = formatKmeshLine(base).length + 1; // every nth(i) line is within a few bytes of this
 
 function sinkFor(writer: FakeWriter, o: { maxBufferedBytes?: number; chunkBytes?: number } = {}) {
   const notices: string[] = [];
-  const sink = new LineSink(writer, KMESH_TEXT, {
+  const sink = new LineSink(writer, new KmeshText(), {
     maxBufferedBytes: o.maxBufferedBytes ?? 64 << 20,
     chunkBytes: o.chunkBytes,
     notice: (m) => notices.push(m),
