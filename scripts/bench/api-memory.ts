@@ -1,6 +1,6 @@
 // Memory and start-up cost of the API-server source, for clusters of several sizes: a local HTTPS
 // API server of ours (test/e2e/api-server.ts) in a child process serves N real-shaped pods
-// (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
+// (test/support/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
 // EndpointSlices (5 endpoints each); this process runs the real ApiSource (list in pages of 100,
 // then watch) and measures, after a full GC:
 //   - the JavaScript heap the index keeps (heap after sync minus heap before, the source stopped
@@ -20,8 +20,8 @@ import { kubeconfigSettings } from "../../src/kube/apiserver/settings.ts";
 import { ApiSource } from "../../src/kube/apiserver/source.ts";
 import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { serviceObject, sliceObject, startApiServer } from "../../test/e2e/api-server.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { kubeletUnavailableReason } from "../../test/e2e/kubelet-server.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { kubeletUnavailableReason } from "../../test/support/kubelet-server.ts";
 import { table } from "./common.ts";
 
 // ── the API server, in a child process ──────────────────────────────────────

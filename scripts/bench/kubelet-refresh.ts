@@ -1,6 +1,6 @@
 // Refreshing the kubelet pod list: what one refresh of a busy node's list costs, and what it does
-// to line latency. A local HTTPS kubelet (test/e2e/kubelet-server.ts, certificate made by openssl)
-// serves a real-shaped PodList (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...)
+// to line latency. A local HTTPS kubelet (test/support/kubelet-server.ts, certificate made by openssl)
+// serves a real-shaped PodList (test/support/kubelet-pods.ts: managedFields, probes, dual stack...)
 // from a child process, so that serving megabytes of JSON never runs on the thread measured.
 //
 // Two ways to read it: the whole text parsed at once (JSON.parse of the document, then the schema
@@ -19,8 +19,8 @@ import { buildIndexData, PodIndex, type PodIndexData } from "../../src/kube/kube
 import { parsePodList } from "../../src/kube/kubelet/pod-list.ts";
 import { type RefreshOutcome, refreshOnce } from "../../src/kube/kubelet/refresh.ts";
 import { KubeletRefresher, type Refresher } from "../../src/kube/kubelet/refresh.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { kubeletUnavailableReason, startKubelet } from "../../test/e2e/kubelet-server.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { kubeletUnavailableReason, startKubelet } from "../../test/support/kubelet-server.ts";
 
 // ── the kubelet, in a child process ─────────────────────────────────────────
 // `--serve`: print the kubelet's settings as one JSON line, then for each line "<n>" on stdin

@@ -22,7 +22,7 @@
 // + enrichment; the full path), to show where the time goes.
 //
 // --formatter string formats with the plain string formatter the tests keep as their oracle
-// (test/unit/format-reference.ts: a string per line, encoded into the sink's chunk) instead of the
+// (test/unit/accesslog/format-reference.ts: a string per line, encoded into the sink's chunk) instead of the
 // byte writer of src/accesslog/format.ts; --formatter both runs each format with one, then the
 // other.
 //
@@ -50,8 +50,8 @@ import {
 } from "../../src/kernel/record.ts";
 import { buildIndexData, PodIndex } from "../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { reference } from "../../test/unit/format-reference.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { reference } from "../../test/unit/accesslog/format-reference.ts";
 import { median, option, table } from "./common.ts";
 
 const short = process.argv.includes("--short");

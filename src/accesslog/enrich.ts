@@ -334,11 +334,6 @@ export class Enricher {
     }
   }
 
-  /** Writes every held line now, with what is known (at shutdown). */
-  releaseAll(): void {
-    while (this.#head < this.#held.length) this.#releaseHead(false);
-  }
-
   #releaseHead(byRefresh: boolean): void {
     const entry = this.#held[this.#head]!;
     this.#held[this.#head] = undefined as unknown as Entry;

@@ -3,7 +3,7 @@
 // RECORD_FIELDS is checked against the object's BTF by a separate layout test.
 //
 // This runs once per event: RecordView reads straight from the DataView and allocates nothing
-// (address texts are cached, src/address.ts; times are two small objects); decodeRecord makes a ConnEvent of its own for anyone who keeps one.
+// (address texts are cached, src/address.ts; times are two small objects).
 
 import { AddressTexts, isV4Mapped } from "../address.ts";
 import { monotonicFromHalves, type Timespec } from "./clock.ts";
@@ -278,36 +278,6 @@ export class RecordView implements ConnEvent {
   get error(): number {
     return this.#view.getInt32(this.#at + ERROR, LE);
   }
-}
-
-/**
- * Decode the record of `length` bytes at `offset` in `view` into a ConnEvent of its own. Throws
- * RecordError for a record that is too short or carries an unknown family, direction or state.
- * Bytes beyond RECORD_SIZE are ignored (a newer kernel side may append fields).
- */
-export function decodeRecord(view: DataView, offset = 0, length: number = view.byteLength - offset): ConnEvent {
-  const r = new RecordView().select(view, offset, length);
-  return {
-    start: r.start,
-    report: r.report,
-    sentBytes: r.sentBytes,
-    receivedBytes: r.receivedBytes,
-    sockId: r.sockId,
-    family: r.family,
-    srcAddr: r.srcAddr,
-    dstAddr: r.dstAddr,
-    srcPort: r.srcPort,
-    dstPort: r.dstPort,
-    direction: r.direction,
-    state: r.state,
-    packetsLost: r.packetsLost,
-    retransmissions: r.retransmissions,
-    srttUs: r.srttUs,
-    minRttUs: r.minRttUs,
-    netns: r.netns,
-    error: r.error,
-    flags: r.flags,
-  };
 }
 
 function isUnspecified(view: DataView, at: number): boolean {

@@ -14,8 +14,8 @@ import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { requirement } from "../support/require.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { until } from "./kubelet-agent.ts";
-import { pod } from "./kubelet-pods.ts";
-import { kubeletUnavailableReason } from "./kubelet-server.ts";
+import { pod } from "../support/kubelet-pods.ts";
+import { kubeletUnavailableReason } from "../support/kubelet-server.ts";
 
 const ready = requirement(kubeletUnavailableReason() === null, kubeletUnavailableReason() ?? "") === null;
 

@@ -346,12 +346,3 @@ export class PodListReader {
 
 /** What #value returns for a value that is not JSON. */
 const FAILED: unique symbol = Symbol("not JSON");
-
-/** Reads a whole answer at once (for check, and for tests). */
-export function readPodList(bytes: Uint8Array): PodListResult {
-  const reader = new PodListReader();
-  reader.push(bytes);
-  reader.end();
-  reader.work();
-  return reader.result();
-}
