@@ -4,6 +4,7 @@
 // LibbpfError with the strerror text, NULL pointers become LibbpfError with errno read at once.
 // Only APIs present in libbpf 1.1 are used.
 import { dlopen, type Pointer } from "bun:ffi";
+import { atLeast } from "./host.ts";
 import { errno, libc } from "./libc.ts";
 
 const LIBBPF_SYMBOLS = {
@@ -143,7 +144,13 @@ export type Libbpf = ReturnType<typeof bindLibbpf>;
 export type LibbpfOrigin = "--libbpf" | "system" | "bundled";
 
 /** The oldest libbpf whose API and struct layouts this code uses. */
-const MIN_LIBBPF = { major: 1, minor: 0 };
+export const MIN_LIBBPF = { major: 1, minor: 0 } as const;
+
+/** A libbpf version (`1.1`) at least MIN_LIBBPF. */
+export function recentEnough(version: string): boolean {
+  const [major = 0, minor = 0] = version.split(".").map(Number);
+  return atLeast({ major, minor }, MIN_LIBBPF);
+}
 
 /**
  * The libbpf to use: the one named by --libbpf; else the system's
@@ -156,8 +163,7 @@ export async function openLibbpf(forcedPath?: string): Promise<{ bpf: Libbpf; or
   const notes: string[] = [];
   try {
     const system = bindLibbpf("libbpf.so.1");
-    const [major, minor] = system.version().split(".").map(Number) as [number, number];
-    if (major > MIN_LIBBPF.major || (major === MIN_LIBBPF.major && minor >= MIN_LIBBPF.minor)) {
+    if (recentEnough(system.version())) {
       return { bpf: system, origin: "system", notes };
     }
     notes.push(`the system's libbpf ${system.version()} is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`);

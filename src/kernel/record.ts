@@ -35,8 +35,6 @@ export const RECORD_FIELDS = {
   reserved: { offset: 108, size: 4 },
 } as const satisfies Record<string, { offset: number; size: number }>;
 
-export type RecordFieldName = keyof typeof RECORD_FIELDS;
-
 export const DIRECTION_OUTBOUND = 1;
 export const DIRECTION_INBOUND = 2;
 
@@ -62,22 +60,8 @@ export const BPF_TCP = {
   NEW_SYN_RECV: 12,
 } as const;
 
-/** `BPF_TCP_STATE_NAMES[n]` is the name of state n; index 0 is not a state. */
-export const BPF_TCP_STATE_NAMES: readonly string[] = [
-  "",
-  "BPF_TCP_ESTABLISHED",
-  "BPF_TCP_SYN_SENT",
-  "BPF_TCP_SYN_RECV",
-  "BPF_TCP_FIN_WAIT1",
-  "BPF_TCP_FIN_WAIT2",
-  "BPF_TCP_TIME_WAIT",
-  "BPF_TCP_CLOSE",
-  "BPF_TCP_CLOSE_WAIT",
-  "BPF_TCP_LAST_ACK",
-  "BPF_TCP_LISTEN",
-  "BPF_TCP_CLOSING",
-  "BPF_TCP_NEW_SYN_RECV",
-];
+/** `BPF_TCP_STATE_NAMES[n]` is the name of state n (BPF_TCP lists them in order from 1); index 0 is not a state. */
+export const BPF_TCP_STATE_NAMES: readonly string[] = ["", ...Object.keys(BPF_TCP).map((name) => `BPF_TCP_${name}`)];
 
 /** The `BPF_TCP_*` name of a state; `BPF_TCP_<n>` for a number outside the enum. */
 export function tcpStateName(state: number): string {
