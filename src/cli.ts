@@ -6,7 +6,8 @@ import { cli, command, type Flags } from "cleye";
 import * as v from "valibot";
 import { parseHostPort, type HostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
-import { startupSwitches, type SwitchPath } from "./admin/switches.ts";
+import type { SwitchRequest } from "./admin/client.ts";
+import { startupSwitches } from "./admin/switches.ts";
 import { UsageError } from "./errors.ts";
 import {
   type CheckFlagName,
@@ -22,12 +23,6 @@ import {
 } from "./options.ts";
 
 type FlagSpec = (typeof FLAGS)[FlagName];
-
-/** One POST of `monitoring`, in the order kmeshctl sends them. */
-export interface SwitchRequest {
-  path: SwitchPath;
-  enable: boolean;
-}
 
 export type Invocation =
   | { command: "version" }

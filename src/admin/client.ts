@@ -16,6 +16,12 @@ export function adminUrl(address: HostPort, path: string): string {
   return `http://${formatHostPort(address)}${path}`;
 }
 
+/** One POST of `monitoring`, in the order kmeshctl sends them. */
+export interface SwitchRequest {
+  path: SwitchPath;
+  enable: boolean;
+}
+
 /** The agent could not be reached, or said no. One line, without the program name. */
 export class AdminClientError extends ExitError {
   override name = "AdminClientError";

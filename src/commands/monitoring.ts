@@ -3,8 +3,7 @@
 // kmeshctl's order (--all first), stopping at the first refusal. One line per
 // switch changed.
 import { formatHostPort, type HostPort } from "../address.ts";
-import { postSwitch } from "../admin/client.ts";
-import type { SwitchRequest } from "../cli.ts";
+import { postSwitch, type SwitchRequest } from "../admin/client.ts";
 
 export async function monitoringCommand(requests: readonly SwitchRequest[], adminAddr: HostPort): Promise<number> {
   for (const { path, enable } of requests) {
