@@ -3,7 +3,7 @@
 # The object is committed, so building the agent needs no clang; this script is
 # for changing the kernel side. It is reproducible: the same sources and the same
 # compiler (Debian 12's clang 14) give the same bytes, wherever the clone lives,
-# which is what test/bpf-object.test.ts checks.
+# which is what test/kernel/bpf-object.test.ts checks.
 #   scripts/build-bpf.sh [OUTPUT]   (default bpf/accesslog.bpf.o)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,28 +1,28 @@
-// The Agent owns everything that runs: the runtime control (single-agent
-// lock, switches, periodic reports, admin API), the clock, the kernel probe
-// and the line sink. It starts them in that order and stops them in reverse,
-// from one place. The event loop is never blocked: a timer drains the ring buffer
-// and hands lines to the non-blocking sink.
-import { JSON_LINES, KMESH_TEXT } from "./accesslog/format.ts";
+// The Agent owns everything that runs, and is the one place that wires the folders together: the
+// runtime control (single-agent lock, switches, periodic reports, admin API), the clock, the pod
+// sources (kubelet, API server), the kernel probe and the line sink. It starts them in that order
+// and stops them in reverse, from one place, and registers what they count for /metrics. The event
+// loop is never blocked: a timer drains the ring buffer and hands lines to the non-blocking sink.
+import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
+import { JsonLines, KmeshText } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
-import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, LineSink } from "./accesslog/sink.ts";
-import { createClock, type Clock, toNs } from "./kernel/clock.ts";
-import { Probe, ProbeLoadError, type ProbeCounters } from "./kernel/probe.ts";
-import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
-import type { RunOptions } from "./cli.ts";
-import { registerAgentMetrics, registerNamingMetrics } from "./admin/agent-metrics.ts";
+import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
+import { METRIC_PREFIX, type MetricsRegistry } from "./admin/metrics.ts";
 import { outputsOf, startupSwitches } from "./admin/switches.ts";
+import { createClock, type Clock, toNs } from "./kernel/clock.ts";
+import { Probe, type ProbeCounters } from "./kernel/probe.ts";
+import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
+import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
+import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
+import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { Enricher, lineFilter } from "./accesslog/enrich.ts";
-import { resolveKubeletSettings, settingsNotices } from "./kube/config.ts";
-import { createPodSource, type PodSource } from "./kube/pod-source.ts";
-import { ApiConfigError, createApiSource, holdNsOf, NO_KUBELET } from "./kube/api-start.ts";
-import type { ApiSource } from "./kube/api-source.ts";
-import { registerApiMetrics } from "./kube/api-metrics.ts";
+import { DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 
 export type AgentOptions = RunOptions;
 
+/** What the agent counts (the probe's counters and its own). */
+export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number };
 
 /** How often the ring buffer is drained. The kernel does not wake us per record. */
 const DRAIN_INTERVAL_MS = 10;
@@ -88,24 +88,16 @@ export class Agent {
       await control.stop();
       throw error;
     }
-    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? JSON_LINES : KMESH_TEXT, {
+    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
       maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
       notice: (message) => log.warn(message),
     });
     const agent = new Agent(clock, probe, sink, control, log, options);
-    registerAgentMetrics(control.metrics, () => agent.counters());
-    // Lines are named with the kubelet, the API server, or both.
-    const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNsOf(kubelet), options);
-    if (pods !== null && enricher !== null) {
-      registerNamingMetrics(control.metrics, () => ({
-        refreshes: pods.stats.refreshes,
-        refreshFailures: pods.stats.failures,
-        podsIndexed: pods.index.podCount,
-        linesHeld: enricher.stats.held,
-        linesFiltered: enricher.stats.filtered,
-      }));
-    }
-    if (api !== null) registerApiMetrics(control.metrics, api, enricher);
+    // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
+    // pod list, for a ClusterIP line's INBOUND pair), ns:
+    const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
+    const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNs, options);
+    registerMetrics(control.metrics, agent, pods, api, enricher);
     control.attach({
       setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
       reportOpenConnections: () => agent.#reportOpenConnections(),
@@ -198,7 +190,7 @@ export class Agent {
     this.#sink.flush();
   }
 
-  counters(): ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number } {
+  counters(): AgentCounters {
     return {
       ...this.#probe.counters(),
       recordsRead: this.#recordsRead,
@@ -238,21 +230,7 @@ export class Agent {
 
 /** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
 export async function runAgent(options: AgentOptions): Promise<number> {
-  const log = createLogger(options.logLevel);
-  let agent: Agent;
-  try {
-    agent = await Agent.start(options, log);
-  } catch (error) {
-    if (error instanceof ApiConfigError) {
-      log.error(`cannot use the API server: ${error.message}`);
-      return 2;
-    }
-    if (error instanceof ProbeLoadError) {
-      log.error(`cannot start the kernel probe: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  const agent = await Agent.start(options, createLogger(options.logLevel));
   await new Promise<void>((resolve) => {
     const done = () => {
       process.off("SIGINT", done);
@@ -266,4 +244,49 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   });
   await agent.stop();
   return 0;
+}
+
+// ── /metrics ─────────────────────────────────────────────────────────────────
+
+/**
+ * What the agent, its pod sources and its naming of lines count, read at every scrape (after the
+ * control's own metrics, admin/control.ts). The kubelet's metrics come with its pod source, the
+ * API server's with its source.
+ */
+function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
+  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number) =>
+    registry.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
+  const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
+  counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
+  counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
+  counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
+  counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
+  counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsMalformed + c.recordsInvalid);
+  counter("connections_untracked_total", "Connections the kernel could not track from their start (connections map full).", (c) => c.trackingFailed);
+  counter(
+    "kernel_closes_missed_total",
+    "Connections whose close never reached the probe (the kernel skips it under bursts of closes), so they have no close line; found when the socket is reused or by a periodic report.",
+    (c) => c.closesMissed,
+  );
+  if (pods !== null && enricher !== null) {
+    metric("kubelet_refreshes_total", "counter", "Pod lists read from the kubelet.", () => pods.stats.refreshes);
+    metric("kubelet_refresh_failures_total", "counter", "Pod list reads that failed (unreachable, timeout, TLS, 401, 403, invalid).", () => pods.stats.failures);
+    metric("kubelet_pods_indexed", "gauge", "Pods in the current index.", () => pods.index.podCount);
+    metric("enrichment_misses_total", "counter", "Lines whose local end was not in the pod index, held for a refresh of the pod list.", () => enricher.stats.held);
+    metric("lines_filtered_total", "counter", "Lines dropped by --namespace, --exclude-namespace or --pod.", () => enricher.stats.filtered);
+  }
+  if (api !== null) {
+    metric("api_lists_total", "counter", "Complete lists read from the API server (every kind, every page).", () => api.stats.lists);
+    metric("api_watches_total", "counter", "Watches opened on the API server.", () => api.stats.watches);
+    metric("api_watch_events_total", "counter", "Watch events received (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).", () => api.stats.events);
+    metric("api_watch_expired_total", "counter", "Watches that expired (410) and were followed by a new list.", () => api.stats.expired);
+    metric("api_failures_total", "counter", "Requests to the API server that failed (unreachable, timeout, TLS, 401, 403, invalid).", () => api.stats.failures);
+    metric("api_services", "gauge", "Services known from the API server.", () => api.index.counts.services);
+    metric("api_endpoint_slices", "gauge", "EndpointSlices known from the API server.", () => api.index.counts.endpointSlices);
+    metric("api_pods", "gauge", "Pods indexed from the API server (all nodes).", () => api.index.counts.pods);
+    if (enricher !== null) {
+      metric("clusterip_backends_learned_total", "counter", "OUTBOUND lines to a ClusterIP whose backend pod was learned from the INBOUND line.", () => enricher.stats.backendsLearned);
+      metric("clusterip_lines_held_total", "counter", "OUTBOUND lines to a ClusterIP held to wait for their INBOUND line.", () => enricher.stats.heldForBackend);
+    }
+  }
 }

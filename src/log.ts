@@ -1,8 +1,8 @@
 // Diagnostics on stderr, one line each, filtered by --log-level. stdout is
 // for access-log lines only.
-export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+import { LOG_LEVELS, PROGRAM_NAME } from "./options.ts";
+
 export type LogLevel = (typeof LOG_LEVELS)[number];
-export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 
 export interface Logger {
   error(message: string): void;
@@ -12,7 +12,7 @@ export interface Logger {
   readonly level: LogLevel;
 }
 
-const PREFIX = "kmesh-accesslog: ";
+const PREFIX = `${PROGRAM_NAME}: `;
 
 export function createLogger(level: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
   const rank = LOG_LEVELS.indexOf(level);

@@ -1,10 +1,8 @@
-// Entry point: read the command line, run the command, and turn whatever went
-// wrong into one message and an exit code. This is the only place that does.
-//   0  done    1  the command failed    2  the command line was wrong
-import { PROGRAM_NAME, UsageError, VERSION, parseCommandLine, type Invocation } from "./cli.ts";
-
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
+// Entry point: read the command line, run the command, and turn whatever went wrong into one
+// message and an exit code (errors.ts). This is the only place that does.
+import { parseCommandLine, type Invocation } from "./cli.ts";
+import { EXIT_FAILURE, ExitError } from "./errors.ts";
+import { PROGRAM_NAME, VERSION } from "./options.ts";
 
 async function dispatch(invocation: Invocation): Promise<number> {
   switch (invocation.command) {
@@ -36,8 +34,10 @@ async function dispatch(invocation: Invocation): Promise<number> {
   }
 }
 
+/** The one line an error is said in (without the program name). */
 function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof Error)) return String(error);
+  return error instanceof ExitError && error.context !== null ? `${error.context}: ${error.message}` : error.message;
 }
 
 let exitCode: number;
@@ -45,7 +45,7 @@ try {
   exitCode = await dispatch(parseCommandLine(process.argv.slice(2)));
 } catch (error) {
   process.stderr.write(`${PROGRAM_NAME}: ${describe(error)}\n`);
-  exitCode = error instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
+  exitCode = error instanceof ExitError ? error.exitCode : EXIT_FAILURE;
 }
 // Exit explicitly: the command has finished and cleaned up; a forgotten timer or
 // socket must not keep a finished run (e.g. --duration) alive.

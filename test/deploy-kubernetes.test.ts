@@ -16,9 +16,9 @@ import { dirname, join } from "node:path";
 import * as v from "valibot";
 import { parseAllDocuments } from "yaml";
 import packageJson from "../package.json" with { type: "json" };
-import { DEFAULT_LOCK_FILE } from "../src/admin/lock-path.ts";
+import { DEFAULT_LOCK_FILE } from "../src/options.ts";
 import { parseCommandLine } from "../src/cli.ts";
-import { RESOURCES } from "../src/kube/api-source.ts";
+import { RESOURCES } from "../src/kube/apiserver/source.ts";
 import { AGENT_BINARY } from "./e2e/agent.ts";
 import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
 

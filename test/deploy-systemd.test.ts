@@ -11,11 +11,11 @@
 // cgroupfs and /dev read-only or hidden and drop capabilities we do not hold; RestrictNamespaces,
 // RestrictRealtime, RestrictSUIDSGID and LockPersonality forbid calls the agent never makes;
 // IPAddressDeny/Allow filter the service's own packets; LimitMEMLOCK only matters before 5.11.
-import { describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { DEFAULT_LOCK_FILE } from "../src/admin/lock-path.ts";
+import { DEFAULT_LOCK_FILE } from "../src/options.ts";
 import { AGENT_BINARY } from "./e2e/agent.ts";
 import { allowList, seccompExec, syscallNumbers } from "./e2e/check-seccomp.ts";
 import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
@@ -109,6 +109,15 @@ describe("the systemd unit", () => {
     "needs root, the compiled binary (scripts/build), x86-64 kernel headers (linux-libc-dev), systemd-analyze, unshare and setpriv",
   );
 
+  // The unit's private /tmp and /run hide whatever lies there, a clone of this repository
+  // (`git clone … /tmp/x`) with its Bun and its agent included: the emulation runs copies kept
+  // elsewhere.
+  let staged: { bun: string; agent: string } | undefined;
+  const executables = () => (staged ??= stageExecutables());
+  afterAll(() => {
+    if (staged !== undefined) rmSync(dirname(staged.agent), { recursive: true, force: true });
+  });
+
   emulate("under the unit's user, capabilities, system-call filter, read-only root and private /tmp, /run and /proc, the agent captures", async () => {
     const port = await freePort();
     await using agent = Bun.spawn(underTheUnit(words("SystemCallFilter"), ["--duration", "4", "--admin-addr", `127.0.0.1:${port}`]), {
@@ -181,13 +190,33 @@ describe("the systemd unit", () => {
       `--inh-caps=-all,${capNames("AmbientCapabilities")}`,
       `--ambient-caps=-all,${capNames("AmbientCapabilities")}`,
       `--bounding-set=-all,${capNames("CapabilityBoundingSet")}`,
-      ...seccompExec(filter),
-      AGENT_BINARY,
+      ...seccompExec(filter, executables().bun),
+      executables().agent,
       ...one("ExecStart").split(/\s+/).slice(1),
       ...extraArgs,
     ];
   }
 });
+
+/**
+ * Bun and the agent, hard-linked (or copied) into a new directory under /var/tmp that the unit's
+ * user can read: outside /tmp and /run, which the emulated unit replaces.
+ */
+function stageExecutables(): { bun: string; agent: string } {
+  const dir = mkdtempSync("/var/tmp/kal-unit-exec-");
+  chmodSync(dir, 0o755);
+  const stage = (from: string, name: string) => {
+    const to = join(dir, name);
+    try {
+      linkSync(from, to);
+    } catch {
+      copyFileSync(from, to);
+      chmodSync(to, 0o755);
+    }
+    return to;
+  };
+  return { bun: stage(process.execPath, "bun"), agent: stage(AGENT_BINARY, "kmesh-accesslog") };
+}
 
 /** SystemCallFilter= allow-list entries → system call names, @groups expanded by systemd. */
 function expandSyscallFilter(entries: string[]): Set<string> {

@@ -1,6 +1,6 @@
 // Memory and start-up cost of the API-server source, for clusters of several sizes: a local HTTPS
 // API server of ours (test/e2e/api-server.ts) in a child process serves N real-shaped pods
-// (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
+// (test/support/kubelet-pods.ts: managedFields, probes, dual stack...), N/5 Services and as many
 // EndpointSlices (5 endpoints each); this process runs the real ApiSource (list in pages of 100,
 // then watch) and measures, after a full GC:
 //   - the JavaScript heap the index keeps (heap after sync minus heap before, the source stopped
@@ -15,13 +15,13 @@
 //   bun scripts/bench/api-memory.ts [--sizes 1000,5000,10000] [--page-size 500]
 //   sudo bun scripts/bench/api-memory.ts --agent [--sizes 0,5000,10000]
 import { heapStats } from "bun:jsc";
-import { ApiClient } from "../../src/kube/api-client.ts";
-import { kubeconfigSettings } from "../../src/kube/api-config.ts";
-import { ApiSource } from "../../src/kube/api-source.ts";
-import { ClusterIndex } from "../../src/kube/cluster-index.ts";
+import { ApiClient } from "../../src/kube/apiserver/client.ts";
+import { kubeconfigSettings } from "../../src/kube/apiserver/settings.ts";
+import { ApiSource } from "../../src/kube/apiserver/source.ts";
+import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { serviceObject, sliceObject, startApiServer } from "../../test/e2e/api-server.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { kubeletUnavailableReason } from "../../test/e2e/kubelet-server.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { kubeletUnavailableReason } from "../../test/support/kubelet-server.ts";
 import { table } from "./common.ts";
 
 // ── the API server, in a child process ──────────────────────────────────────

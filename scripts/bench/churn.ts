@@ -13,17 +13,32 @@
 // kernel tracks every connection but writes no record and the agent has nothing to do: the cost
 // of the kernel hooks alone, the floor under the logging rounds.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--short]
+// --compare <binary> adds text and JSON rounds of another build of the agent (another commit, a
+// variant), alternating with this tree's, so that two builds are compared in one run.
+//
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--compare <binary>] [--short]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
 
 /** off: no agent; hooks: the agent attached with --accesslog=false (the kernel tracks every
- * connection but writes no record: the cost of the hooks alone); text, json: lines to a file. */
-type Mode = "off" | "hooks" | "text" | "json";
-const MODES: readonly Mode[] = process.argv.includes("--hooks") ? ["off", "hooks", "text", "json"] : ["off", "text", "json"];
+ * connection but writes no record: the cost of the hooks alone); text, json: lines to a file;
+ * text', json': the same with the --compare binary. */
+type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'";
+const compareAt = process.argv.indexOf("--compare");
+const compared = compareAt > 0 ? process.argv[compareAt + 1] : undefined;
+const MODES: readonly Mode[] = [
+  "off",
+  ...(process.argv.includes("--hooks") ? (["hooks"] as const) : []),
+  "text",
+  ...(compared === undefined ? [] : (["text'"] as const)),
+  "json",
+  ...(compared === undefined ? [] : (["json'"] as const)),
+];
 type Agent = Bun.Subprocess<"ignore", Bun.BunFile, "pipe">;
+const isText = (mode: Mode) => mode === "text" || mode === "text'";
+const logs = (mode: Mode) => mode !== "off" && mode !== "hooks";
 
 interface RoundResult {
   mode: Mode;
@@ -110,9 +125,10 @@ async function round(mode: Mode): Promise<RoundResult> {
   rmSync(outPath, { force: true });
   let agent: Agent | null = null;
   if (mode !== "off") {
-    const output = mode === "json" ? "json" : "text";
+    const output = isText(mode) || mode === "hooks" ? "text" : "json";
     const switches = mode === "hooks" ? ["--accesslog=false"] : [];
-    const started: Agent = Bun.spawn([binary, "run", "--output", output, ...switches, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
+    const program = mode.endsWith("'") ? compared! : binary;
+    const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
       stdin: "ignore",
       stdout: Bun.file(outPath),
       stderr: "pipe",
@@ -142,7 +158,7 @@ async function round(mode: Mode): Promise<RoundResult> {
   if (exitCode !== 0) throw new Error(`agent exited with ${exitCode}: ${stderr}`);
   const usage = agent.resourceUsage();
   const lost = Number(stderr.match(/(\d+) records lost in the kernel/)?.[1] ?? Number.NaN);
-  const needle = mode === "text" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
+  const needle = isText(mode) || mode === "hooks" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
   let lines = 0;
   for (const line of readFileSync(outPath, "utf8").split("\n")) if (line.includes(needle)) lines++;
   return {
@@ -188,17 +204,17 @@ try {
   const rows = MODES.map((mode) => {
     const runs = results.filter((x) => x.mode === mode);
     const rate = median(runs.map((x) => x.connectionsPerSecond));
-    const logs = mode === "text" || mode === "json";
-    const exact = runs.every((x) => !logs || x.lines === 2 * x.connections);
+    const logging = logs(mode);
+    const exact = runs.every((x) => !logging || x.lines === 2 * x.connections);
     const lost = runs.reduce((sum, x) => sum + x.recordsLost, 0);
-    const cpu = logs ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2) : "-";
+    const cpu = logging ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2) : "-";
     return [
-      mode === "hooks" ? "hooks only (--accesslog=false)" : mode,
+      mode === "hooks" ? "hooks only (--accesslog=false)" : mode.endsWith("'") ? `${mode.slice(0, -1)}, ${compared}` : mode,
       rate.toFixed(0),
       `${((rate / offRate) * 100).toFixed(1)}%`,
       cpu,
-      logs ? String(lost) : "-",
-      logs ? `${exact ? "yes" : "NO"} (${runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ")})` : "-",
+      logging ? String(lost) : "-",
+      logging ? `${exact ? "yes" : "NO"} (${runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ")})` : "-",
     ];
   });
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, loopback`);

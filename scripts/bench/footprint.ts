@@ -3,8 +3,8 @@
 // tracked sockets) reported every 5 s; how long it takes from exec to answering ready on its
 // admin API; and the size of the binary. Lines go to /dev/null.
 //
-// The kubelet is a local one (test/e2e/kubelet-server.ts over plain HTTP) serving a busy node's
-// real-shaped pod list (test/e2e/kubelet-pods.ts). Memory is read after the agent has settled:
+// The kubelet is a local one (test/support/kubelet-server.ts over plain HTTP) serving a busy node's
+// real-shaped pod list (test/support/kubelet-pods.ts). Memory is read after the agent has settled:
 // VmRSS and VmHWM (the most it was ever resident) from /proc/<pid>/status, and what VmRSS is made
 // of from /proc/<pid>/smaps: the binary's pages (the Bun runtime's code and data; shared with the
 // page cache), the ring buffer (kernel memory the agent maps, its data pages twice so that a
@@ -16,8 +16,8 @@
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { startKubelet } from "../../test/e2e/kubelet-server.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { startKubelet } from "../../test/support/kubelet-server.ts";
 import { ensureBinary, median, option, table } from "./common.ts";
 import { openConnections } from "./connections.ts";
 

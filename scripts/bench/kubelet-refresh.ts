@@ -1,11 +1,11 @@
 // Refreshing the kubelet pod list: what one refresh of a busy node's list costs, and what it does
-// to line latency. A local HTTPS kubelet (test/e2e/kubelet-server.ts, certificate made by openssl)
-// serves a real-shaped PodList (test/e2e/kubelet-pods.ts: managedFields, probes, dual stack...)
+// to line latency. A local HTTPS kubelet (test/support/kubelet-server.ts, certificate made by openssl)
+// serves a real-shaped PodList (test/support/kubelet-pods.ts: managedFields, probes, dual stack...)
 // from a child process, so that serving megabytes of JSON never runs on the thread measured.
 //
 // Two ways to read it: the whole text parsed at once (JSON.parse of the document, then the schema
 // check and the index: the thread is held for all of it), and the agent's, read as it arrives
-// (src/kube/refresh.ts: pod by pod, in slices of at most 2 ms with the event loop turning between).
+// (src/kube/kubelet/refresh.ts: pod by pod, in slices of at most 2 ms with the event loop turning between).
 //
 // 1. One refresh, for lists of 100, 1,000 and 5,000 pods (median and worst of --rounds).
 // 2. Line latency: the agent's line path is a 10 ms timer (drain the ring buffer, write lines).
@@ -14,13 +14,13 @@
 //
 //   bun scripts/bench/kubelet-refresh.ts [--rounds 20] [--seconds 5]
 import { median, option, table } from "./common.ts";
-import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet-client.ts";
-import { buildIndexData, PodIndex, type PodIndexData } from "../../src/kube/pod-index.ts";
-import { parsePodList } from "../../src/kube/pod-list.ts";
-import { type RefreshOutcome, refreshOnce } from "../../src/kube/refresh.ts";
-import { KubeletRefresher, type Refresher } from "../../src/kube/refresher.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
-import { kubeletUnavailableReason, startKubelet } from "../../test/e2e/kubelet-server.ts";
+import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet/client.ts";
+import { buildIndexData, PodIndex, type PodIndexData } from "../../src/kube/kubelet/pod-index.ts";
+import { parsePodList } from "../../src/kube/kubelet/pod-list.ts";
+import { type RefreshOutcome, refreshOnce } from "../../src/kube/kubelet/refresh.ts";
+import { KubeletRefresher, type Refresher } from "../../src/kube/kubelet/refresh.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { kubeletUnavailableReason, startKubelet } from "../../test/support/kubelet-server.ts";
 
 // ── the kubelet, in a child process ─────────────────────────────────────────
 // `--serve`: print the kubelet's settings as one JSON line, then for each line "<n>" on stdin

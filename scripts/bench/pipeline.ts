@@ -21,13 +21,18 @@
 // --stages runs the text path cut short after each step instead (decode; + toAccessRecord;
 // + enrichment; the full path), to show where the time goes.
 //
-//   bun scripts/bench/pipeline.ts [--records 500000] [--seconds 5] [--short] [--stages] [--profile <dir>]
+// --formatter string formats with the plain string formatter the tests keep as their oracle
+// (test/unit/accesslog/format-reference.ts: a string per line, encoded into the sink's chunk) instead of the
+// byte writer of src/accesslog/format.ts; --formatter both runs each format with one, then the
+// other.
+//
+//   bun scripts/bench/pipeline.ts [--records 500000] [--seconds 5] [--short] [--stages] [--formatter bytes|string|both] [--profile <dir>]
 import { mkdtempSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapStats } from "bun:jsc";
 import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
-import { type AccessRecord, JSON_LINES, KMESH_TEXT } from "../../src/accesslog/format.ts";
+import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../src/accesslog/format.ts";
 import { toAccessRecord } from "../../src/accesslog/record.ts";
 import { LineSink } from "../../src/accesslog/sink.ts";
 import { makeClock, toNs } from "../../src/kernel/clock.ts";
@@ -43,9 +48,10 @@ import {
   RecordError,
   RecordView,
 } from "../../src/kernel/record.ts";
-import { buildIndexData, PodIndex } from "../../src/kube/pod-index.ts";
-import { checkPodList } from "../../src/kube/pod-list.ts";
-import { busyNodePodList } from "../../test/e2e/kubelet-pods.ts";
+import { buildIndexData, PodIndex } from "../../src/kube/kubelet/pod-index.ts";
+import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
+import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
+import { reference } from "../../test/unit/accesslog/format-reference.ts";
 import { median, option, table } from "./common.ts";
 
 const short = process.argv.includes("--short");
@@ -220,8 +226,30 @@ function generate(path: string, records: number): string {
 type Stage = "decode" | "record" | "enrich" | "full";
 const STAGES: readonly Stage[] = ["decode", "record", "enrich", "full"];
 
+type Formatter = "bytes" | "string";
+
+/** A string formatter as a LineFormat: one string per line, encoded into the sink's chunk. */
+function stringFormat(format: (r: AccessRecord) => string): LineFormat {
+  const utf8 = new TextEncoder();
+  return {
+    maxBytes: (r) => 3 * format(r).length,
+    write(r, out, at) {
+      const line = format(r);
+      const { read, written } = utf8.encodeInto(line, out.subarray(at, out.length - WRITE_SLACK));
+      if (read < line.length) throw new RangeError("line does not fit");
+      return at + written;
+    },
+  };
+}
+
+function lineFormat(format: "text" | "json", formatter: Formatter): LineFormat {
+  if (formatter === "bytes") return format === "json" ? new JsonLines() : new KmeshText();
+  return stringFormat(format === "json" ? reference.formatJsonLine : reference.formatKmeshLine);
+}
+
 interface ChildResult {
   format: "text" | "json";
+  formatter: Formatter;
   stage: Stage;
   lines: number;
   /** wall time and CPU time of the measurement */
@@ -233,7 +261,7 @@ interface ChildResult {
   bytesOut: number;
 }
 
-async function child(format: "text" | "json", stage: Stage, path: string, seconds: number): Promise<void> {
+async function child(format: "text" | "json", formatter: Formatter, stage: Stage, path: string, seconds: number): Promise<void> {
   const records = new Uint8Array(await Bun.file(path).arrayBuffer());
   const total = records.length / RECORD_SIZE;
   const index = podIndex();
@@ -255,7 +283,7 @@ async function child(format: "text" | "json", stage: Stage, path: string, second
     },
     flush: () => devNull.flush(),
   };
-  const sink = new LineSink(writer, format === "json" ? JSON_LINES : KMESH_TEXT, {
+  const sink = new LineSink(writer, lineFormat(format, formatter), {
     maxBufferedBytes: 64 << 20,
     notice: (m) => console.error(m),
   });
@@ -322,13 +350,13 @@ async function child(format: "text" | "json", stage: Stage, path: string, second
   outBefore = bytesOut - outBefore;
   await sink.close();
   if (invalid > 0 || sink.linesDropped > 0 || kept === undefined) throw new Error(`${invalid} invalid records, ${sink.linesDropped} lines dropped`);
-  const result: ChildResult = { format, stage, lines, seconds: elapsed, cpu, medianRate: median(rates), mallocBytes, bytesOut: outBefore };
+  const result: ChildResult = { format, formatter, stage, lines, seconds: elapsed, cpu, medianRate: median(rates), mallocBytes, bytesOut: outBefore };
   console.log(JSON.stringify(result));
 }
 
 // ── The parent: generate, run both, print the table ──────────────────────────
 
-async function runChild(format: "text" | "json", stage: Stage, path: string, seconds: number, profileDir: string | null) {
+async function runChild(format: "text" | "json", formatter: Formatter, stage: Stage, path: string, seconds: number, profileDir: string | null) {
   const taskset = Bun.which("taskset");
   const cpu = String(Math.max(0, navigator.hardwareConcurrency - 1));
   const argv = [
@@ -338,6 +366,7 @@ async function runChild(format: "text" | "json", stage: Stage, path: string, sec
     import.meta.path,
     "--child",
     format,
+    formatter,
     stage,
     path,
     String(seconds),
@@ -357,27 +386,32 @@ async function runChild(format: "text" | "json", stage: Stage, path: string, sec
 }
 
 if (process.argv[2] === "--child") {
-  const [format, stage, path, seconds] = process.argv.slice(3);
-  await child(format as "text" | "json", stage as Stage, path!, Number(seconds));
+  const [format, formatter, stage, path, seconds] = process.argv.slice(3);
+  await child(format as "text" | "json", formatter as Formatter, stage as Stage, path!, Number(seconds));
 } else {
   const records = option("records", short ? 100_000 : 500_000);
   const seconds = option("seconds", short ? 0.5 : 5);
-  const at = process.argv.indexOf("--profile");
-  const profileDir = at > 0 ? (process.argv[at + 1] ?? null) : null;
+  const profileAt = process.argv.indexOf("--profile");
+  const profileDir = profileAt > 0 ? (process.argv[profileAt + 1] ?? null) : null;
   const dir = mkdtempSync(join(tmpdir(), "kal-pipeline-"));
   try {
     const path = join(dir, "records.bin");
     const described = generate(path, records);
     const rows: string[][] = [];
     let pinned = "";
+    const at = process.argv.indexOf("--formatter");
+    const chosen = at > 0 ? process.argv[at + 1] : "bytes";
+    if (chosen !== "bytes" && chosen !== "string" && chosen !== "both") throw new Error("--formatter takes bytes, string or both");
+    const formatters: Formatter[] = chosen === "both" ? ["bytes", "string"] : [chosen];
     const runs = process.argv.includes("--stages")
-      ? STAGES.map((stage) => ["text", stage] as const)
-      : (["text", "json"] as const).map((format) => [format, "full"] as const);
-    for (const [format, stage] of runs) {
-      const r = await runChild(format, stage, path, seconds, profileDir);
+      ? STAGES.map((stage) => ["text", formatters[0]!, stage] as const)
+      : (["text", "json"] as const).flatMap((format) => formatters.map((formatter) => [format, formatter, "full"] as const));
+    for (const [format, formatter, stage] of runs) {
+      const r = await runChild(format, formatter, stage, path, seconds, profileDir);
       pinned = r.pinned;
+      const named = formatter === "bytes" ? format : `${format}, string formatter`;
       rows.push([
-        stage === "full" ? format : `${format}, up to ${stage}`,
+        stage === "full" ? named : `${named}, up to ${stage}`,
         Math.round(r.medianRate).toLocaleString("en-US"),
         Math.round(r.lines / r.cpu).toLocaleString("en-US"),
         `${r.lines.toLocaleString("en-US")} in ${r.seconds.toFixed(1)} s (${Math.round(r.lines / r.seconds).toLocaleString("en-US")}/s)`,

@@ -1,8 +1,8 @@
 // Names on both ends of a line, from the pod index, and the filters that need them.
 //
-// Names (accesslog-format.md): src.workload/src.namespace are the pod name and namespace at the
-// source address; dst.workload/dst.namespace those at the destination address (dst.namespace is
-// the destination pod's namespace: no service is known yet, so dst.service stays the IP).
+// Names (docs/accesslog-format.md, docs/kubernetes.md): src.workload/src.namespace are the pod
+// name and namespace at the source address; dst.workload/dst.namespace those at the destination
+// address (dst.namespace is the destination pod's namespace, or the Service's when one is known).
 //
 // Holding back a new pod's first lines. A pod can connect within milliseconds of starting, before
 // the next poll has seen it. So when the *local* end of a line (src for OUTBOUND, dst for INBOUND)
@@ -28,7 +28,7 @@
 // local end is known are never delayed; a held line can be overtaken only by lines reported
 // within `hold` after it.
 //
-// Services (with the API server, kube/cluster-index.ts). dst.service is the Service's hostname
+// Services (with the API server, kube/apiserver/cluster-index.ts). dst.service is the Service's hostname
 // and dst.namespace its namespace when the destination is one of its ClusterIP:port pairs, or
 // exactly an IP:port one of its EndpointSlices lists; else the destination IP, as before. A
 // ClusterIP connection's socket only knows the ClusterIP (the NAT to a backend happens after it),
@@ -39,11 +39,12 @@
 // when there is no kubelet to tell); INBOUND lines are remembered for a few seconds for an
 // OUTBOUND line that comes after them. Unlearned, dst.addr stays the ClusterIP:port and
 // dst.workload is '-'.
-import type { ServiceRef } from "../kube/cluster-index.ts";
-import type { PodInfo } from "../kube/pod-index.ts";
+import { isLoopbackOrUnspecified } from "../address.ts";
+import type { ServiceRef } from "../kube/apiserver/cluster-index.ts";
+import type { PodInfo } from "../kube/pod.ts";
 import type { AccessRecord } from "./format.ts";
 
-/** What the enricher needs from the API server's view (kube/cluster-index.ts). */
+/** What the enricher needs from the API server's view (kube/apiserver/cluster-index.ts). */
 export interface ClusterView {
   lookupPod(ip: string): PodInfo | undefined;
   serviceAtClusterIp(ip: string, port: number): ServiceRef | undefined;
@@ -56,7 +57,7 @@ export interface ClusterView {
 /** How long an INBOUND line's client → backend pair is remembered for an OUTBOUND line. */
 const INBOUND_MEMORY_NS = 5_000_000_000;
 
-/** What the enricher needs from the pod source (kube/pod-source.ts). */
+/** What the enricher needs from the pod source (kube/kubelet/pod-source.ts). */
 export interface NameSource {
   lookup(ip: string): PodInfo | undefined;
   isNodeAddress(ip: string): boolean;
@@ -67,6 +68,15 @@ export interface NameSource {
   /** asks for a refresh that starts after eventNs */
   requestRefresh(eventNs: number): void;
 }
+
+/** Names without a kubelet: nothing local is known, so no line waits for a pod list. */
+export const NO_KUBELET: NameSource = {
+  lookup: () => undefined,
+  isNodeAddress: isLoopbackOrUnspecified,
+  completedStartNs: Number.POSITIVE_INFINITY,
+  answering: true,
+  requestRefresh: () => undefined,
+};
 
 export interface FilterOptions {
   /** keep lines where either end is in one of these namespaces */
@@ -322,11 +332,6 @@ export class Enricher {
       else if (head.deadlineNs <= nowNs) this.#releaseHead(false);
       else break;
     }
-  }
-
-  /** Writes every held line now, with what is known (at shutdown). */
-  releaseAll(): void {
-    while (this.#head < this.#held.length) this.#releaseHead(false);
   }
 
   #releaseHead(byRefresh: boolean): void {

@@ -4,9 +4,10 @@
 // The agent passes a RecordView (kernel/record.ts), which reads each field where the kernel wrote
 // it: the AccessRecord is the only object made per record on the way to the line.
 
+import { constants } from "node:os";
 import { type Clock, nsBetween } from "../kernel/clock.ts";
 import { type ConnEvent, RECORD_ESTABLISHED, tcpStateName } from "../kernel/record.ts";
-import { type AccessRecord, errnoName } from "./format.ts";
+import type { AccessRecord } from "./format.ts";
 
 /** The fields of a record a line is made of: a ConnEvent, or a RecordView on the record itself. */
 export type RecordFields = Readonly<Omit<ConnEvent, "sockId">>;
@@ -42,4 +43,21 @@ export function toAccessRecord(ev: RecordFields, clock: Clock): AccessRecord {
     family: ev.family,
     netns: ev.netns,
   };
+}
+
+/** The errnos a failed connection attempt is named by in its line; any other is `errno<N>`. */
+const ATTEMPT_ERRNOS = new Map(
+  (["EPERM", "EACCES", "EPIPE", "ENETUNREACH", "ECONNABORTED", "ECONNRESET", "ETIMEDOUT", "ECONNREFUSED", "EHOSTUNREACH"] as const).map(
+    (name) => [constants.errno[name], name],
+  ),
+);
+
+/**
+ * Name of the errno a failed connection attempt ended with (a negative -errno is read as errno).
+ * 0 means the application closed the socket before the connection was established: ECONNABORTED.
+ */
+export function errnoName(n: number): string {
+  if (n === 0) return "ECONNABORTED";
+  const errno = Math.abs(n);
+  return ATTEMPT_ERRNOS.get(errno) ?? `errno${errno}`;
 }

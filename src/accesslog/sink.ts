@@ -27,8 +27,6 @@ export interface LineSinkOptions {
   chunkBytes?: number;
 }
 
-/** The default bound on buffered output (--max-buffered-output). */
-export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 const DEFAULT_CHUNK_BYTES = 256 << 10;
 /**
  * Room kept free for the next line: lines are some hundred bytes; one with very long names that

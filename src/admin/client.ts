@@ -3,15 +3,27 @@
 // Works against our agent and, for the switches, against Kmesh's daemon too
 // (same paths, same answers).
 import * as v from "valibot";
-import { adminUrl, formatAdminAddress, type AdminAddress } from "./address.ts";
+import { formatHostPort, type HostPort } from "../address.ts";
+import { ExitError } from "../errors.ts";
 import { parseExposition, type ParsedSample } from "./metrics.ts";
 import type { SwitchPath } from "./switches.ts";
 import type { VersionInfo } from "./version.ts";
 
 export const REQUEST_TIMEOUT_MS = 5_000;
 
+/** The URL of `path` on the agent at `address`. */
+export function adminUrl(address: HostPort, path: string): string {
+  return `http://${formatHostPort(address)}${path}`;
+}
+
+/** One POST of `monitoring`, in the order kmeshctl sends them. */
+export interface SwitchRequest {
+  path: SwitchPath;
+  enable: boolean;
+}
+
 /** The agent could not be reached, or said no. One line, without the program name. */
-export class AdminClientError extends Error {
+export class AdminClientError extends ExitError {
   override name = "AdminClientError";
 }
 
@@ -21,8 +33,8 @@ const VersionInfoSchema = v.looseObject({
   pid: v.pipe(v.number(), v.integer()),
 });
 
-async function request(address: AdminAddress, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
-  const where = formatAdminAddress(address);
+async function request(address: HostPort, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
+  const where = formatHostPort(address);
   try {
     const response = await fetch(adminUrl(address, path), {
       method,
@@ -45,7 +57,7 @@ async function request(address: AdminAddress, method: "GET" | "POST", path: stri
 }
 
 /** GET /version, if what answers is one of our agents; undefined otherwise. */
-export async function fetchAgentVersion(address: AdminAddress, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
+export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
   const { status, body } = await request(address, "GET", "/version", timeoutMs);
   if (status !== 200) return undefined;
   let json: unknown;
@@ -62,21 +74,21 @@ export async function fetchAgentVersion(address: AdminAddress, timeoutMs = REQUE
  * POST <path>?enable=<true|false>, as kmeshctl sends it. Resolves on 200;
  * otherwise throws with the agent's own words.
  */
-export async function postSwitch(address: AdminAddress, path: SwitchPath, enable: boolean): Promise<void> {
+export async function postSwitch(address: HostPort, path: SwitchPath, enable: boolean): Promise<void> {
   const { status, body } = await request(address, "POST", `${path}?enable=${enable}`);
   if (status === 200) return;
   const said = body.trim().replaceAll(/\s*\n\s*/g, " ");
   const what = `${enable ? "enable" : "disable"} ${path.slice(1)}`;
   if (status === 400 && said.includes("monitoring is disabled")) {
     throw new AdminClientError(
-      `the agent on ${formatAdminAddress(address)} refused to ${what}: ${said} ` +
+      `the agent on ${formatHostPort(address)} refused to ${what}: ${said} ` +
         "(turn monitoring on first: kmesh-accesslog monitoring --all enable)",
     );
   }
   if (status === 404) {
-    throw new AdminClientError(`what answers on ${formatAdminAddress(address)} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
+    throw new AdminClientError(`what answers on ${formatHostPort(address)} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
   }
-  throw new AdminClientError(`the agent on ${formatAdminAddress(address)} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
+  throw new AdminClientError(`the agent on ${formatHostPort(address)} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
 }
 
 export interface AgentStatus {
@@ -89,8 +101,8 @@ export interface AgentStatus {
 }
 
 /** GET /version, /debug/ready and /metrics: everything `status` prints. */
-export async function fetchStatus(address: AdminAddress): Promise<AgentStatus> {
-  const where = formatAdminAddress(address);
+export async function fetchStatus(address: HostPort): Promise<AgentStatus> {
+  const where = formatHostPort(address);
   const version = await fetchAgentVersion(address);
   if (version === undefined) {
     throw new AdminClientError(`what answers on ${where} is not a kmesh-accesslog agent (its /version is not ours)`);

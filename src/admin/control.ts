@@ -5,7 +5,7 @@
 // answers 503 while the probe loads), attaches the probe to it, and stops it
 // last.
 import type { Logger } from "../log.ts";
-import { formatAdminAddress, type AdminAddress } from "./address.ts";
+import { formatHostPort, type HostPort } from "../address.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
 import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
 import type { AdminBackend, Readiness } from "./routes.ts";
@@ -17,7 +17,7 @@ export interface ControlOptions {
   switches: Switches;
   reportIntervalMs: number;
   /** null: no admin API */
-  adminAddr: AdminAddress | null;
+  adminAddr: HostPort | null;
   lockFile: string;
   log: Logger;
 }
@@ -61,7 +61,7 @@ export class AgentControl implements AdminBackend {
   /** Takes the node's lock, then serves the admin API (not ready until attach). */
   static async start(options: ControlOptions): Promise<AgentControl> {
     const control = new AgentControl(options);
-    const where = options.adminAddr === null ? "" : formatAdminAddress(options.adminAddr);
+    const where = options.adminAddr === null ? "" : formatHostPort(options.adminAddr);
     try {
       control.#lock = InstanceLock.acquire(options.lockFile, where);
     } catch (error) {
@@ -86,7 +86,7 @@ export class AgentControl implements AdminBackend {
     this.#apply(this.#switches);
     const { adminAddr } = this.#options;
     this.#log.info(
-      `admin API ${adminAddr === null ? "off" : `on http://${formatAdminAddress(adminAddr)}`}; ${describe(this.#switches)}`,
+      `admin API ${adminAddr === null ? "off" : `on http://${formatHostPort(adminAddr)}`}; ${describe(this.#switches)}`,
     );
   }
 

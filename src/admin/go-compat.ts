@@ -3,6 +3,8 @@
 // url.ParseQuery + Values.Get for the query string, and http.Error for error
 // bodies. Kept byte-exact so that answers match Kmesh's to the byte: a query
 // value is bytes (Go does not require UTF-8), and so is the body that echoes it.
+// URLSearchParams differs (it keeps pairs with a bad escape or a `;`, and
+// decodes bytes as UTF-8): the tests show where.
 
 /** strconv.ParseBool: exactly these twelve spellings; anything else is undefined. */
 export function parseGoBool(text: string): boolean | undefined {

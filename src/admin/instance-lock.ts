@@ -3,19 +3,18 @@
 // ends however it ends (kill -9 included), so a lock is never stale: the file
 // may remain, but nobody holds it and the next agent takes it over. Works with
 // the admin API disabled.
-import { dlopen, read } from "bun:ffi";
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from "node:fs";
+import { constants as system } from "node:os";
 import { dirname } from "node:path";
-
-export { DEFAULT_LOCK_FILE } from "./lock-path.ts";
+import { ExitError } from "../errors.ts";
+import { errno, libc } from "../kernel/libc.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
-const EINTR = 4;
+const { EINTR, EWOULDBLOCK } = system.errno;
 
 /** Another agent holds the lock. */
-export class AlreadyRunningError extends Error {
+export class AlreadyRunningError extends ExitError {
   override name = "AlreadyRunningError";
 }
 
@@ -24,23 +23,13 @@ export class LockPermissionError extends Error {
   override name = "LockPermissionError";
 }
 
-let libc: ReturnType<typeof bindLibc> | undefined;
-function bindLibc() {
-  return dlopen("libc.so.6", {
-    flock: { args: ["i32", "i32"], returns: "i32" },
-    __errno_location: { args: [], returns: "ptr" },
-  }).symbols;
-}
-
 function tryFlock(fd: number): "locked" | "busy" {
-  libc ??= bindLibc();
   for (;;) {
     if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return "locked";
-    const where = libc.__errno_location();
-    const errno = where === null ? 0 : read.i32(where, 0);
-    if (errno === EINTR) continue;
-    if (errno === EWOULDBLOCK) return "busy";
-    throw new Error(`flock: errno ${errno}`);
+    const code = errno();
+    if (code === EINTR) continue;
+    if (code === EWOULDBLOCK) return "busy";
+    throw new Error(`flock: errno ${code}`);
   }
 }
 

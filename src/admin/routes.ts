@@ -1,7 +1,8 @@
 // What each admin request gets back: a pure function of the method, the URL
 // and the backend's state, so that every answer can be tested without a
 // socket. The four switch paths answer exactly as Kmesh's status server does
-// (status, body and Content-Type), so that kmeshctl works against us unchanged.
+// (status, body and Content-Type), so that kmeshctl works against us unchanged:
+// docs/admin-api.md lists every answer.
 import {
   GO_ERROR_HEADERS,
   GO_SNIFFED_TEXT,

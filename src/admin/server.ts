@@ -2,27 +2,28 @@
 // answered by routes.ts. Nothing a client sends can crash the agent: a
 // handler that throws answers 500 with one line.
 import type { Server } from "bun";
+import { ExitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { formatAdminAddress, type AdminAddress } from "./address.ts";
+import { formatHostPort, type HostPort } from "../address.ts";
 import { fetchAgentVersion } from "./client.ts";
 import { handleAdminRequest, type AdminBackend } from "./routes.ts";
 
 /** The admin API could not be served; the message says why and what to do. */
-export class AdminServerError extends Error {
+export class AdminServerError extends ExitError {
   override name = "AdminServerError";
 }
 
 export class AdminServer {
   readonly #server: Server<undefined>;
-  readonly address: AdminAddress;
+  readonly address: HostPort;
 
-  private constructor(server: Server<undefined>, address: AdminAddress) {
+  private constructor(server: Server<undefined>, address: HostPort) {
     this.#server = server;
     this.address = address;
   }
 
   /** Listens on `address`; throws AdminServerError naming whoever holds the port. */
-  static async start(address: AdminAddress, backend: AdminBackend, log?: Logger): Promise<AdminServer> {
+  static async start(address: HostPort, backend: AdminBackend, log?: Logger): Promise<AdminServer> {
     const internalError = (error: unknown) =>
       new Response(`internal error: ${error instanceof Error ? error.message : String(error)}\n`, {
         status: 500,
@@ -59,8 +60,8 @@ export class AdminServer {
   }
 }
 
-async function explainListenFailure(address: AdminAddress, error: unknown): Promise<string> {
-  const where = formatAdminAddress(address);
+async function explainListenFailure(address: HostPort, error: unknown): Promise<string> {
+  const where = formatHostPort(address);
   const code = (error as { code?: unknown } | null)?.code;
   if (code === "EADDRINUSE") {
     const other = await fetchAgentVersion(address, 1_000).catch(() => undefined);

@@ -2,7 +2,7 @@
 // change them, as a pure state machine: the admin server asks it what a POST
 // means, the Agent applies the answer. No I/O here.
 //
-// Kmesh's rules (pkg/status/status_server.go):
+// Kmesh's rules (its status server; docs/admin-api.md):
 //   /monitoring?enable=X          sets all four switches to X (on enables them all again)
 //   /accesslog?enable=X           sets accesslog; enabling while monitoring is off is refused (400)
 //   /connection_metrics?enable=X  the same for connection metrics

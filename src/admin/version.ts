@@ -2,7 +2,7 @@
 // `kmeshctl version` and anything parsing Kmesh's answer keep working), plus
 // which program and process answered, so that a second agent, or the CLI, can
 // name the one already running.
-import { PROGRAM_NAME, VERSION } from "../cli.ts";
+import { PROGRAM_NAME, VERSION } from "../options.ts";
 
 export interface VersionInfo {
   gitVersion: string;

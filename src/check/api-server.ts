@@ -3,32 +3,17 @@
 // lists is asked for once (one item), with the settings and client `run` uses. The agent runs
 // without it (dst.service is the address, remote pods are -), so a failure is a warning; settings
 // that `run` would refuse (an unusable kubeconfig) are a failure.
-import { ApiClient, type ApiFailure, type ListPage } from "../kube/api-client.ts";
-import { ApiConfigError, resolveApiSettings, type ApiFlags } from "../kube/api-config.ts";
-import { RESOURCES } from "../kube/api-source.ts";
+import { ApiClient, type ListPage } from "../kube/apiserver/client.ts";
+import { ApiConfigError, resolveApiSettings } from "../kube/apiserver/settings.ts";
+import { RESOURCES } from "../kube/apiserver/source.ts";
+import { apiFix } from "../kube/failures.ts";
+import type { RunOptions } from "../options.ts";
 import type { CheckResult } from "./report.ts";
 
 const base = { id: "api-server", label: "API server" } as const;
 const WITHOUT = "services will be addresses and remote pods -";
 /** A list of one item answers at once; an address nothing answers on should not hold check for a minute. */
 const CHECK_TIMEOUT_MS = 10_000;
-
-function fixFor(failure: ApiFailure): string {
-  switch (failure.kind) {
-    case "forbidden":
-      return 'grant the service account RBAC "list" and "watch" on pods, services and endpointslices.discovery.k8s.io: scripts/deploy/10-rbac.yaml';
-    case "unauthorized":
-    case "credentials":
-      return "check the service-account token (automountServiceAccountToken) or the --kubeconfig user";
-    case "tls":
-      return "check the CA: the service-account ca.crt, or the kubeconfig's certificate-authority";
-    case "unreachable":
-    case "timeout":
-      return "let this host reach the API server (KUBERNETES_SERVICE_HOST, or the kubeconfig's server), or run with --no-kube-api";
-    default:
-      return "check that the server is a Kubernetes API server, or run with --no-kube-api";
-  }
-}
 
 /** The verdict on one list per resource; pure, for the tests. */
 export function apiServerVerdict(server: string, origin: string, pages: readonly { kind: string; page: ListPage }[]): CheckResult {
@@ -39,13 +24,13 @@ export function apiServerVerdict(server: string, origin: string, pages: readonly
       ...base,
       status: "warn",
       detail: `${server} (${origin}): listing ${failed.kind} failed (${failure.kind}: ${failure.detail}); ${WITHOUT}`,
-      fix: fixFor(failure),
+      fix: apiFix(failure.kind),
     };
   }
   return { ...base, status: "ok", detail: `${server} (${origin}) lists ${pages.map((entry) => entry.kind).join(", ")}` };
 }
 
-export async function apiServerCheck(flags: ApiFlags, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
+export async function apiServerCheck(flags: Partial<RunOptions>, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
   let settings: ReturnType<typeof resolveApiSettings>;
   try {
     settings = resolveApiSettings(flags, env);

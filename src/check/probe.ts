@@ -2,7 +2,7 @@
 // decides), and a real load and attach of the probe (Probe.open, the agent's own path) with small
 // maps, closed at once: links are this process's fds, so nothing stays attached.
 import { existsSync, readFileSync } from "node:fs";
-import { openLibbpf, type LibbpfOrigin } from "../kernel/libbpf.ts";
+import { MIN_LIBBPF, openLibbpf, recentEnough, type LibbpfOrigin } from "../kernel/libbpf.ts";
 import { release } from "node:os";
 import { Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
 import type { CheckResult } from "./report.ts";
@@ -10,8 +10,6 @@ import type { CheckResult } from "./report.ts";
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
 const TRY_RING_BUFFER_BYTES = 64 * 1024;
 const TRY_MAX_CONNECTIONS = 1024;
-/** The oldest libbpf the agent's API use and struct layouts allow. */
-const MIN_LIBBPF_MAJOR = 1;
 
 const ORIGIN: Record<LibbpfOrigin, string> = {
   system: "the system's libbpf.so.1",
@@ -33,8 +31,8 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
     const { bpf, origin, notes } = await openLibbpf(forcedPath);
     const version = bpf.version();
     const from = origin === "--libbpf" ? `--libbpf ${forcedPath}` : ORIGIN[origin];
-    if (Number(version.split(".")[0]) < MIN_LIBBPF_MAJOR) {
-      return { ...base, status: "fail", detail: `${version} (${from}) is older than 1.0`, fix: "use libbpf 1.x" };
+    if (!recentEnough(version)) {
+      return { ...base, status: "fail", detail: `${version} (${from}) is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`, fix: "use libbpf 1.x" };
     }
     // openLibbpf's notes say why it took the built-in one; its last note repeats the choice.
     const why = origin === "bundled" ? notes.filter((note) => !note.startsWith("using ")) : [];

@@ -1,23 +1,12 @@
 // The node's side of `check`, as pure functions of what was read (kernel release, /proc texts,
 // the bpf() probe's answer), so that every verdict and fix can be tested without the condition.
+import { constants } from "node:os";
+import { atLeast, BTF_PATH, CAP, hasCapability, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
 import type { CheckResult } from "./report.ts";
 
 export const MIN_KERNEL = { major: 5, minor: 10 } as const;
 /** Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK instead of the memory cgroup. */
 const MEMCG_ACCOUNTING_KERNEL = { major: 5, minor: 11 } as const;
-export const BTF_PATH = "/sys/kernel/btf/vmlinux";
-
-export interface KernelVersion {
-  major: number;
-  minor: number;
-}
-
-export function parseKernelRelease(release: string): KernelVersion | null {
-  const match = /^(\d+)\.(\d+)/.exec(release);
-  return match ? { major: Number(match[1]), minor: Number(match[2]) } : null;
-}
-
-const atLeast = (v: KernelVersion, min: KernelVersion) => v.major > min.major || (v.major === min.major && v.minor >= min.minor);
 
 export function kernelCheck(release: string): CheckResult {
   const base = { id: "kernel", label: "kernel" };
@@ -50,15 +39,7 @@ export function btfCheck(facts: BtfFacts): CheckResult {
 
 // ── Capabilities ────────────────────────────────────────────────────────────
 
-export const CAP = { SYS_ADMIN: 21, SYS_RESOURCE: 24, PERFMON: 38, BPF: 39 } as const;
-
-/** CapEff from /proc/self/status, as a bit set; 0n when absent. */
-export function effectiveCapabilities(status: string): bigint {
-  const hex = /^CapEff:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
-  return hex === undefined ? 0n : BigInt(`0x${hex}`);
-}
-
-const has = (caps: bigint, cap: number) => (caps & (1n << BigInt(cap))) !== 0n;
+const has = hasCapability;
 
 /** "Max locked memory" soft limit from /proc/self/limits, in bytes; Infinity for unlimited; null when absent. */
 export function memlockLimit(limits: string): number | null {
@@ -148,12 +129,10 @@ export type BpfSyscallFacts =
   | { signal: string }
   | { untested: string };
 
-const ERRNO_NAME: Record<number, string> = { 1: "EPERM", 13: "EACCES", 22: "EINVAL", 38: "ENOSYS", 12: "ENOMEM" };
-const errnoName = (errno: number) => ERRNO_NAME[errno] ?? `errno ${errno}`;
-const EPERM = 1;
-const EACCES = 13;
-const EINVAL = 22;
-const ENOSYS = 38;
+const { EACCES, EINVAL, ENOSYS, EPERM } = constants.errno;
+/** The errnos this line names; any other is `errno <n>`. */
+const NAMED = new Map((["EPERM", "EACCES", "EINVAL", "ENOSYS", "ENOMEM"] as const).map((name) => [constants.errno[name], name]));
+const errnoName = (errno: number) => NAMED.get(errno) ?? `errno ${errno}`;
 
 const ALLOW_BPF =
   "allow bpf() in the seccomp profile (Kubernetes: seccompProfile RuntimeDefault of a runtime that knows CAP_BPF, or a " +
@@ -167,7 +146,7 @@ export function bpfSyscallCheck(facts: BpfSyscallFacts, capabilities: bigint): C
   if ("signal" in facts) {
     return { ...base, status: "fail", detail: `calling bpf() killed the process (${facts.signal}): a seccomp filter forbids it`, fix: ALLOW_BPF };
   }
-  const capable = (has(capabilities, CAP.BPF) && has(capabilities, CAP.PERFMON)) || has(capabilities, CAP.SYS_ADMIN);
+  const capable = mayLoadBpf(capabilities);
   if (facts.invalid === ENOSYS) {
     return {
       ...base,

@@ -5,24 +5,14 @@
 // run beside a running agent.
 import { openSync, closeSync, fstatSync, readFileSync } from "node:fs";
 import { release } from "node:os";
-import type { CheckOptions } from "../cli.ts";
+import type { CheckOptions } from "../options.ts";
 import { apiServerCheck } from "../check/api-server.ts";
 import { probeBpfSyscall } from "../check/bpf-syscall.ts";
 import { kubeletCheck } from "../check/kubelet.ts";
 import { libbpfCheck, probeCheck } from "../check/probe.ts";
 import { canRun, checkReportJson, formatCheckLine, verdict, type CheckResult } from "../check/report.ts";
-import {
-  BTF_PATH,
-  btfCheck,
-  bpfSyscallCheck,
-  capabilitiesCheck,
-  cgroupCheck,
-  effectiveCapabilities,
-  kernelCheck,
-  memlockLimit,
-  parseKernelRelease,
-  type BtfFacts,
-} from "../check/system.ts";
+import { btfCheck, bpfSyscallCheck, capabilitiesCheck, cgroupCheck, kernelCheck, memlockLimit, type BtfFacts } from "../check/system.ts";
+import { BTF_PATH, effectiveCapabilities, parseKernelRelease } from "../kernel/host.ts";
 
 function readText(path: string): string | null {
   try {

@@ -8,7 +8,7 @@
 // Wall time stays as integer seconds plus integer nanoseconds all the way: a single float of
 // ~1.7e18 ns would round to 256 ns steps.
 
-import { dlopen } from "bun:ffi";
+import { libc } from "./libc.ts";
 
 /** Seconds since the Unix epoch and integer nanoseconds 0..999999999. */
 export type WallTime = { sec: number; nsec: number };
@@ -141,10 +141,7 @@ export function makeClock(
 
 /** The system clock: libc clock_gettime through bun:ffi, calibrated now. */
 export function createClock(): Clock {
-  const libc = dlopen("libc.so.6", {
-    clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
-  });
-  const clockGettime = libc.symbols.clock_gettime;
+  const clockGettime = libc.clock_gettime;
 
   // struct timespec { i64 tv_sec; i64 tv_nsec; }, read as u32 halves to stay off BigInt.
   const buffer = new Uint32Array(4);

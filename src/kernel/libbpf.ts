@@ -1,22 +1,22 @@
-// The one place that talks to libbpf.so.1 (and the bits of libc it needs).
-// Every symbol has its exact C signature; integer results that are -errno
-// become LibbpfError with the strerror text, NULL pointers become LibbpfError
-// with errno read at once. Only APIs present in libbpf 1.1 are used.
-import { dlopen, FFIType, type Pointer, CString, read } from "bun:ffi";
+// The one place that talks to libbpf.so.1: every symbol the agent uses with its exact C signature,
+// and the layouts of the option structs it passes (named fields, checked against libbpf's own
+// headers by test/kernel/libbpf-layout.test.ts). Integer results that are -errno become
+// LibbpfError with the strerror text, NULL pointers become LibbpfError with errno read at once.
+// Only APIs present in libbpf 1.1 are used.
+import { dlopen, type Pointer } from "bun:ffi";
+import { atLeast } from "./host.ts";
+import { errno, libc } from "./libc.ts";
 
 const LIBBPF_SYMBOLS = {
   libbpf_set_print: { args: ["ptr"], returns: "ptr" },
   libbpf_major_version: { args: [], returns: "u32" },
   libbpf_minor_version: { args: [], returns: "u32" },
-  libbpf_num_possible_cpus: { args: [], returns: "i32" },
   libbpf_strerror: { args: ["i32", "ptr", "u64"], returns: "i32" },
   // struct bpf_object *bpf_object__open_mem(const void *, size_t, const struct bpf_object_open_opts *)
   bpf_object__open_mem: { args: ["ptr", "u64", "ptr"], returns: "ptr" },
   bpf_object__load: { args: ["ptr"], returns: "i32" },
   bpf_object__close: { args: ["ptr"], returns: "void" },
   bpf_object__find_map_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
-  bpf_object__next_program: { args: ["ptr", "ptr"], returns: "ptr" },
-  bpf_program__name: { args: ["ptr"], returns: "ptr" },
   bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
@@ -29,7 +29,6 @@ const LIBBPF_SYMBOLS = {
   bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
   bpf_map__map_flags: { args: ["ptr"], returns: "u32" },
   bpf_map__set_map_flags: { args: ["ptr", "u32"], returns: "i32" },
-  bpf_map__value_size: { args: ["ptr"], returns: "u32" },
   // int bpf_map_lookup_elem(int fd, const void *key, void *value)
   bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   // int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags)
@@ -45,14 +44,73 @@ const LIBBPF_SYMBOLS = {
   ring_buffer__free: { args: ["ptr"], returns: "void" },
 } as const;
 
-const LIBC_SYMBOLS = {
-  __errno_location: { args: [], returns: "ptr" },
-  memfd_create: { args: ["ptr", "u32"], returns: "i32" },
-  write: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
-  memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
-  read: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
-  close: { args: ["i32"], returns: "i32" },
-} as const;
+// ── Option structs ───────────────────────────────────────────────────────────
+
+/**
+ * A libbpf option struct as libbpf 1.1 lays it out on 64-bit Linux: its size and the fields the
+ * agent sets. Its first field, `sz`, holds the size: newer libbpf versions grew these structs and
+ * accept the older size.
+ */
+export interface StructLayout {
+  readonly size: number;
+  readonly fields: Readonly<Record<string, { readonly offset: number; readonly size: 4 | 8 }>>;
+}
+
+/** struct bpf_object_open_opts (bpf/libbpf.h). */
+export const BPF_OBJECT_OPEN_OPTS = {
+  size: 80,
+  fields: {
+    sz: { offset: 0, size: 8 },
+    object_name: { offset: 8, size: 8 },
+    kernel_log_buf: { offset: 56, size: 8 },
+    kernel_log_size: { offset: 64, size: 8 },
+    kernel_log_level: { offset: 72, size: 4 },
+  },
+} as const satisfies StructLayout;
+
+/** struct bpf_test_run_opts (bpf/bpf.h). */
+export const BPF_TEST_RUN_OPTS = {
+  size: 80,
+  fields: {
+    sz: { offset: 0, size: 8 },
+    ctx_in: { offset: 32, size: 8 },
+    ctx_size_in: { offset: 48, size: 4 },
+  },
+} as const satisfies StructLayout;
+
+/** struct bpf_map_batch_opts (bpf/bpf.h). */
+export const BPF_MAP_BATCH_OPTS = {
+  size: 24,
+  fields: {
+    sz: { offset: 0, size: 8 },
+    elem_flags: { offset: 8, size: 8 },
+    flags: { offset: 16, size: 8 },
+  },
+} as const satisfies StructLayout;
+
+/** An option struct's bytes, zeroed but for `sz`; set() writes a field by its name. */
+export class OptionStruct<L extends StructLayout> {
+  readonly bytes: Uint8Array;
+  readonly #layout: L;
+  readonly #view: DataView;
+
+  constructor(layout: L) {
+    this.#layout = layout;
+    this.bytes = new Uint8Array(layout.size);
+    this.#view = new DataView(this.bytes.buffer);
+    this.set("sz", layout.size);
+  }
+
+  /** Writes a field in host byte order (the kernel's and libbpf's). */
+  set(name: keyof L["fields"] & string, value: number): this {
+    const field = this.#layout.fields[name]!;
+    if (field.size === 8) this.#view.setBigUint64(field.offset, BigInt(value), HOST_LE);
+    else this.#view.setUint32(field.offset, value, HOST_LE);
+    return this;
+  }
+}
+
+const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 export class LibbpfError extends Error {
   constructor(
@@ -86,7 +144,13 @@ export type Libbpf = ReturnType<typeof bindLibbpf>;
 export type LibbpfOrigin = "--libbpf" | "system" | "bundled";
 
 /** The oldest libbpf whose API and struct layouts this code uses. */
-const MIN_LIBBPF = { major: 1, minor: 0 };
+export const MIN_LIBBPF = { major: 1, minor: 0 } as const;
+
+/** A libbpf version (`1.1`) at least MIN_LIBBPF. */
+export function recentEnough(version: string): boolean {
+  const [major = 0, minor = 0] = version.split(".").map(Number);
+  return atLeast({ major, minor }, MIN_LIBBPF);
+}
 
 /**
  * The libbpf to use: the one named by --libbpf; else the system's
@@ -99,8 +163,7 @@ export async function openLibbpf(forcedPath?: string): Promise<{ bpf: Libbpf; or
   const notes: string[] = [];
   try {
     const system = bindLibbpf("libbpf.so.1");
-    const [major, minor] = system.version().split(".").map(Number) as [number, number];
-    if (major > MIN_LIBBPF.major || (major === MIN_LIBBPF.major && minor >= MIN_LIBBPF.minor)) {
+    if (recentEnough(system.version())) {
       return { bpf: system, origin: "system", notes };
     }
     notes.push(`the system's libbpf ${system.version()} is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`);
@@ -140,15 +203,13 @@ async function bundledLibrary(name: string): Promise<Uint8Array | undefined> {
 }
 
 const MFD_CLOEXEC = 1;
-let libcForFiles: ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"] | undefined;
 
 /** Copies bytes into an anonymous memory file (memfd) and returns a path dlopen accepts. */
 function memoryFile(name: string, bytes: Uint8Array): string {
-  libcForFiles ??= dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
-  const fd = libcForFiles.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC);
+  const fd = libc.memfd_create(Buffer.from(`${name}\0`), MFD_CLOEXEC);
   if (fd < 0) throw new LibbpfNotFoundError(`cannot create a memory file for the bundled ${name}`);
   for (let done = 0; done < bytes.byteLength; ) {
-    const wrote = Number(libcForFiles.write(fd, bytes.subarray(done), bytes.byteLength - done));
+    const wrote = Number(libc.write(fd, bytes.subarray(done), bytes.byteLength - done));
     if (wrote <= 0) throw new LibbpfNotFoundError(`cannot write the bundled ${name} to a memory file`);
     done += wrote;
   }
@@ -156,10 +217,9 @@ function memoryFile(name: string, bytes: Uint8Array): string {
   return `/proc/self/fd/${fd}`;
 }
 
-/** Opens libbpf and libc; throws LibbpfNotFoundError when libbpf is missing. */
+/** Opens libbpf; throws LibbpfNotFoundError when it is missing. */
 export function bindLibbpf(path = "libbpf.so.1") {
   const lib = openLibrary(path).symbols;
-  const libc = dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
   const errorText = new Uint8Array(256);
 
   function strerror(err: number): string {
@@ -168,47 +228,34 @@ export function bindLibbpf(path = "libbpf.so.1") {
     return new TextDecoder().decode(errorText.subarray(0, end < 0 ? undefined : end));
   }
 
-  function lastErrno(): number {
-    const where = libc.__errno_location();
-    return where === null ? 0 : read.i32(where, 0);
-  }
-
-  /** A pointer result: NULL becomes an error carrying errno. */
-  function pointer(step: string, result: Pointer | bigint | null): Pointer {
-    if (result !== null) return Number(result) as Pointer;
-    const errno = lastErrno() || 1;
-    throw new LibbpfError(step, errno, strerror(-errno));
-  }
-
-  /** A libc result: -1 means look at errno. */
-  function libcStatus(step: string, result: number): number {
-    if (result >= 0) return result;
-    const errno = lastErrno() || 1;
-    throw new LibbpfError(step, errno, strerror(-errno));
-  }
-
-  /** An int result: negative is -errno. */
-  function status(step: string, result: number): number {
-    if (result >= 0) return result;
-    throw new LibbpfError(step, -result, strerror(result));
+  /** A call that failed and set errno (a NULL pointer, -1 from libc). */
+  function failed(step: string): never {
+    const code = errno() || 1;
+    throw new LibbpfError(step, code, strerror(-code));
   }
 
   return {
     lib,
-    libc,
-    pointer,
-    status,
-    libcStatus,
     strerror,
+    /** A pointer result: NULL becomes an error carrying errno. */
+    pointer(step: string, result: Pointer | bigint | null): Pointer {
+      return result === null ? failed(step) : (Number(result) as Pointer);
+    },
+    /** A libc result: -1 means look at errno. */
+    libcStatus(step: string, result: number): number {
+      return result >= 0 ? result : failed(step);
+    },
+    /** An int result: negative is -errno. */
+    status(step: string, result: number): number {
+      if (result >= 0) return result;
+      throw new LibbpfError(step, -result, strerror(result));
+    },
     version(): string {
       return `${lib.libbpf_major_version()}.${lib.libbpf_minor_version()}`;
     },
     /** A NUL-terminated C string kept alive by the returned buffer. */
     cString(text: string): Buffer {
       return Buffer.from(`${text}\0`, "utf8");
-    },
-    readCString(p: Pointer | bigint | null): string {
-      return p === null ? "" : new CString(Number(p) as Pointer).toString();
     },
   };
 }

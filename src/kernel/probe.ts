@@ -4,9 +4,21 @@
 // anonymous fds owned by this process, so even kill -9 detaches everything.
 import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
-import { release } from "node:os";
+import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
-import { LibbpfError, openLibbpf, type Libbpf, type LibbpfOrigin } from "./libbpf.ts";
+import { ExitError } from "../errors.ts";
+import {
+  BPF_MAP_BATCH_OPTS,
+  BPF_OBJECT_OPEN_OPTS,
+  BPF_TEST_RUN_OPTS,
+  LibbpfError,
+  type Libbpf,
+  type LibbpfOrigin,
+  openLibbpf,
+  OptionStruct,
+} from "./libbpf.ts";
+import { atLeast, BTF_PATH, effectiveCapabilities, mayLoadBpf, parseKernelRelease } from "./host.ts";
+import { libc } from "./libc.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 
 export interface ProbeOptions {
@@ -31,8 +43,10 @@ export interface ProbeCounters {
 /** Calls back with a batch of records laid out back to back, RECORD_SIZE apart. */
 export type BatchHandler = (view: DataView, count: number) => void;
 
-export class ProbeLoadError extends Error {
+/** The probe could not be loaded or attached; the message is the diagnosis. */
+export class ProbeLoadError extends ExitError {
   override name = "ProbeLoadError";
+  override readonly context = "cannot start the kernel probe";
 }
 
 /** Mirrors of struct probe_counters (.bss) and struct probe_switches (.data) in bpf/accesslog.h. */
@@ -63,14 +77,10 @@ export const CONN_STATE_SIZE = 24;
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
 const BPF_F_NO_PREALLOC = 1;
-const BPF_TEST_RUN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: sz@0, ctx_in@32, ctx_size_in@48, retval@56
-const BPF_MAP_BATCH_OPTS_SIZE = 24; // { size_t sz; __u64 elem_flags; __u64 flags; }
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
-const ENOENT = 2;
-const BPF_OBJECT_OPEN_OPTS_SIZE = 80; // libbpf 1.1, x86-64: see bun-ffi-libbpf-notes
+const { EACCES, ENOENT, EPERM } = constants.errno;
 const VERIFIER_LOG_BYTES = 1 << 20;
 const STAGING_RECORDS = 4096;
-const BTF_PATH = "/sys/kernel/btf/vmlinux";
 
 export class Probe {
   #bpf: Libbpf;
@@ -100,11 +110,11 @@ export class Probe {
   #keyValues = new Uint8Array(KEYS_PER_LOOKUP * CONN_STATE_SIZE);
   #keyCount = new Uint32Array(1);
   #batchTokens = [new BigUint64Array(1), new BigUint64Array(1)] as const;
-  #batchOpts = bytesWithSize(BPF_MAP_BATCH_OPTS_SIZE);
+  #batchOpts = new OptionStruct(BPF_MAP_BATCH_OPTS).bytes;
   #reportBytes = new Uint8Array(RECORD_SIZE * REPORT_BATCH);
   #reportView = new DataView(this.#reportBytes.buffer);
   #reportArgs = new BigUint64Array(1);
-  #testRunOpts = bytesWithSize(BPF_TEST_RUN_OPTS_SIZE);
+  #testRunOpts = new OptionStruct(BPF_TEST_RUN_OPTS);
 
   /** Connections already open at start-up that were added to the kernel's tracking. */
   seededConnections = 0;
@@ -150,17 +160,16 @@ export class Probe {
     const objectBytes = await Bun.file(objectPath).bytes();
     const name = cString("kmesh_accesslog");
     const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
-    const optsBytes = bytesWithSize(BPF_OBJECT_OPEN_OPTS_SIZE);
-    const opts = new DataView(optsBytes.buffer);
-    opts.setBigUint64(8, BigInt(ptr(name)), true);
-    opts.setBigUint64(56, BigInt(ptr(log)), true);
-    opts.setBigUint64(64, BigInt(log.byteLength), true);
-    opts.setUint32(72, 0, true); // 0: libbpf retries a failed load with the log on
-    this.#keepAlive.push(objectBytes, name, log, optsBytes);
+    const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
+      .set("object_name", ptr(name))
+      .set("kernel_log_buf", ptr(log))
+      .set("kernel_log_size", log.byteLength)
+      .set("kernel_log_level", 0); // 0: libbpf retries a failed load with the log on
+    this.#keepAlive.push(objectBytes, name, log, opts.bytes);
 
     this.#object = pointer(
       "open the BPF object",
-      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, optsBytes),
+      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts.bytes),
     );
     status(
       "size the ring buffer",
@@ -179,9 +188,8 @@ export class Probe {
     this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
     this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(this.#map("connections")));
     this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
-    const testRun = new DataView(this.#testRunOpts.buffer);
-    testRun.setBigUint64(32, BigInt(ptr(this.#reportArgs)), true); // ctx_in: report_open's one argument
-    testRun.setUint32(48, this.#reportArgs.byteLength, true); // ctx_size_in
+    // report_open's one argument
+    this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
     this.seededConnections = this.#seedOpenConnections();
 
     this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
@@ -199,7 +207,7 @@ export class Probe {
   // before the probe was attached become tracked (and periodically reported).
   // It writes one byte per connection added.
   #seedOpenConnections(): number {
-    const { lib, libc, pointer, status, libcStatus } = this.#bpf;
+    const { lib, pointer, status, libcStatus } = this.#bpf;
     const link = pointer("attach seed_open", lib.bpf_program__attach_iter(this.#program("seed_open"), null));
     try {
       const fd = status("start seeding open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
@@ -236,7 +244,7 @@ export class Probe {
       this.#malformed++;
       return 0;
     }
-    this.#bpf.libc.memcpy((this.#stagingPtr + this.#staged * RECORD_SIZE) as Pointer, data, RECORD_SIZE);
+    libc.memcpy((this.#stagingPtr + this.#staged * RECORD_SIZE) as Pointer, data, RECORD_SIZE);
     this.#staged++;
     return this.#staged === STAGING_RECORDS ? -1 : 0;
   }
@@ -307,7 +315,7 @@ export class Probe {
     for (let i = 0; i < count; i++) view.setBigUint64(i * RECORD_SIZE + RECORD_FIELDS.sock_id.offset, keys[start + i]!, true);
     status("hand the open connections to the kernel", lib.bpf_map_update_elem(this.#reportBatchFd, this.#zeroKey, bytes, 0));
     this.#reportArgs[0] = BigInt(count);
-    status("run report_open", lib.bpf_prog_test_run_opts(this.#reportProgramFd, this.#testRunOpts));
+    status("run report_open", lib.bpf_prog_test_run_opts(this.#reportProgramFd, this.#testRunOpts.bytes));
     status("read the report of open connections", lib.bpf_map_lookup_elem(this.#reportBatchFd, this.#zeroKey, bytes));
     let kept = 0;
     for (let i = 0; i < count; i++) {
@@ -380,44 +388,22 @@ export class Probe {
  * /proc may be hidden from the agent).
  */
 export function runTimeAllocationAllowed(release: string): boolean {
-  const match = /^(\d+)\.(\d+)/.exec(release);
-  if (!match) return false;
-  const [major, minor] = [Number(match[1]), Number(match[2])];
-  return major > 6 || (major === 6 && minor >= 1);
+  const version = parseKernelRelease(release);
+  return version !== null && atLeast(version, { major: 6, minor: 1 });
 }
 
-/** A zeroed buffer for a libbpf opts struct whose first field, sz, holds its size. */
-function bytesWithSize(size: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  new DataView(bytes.buffer).setBigUint64(0, BigInt(size), true);
-  return bytes;
-}
-
-const CAP_SYS_ADMIN = 21;
-const CAP_PERFMON = 38;
-const CAP_BPF = 39;
-const EPERM = 1;
-const EACCES = 13;
-
-function effectiveCapabilities(): bigint {
+function ownStatus(): string {
   try {
-    const line = readFileSync("/proc/self/status", "utf8").match(/^CapEff:\s*([0-9a-f]+)$/m);
-    return line?.[1] ? BigInt(`0x${line[1]}`) : 0n;
+    return readFileSync("/proc/self/status", "utf8");
   } catch {
-    return 0n;
+    return "";
   }
-}
-
-function hasCapability(caps: bigint, cap: number): boolean {
-  return (caps & (1n << BigInt(cap))) !== 0n;
 }
 
 /** One line (plus the verifier's own words when it refused) a user can act on. */
 function diagnose(error: unknown, verifierLog: string): string {
   if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
-  const caps = effectiveCapabilities();
-  const privileged = hasCapability(caps, CAP_SYS_ADMIN) || (hasCapability(caps, CAP_BPF) && hasCapability(caps, CAP_PERFMON));
-  if ((error.errno === EPERM || error.errno === EACCES) && !privileged) {
+  if ((error.errno === EPERM || error.errno === EACCES) && !mayLoadBpf(effectiveCapabilities(ownStatus()))) {
     const who = process.geteuid?.() === 0 ? "running as root but without CAP_BPF and CAP_PERFMON" : "not running as root";
     return `${error.message} (${who}): run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)`;
   }

@@ -3,8 +3,9 @@
 // RECORD_FIELDS is checked against the object's BTF by a separate layout test.
 //
 // This runs once per event: RecordView reads straight from the DataView and allocates nothing
-// (address texts are cached; times are two small objects); decodeRecord makes a ConnEvent of its own for anyone who keeps one.
+// (address texts are cached, src/address.ts; times are two small objects).
 
+import { AddressTexts, isV4Mapped } from "../address.ts";
 import { monotonicFromHalves, type Timespec } from "./clock.ts";
 
 /** Size of `struct conn_record` in bytes. */
@@ -34,8 +35,6 @@ export const RECORD_FIELDS = {
   reserved: { offset: 108, size: 4 },
 } as const satisfies Record<string, { offset: number; size: number }>;
 
-export type RecordFieldName = keyof typeof RECORD_FIELDS;
-
 export const DIRECTION_OUTBOUND = 1;
 export const DIRECTION_INBOUND = 2;
 
@@ -61,22 +60,8 @@ export const BPF_TCP = {
   NEW_SYN_RECV: 12,
 } as const;
 
-/** `BPF_TCP_STATE_NAMES[n]` is the name of state n; index 0 is not a state. */
-export const BPF_TCP_STATE_NAMES: readonly string[] = [
-  "",
-  "BPF_TCP_ESTABLISHED",
-  "BPF_TCP_SYN_SENT",
-  "BPF_TCP_SYN_RECV",
-  "BPF_TCP_FIN_WAIT1",
-  "BPF_TCP_FIN_WAIT2",
-  "BPF_TCP_TIME_WAIT",
-  "BPF_TCP_CLOSE",
-  "BPF_TCP_CLOSE_WAIT",
-  "BPF_TCP_LAST_ACK",
-  "BPF_TCP_LISTEN",
-  "BPF_TCP_CLOSING",
-  "BPF_TCP_NEW_SYN_RECV",
-];
+/** `BPF_TCP_STATE_NAMES[n]` is the name of state n (BPF_TCP lists them in order from 1); index 0 is not a state. */
+export const BPF_TCP_STATE_NAMES: readonly string[] = ["", ...Object.keys(BPF_TCP).map((name) => `BPF_TCP_${name}`)];
 
 /** The `BPF_TCP_*` name of a state; `BPF_TCP_<n>` for a number outside the enum. */
 export function tcpStateName(state: number): string {
@@ -131,9 +116,6 @@ const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 const TWO_32 = 4294967296;
 
-// Decimal text of 0..255, so that IPv4 text costs only the concatenation.
-const DEC_BYTE: readonly string[] = Array.from({ length: 256 }, (_, i) => String(i));
-
 // The CLOCK_MONOTONIC time in the u64 at `at`, exactly.
 function monotonicAt(view: DataView, at: number): Timespec {
   return monotonicFromHalves(view.getUint32(at + (LE ? 4 : 0), LE), view.getUint32(at + (LE ? 0 : 4), LE));
@@ -179,6 +161,7 @@ const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
  * fields when asked. The fields are ConnEvent's, with the same meaning.
  */
 export class RecordView implements ConnEvent {
+  readonly #texts = new AddressTexts();
   #view: DataView = EMPTY_VIEW;
   #at = 0;
   family: 4 | 6 = 4;
@@ -216,17 +199,17 @@ export class RecordView implements ConnEvent {
     const dst = offset + DST_ADDR;
     if (rawFamily === AF_INET) {
       this.family = 4;
-      this.srcAddr = ipv4Text(view, src);
-      this.dstAddr = ipv4Text(view, dst);
+      this.srcAddr = this.#texts.ipv4(view, src);
+      this.dstAddr = this.#texts.ipv4(view, dst);
     } else if (rawFamily === AF_INET6) {
       if (isMappedPair(view, src, dst)) {
         this.family = 4;
-        this.srcAddr = ipv4Text(view, src + 12);
-        this.dstAddr = ipv4Text(view, dst + 12);
+        this.srcAddr = this.#texts.ipv4(view, src + 12);
+        this.dstAddr = this.#texts.ipv4(view, dst + 12);
       } else {
         this.family = 6;
-        this.srcAddr = ipv6Text(view, src);
-        this.dstAddr = ipv6Text(view, dst);
+        this.srcAddr = this.#texts.ipv6(view, src);
+        this.dstAddr = this.#texts.ipv6(view, dst);
       }
     } else {
       throw new RecordError("family", `unknown address family ${rawFamily}`);
@@ -281,71 +264,6 @@ export class RecordView implements ConnEvent {
   }
 }
 
-/**
- * Decode the record of `length` bytes at `offset` in `view` into a ConnEvent of its own. Throws
- * RecordError for a record that is too short or carries an unknown family, direction or state.
- * Bytes beyond RECORD_SIZE are ignored (a newer kernel side may append fields).
- */
-export function decodeRecord(view: DataView, offset = 0, length: number = view.byteLength - offset): ConnEvent {
-  const r = new RecordView().select(view, offset, length);
-  return {
-    start: r.start,
-    report: r.report,
-    sentBytes: r.sentBytes,
-    receivedBytes: r.receivedBytes,
-    sockId: r.sockId,
-    family: r.family,
-    srcAddr: r.srcAddr,
-    dstAddr: r.dstAddr,
-    srcPort: r.srcPort,
-    dstPort: r.dstPort,
-    direction: r.direction,
-    state: r.state,
-    packetsLost: r.packetsLost,
-    retransmissions: r.retransmissions,
-    srttUs: r.srttUs,
-    minRttUs: r.minRttUs,
-    netns: r.netns,
-    error: r.error,
-    flags: r.flags,
-  };
-}
-
-// Address texts are cached: a node talks to the same few thousand addresses over and over, and
-// the same string instance each time means no new string per record and Map lookups by address
-// (the pod index) that hash it once. The caches are direct-mapped by a hash of the address
-// bytes, so that a lookup is a multiplication and a compare, and a node that sees many distinct
-// addresses only replaces entries (a new string for an address that lost its slot).
-const V4_SLOTS = 1 << 14;
-const v4Words = new Float64Array(V4_SLOTS).fill(-1); // never a u32
-const v4Texts: string[] = new Array<string>(V4_SLOTS).fill("");
-const V6_SLOTS = 1 << 12;
-const v6Words = new Int32Array(V6_SLOTS * 4);
-const v6Texts: (string | undefined)[] = new Array<string | undefined>(V6_SLOTS).fill(undefined);
-
-function dottedQuad(word: number): string {
-  return `${DEC_BYTE[word >>> 24]!}.${DEC_BYTE[(word >>> 16) & 255]!}.${DEC_BYTE[(word >>> 8) & 255]!}.${DEC_BYTE[word & 255]!}`;
-}
-
-/** Dotted-quad text of the 4 bytes at `at`. */
-export function ipv4Text(view: DataView, at: number): string {
-  const word = view.getUint32(at, false);
-  const slot = Math.imul(word, 0x9e3779b1) >>> 18; // Fibonacci hashing: the top 14 bits
-  if (v4Words[slot] === word) return v4Texts[slot]!;
-  const text = dottedQuad(word);
-  v4Words[slot] = word;
-  v4Texts[slot] = text;
-  return text;
-}
-
-function isV4Mapped(view: DataView, at: number): boolean {
-  return (
-    view.getUint32(at, false) === 0 &&
-    view.getUint32(at + 4, false) === 0 &&
-    view.getUint32(at + 8, false) === 0xffff
-  );
-}
-
 function isUnspecified(view: DataView, at: number): boolean {
   return (
     view.getUint32(at, false) === 0 &&
@@ -364,62 +282,4 @@ function isMappedPair(view: DataView, src: number, dst: number): boolean {
     (srcMapped && (dstMapped || isUnspecified(view, dst))) ||
     (dstMapped && isUnspecified(view, src))
   );
-}
-
-/**
- * RFC 5952 text of the 16 bytes at `at`: lowercase hex, no leading zeros, the longest run of two
- * or more zero groups (the first one on a tie) replaced by `::`. An IPv4-mapped address on its
- * own is written `::ffff:a.b.c.d` (RFC 5952 section 5); decodeRecord turns a mapped pair into
- * IPv4 before it gets here.
- */
-export function ipv6Text(view: DataView, at: number): string {
-  const w0 = view.getInt32(at, false);
-  const w1 = view.getInt32(at + 4, false);
-  const w2 = view.getInt32(at + 8, false);
-  const w3 = view.getInt32(at + 12, false);
-  const slot = Math.imul(w0 ^ Math.imul(w1, 31) ^ Math.imul(w2, 961) ^ Math.imul(w3, 0x9e3779b1), 0x9e3779b1) >>> 20;
-  const i = slot * 4;
-  const cached = v6Texts[slot];
-  if (cached !== undefined && v6Words[i] === w0 && v6Words[i + 1] === w1 && v6Words[i + 2] === w2 && v6Words[i + 3] === w3) {
-    return cached;
-  }
-  const text = rfc5952Text(view, at);
-  v6Words[i] = w0;
-  v6Words[i + 1] = w1;
-  v6Words[i + 2] = w2;
-  v6Words[i + 3] = w3;
-  v6Texts[slot] = text;
-  return text;
-}
-
-function rfc5952Text(view: DataView, at: number): string {
-  if (isV4Mapped(view, at)) return "::ffff:" + ipv4Text(view, at + 12);
-
-  // Find the longest zero run without storing the groups: read each group again when writing.
-  let bestStart = -1;
-  let bestLength = 1; // a run must be longer than this to count
-  let runStart = -1;
-  for (let i = 0; i < 8; i++) {
-    if (view.getUint16(at + 2 * i, false) === 0) {
-      if (runStart < 0) runStart = i;
-      if (i - runStart + 1 > bestLength) {
-        bestStart = runStart;
-        bestLength = i - runStart + 1;
-      }
-    } else {
-      runStart = -1;
-    }
-  }
-
-  let text = "";
-  for (let i = 0; i < 8; i++) {
-    if (i === bestStart) {
-      text += "::";
-      i += bestLength - 1;
-      continue;
-    }
-    if (text.length > 0 && i !== bestStart + bestLength) text += ":";
-    text += view.getUint16(at + 2 * i, false).toString(16);
-  }
-  return text;
 }

@@ -1,6 +1,6 @@
 /**
  * A local Kubernetes API server of our own for tests: HTTPS on 127.0.0.1 (a certificate made now
- * by openssl, see kubelet-server.ts), a bearer token required, and the real list/watch protocol
+ * by openssl, see ../support/kubelet-server.ts), a bearer token required, and the real list/watch protocol
  * for Services, EndpointSlices and Pods:
  *   GET <path>?limit=&continue=                        a paginated list with metadata.resourceVersion
  *   GET <path>?watch=1&resourceVersion=R&allowWatchBookmarks=true&timeoutSeconds=T
@@ -19,7 +19,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server } from "bun";
-import { makeCertificates } from "./kubelet-server.ts";
+import { makeCertificates } from "../support/kubelet-server.ts";
 
 export type Kind = "services" | "endpointslices" | "pods";
 

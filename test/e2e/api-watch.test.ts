@@ -7,15 +7,15 @@
  * Needs openssl. Run: `bun test test/e2e/api-watch.test.ts`.
  */
 import { describe, expect, test } from "bun:test";
-import { ApiClient } from "../../src/kube/api-client.ts";
-import { kubeconfigSettings } from "../../src/kube/api-config.ts";
-import { ApiSource } from "../../src/kube/api-source.ts";
-import { ClusterIndex } from "../../src/kube/cluster-index.ts";
+import { ApiClient } from "../../src/kube/apiserver/client.ts";
+import { kubeconfigSettings } from "../../src/kube/apiserver/settings.ts";
+import { ApiSource } from "../../src/kube/apiserver/source.ts";
+import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { requirement } from "../support/require.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { until } from "./kubelet-agent.ts";
-import { pod } from "./kubelet-pods.ts";
-import { kubeletUnavailableReason } from "./kubelet-server.ts";
+import { pod } from "../support/kubelet-pods.ts";
+import { kubeletUnavailableReason } from "../support/kubelet-server.ts";
 
 const ready = requirement(kubeletUnavailableReason() === null, kubeletUnavailableReason() ?? "") === null;
 

@@ -91,8 +91,8 @@ c.execv(args[0], argv);
 throw new Error("execv " + command[0] + " failed");
 `;
 
-/** argv prefix that runs the rest of argv under `program`. */
-export function seccompExec(program: Insn[]): string[] {
+/** argv prefix that runs the rest of argv under `program`; `bun` is the Bun executable that loads it. */
+export function seccompExec(program: Insn[], bun = process.execPath): string[] {
   const bytes = Buffer.alloc(program.length * 8);
   program.forEach((insn, i) => {
     bytes.writeUInt16LE(insn.code, i * 8);
@@ -100,5 +100,5 @@ export function seccompExec(program: Insn[]): string[] {
     bytes.writeUInt8(insn.jf, i * 8 + 3);
     bytes.writeUInt32LE(insn.k >>> 0, i * 8 + 4);
   });
-  return [process.execPath, "-e", SCRIPT, String(SYSCALLS[process.arch]!.seccomp), bytes.toString("hex")];
+  return [bun, "-e", SCRIPT, String(SYSCALLS[process.arch]!.seccomp), bytes.toString("hex")];
 }

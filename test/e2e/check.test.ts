@@ -9,11 +9,12 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } f
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { AGENT_BINARY } from "./agent.ts";
-import { kubeletUnavailableReason, startKubelet } from "./kubelet-server.ts";
-import { pod } from "./kubelet-pods.ts";
+import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-server.ts";
+import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
 import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
 import { BPF_OK, btfLine, cgroupLine, check, KERNEL_LINE, NO_API, probeOk, rootCheckLines, run, SKIPPED, systemLibbpfVersion } from "./check-support.ts";
+import { ALLOW_BPF, GRANT } from "../support/check-fixes.ts";
 
 const it = testIf(
   IS_ROOT && existsSync(AGENT_BINARY) && ["setpriv", "unshare", "chroot", "ldd"].every(hasCommand),
@@ -28,12 +29,6 @@ const withSeccomp = testIf(
   `needs root, the compiled binary and a known system call table (x64 or arm64; this is ${process.arch})`,
 );
 
-const GRANT =
-  "run as root, or grant CAP_BPF and CAP_PERFMON (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; " +
-  "Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
-const ALLOW_BPF =
-  "allow bpf() in the seccomp profile (Kubernetes: seccompProfile RuntimeDefault of a runtime that knows CAP_BPF, or a " +
-  "Localhost profile allowing bpf; systemd: add bpf to SystemCallFilter=) and in the security module's policy (AppArmor, SELinux)";
 
 describe("check", () => {
   it("as root on this machine: every prerequisite is there, exit 0", async () => {

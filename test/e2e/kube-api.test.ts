@@ -18,7 +18,7 @@ import { freePort, metrics } from "./admin-support.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { type PodIdentity, podEntry, startKubeletAgent, until } from "./kubelet-agent.ts";
-import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "./kubelet-server.ts";
+import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 

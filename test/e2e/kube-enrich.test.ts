@@ -1,6 +1,6 @@
 /**
  * Pod names from the kubelet, end to end: the compiled agent reads a local HTTPS kubelet of ours
- * (kubelet-server.ts: a certificate made now by openssl, a bearer token required, real-shaped
+ * (../support/kubelet-server.ts: a certificate made now by openssl, a bearer token required, real-shaped
  * PodList JSON) that describes the pods of a throw-away test node, and names both ends of real
  * connections between them. Also: a pod listed 100 ms before its first connection is named; a
  * kubelet that is down at start, then up; 401, 403, garbage, invalid, slow and TLS failures each
@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Agent, agentUnavailableReason, matchConnection } from "./agent.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { exchangeLines, expectedNames, namesOf, type PodIdentity, podEntry, startKubeletAgent, until } from "./kubelet-agent.ts";
-import { busyNodePodList } from "./kubelet-pods.ts";
-import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "./kubelet-server.ts";
+import { busyNodePodList } from "../support/kubelet-pods.ts";
+import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 

@@ -6,7 +6,7 @@ import { type Agent, agentUnavailableReason } from "./agent.ts";
 import { freePort, metrics, waitReady } from "./admin-support.ts";
 import { exchange } from "./exchange.ts";
 import { exchangeLines, podEntry, startKubeletAgent } from "./kubelet-agent.ts";
-import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "./kubelet-server.ts";
+import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { createTestNode, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 

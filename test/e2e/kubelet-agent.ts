@@ -1,12 +1,12 @@
 /**
- * Glue between the test node (node.ts), the local kubelet (kubelet-server.ts) and the agent runner
+ * Glue between the test node (node.ts), the local kubelet (../support/kubelet-server.ts) and the agent runner
  * (agent.ts) for the enrichment tests: the PodList entry of a test pod, an agent pointed at the
  * local kubelet, and the two lines of one exchange.
  */
 import { type AccessLogEntry, type Agent, matchConnection, startAgent } from "./agent.ts";
 import { type ExchangeOptions, exchange } from "./exchange.ts";
-import { pod } from "./kubelet-pods.ts";
-import type { LocalKubelet } from "./kubelet-server.ts";
+import { pod } from "../support/kubelet-pods.ts";
+import type { LocalKubelet } from "../support/kubelet-server.ts";
 import type { Pod } from "./node.ts";
 
 export interface PodIdentity {

@@ -1,6 +1,8 @@
 // The command line as tests meet it: in-process (parse only, no agent starts)
 // or as `bun src/main.ts`, the way a user meets its messages and exit codes.
-import { parseCommandLine, type RunOptions, UsageError } from "../../src/cli.ts";
+import { parseCommandLine } from "../../src/cli.ts";
+import { UsageError } from "../../src/errors.ts";
+import type { RunOptions } from "../../src/options.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 

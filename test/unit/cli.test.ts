@@ -1,12 +1,15 @@
-// The command line's contract: a mistake is one line on stderr and exit code 2;
-// --help and --version exit 0; good values reach RunOptions checked and typed.
-// Mistakes are tested through `bun src/main.ts`, the way a user meets them
-// (the compiled binary is someone else's build); good values in-process, so no
-// agent starts.
-import { runCli } from "../support/cli.ts";
+// The command line's contract (src/cli.ts, from the flag table in src/options.ts): a mistake is
+// one line on stderr and exit code 2; --help and --version exit 0; good values reach RunOptions
+// (or check's options) checked and typed. Mistakes are tested through `bun src/main.ts`, the way a
+// user meets them (the compiled binary is someone else's build); good values in-process, so no
+// agent starts. By area: run's own flags, the runtime-control flags, the kubelet and filter
+// flags, the API-server flags, check's, and the kmeshctl-style client commands.
 import { describe, expect, test } from "bun:test";
-import { parseCommandLine, type Invocation } from "../../src/cli.ts";
 import packageJson from "../../package.json" with { type: "json" };
+import { parseCommandLine, type Invocation } from "../../src/cli.ts";
+import { UsageError } from "../../src/errors.ts";
+import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES } from "../../src/options.ts";
+import { runCli, runOptions, usageError } from "../support/cli.ts";
 
 describe("a mistake is one line on stderr and exit code 2", () => {
   const cases: [args: string[], message: string][] = [
@@ -64,18 +67,20 @@ describe("--help and --version", () => {
   });
 });
 
+/** The defaults of the runtime-control flags (and the cluster domain). */
+const RUNTIME_CONTROL_DEFAULTS = {
+  monitoring: true,
+  accesslog: undefined,
+  connectionMetrics: undefined,
+  reportInterval: 5,
+  adminAddr: { host: "127.0.0.1", port: 15200 },
+  lockFile: "/run/kmesh-accesslog/agent.lock",
+  logLevel: "info",
+  clusterDomain: "cluster.local",
+} as const;
+
 describe("good values become RunOptions", () => {
-  /** Defaults of the runtime-control flags (tested in admin-cli.test.ts). */
-  const control = {
-    monitoring: true,
-    accesslog: undefined,
-    connectionMetrics: undefined,
-    reportInterval: 5,
-    adminAddr: { host: "127.0.0.1", port: 15200 },
-    lockFile: "/run/kmesh-accesslog/agent.lock",
-    logLevel: "info",
-    clusterDomain: "cluster.local",
-  } as const;
+  const control = RUNTIME_CONTROL_DEFAULTS;
 
   test("defaults", () => {
     expect(parseCommandLine([])).toEqual<Invocation>({
@@ -116,5 +121,250 @@ describe("good values become RunOptions", () => {
 
   test("--version wins over the run options", () => {
     expect(parseCommandLine(["--output", "json", "--version"])).toEqual({ command: "version" });
+  });
+});
+
+describe("run: runtime-control flags", () => {
+  const options = runOptions;
+
+  test("defaults: monitoring on, accesslog and connection metrics as Kmesh starts them, admin API on 127.0.0.1:15200", () => {
+    expect(options()).toMatchObject(RUNTIME_CONTROL_DEFAULTS);
+  });
+
+  test.each([
+    [["--accesslog=false"], { accesslog: false }],
+    [["--accesslog"], { accesslog: true }],
+    [["--accesslog", "F"], { accesslog: false }],
+    [["--connection-metrics"], { connectionMetrics: true }],
+    [["--connection-metrics=1"], { connectionMetrics: true }],
+    [["--monitoring=False"], { monitoring: false }],
+    [["--monitoring=false", "--accesslog=false"], { monitoring: false, accesslog: false }],
+    [["--report-interval", "0.5"], { reportInterval: 0.5 }],
+    [["--admin-addr", ""], { adminAddr: null }],
+    [["--admin-addr="], { adminAddr: null }],
+    [["--no-admin-api"], { adminAddr: null }],
+    [["--no-admin-api", "--admin-addr", "[::1]:15201"], { adminAddr: null }],
+    [["--admin-addr", "[::1]:15201"], { adminAddr: { host: "::1", port: 15201 } }],
+    [["--admin-addr=localhost:9"], { adminAddr: { host: "localhost", port: 9 } }],
+    [["--lock-file", "/tmp/x.lock"], { lockFile: "/tmp/x.lock" }],
+    [["--log-level", "debug"], { logLevel: "debug" }],
+  ])("%j", (args, expected) => {
+    expect(options(...args)).toMatchObject(expected);
+    expect(options("run", ...args)).toMatchObject(expected);
+  });
+});
+
+describe("run: --max-buffered-output", () => {
+  const run = (...flags: string[]) => runOptions("run", ...flags);
+
+  test("bytes with K, M, G suffixes; the sink's default when not given", () => {
+    expect(run("--max-buffered-output", "256K").maxBufferedOutput).toBe(256 * 1024);
+    expect(run("--max-buffered-output", "64M").maxBufferedOutput).toBe(64 << 20);
+    expect(run("--max-buffered-output=4096").maxBufferedOutput).toBe(4096);
+    expect(run().maxBufferedOutput).toBeUndefined();
+    expect(DEFAULT_MAX_BUFFERED_OUTPUT_BYTES).toBe(64 << 20);
+  });
+
+  test("refused outside 4K..1G, with what is expected", () => {
+    for (const value of ["1K", "4095", "2G", "lots"]) {
+      expect(() => run("--max-buffered-output", value)).toThrow(
+        `invalid value for --max-buffered-output: ${JSON.stringify(value)} (expected a number of bytes from 4K to 1G, e.g. 64M)`,
+      );
+    }
+  });
+});
+
+describe("run: kubelet and filter flags", () => {
+  test("not given: undefined, so that kube/kubelet/settings.ts applies the defaults", () => {
+    const o = runOptions();
+    for (const key of ["kubeletHost", "kubeletUrl", "kubeletTokenFile", "kubeletCaFile", "kubeletRefresh", "kubeletHold", "noKubelet", "namespace", "excludeNamespace", "pod"] as const) {
+      expect(o[key]).toBeUndefined();
+    }
+  });
+
+  test("given: checked values; the filters repeat", () => {
+    expect(
+      runOptions(
+        "--kubelet-url", "https://10.0.0.5:10250/pods",
+        "--kubelet-token-file", "/run/token",
+        "--kubelet-ca-file", "/run/ca.crt",
+        "--kubelet-refresh", "2.5",
+        "--kubelet-hold", "0",
+        "--namespace", "shop", "--namespace=prod",
+        "--exclude-namespace", "kube-system",
+        "--pod", "web-0", "--pod", "db-7d4b9c8f6d-x2x9q",
+      ),
+    ).toMatchObject({
+      kubeletUrl: "https://10.0.0.5:10250/pods",
+      kubeletTokenFile: "/run/token",
+      kubeletCaFile: "/run/ca.crt",
+      kubeletRefresh: 2.5,
+      kubeletHold: 0,
+      namespace: ["shop", "prod"],
+      excludeNamespace: ["kube-system"],
+      pod: ["web-0", "db-7d4b9c8f6d-x2x9q"],
+    });
+    expect(runOptions("run", "--no-kubelet").noKubelet).toBe(true);
+    expect(runOptions("--kubelet-insecure-skip-tls-verify", "--kubelet-host", "fd00::5").kubeletInsecureSkipTlsVerify).toBe(true);
+  });
+
+  test.each([
+    [["--kubelet-url", "ftp://x/pods"], 'invalid value for --kubelet-url: "ftp://x/pods" (expected an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods)'],
+    [["--kubelet-url", "10.0.0.5:10250"], 'invalid value for --kubelet-url: "10.0.0.5:10250" (expected an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods)'],
+    [["--kubelet-host", "a b"], 'invalid value for --kubelet-host: "a b" (expected a host name or IP address)'],
+    [["--kubelet-refresh", "0.5"], 'invalid value for --kubelet-refresh: "0.5" (expected a number of seconds from 1 to 3600)'],
+    [["--kubelet-hold", "61"], 'invalid value for --kubelet-hold: "61" (expected a number of seconds from 0 to 60)'],
+    [["--kubelet-hold"], "missing value for --kubelet-hold (expected a number of seconds from 0 to 60)"],
+    [["--namespace", "Shop"], `invalid value for --namespace: "Shop" (expected a namespace name (lower-case letters, digits, '-'))`],
+    [["--exclude-namespace", "a_b"], `invalid value for --exclude-namespace: "a_b" (expected a namespace name (lower-case letters, digits, '-'))`],
+    [["--pod=-web"], `invalid value for --pod: "-web" (expected a pod name (lower-case letters, digits, '-', '.'))`],
+    [["--no-kubelet", "--namespace", "shop"], "--namespace needs the kubelet's pod list: it cannot be used with --no-kubelet"],
+    [["--no-kubelet", "--kubelet-url", "https://x/pods"], "--kubelet-url needs the kubelet's pod list: it cannot be used with --no-kubelet"],
+    [["--kubelet-ca-file", "/ca", "--kubelet-insecure-skip-tls-verify"], "--kubelet-ca-file and --kubelet-insecure-skip-tls-verify contradict each other: give one of them"],
+    [["--kubelet-insecure"], "unknown flag --kubelet-insecure (did you mean --kubelet-insecure-skip-tls-verify?)"],
+  ])("%j is refused", (argv, message) => {
+    expect(usageError(...argv)).toBe(message);
+  });
+});
+
+describe("run: API-server flags", () => {
+  test("defaults and given values", () => {
+    expect(runOptions()).toMatchObject({ clusterDomain: "cluster.local", kubeApi: undefined, noKubeApi: undefined, kubeconfig: undefined });
+    expect(runOptions("--kube-api", "--kubeconfig", "/k/config", "--cluster-domain", "corp.example")).toMatchObject({
+      kubeApi: true,
+      kubeconfig: "/k/config",
+      clusterDomain: "corp.example",
+    });
+  });
+  test("contradictions and bad values are one usage line", () => {
+    expect(usageError("--kube-api", "--no-kube-api")).toBe("--kube-api and --no-kube-api contradict each other: give one of them");
+    expect(usageError("--no-kube-api", "--kubeconfig", "/k")).toBe("--kubeconfig needs the API server: it cannot be used with --no-kube-api");
+    expect(usageError("--cluster-domain", "Bad_Domain")).toBe('invalid value for --cluster-domain: "Bad_Domain" (expected a DNS domain, e.g. cluster.local)');
+  });
+  test("filters without the kubelet are fine when the API server is asked for", () => {
+    expect(runOptions("--no-kubelet", "--kube-api", "--namespace", "shop").namespace).toEqual(["shop"]);
+    expect(usageError("--no-kubelet", "--namespace", "shop")).toContain("--no-kubelet");
+  });
+});
+
+describe("check command line", () => {
+  /** check's options when no flag is given. */
+  const none = {
+    libbpf: undefined,
+    kubeletHost: undefined,
+    kubeletUrl: undefined,
+    kubeletTokenFile: undefined,
+    kubeletCaFile: undefined,
+    kubeletInsecureSkipTlsVerify: undefined,
+    noKubelet: undefined,
+    kubeApi: undefined,
+    noKubeApi: undefined,
+    kubeconfig: undefined,
+  };
+
+  test("flags reach the options", () => {
+    expect(parseCommandLine(["check"])).toEqual({ command: "check", options: { ...none, json: false } });
+    expect(parseCommandLine(["check", "--json", "--no-kubelet", "--libbpf", "/x/libbpf.so.1"])).toEqual({
+      command: "check",
+      options: { ...none, json: true, noKubelet: true, libbpf: "/x/libbpf.so.1" },
+    });
+    expect(parseCommandLine(["check", "--kubeconfig", "/root/.kube/config"])).toEqual({
+      command: "check",
+      options: { ...none, json: false, kubeconfig: "/root/.kube/config" },
+    });
+    expect(parseCommandLine(["check", "--no-kube-api"])).toEqual({ command: "check", options: { ...none, json: false, noKubeApi: true } });
+    expect(
+      parseCommandLine([
+        "check",
+        "--kubelet-url",
+        "https://127.0.0.1:10250/pods",
+        "--kubelet-token-file",
+        "/t",
+        "--kubelet-insecure-skip-tls-verify",
+      ]),
+    ).toEqual({
+      command: "check",
+      options: { ...none, json: false, kubeletUrl: "https://127.0.0.1:10250/pods", kubeletTokenFile: "/t", kubeletInsecureSkipTlsVerify: true },
+    });
+  });
+
+  const mistakes: [string[], string][] = [
+    [["check", "--no-kubelet", "--kubelet-host", "10.0.0.1"], "--kubelet-host needs the kubelet's pod list: it cannot be used with --no-kubelet"],
+    [
+      ["check", "--kubelet-ca-file", "/ca", "--kubelet-insecure-skip-tls-verify"],
+      "--kubelet-ca-file and --kubelet-insecure-skip-tls-verify contradict each other: give one of them",
+    ],
+    [["check", "--kube-api", "--no-kube-api"], "--kube-api and --no-kube-api contradict each other: give one of them"],
+    [["check", "--no-kube-api", "--kubeconfig", "/k"], "--kubeconfig needs the API server: it cannot be used with --no-kube-api"],
+    [["check", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
+    [["check", "--admin-addr"], "unknown flag --admin-addr"],
+    [["check", "--duration", "1"], "unknown flag --duration"],
+    [["check", "now"], 'unexpected argument "now"'],
+    [["check", "--kubelet-url", "ftp://x"], 'invalid value for --kubelet-url: "ftp://x" (expected an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods)'],
+  ];
+  test.each(mistakes)("%p is refused", (argv, message) => {
+    expect(() => parseCommandLine(argv)).toThrow(new UsageError(message));
+  });
+});
+
+describe("client commands: what they send", () => {
+  test.each([
+    [["accesslog", "enable"], { command: "accesslog", enable: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, adminAddr: { host: "::1", port: 1 } }],
+    [["status"], { command: "status", json: false, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["status", "--json"], { command: "status", json: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+  ])("%j", (args, expected) => {
+    expect(parseCommandLine(args)).toEqual(expected as never);
+  });
+
+  test("monitoring sends kmeshctl's requests in kmeshctl's order: --all, --accesslog, --workloadMetrics, --connectionMetrics", () => {
+    const args = ["monitoring", "--connectionMetrics", "enable", "--workloadMetrics", "disable", "--accesslog", "enable", "--all", "enable"];
+    expect(parseCommandLine(args)).toEqual({
+      command: "monitoring",
+      adminAddr: { host: "127.0.0.1", port: 15200 },
+      requests: [
+        { path: "/monitoring", enable: true },
+        { path: "/accesslog", enable: true },
+        { path: "/workload_metrics", enable: false },
+        { path: "/connection_metrics", enable: true },
+      ],
+    });
+    // kebab-case spellings work too
+    expect(parseCommandLine(["monitoring", "--connection-metrics", "disable"])).toMatchObject({
+      requests: [{ path: "/connection_metrics", enable: false }],
+    });
+  });
+});
+
+describe("runtime-control and client-command mistakes: one line on stderr, exit 2", () => {
+  const cases: [string[], string][] = [
+    [["--accesslog=yes"], 'invalid value for --accesslog: "yes" (expected true or false: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)'],
+    [["--monitoring=false", "--accesslog"], "--accesslog cannot be on while --monitoring is off"],
+    [["--monitoring=false", "--connection-metrics"], "--connection-metrics cannot be on while --monitoring is off"],
+    [["--report-interval", "0"], 'invalid value for --report-interval: "0" (expected a number of seconds from 0.1 to 86400)'],
+    [["--report-interval", "5s"], 'invalid value for --report-interval: "5s" (expected a number of seconds from 0.1 to 86400)'],
+    [["--admin-addr"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
+    [["--admin-addr", "--output", "json"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
+    [["--admin-addr", "15200"], 'invalid value for --admin-addr: "15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API)'],
+    [["--admin-addr", "::1:15200"], 'invalid value for --admin-addr: "::1:15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API)'],
+    [["--log-level", "trace"], 'invalid value for --log-level: "trace" (expected error, warn, info, debug)'],
+    [["--lock-file", "agent.lock"], 'invalid value for --lock-file: "agent.lock" (expected an absolute path)'],
+    [["accesslog"], "missing argument: accesslog enable or accesslog disable"],
+    [["accesslog", "on"], 'invalid value for accesslog: "on" (expected enable or disable)'],
+    [["accesslog", "kmesh-pod", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
+    [["accesslog", "enable", "x"], 'unexpected argument "x" (this command drives one agent: name it with --admin-addr)'],
+    [["accesslog", "enable", "--admin-addr", ""], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
+    [["accesslog", "enable", "--admin-addr"], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
+    [["accesslog", "enable", "--bogus"], "unknown flag --bogus"],
+    [["monitoring"], "nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable"],
+    [["monitoring", "--all", "on"], 'invalid value for --all: "on" (expected enable or disable)'],
+    [["monitoring", "--accesslog"], "missing value for --accesslog (expected enable or disable)"],
+    [["monitoring", "kmesh-pod", "--all", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
+    [["monitoring", "--workloadMetric", "enable"], "unknown flag --workloadMetric (did you mean --workloadMetrics?)"],
+    [["status", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
+    [["status", "now"], 'unexpected argument "now"'],
+  ];
+  test.concurrent.each(cases)("%j", async (args, message) => {
+    expect(await runCli(...args)).toEqual({ exitCode: 2, stderr: `kmesh-accesslog: ${message}\n`, stdout: "" });
   });
 });

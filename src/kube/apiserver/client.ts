@@ -1,0 +1,153 @@
+// Requests to the Kubernetes API server: one page of a list, and a watch whose events arrive as
+// they are read. Every failure is a value (kind + one-line detail, no secrets); nothing prints.
+// The bearer token file is read again every minute and after a 401 (projected tokens rotate).
+import * as v from "valibot";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
+import { ListSchema, StatusSchema } from "./objects.ts";
+import { LineSplitter, parseWatchEvent, type WatchEvent } from "./watch-stream.ts";
+
+export interface ApiServerConfig {
+  /** e.g. https://10.96.0.1:443 (no trailing slash) */
+  server: string;
+  /** a file holding the bearer token (in-cluster, kubeconfig tokenFile) */
+  tokenFile: string | null;
+  /** a bearer token given inline (kubeconfig token) */
+  token: string | null;
+  /** PEM text of the CA, or null: the system's roots */
+  ca: string | null;
+  /** PEM text of a client certificate and its key (kubeconfig client-certificate users) */
+  cert: string | null;
+  key: string | null;
+  insecureSkipTlsVerify: boolean;
+  /** where the settings came from, for messages: "in-cluster", "kubeconfig /root/.kube/config" */
+  origin: string;
+}
+
+export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; continue: string | null } | { ok: false; failure: Failure };
+
+/** A list page larger than this is refused. */
+const MAX_PAGE_BYTES = 256 << 20;
+export const LIST_TIMEOUT_MS = 60_000;
+
+export class ApiClient {
+  readonly config: ApiServerConfig;
+  readonly #tokenFile: CredentialFile | null;
+
+  constructor(config: ApiServerConfig, read: ReadText = readText, now: () => number = Date.now) {
+    this.config = config;
+    const { tokenFile } = config;
+    this.#tokenFile = tokenFile === null ? null : new CredentialFile(tokenFile, bearerToken(tokenFile), read, now);
+  }
+
+  /** The request's options with the bearer token (from its file, else the kubeconfig's), or a problem with it. */
+  #init(signal: AbortSignal): { ok: true; init: RequestInit } | { ok: false; failure: Failure } {
+    const fromFile = this.#tokenFile?.read();
+    if (fromFile?.ok === false) return { ok: false, failure: { kind: "credentials", detail: fromFile.problem } };
+    const token = fromFile?.value ?? this.config.token;
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    const c = this.config;
+    const tls = c.insecureSkipTlsVerify
+      ? { rejectUnauthorized: false, ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) }
+      : { rejectUnauthorized: true, ...(c.ca ? { ca: c.ca } : {}), ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) };
+    return { ok: true, init: { headers, signal, redirect: "error", ...(c.server.startsWith("https:") ? { tls } : {}) } as RequestInit };
+  }
+
+  /** A non-200 answer → failure, with the message of the Status object the body holds. */
+  async #statusFailure(response: Response): Promise<Failure> {
+    if (response.status === 401) this.#tokenFile?.expire(); // maybe rotated: read it again
+    const text = await response.text().catch(() => "");
+    let said = oneLine(text);
+    try {
+      const status = v.safeParse(StatusSchema, JSON.parse(text));
+      if (status.success && status.output.message) said = oneLine(status.output.message);
+    } catch {
+      // not JSON: the text itself
+    }
+    return statusFailure(response, said, { expires: true });
+  }
+
+  /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
+  async listPage(path: string, limit: number, continueToken: string | null, signal?: AbortSignal): Promise<ListPage> {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (continueToken !== null) query.set("continue", continueToken);
+    const timeout = AbortSignal.timeout(LIST_TIMEOUT_MS);
+    const request = this.#init(signal ? AbortSignal.any([signal, timeout]) : timeout);
+    if (!request.ok) return request;
+    let response: Response;
+    try {
+      response = await fetch(`${this.config.server}${path}?${query}`, request.init);
+      if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
+      const declared = Number(response.headers.get("content-length") ?? Number.NaN);
+      if (declared > MAX_PAGE_BYTES) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };
+      const text = await response.text();
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch (error) {
+        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
+      }
+      const list = v.safeParse(ListSchema, json);
+      if (!list.success || Array.isArray(json)) return { ok: false, failure: { kind: "invalid", detail: "not a list" } };
+      return {
+        ok: true,
+        items: list.output.items ?? [],
+        resourceVersion: list.output.metadata?.resourceVersion ?? "",
+        continue: list.output.metadata?.continue || null,
+      };
+    } catch (error) {
+      return { ok: false, failure: classifyFetchError(error, LIST_TIMEOUT_MS) };
+    }
+  }
+
+  /**
+   * `GET <path>?watch=1&resourceVersion=<rv>&allowWatchBookmarks=true`: calls `onEvent` for each
+   * event as it arrives, until the server ends the stream (resolves null), `signal` aborts
+   * (resolves null) or something fails (resolves the failure). Stops early when onEvent says so.
+   */
+  async watch(
+    path: string,
+    resourceVersion: string,
+    timeoutSeconds: number,
+    signal: AbortSignal,
+    onEvent: (event: WatchEvent) => "continue" | "stop",
+    onOpen: () => void = () => undefined,
+  ): Promise<Failure | null> {
+    const query = new URLSearchParams({
+      watch: "1",
+      resourceVersion,
+      allowWatchBookmarks: "true",
+      timeoutSeconds: String(timeoutSeconds),
+    });
+    // The server ends the stream after timeoutSeconds; a stream silent well past that is dead.
+    const guard = AbortSignal.any([signal, AbortSignal.timeout((timeoutSeconds + 30) * 1000)]);
+    const request = this.#init(guard);
+    if (!request.ok) return request.failure;
+    let response: Response;
+    try {
+      response = await fetch(`${this.config.server}${path}?${query}`, request.init);
+    } catch (error) {
+      return signal.aborted ? null : classifyFetchError(error, (timeoutSeconds + 30) * 1000);
+    }
+    if (response.status !== 200) return this.#statusFailure(response);
+    onOpen();
+    const splitter = new LineSplitter();
+    try {
+      for await (const chunk of response.body ?? []) {
+        for (const line of splitter.push(chunk)) {
+          if (onEvent(parseWatchEvent(line)) === "stop") {
+            await response.body?.cancel().catch(() => undefined);
+            return null;
+          }
+        }
+      }
+      const last = splitter.end();
+      if (last !== "") onEvent(parseWatchEvent(last));
+      return null;
+    } catch (error) {
+      if (signal.aborted) return null;
+      const failure = classifyFetchError(error, (timeoutSeconds + 30) * 1000);
+      return failure.kind === "unreachable" ? { kind: "unreachable", detail: `the watch broke: ${failure.detail}` } : failure;
+    }
+  }
+}

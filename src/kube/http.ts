@@ -1,0 +1,124 @@
+// What the kubelet's and the API server's clients share: the service account's files, bearer
+// tokens and CAs read again when due, and every way a request fails turned into a value (a kind
+// and a one-line detail without secrets). Nothing here throws or prints. What each failure is
+// called and what run and check say about it: failures.ts.
+import { readFileSync } from "node:fs";
+
+/** Where a pod's service-account token and cluster CA are mounted. */
+export const SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+export const SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+export type FailureKind =
+  /** the token or CA file cannot be read or holds nothing usable */
+  | "credentials"
+  | "unreachable"
+  | "timeout"
+  | "tls"
+  | "unauthorized"
+  | "forbidden"
+  /** any other HTTP status */
+  | "http"
+  /** not JSON, not what was asked for, an object with a wrong type, too large */
+  | "invalid"
+  /** 410 Gone from the API server: the resourceVersion is too old, list again */
+  | "expired";
+
+export interface Failure<Kind extends FailureKind = FailureKind> {
+  kind: Kind;
+  /** one line, no secrets */
+  detail: string;
+}
+
+/** How often the token and CA files are read again (the kubelet rotates projected tokens). */
+export const CREDENTIALS_REREAD_MS = 60_000;
+
+export type ReadText = (path: string) => string;
+export const readText: ReadText = (path) => readFileSync(path, "utf8");
+
+/**
+ * A credentials file, read when due: every CREDENTIALS_REREAD_MS, and at the next request after
+ * it could not be read or after expire() (a 401: the token may have been rotated).
+ */
+export class CredentialFile {
+  readonly path: string;
+  readonly #use: (text: string) => string;
+  readonly #readText: ReadText;
+  readonly #now: () => number;
+  #readAt = -Infinity;
+  #value: string | null = null;
+  #problem: string | null = null;
+
+  /** `use` turns the file's text into the value, or throws an Error saying why it cannot. */
+  constructor(path: string, use: (text: string) => string, read: ReadText = readText, now: () => number = Date.now) {
+    this.path = path;
+    this.#use = use;
+    this.#readText = read;
+    this.#now = now;
+  }
+
+  /** The value, or the problem (one line) when the file cannot be read or used. */
+  read(): { ok: true; value: string } | { ok: false; problem: string } {
+    if (this.#now() - this.#readAt >= CREDENTIALS_REREAD_MS) {
+      this.#readAt = this.#now();
+      try {
+        this.#value = this.#use(this.#readText(this.path));
+        this.#problem = null;
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException;
+        this.#problem = e.code ? `cannot read ${e.path ?? this.path}: ${e.code}` : e.message;
+        this.#readAt = -Infinity;
+      }
+    }
+    return this.#problem === null ? { ok: true, value: this.#value! } : { ok: false, problem: this.#problem };
+  }
+
+  expire(): void {
+    this.#readAt = -Infinity;
+  }
+}
+
+/** A bearer token file: its text, trimmed; empty is unusable. */
+export const bearerToken = (path: string) => (text: string) => {
+  const token = text.trim();
+  if (token === "") throw new Error(`the token file ${path} is empty`);
+  return token;
+};
+
+/** Printable one-line text of at most `max` characters, from whatever a server sent. */
+export function oneLine(text: string, max = 160): string {
+  const flat = text.replace(/[^\x20-\x7e]+/g, " ").trim();
+  return flat.length > max ? `${flat.slice(0, max)}...` : flat;
+}
+
+const TLS_CODE = /CERT|SELF_SIGNED|TLS|SSL|VERIFY|ISSUER|HOSTNAME|ALTNAME/i;
+
+function errorCode(error: unknown): string {
+  const e = error as { code?: unknown; name?: unknown };
+  return typeof e?.code === "string" ? e.code : typeof e?.name === "string" ? e.name : "error";
+}
+
+/** A fetch() rejection (or a body that broke off) → failure. */
+export function classifyFetchError(error: unknown, timeoutMs: number): Failure<"timeout" | "tls" | "unreachable"> {
+  const name = (error as { name?: unknown })?.name;
+  if (name === "TimeoutError" || name === "AbortError") {
+    return { kind: "timeout", detail: `no complete answer within ${timeoutMs / 1000} s` };
+  }
+  const code = errorCode(error);
+  const message = oneLine(error instanceof Error ? error.message : String(error));
+  if (TLS_CODE.test(code)) return { kind: "tls", detail: `${code}: ${message}` };
+  return { kind: "unreachable", detail: message.startsWith(code) ? message : `${code}: ${message}` };
+}
+
+/**
+ * An answer other than 200 → failure: 401 unauthorized, 403 forbidden, 410 expired where
+ * `expires` (the API server's watch and list), else http; the detail is the status and `said`
+ * (the body's message, one line).
+ */
+export function statusFailure(response: Response, said: string): Failure<"unauthorized" | "forbidden" | "http">;
+export function statusFailure(response: Response, said: string, options: { expires: true }): Failure<"unauthorized" | "forbidden" | "http" | "expired">;
+export function statusFailure(response: Response, said: string, { expires = false } = {}): Failure {
+  const { status, statusText } = response;
+  const code = `${status}${statusText ? ` ${statusText}` : ""}`;
+  const kind = status === 401 ? "unauthorized" : status === 403 ? "forbidden" : status === 410 && expires ? "expired" : "http";
+  return { kind, detail: said === "" ? code : `${code}: ${said}` };
+}

@@ -1,0 +1,108 @@
+// One `GET /pods` from the kubelet, with every way it can fail turned into a value (../http.ts):
+// a failure kind (for one stderr line per kind, see pod-source.ts) and a short detail. Nothing
+// here throws or prints. The bearer token is read from its file, re-read every minute and after a
+// 401 (the kubelet rotates projected tokens), sent only over https, and never put into any message.
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
+
+/** A failure of the kubelet (never "expired": that is the API server's). */
+export type KubeletFailure = Failure<Exclude<FailureKind, "expired">>;
+
+export interface KubeletClientConfig {
+  /** the whole URL, e.g. https://10.0.0.5:10250/pods */
+  url: string;
+  tokenFile: string | null;
+  caFile: string | null;
+  insecureSkipTlsVerify: boolean;
+  /** for the whole request: connect, headers and body */
+  timeoutMs: number;
+}
+
+export type FetchResult = { ok: true; text: string; bytes: number } | { ok: false; failure: KubeletFailure };
+export type StreamResult = { ok: true; bytes: number } | { ok: false; failure: KubeletFailure };
+
+/** A pod list larger than this is refused (a 1,000-pod list is about 10 MiB). */
+export const MAX_ANSWER_BYTES = 256 << 20;
+
+const pemCertificate = (path: string) => (text: string) => {
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
+  return text;
+};
+
+export class KubeletClient {
+  readonly config: KubeletClientConfig;
+  readonly #secure: boolean;
+  readonly #token: CredentialFile | null;
+  /** null: the system's roots, or no verification at all */
+  readonly #ca: CredentialFile | null;
+
+  constructor(config: KubeletClientConfig, read: ReadText = readText, now: () => number = Date.now) {
+    this.config = config;
+    this.#secure = new URL(config.url).protocol === "https:";
+    const { tokenFile, caFile } = config;
+    this.#token = tokenFile === null ? null : new CredentialFile(tokenFile, bearerToken(tokenFile), read, now);
+    this.#ca = caFile === null || config.insecureSkipTlsVerify ? null : new CredentialFile(caFile, pemCertificate(caFile), read, now);
+  }
+
+  /** GET /pods, the whole answer as text (for check, which reads one list once). */
+  async fetchPods(): Promise<FetchResult> {
+    const chunks: Uint8Array[] = [];
+    const streamed = await this.streamPods((chunk) => {
+      chunks.push(chunk);
+    });
+    if (!streamed.ok) return streamed;
+    return { ok: true, text: Buffer.concat(chunks, streamed.bytes).toString("utf8"), bytes: streamed.bytes };
+  }
+
+  /**
+   * GET /pods, handing the answer's body to `consume` chunk by chunk as it arrives (the next
+   * chunk is read once consume's promise settles). Failures, including a body that breaks off or
+   * grows too large, are values.
+   */
+  async streamPods(consume: (chunk: Uint8Array) => void | Promise<void>): Promise<StreamResult> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    let tls: { ca?: string; rejectUnauthorized: boolean } | undefined;
+    if (this.#secure) {
+      const token = this.#token?.read();
+      if (token?.ok === false) return { ok: false, failure: { kind: "credentials", detail: token.problem } };
+      const ca = this.#ca?.read();
+      if (ca?.ok === false) return { ok: false, failure: { kind: "credentials", detail: ca.problem } };
+      if (token !== undefined) headers.authorization = `Bearer ${token.value}`;
+      tls = this.config.insecureSkipTlsVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === undefined ? {} : { ca: ca.value }) };
+    }
+    const { timeoutMs } = this.config;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let response: Response;
+    try {
+      response = await fetch(this.config.url, { headers, signal, redirect: "error", ...(tls ? { tls } : {}) });
+    } catch (error) {
+      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
+    }
+    try {
+      if (response.status !== 200) {
+        if (response.status === 401) this.#token?.expire(); // maybe rotated: read it again
+        return { ok: false, failure: statusFailure(response, oneLine(await response.text())) };
+      }
+      const declared = Number(response.headers.get("content-length") ?? Number.NaN);
+      if (declared > MAX_ANSWER_BYTES) return tooLarge(declared);
+      let bytes = 0;
+      for await (const chunk of response.body ?? []) {
+        bytes += chunk.byteLength;
+        if (bytes > MAX_ANSWER_BYTES) {
+          await response.body?.cancel().catch(() => undefined);
+          return tooLarge(bytes);
+        }
+        await consume(chunk);
+      }
+      return { ok: true, bytes };
+    } catch (error) {
+      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
+    }
+  }
+}
+
+function tooLarge(bytes: number): StreamResult {
+  return {
+    ok: false,
+    failure: { kind: "invalid", detail: `the answer is larger than ${MAX_ANSWER_BYTES >> 20} MiB (${bytes} bytes so far)` },
+  };
+}

@@ -1,0 +1,202 @@
+// The pod source: keeps the pod index fresh and says, once per change, how the kubelet is doing
+// (docs/kubernetes.md).
+//
+// Scheduling. A refresh runs at start, then every `refreshMs` after the previous one started. A
+// line whose local end is not in the index asks for one at once (requestRefresh): it starts as
+// soon as no refresh is running and at least `minGapMs` (1 s) has passed since the previous start,
+// however many lines ask; the periodic cadence restarts from it. Only one refresh runs at a time.
+// While the kubelet is failing, lines ask for nothing: only the periodic refreshes try again.
+//
+// Failures. Each kind of failure (../failures.ts) prints one line when it starts and one when it
+// ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
+// still "completes": lines waiting for it are written with what is known, not held longer for a
+// kubelet that is not answering.
+import { FailureState, kubeletFailureMessage, kubeletNoun, type KubeletFailureKind } from "../failures.ts";
+import type { PodInfo } from "../pod.ts";
+import type { KubeletFailure } from "./client.ts";
+import { PodIndex } from "./pod-index.ts";
+import { KubeletRefresher, type RefreshOutcome, type Refresher } from "./refresh.ts";
+import type { KubeletSettings } from "./settings.ts";
+
+/** Time and timers, injectable so that tests run on a fake clock. */
+export interface Scheduler {
+  /** CLOCK_MONOTONIC ns: the kernel's timestamps' clock */
+  nowNs(): number;
+  /** runs `fn` after `ms`; returns a function that cancels it */
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+export const realScheduler = (nowNs: () => number): Scheduler => ({
+  nowNs,
+  setTimer(fn, ms) {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  },
+});
+
+export interface PodSourceOptions {
+  /** the kubelet URL, for messages */
+  url: string;
+  /** the token file in use, for the 401 message */
+  tokenFile: string | null;
+  /** the request timeout, for the timeout message */
+  timeoutMs: number;
+  refreshMs: number;
+  /** least time between the starts of two refreshes asked for by lines (default 1 s) */
+  minGapMs?: number;
+  refresher: Refresher;
+  scheduler: Scheduler;
+  /** a failure starts (and anything unexpected) */
+  notice: (message: string) => void;
+  /** good news: the first list, a failure that ended (default: notice) */
+  info?: (message: string) => void;
+}
+
+const NS_PER_MS = 1e6;
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+export interface PodSourceStats {
+  refreshes: number;
+  failures: number;
+}
+
+export class PodSource {
+  #index: PodIndex = PodIndex.EMPTY;
+  /** start (monotonic ns) of the latest refresh that has completed, successfully or not */
+  completedStartNs = Number.NEGATIVE_INFINITY;
+  /** called after each completed refresh (and after the index swap when it succeeded) */
+  onRefreshed: ((startNs: number) => void) | null = null;
+
+  readonly #o: Required<PodSourceOptions>;
+  #inFlightStartNs: number | null = null;
+  #lastStartNs = Number.NEGATIVE_INFINITY;
+  #wanted = false;
+  #cancelTimer: (() => void) | null = null;
+  #running = false;
+  readonly #failure: FailureState<KubeletFailureKind>;
+  #indexBuiltNs: number | null = null;
+  #announced = false;
+  readonly stats: PodSourceStats = { refreshes: 0, failures: 0 };
+
+  constructor(options: PodSourceOptions) {
+    this.#o = { minGapMs: 1000, info: options.notice, ...options };
+    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, kubeletNoun, { notice: this.#o.notice, info: this.#o.info });
+  }
+
+  get index(): PodIndex {
+    return this.#index;
+  }
+
+  lookup(ip: string): PodInfo | undefined {
+    return this.#index.lookup(ip);
+  }
+
+  isNodeAddress(ip: string): boolean {
+    return this.#index.isNodeAddress(ip);
+  }
+
+  /** False while failing: the last completed refresh failed. */
+  get answering(): boolean {
+    return this.#failure.kind === null;
+  }
+
+  /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
+  #refreshComing(eventNs: number): boolean {
+    return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
+  }
+
+  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
+  requestRefresh(eventNs: number): void {
+    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.#refreshComing(eventNs)) return;
+    this.#wanted = true;
+    this.#schedule();
+  }
+
+  start(): void {
+    this.#running = true;
+    this.#begin();
+  }
+
+  stop(): void {
+    this.#running = false;
+    this.#cancelTimer?.();
+    this.#cancelTimer = null;
+    this.#o.refresher.close();
+  }
+
+  #schedule(): void {
+    this.#cancelTimer?.();
+    this.#cancelTimer = null;
+    if (!this.#running || this.#inFlightStartNs !== null) return;
+    const gapMs = this.#wanted ? this.#o.minGapMs : this.#o.refreshMs;
+    const delayMs = Math.max(0, (this.#lastStartNs - this.#o.scheduler.nowNs()) / NS_PER_MS + gapMs);
+    this.#cancelTimer = this.#o.scheduler.setTimer(() => {
+      this.#cancelTimer = null;
+      this.#begin();
+    }, delayMs);
+  }
+
+  #begin(): void {
+    if (!this.#running || this.#inFlightStartNs !== null) return;
+    const startNs = this.#o.scheduler.nowNs();
+    this.#wanted = false;
+    this.#lastStartNs = startNs;
+    this.#inFlightStartNs = startNs;
+    void this.#o.refresher.run().then((outcome) => this.#finish(startNs, outcome));
+  }
+
+  #finish(startNs: number, outcome: RefreshOutcome): void {
+    this.#inFlightStartNs = null;
+    if (!this.#running) return;
+    this.stats.refreshes++;
+    if (outcome.ok) {
+      this.#index = PodIndex.fromData(outcome.index);
+      this.#indexBuiltNs = startNs;
+      this.#succeeded();
+    } else {
+      this.stats.failures++;
+      this.#failed(outcome.failure, startNs);
+    }
+    this.completedStartNs = startNs;
+    this.#schedule();
+    this.onRefreshed?.(startNs);
+  }
+
+  #succeeded(): void {
+    const index = this.#index;
+    const summary = `${count(index.podCount, "pod")}, ${count(index.size, "pod IP")} indexed`;
+    if (!this.#failure.recover(`; pod list received (${summary})`) && !this.#announced) {
+      this.#o.info(`pod list from the kubelet at ${this.#o.url}: ${summary}; refreshing every ${this.#o.refreshMs / 1000} s`);
+    }
+    this.#announced = true;
+  }
+
+  #failed({ kind, detail }: KubeletFailure, nowNs: number): void {
+    this.#failure.fail(kind, () => `${kubeletFailureMessage(kind, detail, this.#o.url, this.#o.tokenFile)}; ${this.#keeping(nowNs)}`);
+  }
+
+  #keeping(nowNs: number): string {
+    if (this.#indexBuiltNs === null) return "pod names are '-' until it answers";
+    const ageS = Math.round((nowNs - this.#indexBuiltNs) / 1e9);
+    return `keeping the last good pod list (${count(this.#index.podCount, "pod")}, ${ageS} s old) until it answers`;
+  }
+}
+
+/** The agent's pod source: reads the kubelet, on the kernel's clock; not started yet. */
+export function createPodSource(
+  settings: KubeletSettings,
+  nowNs: () => number,
+  log: { warn: (message: string) => void; info: (message: string) => void },
+): PodSource {
+  return new PodSource({
+    url: settings.url,
+    tokenFile: settings.tokenFile,
+    timeoutMs: settings.timeoutMs,
+    refreshMs: settings.refreshMs,
+    refresher: new KubeletRefresher(settings),
+    scheduler: realScheduler(nowNs),
+    notice: log.warn,
+    info: log.info,
+  });
+}

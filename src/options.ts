@@ -1,0 +1,356 @@
+// What the program is and what a run is told: its name, its version, and every flag of `run`
+// (and of `check`, which tries what `run` would do), each declared once here with its schema,
+// description, default and the commands that take it. The RunOptions type and the command line
+// (src/cli.ts) are derived from this table. Below every other module: it imports none of them.
+import * as v from "valibot";
+import packageJson from "../package.json" with { type: "json" };
+import { parseHostPort } from "./address.ts";
+
+export const PROGRAM_NAME = "kmesh-accesslog";
+export const VERSION: string = packageJson.version;
+
+export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+/** Kmesh's admin address; ours too by default (loopback: the API changes what the node records). */
+export const DEFAULT_ADMIN_ADDR = "127.0.0.1:15200";
+export const DEFAULT_LOCK_FILE = "/run/kmesh-accesslog/agent.lock";
+export const DEFAULT_CLUSTER_DOMAIN = "cluster.local";
+// Defaults that RunOptions leaves undefined (not given), applied where they are used.
+export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
+export const DEFAULT_KUBELET_REFRESH_S = 5;
+export const DEFAULT_KUBELET_HOLD_S = 2;
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const GIB = 1024 * MIB;
+/** The longest delay a JavaScript timer can wait (2^31 - 1 ms), in whole seconds. */
+const MAX_DURATION_SECONDS = 2_147_483;
+/** The kernel's hash map needs its bucket array to fit in 4 GiB; 2^24 entries is far below that. */
+const MAX_CONNECTIONS = 16 * MIB;
+const MIN_REPORT_INTERVAL_SECONDS = 0.1;
+const MAX_REPORT_INTERVAL_SECONDS = 86_400;
+
+// ── Reading a flag's text ────────────────────────────────────────────────────
+
+const decimal = (text: string) => (/^\d+(\.\d+)?$/.test(text) ? Number(text) : undefined);
+const whole = (text: string) => (/^\d+$/.test(text) ? Number(text) : undefined);
+const SIZE_UNITS: Record<string, number> = { "": 1, k: KIB, m: MIB, g: GIB };
+/** Bytes, with an optional binary suffix: 4096, 4K, 8M, 8MiB, 8MB, 1G (K = 1024). */
+function byteSize(text: string): number | undefined {
+  const match = /^(\d+)(?:([kmg])(?:i?b)?|b)?$/i.exec(text);
+  if (!match) return undefined;
+  return Number(match[1]) * (SIZE_UNITS[(match[2] ?? "").toLowerCase()] ?? Number.NaN);
+}
+
+const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+const isHttpUrl = (text: string) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol) && new URL(text).host !== "";
+const seconds = (min: number, max: number) => v.pipe(v.number(), v.finite(), v.minValue(min), v.maxValue(max));
+const FilePathSchema = v.pipe(v.string(), v.minLength(1));
+export const HostPortSchema = v.strictObject({
+  host: v.pipe(v.string(), v.minLength(1)),
+  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)),
+});
+
+// ── The flags ────────────────────────────────────────────────────────────────
+
+/** The flags that turn a source off, and the flags that cannot be given with them. */
+type OffFlag = "noKubelet" | "noKubeApi";
+
+interface FlagSpec {
+  /**
+   * value: `--flag <text>`, read by `read` (the text itself when absent), then checked by the
+   * schema; list: the same, repeatable; switch: `--flag[=true|false]` in Go's strconv.ParseBool
+   * spellings, as Kmesh's flags take them; boolean: `--flag` alone.
+   */
+  kind: "value" | "list" | "switch" | "boolean";
+  /** The checked value (of one item, for a list). */
+  schema: v.GenericSchema;
+  read?: (text: string) => unknown;
+  /** What a value must look like, for `invalid value for --flag: "…" (expected …)`. */
+  expected?: string;
+  /** The same, for `missing value for --flag (expected …)` when it differs. */
+  missing?: string;
+  placeholder?: string;
+  description: string;
+  /** The value when not given; without one, RunOptions holds undefined (lists: undefined for none). */
+  default?: unknown;
+  /** `check` takes it too: true, or the description it has there. */
+  check?: true | string;
+  /** Given together with this flag, it is a usage error: it needs what that flag turns off. */
+  offWith?: OffFlag;
+  /** It names pods: without the kubelet, an API server asked for by name can name them. */
+  filter?: true;
+  /** Given together with this flag, it is a usage error. */
+  contradicts?: string;
+  /** What this flag turns off, as the flags that need it say. */
+  turnsOff?: string;
+}
+
+// Conflicts (offWith, contradicts) are checked in this order, the first one found reported.
+export const FLAGS = {
+  output: {
+    kind: "value",
+    schema: v.picklist(["text", "json"]),
+    expected: "text or json",
+    placeholder: "<text|json>",
+    description: "Line format: Kmesh's access-log text, or one JSON object per line",
+    default: "text",
+  },
+  duration: {
+    kind: "value",
+    schema: v.pipe(v.number(), v.finite(), v.gtValue(0), v.maxValue(MAX_DURATION_SECONDS)),
+    read: decimal,
+    expected: `a positive number of seconds, at most ${MAX_DURATION_SECONDS}`,
+    placeholder: "<seconds>",
+    description: "Stop by itself after this many seconds (default: run until SIGINT or SIGTERM)",
+  },
+  ringBufferSize: {
+    kind: "value",
+    // libbpf takes a power of two of at least one page; locked kernel memory beyond 1G is a typo.
+    schema: v.pipe(v.number(), v.integer(), v.minValue(4 * KIB), v.maxValue(GIB), v.check(isPowerOfTwo, "must be a power of two")),
+    read: byteSize,
+    expected: "a power of two from 4K to 1G bytes, e.g. 8M",
+    placeholder: "<bytes>",
+    description: "Kernel ring buffer size: a power of two from 4K to 1G; K, M, G suffixes (8M = 8388608)",
+    default: 8 * MIB,
+  },
+  maxConnections: {
+    kind: "value",
+    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS)),
+    read: whole,
+    expected: `a whole number from 1 to ${MAX_CONNECTIONS}`,
+    placeholder: "<n>",
+    description: "Connections the kernel tracks at once (the size of its connections map)",
+    default: 262_144,
+  },
+  maxBufferedOutput: {
+    kind: "value",
+    // Less than a few lines' worth is a typo, more than 1G a plan for trouble.
+    schema: v.pipe(v.number(), v.integer(), v.minValue(4 * KIB), v.maxValue(GIB)),
+    read: byteSize,
+    expected: "a number of bytes from 4K to 1G, e.g. 64M",
+    placeholder: "<bytes>",
+    description: `Lines held while stdout is not read fast enough; beyond this, lines are dropped and counted (default: ${DEFAULT_MAX_BUFFERED_OUTPUT_BYTES / MIB}M)`,
+  },
+  libbpf: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "the path of a libbpf shared object",
+    placeholder: "<path>",
+    description: "Use this libbpf shared object instead of the system's libbpf.so.1",
+    check: true,
+  },
+  monitoring: {
+    kind: "switch",
+    schema: v.boolean(),
+    description: "Kmesh's monitoring switch at start-up: off, nothing is recorded until POST /monitoring?enable=true",
+    default: true,
+  },
+  accesslog: {
+    kind: "switch",
+    schema: v.boolean(),
+    description: "Kmesh's accesslog switch at start-up: lines for connections (default: on, off when monitoring is off)",
+  },
+  connectionMetrics: {
+    kind: "switch",
+    schema: v.boolean(),
+    description: "Kmesh's connection_metrics switch at start-up: also report every open connection each --report-interval (default: off)",
+  },
+  reportInterval: {
+    kind: "value",
+    schema: seconds(MIN_REPORT_INTERVAL_SECONDS, MAX_REPORT_INTERVAL_SECONDS),
+    read: decimal,
+    expected: `a number of seconds from ${MIN_REPORT_INTERVAL_SECONDS} to ${MAX_REPORT_INTERVAL_SECONDS}`,
+    placeholder: "<seconds>",
+    description: "How often open connections are reported while connection metrics are on",
+    default: 5,
+  },
+  adminAddr: {
+    kind: "value",
+    // null: no admin API (--no-admin-api, or --admin-addr "")
+    schema: v.nullable(HostPortSchema),
+    read: parseHostPort,
+    expected: 'host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API',
+    missing: 'host:port, or "" for no admin API',
+    placeholder: "<host:port>",
+    description: `Serve Kmesh's admin API (kmeshctl monitoring/accesslog, /metrics) here; "" for none (default: ${DEFAULT_ADMIN_ADDR})`,
+    default: parseHostPort(DEFAULT_ADMIN_ADDR),
+  },
+  noAdminApi: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: 'Do not serve the admin API (the same as --admin-addr "")',
+  },
+  lockFile: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.startsWith("/", "must be an absolute path")),
+    expected: "an absolute path",
+    placeholder: "<path>",
+    description: "The lock that keeps a second agent from starting on this node",
+    default: DEFAULT_LOCK_FILE,
+  },
+  logLevel: {
+    kind: "value",
+    schema: v.picklist(LOG_LEVELS),
+    expected: LOG_LEVELS.join(", "),
+    placeholder: "<level>",
+    description: `What the agent says on stderr: ${LOG_LEVELS.join(", ")}`,
+    default: "info",
+  },
+  // The API server: Services, EndpointSlices and every pod (src/kube/apiserver/).
+  kubeApi: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Watch Services, EndpointSlices and Pods through the API server (default: on in a cluster, from the service account)",
+    check: true,
+    contradicts: "noKubeApi",
+  },
+  kubeconfig: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<file>",
+    description: "Reach the API server as this kubeconfig's current context says (token or client-certificate users); implies --kube-api",
+    check: true,
+    offWith: "noKubeApi",
+  },
+  noKubeApi: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Do not use the API server: dst.service is the destination IP, remote pods are -",
+    check: "Do not try the API server (the agent runs without it)",
+    turnsOff: "the API server",
+  },
+  clusterDomain: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/)),
+    expected: "a DNS domain, e.g. cluster.local",
+    placeholder: "<domain>",
+    description: "The cluster's DNS domain, for service hostnames <name>.<namespace>.svc.<domain>",
+    default: DEFAULT_CLUSTER_DOMAIN,
+  },
+  // Filters: they need pod names.
+  namespace: {
+    kind: "list",
+    schema: v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)),
+    expected: "a namespace name (lower-case letters, digits, '-')",
+    placeholder: "<namespace>",
+    description: "Only lines where either end is a pod of this namespace (repeatable)",
+    offWith: "noKubelet",
+    filter: true,
+  },
+  excludeNamespace: {
+    kind: "list",
+    schema: v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)),
+    expected: "a namespace name (lower-case letters, digits, '-')",
+    placeholder: "<namespace>",
+    description: "No lines where either end is a pod of this namespace (repeatable)",
+    offWith: "noKubelet",
+    filter: true,
+  },
+  pod: {
+    kind: "list",
+    schema: v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)),
+    expected: "a pod name (lower-case letters, digits, '-', '.')",
+    placeholder: "<name>",
+    description: "Only lines where either end is the pod of this name (repeatable)",
+    offWith: "noKubelet",
+    filter: true,
+  },
+  // The kubelet's pod list (src/kube/kubelet/): the defaults are applied in its settings.ts.
+  kubeletHost: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$/)),
+    expected: "a host name or IP address",
+    placeholder: "<host>",
+    description: "The kubelet to read pod names from, at https://<host>:10250/pods (default: $NODE_IP, else $HOST_IP, else 127.0.0.1)",
+    check: true,
+    offWith: "noKubelet",
+  },
+  kubeletUrl: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.check(isHttpUrl, "must be an http:// or https:// URL")),
+    expected: "an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods",
+    placeholder: "<url>",
+    description: "The kubelet's whole pod-list URL, instead of --kubelet-host; http://<host>:10255/pods for the read-only port (no token sent)",
+    check: true,
+    offWith: "noKubelet",
+  },
+  kubeletTokenFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "Bearer token for the kubelet, read again every minute (default: the service-account token, when present)",
+    check: true,
+    offWith: "noKubelet",
+  },
+  kubeletCaFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "CA that signed the kubelet's certificate (default: the service-account ca.crt, when present)",
+    check: true,
+    offWith: "noKubelet",
+    contradicts: "kubeletInsecureSkipTlsVerify",
+  },
+  kubeletInsecureSkipTlsVerify: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Do not verify the kubelet's TLS certificate (many kubelets' are self-signed); says so on stderr",
+    check: true,
+    offWith: "noKubelet",
+  },
+  kubeletRefresh: {
+    kind: "value",
+    schema: seconds(1, 3600),
+    read: decimal,
+    expected: "a number of seconds from 1 to 3600",
+    placeholder: "<seconds>",
+    description: `How often the pod list is read (default: ${DEFAULT_KUBELET_REFRESH_S}); a line from an unknown local pod asks for it at once`,
+    offWith: "noKubelet",
+  },
+  kubeletHold: {
+    kind: "value",
+    schema: seconds(0, 60),
+    read: decimal,
+    expected: "a number of seconds from 0 to 60",
+    placeholder: "<seconds>",
+    description: `How long a line from a pod not yet in the list may wait for it (default: ${DEFAULT_KUBELET_HOLD_S}; 0: never wait)`,
+    offWith: "noKubelet",
+  },
+  noKubelet: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Do not read the kubelet: every pod name and namespace is -",
+    check: "Do not try the kubelet (the agent runs without it: pod names are -)",
+    turnsOff: "the kubelet's pod list",
+  },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+type Flags = typeof FLAGS;
+
+// ── What a run is told ───────────────────────────────────────────────────────
+
+/** A RunOptions field's schema: a list is an array, and a flag without a default may be absent. */
+type OptionSchema<F extends FlagSpec> = F extends { kind: "list" }
+  ? v.OptionalSchema<v.ArraySchema<F["schema"], undefined>, undefined>
+  : F extends { default: unknown }
+    ? F["schema"]
+    : v.OptionalSchema<F["schema"], undefined>;
+
+function optionSchema(spec: FlagSpec): v.GenericSchema {
+  if (spec.kind === "list") return v.optional(v.array(spec.schema));
+  return "default" in spec ? spec.schema : v.optional(spec.schema);
+}
+
+/** What `run` needs, checked, one field per flag (named after it: an issue's path names the flag). */
+export const RunOptionsSchema = v.strictObject(
+  Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, optionSchema(spec)])) as { [K in FlagName]: OptionSchema<Flags[K]> },
+);
+export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
+
+/** The flags `check` takes (with `run`'s meaning): it tries the libbpf and the sources `run` would use. */
+export type CheckFlagName = { [K in FlagName]: Flags[K] extends { check: unknown } ? K : never }[FlagName];
+export type CheckOptions = Pick<RunOptions, CheckFlagName> & { json: boolean };

@@ -1,0 +1,176 @@
+// dst.service and dst.addr from the API server's view: ClusterIP and exact endpoint resolution,
+// the backend learned from the INBOUND line of the same connection, remote pods' names, and the
+// kubelet winning for local pods.
+import { describe, expect, test } from "bun:test";
+import { Enricher, type NameSource } from "../../../src/accesslog/enrich.ts";
+import type { AccessRecord } from "../../../src/accesslog/format.ts";
+import { ClusterIndex } from "../../../src/kube/apiserver/cluster-index.ts";
+import { PodIndex } from "../../../src/kube/kubelet/pod-index.ts";
+import { checkPodList } from "../../../src/kube/kubelet/pod-list.ts";
+import { pod as kubeletPod, podList } from "../../support/kubelet-pods.ts";
+import { apiPod as pod, MS, record, service, slice } from "../fixtures.ts";
+
+const CLIENT_IP = "10.244.1.2";
+const BACKEND_IP = "10.244.1.3";
+const REMOTE_IP = "10.244.2.9";
+const CLUSTER_IP = "10.96.0.50";
+const T0 = 100_000 * MS;
+
+/** A kubelet list that knows the local pods (client, backend), already refreshed. */
+function kubelet(local = [
+  { name: "client-0", namespace: "shop", ip4: CLIENT_IP },
+  { name: "web-0", namespace: "shop", ip4: BACKEND_IP },
+]): NameSource {
+  const list = checkPodList(podList(local.map(kubeletPod)));
+  if (!list.ok) throw new Error(list.problem);
+  const index = PodIndex.fromPods(list.pods);
+  return {
+    lookup: (ip) => index.lookup(ip),
+    isNodeAddress: (ip) => index.isNodeAddress(ip),
+    completedStartNs: T0,
+    answering: true,
+    requestRefresh: () => undefined,
+  };
+}
+
+function cluster(): ClusterIndex {
+  const index = new ClusterIndex();
+  index.setService(service("shop", "web", CLUSTER_IP, [{ port: 80 }]));
+  index.setSlice(slice("shop", "web", "web-1", [BACKEND_IP, REMOTE_IP], [8080]));
+  index.setPod(pod("shop", "web-0", BACKEND_IP));
+  index.setPod(pod("shop", "web-remote", REMOTE_IP));
+  index.setPod(pod("shop", "api-says-client", CLIENT_IP));
+  return index;
+}
+
+function setup(source = kubelet(), holdMs = 2000) {
+  const out: AccessRecord[] = [];
+  const enricher = new Enricher({ source, holdNs: holdMs * MS, filter: null, emit: (r) => out.push(r), cluster: cluster() });
+  return { out, enricher };
+}
+
+const toClusterIp = (at: number) => ({ ...record("OUTBOUND", CLIENT_IP, CLUSTER_IP, at), dstPort: 80 });
+const inboundOf = (out: AccessRecord, at: number) => ({ ...record("INBOUND", CLIENT_IP, BACKEND_IP, at), srcPort: out.srcPort, dstPort: 8080 });
+
+describe("services on lines", () => {
+  test("OUTBOUND to a ClusterIP waits for its INBOUND line: hostname, service namespace, the backend pod as dst", () => {
+    const { out, enricher } = setup();
+    const o = toClusterIp(T0 + 10 * MS);
+    enricher.accept(o, T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    expect(out).toHaveLength(0);
+    enricher.accept(inboundOf(o, T0 + 12 * MS), T0 + 12 * MS);
+    enricher.endBatch(T0 + 13 * MS);
+    expect(out.map((r) => [r.direction, r.dstAddr, r.dstPort, r.dstService, r.dstWorkload, r.dstNamespace, r.srcWorkload])).toEqual([
+      // the INBOUND line addressed to the endpoint: the service by its exact address and port
+      ["INBOUND", BACKEND_IP, 8080, "web.shop.svc.cluster.local", "web-0", "shop", "client-0"],
+      ["OUTBOUND", BACKEND_IP, 8080, "web.shop.svc.cluster.local", "web-0", "shop", "client-0"],
+    ]);
+    expect(enricher.stats.backendsLearned).toBe(1);
+  });
+
+  test("INBOUND first: the OUTBOUND line is resolved at once", () => {
+    const { out, enricher } = setup();
+    const o = toClusterIp(T0 + 10 * MS);
+    enricher.accept(inboundOf(o, T0 + 9 * MS), T0 + 9 * MS);
+    enricher.accept(o, T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    expect(out.map((r) => [r.direction, r.dstAddr, r.dstWorkload])).toEqual([
+      ["INBOUND", BACKEND_IP, "web-0"],
+      ["OUTBOUND", BACKEND_IP, "web-0"],
+    ]);
+  });
+
+  test("no INBOUND line by the deadline: dst.addr stays the ClusterIP:port, dst.workload '-', the service named", () => {
+    const { out, enricher } = setup();
+    enricher.accept(toClusterIp(T0 + 10 * MS), T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    enricher.release(T0 + 2009 * MS);
+    expect(out).toHaveLength(0);
+    enricher.release(T0 + 2010 * MS);
+    expect(out.map((r) => [r.dstAddr, r.dstPort, r.dstService, r.dstWorkload, r.dstNamespace])).toEqual([
+      [CLUSTER_IP, 80, "web.shop.svc.cluster.local", null, "shop"],
+    ]);
+  });
+
+  test("no backend of the service on this node: the line is not held", () => {
+    const { out, enricher } = setup(kubelet([{ name: "client-0", namespace: "shop", ip4: CLIENT_IP }]));
+    enricher.accept(toClusterIp(T0 + 10 * MS), T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    expect(out.map((r) => [r.dstAddr, r.dstService])).toEqual([[CLUSTER_IP, "web.shop.svc.cluster.local"]]);
+  });
+
+  test("to a pod IP: the service whose slice lists that exact address and port; another port is no service", () => {
+    const { out, enricher } = setup();
+    enricher.accept(record("OUTBOUND", CLIENT_IP, REMOTE_IP, T0), T0);
+    enricher.accept({ ...record("OUTBOUND", CLIENT_IP, REMOTE_IP, T0), dstPort: 9999 }, T0);
+    enricher.endBatch(T0 + MS);
+    expect(out.map((r) => [r.dstService, r.dstWorkload, r.dstNamespace])).toEqual([
+      ["web.shop.svc.cluster.local", "web-remote", "shop"],
+      [null, "web-remote", "shop"],
+    ]);
+  });
+
+  test("the kubelet wins for local pods; the API server names remote ones", () => {
+    const { out, enricher } = setup();
+    enricher.accept({ ...record("OUTBOUND", CLIENT_IP, "10.244.7.7", T0) }, T0);
+    enricher.endBatch(T0 + MS);
+    expect(out[0]!.srcWorkload).toBe("client-0"); // not "api-says-client"
+    expect(out[0]!.dstWorkload).toBeNull();
+    expect(out[0]!.dstService).toBeNull();
+  });
+
+  test("without a kubelet: API names for both ends, and ClusterIP lines wait for their pair", () => {
+    const none: NameSource = {
+      lookup: () => undefined,
+      isNodeAddress: () => false,
+      completedStartNs: Number.POSITIVE_INFINITY,
+      answering: true,
+      requestRefresh: () => undefined,
+    };
+    const { out, enricher } = setup(none);
+    const o = toClusterIp(T0);
+    enricher.accept(o, T0);
+    enricher.endBatch(T0 + MS);
+    expect(out).toHaveLength(0);
+    enricher.accept(inboundOf(o, T0 + MS), T0 + MS);
+    enricher.endBatch(T0 + 2 * MS);
+    expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstWorkload])).toEqual([
+      ["INBOUND", "api-says-client", BACKEND_IP, "web-0"],
+      ["OUTBOUND", "api-says-client", BACKEND_IP, "web-0"],
+    ]);
+  });
+
+  test("a new local pod's ClusterIP line waits for both the pod list and its INBOUND line", () => {
+    const known = new Map<string, { name: string; namespace: string }>([
+      [BACKEND_IP, { name: "web-0", namespace: "shop" }],
+    ]);
+    const asked: number[] = [];
+    const source = {
+      lookup: (ip: string) => known.get(ip),
+      isNodeAddress: () => false,
+      completedStartNs: T0,
+      answering: true,
+      requestRefresh: (ns: number) => void asked.push(ns),
+    };
+    const out: AccessRecord[] = [];
+    const index = cluster();
+    index.deletePod("shop/api-says-client"); // only the kubelet can name the new client
+    const enricher = new Enricher({ source, holdNs: 2000 * MS, filter: null, emit: (r) => out.push(r), cluster: index });
+    const o = toClusterIp(T0 + 10 * MS);
+    enricher.accept(o, T0 + 10 * MS);
+    enricher.endBatch(T0 + 11 * MS);
+    expect(asked).toEqual([T0 + 10 * MS]);
+    enricher.accept(inboundOf(o, T0 + 12 * MS), T0 + 12 * MS);
+    enricher.endBatch(T0 + 13 * MS);
+    // the INBOUND line waits for the list too (its remote end is the awaited new pod); nothing out yet
+    expect(out).toHaveLength(0);
+    known.set(CLIENT_IP, { name: "client-new", namespace: "shop" });
+    source.completedStartNs = T0 + 20 * MS;
+    enricher.release(T0 + 30 * MS);
+    expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstWorkload, r.dstService])).toEqual([
+      ["OUTBOUND", "client-new", BACKEND_IP, "web-0", "web.shop.svc.cluster.local"],
+      ["INBOUND", "client-new", BACKEND_IP, "web-0", "web.shop.svc.cluster.local"],
+    ]);
+  });
+});

@@ -1,0 +1,107 @@
+// Addresses as text (src/address.ts): the kernel's bytes as dotted quads and RFC 5952 text, cached
+// or not; Kubernetes' texts made canonical; host:port as --admin-addr takes it.
+import { describe, expect, test } from "bun:test";
+import { AddressTexts, canonicalIp, formatHostPort, ipv4Text, ipv6Text, parseHostPort } from "../../src/address.ts";
+import { v6 } from "./fixtures.ts";
+
+/** RFC 5952 text of 8 groups, through the record decoder's cache (which checks it against ipv6Text). */
+const texts = new AddressTexts();
+function v6Text(...groups: number[]): string {
+  const view = new DataView(Uint8Array.from(v6(...groups)).buffer);
+  const text = texts.ipv6(view, 0);
+  expect(text).toBe(ipv6Text(view, 0));
+  return text;
+}
+
+describe("RFC 5952 text", () => {
+  test.each([
+    [[0, 0, 0, 0, 0, 0, 0, 1], "::1"],
+    [[0, 0, 0, 0, 0, 0, 0, 0], "::"],
+    [[1, 0, 0, 0, 0, 0, 0, 0], "1::"],
+    [[0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], "2001:db8::1"],
+    // longest run wins
+    [[0x2001, 0xdb8, 0, 0, 1, 0, 0, 0], "2001:db8:0:0:1::"],
+    // equal runs: the first is compressed
+    [[0x2001, 0xdb8, 0, 0, 1, 0, 0, 1], "2001:db8::1:0:0:1"],
+    // a single zero group is never compressed
+    [[0x2001, 0xdb8, 0, 1, 1, 1, 1, 1], "2001:db8:0:1:1:1:1:1"],
+    [[0x2001, 0, 0x2, 0x3, 0x4, 0x5, 0x6, 0], "2001:0:2:3:4:5:6:0"],
+    // no leading zeros, lowercase
+    [[0x2001, 0x0db8, 0x00aa, 0x000b, 0xabcd, 0xef01, 0x0001, 0xffff], "2001:db8:aa:b:abcd:ef01:1:ffff"],
+    [[0xfe80, 0, 0, 0, 0x1ff, 0xfe23, 0x4567, 0x890a], "fe80::1ff:fe23:4567:890a"],
+    [[0xfe80, 0, 0, 0, 0, 0, 0, 1], "fe80::1"],
+    [[0, 0, 1, 0, 0, 0, 1, 0], "0:0:1::1:0"],
+    [[0, 0, 0, 1, 0, 0, 0, 0], "0:0:0:1::"],
+    [[0, 0, 0, 1, 0, 0, 0, 1], "::1:0:0:0:1"],
+    [[0xff02, 0, 0, 0, 0, 0, 0, 0xfb], "ff02::fb"],
+    [[0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0001], "::ffff:10.0.0.1"],
+    [[0, 0, 0, 0, 0, 0, 0x0a00, 0x0001], "::a00:1"],
+  ])("%p → %s", (groups, text) => {
+    expect(v6Text(...groups)).toBe(text);
+  });
+});
+
+test("RFC 5952 text agrees with the WHATWG URL serializer on random addresses", () => {
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x80000000;
+  };
+  for (let n = 0; n < 2000; n++) {
+    // mostly zeros, so that runs of every length and position occur
+    const groups = Array.from({ length: 8 }, () => (random() < 0.6 ? 0 : Math.floor(random() * 0x10000)));
+    if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") continue; // WHATWG writes mapped in hex
+    const expected = new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1);
+    expect(v6Text(...groups)).toBe(expected);
+  }
+});
+
+test("address texts stay right when cached addresses collide", () => {
+  const bytes = new Uint8Array(4);
+  const view = new DataView(bytes.buffer);
+  let x = 99;
+  for (let i = 0; i < 200_000; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    view.setUint32(0, x);
+    expect(texts.ipv4(view, 0)).toBe(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
+    expect(ipv4Text(view, 0)).toBe(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
+  }
+  for (let i = 0; i < 20_000; i++) {
+    const groups = Array.from({ length: 8 }, (_, g) => (g < 4 && i % 2 === 0 ? 0 : (i * 7919 + g * 104729) & 0xffff));
+    expect(v6Text(...groups)).toBe(v6Text(...groups)); // cached or not, the same text
+    if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") continue;
+    expect(v6Text(...groups)).toBe(new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1));
+  }
+});
+
+describe("IP texts as Kubernetes writes them", () => {
+  test("IP texts become the decoder's canonical text", () => {
+    expect(canonicalIp("10.244.1.5")).toBe("10.244.1.5");
+    expect(canonicalIp("FD00:0:0:0:0:0:0:5")).toBe("fd00::5");
+    expect(canonicalIp("2001:db8:0:0:1:0:0:1")).toBe("2001:db8::1:0:0:1");
+    expect(canonicalIp("::ffff:10.1.2.3")).toBe("10.1.2.3");
+    for (const bad of ["010.1.1.1", "256.1.1.1", "1::2::3", "fe80::1%eth0", "10.0.0.0/8", "1:2:3:4:5:6:7:8:9", ""]) {
+      expect(canonicalIp(bad)).toBeNull();
+    }
+  });
+});
+
+// --admin-addr values: host:port, [v6]:port, host names; what is refused.
+test.each([
+  ["127.0.0.1:15200", { host: "127.0.0.1", port: 15200 }],
+  ["0.0.0.0:1", { host: "0.0.0.0", port: 1 }],
+  ["[::1]:15200", { host: "::1", port: 15200 }],
+  ["[fd00::1:2]:65535", { host: "fd00::1:2", port: 65535 }],
+  ["localhost:15200", { host: "localhost", port: 15200 }],
+  ["agent.kube-system.svc:80", { host: "agent.kube-system.svc", port: 80 }],
+])("%j is accepted", (text, address) => {
+  expect(parseHostPort(text)).toEqual(address);
+  expect(formatHostPort(address)).toBe(text);
+});
+
+test.each([
+  "", "15200", ":15200", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:abc", "::1:15200", "[::1]",
+  "[::1]:", "[127.0.0.1]:1", "[zz::1]:1", "999.1.1.1:1", "1.2.3:1", "host name:1", "-host:1", "http://127.0.0.1:15200", "127.0.0.1:15200/x",
+])("%j is refused", (text) => {
+  expect(parseHostPort(text)).toBeUndefined();
+});

@@ -1,0 +1,112 @@
+// AgentControl without a kernel: the switches applied to a fake probe, the
+// periodic-report timer following them, readiness, metrics, and the lock it
+// takes and gives back.
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AgentControl, type KernelControls } from "../../../src/admin/control.ts";
+import type { Switches } from "../../../src/admin/switches.ts";
+import { createLogger } from "../../../src/log.ts";
+
+const ON: Switches = { monitoring: true, accesslog: true, connectionMetrics: false, workloadMetrics: false };
+let dir: string;
+let logged: string[];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "kal-control-"));
+  logged = [];
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+class FakeKernel implements KernelControls {
+  emit: boolean[] = [];
+  reports = 0;
+  fail = false;
+  setEmitEnabled(enabled: boolean) {
+    if (this.fail) throw new Error("set the probe switches: Bad file descriptor");
+    this.emit.push(enabled);
+  }
+  reportOpenConnections() {
+    this.reports++;
+    return 3;
+  }
+  countOpenConnections() {
+    return 7;
+  }
+}
+
+const start = (switches: Switches, reportIntervalMs = 20) =>
+  AgentControl.start({
+    switches,
+    reportIntervalMs,
+    adminAddr: null,
+    lockFile: join(dir, "agent.lock"),
+    log: createLogger("debug", (line) => logged.push(line)),
+  });
+
+test("not ready until attached; attach applies the switches to the kernel; detach and stop", async () => {
+  const control = await start(ON);
+  expect(existsSync(join(dir, "agent.lock"))).toBe(true);
+  expect(control.readiness()).toEqual({ ready: false, reason: "loading the kernel probe" });
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  expect(control.readiness()).toEqual({ ready: true });
+  expect(kernel.emit).toEqual([true]);
+  expect(logged).toContain("kmesh-accesslog: admin API off; writing close reports (periodic reports off)\n");
+  control.detach();
+  expect(control.readiness()).toEqual({ ready: false, reason: "stopping" });
+  await control.stop();
+  expect(existsSync(join(dir, "agent.lock"))).toBe(false);
+});
+
+test("the periodic timer runs exactly while monitoring, accesslog and connection metrics are on", async () => {
+  const control = await start({ ...ON, connectionMetrics: true });
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  await Bun.sleep(110);
+  const whileOn = kernel.reports;
+  expect(whileOn).toBeGreaterThanOrEqual(3);
+  control.setSwitches({ ...ON, connectionMetrics: true, accesslog: false });
+  expect(kernel.emit.at(-1)).toBe(false);
+  await Bun.sleep(80);
+  expect(kernel.reports).toBe(whileOn);
+  control.setSwitches({ ...ON, connectionMetrics: true });
+  await Bun.sleep(80);
+  expect(kernel.reports).toBeGreaterThan(whileOn);
+  const text = control.metricsText();
+  expect(text).toContain('kmesh_accesslog_switch_enabled{switch="connection_metrics"} 1\n');
+  expect(text).toContain("kmesh_accesslog_periodic_reports_enabled 1\n");
+  expect(text).toContain(`kmesh_accesslog_periodic_reports_total ${kernel.reports * 3}\n`);
+  expect(text).toContain("kmesh_accesslog_connections_open 7\n");
+  expect(logged.some((l) => /^kmesh-accesslog: debug: periodic report: 3 open connections\n$/.test(l))).toBe(true);
+  expect(logged).toContain("kmesh-accesslog: admin API: accesslog disabled; writing nothing (accesslog off)\n");
+  await control.stop();
+  const stopped = kernel.reports;
+  await Bun.sleep(60);
+  expect(kernel.reports).toBe(stopped);
+});
+
+test("a kernel that refuses a change leaves the state as it was", async () => {
+  const control = await start(ON);
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  kernel.fail = true;
+  expect(() => control.setSwitches({ ...ON, accesslog: false })).toThrow("Bad file descriptor");
+  expect(control.switches()).toEqual(ON);
+  await control.stop();
+});
+
+test("switches changed while the probe loads are applied when it is attached", async () => {
+  const control = await start(ON);
+  control.setSwitches({ ...ON, monitoring: false, accesslog: false });
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  expect(kernel.emit).toEqual([false]);
+  await control.stop();
+});
+
+test("a second control on the same lock is refused", async () => {
+  const first = await start(ON);
+  await expect(start(ON)).rejects.toThrow(`another kmesh-accesslog agent is already running on this node (pid ${process.pid}, admin API off;`);
+  await first.stop();
+});

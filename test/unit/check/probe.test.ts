@@ -1,0 +1,52 @@
+import { describe, expect, test } from "bun:test";
+import { loadedProbeLine } from "../../../src/check/probe.ts";
+import { runTimeAllocationAllowed } from "../../../src/kernel/probe.ts";
+
+const clean = { libbpfVersion: "1.1", preallocated: false, taintBefore: 0, taintAfter: 0, panicOnWarn: false };
+
+describe("the probe line after a load", () => {
+  test("a clean load", () => {
+    expect(loadedProbeLine(clean)).toEqual({
+      id: "probe",
+      label: "probe",
+      status: "ok",
+      detail: "the hooks load and attach (libbpf 1.1); detached again; kernel taint 0, unchanged",
+    });
+  });
+
+  test("a load that made the kernel WARN fails, naming both taints", () => {
+    const line = loadedProbeLine({ ...clean, preallocated: true, taintBefore: 1, taintAfter: 1 | 512 });
+    expect(line.status).toBe("fail");
+    expect(line.detail).toBe(
+      "the hooks load (libbpf 1.1; connections map preallocated, as kernels before 6.1 need), but loading them made the kernel WARN (tainted 1 → 513; see dmesg)",
+    );
+    expect(line.fix).toContain("do not run the agent on this kernel");
+  });
+
+  test("a WARN from before the load, or another taint, is not blamed on the load", () => {
+    expect(loadedProbeLine({ ...clean, taintBefore: 512, taintAfter: 512 }).status).toBe("ok");
+    expect(loadedProbeLine({ ...clean, taintBefore: 0, taintAfter: 4096 }).detail).toEndWith("kernel taint 4096");
+    expect(loadedProbeLine({ ...clean, taintBefore: null, taintAfter: null }).detail).toEndWith("kernel taint not readable");
+  });
+
+  test("panic_on_warn is a warning even after a clean load", () => {
+    const line = loadedProbeLine({ ...clean, panicOnWarn: true });
+    expect(line.status).toBe("warn");
+    expect(line.detail).toEndWith("; /proc/sys/kernel/panic_on_warn is 1: any kernel WARN reboots this node");
+  });
+});
+
+describe("maps allocated at run time in a raw_tp program", () => {
+  test.each([
+    ["5.10.0-35-amd64", false],
+    ["5.15.0-1-generic", false],
+    ["6.0.19", false],
+    ["6.1.0-41-amd64", true],
+    ["6.12.57+deb13-amd64", true],
+    ["6.18.44-fc-v769", true],
+    ["7.2.13+deb14-amd64", true],
+    ["not a version", false],
+  ])("%s: %p", (release, allowed) => {
+    expect(runTimeAllocationAllowed(release)).toBe(allowed);
+  });
+});
