@@ -2,7 +2,7 @@
 /*
  * The record the kernel side writes to the ring buffer, one per report.
  * This is the single definition of its layout; src/kernel/record.ts mirrors
- * it and test/record-layout.test.ts checks both against the object's BTF.
+ * it and test/kernel/record-layout.test.ts checks both against the object's BTF.
  */
 #ifndef KMESH_ACCESSLOG_H
 #define KMESH_ACCESSLOG_H
