@@ -12,10 +12,10 @@
  * Run: `bun test test/e2e/admin-access.test.ts`.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENT_BINARY, agentUnavailableReason, matchConnection, startAgent } from "./agent.ts";
-import { adminRequest, curlAs, freePort, metrics, privateLockFile, runBinary, startAdminAgent, switchStates } from "./admin-support.ts";
+import { adminRequest, curlAs, freePort, metrics, privateLockFile, removePrivateLockDir, runBinary, startAdminAgent, switchStates } from "./admin-support.ts";
 import { checkExchange, keyOf } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { LineCollector } from "./lines.ts";
@@ -231,8 +231,8 @@ describe.skipIf(!ready)("the Unix socket", () => {
   test("kill -9 leaves the socket file; the next agent on the lock removes it and serves", async () => {
     const lockFile = privateLockFile();
     const first = await startAdminAgent({ lockFile });
-    first.agent.proc.kill("SIGKILL");
-    await first.agent.proc.exited;
+    await first.agent[Symbol.asyncDispose](); // SIGKILL; the directory stays for the next agent
+
     expect(lstatSync(first.socket).isSocket()).toBe(true);
     await using second = await startAdminAgent({ lockFile });
     expect(second.socket).toBe(first.socket);
@@ -244,7 +244,9 @@ describe.skipIf(!ready)("the Unix socket", () => {
 
   test("a live agent's socket is never taken over; a file that is not a socket is refused and left alone", async () => {
     await using first = await startAdminAgent();
-    const taken = await runBinary(["run", "--admin-addr", "", "--lock-file", privateLockFile(), "--admin-socket", first.socket, "--duration", "30"]);
+    const otherLock = privateLockFile();
+    const taken = await runBinary(["run", "--admin-addr", "", "--lock-file", otherLock, "--admin-socket", first.socket, "--duration", "30"]);
+    removePrivateLockDir(otherLock);
     expect(taken).toEqual({
       exitCode: 1,
       stdout: "",
@@ -265,7 +267,7 @@ describe.skipIf(!ready)("the Unix socket", () => {
       expect(readFileSync(file, "utf8")).toBe("keep me\n");
       expect(existsSync(lockFile)).toBe(false); // the lock it took is given back
     } finally {
-      rmSync(file, { force: true });
+      removePrivateLockDir(lockFile);
     }
     expect((await adminRequest(first.socket, "GET", "/healthz")).body).toBe("OK");
   });

@@ -10,7 +10,7 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { AGENT_BINARY, REPO_ROOT, socketBeside, startAgent, type Agent } from "./agent.ts";
 
 /** A TCP port nobody listens on right now (the kernel's pick, released at once). */
@@ -44,15 +44,22 @@ export interface AdminAgentOptions {
 }
 
 const lockDirs: string[] = [];
+// bun test does not run exit handlers: disposing an agent, or removePrivateLockDir, is what cleans.
 process.on("exit", () => {
   for (const dir of lockDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A lock file path in a fresh private directory (removed when the test process exits). */
+/** A lock file path in a fresh private directory (removed with the agent started on it, or by removePrivateLockDir). */
 export function privateLockFile(): string {
   const dir = mkdtempSync(join(tmpdir(), "kal-e2e-lock-"));
   lockDirs.push(dir);
   return join(dir, "agent.lock");
+}
+
+/** Removes a privateLockFile's directory, with what an agent killed by SIGKILL left there (its lock, its socket). */
+export function removePrivateLockDir(lockFile: string): void {
+  const dir = dirname(lockFile);
+  if (lockDirs.includes(dir)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** Starts `dist/kmesh-accesslog run` with its own admin address and lock file; resolves once ready. */
@@ -72,13 +79,16 @@ export async function startAdminAgent(options: AdminAgentOptions = {}): Promise<
     adminAddr,
     lockFile,
     socket,
-    [Symbol.asyncDispose]: () => agent[Symbol.asyncDispose](),
+    [Symbol.asyncDispose]: async () => {
+      await agent[Symbol.asyncDispose]();
+      removePrivateLockDir(lockFile);
+    },
   };
   if (options.waitReady ?? true) {
     try {
       await waitReady(agent, socket === "" ? adminAddr : socket);
     } catch (error) {
-      await agent[Symbol.asyncDispose]();
+      await handle[Symbol.asyncDispose]();
       throw error;
     }
   }
