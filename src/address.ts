@@ -180,6 +180,14 @@ export function canonicalIp(text: string): string | null {
   return isV4Mapped(view, 0) ? ipv4Text(view, 12) : ipv6Text(view, 0);
 }
 
+/** The bytes of an IP address's text in network byte order (4 for a dotted quad, 16 for IPv6), or null. */
+export function ipBytes(text: string): Uint8Array | null {
+  const v4 = new Uint8Array(4);
+  if (parseV4(text, v4, 0)) return v4;
+  const v6 = new Uint8Array(16);
+  return text.includes(":") && parseV6(text, v6) ? v6 : null;
+}
+
 /** Loopback and unspecified addresses: a connection's end there is this node, never a pod IP. */
 export function isLoopbackOrUnspecified(canonical: string): boolean {
   return canonical.startsWith("127.") || canonical === "::1" || canonical === "0.0.0.0" || canonical === "::";

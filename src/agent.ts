@@ -17,7 +17,7 @@ import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
+import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -63,6 +63,8 @@ export class Agent {
       switches: switches.switches,
       reportIntervalMs: options.reportInterval * 1000,
       adminAddr: options.adminAddr,
+      adminSocket: options.adminSocket === undefined ? adminSocketBeside(options.lockFile) : options.adminSocket,
+      access: { uids: options.adminAllowUid ?? [], gids: options.adminAllowGid ?? [] },
       lockFile: options.lockFile,
       log,
     });

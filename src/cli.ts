@@ -6,19 +6,21 @@ import { cli, command, type Flags } from "cleye";
 import * as v from "valibot";
 import { parseHostPort, type HostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
-import type { SwitchRequest } from "./admin/client.ts";
+import type { AdminTargetFlags, SwitchRequest } from "./admin/client.ts";
 import { startupSwitches } from "./admin/switches.ts";
 import { UsageError } from "./errors.ts";
 import {
   type CheckFlagName,
   type CheckOptions,
   DEFAULT_ADMIN_ADDR,
+  DEFAULT_ADMIN_SOCKET,
   type FlagName,
   FLAGS,
   HostPortSchema,
   PROGRAM_NAME,
   type RunOptions,
   RunOptionsSchema,
+  SocketPathSchema,
   VERSION,
 } from "./options.ts";
 
@@ -27,9 +29,9 @@ type FlagSpec = (typeof FLAGS)[FlagName];
 export type Invocation =
   | { command: "version" }
   | { command: "run"; options: RunOptions }
-  | { command: "accesslog"; enable: boolean; adminAddr: HostPort }
-  | { command: "monitoring"; requests: SwitchRequest[]; adminAddr: HostPort }
-  | { command: "status"; json: boolean; adminAddr: HostPort }
+  | { command: "accesslog"; enable: boolean; target: AdminTargetFlags }
+  | { command: "monitoring"; requests: SwitchRequest[]; target: AdminTargetFlags }
+  | { command: "status"; json: boolean; target: AdminTargetFlags }
   | { command: "check"; options: CheckOptions };
 
 // ── Flag types: text → checked value, or a UsageError naming the flag ────────
@@ -117,7 +119,15 @@ const clientFlags = {
       missing: "host:port of a running agent, e.g. 127.0.0.1:15200",
     }) as (text: string) => HostPort,
     placeholder: "<host:port>",
-    description: `The agent's admin API (default: ${DEFAULT_ADMIN_ADDR})`,
+    description: `The agent's admin API over TCP (default: its Unix socket ${DEFAULT_ADMIN_SOCKET} when this user may use it, else ${DEFAULT_ADMIN_ADDR})`,
+  },
+  adminSocket: {
+    type: valueType("admin-socket", {
+      schema: SocketPathSchema,
+      expected: "the absolute path of a running agent's Unix socket",
+    }) as (text: string) => string,
+    placeholder: "<path>",
+    description: `The agent's admin API on its Unix socket (default: ${DEFAULT_ADMIN_SOCKET}, when this user may use it)`,
   },
 };
 const enableDisableFlag = (flag: string, description: string) => ({
@@ -267,20 +277,25 @@ function parseArgv(argv: string[]) {
 
 // ── The result ───────────────────────────────────────────────────────────────
 
+/** The value flags whose `""` means their off flag (`--admin-addr ""` is `--no-admin-api`). */
+const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in spec ? [[`--${kebabCase(name)}`, `--${kebabCase(spec.emptyIs)}`]] : [])));
+
 /**
- * `--admin-addr ""` (and `--admin-addr=`) is how --no-admin-api was spelled first, and still is:
- * type-flag hands the flag's type "" for it and for a bare `--admin-addr` alike, so it is renamed
- * before parsing. Only `run` takes it; elsewhere --admin-addr names a running agent.
+ * `--admin-addr ""` (and `--admin-addr=`) is how --no-admin-api was spelled first, and still is;
+ * `--admin-socket ""` likewise: type-flag hands the flag's type "" for it and for a bare flag alike,
+ * so it is renamed before parsing. Only `run` takes them; elsewhere they name a running agent.
  */
-function spellNoAdminApi(argv: readonly string[]): string[] {
+function spellEmptyAsOff(argv: readonly string[]): string[] {
   if (["accesslog", "monitoring", "status", "check"].includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === "--admin-addr=" || (argv[i] === "--admin-addr" && argv[i + 1] === "")) {
-      out.push("--no-admin-api");
-      if (argv[i] === "--admin-addr") i++;
+    const arg = argv[i]!;
+    const off = EMPTY_MEANS_OFF.get(arg.endsWith("=") ? arg.slice(0, -1) : arg);
+    if (off !== undefined && (arg.endsWith("=") || argv[i + 1] === "")) {
+      out.push(off);
+      if (!arg.endsWith("=")) i++;
     } else {
-      out.push(argv[i]!);
+      out.push(arg);
     }
   }
   return out;
@@ -308,14 +323,20 @@ function conflict(given: Readonly<Record<string, unknown>>): string | null {
   return null;
 }
 
-const defaultAdminAddress = () => parseHostPort(DEFAULT_ADMIN_ADDR)!;
+/** Which agent a client command drives, as its flags name it (client.ts decides when neither does). */
+function targetFlags(flags: AdminTargetFlags): AdminTargetFlags {
+  if (flags.adminAddr !== undefined && flags.adminSocket !== undefined) {
+    throw new UsageError("--admin-addr and --admin-socket both name the agent: give one of them");
+  }
+  return { adminAddr: flags.adminAddr, adminSocket: flags.adminSocket };
+}
 
 /**
  * Reads the command line. Throws UsageError on any mistake. `--help` is left to cleye, which
  * prints the help to stdout and exits 0 without returning.
  */
 export function parseCommandLine(argv: string[]): Invocation {
-  const parsed = parseArgv(spellNoAdminApi(argv));
+  const parsed = parseArgv(spellEmptyAsOff(argv));
   switch (parsed.command) {
     case "accesslog": {
       const args = [...parsed._];
@@ -326,7 +347,7 @@ export function parseCommandLine(argv: string[]): Invocation {
       }
       if (state === undefined) throw new UsageError("missing argument: accesslog enable or accesslog disable");
       const enable = enableDisable("accesslog")(state);
-      return { command: "accesslog", enable, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "accesslog", enable, target: targetFlags(parsed.flags) };
     }
     case "monitoring": {
       const { flags } = parsed;
@@ -338,10 +359,10 @@ export function parseCommandLine(argv: string[]): Invocation {
       if (requests.length === 0) {
         throw new UsageError("nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable");
       }
-      return { command: "monitoring", requests, adminAddr: flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "monitoring", requests, target: targetFlags(flags) };
     }
     case "status":
-      return { command: "status", json: parsed.flags.json === true, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "status", json: parsed.flags.json === true, target: targetFlags(parsed.flags) };
     case "check": {
       const flags = parsed.flags as Record<string, unknown>;
       const options = Object.fromEntries(TABLE.filter(([, spec]) => "check" in spec).map(([name]) => [name, flags[name]]));
@@ -365,7 +386,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     const value = flags[name] ?? ("default" in spec ? spec.default : undefined);
     options[name] = spec.kind === "list" && !isGiven(value) ? undefined : value;
   }
-  if (options.noAdminApi === true) options.adminAddr = null;
+  for (const [name, spec] of TABLE) if ("emptyIs" in spec && options[spec.emptyIs] === true) options[name] = null;
   // The flag types already checked every value; this is the last word, not the usual path.
   const result = v.safeParse(RunOptionsSchema, options);
   if (!result.success) {

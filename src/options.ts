@@ -13,6 +13,12 @@ export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 /** Kmesh's admin address; ours too by default (loopback: the API changes what the node records). */
 export const DEFAULT_ADMIN_ADDR = "127.0.0.1:15200";
 export const DEFAULT_LOCK_FILE = "/run/kmesh-accesslog/agent.lock";
+/**
+ * The admin API's Unix socket when --admin-socket is not given: the lock file's path with `.sock`
+ * for `.lock`, so that the socket pairs with the lock that proves no other agent uses it.
+ */
+export const adminSocketBeside = (lockFile: string) => `${lockFile.replace(/\.lock$/, "")}.sock`;
+export const DEFAULT_ADMIN_SOCKET = adminSocketBeside(DEFAULT_LOCK_FILE);
 export const DEFAULT_CLUSTER_DOMAIN = "cluster.local";
 // Defaults that RunOptions leaves undefined (not given), applied where they are used.
 export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
@@ -42,9 +48,18 @@ function byteSize(text: string): number | undefined {
 }
 
 const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+/** The kernel's limit for a Unix socket's path (sun_path, 108 bytes with the final NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
 const isHttpUrl = (text: string) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol) && new URL(text).host !== "";
 const seconds = (min: number, max: number) => v.pipe(v.number(), v.finite(), v.minValue(min), v.maxValue(max));
 const FilePathSchema = v.pipe(v.string(), v.minLength(1));
+export const SocketPathSchema = v.pipe(
+  v.string(),
+  v.startsWith("/", "must be an absolute path"),
+  v.check((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH_BYTES, `must be at most ${MAX_SOCKET_PATH_BYTES} bytes`),
+);
+/** A user or group id (4294967295 is the kernel's "no id"). */
+const IdSchema = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4_294_967_294));
 export const HostPortSchema = v.strictObject({
   host: v.pipe(v.string(), v.minLength(1)),
   port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)),
@@ -54,6 +69,8 @@ export const HostPortSchema = v.strictObject({
 
 /** The flags that turn a source off, and the flags that cannot be given with them. */
 type OffFlag = "noKubelet" | "noKubeApi";
+/** The flags that turn a listener off, each also spelled as its value flag given "". */
+type NoListenerFlag = "noAdminApi" | "noAdminSocket";
 
 interface FlagSpec {
   /**
@@ -83,6 +100,8 @@ interface FlagSpec {
   contradicts?: string;
   /** What this flag turns off, as the flags that need it say. */
   turnsOff?: string;
+  /** `--flag ""` means this flag: the value becomes null (none). */
+  emptyIs?: NoListenerFlag;
 }
 
 // Conflicts (offWith, contradicts) are checked in this order, the first one found reported.
@@ -166,19 +185,53 @@ export const FLAGS = {
   },
   adminAddr: {
     kind: "value",
-    // null: no admin API (--no-admin-api, or --admin-addr "")
+    // null: no TCP listener (--no-admin-api, or --admin-addr "")
     schema: v.nullable(HostPortSchema),
     read: parseHostPort,
-    expected: 'host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API',
-    missing: 'host:port, or "" for no admin API',
+    expected: 'host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API on TCP',
+    missing: 'host:port, or "" for no admin API on TCP',
     placeholder: "<host:port>",
     description: `Serve Kmesh's admin API (kmeshctl monitoring/accesslog, /metrics) here; "" for none (default: ${DEFAULT_ADMIN_ADDR})`,
     default: parseHostPort(DEFAULT_ADMIN_ADDR),
+    emptyIs: "noAdminApi",
   },
   noAdminApi: {
     kind: "boolean",
     schema: v.boolean(),
-    description: 'Do not serve the admin API (the same as --admin-addr "")',
+    description: 'Do not serve the admin API on TCP (the same as --admin-addr ""; --no-admin-socket for the Unix socket)',
+  },
+  adminSocket: {
+    kind: "value",
+    // undefined: beside the lock file; null: no socket (--no-admin-socket, or --admin-socket "")
+    schema: v.nullable(SocketPathSchema),
+    expected: `an absolute path of at most ${MAX_SOCKET_PATH_BYTES} bytes, or "" for no Unix socket`,
+    missing: 'an absolute path, or "" for no Unix socket',
+    placeholder: "<path>",
+    description:
+      `Serve the admin API on this Unix socket too, mode 0600 (for the local CLI); "" for none ` +
+      `(default: the --lock-file path with .sock for .lock, ${DEFAULT_ADMIN_SOCKET})`,
+    emptyIs: "noAdminSocket",
+  },
+  noAdminSocket: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: 'Do not serve the admin API on a Unix socket (the same as --admin-socket "")',
+  },
+  adminAllowUid: {
+    kind: "list",
+    schema: IdSchema,
+    read: whole,
+    expected: "a numeric user id",
+    placeholder: "<uid>",
+    description: "Let this user change the switches too (POST and every other method but GET and HEAD); root always may (repeatable)",
+  },
+  adminAllowGid: {
+    kind: "list",
+    schema: IdSchema,
+    read: whole,
+    expected: "a numeric group id",
+    placeholder: "<gid>",
+    description: "Let processes in this group (effective or supplementary) change the switches too (repeatable)",
   },
   lockFile: {
     kind: "value",

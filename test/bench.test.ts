@@ -3,7 +3,7 @@
 // from full runs (README, "Performance").
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { IS_ROOT, testIf } from "./support/require.ts";
+import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const bun = process.execPath;
@@ -45,6 +45,12 @@ describe("benchmarks, short mode", () => {
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expectTable(r.stdout, "agent");
     expectTable(r.stdout, "exec → GET /debug/ready 200");
+  }, 120_000);
+
+  testIf(IS_ROOT && hasCommand("curl"), `${needsRoot}, and curl`)("admin-access", async () => {
+    const r = await runBench("admin-access.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "open connections");
   }, 120_000);
 
   // Installs wrk and nginx-light with apt-get when they are missing.

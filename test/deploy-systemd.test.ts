@@ -17,9 +17,12 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { DEFAULT_LOCK_FILE } from "../src/options.ts";
 import { AGENT_BINARY } from "./e2e/agent.ts";
+import { curlAs } from "./e2e/admin-support.ts";
 import { allowList, seccompExec, syscallNumbers } from "./e2e/check-seccomp.ts";
 import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
 
+/** The uid the emulation runs the unit's dynamic user as (DynamicUser= picks one from 61184-65519). */
+const DYNAMIC_UID = 61_234;
 const UNIT_PATH = new URL("../scripts/deploy/kmesh-accesslog.service", import.meta.url).pathname;
 const UNIT_TEXT = readFileSync(UNIT_PATH, "utf8");
 
@@ -105,8 +108,8 @@ describe("the systemd unit", () => {
 
   const numbers = syscallNumbers();
   const emulate = testIf(
-    IS_ROOT && existsSync(AGENT_BINARY) && numbers !== null && ["systemd-analyze", "unshare", "setpriv"].every(hasCommand),
-    "needs root, the compiled binary (scripts/build), x86-64 kernel headers (linux-libc-dev), systemd-analyze, unshare and setpriv",
+    IS_ROOT && existsSync(AGENT_BINARY) && numbers !== null && ["systemd-analyze", "unshare", "setpriv", "nsenter", "curl"].every(hasCommand),
+    "needs root, the compiled binary (scripts/build), x86-64 kernel headers (linux-libc-dev), systemd-analyze, unshare, setpriv, nsenter and curl",
   );
 
   // The unit's private /tmp and /run hide whatever lies there, a clone of this repository
@@ -148,6 +151,46 @@ describe("the systemd unit", () => {
     expect(lines.some((line) => line.includes("direction=OUTBOUND"))).toBe(true);
   }, 30_000);
 
+  emulate("under the unit, root changes a switch over TCP and another user cannot; the socket is the dynamic user's, 0600, in the runtime directory", async () => {
+    const port = await freePort();
+    const addr = `127.0.0.1:${port}`;
+    await using agent = Bun.spawn(underTheUnit(words("SystemCallFilter"), ["--duration", "6", "--admin-addr", addr]), {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+      timeout: 30_000,
+      killSignal: "SIGKILL",
+    });
+    const stderr = new Response(agent.stderr).text();
+    let answered = false;
+    for (let i = 0; i < 100 && !answered; i++) {
+      await Bun.sleep(50);
+      answered = await fetch(`http://${addr}/debug/ready`).then((response) => response.ok, () => false);
+    }
+    expect(answered).toBe(true);
+    // The unit's /run is the agent's own (a mount namespace): look at the socket from inside it.
+    const socket = `/run/${one("RuntimeDirectory")}/agent.sock`;
+    const inside = (argv: string[]) => Bun.spawnSync(["nsenter", "--mount", `--target=${agent.pid}`, ...argv], { stdout: "pipe", stderr: "pipe" });
+    expect(inside(["stat", "--format=%F %a %u", socket]).stdout.toString()).toBe(`socket 600 ${DYNAMIC_UID}\n`);
+    expect(inside(["curl", "--silent", "--unix-socket", socket, "--request", "POST", "--write-out", "%{http_code}", "http://localhost/workload_metrics?enable=true"]).stdout.toString()).toBe("200");
+
+    const nobodyPort = await freePort();
+    const nobody = await curlAs({ uid: 65534, localPort: nobodyPort }, "POST", `http://${addr}/monitoring?enable=false`);
+    expect(nobody.status).toBe(403);
+    const rootPort = await freePort();
+    const root = await curlAs({ uid: 0, localPort: rootPort }, "POST", `http://${addr}/accesslog?enable=false`);
+    expect(root.status).toBe(200);
+    expect(await agent.exited).toBe(0);
+    // ProtectProc=invisible: the agent sees the socket table's owners, not other users' processes.
+    expect((await stderr).split("\n").filter((line) => line.startsWith("kmesh-accesslog: admin API: "))).toEqual([
+      `kmesh-accesslog: admin API: accepted (200) POST "/workload_metrics?enable=true" from unix socket ${socket}: workload_metrics false -> true; writing close reports (periodic reports off)`,
+      `kmesh-accesslog: admin API: refused (403) POST "/monitoring?enable=false" from uid 65534, pid unknown, command unknown, 127.0.0.1:${nobodyPort}: ` +
+        "monitoring stays true; only root may change this agent's switches, and this request came from uid 65534: send it as root (sudo), or start the agent with --admin-allow-uid 65534",
+      `kmesh-accesslog: admin API: accepted (200) POST "/accesslog?enable=false" from uid 0, pid unknown, command unknown, 127.0.0.1:${rootPort}: ` +
+        "accesslog true -> false; writing nothing (accesslog off)",
+    ]);
+  }, 30_000);
+
   emulate("the control: the same filter without bpf stops the agent at its first bpf() (so the filter is enforced, and bpf is why it is listed)", () => {
     const filter = words("SystemCallFilter").filter((entry) => entry !== "bpf");
     const result = Bun.spawnSync(underTheUnit(filter, ["--duration", "1", "--admin-addr", ""]), { stdout: "pipe", stderr: "pipe", timeout: 30_000 });
@@ -165,7 +208,7 @@ describe("the systemd unit", () => {
     const ERRNO: Record<string, number> = { EPERM: 1 };
     const filter = allowList(allowedNumbers, families, ERRNO[one("SystemCallErrorNumber")]!);
 
-    const uid = 61_234; // DynamicUser= picks one from 61184-65519
+    const uid = DYNAMIC_UID;
     const capNames = (key: string) => words(key).map((cap) => `+${cap.replace(/^CAP_/, "").toLowerCase()}`).join(",");
     const runtimeDir = `/run/${one("RuntimeDirectory")}`;
     // The mounts, in a mount namespace of its own (nothing outside it changes).

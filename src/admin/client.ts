@@ -1,15 +1,53 @@
-// The CLI's side of the admin API: what `accesslog`, `monitoring` and
-// `status` send, and every way that can go wrong turned into one sentence.
-// Works against our agent and, for the switches, against Kmesh's daemon too
+// The CLI's side of the admin API: which agent to talk to (its Unix socket or its address), what
+// `accesslog`, `monitoring` and `status` send, and every way that can go wrong turned into one
+// sentence. Works against our agent and, for the switches over TCP, against Kmesh's daemon too
 // (same paths, same answers).
+import { accessSync, constants } from "node:fs";
 import * as v from "valibot";
-import { formatHostPort, type HostPort } from "../address.ts";
+import { formatHostPort, parseHostPort, type HostPort } from "../address.ts";
 import { ExitError } from "../errors.ts";
+import { DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_SOCKET } from "../options.ts";
 import { parseExposition, type ParsedSample } from "./metrics.ts";
 import type { SwitchPath } from "./switches.ts";
 import type { VersionInfo } from "./version.ts";
 
 export const REQUEST_TIMEOUT_MS = 5_000;
+
+/** Where an agent's admin API is reached: its TCP address, or its Unix socket. */
+export type AdminTarget = { addr: HostPort } | { socket: string };
+
+/** What the command line named, if anything. */
+export interface AdminTargetFlags {
+  adminAddr?: HostPort | undefined;
+  adminSocket?: string | undefined;
+}
+
+/** The target as the messages name it: host:port, or the socket's path. */
+export function describeTarget(target: AdminTarget): string {
+  return "socket" in target ? target.socket : formatHostPort(target.addr);
+}
+
+/** May this process connect to the Unix socket at `path` (it exists, and this user may write it)? */
+function mayConnect(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * --admin-addr or --admin-socket when given; else this node's agent socket when this user may use
+ * it (root, in practice: it is mode 0600), which needs no peer lookup and works whatever
+ * --admin-addr the agent has; else Kmesh's address.
+ */
+export function chooseTarget(flags: AdminTargetFlags, canConnect: (path: string) => boolean = mayConnect): AdminTarget {
+  if (flags.adminAddr !== undefined) return { addr: flags.adminAddr };
+  if (flags.adminSocket !== undefined) return { socket: flags.adminSocket };
+  if (canConnect(DEFAULT_ADMIN_SOCKET)) return { socket: DEFAULT_ADMIN_SOCKET };
+  return { addr: parseHostPort(DEFAULT_ADMIN_ADDR)! };
+}
 
 /** The URL of `path` on the agent at `address`. */
 export function adminUrl(address: HostPort, path: string): string {
@@ -27,27 +65,34 @@ export class AdminClientError extends ExitError {
   override name = "AdminClientError";
 }
 
+/** Nothing listens where the agent should be (a socket file may remain: an agent killed with SIGKILL leaves one). */
+export class NoAgentError extends AdminClientError {
+  override name = "NoAgentError";
+}
+
 const VersionInfoSchema = v.looseObject({
   gitVersion: v.string(),
   program: v.string(),
   pid: v.pipe(v.number(), v.integer()),
 });
 
-async function request(address: HostPort, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
-  const where = formatHostPort(address);
+async function request(target: AdminTarget, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
+  const where = describeTarget(target);
+  const viaSocket = "socket" in target;
   try {
-    const response = await fetch(adminUrl(address, path), {
-      method,
-      signal: AbortSignal.timeout(timeoutMs),
-      redirect: "manual",
-    });
+    const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" } as const;
+    const response = viaSocket ? await fetch(`http://localhost${path}`, { ...init, unix: target.socket }) : await fetch(adminUrl(target.addr, path), init);
     return { status: response.status, body: await response.text() };
   } catch (error) {
     const e = error as { name?: unknown; code?: unknown; message?: unknown };
-    if (e.code === "ECONNREFUSED") {
-      throw new AdminClientError(
-        `no agent is listening on ${where} (start one with \`kmesh-accesslog run\`, or name another with --admin-addr)`,
+    // A socket file without a listener is what an agent killed with SIGKILL leaves.
+    if (e.code === "ECONNREFUSED" || (viaSocket && e.code === "ENOENT")) {
+      throw new NoAgentError(
+        `no agent is listening on ${where} (start one with \`kmesh-accesslog run\`, or name another with ${viaSocket ? "--admin-socket" : "--admin-addr"})`,
       );
+    }
+    if (viaSocket && (e.code === "EACCES" || e.code === "EPERM")) {
+      throw new AdminClientError(`cannot connect to ${where}: permission denied (the agent's socket is mode 0600: run this as root)`);
     }
     if (e.name === "TimeoutError" || e.name === "AbortError") {
       throw new AdminClientError(`the agent on ${where} did not answer ${method} ${path} within ${timeoutMs / 1000} s`);
@@ -57,8 +102,8 @@ async function request(address: HostPort, method: "GET" | "POST", path: string, 
 }
 
 /** GET /version, if what answers is one of our agents; undefined otherwise. */
-export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
-  const { status, body } = await request(address, "GET", "/version", timeoutMs);
+export async function fetchAgentVersion(target: AdminTarget, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
+  const { status, body } = await request(target, "GET", "/version", timeoutMs);
   if (status !== 200) return undefined;
   let json: unknown;
   try {
@@ -74,21 +119,23 @@ export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_T
  * POST <path>?enable=<true|false>, as kmeshctl sends it. Resolves on 200;
  * otherwise throws with the agent's own words.
  */
-export async function postSwitch(address: HostPort, path: SwitchPath, enable: boolean): Promise<void> {
-  const { status, body } = await request(address, "POST", `${path}?enable=${enable}`);
+export async function postSwitch(target: AdminTarget, path: SwitchPath, enable: boolean): Promise<void> {
+  const { status, body } = await request(target, "POST", `${path}?enable=${enable}`);
   if (status === 200) return;
+  const where = describeTarget(target);
   const said = body.trim().replaceAll(/\s*\n\s*/g, " ");
   const what = `${enable ? "enable" : "disable"} ${path.slice(1)}`;
   if (status === 400 && said.includes("monitoring is disabled")) {
     throw new AdminClientError(
-      `the agent on ${formatHostPort(address)} refused to ${what}: ${said} ` +
-        "(turn monitoring on first: kmesh-accesslog monitoring --all enable)",
+      `the agent on ${where} refused to ${what}: ${said} ` + "(turn monitoring on first: kmesh-accesslog monitoring --all enable)",
     );
   }
+  // Who may change the switches: the agent's answer says why not and what to do.
+  if (status === 403) throw new AdminClientError(`the agent on ${where} refused to ${what}: ${said}`);
   if (status === 404) {
-    throw new AdminClientError(`what answers on ${formatHostPort(address)} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
+    throw new AdminClientError(`what answers on ${where} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
   }
-  throw new AdminClientError(`the agent on ${formatHostPort(address)} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
+  throw new AdminClientError(`the agent on ${where} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
 }
 
 export interface AgentStatus {
@@ -101,13 +148,13 @@ export interface AgentStatus {
 }
 
 /** GET /version, /debug/ready and /metrics: everything `status` prints. */
-export async function fetchStatus(address: HostPort): Promise<AgentStatus> {
-  const where = formatHostPort(address);
-  const version = await fetchAgentVersion(address);
+export async function fetchStatus(target: AdminTarget): Promise<AgentStatus> {
+  const where = describeTarget(target);
+  const version = await fetchAgentVersion(target);
   if (version === undefined) {
     throw new AdminClientError(`what answers on ${where} is not a kmesh-accesslog agent (its /version is not ours)`);
   }
-  const [ready, metrics] = await Promise.all([request(address, "GET", "/debug/ready"), request(address, "GET", "/metrics")]);
+  const [ready, metrics] = await Promise.all([request(target, "GET", "/debug/ready"), request(target, "GET", "/metrics")]);
   if (metrics.status !== 200) throw new AdminClientError(`the agent on ${where} answered GET /metrics with HTTP ${metrics.status}`);
   return {
     address: where,

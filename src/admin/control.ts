@@ -6,18 +6,23 @@
 // last.
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
+import { AccessGate, type AccessPolicy, REFUSAL_REASONS, whoMayChange } from "./access.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
 import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
 import type { AdminBackend, Readiness } from "./routes.ts";
-import { AdminServer } from "./server.ts";
-import { SWITCH_LABELS, SWITCH_NAMES, outputsOf, type Outputs, type Switches } from "./switches.ts";
+import { AdminServer, SocketPermissionError } from "./server.ts";
+import { SWITCH_LABELS, SWITCH_NAMES, describeOutputs, outputsOf, type Outputs, type Switches } from "./switches.ts";
 import { versionInfo } from "./version.ts";
 
 export interface ControlOptions {
   switches: Switches;
   reportIntervalMs: number;
-  /** null: no admin API */
+  /** null: no admin API on TCP */
   adminAddr: HostPort | null;
+  /** null: no admin API on a Unix socket */
+  adminSocket: string | null;
+  /** who may change state besides root */
+  access: AccessPolicy;
   lockFile: string;
   log: Logger;
 }
@@ -44,8 +49,10 @@ export class AgentControl implements AdminBackend {
   #notReady = "loading the kernel probe";
   #timer: Timer | null = null;
   #lock: InstanceLock | null = null;
-  #lockWarning = "";
-  #server: AdminServer | null = null;
+  /** what could not be done for lack of rights, said once the probe has loaded anyway */
+  #warnings: string[] = [];
+  readonly #gate: AccessGate;
+  #servers: AdminServer[] = [];
   #periodicRuns = 0;
   #periodicReports = 0;
   #periodicFailures = 0;
@@ -55,10 +62,11 @@ export class AgentControl implements AdminBackend {
     this.#options = options;
     this.#log = options.log;
     this.#switches = options.switches;
+    this.#gate = new AccessGate(options.access, () => this.#switches, options.log);
     this.#registerMetrics();
   }
 
-  /** Takes the node's lock, then serves the admin API (not ready until attach). */
+  /** Takes the node's lock, then serves the admin API on TCP and on the socket (not ready until attach). */
   static async start(options: ControlOptions): Promise<AgentControl> {
     const control = new AgentControl(options);
     const where = options.adminAddr === null ? "" : formatHostPort(options.adminAddr);
@@ -68,26 +76,38 @@ export class AgentControl implements AdminBackend {
       // Without the rights to take the lock the probe will not load either,
       // and it says why better; warn only if it does load.
       if (!(error instanceof LockPermissionError)) throw error;
-      control.#lockWarning = `${error.message}: another agent on this node would not be noticed`;
+      control.#warnings.push(`${error.message}: another agent on this node would not be noticed`);
     }
     try {
-      if (options.adminAddr !== null) control.#server = await AdminServer.start(options.adminAddr, control, options.log);
+      if (options.adminAddr !== null) control.#servers.push(await AdminServer.start({ addr: options.adminAddr }, control, control.#gate, options.log));
+      // After the lock: a socket file left by an agent that did not stop is replaced only then.
+      if (options.adminSocket !== null) await control.#serveSocket(options.adminSocket);
     } catch (error) {
-      control.#lock?.release();
+      await control.stop();
       throw error;
     }
     return control;
   }
 
+  async #serveSocket(path: string): Promise<void> {
+    try {
+      this.#servers.push(await AdminServer.start({ socket: path }, this, this.#gate, this.#log));
+    } catch (error) {
+      // As for the lock: without the rights to make it, the probe will not load either.
+      if (!(error instanceof SocketPermissionError)) throw error;
+      this.#warnings.push(`${error.message}: no admin API on a Unix socket`);
+    }
+  }
+
   /** The probe is attached: apply the switches, start the timer, answer ready. */
   attach(kernel: KernelControls): void {
     this.#kernel = kernel;
-    if (this.#lockWarning) this.#log.warn(this.#lockWarning);
+    for (const warning of this.#warnings) this.#log.warn(warning);
     this.#apply(this.#switches);
-    const { adminAddr } = this.#options;
-    this.#log.info(
-      `admin API ${adminAddr === null ? "off" : `on http://${formatHostPort(adminAddr)}`}; ${describe(this.#switches)}`,
-    );
+    const { adminAddr, adminSocket, access } = this.#options;
+    const where = [adminAddr === null ? "" : `http://${formatHostPort(adminAddr)}`, adminSocket === null ? "" : `unix socket ${adminSocket}`].filter(Boolean);
+    const api = where.length === 0 ? "admin API off" : `admin API on ${where.join(" and ")} (only ${whoMayChange(access)} may change the switches)`;
+    this.#log.info(`${api}; ${describeOutputs(this.#switches)}`);
   }
 
   /** Before the probe detaches: no more reports, not ready. */
@@ -100,9 +120,9 @@ export class AgentControl implements AdminBackend {
   /** Stops serving and lets go of the lock; safe to call twice. */
   async stop(): Promise<void> {
     this.detach();
-    const server = this.#server;
-    this.#server = null;
-    await server?.stop();
+    const servers = this.#servers;
+    this.#servers = [];
+    await Promise.all(servers.map((server) => server.stop()));
     this.#lock?.release();
     this.#lock = null;
   }
@@ -113,15 +133,9 @@ export class AgentControl implements AdminBackend {
     return this.#switches;
   }
 
+  /** The access gate writes who changed what (its audit line). */
   setSwitches(next: Switches): void {
-    const before = this.#switches;
     this.#apply(next);
-    const changed = SWITCH_NAMES.filter((name) => before[name] !== next[name]);
-    if (changed.length > 0) {
-      this.#log.info(
-        `admin API: ${changed.map((name) => `${SWITCH_LABELS[name]} ${next[name] ? "enabled" : "disabled"}`).join(", ")}; ${describe(next)}`,
-      );
-    }
   }
 
   readiness(): Readiness {
@@ -240,12 +254,11 @@ export class AgentControl implements AdminBackend {
       help: "Periodic reports the kernel could not make.",
       read: () => this.#periodicFailures,
     });
+    m.register({
+      name: `${METRIC_PREFIX}admin_requests_refused_total`,
+      type: "counter",
+      help: "Admin requests that may change state refused with 403: the peer is not allowed (not_allowed), or cannot be identified (unidentified).",
+      read: () => REFUSAL_REASONS.map((reason) => ({ labels: { reason }, value: this.#gate.refused[reason] })),
+    });
   }
-}
-
-/** One phrase for the log: what the agent now writes. */
-function describe(s: Switches): string {
-  const { kernelEmit, periodicReports } = outputsOf(s);
-  if (!kernelEmit) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)`;
-  return periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)";
 }

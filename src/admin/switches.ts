@@ -76,6 +76,13 @@ export function outputsOf(s: Switches): Outputs {
   return { kernelEmit, periodicReports: kernelEmit && s.connectionMetrics };
 }
 
+/** One phrase for the log: what the agent writes in state `s`. */
+export function describeOutputs(s: Switches): string {
+  const { kernelEmit, periodicReports } = outputsOf(s);
+  if (!kernelEmit) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)`;
+  return periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)";
+}
+
 export interface StartupSwitches {
   monitoring: boolean;
   /** undefined: not given on the command line (on by default, off when monitoring is off) */

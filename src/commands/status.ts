@@ -1,7 +1,6 @@
 // `status`: a running agent's switches and counters, read from its admin API
 // (/version, /debug/ready, /metrics), as tables or as one JSON object.
-import type { HostPort } from "../address.ts";
-import { fetchStatus, type AgentStatus } from "../admin/client.ts";
+import { chooseTarget, fetchStatus, type AdminTargetFlags, type AgentStatus } from "../admin/client.ts";
 import { METRIC_PREFIX, type ParsedSample } from "../admin/metrics.ts";
 
 const SWITCH_METRIC = `${METRIC_PREFIX}switch_enabled`;
@@ -14,8 +13,8 @@ const STATE_METRICS = new Set([
   `${METRIC_PREFIX}periodic_reports_enabled`,
 ]);
 
-export async function statusCommand(json: boolean, adminAddr: HostPort): Promise<number> {
-  const status = await fetchStatus(adminAddr);
+export async function statusCommand(json: boolean, flags: AdminTargetFlags): Promise<number> {
+  const status = await fetchStatus(chooseTarget(flags));
   process.stdout.write(json ? `${JSON.stringify(statusJson(status), null, 2)}\n` : statusTables(status));
   return 0;
 }

@@ -1,15 +1,17 @@
 /**
  * What the admin-API end-to-end tests add to the shared harness (agent.ts, exchange.ts, node.ts,
- * which this file only wraps): an agent with its own admin address and lock file, a plain HTTP
- * client that keeps the answer's bytes, the agent's /metrics as numbers, and the compiled CLI.
+ * which this file only wraps): an agent with its own admin address, lock file and socket, a plain
+ * HTTP client that keeps the answer's bytes (over TCP or the socket), curl run as another user or
+ * in another network namespace, the agent's /metrics as numbers, and the compiled CLI.
  *
  *   await using agent = await startAdminAgent({ args: ["--connection-metrics"] });
  *   const answer = await adminRequest(agent.adminAddr, "POST", "/accesslog?enable=false");
+ *   const refused = await curlAs({ uid: 65534 }, "POST", `http://${agent.adminAddr}/monitoring?enable=false`);
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { AGENT_BINARY, REPO_ROOT, startAgent, type Agent } from "./agent.ts";
+import { dirname, join } from "node:path";
+import { AGENT_BINARY, REPO_ROOT, socketBeside, startAgent, type Agent } from "./agent.ts";
 
 /** A TCP port nobody listens on right now (the kernel's pick, released at once). */
 export function freePort(hostname = "127.0.0.1"): number {
@@ -24,6 +26,8 @@ export interface AdminAgent extends AsyncDisposable {
   /** host:port as given to --admin-addr */
   adminAddr: string;
   lockFile: string;
+  /** the admin socket, beside the lock file unless `args` name another */
+  socket: string;
 }
 
 export interface AdminAgentOptions {
@@ -33,55 +37,72 @@ export interface AdminAgentOptions {
   lockFile?: string;
   args?: string[];
   output?: "text" | "json";
-  /** wait for GET /debug/ready (needs the API); default true when the API is on */
+  /** wait for GET /debug/ready (over the socket); default true */
   waitReady?: boolean;
+  /** run the agent in this network namespace */
+  netns?: string;
 }
 
 const lockDirs: string[] = [];
+// bun test does not run exit handlers: disposing an agent, or removePrivateLockDir, is what cleans.
 process.on("exit", () => {
   for (const dir of lockDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A lock file path in a fresh private directory (removed when the test process exits). */
+/** A lock file path in a fresh private directory (removed with the agent started on it, or by removePrivateLockDir). */
 export function privateLockFile(): string {
   const dir = mkdtempSync(join(tmpdir(), "kal-e2e-lock-"));
   lockDirs.push(dir);
   return join(dir, "agent.lock");
 }
 
+/** Removes a privateLockFile's directory, with what an agent killed by SIGKILL left there (its lock, its socket). */
+export function removePrivateLockDir(lockFile: string): void {
+  const dir = dirname(lockFile);
+  if (lockDirs.includes(dir)) rmSync(dir, { recursive: true, force: true });
+}
+
 /** Starts `dist/kmesh-accesslog run` with its own admin address and lock file; resolves once ready. */
 export async function startAdminAgent(options: AdminAgentOptions = {}): Promise<AdminAgent> {
   const adminAddr = options.adminAddr ?? `127.0.0.1:${freePort()}`;
   const lockFile = options.lockFile ?? privateLockFile();
+  const args = options.args ?? [];
+  const socketArg = args.indexOf("--admin-socket");
+  const socket = args.includes("--no-admin-socket") ? "" : socketArg >= 0 ? args[socketArg + 1]! : socketBeside(lockFile);
   const agent = startAgent({
     output: options.output ?? "text",
-    args: ["--admin-addr", adminAddr, "--lock-file", lockFile, ...(options.args ?? [])],
+    args: ["--admin-addr", adminAddr, "--lock-file", lockFile, ...args],
+    ...(options.netns === undefined ? {} : { netns: options.netns }),
   });
   const handle: AdminAgent = {
     agent,
     adminAddr,
     lockFile,
-    [Symbol.asyncDispose]: () => agent[Symbol.asyncDispose](),
-  };
-  if (options.waitReady ?? adminAddr !== "") {
-    try {
-      await waitReady(agent, adminAddr);
-    } catch (error) {
+    socket,
+    [Symbol.asyncDispose]: async () => {
       await agent[Symbol.asyncDispose]();
+      removePrivateLockDir(lockFile);
+    },
+  };
+  if (options.waitReady ?? true) {
+    try {
+      await waitReady(agent, socket === "" ? adminAddr : socket);
+    } catch (error) {
+      await handle[Symbol.asyncDispose]();
       throw error;
     }
   }
   return handle;
 }
 
-/** Polls GET /debug/ready until 200; fails early if the agent exits. */
+/** Polls GET /debug/ready (at host:port, or on a socket's path) until 200; fails early if the agent exits. */
 export async function waitReady(agent: Agent, adminAddr: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (agent.proc.exitCode !== null || agent.proc.signalCode !== null) {
       throw new Error(`the agent exited (${agent.proc.exitCode ?? agent.proc.signalCode}) before it was ready: ${await agent.stderr()}`);
     }
-    const status = await fetch(`http://${adminAddr}/debug/ready`, { signal: AbortSignal.timeout(1_000) })
+    const status = await adminRequest(adminAddr, "GET", "/debug/ready", 1_000)
       .then((r) => r.status)
       .catch(() => 0);
     if (status === 200) return;
@@ -98,9 +119,12 @@ export interface Answer {
   nosniff: string | null;
 }
 
-/** One request with a plain fetch; the body kept as bytes too. */
-export async function adminRequest(adminAddr: string, method: string, target: string): Promise<Answer> {
-  const response = await fetch(`http://${adminAddr}${target}`, { method, signal: AbortSignal.timeout(5_000), redirect: "manual" });
+/** One request with a plain fetch to host:port, or to a Unix socket given by its absolute path; the body kept as bytes too. */
+export async function adminRequest(adminAddr: string, method: string, target: string, timeoutMs = 5_000): Promise<Answer> {
+  const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" } as const;
+  const response = adminAddr.startsWith("/")
+    ? await fetch(`http://localhost${target}`, { ...init, unix: adminAddr })
+    : await fetch(`http://${adminAddr}${target}`, init);
   const bytes = new Uint8Array(await response.arrayBuffer());
   return {
     status: response.status,
@@ -135,6 +159,47 @@ export async function rawRequest(adminAddr: string, raw: string | Uint8Array, wa
   await Promise.race([closed, Bun.sleep(waitMs)]);
   socket.end();
   return received;
+}
+
+export interface CurlAs {
+  uid: number;
+  /** supplementary groups (none by default); the primary group is the uid's number */
+  groups?: number[];
+  /** run inside this network namespace */
+  netns?: string;
+  /** the client's port (TCP), so that a test can name the connection exactly */
+  localPort?: number;
+  /** a Unix socket to send the request to (the URL's host is then ignored) */
+  socket?: string;
+}
+
+/**
+ * curl as another user (setpriv, which execs: `pid` is curl's), optionally in another network
+ * namespace; `status` 0 when curl could not connect (its exit code says why).
+ */
+export async function curlAs(who: CurlAs, method: string, url: string): Promise<{ exitCode: number; status: number; body: string; pid: number }> {
+  const argv = [
+    ...(who.netns === undefined ? [] : ["ip", "netns", "exec", who.netns]),
+    "setpriv",
+    `--reuid=${who.uid}`,
+    `--regid=${who.uid}`,
+    who.groups === undefined || who.groups.length === 0 ? "--clear-groups" : `--groups=${who.groups.join(",")}`,
+    "curl",
+    "--silent",
+    "--max-time",
+    "10",
+    // curl --request HEAD would wait for a body that never comes.
+    ...(method === "HEAD" ? ["--head", "--output", "/dev/null"] : ["--request", method]),
+    "--write-out",
+    "\n%{http_code}",
+    ...(who.localPort === undefined ? [] : ["--local-port", String(who.localPort)]),
+    ...(who.socket === undefined ? [] : ["--unix-socket", who.socket]),
+    url,
+  ];
+  const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000, killSignal: "SIGKILL" });
+  const [out, exitCode] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+  const nl = out.lastIndexOf("\n");
+  return { exitCode, status: Number(out.slice(nl + 1)), body: out.slice(0, Math.max(nl, 0)), pid: proc.pid };
 }
 
 /** GET /metrics as `name` or `name{label="v"}` → value. */

@@ -263,12 +263,17 @@ export interface AgentOptions {
   /** further arguments after `run` */
   args?: string[];
   env?: Record<string, string>;
+  /** run inside this network namespace (`ip netns exec`, which execs: the pid is the agent's) */
+  netns?: string;
 }
 
-/** A lock path no other agent uses (the directory is created by the agent). */
+/** A lock path no other agent uses (the directory is created by the agent); its admin socket goes beside it. */
 export function privateLockFile(): string {
   return `/tmp/kal-e2e-locks/${process.pid}-${Math.random().toString(36).slice(2, 10)}.lock`;
 }
+
+/** The agent's default admin socket for a lock file (`.sock` for `.lock`, as the agent does). */
+export const socketBeside = (lockFile: string) => `${lockFile.replace(/\.lock$/, "")}.sock`;
 
 const liveAgents = new Set<Subprocess>();
 let exitHookInstalled = false;
@@ -279,11 +284,11 @@ export class Agent implements AsyncDisposable {
   readonly #out: LineCollector<AccessLogEntry>;
   /** lines that are neither valid text nor valid JSON lines, with the reason */
   readonly malformed: Malformed[] = [];
-  readonly #stderr: Promise<string>;
+  readonly #err: LineCollector<string>;
   #lockFile: string | null = null;
 
   constructor(options: AgentOptions) {
-    this.argv = [AGENT_BINARY, "run"];
+    this.argv = [...(options.netns === undefined ? [] : ["ip", "netns", "exec", options.netns]), AGENT_BINARY, "run"];
     if (options.output) this.argv.push("--output", options.output);
     if (options.duration !== undefined) this.argv.push("--duration", String(options.duration));
     const args = options.args ?? [];
@@ -305,8 +310,8 @@ export class Agent implements AsyncDisposable {
     liveAgents.add(this.proc);
     void this.proc.exited.then(() => {
       liveAgents.delete(this.proc);
-      // An agent killed with SIGKILL cannot remove its lock file: do it for it.
-      if (this.#lockFile !== null) rmSync(this.#lockFile, { force: true });
+      // An agent killed with SIGKILL cannot remove its lock file and socket: do it for it.
+      if (this.#lockFile !== null) for (const file of [this.#lockFile, socketBeside(this.#lockFile)]) rmSync(file, { force: true });
     });
     const format = options.output ?? "text";
     this.#out = new LineCollector(
@@ -322,7 +327,8 @@ export class Agent implements AsyncDisposable {
       (entry) => entry.raw,
     );
     this.#out.setEndReason("the agent's stdout closed (did it exit?)");
-    this.#stderr = new Response(this.proc.stderr).text();
+    this.#err = new LineCollector(this.proc.stderr, (line) => line, (line) => line);
+    this.#err.setEndReason("the agent's stderr closed (did it exit?)");
   }
 
   get pid(): number {
@@ -337,8 +343,19 @@ export class Agent implements AsyncDisposable {
     return this.#out.items;
   }
   /** stderr; complete once the agent has exited */
-  stderr(): Promise<string> {
-    return this.#stderr;
+  async stderr(): Promise<string> {
+    await this.#err.done;
+    return this.#err.lines.map((line) => `${line}\n`).join("");
+  }
+
+  /** stderr lines so far */
+  get stderrLines(): string[] {
+    return this.#err.lines;
+  }
+
+  /** Resolves with the first stderr line matching `predicate` (it may have come already). */
+  async waitForStderr(predicate: (line: string) => boolean, timeoutMs = 10_000): Promise<string> {
+    return (await this.#err.waitFor(predicate, 1, timeoutMs))[0]!;
   }
 
   filter(predicate: (e: AccessLogEntry) => boolean): AccessLogEntry[] {
@@ -364,7 +381,7 @@ export class Agent implements AsyncDisposable {
     return {
       exitCode: this.proc.exitCode,
       signalCode: this.proc.signalCode === null ? null : String(this.proc.signalCode),
-      stderr: await this.#stderr,
+      stderr: await this.stderr(),
       lines: this.#out.lines,
       entries: this.#out.items,
       killed,

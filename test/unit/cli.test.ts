@@ -146,6 +146,14 @@ describe("run: runtime-control flags", () => {
     [["--no-admin-api", "--admin-addr", "[::1]:15201"], { adminAddr: null }],
     [["--admin-addr", "[::1]:15201"], { adminAddr: { host: "::1", port: 15201 } }],
     [["--admin-addr=localhost:9"], { adminAddr: { host: "localhost", port: 9 } }],
+    [["--admin-socket", "/run/x/admin.sock"], { adminSocket: "/run/x/admin.sock" }],
+    [["--admin-socket", ""], { adminSocket: null }],
+    [["--admin-socket="], { adminSocket: null, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["--no-admin-socket"], { adminSocket: null }],
+    [["--no-admin-socket", "--admin-socket", "/run/x.sock"], { adminSocket: null }],
+    [["--admin-addr", "", "--admin-socket", ""], { adminAddr: null, adminSocket: null }],
+    [["--no-admin-api"], { adminAddr: null, adminSocket: undefined }],
+    [["--admin-allow-uid", "1000", "--admin-allow-uid=0", "--admin-allow-gid", "4294967294"], { adminAllowUid: [1000, 0], adminAllowGid: [4294967294] }],
     [["--lock-file", "/tmp/x.lock"], { lockFile: "/tmp/x.lock" }],
     [["--log-level", "debug"], { logLevel: "debug" }],
   ])("%j", (args, expected) => {
@@ -309,10 +317,11 @@ describe("check command line", () => {
 
 describe("client commands: what they send", () => {
   test.each([
-    [["accesslog", "enable"], { command: "accesslog", enable: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
-    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, adminAddr: { host: "::1", port: 1 } }],
-    [["status"], { command: "status", json: false, adminAddr: { host: "127.0.0.1", port: 15200 } }],
-    [["status", "--json"], { command: "status", json: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["accesslog", "enable"], { command: "accesslog", enable: true, target: { adminAddr: undefined, adminSocket: undefined } }],
+    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, target: { adminAddr: { host: "::1", port: 1 }, adminSocket: undefined } }],
+    [["accesslog", "disable", "--admin-socket", "/run/a.sock"], { command: "accesslog", enable: false, target: { adminAddr: undefined, adminSocket: "/run/a.sock" } }],
+    [["status"], { command: "status", json: false, target: { adminAddr: undefined, adminSocket: undefined } }],
+    [["status", "--json", "--admin-socket=/s"], { command: "status", json: true, target: { adminAddr: undefined, adminSocket: "/s" } }],
   ])("%j", (args, expected) => {
     expect(parseCommandLine(args)).toEqual(expected as never);
   });
@@ -321,7 +330,7 @@ describe("client commands: what they send", () => {
     const args = ["monitoring", "--connectionMetrics", "enable", "--workloadMetrics", "disable", "--accesslog", "enable", "--all", "enable"];
     expect(parseCommandLine(args)).toEqual({
       command: "monitoring",
-      adminAddr: { host: "127.0.0.1", port: 15200 },
+      target: { adminAddr: undefined, adminSocket: undefined },
       requests: [
         { path: "/monitoring", enable: true },
         { path: "/accesslog", enable: true },
@@ -343,10 +352,17 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["--monitoring=false", "--connection-metrics"], "--connection-metrics cannot be on while --monitoring is off"],
     [["--report-interval", "0"], 'invalid value for --report-interval: "0" (expected a number of seconds from 0.1 to 86400)'],
     [["--report-interval", "5s"], 'invalid value for --report-interval: "5s" (expected a number of seconds from 0.1 to 86400)'],
-    [["--admin-addr"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
-    [["--admin-addr", "--output", "json"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
-    [["--admin-addr", "15200"], 'invalid value for --admin-addr: "15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API)'],
-    [["--admin-addr", "::1:15200"], 'invalid value for --admin-addr: "::1:15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API)'],
+    [["--admin-addr"], 'missing value for --admin-addr (expected host:port, or "" for no admin API on TCP)'],
+    [["--admin-addr", "--output", "json"], 'missing value for --admin-addr (expected host:port, or "" for no admin API on TCP)'],
+    [["--admin-addr", "15200"], 'invalid value for --admin-addr: "15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API on TCP)'],
+    [["--admin-addr", "::1:15200"], 'invalid value for --admin-addr: "::1:15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API on TCP)'],
+    [["--admin-socket"], 'missing value for --admin-socket (expected an absolute path, or "" for no Unix socket)'],
+    [["--admin-socket", "admin.sock"], 'invalid value for --admin-socket: "admin.sock" (expected an absolute path of at most 107 bytes, or "" for no Unix socket)'],
+    [["--admin-socket", `/${"s".repeat(107)}`], `invalid value for --admin-socket: "/${"s".repeat(107)}" (expected an absolute path of at most 107 bytes, or "" for no Unix socket)`],
+    [["--admin-allow-uid", "root"], 'invalid value for --admin-allow-uid: "root" (expected a numeric user id)'],
+    [["--admin-allow-uid", "1.5"], 'invalid value for --admin-allow-uid: "1.5" (expected a numeric user id)'],
+    [["--admin-allow-gid", "4294967295"], 'invalid value for --admin-allow-gid: "4294967295" (expected a numeric group id)'],
+    [["--admin-allow-gid"], "missing value for --admin-allow-gid (expected a numeric group id)"],
     [["--log-level", "trace"], 'invalid value for --log-level: "trace" (expected error, warn, info, debug)'],
     [["--lock-file", "agent.lock"], 'invalid value for --lock-file: "agent.lock" (expected an absolute path)'],
     [["accesslog"], "missing argument: accesslog enable or accesslog disable"],
@@ -356,6 +372,8 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["accesslog", "enable", "--admin-addr", ""], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--admin-addr"], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--bogus"], "unknown flag --bogus"],
+    [["accesslog", "enable", "--admin-socket", "relative.sock"], 'invalid value for --admin-socket: "relative.sock" (expected the absolute path of a running agent\'s Unix socket)'],
+    [["status", "--admin-addr", "127.0.0.1:1", "--admin-socket", "/run/a.sock"], "--admin-addr and --admin-socket both name the agent: give one of them"],
     [["monitoring"], "nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable"],
     [["monitoring", "--all", "on"], 'invalid value for --all: "on" (expected enable or disable)'],
     [["monitoring", "--accesslog"], "missing value for --accesslog (expected enable or disable)"],

@@ -3,7 +3,7 @@
 // failure to reach or convince the agent one line with exit 1.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { adminUrl } from "../../../src/admin/client.ts";
+import { adminUrl, chooseTarget } from "../../../src/admin/client.ts";
 import { handleAdminRequest } from "../../../src/admin/routes.ts";
 import { changeSwitch } from "../../../src/admin/switches.ts";
 import { versionInfo } from "../../../src/admin/version.ts";
@@ -13,6 +13,15 @@ import { FakeBackend } from "../fixtures.ts";
 test("URLs bracket IPv6", () => {
   expect(adminUrl({ host: "::1", port: 15200 }, "/version")).toBe("http://[::1]:15200/version");
   expect(adminUrl({ host: "127.0.0.1", port: 15200 }, "/version")).toBe("http://127.0.0.1:15200/version");
+});
+
+test("which agent: --admin-addr, else --admin-socket, else the node's socket when this user may open it, else Kmesh's address", () => {
+  const may = () => true;
+  const mayNot = () => false;
+  expect(chooseTarget({ adminAddr: { host: "::1", port: 1 } }, may)).toEqual({ addr: { host: "::1", port: 1 } });
+  expect(chooseTarget({ adminSocket: "/tmp/a.sock" }, mayNot)).toEqual({ socket: "/tmp/a.sock" });
+  expect(chooseTarget({}, may)).toEqual({ socket: "/run/kmesh-accesslog/agent.sock" });
+  expect(chooseTarget({}, mayNot)).toEqual({ addr: { host: "127.0.0.1", port: 15200 } });
 });
 
 /** A fake agent behind the real routes, with the metrics `status` shows. */
@@ -119,6 +128,31 @@ describe("commands against an agent", () => {
       });
     },
   );
+
+  test("a 403 is said in the agent's own words; a socket nobody listens on is named", async () => {
+    const refusing = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: () => new Response("only root may change this agent's switches, and this request came from uid 1000: send it as root (sudo)\n", { status: 403 }),
+    });
+    try {
+      const where = `127.0.0.1:${refusing.port}`;
+      expect(await runCli("monitoring", "--all", "disable", "--admin-addr", where)).toEqual({
+        exitCode: 1,
+        stdout: "",
+        stderr:
+          `kmesh-accesslog: the agent on ${where} refused to disable monitoring: ` +
+          "only root may change this agent's switches, and this request came from uid 1000: send it as root (sudo)\n",
+      });
+    } finally {
+      await refusing.stop(true);
+    }
+    expect(await runCli("status", "--admin-socket", "/nonexistent/agent.sock")).toEqual({
+      exitCode: 1,
+      stdout: "",
+      stderr: "kmesh-accesslog: no agent is listening on /nonexistent/agent.sock (start one with `kmesh-accesslog run`, or name another with --admin-socket)\n",
+    });
+  });
 
   test("something else on the port is named as such", async () => {
     const other = `127.0.0.1:${notAgent.port}`;

@@ -2,7 +2,7 @@
 // periodic-report timer following them, readiness, metrics, and the lock it
 // takes and gives back.
 import { afterEach, beforeEach, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentControl, type KernelControls } from "../../../src/admin/control.ts";
@@ -40,6 +40,8 @@ const start = (switches: Switches, reportIntervalMs = 20) =>
     switches,
     reportIntervalMs,
     adminAddr: null,
+    adminSocket: null,
+    access: { uids: [], gids: [] },
     lockFile: join(dir, "agent.lock"),
     log: createLogger("debug", (line) => logged.push(line)),
   });
@@ -79,7 +81,6 @@ test("the periodic timer runs exactly while monitoring, accesslog and connection
   expect(text).toContain(`kmesh_accesslog_periodic_reports_total ${kernel.reports * 3}\n`);
   expect(text).toContain("kmesh_accesslog_connections_open 7\n");
   expect(logged.some((l) => /^kmesh-accesslog: debug: periodic report: 3 open connections\n$/.test(l))).toBe(true);
-  expect(logged).toContain("kmesh-accesslog: admin API: accesslog disabled; writing nothing (accesslog off)\n");
   await control.stop();
   const stopped = kernel.reports;
   await Bun.sleep(60);
@@ -109,4 +110,34 @@ test("a second control on the same lock is refused", async () => {
   const first = await start(ON);
   await expect(start(ON)).rejects.toThrow(`another kmesh-accesslog agent is already running on this node (pid ${process.pid}, admin API off;`);
   await first.stop();
+});
+
+test("the admin socket: made 0600 beside the lock, its clients change the switches with an audit line, refusals counted, removed at stop", async () => {
+  const socket = join(dir, "agent.sock");
+  const control = await AgentControl.start({
+    switches: ON,
+    reportIntervalMs: 20,
+    adminAddr: null,
+    adminSocket: socket,
+    access: { uids: [1000], gids: [] },
+    lockFile: join(dir, "agent.lock"),
+    log: createLogger("info", (line) => logged.push(line)),
+  });
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  expect(lstatSync(socket).mode & 0o777).toBe(0o600);
+  expect(logged).toContain(
+    `kmesh-accesslog: admin API on unix socket ${socket} (only root and uid 1000 may change the switches); writing close reports (periodic reports off)\n`,
+  );
+  const response = await fetch("http://localhost/accesslog?enable=false", { method: "POST", unix: socket });
+  expect(response.status).toBe(200);
+  expect(kernel.emit).toEqual([true, false]);
+  expect(logged.at(-1)).toBe(
+    `kmesh-accesslog: admin API: accepted (200) POST "/accesslog?enable=false" from unix socket ${socket}: accesslog true -> false; writing nothing (accesslog off)\n`,
+  );
+  expect(control.metricsText()).toContain(
+    'kmesh_accesslog_admin_requests_refused_total{reason="not_allowed"} 0\nkmesh_accesslog_admin_requests_refused_total{reason="unidentified"} 0\n',
+  );
+  await control.stop();
+  expect(existsSync(socket)).toBe(false);
 });
