@@ -8,6 +8,7 @@
  *   const answer = await adminRequest(agent.adminAddr, "POST", "/accesslog?enable=false");
  *   const refused = await curlAs({ uid: 65534 }, "POST", `http://${agent.adminAddr}/monitoring?enable=false`);
  */
+import { atRunEnd } from "../support/cleanup.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -44,8 +45,7 @@ export interface AdminAgentOptions {
 }
 
 const lockDirs: string[] = [];
-// bun test does not run exit handlers: disposing an agent, or removePrivateLockDir, is what cleans.
-process.on("exit", () => {
+atRunEnd(() => {
   for (const dir of lockDirs) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -7,6 +7,7 @@
  *   const [out] = await agent.waitForLines(matchConnection(client, "OUTBOUND"));
  *   const { exitCode, stderr } = await agent.stop();
  */
+import { atRunEnd } from "../support/cleanup.ts";
 import { accessSync, constants, existsSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -410,7 +411,7 @@ export function agentUnavailableReason(): string | null {
 export function startAgent(options: AgentOptions = {}): Agent {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.on("exit", () => {
+    atRunEnd(() => {
       for (const p of liveAgents) p.kill("SIGKILL");
     });
   }

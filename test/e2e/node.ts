@@ -11,6 +11,7 @@
  * Disposal kills every process started in the namespaces, then deletes them (the veths go with
  * them); it runs even when the test fails, and a process-exit hook covers a test runner that dies.
  */
+import { atRunEnd } from "../support/cleanup.ts";
 import type { Subprocess, SpawnOptions } from "bun";
 
 export const NETNS_PREFIX = "ke2e-";
@@ -291,7 +292,7 @@ export async function createTestNode(options: TestNodeOptions): Promise<TestNode
   sweepStaleNamespaces();
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.on("exit", () => {
+    atRunEnd(() => {
       for (const node of liveNodes) node.destroyNamespaces();
     });
   }
