@@ -5,6 +5,8 @@
 interface Waiter<T> {
   predicate: (item: T) => boolean;
   count: number;
+  /** the items that matched so far: each new item is tested once, not the whole list again */
+  found: T[];
   resolve: (items: T[]) => void;
   reject: (error: Error) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -55,11 +57,12 @@ export class LineCollector<T> {
     if (item === undefined) return;
     this.items.push(item);
     for (const w of this.#waiters) {
-      const found = this.items.filter(w.predicate);
-      if (found.length >= w.count) {
+      if (!w.predicate(item)) continue;
+      w.found.push(item);
+      if (w.found.length >= w.count) {
         clearTimeout(w.timer);
         this.#waiters.delete(w);
-        w.resolve(found);
+        w.resolve(w.found);
       }
     }
   }
@@ -97,6 +100,7 @@ export class LineCollector<T> {
       const w: Waiter<T> = {
         predicate,
         count,
+        found,
         resolve,
         reject,
         timer: setTimeout(() => this.#fail(w, `timed out after ${timeoutMs} ms waiting for ${count} line(s)`), timeoutMs),
