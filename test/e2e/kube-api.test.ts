@@ -151,6 +151,10 @@ describe.skipIf(!ready)("services and remote pods from the API server", () => {
     expect(out.dstWorkload).toBe(ID.server.name);
     api.start();
     await until("the watches back", () => api.openWatches === 3, 40_000);
+    // The server counts a watch when asked; the agent says the failure is over when the answer
+    // arrives, a moment later (under load, after the next test stops the agent).
+    const count = (re: RegExp) => agent.stderrLines.filter((l) => re.test(l)).length;
+    await until("every failure said over", () => count(/cannot reach the API server/) === count(/the connection failure is over/), 10_000);
   }, 60_000);
 
   test("stderr: the first lists once, never the token; exit 0", async () => {
