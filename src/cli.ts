@@ -270,17 +270,23 @@ function parseArgv(argv: string[]) {
 /**
  * `--admin-addr ""` (and `--admin-addr=`) is how --no-admin-api was spelled first, and still is:
  * type-flag hands the flag's type "" for it and for a bare `--admin-addr` alike, so it is renamed
- * before parsing. Only `run` takes it; elsewhere --admin-addr names a running agent.
+ * before parsing; `--metrics-addr ""` likewise becomes --no-metrics-server. Only `run` takes them;
+ * elsewhere --admin-addr names a running agent.
  */
-function spellNoAdminApi(argv: readonly string[]): string[] {
+const NONE_SPELLINGS: Readonly<Record<string, string>> = { "--admin-addr": "--no-admin-api", "--metrics-addr": "--no-metrics-server" };
+
+function spellNone(argv: readonly string[]): string[] {
   if (["accesslog", "monitoring", "status", "check"].includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === "--admin-addr=" || (argv[i] === "--admin-addr" && argv[i + 1] === "")) {
-      out.push("--no-admin-api");
-      if (argv[i] === "--admin-addr") i++;
+    const arg = argv[i]!;
+    const flag = arg.endsWith("=") ? arg.slice(0, -1) : arg;
+    const none = NONE_SPELLINGS[flag];
+    if (none !== undefined && (arg.endsWith("=") || argv[i + 1] === "")) {
+      out.push(none);
+      if (!arg.endsWith("=")) i++;
     } else {
-      out.push(argv[i]!);
+      out.push(arg);
     }
   }
   return out;
@@ -315,7 +321,7 @@ const defaultAdminAddress = () => parseHostPort(DEFAULT_ADMIN_ADDR)!;
  * prints the help to stdout and exits 0 without returning.
  */
 export function parseCommandLine(argv: string[]): Invocation {
-  const parsed = parseArgv(spellNoAdminApi(argv));
+  const parsed = parseArgv(spellNone(argv));
   switch (parsed.command) {
     case "accesslog": {
       const args = [...parsed._];
@@ -356,6 +362,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     monitoring: flags.monitoring as boolean,
     accesslog: flags.accesslog as boolean | undefined,
     connectionMetrics: flags.connectionMetrics as boolean | undefined,
+    workloadMetrics: flags.workloadMetrics as boolean | undefined,
   });
   if (!switches.ok) throw new UsageError(switches.message);
   const mistake = conflict(flags);
@@ -366,6 +373,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     options[name] = spec.kind === "list" && !isGiven(value) ? undefined : value;
   }
   if (options.noAdminApi === true) options.adminAddr = null;
+  if (options.noMetricsServer === true) options.metricsAddr = null;
   // The flag types already checked every value; this is the last word, not the usual path.
   const result = v.safeParse(RunOptionsSchema, options);
   if (!result.success) {

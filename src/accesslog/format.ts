@@ -49,6 +49,11 @@ export interface AccessRecord {
   family: 4 | 6;
   /** inode number of the reporting socket's network namespace (as `ip netns identify` and `lsns` know it) */
   netns: number;
+  /**
+   * Which connection (and which side of it) this reports, as the kernel saw it, before any name
+   * or backend was added: set only while the TCP metrics are on (src/telemetry/), never printed.
+   */
+  connection?: string;
 }
 
 /** A line layout, written as bytes. */

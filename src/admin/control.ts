@@ -8,8 +8,8 @@ import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
 import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
-import type { AdminBackend, Readiness } from "./routes.ts";
-import { AdminServer } from "./server.ts";
+import { type AdminBackend, handleAdminRequest, type Readiness } from "./routes.ts";
+import { ADMIN_LISTENER, HttpServer } from "./server.ts";
 import { SWITCH_LABELS, SWITCH_NAMES, outputsOf, type Outputs, type Switches } from "./switches.ts";
 import { versionInfo } from "./version.ts";
 
@@ -22,11 +22,11 @@ export interface ControlOptions {
   log: Logger;
 }
 
-/** What the control needs from the attached probe. */
+/** What the control needs from the attached probe and the agent around it. */
 export interface KernelControls {
-  /** Flips the kernel's global: records are written or not at all. */
-  setEmitEnabled(enabled: boolean): void;
-  /** Writes a report line for every open connection (after draining what is queued); returns how many. */
+  /** Makes the kernel's global and the agent's outputs (lines, TCP metrics) follow the switches. */
+  apply(outputs: Outputs): void;
+  /** Reports every open connection (after draining what is queued), as lines or to the metrics; returns how many. */
   reportOpenConnections(): number;
   /** How many open connections the kernel tracks, without writing anything. */
   countOpenConnections(): number;
@@ -45,7 +45,7 @@ export class AgentControl implements AdminBackend {
   #timer: Timer | null = null;
   #lock: InstanceLock | null = null;
   #lockWarning = "";
-  #server: AdminServer | null = null;
+  #server: HttpServer | null = null;
   #periodicRuns = 0;
   #periodicReports = 0;
   #periodicFailures = 0;
@@ -71,7 +71,9 @@ export class AgentControl implements AdminBackend {
       control.#lockWarning = `${error.message}: another agent on this node would not be noticed`;
     }
     try {
-      if (options.adminAddr !== null) control.#server = await AdminServer.start(options.adminAddr, control, options.log);
+      if (options.adminAddr !== null) {
+        control.#server = await HttpServer.start(options.adminAddr, ADMIN_LISTENER, (method, url, body) => handleAdminRequest(control, method, url, body), options.log);
+      }
     } catch (error) {
       control.#lock?.release();
       throw error;
@@ -142,8 +144,8 @@ export class AgentControl implements AdminBackend {
   #apply(next: Switches): void {
     const outputs = outputsOf(next);
     if (this.#kernel !== null) {
-      this.#kernel.setEmitEnabled(outputs.kernelEmit);
-      if (outputs.periodicReports) this.#startTimer();
+      this.#kernel.apply(outputs);
+      if (outputs.reportTimer) this.#startTimer();
       else this.#stopTimer();
     }
     this.#switches = next;
@@ -201,14 +203,20 @@ export class AgentControl implements AdminBackend {
     m.register({
       name: `${METRIC_PREFIX}kernel_emit_enabled`,
       type: "gauge",
-      help: "1 while the kernel writes close records (monitoring and accesslog on, probe attached).",
+      help: "1 while the kernel writes close records (monitoring on, and accesslog or workload_metrics on; probe attached).",
       read: () => output("kernelEmit"),
     });
     m.register({
       name: `${METRIC_PREFIX}periodic_reports_enabled`,
       type: "gauge",
-      help: "1 while open connections are reported every report interval (monitoring, accesslog and connection_metrics on).",
+      help: "1 while open connections are reported as lines every report interval (monitoring, accesslog and connection_metrics on).",
       read: () => output("periodicReports"),
+    });
+    m.register({
+      name: `${METRIC_PREFIX}tcp_metrics_enabled`,
+      type: "gauge",
+      help: "1 while records feed Kmesh's TCP metrics on the metrics address (monitoring and workload_metrics on).",
+      read: () => output("tcpMetrics"),
     });
     m.register({
       name: `${METRIC_PREFIX}ready`,
@@ -225,13 +233,13 @@ export class AgentControl implements AdminBackend {
     m.register({
       name: `${METRIC_PREFIX}periodic_report_runs_total`,
       type: "counter",
-      help: "Periodic reports made (one per report interval while enabled).",
+      help: "Periodic reads of every open connection (one per report interval while periodic lines or TCP metrics are on).",
       read: () => this.#periodicRuns,
     });
     m.register({
       name: `${METRIC_PREFIX}periodic_reports_total`,
       type: "counter",
-      help: "Open-connection reports written by periodic reports (one per connection per run).",
+      help: "Open-connection reports made by periodic reads (one per connection per run), as lines or for the metrics.",
       read: () => this.#periodicReports,
     });
     m.register({
@@ -245,7 +253,8 @@ export class AgentControl implements AdminBackend {
 
 /** One phrase for the log: what the agent now writes. */
 function describe(s: Switches): string {
-  const { kernelEmit, periodicReports } = outputsOf(s);
-  if (!kernelEmit) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)`;
-  return periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)";
+  const { closeLines, periodicReports, tcpMetrics } = outputsOf(s);
+  const metrics = tcpMetrics ? `; TCP metrics on${s.connectionMetrics ? " (with per-connection series)" : ""}` : "";
+  if (!closeLines) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)${metrics}`;
+  return (periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)") + metrics;
 }

@@ -77,7 +77,7 @@ export function splitTarget(url: string): { path: string; rawQuery: string } {
     : { path: withoutHash.slice(0, question), rawQuery: withoutHash.slice(question + 1) };
 }
 
-export function handleAdminRequest(backend: AdminBackend, method: string, url: string): Response {
+export function handleAdminRequest(backend: AdminBackend, method: string, url: string, _body: Uint8Array = new Uint8Array(0)): Response {
   const { path, rawQuery } = splitTarget(url);
   if (Object.hasOwn(SWITCH_PATHS, path)) return handleSwitch(backend, SWITCH_PATHS[path as SwitchPath], method, rawQuery);
   switch (path) {
@@ -123,4 +123,37 @@ function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, r
   }
   // Go's WriteHeader(200) with no body: Content-Length 0 and no Content-Type.
   return new Response(null, { status: 200 });
+}
+
+// ── The TCP metrics' address (--metrics-addr) ───────────────────────────────
+
+/** Kmesh's path, and the usual one. */
+export const METRICS_PATHS = ["/status/metric", "/metrics"];
+
+/**
+ * What the metrics address answers: the TCP metrics' exposition text at both paths, gzipped when
+ * the scraper accepts it (Prometheus does: the labels make the text compress about 17 to 1).
+ */
+export function handleMetricsRequest(render: () => string, method: string, url: string, acceptEncoding: string | null = null): Response {
+  const { path } = splitTarget(url);
+  if (!METRICS_PATHS.includes(path)) {
+    return text(`404 page not found: ${JSON.stringify(path)}\nthis address serves: GET ${METRICS_PATHS.join(", GET ")}\n`, 404, GO_ERROR_HEADERS);
+  }
+  const refused = readOnly(method);
+  if (refused !== undefined) return refused;
+  const body = render();
+  if (!acceptsGzip(acceptEncoding)) return text(body, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
+  return new Response(Bun.gzipSync(new TextEncoder().encode(body), { level: 1 }), {
+    status: 200,
+    headers: { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Content-Encoding": "gzip" },
+  });
+}
+
+/** Whether an Accept-Encoding header takes gzip (named, and not with q=0). */
+export function acceptsGzip(header: string | null): boolean {
+  if (header === null) return false;
+  return header.split(",").some((part) => {
+    const [coding, ...params] = part.trim().toLowerCase().split(";");
+    return coding?.trim() === "gzip" && !params.some((p) => /^\s*q\s*=\s*0(\.0*)?\s*$/.test(p));
+  });
 }

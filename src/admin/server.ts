@@ -1,19 +1,38 @@
-// The admin API's socket: Bun.serve on the given address, every request
-// answered by routes.ts. Nothing a client sends can crash the agent: a
-// handler that throws answers 500 with one line.
+// The agent's HTTP sockets: Bun.serve on the given address, every request answered by a pure
+// handler (routes.ts): the admin API (--admin-addr) and the TCP metrics (--metrics-addr). Nothing
+// a client sends can crash the agent: a handler that throws answers 500 with one line.
 import type { Server } from "bun";
 import { ExitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { fetchAgentVersion } from "./client.ts";
-import { handleAdminRequest, type AdminBackend } from "./routes.ts";
 
-/** The admin API could not be served; the message says why and what to do. */
-export class AdminServerError extends ExitError {
-  override name = "AdminServerError";
+/** An address could not be served; the message says why and what to do. */
+export class ListenError extends ExitError {
+  override name = "ListenError";
 }
 
-export class AdminServer {
+/** What is served, in the words of its messages. */
+export interface Listener {
+  /** "the admin API" */
+  what: string;
+  /** the flag that moves it */
+  flag: string;
+  /** how to do without it */
+  none: string;
+}
+
+export const ADMIN_LISTENER: Listener = { what: "the admin API", flag: "--admin-addr", none: 'disable the API with --admin-addr ""' };
+export const METRICS_LISTENER: Listener = { what: "the TCP metrics", flag: "--metrics-addr", none: 'serve none with --metrics-addr ""' };
+
+/** A request as the handlers see it: the body only for POST (the handlers read no other). */
+export type Handler = (method: string, url: string, body: Uint8Array, headers: Headers) => Response;
+
+/** Bodies beyond this are refused by Bun with 413 (the largest one read is a small JSON object). */
+const MAX_BODY_BYTES = 64 * 1024;
+const NO_BODY = new Uint8Array(0);
+
+export class HttpServer {
   readonly #server: Server<undefined>;
   readonly address: HostPort;
 
@@ -22,35 +41,60 @@ export class AdminServer {
     this.address = address;
   }
 
-  /** Listens on `address`; throws AdminServerError naming whoever holds the port. */
-  static async start(address: HostPort, backend: AdminBackend, log?: Logger): Promise<AdminServer> {
+  /**
+   * Listens on `address` (`::` also takes IPv4; on a node without IPv6 it falls back to 0.0.0.0),
+   * at once; throws ListenError saying why not and what to do.
+   */
+  static listen(address: HostPort, listener: Listener, handle: Handler, log?: Logger): HttpServer {
     const internalError = (error: unknown) =>
       new Response(`internal error: ${error instanceof Error ? error.message : String(error)}\n`, {
         status: 500,
         headers: { "Content-Type": "text/plain; charset=utf-8" },
       });
-    try {
-      const server = Bun.serve({
-        hostname: address.host,
+    const serve = (hostname: string) =>
+      Bun.serve({
+        hostname,
         port: address.port,
         development: false,
         reusePort: false,
-        fetch(request) {
+        maxRequestBodySize: MAX_BODY_BYTES,
+        async fetch(request) {
           let response: Response;
           try {
-            response = handleAdminRequest(backend, request.method, request.url);
+            const body = request.method === "POST" ? new Uint8Array(await request.arrayBuffer()) : NO_BODY;
+            response = handle(request.method, request.url, body, request.headers);
           } catch (error) {
             response = internalError(error);
           }
           // JSON-quoted: whatever a client sends stays on one line.
-          log?.debug(`admin API: ${request.method} ${JSON.stringify(request.url.slice(request.url.indexOf("/", 8)))} -> ${response.status}`);
+          log?.debug(`${listener.what}: ${request.method} ${JSON.stringify(request.url.slice(request.url.indexOf("/", 8)))} -> ${response.status}`);
           return response;
         },
         error: internalError,
       });
-      return new AdminServer(server, address);
+    try {
+      return new HttpServer(serve(address.host), address);
     } catch (error) {
-      throw new AdminServerError(await explainListenFailure(address, error));
+      const code = codeOf(error);
+      if (address.host !== "::" || (code !== "EAFNOSUPPORT" && code !== "EADDRNOTAVAIL")) throw new ListenError(listenFailure(address, listener, error), { cause: error });
+      try {
+        return new HttpServer(serve("0.0.0.0"), { host: "0.0.0.0", port: address.port });
+      } catch (fallback) {
+        throw new ListenError(listenFailure(address, listener, fallback), { cause: fallback });
+      }
+    }
+  }
+
+  /** listen(), and when the port is taken by one of our agents, says which (asking its /version). */
+  static async start(address: HostPort, listener: Listener, handle: Handler, log?: Logger): Promise<HttpServer> {
+    try {
+      return HttpServer.listen(address, listener, handle, log);
+    } catch (error) {
+      if (!(error instanceof ListenError) || codeOf(error.cause) !== "EADDRINUSE") throw error;
+      const probe = address.host === "::" ? { host: "::1", port: address.port } : address;
+      const other = await fetchAgentVersion(probe, 1_000).catch(() => undefined);
+      if (other === undefined) throw error;
+      throw new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves ${listener.what} on ${formatHostPort(address)}: stop it first`);
     }
   }
 
@@ -60,16 +104,13 @@ export class AdminServer {
   }
 }
 
-async function explainListenFailure(address: HostPort, error: unknown): Promise<string> {
+const codeOf = (error: unknown) => (error as { code?: unknown } | null)?.code;
+
+function listenFailure(address: HostPort, listener: Listener, error: unknown): string {
   const where = formatHostPort(address);
-  const code = (error as { code?: unknown } | null)?.code;
-  if (code === "EADDRINUSE") {
-    const other = await fetchAgentVersion(address, 1_000).catch(() => undefined);
-    if (other !== undefined) {
-      return `another ${other.program} agent (pid ${other.pid}) already serves the admin API on ${where}: stop it first`;
-    }
-    return `cannot serve the admin API on ${where}: the address is in use by another program (choose another with --admin-addr, or disable the API with --admin-addr "")`;
+  if (codeOf(error) === "EADDRINUSE") {
+    return `cannot serve ${listener.what} on ${where}: the address is in use by another program (choose another with ${listener.flag}, or ${listener.none})`;
   }
   const detail = error instanceof Error ? error.message : String(error);
-  return `cannot serve the admin API on ${where}: ${detail} (choose another address with --admin-addr, or disable the API with --admin-addr "")`;
+  return `cannot serve ${listener.what} on ${where}: ${detail} (choose another address with ${listener.flag}, or ${listener.none})`;
 }

@@ -77,6 +77,12 @@ const RUNTIME_CONTROL_DEFAULTS = {
   lockFile: "/run/kmesh-accesslog/agent.lock",
   logLevel: "info",
   clusterDomain: "cluster.local",
+  workloadMetrics: undefined,
+  metricsAddr: { host: "::", port: 15020 },
+  metricsPrefix: "kmesh",
+  metricsGrace: 300,
+  clusterName: "Kubernetes",
+  trustDomain: "cluster.local",
 } as const;
 
 describe("good values become RunOptions", () => {
@@ -148,6 +154,18 @@ describe("run: runtime-control flags", () => {
     [["--admin-addr=localhost:9"], { adminAddr: { host: "localhost", port: 9 } }],
     [["--lock-file", "/tmp/x.lock"], { lockFile: "/tmp/x.lock" }],
     [["--log-level", "debug"], { logLevel: "debug" }],
+    [["--workload-metrics"], { workloadMetrics: true }],
+    [["--workload-metrics=false"], { workloadMetrics: false }],
+    [["--metrics-addr", ":9102"], { metricsAddr: { host: "::", port: 9102 } }],
+    [["--metrics-addr", "127.0.0.1:9102"], { metricsAddr: { host: "127.0.0.1", port: 9102 } }],
+    [["--metrics-addr", "[::1]:9102"], { metricsAddr: { host: "::1", port: 9102 } }],
+    [["--metrics-addr", ""], { metricsAddr: null, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["--metrics-addr="], { metricsAddr: null }],
+    [["--no-metrics-server"], { metricsAddr: null }],
+    [["--metrics-prefix", "istio"], { metricsPrefix: "istio" }],
+    [["--metrics-grace", "2.5"], { metricsGrace: 2.5 }],
+    [["--cluster-name", "east-1"], { clusterName: "east-1" }],
+    [["--trust-domain", "example.org"], { trustDomain: "example.org" }],
   ])("%j", (args, expected) => {
     expect(options(...args)).toMatchObject(expected);
     expect(options("run", ...args)).toMatchObject(expected);
@@ -343,6 +361,9 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["--monitoring=false", "--connection-metrics"], "--connection-metrics cannot be on while --monitoring is off"],
     [["--report-interval", "0"], 'invalid value for --report-interval: "0" (expected a number of seconds from 0.1 to 86400)'],
     [["--report-interval", "5s"], 'invalid value for --report-interval: "5s" (expected a number of seconds from 0.1 to 86400)'],
+    [["--metrics-addr", "15020"], 'invalid value for --metrics-addr: "15020" (expected host:port, :port for every address (Kmesh\'s :15020), or "" for none)'],
+    [["--metrics-prefix", "prom"], 'invalid value for --metrics-prefix: "prom" (expected kmesh or istio)'],
+    [["--monitoring=false", "--workload-metrics"], "--workload-metrics cannot be on while --monitoring is off"],
     [["--admin-addr"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
     [["--admin-addr", "--output", "json"], 'missing value for --admin-addr (expected host:port, or "" for no admin API)'],
     [["--admin-addr", "15200"], 'invalid value for --admin-addr: "15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API)'],
