@@ -16,7 +16,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type ParsedSample, parseExposition } from "../../src/admin/metrics.ts";
 import { type AccessLogEntry, type Agent, agentUnavailableReason } from "./agent.ts";
-import { adminRequest, freePort, metrics, waitReady } from "./admin-support.ts";
+import { adminRequest, freePort, metrics, privateLockFile, runBinary, waitReady } from "./admin-support.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { type PodIdentity, podEntry, startKubeletAgent, until } from "./kubelet-agent.ts";
@@ -343,6 +343,24 @@ describe.skipIf(!ready)("Kmesh's TCP metrics", () => {
     expect(Date.now() - start).toBeGreaterThanOrEqual(1_000);
     expect((await metrics(adminAddr)).get("kmesh_accesslog_tcp_metric_series_dropped_total")).toBeGreaterThan(droppedBefore);
   }, 20_000);
+
+  test("a metrics address that is taken: the switch is refused with Kmesh's words and changes nothing; at start, the agent says so and exits 1", async () => {
+    const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const taken = `127.0.0.1:${holder.port}`;
+      const why = `cannot serve the TCP metrics on ${taken}: the address is in use by another program (choose another with --metrics-addr, or serve none with --metrics-addr "")`;
+      const other = `127.0.0.1:${freePort()}`;
+      await using second = startKubeletAgent(kubelet, { args: ["--no-kube-api", "--admin-addr", other, "--metrics-addr", taken] });
+      await waitReady(second, other);
+      const refused = await adminRequest(other, "POST", "/workload_metrics?enable=true");
+      expect([refused.status, refused.body]).toEqual([400, `update workload metrics failed: ${why}\n`]);
+      expect((await metrics(other)).get('kmesh_accesslog_switch_enabled{switch="workload_metrics"}')).toBe(0);
+      const { exitCode, stderr } = await runBinary(["run", "--no-kubelet", "--no-kube-api", "--admin-addr", "", "--lock-file", privateLockFile(), "--workload-metrics", "--metrics-addr", taken]);
+      expect([exitCode, stderr]).toEqual([1, `kmesh-accesslog: ${why}\n`]);
+    } finally {
+      holder.stop(true);
+    }
+  }, 60_000);
 
   test("--metrics-prefix istio: the same series, named istio_tcp_*", async () => {
     const istioAddr = `127.0.0.1:${freePort()}`;
