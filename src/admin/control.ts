@@ -4,7 +4,7 @@
 // (so a second agent is refused before it loads anything, and /debug/ready
 // answers 503 while the probe loads), attaches the probe to it, and stops it
 // last.
-import type { Logger } from "../log.ts";
+import type { Logger, LogLevel } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
 import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
@@ -136,6 +136,16 @@ export class AgentControl implements AdminBackend {
 
   version() {
     return versionInfo();
+  }
+
+  logLevel() {
+    return this.#log.level;
+  }
+
+  setLogLevel(level: LogLevel): void {
+    if (level === this.#log.level) return;
+    this.#log.info(`admin API: log level ${this.#log.level} → ${level}`);
+    this.#log.setLevel(level);
   }
 
   // ── Applying a state ──────────────────────────────────────────────────────

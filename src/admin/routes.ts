@@ -12,6 +12,7 @@ import {
   latin1String,
   parseGoBool,
 } from "./go-compat.ts";
+import { handleLoggers, type LoggerBackend } from "./loggers.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
 import { versionBody, type VersionInfo } from "./version.ts";
@@ -19,7 +20,7 @@ import { versionBody, type VersionInfo } from "./version.ts";
 export type Readiness = { ready: true } | { ready: false; reason: string };
 
 /** What the routes need from the agent. */
-export interface AdminBackend {
+export interface AdminBackend extends LoggerBackend {
   switches(): Switches;
   /** Applies a state the rules allowed (e.g. flips the kernel's switch); throws when it cannot. */
   setSwitches(next: Switches): void;
@@ -52,6 +53,7 @@ export const KNOWN_PATHS = [
   "POST /workload_metrics?enable=true|false",
   "GET /version",
   "GET /debug/ready",
+  "GET|POST /debug/loggers",
   "GET /healthz",
   "GET /metrics",
 ];
@@ -77,10 +79,12 @@ export function splitTarget(url: string): { path: string; rawQuery: string } {
     : { path: withoutHash.slice(0, question), rawQuery: withoutHash.slice(question + 1) };
 }
 
-export function handleAdminRequest(backend: AdminBackend, method: string, url: string, _body: Uint8Array = new Uint8Array(0)): Response {
+export function handleAdminRequest(backend: AdminBackend, method: string, url: string, body: Uint8Array = new Uint8Array(0)): Response {
   const { path, rawQuery } = splitTarget(url);
   if (Object.hasOwn(SWITCH_PATHS, path)) return handleSwitch(backend, SWITCH_PATHS[path as SwitchPath], method, rawQuery);
   switch (path) {
+    case "/debug/loggers":
+      return handleLoggers(backend, method, rawQuery, body);
     // Kmesh answers these two whatever the method; so do we.
     case "/version":
       return text(versionBody(backend.version()), 200);

@@ -14,16 +14,16 @@ export class ListenError extends ExitError {
 
 /** What is served, in the words of its messages. */
 export interface Listener {
-  /** "the admin API" */
-  what: string;
+  /** "admin API" */
+  name: string;
   /** the flag that moves it */
   flag: string;
   /** how to do without it */
   none: string;
 }
 
-export const ADMIN_LISTENER: Listener = { what: "the admin API", flag: "--admin-addr", none: 'disable the API with --admin-addr ""' };
-export const METRICS_LISTENER: Listener = { what: "the TCP metrics", flag: "--metrics-addr", none: 'serve none with --metrics-addr ""' };
+export const ADMIN_LISTENER: Listener = { name: "admin API", flag: "--admin-addr", none: 'disable the API with --admin-addr ""' };
+export const METRICS_LISTENER: Listener = { name: "TCP metrics", flag: "--metrics-addr", none: 'serve none with --metrics-addr ""' };
 
 /** A request as the handlers see it: the body only for POST (the handlers read no other). */
 export type Handler = (method: string, url: string, body: Uint8Array, headers: Headers) => Response;
@@ -67,7 +67,7 @@ export class HttpServer {
             response = internalError(error);
           }
           // JSON-quoted: whatever a client sends stays on one line.
-          log?.debug(`${listener.what}: ${request.method} ${JSON.stringify(request.url.slice(request.url.indexOf("/", 8)))} -> ${response.status}`);
+          log?.debug(`${listener.name}: ${request.method} ${JSON.stringify(request.url.slice(request.url.indexOf("/", 8)))} -> ${response.status}`);
           return response;
         },
         error: internalError,
@@ -94,7 +94,7 @@ export class HttpServer {
       const probe = address.host === "::" ? { host: "::1", port: address.port } : address;
       const other = await fetchAgentVersion(probe, 1_000).catch(() => undefined);
       if (other === undefined) throw error;
-      throw new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves ${listener.what} on ${formatHostPort(address)}: stop it first`);
+      throw new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${formatHostPort(address)}: stop it first`);
     }
   }
 
@@ -109,8 +109,8 @@ const codeOf = (error: unknown) => (error as { code?: unknown } | null)?.code;
 function listenFailure(address: HostPort, listener: Listener, error: unknown): string {
   const where = formatHostPort(address);
   if (codeOf(error) === "EADDRINUSE") {
-    return `cannot serve ${listener.what} on ${where}: the address is in use by another program (choose another with ${listener.flag}, or ${listener.none})`;
+    return `cannot serve the ${listener.name} on ${where}: the address is in use by another program (choose another with ${listener.flag}, or ${listener.none})`;
   }
   const detail = error instanceof Error ? error.message : String(error);
-  return `cannot serve ${listener.what} on ${where}: ${detail} (choose another address with ${listener.flag}, or ${listener.none})`;
+  return `cannot serve the ${listener.name} on ${where}: ${detail} (choose another address with ${listener.flag}, or ${listener.none})`;
 }

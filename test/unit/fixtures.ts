@@ -15,6 +15,7 @@ import type { Scheduler } from "../../src/kube/kubelet/pod-source.ts";
 import type { Refresher, RefreshOutcome } from "../../src/kube/kubelet/refresh.ts";
 import { type PodInfo, podInfo, PodSchema } from "../../src/kube/pod.ts";
 import type { WallTime } from "../../src/kernel/clock.ts";
+import type { LogLevel } from "../../src/log.ts";
 import { AF_INET, BPF_TCP, type ConnEvent, DIRECTION_OUTBOUND, RECORD_ESTABLISHED, RECORD_SIZE, RecordView } from "../../src/kernel/record.ts";
 import { pod, podList, type PodSpecOptions } from "../support/kubelet-pods.ts";
 
@@ -219,6 +220,13 @@ export class FakeBackend implements AdminBackend {
   }
   version() {
     return versionInfo();
+  }
+  level: LogLevel = "info";
+  logLevel() {
+    return this.level;
+  }
+  setLogLevel(level: LogLevel) {
+    this.level = level;
   }
 }
 
