@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { parseHostPort, type HostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import type { SwitchRequest } from "./admin/client.ts";
+import type { AgentTarget } from "./commands/agents.ts";
 import { startupSwitches } from "./admin/switches.ts";
 import { UsageError } from "./errors.ts";
 import {
@@ -27,9 +28,9 @@ type FlagSpec = (typeof FLAGS)[FlagName];
 export type Invocation =
   | { command: "version" }
   | { command: "run"; options: RunOptions }
-  | { command: "accesslog"; enable: boolean; adminAddr: HostPort }
-  | { command: "monitoring"; requests: SwitchRequest[]; adminAddr: HostPort }
-  | { command: "status"; json: boolean; adminAddr: HostPort }
+  | { command: "accesslog"; enable: boolean; target: AgentTarget }
+  | { command: "monitoring"; requests: SwitchRequest[]; target: AgentTarget }
+  | { command: "status"; json: boolean; target: AgentTarget }
   | { command: "check"; options: CheckOptions };
 
 // ── Flag types: text → checked value, or a UsageError naming the flag ────────
@@ -119,6 +120,15 @@ const clientFlags = {
     placeholder: "<host:port>",
     description: `The agent's admin API (default: ${DEFAULT_ADMIN_ADDR})`,
   },
+  kubeconfig: {
+    type: valueType("kubeconfig", { schema: v.pipe(v.string(), v.minLength(1)), expected: "a file path" }) as (text: string) => string,
+    placeholder: "<file>",
+    description: "Drive every agent pod of the DaemonSet (or the one named) through this kubeconfig's API server, by port-forward",
+  },
+  inCluster: {
+    type: Boolean,
+    description: "The same from a pod of the cluster, with its service account",
+  },
 };
 const enableDisableFlag = (flag: string, description: string) => ({
   type: enableDisable(`--${flag}`),
@@ -207,16 +217,14 @@ function parseArgv(argv: string[]) {
             ],
           },
           strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(monitoringFlags), (argument) =>
-            new UsageError(`unexpected argument ${JSON.stringify(argument)} (this command drives one agent: name it with --admin-addr)`),
-          ),
+          ignoreArgv: keepArguments(knownFlags(monitoringFlags)),
         }),
         command({
           name: "status",
           flags: statusFlags,
           help: { description: "Print a running agent's switches and counters" },
           strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(statusFlags), unexpectedArgument),
+          ignoreArgv: keepArguments(knownFlags(statusFlags)),
         }),
         command({
           name: "check",
@@ -317,6 +325,30 @@ function conflict(given: Readonly<Record<string, unknown>>): string | null {
 const defaultAdminAddress = () => parseHostPort(DEFAULT_ADMIN_ADDR)!;
 
 /**
+ * The agents a client command drives: with --kubeconfig or --in-cluster, every agent pod (or the
+ * one named) through the API server; else the one at --admin-addr.
+ */
+function agentTarget(flags: { adminAddr?: HostPort | undefined; kubeconfig?: string | undefined; inCluster?: boolean | undefined }, args: string[]): AgentTarget {
+  const cluster = flags.kubeconfig !== undefined || flags.inCluster === true;
+  if (flags.kubeconfig !== undefined && flags.inCluster === true) {
+    throw new UsageError("--kubeconfig and --in-cluster contradict each other: give one of them");
+  }
+  if (cluster && flags.adminAddr !== undefined) {
+    throw new UsageError(`--admin-addr and --${flags.inCluster ? "in-cluster" : "kubeconfig"} contradict each other: --admin-addr names one agent, the other reaches the agent pods`);
+  }
+  if (args.length > (cluster ? 1 : 0)) {
+    const argument = args[cluster ? 1 : 0]!;
+    throw new UsageError(
+      cluster
+        ? `unexpected argument ${JSON.stringify(argument)} (name at most one agent pod)`
+        : `unexpected argument ${JSON.stringify(argument)} (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)`,
+    );
+  }
+  if (cluster) return { kind: "cluster", kubeconfig: flags.kubeconfig ?? null, pod: args[0] ?? null };
+  return { kind: "local", adminAddr: flags.adminAddr ?? defaultAdminAddress() };
+}
+
+/**
  * Reads the command line. Throws UsageError on any mistake. `--help` is left to cleye, which
  * prints the help to stdout and exits 0 without returning.
  */
@@ -325,14 +357,11 @@ export function parseCommandLine(argv: string[]): Invocation {
   switch (parsed.command) {
     case "accesslog": {
       const args = [...parsed._];
-      // kmeshctl takes pod names before the state; here --admin-addr names the one agent.
+      // kmeshctl takes the pod name before the state.
       const state = args.length > 1 && ["enable", "disable"].includes(args.at(-1)!) ? args.pop() : args.shift();
-      if (args.length > 0) {
-        throw new UsageError(`unexpected argument ${JSON.stringify(args[0])} (this command drives one agent: name it with --admin-addr)`);
-      }
       if (state === undefined) throw new UsageError("missing argument: accesslog enable or accesslog disable");
       const enable = enableDisable("accesslog")(state);
-      return { command: "accesslog", enable, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "accesslog", enable, target: agentTarget(parsed.flags, args) };
     }
     case "monitoring": {
       const { flags } = parsed;
@@ -344,10 +373,10 @@ export function parseCommandLine(argv: string[]): Invocation {
       if (requests.length === 0) {
         throw new UsageError("nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable");
       }
-      return { command: "monitoring", requests, adminAddr: flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "monitoring", requests, target: agentTarget(flags, [...parsed._]) };
     }
     case "status":
-      return { command: "status", json: parsed.flags.json === true, adminAddr: parsed.flags.adminAddr ?? defaultAdminAddress() };
+      return { command: "status", json: parsed.flags.json === true, target: agentTarget(parsed.flags, [...parsed._]) };
     case "check": {
       const flags = parsed.flags as Record<string, unknown>;
       const options = Object.fromEntries(TABLE.filter(([, spec]) => "check" in spec).map(([name]) => [name, flags[name]]));

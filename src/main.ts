@@ -17,15 +17,15 @@ async function dispatch(invocation: Invocation): Promise<number> {
     }
     case "accesslog": {
       const { accesslogCommand } = await import("./commands/accesslog.ts");
-      return accesslogCommand(invocation.enable, invocation.adminAddr);
+      return accesslogCommand(invocation.enable, invocation.target);
     }
     case "monitoring": {
       const { monitoringCommand } = await import("./commands/monitoring.ts");
-      return monitoringCommand(invocation.requests, invocation.adminAddr);
+      return monitoringCommand(invocation.requests, invocation.target);
     }
     case "status": {
       const { statusCommand } = await import("./commands/status.ts");
-      return statusCommand(invocation.json, invocation.adminAddr);
+      return statusCommand(invocation.json, invocation.target);
     }
     case "check": {
       const { checkCommand } = await import("./commands/check.ts");

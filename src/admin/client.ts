@@ -33,8 +33,11 @@ const VersionInfoSchema = v.looseObject({
   pid: v.pipe(v.number(), v.integer()),
 });
 
-async function request(address: HostPort, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
-  const where = formatHostPort(address);
+/**
+ * One request; `where` names the agent in messages: its address, or `pod <ns>/<name>` when the
+ * address is the local end of a port-forward.
+ */
+async function request(address: HostPort, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS, where = formatHostPort(address)) {
   try {
     const response = await fetch(adminUrl(address, path), {
       method,
@@ -44,6 +47,7 @@ async function request(address: HostPort, method: "GET" | "POST", path: string, 
     return { status: response.status, body: await response.text() };
   } catch (error) {
     const e = error as { name?: unknown; code?: unknown; message?: unknown };
+    if (where.startsWith("pod ")) throw new AdminClientError(`${where}: no answer from its admin API through the port-forward (${String(e.message ?? error)})`);
     if (e.code === "ECONNREFUSED") {
       throw new AdminClientError(
         `no agent is listening on ${where} (start one with \`kmesh-accesslog run\`, or name another with --admin-addr)`,
@@ -57,8 +61,8 @@ async function request(address: HostPort, method: "GET" | "POST", path: string, 
 }
 
 /** GET /version, if what answers is one of our agents; undefined otherwise. */
-export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
-  const { status, body } = await request(address, "GET", "/version", timeoutMs);
+export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_TIMEOUT_MS, where = formatHostPort(address)): Promise<VersionInfo | undefined> {
+  const { status, body } = await request(address, "GET", "/version", timeoutMs, where);
   if (status !== 200) return undefined;
   let json: unknown;
   try {
@@ -74,21 +78,21 @@ export async function fetchAgentVersion(address: HostPort, timeoutMs = REQUEST_T
  * POST <path>?enable=<true|false>, as kmeshctl sends it. Resolves on 200;
  * otherwise throws with the agent's own words.
  */
-export async function postSwitch(address: HostPort, path: SwitchPath, enable: boolean): Promise<void> {
-  const { status, body } = await request(address, "POST", `${path}?enable=${enable}`);
+export async function postSwitch(address: HostPort, path: SwitchPath, enable: boolean, where = formatHostPort(address)): Promise<void> {
+  const { status, body } = await request(address, "POST", `${path}?enable=${enable}`, REQUEST_TIMEOUT_MS, where);
   if (status === 200) return;
   const said = body.trim().replaceAll(/\s*\n\s*/g, " ");
   const what = `${enable ? "enable" : "disable"} ${path.slice(1)}`;
   if (status === 400 && said.includes("monitoring is disabled")) {
     throw new AdminClientError(
-      `the agent on ${formatHostPort(address)} refused to ${what}: ${said} ` +
+      `the agent on ${where} refused to ${what}: ${said} ` +
         "(turn monitoring on first: kmesh-accesslog monitoring --all enable)",
     );
   }
   if (status === 404) {
-    throw new AdminClientError(`what answers on ${formatHostPort(address)} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
+    throw new AdminClientError(`what answers on ${where} has no ${path} (HTTP 404): is it a kmesh-accesslog or Kmesh agent?`);
   }
-  throw new AdminClientError(`the agent on ${formatHostPort(address)} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
+  throw new AdminClientError(`the agent on ${where} could not ${what}: HTTP ${status}${said ? `: ${said}` : ""}`);
 }
 
 export interface AgentStatus {
@@ -101,13 +105,15 @@ export interface AgentStatus {
 }
 
 /** GET /version, /debug/ready and /metrics: everything `status` prints. */
-export async function fetchStatus(address: HostPort): Promise<AgentStatus> {
-  const where = formatHostPort(address);
-  const version = await fetchAgentVersion(address);
+export async function fetchStatus(address: HostPort, where = formatHostPort(address)): Promise<AgentStatus> {
+  const version = await fetchAgentVersion(address, REQUEST_TIMEOUT_MS, where);
   if (version === undefined) {
     throw new AdminClientError(`what answers on ${where} is not a kmesh-accesslog agent (its /version is not ours)`);
   }
-  const [ready, metrics] = await Promise.all([request(address, "GET", "/debug/ready"), request(address, "GET", "/metrics")]);
+  const [ready, metrics] = await Promise.all([
+    request(address, "GET", "/debug/ready", REQUEST_TIMEOUT_MS, where),
+    request(address, "GET", "/metrics", REQUEST_TIMEOUT_MS, where),
+  ]);
   if (metrics.status !== 200) throw new AdminClientError(`the agent on ${where} answered GET /metrics with HTTP ${metrics.status}`);
   return {
     address: where,

@@ -326,11 +326,17 @@ describe("check command line", () => {
 });
 
 describe("client commands: what they send", () => {
+  const LOCAL = { kind: "local", adminAddr: { host: "127.0.0.1", port: 15200 } };
   test.each([
-    [["accesslog", "enable"], { command: "accesslog", enable: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
-    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, adminAddr: { host: "::1", port: 1 } }],
-    [["status"], { command: "status", json: false, adminAddr: { host: "127.0.0.1", port: 15200 } }],
-    [["status", "--json"], { command: "status", json: true, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["accesslog", "enable"], { command: "accesslog", enable: true, target: LOCAL }],
+    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, target: { kind: "local", adminAddr: { host: "::1", port: 1 } } }],
+    [["status"], { command: "status", json: false, target: LOCAL }],
+    [["status", "--json"], { command: "status", json: true, target: LOCAL }],
+    // every agent pod through the API server, or the one named (kmeshctl takes it before the state)
+    [["accesslog", "enable", "--kubeconfig", "/k"], { command: "accesslog", enable: true, target: { kind: "cluster", kubeconfig: "/k", pod: null } }],
+    [["accesslog", "kmesh-abcde", "disable", "--kubeconfig", "/k"], { command: "accesslog", enable: false, target: { kind: "cluster", kubeconfig: "/k", pod: "kmesh-abcde" } }],
+    [["status", "--in-cluster", "kmesh-abcde"], { command: "status", json: false, target: { kind: "cluster", kubeconfig: null, pod: "kmesh-abcde" } }],
+    [["monitoring", "kmesh-abcde", "--all", "enable", "--kubeconfig", "/k"], { command: "monitoring", requests: [{ path: "/monitoring", enable: true }], target: { kind: "cluster", kubeconfig: "/k", pod: "kmesh-abcde" } }],
   ])("%j", (args, expected) => {
     expect(parseCommandLine(args)).toEqual(expected as never);
   });
@@ -339,7 +345,7 @@ describe("client commands: what they send", () => {
     const args = ["monitoring", "--connectionMetrics", "enable", "--workloadMetrics", "disable", "--accesslog", "enable", "--all", "enable"];
     expect(parseCommandLine(args)).toEqual({
       command: "monitoring",
-      adminAddr: { host: "127.0.0.1", port: 15200 },
+      target: { kind: "local", adminAddr: { host: "127.0.0.1", port: 15200 } },
       requests: [
         { path: "/monitoring", enable: true },
         { path: "/accesslog", enable: true },
@@ -372,18 +378,21 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["--lock-file", "agent.lock"], 'invalid value for --lock-file: "agent.lock" (expected an absolute path)'],
     [["accesslog"], "missing argument: accesslog enable or accesslog disable"],
     [["accesslog", "on"], 'invalid value for accesslog: "on" (expected enable or disable)'],
-    [["accesslog", "kmesh-pod", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
-    [["accesslog", "enable", "x"], 'unexpected argument "x" (this command drives one agent: name it with --admin-addr)'],
+    [["accesslog", "kmesh-pod", "enable"], 'unexpected argument "kmesh-pod" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["accesslog", "enable", "x"], 'unexpected argument "x" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["accesslog", "a", "b", "enable", "--kubeconfig", "/k"], 'unexpected argument "b" (name at most one agent pod)'],
+    [["accesslog", "enable", "--kubeconfig", "/k", "--in-cluster"], "--kubeconfig and --in-cluster contradict each other: give one of them"],
+    [["status", "--kubeconfig", "/k", "--admin-addr", "127.0.0.1:1"], "--admin-addr and --kubeconfig contradict each other: --admin-addr names one agent, the other reaches the agent pods"],
     [["accesslog", "enable", "--admin-addr", ""], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--admin-addr"], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--bogus"], "unknown flag --bogus"],
     [["monitoring"], "nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable"],
     [["monitoring", "--all", "on"], 'invalid value for --all: "on" (expected enable or disable)'],
     [["monitoring", "--accesslog"], "missing value for --accesslog (expected enable or disable)"],
-    [["monitoring", "kmesh-pod", "--all", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
+    [["monitoring", "kmesh-pod", "--all", "enable"], 'unexpected argument "kmesh-pod" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
     [["monitoring", "--workloadMetric", "enable"], "unknown flag --workloadMetric (did you mean --workloadMetrics?)"],
     [["status", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
-    [["status", "now"], 'unexpected argument "now"'],
+    [["status", "now"], 'unexpected argument "now" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
   ];
   test.concurrent.each(cases)("%j", async (args, message) => {
     expect(await runCli(...args)).toEqual({ exitCode: 2, stderr: `kmesh-accesslog: ${message}\n`, stdout: "" });
