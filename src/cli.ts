@@ -199,7 +199,7 @@ function parseArgv(argv: string[]) {
           flags: clientFlags,
           help: {
             description: "Turn a running agent's access log on or off (POST /accesslog, as `kmeshctl accesslog` does)",
-            usage: [`${PROGRAM_NAME} accesslog <enable|disable> [--admin-addr <host:port>]`],
+            usage: [`${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --kubeconfig <file> | --in-cluster]`],
           },
           strictFlags: true,
           ignoreArgv: keepArguments(knownFlags(clientFlags)),
@@ -212,8 +212,8 @@ function parseArgv(argv: string[]) {
               "Switch a running agent's monitoring, as `kmeshctl monitoring` does: --all first, then --accesslog, " +
               "--workloadMetrics, --connectionMetrics; stops at the first refusal",
             usage: [
-              `${PROGRAM_NAME} monitoring [--all <enable|disable>] [--accesslog <enable|disable>] ` +
-                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port>]",
+              `${PROGRAM_NAME} monitoring [pod] [--all <enable|disable>] [--accesslog <enable|disable>] ` +
+                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port> | --kubeconfig <file> | --in-cluster]",
             ],
           },
           strictFlags: true,
@@ -222,7 +222,7 @@ function parseArgv(argv: string[]) {
         command({
           name: "status",
           flags: statusFlags,
-          help: { description: "Print a running agent's switches and counters" },
+          help: { description: "Print a running agent's switches and counters (every agent pod's, one line each, with --kubeconfig or --in-cluster)" },
           strictFlags: true,
           ignoreArgv: keepArguments(knownFlags(statusFlags)),
         }),
@@ -246,9 +246,9 @@ function parseArgv(argv: string[]) {
           "Without a command, runs `run`.",
         usage: [
           `${PROGRAM_NAME} [run] [flags...]`,
-          `${PROGRAM_NAME} accesslog <enable|disable>`,
-          `${PROGRAM_NAME} monitoring --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
-          `${PROGRAM_NAME} status [--json]`,
+          `${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --kubeconfig <file> | --in-cluster]`,
+          `${PROGRAM_NAME} monitoring [pod] --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
+          `${PROGRAM_NAME} status [pod] [--json]`,
           `${PROGRAM_NAME} check [--json] [--no-kubelet]`,
         ],
         examples: [

@@ -97,6 +97,8 @@ interface Entity {
 
 interface Series {
   kind: Kind;
+  /** removed from its map: a cached reference to it is stale */
+  dropped: boolean;
   /** `{name="value",...}`, also its key */
   labels: string;
   values: number[];
@@ -117,6 +119,16 @@ interface Connection {
   series: Series | null;
 }
 
+interface SeriesPair {
+  workload: Series;
+  service: Series;
+}
+
+/** Stands for an unknown pod or no Service in the pair cache's keys. */
+const NOBODY = {};
+/** Destinations remembered per source, destination pod and Service (outside addresses can be many). */
+const MAX_PAIRS_PER_PEERS = 4096;
+
 /** A connection not reported for this many sweeps of a periodic read has closed unseen. */
 const UNSEEN_SCANS = 3;
 const CLOSE_STATE = "BPF_TCP_CLOSE";
@@ -127,6 +139,8 @@ export class TcpMetrics {
   readonly #entities = new Map<string, Entity>();
   readonly #idle = new Set<Series>();
   readonly #connections = new Map<string, Connection>();
+  /** source pod → destination pod → Service → reporter, address, dst.service → the record's series */
+  #pairs = new WeakMap<object, WeakMap<object, WeakMap<object, Map<string, SeriesPair>>>>();
   /** label text of a pod as source or destination, computed once per pod object */
   readonly #sourceText = new WeakMap<PodInfo, string>();
   readonly #destinationText = new WeakMap<PodInfo, string>();
@@ -159,7 +173,9 @@ export class TcpMetrics {
 
   /** Forgets everything (the metrics were turned off). */
   clear(): void {
+    for (const map of Object.values(this.#series)) for (const series of map.values()) series.dropped = true;
     for (const map of Object.values(this.#series)) map.clear();
+    this.#pairs = new WeakMap();
     this.#entities.clear();
     this.#idle.clear();
     this.#connections.clear();
@@ -187,10 +203,8 @@ export class TcpMetrics {
     const retrans = r.retransmissions - (known ? before.retrans : 0);
     const lost = r.packetLoss - (known ? before.lost : 0);
 
-    const sourceText = src === undefined ? this.#unknownSource : this.#peerText(this.#sourceText, src, 1);
     const reporter = r.direction === "OUTBOUND" ? "source" : "destination";
-    const workload = this.#workloadSeries(r, reporter, sourceText, src, dst, service, nowMs);
-    const svc = this.#serviceSeries(r, reporter, sourceText, src, dst, service, nowMs);
+    const { workload, service: svc } = this.#pairOf(r, reporter, src, dst, service, nowMs);
     if (established && !known) {
       workload.values[OPENED]!++;
       svc.values[OPENED]!++;
@@ -280,6 +294,35 @@ export class TcpMetrics {
 
   // ── Series ────────────────────────────────────────────────────────────────
 
+  /**
+   * The workload and service series of a record. Their label texts are long (23 labels), so the
+   * pair is also found by the objects that make them, the pods and the Service as the indexes
+   * hold them (new objects at each change), and the few strings beside: most records cost four
+   * map lookups, none builds a label text.
+   */
+  #pairOf(r: AccessRecord, reporter: string, src: PodInfo | undefined, dst: PodInfo | undefined, service: ServiceRef | undefined, nowMs: number): SeriesPair {
+    let bySrc = this.#pairs.get(src ?? NOBODY);
+    if (bySrc === undefined) this.#pairs.set(src ?? NOBODY, (bySrc = new WeakMap()));
+    let byDst = bySrc.get(dst ?? NOBODY);
+    if (byDst === undefined) bySrc.set(dst ?? NOBODY, (byDst = new WeakMap()));
+    let byService = byDst.get(service ?? NOBODY);
+    if (byService === undefined) byDst.set(service ?? NOBODY, (byService = new Map()));
+    const key = `${reporter} ${r.dstAddr} ${r.dstService ?? ""}`;
+    let pair = byService.get(key);
+    if (pair === undefined || pair.workload.dropped || pair.service.dropped) {
+      const sourceText = src === undefined ? this.#unknownSource : this.#peerText(this.#sourceText, src, 1);
+      pair = {
+        workload: this.#workloadSeries(r, reporter, sourceText, src, dst, service, nowMs),
+        service: this.#serviceSeries(r, reporter, sourceText, src, dst, service, nowMs),
+      };
+      if (byService.size > MAX_PAIRS_PER_PEERS) byService.clear();
+      byService.set(key, pair);
+    }
+    pair.workload.lastUpdateMs = nowMs;
+    pair.service.lastUpdateMs = nowMs;
+    return pair;
+  }
+
   #peerText(cache: WeakMap<PodInfo, string>, pod: PodInfo, from: number): string {
     let text = cache.get(pod);
     if (text === undefined) {
@@ -353,7 +396,7 @@ export class TcpMetrics {
       ]) +
       `,${labelText(CONNECTION_LABELS, 18, peerValues(dst, this.#o))},${TAIL}}`;
     // Removed when its connection closes, not by the sweep: it names no entity.
-    const series: Series = { kind: "connection", labels, values: [0, 0, 0, 0], entities: [], idleExpiry: false, lastUpdateMs: nowMs };
+    const series: Series = { kind: "connection", dropped: false, labels, values: [0, 0, 0, 0], entities: [], idleExpiry: false, lastUpdateMs: nowMs };
     this.#series.connection.set(labels, series);
     return series;
   }
@@ -374,7 +417,7 @@ export class TcpMetrics {
       if (src !== undefined) entities.push(this.#entity(`${src.namespace ?? ""}/${src.name}`, true));
       if (dst !== undefined) entities.push(this.#entity(`${dst.namespace ?? ""}/${dst.name}`, true));
       if (service !== undefined) entities.push(this.#entity(`${service.namespace}/${service.name}`, false));
-      series = { kind, labels, values: new Array<number>(size).fill(0), entities, idleExpiry: dst === undefined && service === undefined, lastUpdateMs: nowMs };
+      series = { kind, dropped: false, labels, values: new Array<number>(size).fill(0), entities, idleExpiry: dst === undefined && service === undefined, lastUpdateMs: nowMs };
       for (const entity of entities) entity.series.add(series);
       if (series.idleExpiry) this.#idle.add(series);
       map.set(labels, series);
@@ -398,6 +441,7 @@ export class TcpMetrics {
     const map = this.#series[series.kind];
     if (map.get(series.labels) !== series) return;
     map.delete(series.labels);
+    series.dropped = true;
     this.#idle.delete(series);
     for (const entity of series.entities) {
       entity.series.delete(series);

@@ -286,6 +286,23 @@ describe("bounded", () => {
     expect(bare.counts.workload).toBe(0);
   });
 
+  test("a series dropped is never counted into again: the same pods make a new one, from zero", () => {
+    const m = metrics({ graceMs: 1000 });
+    const view = kube(["shop/client-7d4b9c8f6d-x2x9q", "shop/web-0"], []);
+    m.kube = view;
+    m.observe(report({ sentBytes: 7 }), 0, CLIENT, SERVER);
+    view.pods.delete("shop/web-0");
+    m.sweep(0);
+    m.sweep(1000);
+    expect(m.counts.workload).toBe(0);
+    view.pods.add("shop/web-0");
+    m.observe(report({ sentBytes: 5, connection: "again" }), 1500, CLIENT, SERVER);
+    expect([m.counts.workload, value(m, "kmesh_tcp_workload_sent_bytes_total")]).toEqual([1, 5]);
+    m.clear();
+    m.observe(report({ sentBytes: 3, connection: "after clear" }), 1500, CLIENT, SERVER);
+    expect([m.counts.workload, value(m, "kmesh_tcp_workload_sent_bytes_total")]).toEqual([1, 3]);
+  });
+
   test("clear() forgets everything", () => {
     const m = metrics();
     m.setConnectionSeries(true);
