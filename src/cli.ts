@@ -140,7 +140,7 @@ const monitoringFlags = {
   ...clientFlags,
   accesslog: enableDisableFlag("accesslog", "Access-log lines on or off"),
   connectionMetrics: enableDisableFlag("connectionMetrics", "Periodic reports of open connections on or off"),
-  workloadMetrics: enableDisableFlag("workloadMetrics", "Workload metrics on or off (accepted; this agent exports none)"),
+  workloadMetrics: enableDisableFlag("workloadMetrics", "Kmesh's TCP metrics (and their address, --metrics-addr) on or off"),
   all: enableDisableFlag("all", "Monitoring as a whole: every switch on, or everything off"),
 };
 const statusFlags = {
