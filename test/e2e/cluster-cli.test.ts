@@ -157,6 +157,18 @@ describe.skipIf(!ready)("the CLI through the API server's port-forward", () => {
     }
   });
 
+  test("--in-cluster outside a cluster says so (exit 2); an unusable kubeconfig too", async () => {
+    const outside = await runBinary(["status", "--in-cluster"]);
+    expect(outside).toEqual({
+      exitCode: 2,
+      stdout: "",
+      stderr: "kmesh-accesslog: cannot use the API server: --in-cluster: not in a cluster (no KUBERNETES_SERVICE_HOST/_PORT and service-account token): give --kubeconfig <file>\n",
+    });
+    const missing = await runBinary(["status", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toStartWith("kmesh-accesslog: cannot use the API server: ");
+  });
+
   test("the kmeshctl variant's pods (app=kmesh in kmesh-system) are found when there are none of ours; none at all says where it looked", async () => {
     for (const name of NAMES) api.remove("pods", "kmesh-accesslog", name);
     try {
