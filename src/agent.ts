@@ -1,22 +1,29 @@
 // The Agent owns everything that runs, and is the one place that wires the folders together: the
-// runtime control (single-agent lock, switches, periodic reports, admin API), the clock, the pod
-// sources (kubelet, API server), the kernel probe and the line sink. It starts them in that order
-// and stops them in reverse, from one place, and registers what they count for /metrics. The event
-// loop is never blocked: a timer drains the ring buffer and hands lines to the non-blocking sink.
+// runtime control (single-agent lock, switches, periodic reports, admin API), the TCP metrics and
+// their address, the clock, the pod sources (kubelet, API server), the kernel probe and the line
+// sink. It starts them in that order and stops them in reverse, from one place, and registers what
+// they count for /metrics. The event loop is never blocked: a timer drains the ring buffer and hands
+// each named record to the non-blocking sink (as a line) and to the TCP metrics, as the switches say.
 import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
-import { JsonLines, KmeshText } from "./accesslog/format.ts";
+import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
 import { METRIC_PREFIX, type MetricsRegistry } from "./admin/metrics.ts";
-import { outputsOf, startupSwitches } from "./admin/switches.ts";
+import { handleMetricsRequest } from "./admin/routes.ts";
+import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
+import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
+import type { ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
+import type { PodInfo } from "./kube/pod.ts";
+import type { HostPort } from "./address.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { type KubeView, TcpMetrics } from "./telemetry/tcp-metrics.ts";
 import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 
 export type AgentOptions = RunOptions;
@@ -28,6 +35,9 @@ export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvali
 const DRAIN_INTERVAL_MS = 10;
 /** How often the monotonic → wall clock offset is measured again (NTP steps). */
 const RECALIBRATE_INTERVAL_MS = 60_000;
+/** How often the TCP metrics look for series of pods and Services that are gone. */
+const METRICS_SWEEP_INTERVAL_MS = 1_000;
+const CLOSE_STATE = "BPF_TCP_CLOSE";
 
 export class Agent {
   readonly #clock: Clock;
@@ -46,13 +56,21 @@ export class Agent {
   /** Reads each ring-buffer record where it lies (no object per record). */
   readonly #record = new RecordView();
   #lastInvalid = "";
+  /** Kmesh's TCP metrics, fed while the switches say so, served on --metrics-addr meanwhile. */
+  readonly #metrics: TcpMetrics;
+  readonly #metricsAddress: MetricsAddress;
+  /** What the switches ask for now (AgentControl applies them). */
+  #outputs: Outputs;
 
-  private constructor(clock: Clock, probe: Probe, sink: LineSink, control: AgentControl, log: Logger, options: AgentOptions) {
+  private constructor(clock: Clock, probe: Probe, sink: LineSink, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
     this.#control = control;
     this.#log = log;
     this.#clock = clock;
     this.#probe = probe;
     this.#sink = sink;
+    this.#metrics = metrics;
+    this.#metricsAddress = metricsAddress;
+    this.#outputs = outputsOf(control.switches());
   }
 
   static async start(options: AgentOptions, log: Logger = createLogger(options.logLevel)): Promise<Agent> {
@@ -68,6 +86,22 @@ export class Agent {
       lockFile: options.lockFile,
       log,
     });
+    const metrics = new TcpMetrics({
+      prefix: options.metricsPrefix,
+      clusterName: options.clusterName,
+      trustDomain: options.trustDomain,
+      graceMs: options.metricsGrace * 1000,
+      reportIntervalMs: options.reportInterval * 1000,
+    });
+    // Served only while the TCP metrics are on; when they are on from the start, a taken port is
+    // refused now, before anything loads.
+    const metricsAddress = new MetricsAddress(options.metricsAddr, metrics, log);
+    try {
+      metricsAddress.serve(outputsOf(switches.switches).tcpMetrics);
+    } catch (error) {
+      await control.stop();
+      throw error;
+    }
     const clock = createClock();
     // Before the probe: the first pod list is read while the BPF object loads.
     const kubelet = resolveKubeletSettings(options);
@@ -87,21 +121,23 @@ export class Agent {
     } catch (error) {
       pods?.stop();
       await api?.stop();
+      await metricsAddress.close();
       await control.stop();
       throw error;
     }
+    metrics.kube = kubeView(pods, api);
     const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
       maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
       notice: (message) => log.warn(message),
     });
-    const agent = new Agent(clock, probe, sink, control, log, options);
+    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
     const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNs, options);
     registerMetrics(control.metrics, agent, pods, api, enricher);
     control.attach({
-      setEmitEnabled: (enabled) => probe.setEmitEnabled(enabled),
+      apply: (outputs) => agent.#apply(outputs),
       reportOpenConnections: () => agent.#reportOpenConnections(),
       countOpenConnections: () => probe.reportOpenConnections(() => undefined),
     });
@@ -115,17 +151,35 @@ export class Agent {
     agent.#timers.push(
       setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
+      setInterval(() => {
+        if (agent.#outputs.tcpMetrics) metrics.sweep(performance.now());
+      }, METRICS_SWEEP_INTERVAL_MS),
     );
     return agent;
   }
 
+  /** The switches changed (or were first applied): the kernel's global, lines, metrics. */
+  #apply(outputs: Outputs): void {
+    // First what can fail: a refused change changes nothing.
+    void this.#metricsAddress.serve(outputs.tcpMetrics);
+    this.#probe.setEmitEnabled(outputs.kernelEmit);
+    if (!outputs.tcpMetrics && this.#outputs.tcpMetrics) this.#metrics.clear();
+    this.#metrics.setConnectionSeries(outputs.connectionSeries);
+    this.#outputs = outputs;
+  }
+
   #onBatch = (view: DataView, count: number): void => {
     this.#recordsRead += count;
+    const metrics = this.#outputs.tcpMetrics;
     for (let i = 0; i < count; i++) {
       try {
         const event = this.#record.select(view, i * RECORD_SIZE, RECORD_SIZE);
         const record = toAccessRecord(event, this.#clock);
-        if (this.#enricher === null) this.#sink.add(record);
+        if (metrics) {
+          const start = event.start;
+          record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
+        }
+        if (this.#enricher === null) this.#emit(record);
         else this.#enricher.accept(record, toNs(event.report));
       } catch (error) {
         if (!(error instanceof RecordError)) throw error;
@@ -133,6 +187,13 @@ export class Agent {
       }
     }
     this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+  };
+
+  /** A named record: a line if the switches want it, counted by the TCP metrics while they are on. */
+  #emit = (record: AccessRecord, src?: PodInfo, dst?: PodInfo, service?: ServiceRef): void => {
+    const outputs = this.#outputs;
+    if (outputs.tcpMetrics) this.#metrics.observe(record, performance.now(), src, dst, service);
+    if (record.state === CLOSE_STATE ? outputs.closeLines : outputs.periodicReports) this.#sink.add(record);
   };
 
   /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
@@ -143,7 +204,7 @@ export class Agent {
       cluster: api?.index ?? null,
       pairHoldNs: holdNs,
       filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
-      emit: (record) => this.#sink.add(record),
+      emit: this.#emit,
     });
     if (pods !== null) {
       pods.onRefreshed = () => {
@@ -168,10 +229,11 @@ export class Agent {
     await this.#api?.stop();
   }
 
-  /** Lines for every open connection, after what the kernel had queued before. */
+  /** Reports of every open connection (lines, metrics), after what the kernel had queued before. */
   #reportOpenConnections(): number {
     this.#drain();
     const count = this.#probe.reportOpenConnections(this.#onBatch);
+    if (this.#outputs.tcpMetrics) this.#metrics.scanned();
     this.#sink.flush();
     return count;
   }
@@ -190,6 +252,15 @@ export class Agent {
     this.#enricher?.release(this.#clock.nowMonotonicNs());
     this.#probe.drain(this.#onBatch);
     this.#sink.flush();
+  }
+
+  /** Series of the TCP metrics now, by kind. */
+  get metricsSeries(): Record<"workload" | "service" | "connection", number> {
+    return this.#metrics.counts;
+  }
+
+  get metricsDropped(): number {
+    return this.#metrics.dropped;
   }
 
   counters(): AgentCounters {
@@ -212,6 +283,7 @@ export class Agent {
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();
+    await this.#metricsAddress.close();
     // Lines the sink still held when the counters were read are out (or dropped) by now.
     counters.linesWritten = this.#sink.linesWritten;
     counters.linesDropped = this.#sink.linesDropped;
@@ -251,6 +323,52 @@ export async function runAgent(options: AgentOptions): Promise<number> {
 // ── /metrics ─────────────────────────────────────────────────────────────────
 
 /**
+ * The TCP metrics' address (--metrics-addr): listening while the metrics are on, closed while
+ * they are off (so a node's port 15020 is taken only by an agent that serves metrics).
+ */
+class MetricsAddress {
+  readonly #address: HostPort | null;
+  readonly #metrics: TcpMetrics;
+  readonly #log: Logger;
+  #server: HttpServer | null = null;
+
+  constructor(address: HostPort | null, metrics: TcpMetrics, log: Logger) {
+    this.#address = address;
+    this.#metrics = metrics;
+    this.#log = log;
+  }
+
+  /** Listens (at once; throws ListenError when it cannot) or stops listening. */
+  serve(on: boolean): Promise<void> {
+    if (on && this.#server === null && this.#address !== null) {
+      // Read-only: no access gate (a POST is answered 405).
+      this.#server = HttpServer.listen(this.#address, METRICS_LISTENER, (method, url, _body, headers) => handleMetricsRequest(() => this.#metrics.render(), method, url, headers.get("accept-encoding")), { log: this.#log });
+      this.#log.info(`TCP metrics on http://${this.#server.where}/status/metric (and /metrics)`);
+    } else if (!on && this.#server !== null) {
+      this.#log.info(`TCP metrics off: no longer serving http://${this.#server.where}/status/metric`);
+      return this.close();
+    }
+    return Promise.resolve();
+  }
+
+  /** Stops listening (the agent stops). */
+  close(): Promise<void> {
+    const server = this.#server;
+    this.#server = null;
+    return server === null ? Promise.resolve() : server.stop().catch(() => undefined);
+  }
+}
+
+/** Whether a pod or a Service the TCP metrics name still exists; null without a Kubernetes source. */
+function kubeView(pods: PodSource | null, api: ApiSource | null): KubeView | null {
+  if (pods === null && api === null) return null;
+  return {
+    hasPod: (key) => pods?.index.hasPod(key) === true || api?.index.hasPod(key) === true,
+    hasService: (key) => api?.index.hasService(key) === true,
+  };
+}
+
+/**
  * What the agent, its pod sources and its naming of lines count, read at every scrape (after the
  * control's own metrics, admin/control.ts). The kubelet's metrics come with its pod source, the
  * API server's with its source.
@@ -277,6 +395,11 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     metric("enrichment_misses_total", "counter", "Lines whose local end was not in the pod index, held for a refresh of the pod list.", () => enricher.stats.held);
     metric("lines_filtered_total", "counter", "Lines dropped by --namespace, --exclude-namespace or --pod.", () => enricher.stats.filtered);
   }
+  const series = (kind: "workload" | "service" | "connection") => () => agent.metricsSeries[kind];
+  metric("tcp_metric_workload_series", "gauge", "Series of the workload TCP metrics now (each of its 7 metrics has one per series).", series("workload"));
+  metric("tcp_metric_service_series", "gauge", "Series of the service TCP metrics now (each of its 5 metrics has one per series).", series("service"));
+  metric("tcp_metric_connection_series", "gauge", "Series of the per-connection TCP metrics now (each of its 4 metrics has one per series).", series("connection"));
+  metric("tcp_metric_series_dropped_total", "counter", "Series the TCP metrics dropped: a pod or Service they name was gone, or their address idle, for --metrics-grace.", () => agent.metricsDropped);
   if (api !== null) {
     metric("api_lists_total", "counter", "Complete lists read from the API server (every kind, every page).", () => api.stats.lists);
     metric("api_watches_total", "counter", "Watches opened on the API server.", () => api.stats.watches);

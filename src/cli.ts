@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { parseHostPort, type HostPort } from "./address.ts";
 import { GO_BOOL_SPELLINGS, parseGoBool } from "./admin/go-compat.ts";
 import type { AdminTargetFlags, SwitchRequest } from "./admin/client.ts";
+import type { AgentTarget } from "./commands/agents.ts";
 import { startupSwitches } from "./admin/switches.ts";
 import { UsageError } from "./errors.ts";
 import {
@@ -29,9 +30,9 @@ type FlagSpec = (typeof FLAGS)[FlagName];
 export type Invocation =
   | { command: "version" }
   | { command: "run"; options: RunOptions }
-  | { command: "accesslog"; enable: boolean; target: AdminTargetFlags }
-  | { command: "monitoring"; requests: SwitchRequest[]; target: AdminTargetFlags }
-  | { command: "status"; json: boolean; target: AdminTargetFlags }
+  | { command: "accesslog"; enable: boolean; target: AgentTarget }
+  | { command: "monitoring"; requests: SwitchRequest[]; target: AgentTarget }
+  | { command: "status"; json: boolean; target: AgentTarget }
   | { command: "check"; options: CheckOptions };
 
 // ── Flag types: text → checked value, or a UsageError naming the flag ────────
@@ -129,6 +130,15 @@ const clientFlags = {
     placeholder: "<path>",
     description: `The agent's admin API on its Unix socket (default: ${DEFAULT_ADMIN_SOCKET}, when this user may use it)`,
   },
+  kubeconfig: {
+    type: valueType("kubeconfig", { schema: v.pipe(v.string(), v.minLength(1)), expected: "a file path" }) as (text: string) => string,
+    placeholder: "<file>",
+    description: "Drive every agent pod of the DaemonSet (or the one named) through this kubeconfig's API server, by port-forward",
+  },
+  inCluster: {
+    type: Boolean,
+    description: "The same from a pod of the cluster, with its service account",
+  },
 };
 const enableDisableFlag = (flag: string, description: string) => ({
   type: enableDisable(`--${flag}`),
@@ -140,7 +150,7 @@ const monitoringFlags = {
   ...clientFlags,
   accesslog: enableDisableFlag("accesslog", "Access-log lines on or off"),
   connectionMetrics: enableDisableFlag("connectionMetrics", "Periodic reports of open connections on or off"),
-  workloadMetrics: enableDisableFlag("workloadMetrics", "Workload metrics on or off (accepted; this agent exports none)"),
+  workloadMetrics: enableDisableFlag("workloadMetrics", "Kmesh's TCP metrics (and their address, --metrics-addr) on or off"),
   all: enableDisableFlag("all", "Monitoring as a whole: every switch on, or everything off"),
 };
 const statusFlags = {
@@ -199,7 +209,7 @@ function parseArgv(argv: string[]) {
           flags: clientFlags,
           help: {
             description: "Turn a running agent's access log on or off (POST /accesslog, as `kmeshctl accesslog` does)",
-            usage: [`${PROGRAM_NAME} accesslog <enable|disable> [--admin-addr <host:port>]`],
+            usage: [`${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`],
           },
           strictFlags: true,
           ignoreArgv: keepArguments(knownFlags(clientFlags)),
@@ -212,21 +222,19 @@ function parseArgv(argv: string[]) {
               "Switch a running agent's monitoring, as `kmeshctl monitoring` does: --all first, then --accesslog, " +
               "--workloadMetrics, --connectionMetrics; stops at the first refusal",
             usage: [
-              `${PROGRAM_NAME} monitoring [--all <enable|disable>] [--accesslog <enable|disable>] ` +
-                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port>]",
+              `${PROGRAM_NAME} monitoring [pod] [--all <enable|disable>] [--accesslog <enable|disable>] ` +
+                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]",
             ],
           },
           strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(monitoringFlags), (argument) =>
-            new UsageError(`unexpected argument ${JSON.stringify(argument)} (this command drives one agent: name it with --admin-addr)`),
-          ),
+          ignoreArgv: keepArguments(knownFlags(monitoringFlags)),
         }),
         command({
           name: "status",
           flags: statusFlags,
-          help: { description: "Print a running agent's switches and counters" },
+          help: { description: "Print a running agent's switches and counters (every agent pod's, one line each, with --kubeconfig or --in-cluster)" },
           strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(statusFlags), unexpectedArgument),
+          ignoreArgv: keepArguments(knownFlags(statusFlags)),
         }),
         command({
           name: "check",
@@ -248,9 +256,9 @@ function parseArgv(argv: string[]) {
           "Without a command, runs `run`.",
         usage: [
           `${PROGRAM_NAME} [run] [flags...]`,
-          `${PROGRAM_NAME} accesslog <enable|disable>`,
-          `${PROGRAM_NAME} monitoring --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
-          `${PROGRAM_NAME} status [--json]`,
+          `${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`,
+          `${PROGRAM_NAME} monitoring [pod] --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
+          `${PROGRAM_NAME} status [pod] [--json]`,
           `${PROGRAM_NAME} check [--json] [--no-kubelet]`,
         ],
         examples: [
@@ -282,8 +290,9 @@ const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in sp
 
 /**
  * `--admin-addr ""` (and `--admin-addr=`) is how --no-admin-api was spelled first, and still is;
- * `--admin-socket ""` likewise: type-flag hands the flag's type "" for it and for a bare flag alike,
- * so it is renamed before parsing. Only `run` takes them; elsewhere they name a running agent.
+ * `--admin-socket ""` and `--metrics-addr ""` likewise: type-flag hands the flag's type "" for it
+ * and for a bare flag alike, so it is renamed before parsing. Only `run` takes them; elsewhere
+ * --admin-addr and --admin-socket name a running agent.
  */
 function spellEmptyAsOff(argv: readonly string[]): string[] {
   if (["accesslog", "monitoring", "status", "check"].includes(argv[0] ?? "")) return [...argv];
@@ -323,12 +332,33 @@ function conflict(given: Readonly<Record<string, unknown>>): string | null {
   return null;
 }
 
-/** Which agent a client command drives, as its flags name it (client.ts decides when neither does). */
-function targetFlags(flags: AdminTargetFlags): AdminTargetFlags {
+/**
+ * The agents a client command drives: with --kubeconfig or --in-cluster, every agent pod (or the
+ * one named) through the API server; else the one --admin-addr or --admin-socket names, or this
+ * node's (client.ts chooses when neither does).
+ */
+function agentTarget(flags: AdminTargetFlags & { kubeconfig?: string | undefined; inCluster?: boolean | undefined }, args: string[]): AgentTarget {
+  const cluster = flags.kubeconfig !== undefined || flags.inCluster === true;
+  if (flags.kubeconfig !== undefined && flags.inCluster === true) {
+    throw new UsageError("--kubeconfig and --in-cluster contradict each other: give one of them");
+  }
   if (flags.adminAddr !== undefined && flags.adminSocket !== undefined) {
     throw new UsageError("--admin-addr and --admin-socket both name the agent: give one of them");
   }
-  return { adminAddr: flags.adminAddr, adminSocket: flags.adminSocket };
+  const named = flags.adminAddr !== undefined ? "--admin-addr" : flags.adminSocket !== undefined ? "--admin-socket" : null;
+  if (cluster && named !== null) {
+    throw new UsageError(`${named} and --${flags.inCluster ? "in-cluster" : "kubeconfig"} contradict each other: ${named} names one agent, the other reaches the agent pods`);
+  }
+  if (args.length > (cluster ? 1 : 0)) {
+    const argument = args[cluster ? 1 : 0]!;
+    throw new UsageError(
+      cluster
+        ? `unexpected argument ${JSON.stringify(argument)} (name at most one agent pod)`
+        : `unexpected argument ${JSON.stringify(argument)} (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)`,
+    );
+  }
+  if (cluster) return { kind: "cluster", kubeconfig: flags.kubeconfig ?? null, pod: args[0] ?? null };
+  return { kind: "local", flags: { adminAddr: flags.adminAddr, adminSocket: flags.adminSocket } };
 }
 
 /**
@@ -340,14 +370,11 @@ export function parseCommandLine(argv: string[]): Invocation {
   switch (parsed.command) {
     case "accesslog": {
       const args = [...parsed._];
-      // kmeshctl takes pod names before the state; here --admin-addr names the one agent.
+      // kmeshctl takes the pod name before the state.
       const state = args.length > 1 && ["enable", "disable"].includes(args.at(-1)!) ? args.pop() : args.shift();
-      if (args.length > 0) {
-        throw new UsageError(`unexpected argument ${JSON.stringify(args[0])} (this command drives one agent: name it with --admin-addr)`);
-      }
       if (state === undefined) throw new UsageError("missing argument: accesslog enable or accesslog disable");
       const enable = enableDisable("accesslog")(state);
-      return { command: "accesslog", enable, target: targetFlags(parsed.flags) };
+      return { command: "accesslog", enable, target: agentTarget(parsed.flags, args) };
     }
     case "monitoring": {
       const { flags } = parsed;
@@ -359,10 +386,10 @@ export function parseCommandLine(argv: string[]): Invocation {
       if (requests.length === 0) {
         throw new UsageError("nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable");
       }
-      return { command: "monitoring", requests, target: targetFlags(flags) };
+      return { command: "monitoring", requests, target: agentTarget(flags, [...parsed._]) };
     }
     case "status":
-      return { command: "status", json: parsed.flags.json === true, target: targetFlags(parsed.flags) };
+      return { command: "status", json: parsed.flags.json === true, target: agentTarget(parsed.flags, [...parsed._]) };
     case "check": {
       const flags = parsed.flags as Record<string, unknown>;
       const options = Object.fromEntries(TABLE.filter(([, spec]) => "check" in spec).map(([name]) => [name, flags[name]]));
@@ -377,6 +404,7 @@ export function parseCommandLine(argv: string[]): Invocation {
     monitoring: flags.monitoring as boolean,
     accesslog: flags.accesslog as boolean | undefined,
     connectionMetrics: flags.connectionMetrics as boolean | undefined,
+    workloadMetrics: flags.workloadMetrics as boolean | undefined,
   });
   if (!switches.ok) throw new UsageError(switches.message);
   const mistake = conflict(flags);

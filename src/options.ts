@@ -24,6 +24,9 @@ export const DEFAULT_CLUSTER_DOMAIN = "cluster.local";
 export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 export const DEFAULT_KUBELET_REFRESH_S = 5;
 export const DEFAULT_KUBELET_HOLD_S = 2;
+/** Kmesh's Prometheus address: every address of the node, port 15020. */
+export const DEFAULT_METRICS_ADDR = ":15020";
+export const METRIC_PREFIXES = ["kmesh", "istio"] as const;
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -47,6 +50,8 @@ function byteSize(text: string): number | undefined {
   return Number(match[1]) * (SIZE_UNITS[(match[2] ?? "").toLowerCase()] ?? Number.NaN);
 }
 
+/** `host:port` as the admin address takes it, or Go's `:port` for every address of the node (`[::]`, both families). */
+const listenAddress = (text: string) => (/^:\d{1,5}$/.test(text) ? parseHostPort(`[::]${text}`) : parseHostPort(text));
 const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 /** The kernel's limit for a Unix socket's path (sun_path, 108 bytes with the final NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
@@ -70,7 +75,7 @@ export const HostPortSchema = v.strictObject({
 /** The flags that turn a source off, and the flags that cannot be given with them. */
 type OffFlag = "noKubelet" | "noKubeApi";
 /** The flags that turn a listener off, each also spelled as its value flag given "". */
-type NoListenerFlag = "noAdminApi" | "noAdminSocket";
+type NoListenerFlag = "noAdminApi" | "noAdminSocket" | "noMetricsServer";
 
 interface FlagSpec {
   /**
@@ -182,6 +187,61 @@ export const FLAGS = {
     placeholder: "<seconds>",
     description: "How often open connections are reported while connection metrics are on",
     default: 5,
+  },
+  workloadMetrics: {
+    kind: "switch",
+    schema: v.boolean(),
+    description: "Kmesh's workload_metrics switch at start-up: Kmesh's TCP metrics on --metrics-addr (default: off)",
+  },
+  metricsAddr: {
+    kind: "value",
+    // null: no metrics server (--metrics-addr "")
+    schema: v.nullable(HostPortSchema),
+    read: listenAddress,
+    expected: 'host:port, :port for every address (Kmesh\'s :15020), or "" for none',
+    missing: 'host:port, :port, or "" for none',
+    placeholder: "<host:port>",
+    description: `Serve Kmesh's TCP metrics at /status/metric and /metrics here while workload metrics are on; "" for none (default: ${DEFAULT_METRICS_ADDR}, every address)`,
+    default: listenAddress(DEFAULT_METRICS_ADDR),
+    emptyIs: "noMetricsServer",
+  },
+  noMetricsServer: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: 'Do not serve the TCP metrics (the same as --metrics-addr "")',
+  },
+  metricsPrefix: {
+    kind: "value",
+    schema: v.picklist(METRIC_PREFIXES),
+    expected: METRIC_PREFIXES.join(" or "),
+    placeholder: "<kmesh|istio>",
+    description: "The TCP metrics' names: kmesh_tcp_* as Kmesh's, or istio_tcp_* as Istio's (for Kiali and Istio's dashboards)",
+    default: "kmesh",
+  },
+  metricsGrace: {
+    kind: "value",
+    schema: seconds(1, 86_400),
+    read: decimal,
+    expected: "a number of seconds from 1 to 86400",
+    placeholder: "<seconds>",
+    description: "How long the TCP metrics keep the series of a pod or Service that is gone, or of an address idle that long",
+    default: 300,
+  },
+  clusterName: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.minLength(1), v.maxLength(253), v.regex(/^[\x21-\x7e]+$/)),
+    expected: "a cluster name (printable, no spaces)",
+    placeholder: "<name>",
+    description: "The source_cluster and destination_cluster of the TCP metrics (Istio's default cluster ID)",
+    default: "Kubernetes",
+  },
+  trustDomain: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)),
+    expected: "a trust domain, e.g. cluster.local",
+    placeholder: "<domain>",
+    description: "The trust domain of the TCP metrics' principals, spiffe://<domain>/ns/<namespace>/sa/<service account>",
+    default: "cluster.local",
   },
   adminAddr: {
     kind: "value",

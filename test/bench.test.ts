@@ -32,6 +32,12 @@ describe("benchmarks, short mode", () => {
     expect(r.stdout).toContain("| json ");
   }, 120_000);
 
+  test("metrics", async () => {
+    const r = await runBench("metrics.ts");
+    expect(r.code, r.stderr).toBe(0);
+    expectTable(r.stdout, "pods (running, not hostNetwork)");
+  }, 120_000);
+
   const needsRoot = "the benchmarks load the agent's BPF probe: they need root";
 
   testIf(IS_ROOT, needsRoot)("burst", async () => {

@@ -119,9 +119,9 @@ interface Loaded {
   object: unknown;
 }
 
-function load(): Loaded[] {
-  return YAML_FILES.flatMap((file) =>
-    parseAllDocuments(readFileSync(join(DEPLOY, file), "utf8")).map((doc) => {
+function load(dir = DEPLOY, files = YAML_FILES): Loaded[] {
+  return files.flatMap((file) =>
+    parseAllDocuments(readFileSync(join(dir, file), "utf8")).map((doc) => {
       if (doc.errors.length > 0 || doc.warnings.length > 0) throw new Error(`${file}: ${[...doc.errors, ...doc.warnings].map((e) => e.message).join("; ")}`);
       const object = doc.toJS() as { kind?: unknown };
       if (typeof object?.kind !== "string" || !(object.kind in KINDS)) throw new Error(`${file}: unexpected kind ${String(object?.kind)}`);
@@ -227,6 +227,41 @@ describe("Kubernetes objects", () => {
       { name: "btf", hostPath: { path: "/sys/kernel/btf", type: "Directory" } },
       { name: "run", emptyDir: { medium: "Memory", sizeLimit: "1Mi" } },
     ]);
+  });
+});
+
+describe("the kmeshctl variant (scripts/deploy/kmeshctl/)", () => {
+  const dir = join(DEPLOY, "kmeshctl");
+  const files = readdirSync(dir).filter((name) => name.endsWith(".yaml")).sort();
+  const variant = load(dir, files);
+
+  test("the same objects but for the namespace kmesh-system and the pods' label app=kmesh: where kmeshctl looks", () => {
+    expect(files).toEqual(YAML_FILES);
+    for (const item of variant) {
+      const result = v.safeParse(KINDS[item.kind], item.object);
+      expect(result.success ? "ok" : `kmeshctl/${item.file} ${item.kind}: ${v.summarize(result.issues)}`).toBe("ok");
+    }
+    // The main objects, moved: everything else must be equal, so that the two never drift apart.
+    const moved = structuredClone(loaded.map((item) => item.object)) as Record<string, any>[];
+    for (const object of moved) {
+      if (object.kind === "Namespace") object.metadata.name = "kmesh-system";
+      if (object.metadata.namespace !== undefined) object.metadata.namespace = "kmesh-system";
+      for (const subject of object.subjects ?? []) subject.namespace = "kmesh-system";
+      if (object.kind === "DaemonSet") object.spec.template.metadata.labels.app = "kmesh";
+    }
+    expect(variant.map((item) => item.object)).toEqual(moved);
+  });
+
+  test("kmeshctl's selection finds the pods, and its port-forward the admin API", () => {
+    const ds = variant.find((item) => item.kind === "DaemonSet")!.object as v.InferOutput<typeof DaemonSet>;
+    // kmeshctl: pods with label app=kmesh in kmesh-system, port 15200 (ctl/utils: KmeshNamespace, KmeshAdminPort)
+    expect(ds.metadata.namespace).toBe("kmesh-system");
+    expect(ds.spec.template.metadata.labels.app).toBe("kmesh");
+    const invocation = parseCommandLine(ds.spec.template.spec.containers[0]!.args ?? []);
+    if (invocation.command !== "run") throw new Error("not run");
+    expect(invocation.options.adminAddr).toEqual({ host: "127.0.0.1", port: 15200 });
+    // its own selector, unchanged: Kmesh's DaemonSet selects app=kmesh
+    expect(ds.spec.selector.matchLabels).toEqual({ "app.kubernetes.io/name": "kmesh-accesslog" });
   });
 });
 

@@ -154,7 +154,9 @@ describe("the systemd unit", () => {
   emulate("under the unit, root changes a switch over TCP and another user cannot; the socket is the dynamic user's, 0600, in the runtime directory", async () => {
     const port = await freePort();
     const addr = `127.0.0.1:${port}`;
-    await using agent = Bun.spawn(underTheUnit(words("SystemCallFilter"), ["--duration", "6", "--admin-addr", addr]), {
+    // Not Kmesh's :15020: the workload_metrics switch below opens the TCP metrics' address.
+    const metricsAddr = `127.0.0.1:${await freePort()}`;
+    await using agent = Bun.spawn(underTheUnit(words("SystemCallFilter"), ["--duration", "6", "--admin-addr", addr, "--metrics-addr", metricsAddr]), {
       stdin: "ignore",
       stdout: "ignore",
       stderr: "pipe",
@@ -173,6 +175,7 @@ describe("the systemd unit", () => {
     const inside = (argv: string[]) => Bun.spawnSync(["nsenter", "--mount", `--target=${agent.pid}`, ...argv], { stdout: "pipe", stderr: "pipe" });
     expect(inside(["stat", "--format=%F %a %u", socket]).stdout.toString()).toBe(`socket 600 ${DYNAMIC_UID}\n`);
     expect(inside(["curl", "--silent", "--unix-socket", socket, "--request", "POST", "--write-out", "%{http_code}", "http://localhost/workload_metrics?enable=true"]).stdout.toString()).toBe("200");
+    expect((await fetch(`http://${metricsAddr}/status/metric`)).status).toBe(200);
 
     const nobodyPort = await freePort();
     const nobody = await curlAs({ uid: 65534, localPort: nobodyPort }, "POST", `http://${addr}/monitoring?enable=false`);
@@ -183,11 +186,11 @@ describe("the systemd unit", () => {
     expect(await agent.exited).toBe(0);
     // ProtectProc=invisible: the agent sees the socket table's owners, not other users' processes.
     expect((await stderr).split("\n").filter((line) => line.startsWith("kmesh-accesslog: admin API: "))).toEqual([
-      `kmesh-accesslog: admin API: accepted (200) POST "/workload_metrics?enable=true" from unix socket ${socket}: workload_metrics false -> true; writing close reports (periodic reports off)`,
+      `kmesh-accesslog: admin API: accepted (200) POST "/workload_metrics?enable=true" from unix socket ${socket}: workload_metrics false -> true; writing close reports (periodic reports off); TCP metrics on`,
       `kmesh-accesslog: admin API: refused (403) POST "/monitoring?enable=false" from uid 65534, pid unknown, command unknown, 127.0.0.1:${nobodyPort}: ` +
         "monitoring stays true; only root may change this agent's switches, and this request came from uid 65534: send it as root (sudo), or start the agent with --admin-allow-uid 65534",
       `kmesh-accesslog: admin API: accepted (200) POST "/accesslog?enable=false" from uid 0, pid unknown, command unknown, 127.0.0.1:${rootPort}: ` +
-        "accesslog true -> false; writing nothing (accesslog off)",
+        "accesslog true -> false; writing nothing (accesslog off); TCP metrics on",
     ]);
   }, 30_000);
 

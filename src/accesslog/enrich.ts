@@ -108,8 +108,8 @@ export interface EnricherOptions {
   /** how long a line may be held, ns; 0: never hold */
   holdNs: number;
   filter: ((r: AccessRecord) => boolean) | null;
-  /** where finished records go */
-  emit: (r: AccessRecord) => void;
+  /** where finished records go, with the pods at both ends and the Service, when known */
+  emit: (r: AccessRecord, src?: PodInfo, dst?: PodInfo, service?: ServiceRef) => void;
   /** most lines held at once; beyond it the oldest is written at once (default 65536) */
   maxHeld?: number;
   /** the API server's view: services and remote pods; null without it */
@@ -397,6 +397,6 @@ export class Enricher {
       this.stats.filtered++;
       return;
     }
-    this.#o.emit(r);
+    this.#o.emit(r, src, dst, service);
   }
 }

@@ -20,6 +20,7 @@
 // each layout has one implementation.
 
 import type { WallTime } from "../kernel/clock.ts";
+import { goFloatText } from "./go-float.ts";
 
 export interface AccessRecord {
   reportTime: WallTime;
@@ -48,6 +49,11 @@ export interface AccessRecord {
   family: 4 | 6;
   /** inode number of the reporting socket's network namespace (as `ip netns identify` and `lsns` know it) */
   netns: number;
+  /**
+   * Which connection (and which side of it) this reports, as the kernel saw it, before any name
+   * or backend was added: set only while the TCP metrics are on (src/telemetry/), never printed.
+   */
+  connection?: string;
 }
 
 /** A line layout, written as bytes. */
@@ -288,7 +294,7 @@ abstract class ByteFormat implements LineFormat {
   }
 
   /**
-   * A duration in milliseconds as String(ms), the digits of Go's %v. The decoder's durations are
+   * A duration in milliseconds as String(ms) (the JSON line's number). The decoder's durations are
    * whole nanoseconds divided by 1e6: for such a value under 1e15 ns (11.5 days) the exact decimal
    * n/1e6 has at most 15 significant digits, and no shorter decimal rounds to the same double (two
    * decimals of 15 digits or fewer never do), so String(ms) is that exact decimal without trailing
@@ -297,6 +303,22 @@ abstract class ByteFormat implements LineFormat {
   protected writeDuration(ms: number, at: number): number {
     const ns = Math.round(ms * 1e6);
     if (!(ns >= 0 && ns < 1e15 && ns / 1e6 === ms)) return this.writeRaw(String(ms), at);
+    return this.writeNsAsMs(ns, at);
+  }
+
+  /**
+   * A duration in milliseconds as Kmesh's line has it: Go's %v (go-float.ts). Its digits are
+   * String's (above); from 100 ns to 16 min 40 s (1e-4 <= ms < 1e6) its layout is too. Below and
+   * above, the exponent form: `5e-05`, `1.2e+06`.
+   */
+  protected writeGoDuration(ms: number, at: number): number {
+    const ns = Math.round(ms * 1e6);
+    if (ns >= 100 && ns < 1e12 && ns / 1e6 === ms) return this.writeNsAsMs(ns, at);
+    return this.writeGoExponent(ms, ns, at);
+  }
+
+  /** ns / 1e6 as the exact decimal without trailing zeros; ns an integer, 0 <= ns < 1e15. */
+  protected writeNsAsMs(ns: number, at: number): number {
     const whole = Math.floor(ns / 1e6); // < 1e9, exact: ns / 1e6 is never within an ulp of the next integer
     const fraction = ns - whole * 1e6; // 0..999999, exact (integers below 2^53)
     const p = this.writeInt(whole, at);
@@ -307,6 +329,32 @@ abstract class ByteFormat implements LineFormat {
     this.view.setInt32(p + 1, DIGITS[b]!, true);
     this.view.setInt32(p + 4, DIGITS[c]!, true);
     return p + 1 + (c === 0 ? withoutTrailingZeros(3, b) : withoutTrailingZeros(6, c));
+  }
+
+  /** writeGoDuration outside the plain range: 0, under 100 ns, from 1e12 ns on, or not whole ns. */
+  protected writeGoExponent(ms: number, ns: number, at: number): number {
+    if (!(ns >= 0 && ns < 1e15 && ns / 1e6 === ms) || Object.is(ms, -0)) return this.writeRaw(goFloatText(ms), at);
+    const out = this.out;
+    if (ns === 0) {
+      out[at] = 0x30; // 0
+      return at + 1;
+    }
+    // The digits of ns one byte on, then the first moved back and a dot after it.
+    const end = this.writeNumber(ns, at + 1);
+    let last = end;
+    while (out[last - 1] === 0x30) last--; // trailing zeros (ns has a digit that is not)
+    out[at] = out[at + 1]!;
+    let p = at + 1;
+    if (last > at + 2) {
+      out[at + 1] = 0x2e; // .
+      p = last;
+    }
+    const exponent = end - at - 1 - 7; // -6..-5 below 100 ns, 6..8 from 1e12 ns on
+    out[p] = 0x65; // e
+    out[p + 1] = exponent < 0 ? 0x2d : 0x2b; // - or +
+    out[p + 2] = 0x30; // 0
+    out[p + 3] = 0x30 + Math.abs(exponent);
+    return p + 4;
   }
 
   protected writeDateTime(sec: number, at: number): number {
@@ -500,7 +548,7 @@ export class KmeshText extends ByteFormat {
     if (r.durationMs === null) {
       p = this.put(UNKNOWN, p);
     } else {
-      p = this.writeDuration(r.durationMs, p);
+      p = this.writeGoDuration(r.durationMs, p);
       p = this.put(T_MS, p);
     }
     if (r.error !== null) {

@@ -1,13 +1,14 @@
 // Who may change what over the admin API: one rule, by method, in one place. GET and HEAD only
-// read (metrics, version, readiness, health) and stay open to whoever can connect. Every other
-// method may change the agent's state (each POST of Kmesh's switch paths, any PUT or DELETE a
-// later route adds) and is served only to root, to a uid or group the operator named
-// (--admin-allow-uid, --admin-allow-gid), or through the Unix socket, whose mode (0600, the
-// agent's own) already let only its owner and root connect. Anyone else, and a TCP peer the agent
-// cannot identify, gets 403 with the reason and the remedy. Each such request, served or refused,
-// is one audit line on stderr; refusals are counted for /metrics.
-import type { Logger } from "../log.ts";
+// read (metrics, version, readiness, health, the log level) and stay open to whoever can connect.
+// Every other method may change the agent's state (each POST of Kmesh's switch paths and of
+// /debug/loggers, any PUT or DELETE a later route adds) and is served only to root, to a uid or
+// group the operator named (--admin-allow-uid, --admin-allow-gid), or through the Unix socket,
+// whose mode (0600, the agent's own) already let only its owner and root connect. Anyone else,
+// and a TCP peer the agent cannot identify, gets 403 with the reason and the remedy. Each such
+// request, served or refused, is one audit line on stderr; refusals are counted for /metrics.
+import type { Logger, LogLevel } from "../log.ts";
 import { GO_ERROR_HEADERS, goErrorBody } from "./go-compat.ts";
+import { LOGGERS_PATH } from "./loggers.ts";
 import type { Peer } from "./peer.ts";
 import { splitTarget } from "./routes.ts";
 import { describeOutputs, SWITCH_LABELS, SWITCH_NAMES, SWITCH_PATHS, type SwitchPath, type Switches } from "./switches.ts";
@@ -78,12 +79,14 @@ export interface Audit {
   why: string;
   before: Switches;
   after: Switches;
+  /** the log level before and after (what POST /debug/loggers changes) */
+  logLevel?: { before: LogLevel; after: LogLevel };
 }
 
 /**
  * One line per request that may change state: accepted or refused, with its status, the request,
  * who sent it, the switch it names with its old and new value (and every other switch that
- * followed it), then what the agent now writes, or why it was refused.
+ * followed it) or the log level, then what the agent now writes, or why it was refused.
  */
 export function auditLine(audit: Audit): string {
   const { before, after } = audit;
@@ -97,6 +100,9 @@ export function auditLine(audit: Audit): string {
           .map((changed) => `${SWITCH_LABELS[changed]} ${before[changed]} -> ${after[changed]}`)
           .join(", ")
       : `${SWITCH_LABELS[name]} stays ${before[name]}`;
+  } else if (path === LOGGERS_PATH && audit.logLevel !== undefined) {
+    const level = audit.logLevel;
+    what = served ? `log level ${level.before} -> ${level.after}` : `log level stays ${level.before}`;
   }
   const note = served ? (name === undefined ? "" : describeOutputs(after)) : audit.why;
   return (
@@ -133,6 +139,7 @@ export class AccessGate {
       const requester = await identify();
       const decision = decide(this.#policy, requester);
       const before = this.#switches();
+      const levelBefore = this.#log.level;
       let response: Response;
       let why: string;
       if (decision.allowed) {
@@ -143,9 +150,14 @@ export class AccessGate {
         response = new Response(goErrorBody(decision.message), { status: 403, headers: GO_ERROR_HEADERS });
         why = decision.message;
       }
-      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.#switches() });
+      const levelAfter = this.#log.level;
+      const logLevel = { before: levelBefore, after: levelAfter };
+      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.#switches(), logLevel });
+      // A request that made the log quieter still gets its line, at the level in force when it came.
+      this.#log.setLevel(levelBefore);
       if (decision.allowed) this.#log.info(line);
       else this.#log.warn(line);
+      this.#log.setLevel(levelAfter);
       return response;
     };
     const result = this.#queue.then(run);

@@ -76,8 +76,11 @@ const VersionInfoSchema = v.looseObject({
   pid: v.pipe(v.number(), v.integer()),
 });
 
-async function request(target: AdminTarget, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS) {
-  const where = describeTarget(target);
+/**
+ * One request; `where` names the agent in messages: its address or socket, or `pod <ns>/<name>`
+ * when the address is the local end of a port-forward.
+ */
+async function request(target: AdminTarget, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS, where = describeTarget(target)) {
   const viaSocket = "socket" in target;
   try {
     const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" } as const;
@@ -85,6 +88,7 @@ async function request(target: AdminTarget, method: "GET" | "POST", path: string
     return { status: response.status, body: await response.text() };
   } catch (error) {
     const e = error as { name?: unknown; code?: unknown; message?: unknown };
+    if (where.startsWith("pod ")) throw new AdminClientError(`${where}: no answer from its admin API through the port-forward (${String(e.message ?? error)})`);
     // A socket file without a listener is what an agent killed with SIGKILL leaves.
     if (e.code === "ECONNREFUSED" || (viaSocket && e.code === "ENOENT")) {
       throw new NoAgentError(
@@ -102,8 +106,8 @@ async function request(target: AdminTarget, method: "GET" | "POST", path: string
 }
 
 /** GET /version, if what answers is one of our agents; undefined otherwise. */
-export async function fetchAgentVersion(target: AdminTarget, timeoutMs = REQUEST_TIMEOUT_MS): Promise<VersionInfo | undefined> {
-  const { status, body } = await request(target, "GET", "/version", timeoutMs);
+export async function fetchAgentVersion(target: AdminTarget, timeoutMs = REQUEST_TIMEOUT_MS, where = describeTarget(target)): Promise<VersionInfo | undefined> {
+  const { status, body } = await request(target, "GET", "/version", timeoutMs, where);
   if (status !== 200) return undefined;
   let json: unknown;
   try {
@@ -119,10 +123,9 @@ export async function fetchAgentVersion(target: AdminTarget, timeoutMs = REQUEST
  * POST <path>?enable=<true|false>, as kmeshctl sends it. Resolves on 200;
  * otherwise throws with the agent's own words.
  */
-export async function postSwitch(target: AdminTarget, path: SwitchPath, enable: boolean): Promise<void> {
-  const { status, body } = await request(target, "POST", `${path}?enable=${enable}`);
+export async function postSwitch(target: AdminTarget, path: SwitchPath, enable: boolean, where = describeTarget(target)): Promise<void> {
+  const { status, body } = await request(target, "POST", `${path}?enable=${enable}`, REQUEST_TIMEOUT_MS, where);
   if (status === 200) return;
-  const where = describeTarget(target);
   const said = body.trim().replaceAll(/\s*\n\s*/g, " ");
   const what = `${enable ? "enable" : "disable"} ${path.slice(1)}`;
   if (status === 400 && said.includes("monitoring is disabled")) {
@@ -148,13 +151,15 @@ export interface AgentStatus {
 }
 
 /** GET /version, /debug/ready and /metrics: everything `status` prints. */
-export async function fetchStatus(target: AdminTarget): Promise<AgentStatus> {
-  const where = describeTarget(target);
-  const version = await fetchAgentVersion(target);
+export async function fetchStatus(target: AdminTarget, where = describeTarget(target)): Promise<AgentStatus> {
+  const version = await fetchAgentVersion(target, REQUEST_TIMEOUT_MS, where);
   if (version === undefined) {
     throw new AdminClientError(`what answers on ${where} is not a kmesh-accesslog agent (its /version is not ours)`);
   }
-  const [ready, metrics] = await Promise.all([request(target, "GET", "/debug/ready"), request(target, "GET", "/metrics")]);
+  const [ready, metrics] = await Promise.all([
+    request(target, "GET", "/debug/ready", REQUEST_TIMEOUT_MS, where),
+    request(target, "GET", "/metrics", REQUEST_TIMEOUT_MS, where),
+  ]);
   if (metrics.status !== 200) throw new AdminClientError(`the agent on ${where} answered GET /metrics with HTTP ${metrics.status}`);
   return {
     address: where,

@@ -4,13 +4,13 @@
 // (so a second agent is refused before it loads anything, and /debug/ready
 // answers 503 while the probe loads), attaches the probe to it, and stops it
 // last.
-import type { Logger } from "../log.ts";
+import type { Logger, LogLevel } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { AccessGate, type AccessPolicy, REFUSAL_REASONS, whoMayChange } from "./access.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
 import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
-import type { AdminBackend, Readiness } from "./routes.ts";
-import { AdminServer, SocketPermissionError } from "./server.ts";
+import { type AdminBackend, handleAdminRequest, type Readiness } from "./routes.ts";
+import { ADMIN_LISTENER, ADMIN_SOCKET_LISTENER, type Handler, HttpServer, SocketPermissionError } from "./server.ts";
 import { SWITCH_LABELS, SWITCH_NAMES, describeOutputs, outputsOf, type Outputs, type Switches } from "./switches.ts";
 import { versionInfo } from "./version.ts";
 
@@ -27,11 +27,11 @@ export interface ControlOptions {
   log: Logger;
 }
 
-/** What the control needs from the attached probe. */
+/** What the control needs from the attached probe and the agent around it. */
 export interface KernelControls {
-  /** Flips the kernel's global: records are written or not at all. */
-  setEmitEnabled(enabled: boolean): void;
-  /** Writes a report line for every open connection (after draining what is queued); returns how many. */
+  /** Makes the kernel's global and the agent's outputs (lines, TCP metrics) follow the switches. */
+  apply(outputs: Outputs): void;
+  /** Reports every open connection (after draining what is queued), as lines or to the metrics; returns how many. */
   reportOpenConnections(): number;
   /** How many open connections the kernel tracks, without writing anything. */
   countOpenConnections(): number;
@@ -52,11 +52,14 @@ export class AgentControl implements AdminBackend {
   /** what could not be done for lack of rights, said once the probe has loaded anyway */
   #warnings: string[] = [];
   readonly #gate: AccessGate;
-  #servers: AdminServer[] = [];
+  #servers: HttpServer[] = [];
   #periodicRuns = 0;
   #periodicReports = 0;
   #periodicFailures = 0;
   #openCount = { value: 0, at: -Infinity };
+
+  /** Every admin request, on TCP and on the socket alike. */
+  readonly #handle: Handler = (method, url, body) => handleAdminRequest(this, method, url, body);
 
   private constructor(options: ControlOptions) {
     this.#options = options;
@@ -79,7 +82,7 @@ export class AgentControl implements AdminBackend {
       control.#warnings.push(`${error.message}: another agent on this node would not be noticed`);
     }
     try {
-      if (options.adminAddr !== null) control.#servers.push(await AdminServer.start({ addr: options.adminAddr }, control, control.#gate, options.log));
+      if (options.adminAddr !== null) control.#servers.push(await HttpServer.start({ addr: options.adminAddr }, ADMIN_LISTENER, control.#handle, { gate: control.#gate, log: options.log }));
       // After the lock: a socket file left by an agent that did not stop is replaced only then.
       if (options.adminSocket !== null) await control.#serveSocket(options.adminSocket);
     } catch (error) {
@@ -91,7 +94,7 @@ export class AgentControl implements AdminBackend {
 
   async #serveSocket(path: string): Promise<void> {
     try {
-      this.#servers.push(await AdminServer.start({ socket: path }, this, this.#gate, this.#log));
+      this.#servers.push(await HttpServer.start({ socket: path }, ADMIN_SOCKET_LISTENER, this.#handle, { gate: this.#gate, log: this.#log }));
     } catch (error) {
       // As for the lock: without the rights to make it, the probe will not load either.
       if (!(error instanceof SocketPermissionError)) throw error;
@@ -150,14 +153,23 @@ export class AgentControl implements AdminBackend {
     return versionInfo();
   }
 
+  logLevel() {
+    return this.#log.level;
+  }
+
+  /** The access gate writes who changed it (its audit line). */
+  setLogLevel(level: LogLevel): void {
+    this.#log.setLevel(level);
+  }
+
   // ── Applying a state ──────────────────────────────────────────────────────
 
   /** Makes the kernel and the timer match `next`, then records it (a failure changes nothing). */
   #apply(next: Switches): void {
     const outputs = outputsOf(next);
     if (this.#kernel !== null) {
-      this.#kernel.setEmitEnabled(outputs.kernelEmit);
-      if (outputs.periodicReports) this.#startTimer();
+      this.#kernel.apply(outputs);
+      if (outputs.reportTimer) this.#startTimer();
       else this.#stopTimer();
     }
     this.#switches = next;
@@ -215,14 +227,20 @@ export class AgentControl implements AdminBackend {
     m.register({
       name: `${METRIC_PREFIX}kernel_emit_enabled`,
       type: "gauge",
-      help: "1 while the kernel writes close records (monitoring and accesslog on, probe attached).",
+      help: "1 while the kernel writes close records (monitoring on, and accesslog or workload_metrics on; probe attached).",
       read: () => output("kernelEmit"),
     });
     m.register({
       name: `${METRIC_PREFIX}periodic_reports_enabled`,
       type: "gauge",
-      help: "1 while open connections are reported every report interval (monitoring, accesslog and connection_metrics on).",
+      help: "1 while open connections are reported as lines every report interval (monitoring, accesslog and connection_metrics on).",
       read: () => output("periodicReports"),
+    });
+    m.register({
+      name: `${METRIC_PREFIX}tcp_metrics_enabled`,
+      type: "gauge",
+      help: "1 while records feed Kmesh's TCP metrics on the metrics address (monitoring and workload_metrics on).",
+      read: () => output("tcpMetrics"),
     });
     m.register({
       name: `${METRIC_PREFIX}ready`,
@@ -239,13 +257,13 @@ export class AgentControl implements AdminBackend {
     m.register({
       name: `${METRIC_PREFIX}periodic_report_runs_total`,
       type: "counter",
-      help: "Periodic reports made (one per report interval while enabled).",
+      help: "Periodic reads of every open connection (one per report interval while periodic lines or TCP metrics are on).",
       read: () => this.#periodicRuns,
     });
     m.register({
       name: `${METRIC_PREFIX}periodic_reports_total`,
       type: "counter",
-      help: "Open-connection reports written by periodic reports (one per connection per run).",
+      help: "Open-connection reports made by periodic reads (one per connection per run), as lines or for the metrics.",
       read: () => this.#periodicReports,
     });
     m.register({

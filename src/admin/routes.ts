@@ -12,6 +12,7 @@ import {
   latin1String,
   parseGoBool,
 } from "./go-compat.ts";
+import { handleLoggers, type LoggerBackend, LOGGERS_PATH } from "./loggers.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
 import { versionBody, type VersionInfo } from "./version.ts";
@@ -19,7 +20,7 @@ import { versionBody, type VersionInfo } from "./version.ts";
 export type Readiness = { ready: true } | { ready: false; reason: string };
 
 /** What the routes need from the agent. */
-export interface AdminBackend {
+export interface AdminBackend extends LoggerBackend {
   switches(): Switches;
   /** Applies a state the rules allowed (e.g. flips the kernel's switch); throws when it cannot. */
   setSwitches(next: Switches): void;
@@ -52,6 +53,7 @@ export const KNOWN_PATHS = [
   "POST /workload_metrics?enable=true|false",
   "GET /version",
   "GET /debug/ready",
+  "GET|POST /debug/loggers",
   "GET /healthz",
   "GET /metrics",
 ];
@@ -77,10 +79,12 @@ export function splitTarget(url: string): { path: string; rawQuery: string } {
     : { path: withoutHash.slice(0, question), rawQuery: withoutHash.slice(question + 1) };
 }
 
-export function handleAdminRequest(backend: AdminBackend, method: string, url: string): Response {
+export function handleAdminRequest(backend: AdminBackend, method: string, url: string, body: Uint8Array = new Uint8Array(0)): Response {
   const { path, rawQuery } = splitTarget(url);
   if (Object.hasOwn(SWITCH_PATHS, path)) return handleSwitch(backend, SWITCH_PATHS[path as SwitchPath], method, rawQuery);
   switch (path) {
+    case LOGGERS_PATH:
+      return handleLoggers(backend, method, rawQuery, body);
     // Kmesh answers these two whatever the method; so do we.
     case "/version":
       return text(versionBody(backend.version()), 200);
@@ -123,4 +127,37 @@ function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, r
   }
   // Go's WriteHeader(200) with no body: Content-Length 0 and no Content-Type.
   return new Response(null, { status: 200 });
+}
+
+// ── The TCP metrics' address (--metrics-addr) ───────────────────────────────
+
+/** Kmesh's path, and the usual one. */
+export const METRICS_PATHS = ["/status/metric", "/metrics"];
+
+/**
+ * What the metrics address answers: the TCP metrics' exposition text at both paths, gzipped when
+ * the scraper accepts it (Prometheus does: the labels make the text compress about 17 to 1).
+ */
+export function handleMetricsRequest(render: () => string, method: string, url: string, acceptEncoding: string | null = null): Response {
+  const { path } = splitTarget(url);
+  if (!METRICS_PATHS.includes(path)) {
+    return text(`404 page not found: ${JSON.stringify(path)}\nthis address serves: GET ${METRICS_PATHS.join(", GET ")}\n`, 404, GO_ERROR_HEADERS);
+  }
+  const refused = readOnly(method);
+  if (refused !== undefined) return refused;
+  const body = render();
+  if (!acceptsGzip(acceptEncoding)) return text(body, 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE });
+  return new Response(Bun.gzipSync(new TextEncoder().encode(body), { level: 1 }), {
+    status: 200,
+    headers: { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Content-Encoding": "gzip" },
+  });
+}
+
+/** Whether an Accept-Encoding header takes gzip (named, and not with q=0). */
+export function acceptsGzip(header: string | null): boolean {
+  if (header === null) return false;
+  return header.split(",").some((part) => {
+    const [coding, ...params] = part.trim().toLowerCase().split(";");
+    return coding?.trim() === "gzip" && !params.some((p) => /^\s*q\s*=\s*0(\.0*)?\s*$/.test(p));
+  });
 }

@@ -1,135 +1,201 @@
-// The admin API's listeners: Bun.serve on a TCP address (Kmesh's, for kmeshctl) or on a Unix
-// socket (mode 0600, for the local CLI), every request answered by routes.ts. A request that may
-// change state goes through the access gate first (access.ts: the one rule, by method). Nothing a
-// client sends can crash the agent: a handler that throws answers 500 with one line.
+// The agent's HTTP listeners, one kind for all: Bun.serve on a TCP address or on a Unix socket
+// (mode 0600), every request answered by a pure handler (routes.ts). The admin API (--admin-addr,
+// --admin-socket) passes every request that may change state through the access gate first
+// (access.ts: the one rule, by method); the TCP metrics (--metrics-addr) only read, and have no
+// gate. Nothing a client sends can crash the agent: a handler that throws answers 500 with one line.
 import { lstatSync, mkdirSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server } from "bun";
 import { ExitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { HostPort } from "../address.ts";
 import { type AccessGate, mayChangeState, type Requester } from "./access.ts";
 import { type AdminTarget, describeTarget, fetchAgentVersion, NoAgentError } from "./client.ts";
 import { findTcpPeer } from "./peer.ts";
-import { handleAdminRequest, type AdminBackend } from "./routes.ts";
 import type { VersionInfo } from "./version.ts";
 
-const SOCKET_FIX = 'choose another path with --admin-socket, or none with --admin-socket ""';
-
-/** The admin API could not be served; the message says why and what to do. */
-export class AdminServerError extends ExitError {
-  override name = "AdminServerError";
+/** An address or a socket could not be served; the message says why and what to do. */
+export class ListenError extends ExitError {
+  override name = "ListenError";
 }
 
 /** The socket could not be made for lack of rights (not root): the caller decides. */
-export class SocketPermissionError extends AdminServerError {
+export class SocketPermissionError extends ListenError {
   override name = "SocketPermissionError";
 }
 
-const isPermissionError = (error: unknown) => ["EACCES", "EPERM", "EROFS"].includes(String((error as { code?: unknown } | null)?.code));
+/** What is served, in the words of its messages. */
+export interface Listener {
+  /** "admin API" */
+  name: string;
+  /** the flag that moves it */
+  flag: string;
+  /** how to do without it */
+  none: string;
+}
 
-export class AdminServer {
+export const ADMIN_LISTENER: Listener = { name: "admin API", flag: "--admin-addr", none: 'disable the API with --admin-addr ""' };
+export const ADMIN_SOCKET_LISTENER: Listener = { name: "admin API", flag: "--admin-socket", none: 'none with --admin-socket ""' };
+export const METRICS_LISTENER: Listener = { name: "TCP metrics", flag: "--metrics-addr", none: 'serve none with --metrics-addr ""' };
+
+/** A request as the handlers see it: the body only for POST (the handlers read no other). */
+export type Handler = (method: string, url: string, body: Uint8Array, headers: Headers) => Response;
+
+export interface ServeOptions {
+  /** what every request that may change state passes (the admin API); none: served as it comes */
+  gate?: AccessGate | undefined;
+  log?: Logger | undefined;
+}
+
+/** Bodies beyond this are refused by Bun with 413 (the largest one read is a small JSON object). */
+const MAX_BODY_BYTES = 64 * 1024;
+const NO_BODY = new Uint8Array(0);
+
+const codeOf = (error: unknown) => (error as { code?: unknown } | null)?.code;
+const isPermissionError = (error: unknown) => ["EACCES", "EPERM", "EROFS"].includes(String(codeOf(error)));
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+export class HttpServer {
   readonly #server: Server<undefined>;
-  readonly listen: AdminTarget;
+  /** where it listens (`[::]` may have become 0.0.0.0 on a node without IPv6) */
+  readonly target: AdminTarget;
   /** the socket file this server made (its inode), removed at stop if it is still the one */
   readonly #socketIno: number | null;
 
-  private constructor(server: Server<undefined>, listen: AdminTarget, socketIno: number | null) {
+  private constructor(server: Server<undefined>, target: AdminTarget, socketIno: number | null) {
     this.#server = server;
-    this.listen = listen;
+    this.target = target;
     this.#socketIno = socketIno;
   }
 
   /**
-   * Listens on `listen`; throws AdminServerError naming whoever holds it. A socket file that
-   * nobody listens on (an agent killed with SIGKILL leaves one) is replaced.
+   * Listens on a TCP address (`::` also takes IPv4; on a node without IPv6 it falls back to
+   * 0.0.0.0), at once; throws ListenError saying why not and what to do.
    */
-  static async start(listen: AdminTarget, backend: AdminBackend, gate: AccessGate, log: Logger): Promise<AdminServer> {
-    const internalError = (error: unknown) =>
-      new Response(`internal error: ${error instanceof Error ? error.message : String(error)}\n`, {
-        status: 500,
-        headers: { "Content-Type": "text/plain; charset=utf-8" },
-      });
-    const answer = (request: Request) => {
+  static listen(address: HostPort, listener: Listener, handle: Handler, options: ServeOptions = {}): HttpServer {
+    const serve = (hostname: string) => {
+      const at = { addr: { host: hostname, port: address.port } };
+      return new HttpServer(Bun.serve({ ...serverOptions(at, listener, handle, options), hostname, port: address.port, reusePort: false }), at, null);
+    };
+    try {
+      return serve(address.host);
+    } catch (error) {
+      const code = codeOf(error);
+      if (address.host !== "::" || (code !== "EAFNOSUPPORT" && code !== "EADDRNOTAVAIL")) throw new ListenError(listenFailure({ addr: address }, listener, error), { cause: error });
       try {
-        return handleAdminRequest(backend, request.method, request.url);
-      } catch (error) {
-        return internalError(error);
-      }
-    };
-    const identify = async (request: Request, server: Server<undefined>): Promise<Requester> => {
-      if ("socket" in listen) return { via: "unix", socket: listen.socket };
-      const remote = server.requestIP(request);
-      const unknown = (why: string): Requester => ({
-        via: "tcp",
-        peer: { address: remote === null ? "unknown" : `${remote.address}:${remote.port}`, uid: null, pid: null, command: null, groups: null, unknown: why },
-      });
-      if (remote === null) return unknown("the connection has no remote address");
-      return findTcpPeer(remote, listen.addr.port).then(
-        (peer): Requester => ({ via: "tcp", peer }),
-        (error: unknown) => unknown(error instanceof Error ? error.message : String(error)),
-      );
-    };
-    const options = {
-      development: false,
-      fetch(request: Request, server: Server<undefined>): Response | Promise<Response> {
-        const target = request.url.slice(request.url.indexOf("/", request.url.indexOf("://") + 3));
-        if (!mayChangeState(request.method)) {
-          const response = answer(request);
-          // JSON-quoted: whatever a client sends stays on one line.
-          log.debug(`admin API: ${request.method} ${JSON.stringify(target)} -> ${response.status}`);
-          return response;
-        }
-        return gate.serve(request.method, target, () => identify(request, server), () => answer(request));
-      },
-      error: internalError,
-    };
-    if ("addr" in listen) {
-      try {
-        const server = Bun.serve({ ...options, hostname: listen.addr.host, port: listen.addr.port, reusePort: false });
-        return new AdminServer(server, listen, null);
-      } catch (error) {
-        throw new AdminServerError(await explainListenFailure(listen, error));
+        return serve("0.0.0.0");
+      } catch (fallback) {
+        throw new ListenError(listenFailure({ addr: address }, listener, fallback), { cause: fallback });
       }
     }
-    const path = listen.socket;
-    await clearStaleSocket(path, log);
+  }
+
+  /**
+   * Listens on `target`. On TCP, listen(), and when the port is taken by one of our agents, says
+   * which (asking its /version). On a Unix socket (created 0600), a socket file that nobody
+   * listens on (an agent killed with SIGKILL leaves one) is replaced; a live agent is not.
+   */
+  static async start(target: AdminTarget, listener: Listener, handle: Handler, options: ServeOptions = {}): Promise<HttpServer> {
+    if ("addr" in target) {
+      const address = target.addr;
+      try {
+        return HttpServer.listen(address, listener, handle, options);
+      } catch (error) {
+        if (!(error instanceof ListenError) || codeOf(error.cause) !== "EADDRINUSE") throw error;
+        const probe = address.host === "::" ? { host: "::1", port: address.port } : address;
+        const other = await fetchAgentVersion({ addr: probe }, 1_000).catch(() => undefined);
+        if (other === undefined) throw error;
+        throw new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${describeTarget(target)}: stop it first`);
+      }
+    }
+    const path = target.socket;
+    await clearStaleSocket(path, listener, options.log);
     // Created 0600 (the umask applies when the socket is bound: it never has a looser mode), so
     // that only its owner, and root, may connect.
     const umask = process.umask(0o177);
     let server: Server<undefined>;
     try {
-      server = Bun.serve({ ...options, unix: path });
+      server = Bun.serve({ ...serverOptions(target, listener, handle, options), unix: path });
     } catch (error) {
+      const message = listenFailure(target, listener, error);
+      throw isPermissionError(error) ? new SocketPermissionError(message) : new ListenError(message);
+    } finally {
       process.umask(umask);
-      const message = await explainListenFailure(listen, error);
-      throw isPermissionError(error) ? new SocketPermissionError(message) : new AdminServerError(message);
     }
-    process.umask(umask);
-    return new AdminServer(server, listen, statSync(path).ino);
+    return new HttpServer(server, target, statSync(path).ino);
+  }
+
+  /** host:port, or the socket's path */
+  get where(): string {
+    return describeTarget(this.target);
   }
 
   /** Stops listening, closes open connections, and removes its socket file. */
   async stop(): Promise<void> {
     await this.#server.stop(true);
-    if (this.#socketIno === null || !("socket" in this.listen)) return;
+    if (this.#socketIno === null || !("socket" in this.target)) return;
     try {
-      if (statSync(this.listen.socket).ino === this.#socketIno) unlinkSync(this.listen.socket);
+      if (statSync(this.target.socket).ino === this.#socketIno) unlinkSync(this.target.socket);
     } catch {
       // already gone (Bun removes it too)
     }
   }
 }
 
+/** Bun.serve's options but the address: each request read, answered, gated when it must be. */
+function serverOptions(target: AdminTarget, listener: Listener, handle: Handler, { gate, log }: ServeOptions) {
+  const internalError = (error: unknown) =>
+    new Response(`internal error: ${messageOf(error)}\n`, { status: 500, headers: { "Content-Type": "text/plain; charset=utf-8" } });
+  const answer = (request: Request, body: Uint8Array) => {
+    try {
+      return handle(request.method, request.url, body, request.headers);
+    } catch (error) {
+      return internalError(error);
+    }
+  };
+  const identify = async (request: Request, server: Server<undefined>): Promise<Requester> => {
+    if ("socket" in target) return { via: "unix", socket: target.socket };
+    const remote = server.requestIP(request);
+    const unknown = (why: string): Requester => ({
+      via: "tcp",
+      peer: { address: remote === null ? "unknown" : `${remote.address}:${remote.port}`, uid: null, pid: null, command: null, groups: null, unknown: why },
+    });
+    if (remote === null) return unknown("the connection has no remote address");
+    return findTcpPeer(remote, target.addr.port).then(
+      (peer): Requester => ({ via: "tcp", peer }),
+      (error: unknown) => unknown(messageOf(error)),
+    );
+  };
+  return {
+    development: false,
+    maxRequestBodySize: MAX_BODY_BYTES,
+    async fetch(request: Request, server: Server<undefined>): Promise<Response> {
+      const path = request.url.slice(request.url.indexOf("/", request.url.indexOf("://") + 3));
+      const body = request.method === "POST" ? new Uint8Array(await request.arrayBuffer()) : NO_BODY;
+      if (gate !== undefined && mayChangeState(request.method)) {
+        // The gate writes the audit line.
+        return gate.serve(request.method, path, () => identify(request, server), () => answer(request, body));
+      }
+      const response = answer(request, body);
+      // JSON-quoted: whatever a client sends stays on one line.
+      log?.debug(`${listener.name}: ${request.method} ${JSON.stringify(path)} -> ${response.status}`);
+      return response;
+    },
+    error: internalError,
+  };
+}
+
 /**
  * Makes way for the socket at `path`: its directory is created; a socket file that nobody listens
  * on is removed; a live agent there, or anything that is not a socket, is refused.
  */
-async function clearStaleSocket(path: string, log: Logger): Promise<void> {
+async function clearStaleSocket(path: string, listener: Listener, log: Logger | undefined): Promise<void> {
+  const fix = remedy({ socket: path }, listener);
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   } catch (error) {
-    const message = `cannot serve the admin API on ${path}: ${error instanceof Error ? error.message : String(error)} (${SOCKET_FIX})`;
-    throw isPermissionError(error) ? new SocketPermissionError(message) : new AdminServerError(message);
+    const message = `cannot serve the ${listener.name} on ${path}: ${messageOf(error)} (${fix})`;
+    throw isPermissionError(error) ? new SocketPermissionError(message) : new ListenError(message);
   }
   let isSocket: boolean;
   try {
@@ -137,36 +203,33 @@ async function clearStaleSocket(path: string, log: Logger): Promise<void> {
   } catch {
     return; // nothing there
   }
-  if (!isSocket) throw new AdminServerError(`cannot serve the admin API on ${path}: something that is not a socket is there (remove it, or ${SOCKET_FIX})`);
+  if (!isSocket) throw new ListenError(`cannot serve the ${listener.name} on ${path}: something that is not a socket is there (remove it, or ${fix})`);
   let other: VersionInfo | undefined;
   try {
     other = await fetchAgentVersion({ socket: path }, 1_000);
   } catch (error) {
-    if (!(error instanceof NoAgentError)) {
-      throw new AdminServerError(`cannot serve the admin API on ${path}: ${error instanceof Error ? error.message : String(error)} (${SOCKET_FIX})`);
-    }
+    if (!(error instanceof NoAgentError)) throw new ListenError(`cannot serve the ${listener.name} on ${path}: ${messageOf(error)} (${fix})`);
     unlinkSync(path);
-    log.info(`removed ${path}: no agent listened on it (one stopped without removing it, e.g. killed with SIGKILL)`);
+    log?.info(`removed ${path}: no agent listened on it (one stopped without removing it, e.g. killed with SIGKILL)`);
     return;
   }
-  throw new AdminServerError(
+  throw new ListenError(
     other === undefined
-      ? `cannot serve the admin API on ${path}: another program answers on it (${SOCKET_FIX})`
-      : `another ${other.program} agent (pid ${other.pid}) already serves the admin API on ${path}: stop it first`,
+      ? `cannot serve the ${listener.name} on ${path}: another program answers on it (${fix})`
+      : `another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${path}: stop it first`,
   );
 }
 
-async function explainListenFailure(listen: AdminTarget, error: unknown): Promise<string> {
-  const where = describeTarget(listen);
-  const code = (error as { code?: unknown } | null)?.code;
-  const detail = error instanceof Error ? error.message : String(error);
-  if ("socket" in listen) return `cannot serve the admin API on ${where}: ${detail} (${SOCKET_FIX})`;
-  if (code === "EADDRINUSE") {
-    const other = await fetchAgentVersion(listen, 1_000).catch(() => undefined);
-    if (other !== undefined) {
-      return `another ${other.program} agent (pid ${other.pid}) already serves the admin API on ${where}: stop it first`;
-    }
-    return `cannot serve the admin API on ${where}: the address is in use by another program (choose another with --admin-addr, or disable the API with --admin-addr "")`;
+/** What to do instead: another address or path, or none. */
+function remedy(target: AdminTarget, listener: Listener, inUse = false): string {
+  const another = "socket" in target ? "another path" : inUse ? "another" : "another address";
+  return `choose ${another} with ${listener.flag}, or ${listener.none}`;
+}
+
+function listenFailure(target: AdminTarget, listener: Listener, error: unknown): string {
+  const where = describeTarget(target);
+  if ("addr" in target && codeOf(error) === "EADDRINUSE") {
+    return `cannot serve the ${listener.name} on ${where}: the address is in use by another program (${remedy(target, listener, true)})`;
   }
-  return `cannot serve the admin API on ${where}: ${detail} (choose another address with --admin-addr, or disable the API with --admin-addr "")`;
+  return `cannot serve the ${listener.name} on ${where}: ${messageOf(error)} (${remedy(target, listener)})`;
 }

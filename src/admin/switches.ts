@@ -9,12 +9,15 @@
 //   /workload_metrics?enable=X    the same for workload metrics
 //   disabling is always allowed.
 //
-// What the switches do here (Kmesh prints an access-log line for every record
-// its kernel side sends while accesslog is on: close records always, periodic
-// records only while its periodic report, i.e. connection metrics, is on):
-//   close reports     need monitoring && accesslog; otherwise the kernel writes no record at all
-//   periodic reports  need monitoring && accesslog && connectionMetrics
-//   workload metrics  are accepted and shown, and change nothing: we export no per-workload metrics.
+// What the switches do here (Kmesh prints an access-log line for every record its kernel side
+// sends while accesslog is on: close records always, periodic records only while its periodic
+// report, i.e. connection metrics, is on; its workload metrics count every record):
+//   close lines        need monitoring && accesslog
+//   periodic lines     need monitoring && accesslog && connectionMetrics
+//   TCP metrics        need monitoring && workloadMetrics (src/telemetry/); the per-connection
+//                      series also connectionMetrics
+//   the kernel writes records while lines or metrics need them, and nothing otherwise; the open
+//   connections are read every report interval while periodic lines or metrics need them.
 
 export const SWITCH_NAMES = ["monitoring", "accesslog", "connectionMetrics", "workloadMetrics"] as const;
 export type SwitchName = (typeof SWITCH_NAMES)[number];
@@ -67,20 +70,38 @@ export function changeSwitch(current: Switches, name: SwitchName, enable: boolea
 export interface Outputs {
   /** The kernel writes close records (the global the probe reads). */
   kernelEmit: boolean;
-  /** The agent's timer asks the kernel for a report of every open connection. */
+  /** Close records become lines. */
+  closeLines: boolean;
+  /** Periodic reports become lines. */
   periodicReports: boolean;
+  /** Records feed Kmesh's TCP metrics (workload and service series). */
+  tcpMetrics: boolean;
+  /** Periodic reports also feed the per-connection series. */
+  connectionSeries: boolean;
+  /** The agent's timer reads every open connection each report interval. */
+  reportTimer: boolean;
 }
 
 export function outputsOf(s: Switches): Outputs {
-  const kernelEmit = s.monitoring && s.accesslog;
-  return { kernelEmit, periodicReports: kernelEmit && s.connectionMetrics };
+  const closeLines = s.monitoring && s.accesslog;
+  const periodicReports = closeLines && s.connectionMetrics;
+  const tcpMetrics = s.monitoring && s.workloadMetrics;
+  return {
+    kernelEmit: closeLines || tcpMetrics,
+    closeLines,
+    periodicReports,
+    tcpMetrics,
+    connectionSeries: tcpMetrics && s.connectionMetrics,
+    reportTimer: periodicReports || tcpMetrics,
+  };
 }
 
 /** One phrase for the log: what the agent writes in state `s`. */
 export function describeOutputs(s: Switches): string {
-  const { kernelEmit, periodicReports } = outputsOf(s);
-  if (!kernelEmit) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)`;
-  return periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)";
+  const { closeLines, periodicReports, tcpMetrics } = outputsOf(s);
+  const metrics = tcpMetrics ? `; TCP metrics on${s.connectionMetrics ? " (with per-connection series)" : ""}` : "";
+  if (!closeLines) return `writing nothing (${s.monitoring ? "accesslog" : "monitoring"} off)${metrics}`;
+  return (periodicReports ? "writing close and periodic reports" : "writing close reports (periodic reports off)") + metrics;
 }
 
 export interface StartupSwitches {
@@ -89,6 +110,8 @@ export interface StartupSwitches {
   accesslog?: boolean | undefined;
   /** undefined: not given (off by default) */
   connectionMetrics?: boolean | undefined;
+  /** undefined: not given (off by default) */
+  workloadMetrics?: boolean | undefined;
 }
 
 export type StartupResult = { ok: true; switches: Switches } | { ok: false; message: string };
@@ -102,6 +125,7 @@ export function startupSwitches(flags: StartupSwitches): StartupResult {
     for (const [flag, value] of [
       ["accesslog", flags.accesslog],
       ["connection-metrics", flags.connectionMetrics],
+      ["workload-metrics", flags.workloadMetrics],
     ] as const) {
       if (value === true) return { ok: false, message: `--${flag} cannot be on while --monitoring is off` };
     }
@@ -112,7 +136,7 @@ export function startupSwitches(flags: StartupSwitches): StartupResult {
       monitoring: flags.monitoring,
       accesslog: flags.monitoring && (flags.accesslog ?? true),
       connectionMetrics: flags.monitoring && (flags.connectionMetrics ?? false),
-      workloadMetrics: false,
+      workloadMetrics: flags.monitoring && (flags.workloadMetrics ?? false),
     },
   };
 }

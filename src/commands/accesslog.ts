@@ -1,10 +1,11 @@
-// `accesslog enable|disable`: what `kmeshctl accesslog` does, against one
-// agent: POST /accesslog?enable=true|false. One line on success.
-import { chooseTarget, describeTarget, postSwitch, type AdminTargetFlags } from "../admin/client.ts";
+// `accesslog enable|disable`: what `kmeshctl accesslog` did, against one agent or every agent pod
+// (agents.ts): POST /accesslog?enable=true|false. One line per agent.
+import { postSwitch } from "../admin/client.ts";
+import { type AgentTarget, forEachAgent } from "./agents.ts";
 
-export async function accesslogCommand(enable: boolean, flags: AdminTargetFlags): Promise<number> {
-  const target = chooseTarget(flags);
-  await postSwitch(target, "/accesslog", enable);
-  process.stdout.write(`accesslog ${enable ? "enabled" : "disabled"} on ${describeTarget(target)}\n`);
-  return 0;
+export function accesslogCommand(enable: boolean, target: AgentTarget): Promise<number> {
+  return forEachAgent(target, async (target, where) => {
+    await postSwitch(target, "/accesslog", enable, where);
+    return `accesslog ${enable ? "enabled" : "disabled"} on ${where}`;
+  });
 }

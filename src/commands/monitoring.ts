@@ -1,15 +1,22 @@
-// `monitoring --all|--accesslog|--workloadMetrics|--connectionMetrics
-// enable|disable`: what `kmeshctl monitoring` does, against one agent, in
-// kmeshctl's order (--all first), stopping at the first refusal. One line per
-// switch changed.
-import { chooseTarget, describeTarget, postSwitch, type AdminTargetFlags, type SwitchRequest } from "../admin/client.ts";
+// `monitoring --all|--accesslog|--workloadMetrics|--connectionMetrics enable|disable`: what
+// `kmeshctl monitoring` does, against one agent or every agent pod (agents.ts), in kmeshctl's order
+// (--all first), each agent stopping at its first refusal. One line per agent: what it changed, or
+// the refusal (after what it had changed before it).
+import { AdminClientError, postSwitch, type SwitchRequest } from "../admin/client.ts";
+import { type AgentTarget, forEachAgent } from "./agents.ts";
 
-export async function monitoringCommand(requests: readonly SwitchRequest[], flags: AdminTargetFlags): Promise<number> {
-  const target = chooseTarget(flags);
-  for (const { path, enable } of requests) {
-    await postSwitch(target, path, enable);
-    const what = path === "/monitoring" ? "monitoring (every switch)" : path.slice(1);
-    process.stdout.write(`${what} ${enable ? "enabled" : "disabled"} on ${describeTarget(target)}\n`);
-  }
-  return 0;
+export function monitoringCommand(requests: readonly SwitchRequest[], target: AgentTarget): Promise<number> {
+  return forEachAgent(target, async (target, where) => {
+    const done: string[] = [];
+    for (const { path, enable } of requests) {
+      try {
+        await postSwitch(target, path, enable, where);
+      } catch (error) {
+        if (!(error instanceof AdminClientError) || done.length === 0) throw error;
+        throw new AdminClientError(`${done.join(", ")} on ${where}; then ${error.message}`);
+      }
+      done.push(`${path === "/monitoring" ? "monitoring (every switch)" : path.slice(1)} ${enable ? "enabled" : "disabled"}`);
+    }
+    return `${done.join(", ")} on ${where}`;
+  });
 }

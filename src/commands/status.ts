@@ -1,7 +1,8 @@
 // `status`: a running agent's switches and counters, read from its admin API
 // (/version, /debug/ready, /metrics), as tables or as one JSON object.
-import { chooseTarget, fetchStatus, type AdminTargetFlags, type AgentStatus } from "../admin/client.ts";
+import { fetchStatus, type AgentStatus } from "../admin/client.ts";
 import { METRIC_PREFIX, type ParsedSample } from "../admin/metrics.ts";
+import { type AgentTarget, forEachAgent } from "./agents.ts";
 
 const SWITCH_METRIC = `${METRIC_PREFIX}switch_enabled`;
 /** Shown as state, not in the counters table. */
@@ -13,10 +14,35 @@ const STATE_METRICS = new Set([
   `${METRIC_PREFIX}periodic_reports_enabled`,
 ]);
 
-export async function statusCommand(json: boolean, flags: AdminTargetFlags): Promise<number> {
-  const status = await fetchStatus(chooseTarget(flags));
-  process.stdout.write(json ? `${JSON.stringify(statusJson(status), null, 2)}\n` : statusTables(status));
-  return 0;
+/**
+ * One agent: tables, or one indented JSON object. Every agent pod (agents.ts): one line each, a
+ * summary or a one-line JSON object with the pod.
+ */
+export function statusCommand(json: boolean, target: AgentTarget): Promise<number> {
+  const one = target.kind === "local";
+  return forEachAgent(target, async (target, where) => {
+    const status = await fetchStatus(target, where);
+    if (one) return json ? JSON.stringify(statusJson(status), null, 2) : statusTables(status).trimEnd();
+    return json ? JSON.stringify({ agent: where, ...statusJson(status) }) : statusLine(where, status);
+  });
+}
+
+/** `pod ns/name: ready, kmesh-accesslog 0.1.0 (pid 7), writing close reports; monitoring on, ...; 12 lines written, 0 dropped` */
+export function statusLine(where: string, status: AgentStatus): string {
+  const j = statusJson(status);
+  const switchesText = Object.entries(j.switches)
+    .map(([name, on]) => `${name} ${on ? "on" : "off"}`)
+    .join(", ");
+  const lines = (name: string) => value(status, `${METRIC_PREFIX}${name}`) ?? 0;
+  return (
+    `${where}: ${status.ready ? "ready" : `not ready (${status.readyDetail})`}, ${status.version.program} ${status.version.gitVersion} (pid ${status.version.pid}), ` +
+    `writing ${writing(j)}; ${switchesText}; ${lines("lines_written_total")} lines written, ${lines("lines_dropped_total")} dropped`
+  );
+}
+
+function writing(j: { kernelEmit: boolean; periodicReports: boolean; switches: Record<string, boolean> }): string {
+  if (!j.kernelEmit || j.switches.accesslog === false) return "nothing";
+  return j.periodicReports ? "close reports and periodic reports" : "close reports";
 }
 
 function value(status: AgentStatus, name: string): number | undefined {
@@ -68,7 +94,6 @@ function table(header: [string, string], rows: [string, string][]): string {
 export function statusTables(status: AgentStatus): string {
   const sw = switches(status);
   const j = statusJson(status);
-  const writing = !j.kernelEmit ? "nothing" : j.periodicReports ? "close reports and periodic reports" : "close reports";
   return (
     table(
       ["AGENT", ""],
@@ -76,7 +101,7 @@ export function statusTables(status: AgentStatus): string {
         ["address", status.address],
         ["program", `${status.version.program} ${status.version.gitVersion}, pid ${status.version.pid}`],
         ["ready", status.ready ? "yes" : `no (${status.readyDetail})`],
-        ["writing", writing],
+        ["writing", writing(j)],
       ],
     ) +
     "\n" +

@@ -25,8 +25,11 @@ export const PodSchema = v.object({
     name: v.string(),
     namespace: opt(v.string()),
     deletionTimestamp: opt(v.string()),
+    // For the workload metrics' labels (podInfo below): its controller, its app and version.
+    labels: opt(v.record(v.string(), v.string())),
+    ownerReferences: opt(v.array(v.object({ kind: v.string(), name: v.string(), controller: opt(v.boolean()) }))),
   }),
-  spec: opt(v.object({ hostNetwork: opt(v.boolean()) })),
+  spec: opt(v.object({ hostNetwork: opt(v.boolean()), serviceAccountName: opt(v.string()) })),
   status: opt(
     v.object({
       phase: opt(v.string()),
@@ -39,14 +42,71 @@ export const PodSchema = v.object({
 });
 export type Pod = v.InferOutput<typeof PodSchema>;
 
-/** What a line is told about a pod: its name (src.workload, dst.workload) and namespace. */
+/**
+ * What a line is told about a pod: its name (src.workload, dst.workload) and namespace; and what
+ * the workload metrics' labels say of it (src/telemetry/labels.ts), as Istio derives each.
+ */
 export interface PodInfo {
   name: string;
   namespace: string | null;
+  /** the controller that owns it (a Deployment, StatefulSet, ...), else the pod itself (workloadName) */
+  workload: string;
+  /** label service.istio.io/canonical-name, else app.kubernetes.io/name, else app, else the workload */
+  canonicalService: string;
+  /** label service.istio.io/canonical-revision, else app.kubernetes.io/version, else version, else "latest" */
+  canonicalRevision: string;
+  /** label app, else app.kubernetes.io/name, else the canonical service */
+  app: string;
+  /** label version, else app.kubernetes.io/version, else the canonical revision */
+  version: string;
+  /** spec.serviceAccountName; null when the pod names none */
+  serviceAccount: string | null;
+}
+
+/** The first of `names` that `labels` has, else `fallback`. */
+function firstLabel(labels: Readonly<Record<string, string>> | null | undefined, names: readonly string[], fallback: string): string {
+  for (const name of names) {
+    const value = labels?.[name];
+    if (value !== undefined) return value;
+  }
+  return fallback;
+}
+
+/**
+ * The workload a pod belongs to, from its controller (docs/kubernetes.md): a ReplicaSet whose name
+ * ends in `-<pod-template-hash>` is a Deployment's (the hash cut off); a Job named
+ * `<name>-<8 to 10 digits>` is a CronJob's (the digits cut off); any other controller by its own
+ * name; a pod without one is its own workload.
+ */
+export function workloadName(pod: Pod): string {
+  const owner = pod.metadata.ownerReferences?.find((ref) => ref.controller === true);
+  if (owner === undefined) return pod.metadata.name;
+  if (owner.kind === "ReplicaSet") {
+    const hash = pod.metadata.labels?.["pod-template-hash"];
+    if (hash && owner.name.endsWith(`-${hash}`)) return owner.name.slice(0, -hash.length - 1);
+  }
+  if (owner.kind === "Job") {
+    const cron = /^(.+)-\d{8,10}$/.exec(owner.name);
+    if (cron) return cron[1]!;
+  }
+  return owner.name;
 }
 
 export function podInfo(pod: Pod): PodInfo {
-  return { name: pod.metadata.name, namespace: pod.metadata.namespace ?? null };
+  const labels = pod.metadata.labels;
+  const workload = workloadName(pod);
+  const canonicalService = firstLabel(labels, ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"], workload);
+  const canonicalRevision = firstLabel(labels, ["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"], "latest");
+  return {
+    name: pod.metadata.name,
+    namespace: pod.metadata.namespace ?? null,
+    workload,
+    canonicalService,
+    canonicalRevision,
+    app: firstLabel(labels, ["app", "app.kubernetes.io/name"], canonicalService),
+    version: firstLabel(labels, ["version", "app.kubernetes.io/version"], canonicalRevision),
+    serviceAccount: pod.spec?.serviceAccountName || null,
+  };
 }
 
 // How strongly a pod claims its IPs. When several pods claim one IP, a running pod without a

@@ -1,10 +1,10 @@
 /**
  * Who may change the agent's switches, end to end with the compiled binary and real users: curl
  * run as uid 65534 (setpriv) is refused and the lines keep coming; root is served and the lines
- * stop; every change request, either way, is one audit line naming the switch, its old and new
- * value and the peer (uid, pid, command, address); read-only requests stay open; the uids and
- * groups an operator allows; the Unix socket (0600, root's, replaced after kill -9, used by the
- * CLI); kmeshctl's path (a root relay inside the agent's network namespace, as the container
+ * stop; every change request, either way, is one audit line naming the switch (or the log level),
+ * its old and new value and the peer (uid, pid, command, address); read-only requests stay open,
+ * and the TCP metrics' address has no gate; the uids and groups an operator allows; the Unix
+ * socket (0600, root's, replaced after kill -9, used by the CLI); kmeshctl's path (a root relay inside the agent's network namespace, as the container
  * runtime is for kubectl port-forward) against a client elsewhere, which is refused; a peer whose
  * socket was closed before its request was read (the kernel keeps it as uid 0, without an owner).
  *
@@ -131,6 +131,58 @@ describe.skipIf(!ready)("only root changes the switches", () => {
       'refused (404) DELETE "/filters"',
     ]);
     expect(lines.at(-2)).toEndWith(': monitoring stays true; "Method Not Allowed"');
+  });
+
+  test("the TCP metrics' switches and /debug/loggers: uid 65534 gets 403 and changes nothing, root is served; one audit line each; the metrics address has no gate", async () => {
+    const metricsAddr = `127.0.0.1:${freePort()}`;
+    await using agent = await startAdminAgent({ args: ["--metrics-addr", metricsAddr] });
+    const addr = agent.adminAddr;
+    const setLevel = (level: string) => JSON.stringify({ name: "default", level });
+    const level = async () => JSON.parse((await adminRequest(addr, "GET", "/debug/loggers?name=default")).body).level;
+    const requests = [
+      ["/workload_metrics?enable=true", undefined, "workload_metrics stays false"],
+      ["/connection_metrics?enable=true", undefined, "connection_metrics stays false"],
+      ["/debug/loggers", setLevel("debug"), "log level stays info"],
+    ] as const;
+    for (const [path, data, stays] of requests) {
+      const localPort = freePort();
+      const refused = await curlAs({ uid: NOBODY, localPort, ...(data === undefined ? {} : { data }) }, "POST", `http://${addr}${path}`);
+      expect({ path, status: refused.status, body: refused.body }).toEqual({ path, status: 403, body: `${notAllowed(NOBODY)}\n` });
+      expect(await agent.agent.waitForStderr((line) => isAudit(line) && line.includes(`127.0.0.1:${localPort}:`))).toBe(
+        `${PREFIX}refused (403) POST ${JSON.stringify(path)} from uid ${NOBODY}, pid ${refused.pid}, command "curl", 127.0.0.1:${localPort}: ${stays}; ${notAllowed(NOBODY)}`,
+      );
+    }
+    expect(await switchStates(addr)).toEqual(ALL_ON_BUT_METRICS);
+    expect(await level()).toBe("info");
+    // Workload metrics still off: nothing listens on the metrics address.
+    expect((await curlAs({ uid: NOBODY }, "GET", `http://${metricsAddr}/status/metric`)).exitCode).toBe(7);
+    expect(await refusals(addr)).toEqual({ not_allowed: 3, unidentified: 0 });
+
+    const rootPort = freePort();
+    const served = await curlAs({ uid: 0, localPort: rootPort }, "POST", `http://${addr}/workload_metrics?enable=true`);
+    expect({ status: served.status, body: served.body }).toEqual({ status: 200, body: "" });
+    expect(await agent.agent.waitForStderr((line) => isAudit(line) && line.includes("accepted"))).toBe(
+      `${PREFIX}accepted (200) POST "/workload_metrics?enable=true" from uid 0, pid ${served.pid}, command "curl", 127.0.0.1:${rootPort}: ` +
+        "workload_metrics false -> true; writing close reports (periodic reports off); TCP metrics on",
+    );
+    // The metrics address only reads: open to every user, a POST is 405 and no change request.
+    const scrape = await curlAs({ uid: NOBODY }, "GET", `http://${metricsAddr}/status/metric`);
+    expect(scrape.status).toBe(200);
+    const post = await curlAs({ uid: NOBODY }, "POST", `http://${metricsAddr}/status/metric`);
+    expect({ status: post.status, body: post.body }).toEqual({ status: 405, body: "Method Not Allowed\n" });
+
+    // Each level change is audited, even the one that quiets the log below its own line's level.
+    for (const [from, to] of [["info", "debug"], ["debug", "error"]]) {
+      const port = freePort();
+      const set = await curlAs({ uid: 0, localPort: port, data: setLevel(to!) }, "POST", `http://${addr}/debug/loggers`);
+      expect({ status: set.status, body: set.body }).toEqual({ status: 200, body: "OK" });
+      expect(await agent.agent.waitForStderr((line) => isAudit(line) && line.includes(`127.0.0.1:${port}`))).toBe(
+        `${PREFIX}accepted (200) POST "/debug/loggers" from uid 0, pid ${set.pid}, command "curl", 127.0.0.1:${port}: log level ${from} -> ${to}`,
+      );
+    }
+    expect(await level()).toBe("error");
+    expect(await refusals(addr)).toEqual({ not_allowed: 3, unidentified: 0 });
+    expect(agent.agent.stderrLines.filter(isAudit)).toHaveLength(6);
   });
 
   test("--admin-allow-uid lets uid 65534 in, --admin-allow-gid a member of the group; anyone else is still refused", async () => {

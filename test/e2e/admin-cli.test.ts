@@ -57,13 +57,20 @@ describe.skipIf(!ready)("kmeshctl-style commands against a running agent", () =>
       await runBinary(["monitoring", "--workloadMetrics", "disable", "--connectionMetrics", "disable", "--all", "enable", "--admin-addr", addr]),
     ).toEqual({
       exitCode: 0,
-      stdout:
-        `monitoring (every switch) enabled on ${addr}\nworkload_metrics disabled on ${addr}\nconnection_metrics disabled on ${addr}\n`,
+      stdout: `monitoring (every switch) enabled, workload_metrics disabled, connection_metrics disabled on ${addr}\n`,
       stderr: "",
     });
     expect(await switchStates(addr)).toEqual({ monitoring: true, accesslog: true, connection_metrics: false, workload_metrics: false });
     expect(await runBinary(["monitoring", "--accesslog", "disable", "--admin-addr", addr])).toMatchObject({ exitCode: 0 });
     expect((await switchStates(addr)).accesslog).toBe(false);
+    // a refusal after a change: the one line says both
+    expect(await runBinary(["monitoring", "--all", "disable", "--accesslog", "enable", "--admin-addr", addr])).toEqual({
+      exitCode: 1,
+      stdout: "",
+      stderr:
+        `kmesh-accesslog: monitoring (every switch) disabled on ${addr}; then the agent on ${addr} refused to enable accesslog: Kmesh monitoring is disabled, cannot enable accesslog. ` +
+        "(turn monitoring on first: kmesh-accesslog monitoring --all enable)\n",
+    });
   });
 
   test("status: switches, readiness and counters, as tables and as JSON; over IPv6", async () => {

@@ -171,6 +171,8 @@ export interface CurlAs {
   localPort?: number;
   /** a Unix socket to send the request to (the URL's host is then ignored) */
   socket?: string;
+  /** the request's body */
+  data?: string;
 }
 
 /**
@@ -194,6 +196,7 @@ export async function curlAs(who: CurlAs, method: string, url: string): Promise<
     "\n%{http_code}",
     ...(who.localPort === undefined ? [] : ["--local-port", String(who.localPort)]),
     ...(who.socket === undefined ? [] : ["--unix-socket", who.socket]),
+    ...(who.data === undefined ? [] : ["--data-binary", who.data]),
     url,
   ];
   const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000, killSignal: "SIGKILL" });

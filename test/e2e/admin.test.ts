@@ -164,6 +164,29 @@ describe.skipIf(!ready)("admin API: Kmesh's answers, every combination", () => {
     });
   });
 
+  test("/debug/loggers: what kmeshctl log sends, Kmesh's answers; a level set is in force at once", async () => {
+    expect(view(await adminRequest(agent.adminAddr, "GET", "/debug/loggers"))).toEqual({ status: 200, body: '[\n    "default"\n]', contentType: "text/plain; charset=utf-8", nosniff: null });
+    expect(view(await adminRequest(agent.adminAddr, "GET", "/debug/loggers?name=default"))).toMatchObject({ status: 200, body: '{\n    "name": "default",\n    "level": "info"\n}' });
+    expect(view(await adminRequest(agent.adminAddr, "GET", "/debug/loggers?name=bpf"))).toMatchObject({ status: 400, body: "\tlogger bpf does not exist\n" });
+    const set = (level: string) =>
+      fetch(`http://${agent.adminAddr}/debug/loggers`, { method: "POST", body: JSON.stringify({ name: "default", level }), headers: { "content-type": "application/json" } });
+    const loud = await set("loud");
+    expect([loud.status, await loud.text()]).toEqual([400, '\tInvalid request body format: not a valid logrus Level: "loud"\n']);
+    const debug = await set("debug");
+    expect([debug.status, await debug.text()]).toEqual([200, "OK"]);
+    // at debug level the agent says each admin request on stderr
+    await adminRequest(agent.adminAddr, "GET", "/healthz?after=debug");
+    expect(view(await adminRequest(agent.adminAddr, "GET", "/debug/loggers?name=default")).body).toContain('"level": "debug"');
+    expect((await set("info")).status).toBe(200);
+    await adminRequest(agent.adminAddr, "GET", "/healthz?after=info");
+    const { stderr } = await agent.agent.stop();
+    // who changed it: the access gate's audit line (admin-access.test.ts)
+    expect(stderr).toMatch(/^kmesh-accesslog: admin API: accepted \(200\) POST "\/debug\/loggers" from uid 0, pid \d+, command "[^"]*", 127\.0\.0\.1:\d+: log level info -> debug$/m);
+    expect(stderr).toContain('kmesh-accesslog: debug: admin API: GET "/healthz?after=debug" -> 200\n');
+    expect(stderr).not.toContain("after=info");
+    agent = await startAdminAgent({ args: ["--report-interval", "3600"] });
+  });
+
   test("GET /healthz, HEAD /healthz; POST is 405", async () => {
     expect(view(await adminRequest(agent.adminAddr, "GET", "/healthz"))).toMatchObject({ status: 200, body: "OK" });
     expect(view(await adminRequest(agent.adminAddr, "HEAD", "/healthz"))).toMatchObject({ status: 200, body: "" });

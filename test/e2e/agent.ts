@@ -300,6 +300,8 @@ export class Agent implements AsyncDisposable {
       this.argv.push("--lock-file", this.#lockFile);
     }
     if (!args.some((a) => a.startsWith("--admin-addr"))) this.argv.push("--admin-addr", "");
+    // Nor a metrics address (:15020 when workload metrics are turned on) unless asked for.
+    if (!args.some((a) => a.startsWith("--metrics-addr"))) this.argv.push("--metrics-addr", "");
     this.argv.push(...args);
     this.proc = Bun.spawn(this.argv, {
       cwd: REPO_ROOT,

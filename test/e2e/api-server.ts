@@ -14,6 +14,13 @@
  *   await using api = await startApiServer();
  *   api.put("services", serviceObject); api.breakWatches(); api.compact();
  *   agent args: ["--kubeconfig", api.kubeconfig]
+ *
+ * Also a namespace's pods (`GET /api/v1/namespaces/<ns>/pods?labelSelector=k=v&fieldSelector=
+ * metadata.name=<name>`) and a pod's port-forward as the API server passes it to the kubelet: a
+ * WebSocket with the subprotocol v4.channel.k8s.io on `.../pods/<name>/portforward?ports=<port>`,
+ * channel 0 the data and 1 the errors, the port first on each (src/kube/apiserver/port-forward.ts).
+ * Each one is a real TCP connection, made by this (root) process, to where `forwardTo` says the
+ * pod's port is (by default the pod's IP and that port).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -46,7 +53,7 @@ interface Watcher {
 }
 
 export interface RequestLog {
-  kind: Kind;
+  kind: Kind | "portforward";
   watch: boolean;
   resourceVersion: string | null;
   status: number;
@@ -65,7 +72,7 @@ export class LocalApiServer implements AsyncDisposable {
   readonly kubeconfig: string;
   #token = `api-token-${crypto.randomUUID()}`;
   readonly #tls: { cert: string; key: string };
-  #server: Server<undefined> | null = null;
+  #server: Server<Forward> | null = null;
   #port = 0;
   #rv = 1000;
   #compactedRv = 0;
@@ -81,6 +88,13 @@ export class LocalApiServer implements AsyncDisposable {
   listDelayMs = 0;
   /** watches end as soon as they have sent what history holds (a proxy that closes streams) */
   endWatchesAtOnce = false;
+  /** where a pod's port is, for port-forwards; null: nothing listens there */
+  forwardTo: (pod: Record<string, unknown>, port: number) => { host: string; port: number } | null = (pod, port) => {
+    const ip = (pod.status as { podIP?: string } | undefined)?.podIP;
+    return ip === undefined ? null : { host: ip, port };
+  };
+  /** port-forwards answered with this status instead of the upgrade (e.g. 403) */
+  portForwardStatus: number | null = null;
 
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), "apiserver-test-"));
@@ -193,12 +207,17 @@ export class LocalApiServer implements AsyncDisposable {
 
   start(): void {
     if (this.#server !== null) return;
-    this.#server = Bun.serve({
+    this.#server = Bun.serve<Forward>({
       hostname: "127.0.0.1",
       port: this.#port,
       tls: this.#tls,
       idleTimeout: 0,
-      fetch: (request) => this.#answer(request),
+      fetch: (request, server) => this.#answer(request, server),
+      websocket: {
+        open: (ws) => forwardOpen(ws),
+        message: (ws, message) => forwardMessage(ws, message),
+        close: (ws) => void ws.data.tcp?.end(),
+      },
     });
     this.#port = this.#server.port ?? 0;
     this.#writeKubeconfig();
@@ -214,8 +233,14 @@ export class LocalApiServer implements AsyncDisposable {
     return Response.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code }, { status: code });
   }
 
-  async #answer(request: Request): Promise<Response> {
+  async #answer(request: Request, server: Server<Forward>): Promise<Response | undefined> {
     const url = new URL(request.url);
+    const namespaced = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+)\/portforward)?$/.exec(url.pathname);
+    if (namespaced !== null) {
+      if (request.headers.get("authorization") !== `Bearer ${this.#token}`) return this.#status(401, "Unauthorized", "Unauthorized");
+      const [, namespace, pod] = namespaced as unknown as [string, string, string | undefined];
+      return pod === undefined ? this.#namespacePods(namespace, url) : this.#portForward(request, server, namespace, pod, url);
+    }
     const kind = PATHS[url.pathname];
     if (kind === undefined) return this.#status(404, "NotFound", "the server could not find the requested resource");
     const watch = url.searchParams.get("watch") === "1" || url.searchParams.get("watch") === "true";
@@ -228,6 +253,37 @@ export class LocalApiServer implements AsyncDisposable {
     if (request.headers.get("authorization") !== `Bearer ${this.#token}`) return respond(this.#status(401, "Unauthorized", "Unauthorized"));
     if (!watch && this.listDelayMs > 0) await Bun.sleep(this.listDelayMs);
     return respond(watch ? this.#watch(kind, url) : this.#list(kind, url));
+  }
+
+  /** A namespace's pods, by label (k=v, comma-separated) and metadata.name. */
+  #namespacePods(namespace: string, url: URL): Response {
+    const labels = (url.searchParams.get("labelSelector") ?? "").split(",").filter((term) => term !== "").map((term) => term.split("=") as [string, string]);
+    const name = /^metadata\.name=(.+)$/.exec(url.searchParams.get("fieldSelector") ?? "")?.[1];
+    const items = [...this.#objects.pods.values()].filter((pod) => {
+      const metadata = pod.metadata as { name: string; namespace?: string; labels?: Record<string, string> };
+      return metadata.namespace === namespace && (name === undefined || metadata.name === name) && labels.every(([k, v]) => metadata.labels?.[k] === v);
+    });
+    return Response.json({ kind: "PodList", apiVersion: "v1", metadata: { resourceVersion: String(this.#rv) }, items });
+  }
+
+  /** A pod's port-forward, as the kubelet serves it behind the API server. */
+  #portForward(request: Request, server: Server<Forward>, namespace: string, name: string, url: URL): Response | undefined {
+    const log: RequestLog = { kind: "portforward", watch: false, resourceVersion: null, status: 101 };
+    this.requests.push(log);
+    const fail = (code: number, reason: string, message: string) => {
+      log.status = code;
+      return this.#status(code, reason, message);
+    };
+    if (this.portForwardStatus !== null) return fail(this.portForwardStatus, "Forbidden", `pods "${name}" is forbidden: cannot create resource "pods/portforward" in namespace "${namespace}"`);
+    const pod = this.#objects.pods.get(`${namespace}/${name}`);
+    if (pod === undefined) return fail(404, "NotFound", `pods "${name}" not found`);
+    const port = Number(url.searchParams.get("ports"));
+    if (!(port >= 1 && port <= 65_535)) return fail(400, "BadRequest", 'query parameter "port" is required');
+    const protocols = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    if (!protocols.includes("v4.channel.k8s.io")) return fail(400, "BadRequest", "unable to upgrade: no supported websocket protocol");
+    const data: Forward = { name, port, target: this.forwardTo(pod, port), tcp: null, pending: [] };
+    if (server.upgrade(request, { data, headers: { "Sec-WebSocket-Protocol": "v4.channel.k8s.io" } })) return undefined;
+    return fail(400, "BadRequest", "unable to upgrade");
   }
 
   #list(kind: Kind, url: URL): Response {
@@ -284,6 +340,61 @@ export class LocalApiServer implements AsyncDisposable {
     this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** One port-forward: the pod, its port, where that is, the TCP connection made to it. */
+interface Forward {
+  name: string;
+  port: number;
+  target: { host: string; port: number } | null;
+  tcp: import("bun").Socket<undefined> | null;
+  /** data the client sent before the connection was made */
+  pending: Uint8Array[];
+}
+
+type ForwardSocket = import("bun").ServerWebSocket<Forward>;
+
+const channelFrame = (channel: number, bytes: Uint8Array) => {
+  const frame = new Uint8Array(bytes.length + 1);
+  frame[0] = channel;
+  frame.set(bytes, 1);
+  return frame;
+};
+
+function forwardOpen(ws: ForwardSocket): void {
+  const { name, port, target } = ws.data;
+  const portBytes = new Uint8Array([port & 0xff, port >> 8]);
+  ws.send(channelFrame(0, portBytes));
+  ws.send(channelFrame(1, portBytes));
+  const refuse = (why: string) => {
+    ws.send(channelFrame(1, new TextEncoder().encode(`error forwarding port ${port} to pod ${name}, uid : ${why}`)));
+    ws.close();
+  };
+  if (target === null) return refuse("no address");
+  Bun.connect({
+    hostname: target.host,
+    port: target.port,
+    socket: {
+      open(tcp) {
+        ws.data.tcp = tcp;
+        for (const bytes of ws.data.pending.splice(0)) tcp.write(bytes);
+      },
+      data(_tcp, bytes) {
+        ws.send(channelFrame(0, new Uint8Array(bytes)));
+      },
+      close() {
+        ws.close();
+      },
+    },
+  }).catch((error: Error) => refuse(`failed to connect to ${target.host}:${target.port}: ${error.message}`));
+}
+
+function forwardMessage(ws: ForwardSocket, message: string | Buffer): void {
+  const frame = typeof message === "string" ? new TextEncoder().encode(message) : new Uint8Array(message);
+  if (frame[0] !== 0) return;
+  const bytes = frame.slice(1);
+  if (ws.data.tcp === null) ws.data.pending.push(bytes);
+  else ws.data.tcp.write(bytes);
 }
 
 export async function startApiServer(): Promise<LocalApiServer> {

@@ -5,7 +5,7 @@
  */
 import { type AccessLogEntry, type Agent, matchConnection, startAgent } from "./agent.ts";
 import { type ExchangeOptions, exchange } from "./exchange.ts";
-import { pod } from "../support/kubelet-pods.ts";
+import { pod, type PodSpecOptions } from "../support/kubelet-pods.ts";
 import type { LocalKubelet } from "../support/kubelet-server.ts";
 import type { Pod } from "./node.ts";
 
@@ -19,7 +19,7 @@ export interface PodIdentity {
  * The kubelet's entry for a test pod: a Deployment's pod (ReplicaSet owner, pod-template-hash),
  * dual stack, Running, on the test node.
  */
-export function podEntry(testPod: Pod, id: PodIdentity): Record<string, unknown> {
+export function podEntry(testPod: Pod, id: PodIdentity, extra: Pick<PodSpecOptions, "labels" | "serviceAccount"> = {}): Record<string, unknown> {
   const hash = id.name.split("-").at(-2) ?? "5d9f7c6b8";
   const deployment = id.name.split("-").slice(0, -2).join("-") || id.name;
   return pod({
@@ -29,6 +29,7 @@ export function podEntry(testPod: Pod, id: PodIdentity): Record<string, unknown>
     ip6: testPod.ip6,
     owner: { kind: "ReplicaSet", name: `${deployment}-${hash}` },
     templateHash: hash,
+    ...extra,
   });
 }
 

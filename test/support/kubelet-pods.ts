@@ -26,6 +26,10 @@ export interface PodSpecOptions {
   hostIP?: string;
   uid?: string;
   containers?: number;
+  /** labels besides `app` (default: the owner's name) and `pod-template-hash`; they win */
+  labels?: Record<string, string>;
+  /** spec.serviceAccountName (default: default) */
+  serviceAccount?: string;
 }
 
 const NODE = "kind-worker";
@@ -112,6 +116,7 @@ export function pod(o: PodSpecOptions): Record<string, unknown> {
   const ips = [ip4, o.ip6].filter((ip): ip is string => ip !== undefined);
   const labels: Record<string, string> = { app: o.owner?.name ?? o.name };
   if (o.templateHash) labels["pod-template-hash"] = o.templateHash;
+  Object.assign(labels, o.labels);
   const metadata: Record<string, unknown> = {
     name: o.name,
     namespace,
@@ -174,8 +179,8 @@ export function pod(o: PodSpecOptions): Record<string, unknown> {
       restartPolicy: o.owner?.kind === "Job" ? "OnFailure" : "Always",
       terminationGracePeriodSeconds: 30,
       dnsPolicy: o.hostNetwork ? "ClusterFirstWithHostNet" : "ClusterFirst",
-      serviceAccountName: "default",
-      serviceAccount: "default",
+      serviceAccountName: o.serviceAccount ?? "default",
+      serviceAccount: o.serviceAccount ?? "default",
       nodeName: o.nodeName ?? NODE,
       ...(o.hostNetwork ? { hostNetwork: true } : {}),
       securityContext: {},

@@ -77,6 +77,12 @@ const RUNTIME_CONTROL_DEFAULTS = {
   lockFile: "/run/kmesh-accesslog/agent.lock",
   logLevel: "info",
   clusterDomain: "cluster.local",
+  workloadMetrics: undefined,
+  metricsAddr: { host: "::", port: 15020 },
+  metricsPrefix: "kmesh",
+  metricsGrace: 300,
+  clusterName: "Kubernetes",
+  trustDomain: "cluster.local",
 } as const;
 
 describe("good values become RunOptions", () => {
@@ -156,6 +162,18 @@ describe("run: runtime-control flags", () => {
     [["--admin-allow-uid", "1000", "--admin-allow-uid=0", "--admin-allow-gid", "4294967294"], { adminAllowUid: [1000, 0], adminAllowGid: [4294967294] }],
     [["--lock-file", "/tmp/x.lock"], { lockFile: "/tmp/x.lock" }],
     [["--log-level", "debug"], { logLevel: "debug" }],
+    [["--workload-metrics"], { workloadMetrics: true }],
+    [["--workload-metrics=false"], { workloadMetrics: false }],
+    [["--metrics-addr", ":9102"], { metricsAddr: { host: "::", port: 9102 } }],
+    [["--metrics-addr", "127.0.0.1:9102"], { metricsAddr: { host: "127.0.0.1", port: 9102 } }],
+    [["--metrics-addr", "[::1]:9102"], { metricsAddr: { host: "::1", port: 9102 } }],
+    [["--metrics-addr", ""], { metricsAddr: null, adminAddr: { host: "127.0.0.1", port: 15200 } }],
+    [["--metrics-addr="], { metricsAddr: null }],
+    [["--no-metrics-server"], { metricsAddr: null }],
+    [["--metrics-prefix", "istio"], { metricsPrefix: "istio" }],
+    [["--metrics-grace", "2.5"], { metricsGrace: 2.5 }],
+    [["--cluster-name", "east-1"], { clusterName: "east-1" }],
+    [["--trust-domain", "example.org"], { trustDomain: "example.org" }],
   ])("%j", (args, expected) => {
     expect(options(...args)).toMatchObject(expected);
     expect(options("run", ...args)).toMatchObject(expected);
@@ -316,12 +334,19 @@ describe("check command line", () => {
 });
 
 describe("client commands: what they send", () => {
+  // neither --admin-addr nor --admin-socket: client.ts chooses (test/unit/admin/client.test.ts)
+  const LOCAL = { kind: "local", flags: { adminAddr: undefined, adminSocket: undefined } } as const;
   test.each([
-    [["accesslog", "enable"], { command: "accesslog", enable: true, target: { adminAddr: undefined, adminSocket: undefined } }],
-    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, target: { adminAddr: { host: "::1", port: 1 }, adminSocket: undefined } }],
-    [["accesslog", "disable", "--admin-socket", "/run/a.sock"], { command: "accesslog", enable: false, target: { adminAddr: undefined, adminSocket: "/run/a.sock" } }],
-    [["status"], { command: "status", json: false, target: { adminAddr: undefined, adminSocket: undefined } }],
-    [["status", "--json", "--admin-socket=/s"], { command: "status", json: true, target: { adminAddr: undefined, adminSocket: "/s" } }],
+    [["accesslog", "enable"], { command: "accesslog", enable: true, target: LOCAL }],
+    [["accesslog", "disable", "--admin-addr", "[::1]:1"], { command: "accesslog", enable: false, target: { kind: "local", flags: { adminAddr: { host: "::1", port: 1 }, adminSocket: undefined } } }],
+    [["accesslog", "disable", "--admin-socket", "/run/a.sock"], { command: "accesslog", enable: false, target: { kind: "local", flags: { adminAddr: undefined, adminSocket: "/run/a.sock" } } }],
+    [["status"], { command: "status", json: false, target: LOCAL }],
+    [["status", "--json", "--admin-socket=/s"], { command: "status", json: true, target: { kind: "local", flags: { adminAddr: undefined, adminSocket: "/s" } } }],
+    // every agent pod through the API server, or the one named (kmeshctl takes it before the state)
+    [["accesslog", "enable", "--kubeconfig", "/k"], { command: "accesslog", enable: true, target: { kind: "cluster", kubeconfig: "/k", pod: null } }],
+    [["accesslog", "kmesh-abcde", "disable", "--kubeconfig", "/k"], { command: "accesslog", enable: false, target: { kind: "cluster", kubeconfig: "/k", pod: "kmesh-abcde" } }],
+    [["status", "--in-cluster", "kmesh-abcde"], { command: "status", json: false, target: { kind: "cluster", kubeconfig: null, pod: "kmesh-abcde" } }],
+    [["monitoring", "kmesh-abcde", "--all", "enable", "--kubeconfig", "/k"], { command: "monitoring", requests: [{ path: "/monitoring", enable: true }], target: { kind: "cluster", kubeconfig: "/k", pod: "kmesh-abcde" } }],
   ])("%j", (args, expected) => {
     expect(parseCommandLine(args)).toEqual(expected as never);
   });
@@ -330,7 +355,7 @@ describe("client commands: what they send", () => {
     const args = ["monitoring", "--connectionMetrics", "enable", "--workloadMetrics", "disable", "--accesslog", "enable", "--all", "enable"];
     expect(parseCommandLine(args)).toEqual({
       command: "monitoring",
-      target: { adminAddr: undefined, adminSocket: undefined },
+      target: LOCAL,
       requests: [
         { path: "/monitoring", enable: true },
         { path: "/accesslog", enable: true },
@@ -352,6 +377,9 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["--monitoring=false", "--connection-metrics"], "--connection-metrics cannot be on while --monitoring is off"],
     [["--report-interval", "0"], 'invalid value for --report-interval: "0" (expected a number of seconds from 0.1 to 86400)'],
     [["--report-interval", "5s"], 'invalid value for --report-interval: "5s" (expected a number of seconds from 0.1 to 86400)'],
+    [["--metrics-addr", "15020"], 'invalid value for --metrics-addr: "15020" (expected host:port, :port for every address (Kmesh\'s :15020), or "" for none)'],
+    [["--metrics-prefix", "prom"], 'invalid value for --metrics-prefix: "prom" (expected kmesh or istio)'],
+    [["--monitoring=false", "--workload-metrics"], "--workload-metrics cannot be on while --monitoring is off"],
     [["--admin-addr"], 'missing value for --admin-addr (expected host:port, or "" for no admin API on TCP)'],
     [["--admin-addr", "--output", "json"], 'missing value for --admin-addr (expected host:port, or "" for no admin API on TCP)'],
     [["--admin-addr", "15200"], 'invalid value for --admin-addr: "15200" (expected host:port, e.g. 127.0.0.1:15200 or [::1]:15200, or "" for no admin API on TCP)'],
@@ -367,8 +395,12 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["--lock-file", "agent.lock"], 'invalid value for --lock-file: "agent.lock" (expected an absolute path)'],
     [["accesslog"], "missing argument: accesslog enable or accesslog disable"],
     [["accesslog", "on"], 'invalid value for accesslog: "on" (expected enable or disable)'],
-    [["accesslog", "kmesh-pod", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
-    [["accesslog", "enable", "x"], 'unexpected argument "x" (this command drives one agent: name it with --admin-addr)'],
+    [["accesslog", "kmesh-pod", "enable"], 'unexpected argument "kmesh-pod" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["accesslog", "enable", "x"], 'unexpected argument "x" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["accesslog", "a", "b", "enable", "--kubeconfig", "/k"], 'unexpected argument "b" (name at most one agent pod)'],
+    [["accesslog", "enable", "--kubeconfig", "/k", "--in-cluster"], "--kubeconfig and --in-cluster contradict each other: give one of them"],
+    [["status", "--kubeconfig", "/k", "--admin-addr", "127.0.0.1:1"], "--admin-addr and --kubeconfig contradict each other: --admin-addr names one agent, the other reaches the agent pods"],
+    [["status", "--in-cluster", "--admin-socket", "/run/a.sock"], "--admin-socket and --in-cluster contradict each other: --admin-socket names one agent, the other reaches the agent pods"],
     [["accesslog", "enable", "--admin-addr", ""], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--admin-addr"], "missing value for --admin-addr (expected host:port of a running agent, e.g. 127.0.0.1:15200)"],
     [["accesslog", "enable", "--bogus"], "unknown flag --bogus"],
@@ -377,10 +409,10 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["monitoring"], "nothing to switch: give --accesslog, --workloadMetrics, --connectionMetrics or --all, each enable or disable"],
     [["monitoring", "--all", "on"], 'invalid value for --all: "on" (expected enable or disable)'],
     [["monitoring", "--accesslog"], "missing value for --accesslog (expected enable or disable)"],
-    [["monitoring", "kmesh-pod", "--all", "enable"], 'unexpected argument "kmesh-pod" (this command drives one agent: name it with --admin-addr)'],
+    [["monitoring", "kmesh-pod", "--all", "enable"], 'unexpected argument "kmesh-pod" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
     [["monitoring", "--workloadMetric", "enable"], "unknown flag --workloadMetric (did you mean --workloadMetrics?)"],
     [["status", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
-    [["status", "now"], 'unexpected argument "now"'],
+    [["status", "now"], 'unexpected argument "now" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
   ];
   test.concurrent.each(cases)("%j", async (args, message) => {
     expect(await runCli(...args)).toEqual({ exitCode: 2, stderr: `kmesh-accesslog: ${message}\n`, stdout: "" });

@@ -13,8 +13,9 @@ import { buildIndexData } from "../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import type { Scheduler } from "../../src/kube/kubelet/pod-source.ts";
 import type { Refresher, RefreshOutcome } from "../../src/kube/kubelet/refresh.ts";
-import { PodSchema } from "../../src/kube/pod.ts";
+import { type PodInfo, podInfo, PodSchema } from "../../src/kube/pod.ts";
 import type { WallTime } from "../../src/kernel/clock.ts";
+import type { LogLevel } from "../../src/log.ts";
 import { AF_INET, BPF_TCP, type ConnEvent, DIRECTION_OUTBOUND, RECORD_ESTABLISHED, RECORD_SIZE, RecordView } from "../../src/kernel/record.ts";
 import { pod, podList, type PodSpecOptions } from "../support/kubelet-pods.ts";
 
@@ -220,6 +221,13 @@ export class FakeBackend implements AdminBackend {
   version() {
     return versionInfo();
   }
+  level: LogLevel = "info";
+  logLevel() {
+    return this.level;
+  }
+  setLogLevel(level: LogLevel) {
+    this.level = level;
+  }
 }
 
 // ── The kubelet's pod source and the enricher ────────────────────────────────
@@ -363,3 +371,7 @@ export const apiPod = (ns: string, name: string, ip: string, extra: { phase?: st
     spec: { nodeName: "other-node", hostNetwork: extra.hostNetwork ?? false },
     status: { phase: extra.phase ?? "Running", podIP: ip, podIPs: [{ ip }] },
   });
+
+/** What the indexes tell about a pod without labels, owner or service account (its own workload). */
+export const bareInfo = (name: string, namespace: string | null): PodInfo =>
+  podInfo(v.parse(PodSchema, { metadata: { name, ...(namespace === null ? {} : { namespace }) } }));

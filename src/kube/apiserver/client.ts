@@ -39,8 +39,8 @@ export class ApiClient {
     this.#tokenFile = tokenFile === null ? null : new CredentialFile(tokenFile, bearerToken(tokenFile), read, now);
   }
 
-  /** The request's options with the bearer token (from its file, else the kubeconfig's), or a problem with it. */
-  #init(signal: AbortSignal): { ok: true; init: RequestInit } | { ok: false; failure: Failure } {
+  /** The bearer token (from its file, else the kubeconfig's) and TLS settings of a request, or a problem with them. */
+  credentials(): { ok: true; headers: Record<string, string>; tls: Record<string, unknown> | undefined } | { ok: false; failure: Failure } {
     const fromFile = this.#tokenFile?.read();
     if (fromFile?.ok === false) return { ok: false, failure: { kind: "credentials", detail: fromFile.problem } };
     const token = fromFile?.value ?? this.config.token;
@@ -50,7 +50,33 @@ export class ApiClient {
     const tls = c.insecureSkipTlsVerify
       ? { rejectUnauthorized: false, ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) }
       : { rejectUnauthorized: true, ...(c.ca ? { ca: c.ca } : {}), ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) };
-    return { ok: true, init: { headers, signal, redirect: "error", ...(c.server.startsWith("https:") ? { tls } : {}) } as RequestInit };
+    return { ok: true, headers, tls: c.server.startsWith("https:") ? tls : undefined };
+  }
+
+  /** The request's options with the credentials, or a problem with them. */
+  #init(signal: AbortSignal): { ok: true; init: RequestInit } | { ok: false; failure: Failure } {
+    const credentials = this.credentials();
+    if (!credentials.ok) return credentials;
+    const { headers, tls } = credentials;
+    return { ok: true, init: { headers, signal, redirect: "error", ...(tls === undefined ? {} : { tls }) } as RequestInit };
+  }
+
+  /** `GET <path>` (a query included) of one object, as JSON. */
+  async getJson(path: string, timeoutMs = 10_000): Promise<{ ok: true; json: unknown } | { ok: false; failure: Failure }> {
+    const request = this.#init(AbortSignal.timeout(timeoutMs));
+    if (!request.ok) return request;
+    try {
+      const response = await fetch(`${this.config.server}${path}`, request.init);
+      if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
+      const text = await response.text();
+      try {
+        return { ok: true, json: JSON.parse(text) };
+      } catch (error) {
+        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
+      }
+    } catch (error) {
+      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
+    }
   }
 
   /** A non-200 answer → failure, with the message of the Status object the body holds. */

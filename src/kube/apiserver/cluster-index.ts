@@ -89,6 +89,8 @@ export class ClusterIndex {
   readonly #slicesOfService = new Map<string, Set<string>>();
   readonly #podsByIp = new Map<string, PodClaim[]>();
   readonly #pods = new Map<string, { ips: string[]; claim: PodClaim }>();
+  /** every pod's key, indexed or not */
+  readonly #podKeys = new Set<string>();
   /** changes whenever an endpoint is added or removed (for caches of endpoint facts) */
   endpointsVersion = 0;
 
@@ -190,6 +192,7 @@ export class ClusterIndex {
   setPod(pod: Pod): void {
     const key = objectKey(pod.metadata);
     this.deletePod(key);
+    this.#podKeys.add(key);
     if (pod.spec?.hostNetwork === true) return;
     const strength = claim(pod);
     const ips = podIps(pod);
@@ -204,6 +207,7 @@ export class ClusterIndex {
   }
 
   deletePod(key: string): void {
+    this.#podKeys.delete(key);
     const old = this.#pods.get(key);
     if (old === undefined) return;
     for (const ip of old.ips) {
@@ -214,6 +218,16 @@ export class ClusterIndex {
       if (list.length === 0) this.#podsByIp.delete(ip);
     }
     this.#pods.delete(key);
+  }
+
+  /** Whether the pod `namespace/name` exists, indexed or not. */
+  hasPod(key: string): boolean {
+    return this.#podKeys.has(key);
+  }
+
+  /** Whether the Service `namespace/name` exists. */
+  hasService(key: string): boolean {
+    return this.#services.has(key);
   }
 
   /** The pod at a canonical address: the strongest claim, the earliest on a tie. */
@@ -229,7 +243,7 @@ export class ClusterIndex {
 
   /** Keys currently held for a kind: to drop what a new list no longer has. */
   keys(kind: "services" | "endpointslices" | "pods"): string[] {
-    return [...(kind === "services" ? this.#services : kind === "endpointslices" ? this.#slices : this.#pods).keys()];
+    return [...(kind === "services" ? this.#services.keys() : kind === "endpointslices" ? this.#slices.keys() : this.#podKeys)];
   }
 
   delete(kind: "services" | "endpointslices" | "pods", key: string): void {

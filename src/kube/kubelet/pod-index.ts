@@ -21,6 +21,8 @@ export interface PodIndexData {
   podOfIp: number[];
   /** canonical addresses of the node itself (hostIPs, hostNetwork pods' IPs) */
   nodeAddresses: string[];
+  /** `namespace/name` of every pod in the list, indexed or not */
+  podKeys: string[];
   /** pods in the list, indexed or not */
   podCount: number;
 }
@@ -29,8 +31,10 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
   const infos: PodInfo[] = [];
   const owner = new Map<string, { pod: number; claim: number }>();
   const nodeAddresses = new Set<string>();
+  const podKeys: string[] = [];
 
   for (const pod of pods) {
+    podKeys.push(`${pod.metadata.namespace ?? ""}/${pod.metadata.name}`);
     for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) nodeAddresses.add(entry.ip);
     if (pod.status?.hostIP) nodeAddresses.add(pod.status.hostIP);
 
@@ -62,21 +66,28 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
     ips.push(ip);
     podOfIp.push(pod);
   }
-  return { pods: infos, ips, podOfIp, nodeAddresses: [...nodeAddresses], podCount: pods.length };
+  return { pods: infos, ips, podOfIp, nodeAddresses: [...nodeAddresses], podKeys, podCount: pods.length };
 }
 
 export class PodIndex {
-  static readonly EMPTY = new PodIndex(new Map(), new Set(), 0);
+  static readonly EMPTY = new PodIndex(new Map(), new Set(), new Set(), 0);
 
   readonly #byIp: ReadonlyMap<string, PodInfo>;
   readonly #nodeAddresses: ReadonlySet<string>;
+  readonly #podKeys: ReadonlySet<string>;
   /** pods in the list this index was built from */
   readonly podCount: number;
 
-  private constructor(byIp: ReadonlyMap<string, PodInfo>, nodeAddresses: ReadonlySet<string>, podCount: number) {
+  private constructor(byIp: ReadonlyMap<string, PodInfo>, nodeAddresses: ReadonlySet<string>, podKeys: ReadonlySet<string>, podCount: number) {
     this.#byIp = byIp;
     this.#nodeAddresses = nodeAddresses;
+    this.#podKeys = podKeys;
     this.podCount = podCount;
+  }
+
+  /** Whether the list held the pod `namespace/name`. */
+  hasPod(key: string): boolean {
+    return this.#podKeys.has(key);
   }
 
   static fromData(data: PodIndexData): PodIndex {
@@ -85,7 +96,7 @@ export class PodIndex {
       const pod = data.pods[data.podOfIp[i]!];
       if (pod !== undefined) byIp.set(data.ips[i]!, pod);
     }
-    return new PodIndex(byIp, new Set(data.nodeAddresses), data.podCount);
+    return new PodIndex(byIp, new Set(data.nodeAddresses), new Set(data.podKeys), data.podCount);
   }
 
   static fromPods(pods: readonly Pod[]): PodIndex {

@@ -8,7 +8,7 @@ import { ClusterIndex } from "../../../src/kube/apiserver/cluster-index.ts";
 import { PodIndex } from "../../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../../src/kube/kubelet/pod-list.ts";
 import { pod as kubeletPod, podList } from "../../support/kubelet-pods.ts";
-import { apiPod as pod, MS, record, service, slice } from "../fixtures.ts";
+import { apiPod as pod, bareInfo, MS, record, service, slice } from "../fixtures.ts";
 
 const CLIENT_IP = "10.244.1.2";
 const BACKEND_IP = "10.244.1.3";
@@ -142,8 +142,8 @@ describe("services on lines", () => {
   });
 
   test("a new local pod's ClusterIP line waits for both the pod list and its INBOUND line", () => {
-    const known = new Map<string, { name: string; namespace: string }>([
-      [BACKEND_IP, { name: "web-0", namespace: "shop" }],
+    const known = new Map([
+      [BACKEND_IP, bareInfo("web-0", "shop")],
     ]);
     const asked: number[] = [];
     const source = {
@@ -165,7 +165,7 @@ describe("services on lines", () => {
     enricher.endBatch(T0 + 13 * MS);
     // the INBOUND line waits for the list too (its remote end is the awaited new pod); nothing out yet
     expect(out).toHaveLength(0);
-    known.set(CLIENT_IP, { name: "client-new", namespace: "shop" });
+    known.set(CLIENT_IP, bareInfo("client-new", "shop"));
     source.completedStartNs = T0 + 20 * MS;
     enricher.release(T0 + 30 * MS);
     expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstWorkload, r.dstService])).toEqual([

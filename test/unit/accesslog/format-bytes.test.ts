@@ -196,13 +196,15 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
     }
   });
 
-  test("durations of whole nanoseconds are String(ms), digit for digit", () => {
+  test("durations of whole nanoseconds are Go's %v in text, String(ms) in JSON, digit for digit", () => {
     const rng = random(5);
     const r = record(rng);
     for (let i = 0; i < 50_000; i++) {
-      const ns = rng.pick([() => rng.int(1e6), () => rng.int(1e9), () => Math.floor(rng.next() * 1e15), () => 10 ** rng.int(15)])();
+      const ns = rng.pick([() => rng.int(200), () => rng.int(1e6), () => rng.int(1e9), () => Math.floor(rng.next() * 1e15), () => 10 ** rng.int(15)])();
       const line = formatKmeshLine({ ...r, durationMs: ns / 1e6, error: null });
-      expect(line.slice(line.lastIndexOf("duration=") + 9)).toBe(`${String(ns / 1e6)}ms`);
+      expect(line.slice(line.lastIndexOf("duration=") + 9)).toBe(`${reference.goFloat(ns / 1e6)}ms`);
+      expect(JSON.parse(formatJsonLine({ ...r, durationMs: ns / 1e6 })).duration_ms).toBe(ns / 1e6);
+      expect(formatJsonLine({ ...r, durationMs: ns / 1e6 })).toContain(`"duration_ms":${String(ns / 1e6)},`);
     }
   });
 

@@ -1,6 +1,7 @@
 // Today's string formatter, kept verbatim (from commit 15c0d25, src/accesslog/format.ts) as the
 // reference the byte formatter is checked against: format-bytes.test.ts compares the bytes of both
-// on many random records. Not used by the agent.
+// on many random records. Not used by the agent. Since then one change: the text line's duration
+// is Go's %v (goFloat below, written apart from src/accesslog/go-float.ts on purpose).
 import type { AccessRecord } from "../../../src/accesslog/format.ts";
 import type { WallTime } from "../../../src/kernel/clock.ts";
 
@@ -115,6 +116,58 @@ function hostPort(addr: string, port: number, family: 4 | 6): string {
 }
 
 /**
+ * Go's %v of a float64 (strconv.FormatFloat(x, 'g', -1, 64)): the fewest digits that read back as
+ * x (the nearest such, the even one on a tie), in the exponent form (`d.ddde±XX`, at least two
+ * exponent digits) when the exponent of the first digit is below -4 or at least 6 (strconv/ftoa.go
+ * decides with precision 6 for the shortest digits), else as a plain decimal.
+ */
+function goFloat(x: number): string {
+  if (Number.isNaN(x)) return "NaN";
+  if (!Number.isFinite(x)) return x > 0 ? "+Inf" : "-Inf";
+  if (x === 0) return Object.is(x, -0) ? "-0" : "0";
+  const sign = x < 0 ? "-" : "";
+  const abs = Math.abs(x);
+  let precision = 1;
+  while (Number(abs.toExponential(precision - 1)) !== abs) precision++;
+  // toExponential rounds a tie up; Go takes the nearest digits that read back, even on a tie.
+  const [mantissa, power] = abs.toExponential(precision - 1).split("e") as [string, string];
+  const k = Number(power) - (precision - 1); // the value is n * 10^k
+  let n = BigInt(mantissa.replace(".", ""));
+  const [m, q] = exactBinary(abs); // abs = m * 2^q
+  const distance = (c: bigint) => {
+    const left = c * 10n ** BigInt(Math.max(k, 0)) * 2n ** BigInt(Math.max(-q, 0));
+    const right = m * 2n ** BigInt(Math.max(q, 0)) * 10n ** BigInt(Math.max(-k, 0));
+    return left > right ? left - right : right - left;
+  };
+  for (const c of [n - 1n, n + 1n]) {
+    if (Number(`${c}e${k}`) !== abs) continue;
+    const [dc, dn] = [distance(c), distance(n)];
+    if (dc < dn || (dc === dn && c % 2n === 0n)) n = c;
+  }
+  let digits = n.toString();
+  const exponent = k + digits.length - 1;
+  digits = digits.replace(/0+$/, "");
+  if (exponent < -4 || exponent >= 6) {
+    const e = Math.abs(exponent);
+    return sign + digits[0] + (digits.length > 1 ? "." + digits.slice(1) : "") + "e" + (exponent < 0 ? "-" : "+") + (e < 10 ? "0" + e : String(e));
+  }
+  if (exponent < 0) return sign + "0." + "0".repeat(-exponent - 1) + digits;
+  const whole = digits.slice(0, exponent + 1).padEnd(exponent + 1, "0");
+  const fraction = digits.slice(exponent + 1);
+  return sign + whole + (fraction === "" ? "" : "." + fraction);
+}
+
+/** A positive finite double as m * 2^q exactly (BigInt m). */
+function exactBinary(x: number): [bigint, number] {
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  const bits = view.getBigUint64(0);
+  const biased = Number((bits >> 52n) & 0x7ffn);
+  const fraction = bits & ((1n << 52n) - 1n);
+  return biased === 0 ? [fraction, -1074] : [fraction | (1n << 52n), biased - 1075];
+}
+
+/**
  * The line Kmesh writes, without a trailing newline:
  * `accesslog: <report time> src.addr=<ip:port>, src.workload=<pod>, ..., duration=<ms>ms`,
  * followed by `, error=<errno name>` for a failed connection attempt. Unknown values are `-`;
@@ -157,7 +210,7 @@ function formatKmeshLine(r: AccessRecord): string {
     "us, min_rtt=" +
     r.minRttUs +
     "us, duration=" +
-    (r.durationMs === null ? UNKNOWN : `${r.durationMs}ms`);
+    (r.durationMs === null ? UNKNOWN : `${goFloat(r.durationMs)}ms`);
   if (r.error !== null) line += ", error=" + escapeValue(r.error);
   return line;
 }
@@ -211,4 +264,4 @@ function formatJsonLine(r: AccessRecord): string {
 }
 
 
-export const reference = { formatKmeshLine, formatJsonLine, formatGoTime, escapeValue };
+export const reference = { formatKmeshLine, formatJsonLine, formatGoTime, escapeValue, goFloat };

@@ -110,10 +110,11 @@ describe("formatKmeshLine", () => {
     expect(line(2_236_000 / 1e6)).toBe("2.236ms");
     expect(line(50_052_734_827 / 1e6)).toBe("50052.734827ms");
     expect(line(0)).toBe("0ms");
-    expect(line(1 / 1e6)).toBe("0.000001ms");
+    expect(line(1 / 1e6)).toBe("1e-06ms");
     expect(line(123 / 1e6)).toBe("0.000123ms");
     expect(line(5000)).toBe("5000ms");
-    expect(line(86_400_000.000001)).toBe("86400000.000001ms");
+    expect(line(1_200_000)).toBe("1.2e+06ms");
+    expect(line(86_400_000.000001)).toBe("8.6400000000001e+07ms");
   });
 
   test("names with line-breaking characters are escaped", () => {

@@ -98,6 +98,16 @@ describe("the audit line", () => {
     );
   });
 
+  test("/debug/loggers: the log level's old and new value, or that it stays", () => {
+    const logLevel = { before: "info", after: "debug" } as const;
+    expect(auditLine({ ...base, target: "/debug/loggers", status: 200, logLevel })).toBe(
+      'admin API: accepted (200) POST "/debug/loggers" from uid 0, pid 4242, command "curl", 127.0.0.1:41234: log level info -> debug',
+    );
+    expect(auditLine({ ...base, target: "/debug/loggers", status: 403, why: "only root may ...", logLevel: { before: "info", after: "info" } })).toBe(
+      'admin API: refused (403) POST "/debug/loggers" from uid 0, pid 4242, command "curl", 127.0.0.1:41234: log level stays info; only root may ...',
+    );
+  });
+
   test("a path that is no switch; what a client chose stays quoted on one line", () => {
     expect(auditLine({ ...base, method: "PUT", target: "/filters", status: 404, why: '"404 page not found"' })).toBe(
       'admin API: refused (404) PUT "/filters" from uid 0, pid 4242, command "curl", 127.0.0.1:41234; "404 page not found"',
@@ -158,6 +168,19 @@ describe("the gate, in front of the real routes", () => {
       'kmesh-accesslog: admin API: refused (400) POST "/accesslog?enable=true" from uid 0, pid 4242, command "curl", 127.0.0.1:41234: ' +
         'accesslog stays false; "Kmesh monitoring is disabled, cannot enable accesslog."\n',
     ]);
+  });
+
+  test("a request that makes the log quieter still gets its line, at the level in force when it came", async () => {
+    const { backend, lines } = gate();
+    const log = createLogger("info", (line) => lines.push(line));
+    const quiet = new AccessGate(NONE, () => backend.state, log);
+    backend.setLogLevel = (level) => log.setLevel(level);
+    const body = new TextEncoder().encode(JSON.stringify({ name: "default", level: "error" }));
+    const response = await quiet.serve("POST", "/debug/loggers", async () => peer(), () =>
+      handleAdminRequest(backend, "POST", "http://127.0.0.1:15200/debug/loggers", body),
+    );
+    expect([response.status, log.level]).toEqual([200, "error"]);
+    expect(lines).toEqual(['kmesh-accesslog: admin API: accepted (200) POST "/debug/loggers" from uid 0, pid 4242, command "curl", 127.0.0.1:41234: log level info -> error\n']);
   });
 
   test("requests are served one at a time, in arrival order: each line's old and new values are its own", async () => {

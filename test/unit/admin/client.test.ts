@@ -78,16 +78,16 @@ describe("commands against an agent", () => {
     const result = await runCli("monitoring", "--all", "disable", "--accesslog", "enable", "--connectionMetrics", "enable", "--admin-addr", addr);
     expect(result).toEqual({
       exitCode: 1,
-      stdout: `monitoring (every switch) disabled on ${addr}\n`,
+      stdout: "",
       stderr:
-        `kmesh-accesslog: the agent on ${addr} refused to enable accesslog: Kmesh monitoring is disabled, cannot enable accesslog. ` +
+        `kmesh-accesslog: monitoring (every switch) disabled on ${addr}; then the agent on ${addr} refused to enable accesslog: Kmesh monitoring is disabled, cannot enable accesslog. ` +
         "(turn monitoring on first: kmesh-accesslog monitoring --all enable)\n",
     });
     expect(requests).toEqual(["POST /monitoring?enable=false", "POST /accesslog?enable=true"]);
     const back = await runCli("monitoring", "--all", "enable", "--connectionMetrics", "disable", "--admin-addr", addr);
     expect(back).toEqual({
       exitCode: 0,
-      stdout: `monitoring (every switch) enabled on ${addr}\nconnection_metrics disabled on ${addr}\n`,
+      stdout: `monitoring (every switch) enabled, connection_metrics disabled on ${addr}\n`,
       stderr: "",
     });
     expect(agent.state).toEqual({ monitoring: true, accesslog: true, connectionMetrics: false, workloadMetrics: true });

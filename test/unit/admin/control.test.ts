@@ -6,7 +6,7 @@ import { existsSync, lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentControl, type KernelControls } from "../../../src/admin/control.ts";
-import type { Switches } from "../../../src/admin/switches.ts";
+import type { Outputs, Switches } from "../../../src/admin/switches.ts";
 import { createLogger } from "../../../src/log.ts";
 
 const ON: Switches = { monitoring: true, accesslog: true, connectionMetrics: false, workloadMetrics: false };
@@ -20,11 +20,13 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 class FakeKernel implements KernelControls {
   emit: boolean[] = [];
+  applied: Outputs[] = [];
   reports = 0;
   fail = false;
-  setEmitEnabled(enabled: boolean) {
+  apply(outputs: Outputs) {
     if (this.fail) throw new Error("set the probe switches: Bad file descriptor");
-    this.emit.push(enabled);
+    this.emit.push(outputs.kernelEmit);
+    this.applied.push(outputs);
   }
   reportOpenConnections() {
     this.reports++;
@@ -85,6 +87,25 @@ test("the periodic timer runs exactly while monitoring, accesslog and connection
   const stopped = kernel.reports;
   await Bun.sleep(60);
   expect(kernel.reports).toBe(stopped);
+});
+
+test("workload metrics alone: the kernel writes and the timer runs (for the metrics), no line is asked for", async () => {
+  const control = await start({ ...ON, accesslog: false, workloadMetrics: true });
+  const kernel = new FakeKernel();
+  control.attach(kernel);
+  expect(kernel.applied).toEqual([
+    { kernelEmit: true, closeLines: false, periodicReports: false, tcpMetrics: true, connectionSeries: false, reportTimer: true },
+  ]);
+  await Bun.sleep(70);
+  expect(kernel.reports).toBeGreaterThanOrEqual(2);
+  expect(control.metricsText()).toContain("kmesh_accesslog_tcp_metrics_enabled 1\n");
+  expect(logged).toContain("kmesh-accesslog: admin API off; writing nothing (accesslog off); TCP metrics on\n");
+  control.setSwitches({ ...ON, accesslog: false, workloadMetrics: false });
+  expect(kernel.applied.at(-1)).toMatchObject({ kernelEmit: false, tcpMetrics: false, reportTimer: false });
+  const stopped = kernel.reports;
+  await Bun.sleep(60);
+  expect(kernel.reports).toBe(stopped);
+  await control.stop();
 });
 
 test("a kernel that refuses a change leaves the state as it was", async () => {

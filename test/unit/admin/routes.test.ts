@@ -1,7 +1,7 @@
 // Every answer of the admin routes, without a socket: path × method × value ×
 // state, with Kmesh's statuses, bodies (byte for byte) and content types.
 import { describe, expect, test } from "bun:test";
-import { handleAdminRequest, splitTarget, type AdminBackend } from "../../../src/admin/routes.ts";
+import { acceptsGzip, handleAdminRequest, handleMetricsRequest, splitTarget, type AdminBackend } from "../../../src/admin/routes.ts";
 import { versionInfo } from "../../../src/admin/version.ts";
 import { FakeBackend, SWITCHES_OFF, SWITCHES_ON } from "../fixtures.ts";
 
@@ -147,4 +147,41 @@ test("splitTarget keeps the raw query and drops a fragment", () => {
   expect(splitTarget("http://h:1/accesslog?enable=%zz+1&x")).toEqual({ path: "/accesslog", rawQuery: "enable=%zz+1&x" });
   expect(splitTarget("http://h:1/a#b?c")).toEqual({ path: "/a", rawQuery: "" });
   expect(splitTarget("http://[::1]:1")).toEqual({ path: "/", rawQuery: "" });
+});
+
+describe("the TCP metrics' address", () => {
+  const TEXT = '# HELP kmesh_tcp_sent_bytes_total x\n# TYPE kmesh_tcp_sent_bytes_total counter\nkmesh_tcp_sent_bytes_total{reporter="source"} 5\n';
+  const render = () => TEXT;
+
+  test("GET and HEAD at /status/metric (Kmesh's path) and /metrics: the text, Prometheus's content type", async () => {
+    for (const path of ["/status/metric", "/metrics"]) {
+      const response = handleMetricsRequest(render, "GET", `http://127.0.0.1:15020${path}`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+      expect(await response.text()).toBe(TEXT);
+    }
+    expect(handleMetricsRequest(render, "HEAD", "http://h/metrics").status).toBe(200);
+  });
+
+  test("gzipped when the scraper takes it (Prometheus sends Accept-Encoding: gzip)", async () => {
+    const response = handleMetricsRequest(render, "GET", "http://h/status/metric", "gzip");
+    expect(response.headers.get("content-encoding")).toBe("gzip");
+    expect(new TextDecoder().decode(Bun.gunzipSync(new Uint8Array(await response.arrayBuffer())))).toBe(TEXT);
+    expect([acceptsGzip("gzip"), acceptsGzip("deflate, GZIP;q=0.5"), acceptsGzip("identity"), acceptsGzip("gzip;q=0"), acceptsGzip("gzip; q=0.000"), acceptsGzip(null), acceptsGzip("x-gzip")]).toEqual([
+      true,
+      true,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
+  });
+
+  test("other methods 405, other paths 404 naming what is served", async () => {
+    const post = handleMetricsRequest(render, "POST", "http://h/metrics");
+    expect([post.status, post.headers.get("allow"), await post.text()]).toEqual([405, "GET, HEAD", "Method Not Allowed\n"]);
+    const other = handleMetricsRequest(render, "GET", "http://h/stats?x=1");
+    expect([other.status, await other.text()]).toEqual([404, '404 page not found: "/stats"\nthis address serves: GET /status/metric, GET /metrics\n']);
+  });
 });

@@ -60,11 +60,19 @@ describe("a few sequences, as kmeshctl users meet them", () => {
 
 describe("what the switches make the agent do", () => {
   test.each(ALL_STATES)("%o", (s) => {
+    const lines = s.monitoring && s.accesslog;
+    const metrics = s.monitoring && s.workloadMetrics;
     expect(outputsOf(s)).toEqual({
-      // close reports: monitoring && accesslog (Kmesh prints lines only while accesslog is on)
-      kernelEmit: s.monitoring && s.accesslog,
-      // periodic reports: Kmesh's periodic records become lines only while accesslog is on too
-      periodicReports: s.monitoring && s.accesslog && s.connectionMetrics,
+      // the kernel writes while lines or the TCP metrics need its records
+      kernelEmit: lines || metrics,
+      // close lines: monitoring && accesslog (Kmesh prints lines only while accesslog is on)
+      closeLines: lines,
+      // periodic lines: Kmesh's periodic records become lines only while accesslog is on too
+      periodicReports: lines && s.connectionMetrics,
+      tcpMetrics: metrics,
+      connectionSeries: metrics && s.connectionMetrics,
+      // the open connections are read for periodic lines, and for the metrics
+      reportTimer: (lines && s.connectionMetrics) || metrics,
     });
   });
 });
@@ -76,6 +84,7 @@ describe("start-up state", () => {
     [{ monitoring: true, connectionMetrics: true }, { monitoring: true, accesslog: true, connectionMetrics: true, workloadMetrics: false }],
     [{ monitoring: false }, { monitoring: false, accesslog: false, connectionMetrics: false, workloadMetrics: false }],
     [{ monitoring: false, accesslog: false, connectionMetrics: false }, { monitoring: false, accesslog: false, connectionMetrics: false, workloadMetrics: false }],
+    [{ monitoring: true, workloadMetrics: true }, { monitoring: true, accesslog: true, connectionMetrics: false, workloadMetrics: true }],
   ])("%o", (flags, switches) => {
     expect(startupSwitches(flags)).toEqual({ ok: true, switches });
   });
@@ -83,6 +92,7 @@ describe("start-up state", () => {
   test.each([
     [{ monitoring: false, accesslog: true }, "--accesslog cannot be on while --monitoring is off"],
     [{ monitoring: false, connectionMetrics: true }, "--connection-metrics cannot be on while --monitoring is off"],
+    [{ monitoring: false, workloadMetrics: true }, "--workload-metrics cannot be on while --monitoring is off"],
   ])("a state the API could not reach is refused: %o", (flags, message) => {
     expect(startupSwitches(flags)).toEqual({ ok: false, message });
   });

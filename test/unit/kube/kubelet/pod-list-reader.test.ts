@@ -155,8 +155,8 @@ describe("reading only what the schema declares (json-pick)", () => {
     const names = (s: Selection): unknown =>
       s === true ? true : "each" in s ? [names(s.each)] : Object.fromEntries(s.members.map((m) => [m.name, names(m.selection)]));
     expect(names(selectionOf(PodSchema))).toEqual({
-      metadata: { name: true, namespace: true, deletionTimestamp: true },
-      spec: { hostNetwork: true },
+      metadata: { name: true, namespace: true, deletionTimestamp: true, labels: true, ownerReferences: [{ kind: true, name: true, controller: true }] },
+      spec: { hostNetwork: true, serviceAccountName: true },
       status: { phase: true, podIP: true, podIPs: [{ ip: true }], hostIP: true, hostIPs: [{ ip: true }] },
     });
   });
@@ -165,7 +165,8 @@ describe("reading only what the schema declares (json-pick)", () => {
     const real = busyNodePodList(1).items as unknown[];
     const b = bytes(real[0]);
     const picked = pick(b, 0, b.byteLength, selectionOf(PodSchema)) as { metadata: object; spec: object };
-    expect(Object.keys(picked.metadata).sort()).toEqual(["name", "namespace"]);
+    expect(Object.keys(picked.metadata).sort()).toEqual(["labels", "name", "namespace", "ownerReferences"]);
+    expect((picked.metadata as { ownerReferences: object[] }).ownerReferences.map((o) => Object.keys(o).sort())).toEqual([["controller", "kind", "name"]]);
     expect(Object.keys(picked.metadata)).not.toContain("managedFields");
     expect(Object.keys(picked.spec)).not.toContain("containers");
   });

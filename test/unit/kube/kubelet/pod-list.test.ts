@@ -86,9 +86,19 @@ describe("the pod index", () => {
     expect(idx.podCount).toBe(3);
   });
 
-  test("each entry carries the pod's name and namespace", () => {
+  test("each entry carries the pod's name and namespace, and what the workload metrics say of it", () => {
     const idx = index(pod({ name: "web-7d4b9c8f6d-x2x9q", namespace: "shop", ip4: "10.244.1.5", uid: "u-1", owner: { kind: "ReplicaSet", name: "web-7d4b9c8f6d" }, templateHash: "7d4b9c8f6d" }));
-    expect(idx.lookup("10.244.1.5")).toEqual({ name: "web-7d4b9c8f6d-x2x9q", namespace: "shop" });
+    expect(idx.lookup("10.244.1.5")).toEqual({
+      name: "web-7d4b9c8f6d-x2x9q",
+      namespace: "shop",
+      workload: "web",
+      // the fixture's app label is its ReplicaSet's name
+      canonicalService: "web-7d4b9c8f6d",
+      canonicalRevision: "latest",
+      app: "web-7d4b9c8f6d",
+      version: "latest",
+      serviceAccount: "default",
+    });
   });
 
   test("hostNetwork pods are never indexed; their IP and every hostIP are the node's", () => {

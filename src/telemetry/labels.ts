@@ -1,0 +1,95 @@
+// The label sets of Kmesh's TCP metrics, names and order as Kmesh declares them
+// (pkg/controller/telemetry/utils.go), and what each value is made of here, as Istio defines the
+// standard labels. A value that is not known is `unknown`, never empty.
+//
+//   reporter              `source` for an OUTBOUND record (the connecting side reports), `destination` for INBOUND
+//   <peer>_workload       the pod's controller (a Deployment, StatefulSet, ...; kube/pod.ts), else the pod
+//   <peer>_canonical_service, _canonical_revision, _app, _version
+//                         from the pod's labels with Istio's fallbacks (kube/pod.ts)
+//   <peer>_workload_namespace  the pod's namespace
+//   <peer>_principal      spiffe://<--trust-domain>/ns/<namespace>/sa/<service account>
+//   <peer>_cluster        --cluster-name
+//   destination_pod_address    the destination pod's IP (no port); the destination IP when it is
+//                              no pod and no Service; unknown for a Service whose backend is not known
+//   destination_service   the line's dst.service: the Service's hostname, else the destination IP
+//   request_protocol      tcp
+//   response_flags        - (Istio's "no flags")
+//   connection_security_policy  unknown (whether the bytes were TLS is not seen here)
+import type { PodInfo } from "../kube/pod.ts";
+
+export const UNKNOWN = "unknown";
+
+/** What both ends are described by, in Kmesh's order, after `source_` or `destination_`. */
+const PEER = ["workload", "canonical_service", "canonical_revision", "workload_namespace", "principal", "app", "version", "cluster"] as const;
+const SOURCE = PEER.map((name) => `source_${name}`);
+const DESTINATION = PEER.map((name) => `destination_${name}`);
+const TAIL = ["request_protocol", "response_flags", "connection_security_policy"];
+/** The tail's values. */
+export const TAIL_VALUES = ["tcp", "-", UNKNOWN];
+
+export const WORKLOAD_LABELS: readonly string[] = [
+  "reporter",
+  ...SOURCE,
+  "destination_pod_address",
+  "destination_pod_namespace",
+  "destination_pod_name",
+  ...DESTINATION,
+  ...TAIL,
+];
+
+export const SERVICE_LABELS: readonly string[] = [
+  "reporter",
+  ...SOURCE,
+  "destination_service",
+  "destination_service_namespace",
+  "destination_service_name",
+  ...DESTINATION,
+  ...TAIL,
+];
+
+export const CONNECTION_LABELS: readonly string[] = [
+  "reporter",
+  "start_time",
+  ...SOURCE,
+  "source_address",
+  "destination_address",
+  "destination_pod_address",
+  "destination_pod_namespace",
+  "destination_pod_name",
+  "destination_service",
+  "destination_service_namespace",
+  "destination_service_name",
+  ...DESTINATION,
+  ...TAIL,
+];
+
+export interface PeerContext {
+  trustDomain: string;
+  clusterName: string;
+}
+
+/** The eight values of a peer (PEER's order); all unknown for an end that is no known pod. */
+export function peerValues(pod: PodInfo | undefined, context: PeerContext): string[] {
+  if (pod === undefined) return PEER.map(() => UNKNOWN);
+  const namespace = pod.namespace ?? UNKNOWN;
+  const principal =
+    pod.serviceAccount !== null && pod.namespace !== null
+      ? `spiffe://${context.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`
+      : UNKNOWN;
+  return [pod.workload, pod.canonicalService, pod.canonicalRevision, namespace, principal, pod.app, pod.version, context.clusterName];
+}
+
+/** A label value in the exposition text: `\`, `"` and a line feed escaped. */
+export function escapeLabelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+/**
+ * `name="value",...` of consecutive names from `names[from]` on, for the values given: a piece
+ * of a series' label text (the whole is `{` pieces joined by `,` `}`).
+ */
+export function labelText(names: readonly string[], from: number, values: readonly string[]): string {
+  let text = "";
+  for (let i = 0; i < values.length; i++) text += `${i === 0 ? "" : ","}${names[from + i]}="${escapeLabelValue(values[i]!)}"`;
+  return text;
+}
