@@ -396,6 +396,25 @@ abstract class ByteFormat implements LineFormat {
     }
     return this.put(UTC, p);
   }
+
+  /**
+   * RFC 3339 in UTC with all nine fraction digits, `2026-12-01T12:22:18.152687231Z` (the JSON
+   * line's times, which log collectors parse without a custom parser).
+   */
+  protected writeRfc3339(t: WallTime, at: number): number {
+    const p = this.writeDateTime(t.sec, at);
+    this.out[p - 9] = 0x54; // T, for the space before hh:mm:ss
+    this.out[p] = 0x2e; // .
+    const end = this.writeNine(t.nsec, p + 1);
+    this.out[end] = 0x5a; // Z
+    return end + 1;
+  }
+
+  /** writeRfc3339 into `bytes` at `at`; returns where it ends (for other sinks' byte writers). */
+  rfc3339(t: WallTime, bytes: Uint8Array, at: number): number {
+    this.target(bytes);
+    return this.writeRfc3339(t, at);
+  }
 }
 
 // ── Kmesh's text line ────────────────────────────────────────────────────────
@@ -596,7 +615,7 @@ const JSON_FIXED_BYTES = 920;
 
 /**
  * One JSON object per line, written without a trailing newline. Keys, always present and in this order:
- *   time            string  report time, Go layout as in the text line
+ *   time            string  report time, RFC 3339 in UTC with nine fraction digits
  *   src_addr        string  address without port (IPv6 without brackets)
  *   src_port        number
  *   src_workload    string | null
@@ -606,7 +625,7 @@ const JSON_FIXED_BYTES = 920;
  *   dst_service     string | null  (null when unknown: no IP stand-in as in the text line)
  *   dst_workload    string | null
  *   dst_namespace   string | null
- *   start_time      string | null  Go layout
+ *   start_time      string | null  RFC 3339, as time
  *   direction       "OUTBOUND" | "INBOUND"
  *   state           string  BPF_TCP_*
  *   sent_bytes, received_bytes, packet_loss, retransmissions, srtt_us, min_rtt_us   number
@@ -662,7 +681,7 @@ export class JsonLines extends ByteFormat {
   #time(t: WallTime | null, at: number): number {
     if (t === null) return this.put(J_NULL, at);
     this.out[at] = 0x22;
-    const p = this.writeGoTime(t, at + 1);
+    const p = this.writeRfc3339(t, at + 1);
     this.out[p] = 0x22;
     return p + 1;
   }

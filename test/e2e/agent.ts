@@ -70,29 +70,40 @@ export interface AccessLogEntry {
 }
 
 const GO_TIME = /^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? \+0000 UTC$/;
-const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|\+00:00)$/;
+/** RFC 3339's date-time (section 5.6) as the JSON line writes it: UTC ("Z"), all nine fraction digits. */
+const RFC3339_NANO_UTC = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{9})Z$/;
+
+/** Epoch seconds of a calendar date and time; throws unless each part is in range (no Feb 30, no hour 24). */
+function utcSeconds(text: string, [y, mo, d, h, mi, s]: number[]): bigint {
+  const ms = Date.UTC(y!, mo! - 1, d!, h!, mi!, s!);
+  const back = new Date(ms);
+  const parts = [back.getUTCFullYear(), back.getUTCMonth() + 1, back.getUTCDate(), back.getUTCHours(), back.getUTCMinutes(), back.getUTCSeconds()];
+  if (parts.join() !== [y, mo, d, h, mi, s].join()) throw new Error(`not a real UTC date and time: ${JSON.stringify(text)}`);
+  return BigInt(ms / 1000);
+}
 
 /**
  * Parses Go's `time.Time.String()` layout in UTC (`2006-01-02 15:04:05.999999999 +0000 UTC`,
- * trailing fraction zeros dropped) to epoch nanoseconds; also RFC 3339 in UTC, and epoch numbers
- * (unit guessed from magnitude) for JSON. Throws on anything else, including a fraction that
- * ends in 0 in the Go layout.
+ * trailing fraction zeros dropped) to epoch nanoseconds. Throws on anything else, including a
+ * fraction that ends in 0.
  */
-export function parseTime(value: string | number): bigint {
-  if (typeof value === "number") {
-    if (value > 1e17) return BigInt(Math.round(value));
-    if (value > 1e14) return BigInt(Math.round(value * 1e3));
-    if (value > 1e11) return BigInt(Math.round(value * 1e6));
-    return BigInt(Math.round(value * 1e9));
-  }
-  const go = GO_TIME.exec(value);
-  const m = go ?? RFC3339.exec(value);
+export function parseTime(value: string): bigint {
+  const m = GO_TIME.exec(value);
   if (!m) throw new Error(`not a UTC time in Go's layout: ${JSON.stringify(value)}`);
-  if (go && m[7]?.endsWith("0")) throw new Error(`time fraction has trailing zeros: ${JSON.stringify(value)}`);
-  const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
-  const seconds = BigInt(Date.UTC(y, mo - 1, d, h, mi, s) / 1000);
-  const fraction = BigInt((m[7] ?? "").padEnd(9, "0"));
-  return seconds * 1_000_000_000n + fraction;
+  if (m[7]?.endsWith("0")) throw new Error(`time fraction has trailing zeros: ${JSON.stringify(value)}`);
+  const seconds = utcSeconds(value, m.slice(1, 7).map(Number));
+  return seconds * 1_000_000_000n + BigInt((m[7] ?? "").padEnd(9, "0"));
+}
+
+/**
+ * Parses a JSON line's time strictly, to epoch nanoseconds: RFC 3339 in UTC with exactly nine
+ * fraction digits (`2026-12-01T12:22:18.152687231Z`), a date and time that exist. Throws on
+ * anything else: Go's layout, an offset other than Z, fewer digits, a lower-case t or z.
+ */
+export function parseRfc3339(value: string): bigint {
+  const m = RFC3339_NANO_UTC.exec(value);
+  if (!m) throw new Error(`not RFC 3339 in UTC with nine fraction digits: ${JSON.stringify(value)}`);
+  return utcSeconds(value, m.slice(1, 7).map(Number)) * 1_000_000_000n + BigInt(m[7]!);
 }
 
 export function nsToMs(ns: bigint): number {
@@ -177,7 +188,7 @@ export function parseTextLine(line: string): AccessLogEntry {
 }
 
 const Num = v.nullable(v.number());
-const Time = v.union([v.string(), v.number()]);
+const Time = v.string();
 /** null (JSON's "unknown") is read as the text form's `-` */
 const Text = v.nullable(v.string());
 /** The JSON line: numbers must be JSON numbers, not strings. */
@@ -212,12 +223,12 @@ export function parseJsonLine(line: string): AccessLogEntry {
   const j = result.output;
   const bare = (a: string) => a.replace(/^\[(.*)\]$/, "$1");
   const text = (t: string | null) => t ?? "-";
-  const start = j.start_time === null || j.start_time === "-" ? null : parseTime(j.start_time);
+  const start = j.start_time === null ? null : parseRfc3339(j.start_time);
   return {
     format: "json",
     raw: line,
-    time: String(j.time),
-    timeNs: parseTime(j.time),
+    time: j.time,
+    timeNs: parseRfc3339(j.time),
     srcAddr: bare(j.src_addr),
     srcPort: j.src_port,
     srcWorkload: text(j.src_workload),

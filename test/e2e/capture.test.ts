@@ -8,7 +8,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection, nsToMs, startAgent, TEXT_FIELDS } from "./agent.ts";
+import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection, nsToMs, parseRfc3339, startAgent, TEXT_FIELDS } from "./agent.ts";
 import { checkExchange, checkRefused, closeLines, isClose, type Key, keyOf } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, run, type TestNode } from "./node.ts";
@@ -135,6 +135,9 @@ describe.skipIf(!ready)("capture: text lines", () => {
   });
 });
 
+/** Epoch nanoseconds as RFC 3339 with nine digits, from Date's own calendar (not the agent's code). */
+const isoNano = (ns: bigint) => `${new Date(Number(ns / 1_000_000_000n) * 1000).toISOString().slice(0, 19)}.${String(ns % 1_000_000_000n).padStart(9, "0")}Z`;
+
 describe.skipIf(!ready)("capture: JSON lines", () => {
   test("--output json gives the same values, as numbers, with every key", async () => {
     await using node = await createTestNode({ pods: ["client", "server"] });
@@ -157,12 +160,19 @@ describe.skipIf(!ready)("capture: JSON lines", () => {
         }
         expect(raw.src_addr).toBe(a.ip(family));
         expect(raw.dst_addr).toBe(b.ip(family));
+        // The times passed the strict RFC 3339 parser (parseJsonLine); they are the exact instants
+        // the numbers say: start + duration is the report time to the nanosecond, and each text
+        // is the canonical form of its instant (Date's own ISO text, nine digits, Z).
+        const [time, start] = [parseRfc3339(raw.time as string), parseRfc3339(raw.start_time as string)];
+        expect(time - start).toBe(BigInt(Math.round((raw.duration_ms as number) * 1e6)));
+        expect([raw.time, raw.start_time]).toEqual([isoNano(time), isoNano(start)]);
         // The text agent saw the same connection: same kernel values.
         const key = { srcAddr: e.srcAddr, srcPort: e.srcPort!, dstAddr: e.dstAddr, dstPort: e.dstPort! };
         const [t] = await text.waitForLines((x) => matchConnection(key, e.direction as "OUTBOUND")(x) && isClose(x));
         const same = (x: AccessLogEntry) => [x.sentBytes, x.receivedBytes, x.packetLoss, x.retransmissions, x.srttUs, x.minRttUs, x.state];
         expect(same(e)).toEqual(same(t!));
         expect(Math.abs(nsToMs(e.startNs! - t!.startNs!))).toBeLessThan(1);
+        expect(Math.abs(nsToMs(e.timeNs! - t!.timeNs!))).toBeLessThan(1);
       }
     }
     expect(agent.malformed).toEqual([]);

@@ -4,7 +4,7 @@
  * tests rely on it.
  */
 import { describe, expect, test } from "bun:test";
-import { parseAddr, parseJsonLine, parseTextLine, parseTime } from "./agent.ts";
+import { parseAddr, parseJsonLine, parseRfc3339, parseTextLine, parseTime } from "./agent.ts";
 import { exchange, runClient, startServer } from "./exchange.ts";
 import { createTestNode, listNamespaces, NETNS_PREFIX, run, sweepStaleNamespaces } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
@@ -64,9 +64,26 @@ describe("line parser", () => {
     expect(parseAddr("[::1]:80")).toEqual({ addr: "::1", port: 80 });
   });
 
+  test("JSON times: RFC 3339 in UTC with nine fraction digits, and nothing else", () => {
+    expect(parseRfc3339("2026-12-01T12:22:18.152687231Z")).toBe(1796127738_152687231n);
+    expect(parseRfc3339("2028-02-29T00:00:00.000000000Z")).toBe(1835395200_000000000n);
+    for (const bad of [
+      "2026-12-01 12:22:18.152687231 +0000 UTC",
+      "2026-12-01T12:22:18.15268723Z",
+      "2026-12-01T12:22:18Z",
+      "2026-12-01T12:22:18.152687231+00:00",
+      "2026-12-01t12:22:18.152687231z",
+      "2026-02-30T12:22:18.152687231Z",
+      "2026-12-01T24:00:00.000000000Z",
+      "2026-13-01T12:22:18.152687231Z",
+    ]) {
+      expect(() => parseRfc3339(bad)).toThrow(/RFC 3339|real UTC date/);
+    }
+  });
+
   test("JSON lines need numbers", () => {
     const json = {
-      time: "2025-04-24 08:54:40.971980208 +0000 UTC",
+      time: "2025-04-24T08:54:40.971980208Z",
       src_addr: "10.244.2.79",
       src_port: 41978,
       src_workload: "-",
@@ -76,7 +93,7 @@ describe("line parser", () => {
       dst_service: "10.244.2.78",
       dst_workload: "-",
       dst_namespace: "-",
-      start_time: "2025-04-24 08:53:50.919245381 +0000 UTC",
+      start_time: "2025-04-24T08:53:50.919245381Z",
       direction: "OUTBOUND",
       state: "BPF_TCP_CLOSE",
       sent_bytes: 3,

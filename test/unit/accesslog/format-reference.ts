@@ -78,6 +78,14 @@ function formatGoTime(t: WallTime): string {
   return head + "." + fraction + " +0000 UTC";
 }
 
+/**
+ * RFC 3339 in UTC with nine fraction digits (the JSON line's times since Go's layout gave way
+ * there), from Date's own calendar: a second implementation, independent of civilText above.
+ */
+function formatRfc3339(t: WallTime): string {
+  return `${new Date(t.sec * 1000).toISOString().slice(0, 19)}.${String(t.nsec).padStart(9, "0")}Z`;
+}
+
 // Escaping of values that come from outside (pod, namespace and service names, the error text).
 //
 // A value is written as is when every character is printable ASCII (0x21..0x7E) other than
@@ -217,7 +225,7 @@ function formatKmeshLine(r: AccessRecord): string {
 
 /**
  * One JSON object per line, without a trailing newline. Keys, always present and in this order:
- *   time            string  report time, Go layout as in the text line
+ *   time            string  report time, RFC 3339 in UTC with nine fraction digits
  *   src_addr        string  address without port (IPv6 without brackets)
  *   src_port        number
  *   src_workload    string | null
@@ -227,7 +235,7 @@ function formatKmeshLine(r: AccessRecord): string {
  *   dst_service     string | null  (null when unknown: no IP stand-in as in the text line)
  *   dst_workload    string | null
  *   dst_namespace   string | null
- *   start_time      string | null  Go layout
+ *   start_time      string | null  RFC 3339, as time
  *   direction       "OUTBOUND" | "INBOUND"
  *   state           string  BPF_TCP_*
  *   sent_bytes, received_bytes, packet_loss, retransmissions, srtt_us, min_rtt_us   number
@@ -238,7 +246,7 @@ function formatKmeshLine(r: AccessRecord): string {
  */
 function formatJsonLine(r: AccessRecord): string {
   return JSON.stringify({
-    time: formatGoTime(r.reportTime),
+    time: formatRfc3339(r.reportTime),
     src_addr: r.srcAddr,
     src_port: r.srcPort,
     src_workload: r.srcWorkload,
@@ -248,7 +256,7 @@ function formatJsonLine(r: AccessRecord): string {
     dst_service: r.dstService,
     dst_workload: r.dstWorkload,
     dst_namespace: r.dstNamespace,
-    start_time: r.startTime === null ? null : formatGoTime(r.startTime),
+    start_time: r.startTime === null ? null : formatRfc3339(r.startTime),
     direction: r.direction,
     state: r.state,
     sent_bytes: r.sentBytes,
@@ -264,4 +272,4 @@ function formatJsonLine(r: AccessRecord): string {
 }
 
 
-export const reference = { formatKmeshLine, formatJsonLine, formatGoTime, escapeValue, goFloat };
+export const reference = { formatKmeshLine, formatJsonLine, formatGoTime, formatRfc3339, escapeValue, goFloat };

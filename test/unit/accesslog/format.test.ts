@@ -164,8 +164,28 @@ describe("escapeValue", () => {
 describe("formatJsonLine", () => {
   test("the seed record", () => {
     expect(formatJsonLine(seed)).toBe(
-      '{"time":"2025-04-24 08:54:40.971980208 +0000 UTC","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24 08:53:50.919245381 +0000 UTC","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null,"netns":4026531840}',
+      '{"time":"2025-04-24T08:54:40.971980208Z","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24T08:53:50.919245381Z","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null,"netns":4026531840}',
     );
+  });
+
+  test("times are RFC 3339 in UTC with nine fraction digits, zeros kept", () => {
+    const sec = utc("2026-12-01T12:22:18Z");
+    const times = (nsec: number) => {
+      const j = JSON.parse(formatJsonLine({ ...seed, reportTime: { sec, nsec }, startTime: { sec: sec - 86_400 * 366, nsec } }));
+      return [j.time, j.start_time];
+    };
+    expect(times(152_687_231)).toEqual(["2026-12-01T12:22:18.152687231Z", "2025-11-30T12:22:18.152687231Z"]);
+    expect(times(0)).toEqual(["2026-12-01T12:22:18.000000000Z", "2025-11-30T12:22:18.000000000Z"]);
+    expect(times(500_000_000)[0]).toBe("2026-12-01T12:22:18.500000000Z");
+    expect(times(1)[0]).toBe("2026-12-01T12:22:18.000000001Z");
+    expect(JSON.parse(formatJsonLine({ ...seed, reportTime: { sec: 0, nsec: 999_999_999 } })).time).toBe("1970-01-01T00:00:00.999999999Z");
+    // Leap day, and the turn of a year.
+    expect(JSON.parse(formatJsonLine({ ...seed, reportTime: { sec: utc("2028-02-29T23:59:59Z"), nsec: 7 } })).time).toBe("2028-02-29T23:59:59.000000007Z");
+    expect(JSON.parse(formatJsonLine({ ...seed, reportTime: { sec: utc("2026-12-31T23:59:59Z") + 1, nsec: 0 } })).time).toBe("2027-01-01T00:00:00.000000000Z");
+  });
+
+  test("the text line keeps Go's layout", () => {
+    expect(formatKmeshLine(seed)).toBe(SEED_LINE);
   });
 
   test("unknowns are null, IPv6 without brackets, values JSON-escaped only", () => {
@@ -187,7 +207,7 @@ describe("formatJsonLine", () => {
     const text = formatJsonLine(r);
     expect(text).not.toContain("\n");
     expect(JSON.parse(text)).toEqual({
-      time: "2025-04-24 08:54:40.971980208 +0000 UTC",
+      time: "2025-04-24T08:54:40.971980208Z",
       src_addr: "fd00::1",
       src_port: 41978,
       src_workload: 'we"ird, name\n',
