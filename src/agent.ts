@@ -9,7 +9,7 @@ import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
-import { METRIC_PREFIX, type MetricsRegistry } from "./admin/metrics.ts";
+import { METRIC_PREFIX, type MetricsRegistry, type Sample } from "./admin/metrics.ts";
 import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
@@ -23,6 +23,9 @@ import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings
 import type { PodInfo } from "./kube/pod.ts";
 import type { HostPort } from "./address.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { type ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
+import { resolveExporterSettings } from "./sink/otlp/settings.ts";
+import { Sinks } from "./sink/sinks.ts";
 import { type KubeView, TcpMetrics } from "./telemetry/tcp-metrics.ts";
 import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
 
@@ -42,7 +45,7 @@ const CLOSE_STATE = "BPF_TCP_CLOSE";
 export class Agent {
   readonly #clock: Clock;
   readonly #probe: Probe;
-  readonly #sink: LineSink;
+  readonly #sink: Sinks;
   readonly #control: AgentControl;
   readonly #log: Logger;
   #timers: Timer[] = [];
@@ -62,7 +65,7 @@ export class Agent {
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
 
-  private constructor(clock: Clock, probe: Probe, sink: LineSink, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
+  private constructor(clock: Clock, probe: Probe, sink: Sinks, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
     this.#control = control;
     this.#log = log;
     this.#clock = clock;
@@ -110,7 +113,11 @@ export class Agent {
     pods?.start();
     let api: ApiSource | null = null;
     let probe: Probe;
+    let otlp: OtlpExporter | null = null;
     try {
+      // A headers or CA file that cannot work is refused before the probe loads.
+      const otlpSettings = resolveExporterSettings(options);
+      otlp = otlpSettings === null ? null : new OtlpExporter(otlpSettings, log);
       api = createApiSource(options, log);
       api?.start();
       probe = await Probe.open({
@@ -126,16 +133,21 @@ export class Agent {
       throw error;
     }
     metrics.kube = kubeView(pods, api);
-    const sink = new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
-      maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
-      notice: (message) => log.warn(message),
-    });
+    const lines =
+      options.output === "none"
+        ? null
+        : new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
+            maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
+            notice: (message) => log.warn(message),
+          });
+    const sink = new Sinks(lines, otlp);
     const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
     const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNs, options);
     registerMetrics(control.metrics, agent, pods, api, enricher);
+    if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
     control.attach({
       apply: (outputs) => agent.#apply(outputs),
       reportOpenConnections: () => agent.#reportOpenConnections(),
@@ -414,4 +426,19 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
       metric("clusterip_lines_held_total", "counter", "OUTBOUND lines to a ClusterIP held to wait for their INBOUND line.", () => enricher.stats.heldForBackend);
     }
   }
+}
+
+/** What the OTLP exporter counts (src/sink/otlp/exporter.ts), after the agent's own. */
+function registerOtlpMetrics(registry: MetricsRegistry, stats: Readonly<ExporterStats>): void {
+  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
+    registry.register({ name: `${METRIC_PREFIX}otlp_${name}`, type, help, read });
+  metric("records_queued", "gauge", "Reports accepted for the OTLP collector and not yet delivered or dropped (at most --otlp-queue-size).", () => stats.queued);
+  metric("records_sent_total", "counter", "Reports the OTLP collector accepted.", () => stats.sent);
+  metric("records_dropped_total", "counter", "Reports not delivered to the OTLP collector: the queue was full, the collector refused them, or they were still queued when the flush at stop ran out.", () => [
+    { labels: { reason: "queue_full" }, value: stats.droppedQueueFull },
+    { labels: { reason: "rejected" }, value: stats.droppedRejected },
+    { labels: { reason: "stop" }, value: stats.droppedAtStop },
+  ]);
+  metric("requests_total", "counter", "Requests the OTLP collector answered with success.", () => stats.requests);
+  metric("request_failures_total", "counter", "Requests to the OTLP collector that failed: retried (429, 502, 503, 504, network, timeout) or refused.", () => stats.requestFailures);
 }

@@ -328,6 +328,12 @@ function conflict(given: Readonly<Record<string, unknown>>): string | null {
     if ("contradicts" in spec && isGiven(given[spec.contradicts])) {
       return `--${kebabCase(name)} and --${kebabCase(spec.contradicts)} contradict each other: give one of them`;
     }
+    if ("needs" in spec && !isGiven(given[spec.needs])) {
+      return `--${kebabCase(name)} needs --${kebabCase(spec.needs)}: without it, it has nothing to change`;
+    }
+  }
+  if (given.output === "none" && !isGiven(given.otlpEndpoint)) {
+    return "--output none writes no lines: give --otlp-endpoint to send the reports to a collector, or --output text or json";
   }
   return null;
 }

@@ -70,6 +70,32 @@ export const HostPortSchema = v.strictObject({
   port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)),
 });
 
+// The OTLP exporter (src/sink/otlp/): defaults that RunOptions leaves undefined, applied there.
+export const DEFAULT_OTLP_BATCH_SIZE = 1024;
+export const DEFAULT_OTLP_BATCH_DELAY_S = 1;
+export const DEFAULT_OTLP_QUEUE_SIZE = 100_000;
+export const DEFAULT_OTLP_TIMEOUT_S = 10;
+export const DEFAULT_OTLP_FLUSH_TIMEOUT_S = 5;
+const MAX_OTLP_BATCH_SIZE = 16_384;
+const MAX_OTLP_QUEUE_SIZE = 10_000_000;
+/** OTLP/HTTP's path for logs, added to an endpoint that does not end in it. */
+const OTLP_LOGS_PATH = "/v1/logs";
+
+/**
+ * The URL logs are sent to, from --otlp-endpoint: an http(s) URL without credentials, query or
+ * fragment; `/v1/logs` is added to its path unless the path already ends in it (OTLP/HTTP's rule
+ * for a base endpoint, so `http://collector:4318` and `http://collector:4318/v1/logs` both work).
+ */
+export function otlpLogsUrl(text: string): string | undefined {
+  if (!URL.canParse(text)) return undefined;
+  const url = new URL(text);
+  if (!/^https?:$/.test(url.protocol) || url.host === "" || url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
+    return undefined;
+  }
+  if (!url.pathname.endsWith(OTLP_LOGS_PATH)) url.pathname = `${url.pathname.replace(/\/+$/, "")}${OTLP_LOGS_PATH}`;
+  return url.href;
+}
+
 // ── The flags ────────────────────────────────────────────────────────────────
 
 /** The flags that turn a source off, and the flags that cannot be given with them. */
@@ -107,16 +133,18 @@ interface FlagSpec {
   turnsOff?: string;
   /** `--flag ""` means this flag: the value becomes null (none). */
   emptyIs?: NoListenerFlag;
+  /** Given without this flag, it is a usage error: it only tunes what that flag turns on. */
+  needs?: "otlpEndpoint";
 }
 
 // Conflicts (offWith, contradicts) are checked in this order, the first one found reported.
 export const FLAGS = {
   output: {
     kind: "value",
-    schema: v.picklist(["text", "json"]),
-    expected: "text or json",
-    placeholder: "<text|json>",
-    description: "Line format: Kmesh's access-log text, or one JSON object per line",
+    schema: v.picklist(["text", "json", "none"]),
+    expected: "text, json or none",
+    placeholder: "<text|json|none>",
+    description: "Line format on stdout: Kmesh's access-log text, one JSON object per line, or none (with --otlp-endpoint: the collector only)",
     default: "text",
   },
   duration: {
@@ -438,6 +466,83 @@ export const FLAGS = {
     description: "Do not read the kubelet: every pod name and namespace is -",
     check: "Do not try the kubelet (the agent runs without it: pod names are -)",
     turnsOff: "the kubelet's pod list",
+  },
+  // The OTLP exporter (src/sink/otlp/).
+  otlpEndpoint: {
+    kind: "value",
+    schema: v.string(),
+    read: otlpLogsUrl,
+    expected: "an http:// or https:// URL of an OTLP/HTTP collector, without credentials or query, e.g. http://otel-collector:4318",
+    placeholder: "<url>",
+    description: `Also send every report to this OpenTelemetry collector as an OTLP log record (protobuf over HTTP, gzip); ${OTLP_LOGS_PATH} is added to the path unless it ends in it`,
+  },
+  otlpHeadersFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "Extra request headers for the collector (auth), one `Name: value` per line; read again every minute, never printed",
+    needs: "otlpEndpoint",
+  },
+  otlpCaFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "CA that signed the collector's certificate (default: the system's roots); read again every minute",
+    needs: "otlpEndpoint",
+    contradicts: "otlpInsecureSkipVerify",
+  },
+  otlpInsecureSkipVerify: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Do not verify the collector's TLS certificate; says so on stderr",
+    needs: "otlpEndpoint",
+  },
+  otlpBatchSize: {
+    kind: "value",
+    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_BATCH_SIZE)),
+    read: whole,
+    expected: `a whole number of reports from 1 to ${MAX_OTLP_BATCH_SIZE}`,
+    placeholder: "<n>",
+    description: `Reports per request to the collector, at most (default: ${DEFAULT_OTLP_BATCH_SIZE})`,
+    needs: "otlpEndpoint",
+  },
+  otlpBatchDelay: {
+    kind: "value",
+    schema: seconds(0.01, 60),
+    read: decimal,
+    expected: "a number of seconds from 0.01 to 60",
+    placeholder: "<seconds>",
+    description: `How long a report may wait for its batch to fill before the batch is sent (default: ${DEFAULT_OTLP_BATCH_DELAY_S})`,
+    needs: "otlpEndpoint",
+  },
+  otlpQueueSize: {
+    kind: "value",
+    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_QUEUE_SIZE)),
+    read: whole,
+    expected: `a whole number of reports from 1 to ${MAX_OTLP_QUEUE_SIZE}`,
+    placeholder: "<n>",
+    description: `Reports held for the collector while it is slow or away; beyond this, new reports are dropped and counted (default: ${DEFAULT_OTLP_QUEUE_SIZE})`,
+    needs: "otlpEndpoint",
+  },
+  otlpTimeout: {
+    kind: "value",
+    schema: seconds(0.1, 300),
+    read: decimal,
+    expected: "a number of seconds from 0.1 to 300",
+    placeholder: "<seconds>",
+    description: `How long one request to the collector may take before it is retried (default: ${DEFAULT_OTLP_TIMEOUT_S})`,
+    needs: "otlpEndpoint",
+  },
+  otlpFlushTimeout: {
+    kind: "value",
+    schema: seconds(0, 300),
+    read: decimal,
+    expected: "a number of seconds from 0 to 300",
+    placeholder: "<seconds>",
+    description: `At SIGTERM, how long what is queued for the collector may take to go; the rest is counted as dropped (default: ${DEFAULT_OTLP_FLUSH_TIMEOUT_S})`,
+    needs: "otlpEndpoint",
   },
 } as const satisfies Record<string, FlagSpec>;
 

@@ -13,9 +13,9 @@ import { runCli, runOptions, usageError } from "../support/cli.ts";
 
 describe("a mistake is one line on stderr and exit code 2", () => {
   const cases: [args: string[], message: string][] = [
-    [["--output", "xml"], 'invalid value for --output: "xml" (expected text or json)'],
-    [["run", "--output=xml"], 'invalid value for --output: "xml" (expected text or json)'],
-    [["--output"], "missing value for --output (expected text or json)"],
+    [["--output", "xml"], 'invalid value for --output: "xml" (expected text, json or none)'],
+    [["run", "--output=xml"], 'invalid value for --output: "xml" (expected text, json or none)'],
+    [["--output"], "missing value for --output (expected text, json or none)"],
     [["--duration", "0"], 'invalid value for --duration: "0" (expected a positive number of seconds, at most 2147483)'],
     [["--duration=-1"], 'invalid value for --duration: "-1" (expected a positive number of seconds, at most 2147483)'],
     [["--duration", "ten"], 'invalid value for --duration: "ten" (expected a positive number of seconds, at most 2147483)'],
@@ -35,9 +35,9 @@ describe("a mistake is one line on stderr and exit code 2", () => {
     [["--output", "json", "run"], 'the command "run" must come before any flag'],
     // Several mistakes: the first one in argv order, still one line.
     [["--bogus", "--output", "xml", "--nope"], "unknown flag --bogus"],
-    [["--output", "xml", "--bogus"], 'invalid value for --output: "xml" (expected text or json)'],
+    [["--output", "xml", "--bogus"], 'invalid value for --output: "xml" (expected text, json or none)'],
     // A value cannot break the one-line promise.
-    [["--output", "a\nb"], 'invalid value for --output: "a\\nb" (expected text or json)'],
+    [["--output", "a\nb"], 'invalid value for --output: "a\\nb" (expected text, json or none)'],
   ];
 
   test.concurrent.each(cases)("%j", async (args, message) => {
@@ -47,7 +47,7 @@ describe("a mistake is one line on stderr and exit code 2", () => {
 });
 
 describe("--help and --version", () => {
-  const runFlags = ["--output <text|json>", "--duration <seconds>", "--ring-buffer-size <bytes>", "--max-connections <n>", "--version", "--help"];
+  const runFlags = ["--output <text|json|none>", "--duration <seconds>", "--ring-buffer-size <bytes>", "--max-connections <n>", "--version", "--help"];
 
   test.concurrent.each([[["--help"]], [["-h"]], [["run", "--help"]]])("%j lists run's flags and exits 0", async (args) => {
     const { stdout, stderr, exitCode } = await runCli(...args);
@@ -270,6 +270,56 @@ describe("run: API-server flags", () => {
   test("filters without the kubelet are fine when the API server is asked for", () => {
     expect(runOptions("--no-kubelet", "--kube-api", "--namespace", "shop").namespace).toEqual(["shop"]);
     expect(usageError("--no-kubelet", "--namespace", "shop")).toContain("--no-kubelet");
+  });
+});
+
+describe("run: OTLP export flags", () => {
+  test("the endpoint: /v1/logs added to a base URL, kept when given; the tunables' defaults are the exporter's", () => {
+    expect(runOptions().otlpEndpoint).toBeUndefined();
+    expect(runOptions("--otlp-endpoint", "http://collector:4318").otlpEndpoint).toBe("http://collector:4318/v1/logs");
+    expect(runOptions("--otlp-endpoint", "https://collector.example/otlp/").otlpEndpoint).toBe("https://collector.example/otlp/v1/logs");
+    expect(runOptions("--otlp-endpoint", "http://[::1]:4318/v1/logs").otlpEndpoint).toBe("http://[::1]:4318/v1/logs");
+    expect(
+      runOptions(
+        "--output", "none", "--otlp-endpoint", "http://c:4318", "--otlp-headers-file", "/h", "--otlp-ca-file", "/ca",
+        "--otlp-batch-size", "200", "--otlp-batch-delay", "0.5", "--otlp-queue-size", "5000", "--otlp-timeout", "3", "--otlp-flush-timeout", "0",
+      ),
+    ).toMatchObject({
+      output: "none",
+      otlpHeadersFile: "/h",
+      otlpCaFile: "/ca",
+      otlpBatchSize: 200,
+      otlpBatchDelay: 0.5,
+      otlpQueueSize: 5000,
+      otlpTimeout: 3,
+      otlpFlushTimeout: 0,
+    });
+    expect(runOptions("--otlp-endpoint", "http://c", "--otlp-insecure-skip-verify").otlpInsecureSkipVerify).toBe(true);
+  });
+
+  const url = "an http:// or https:// URL of an OTLP/HTTP collector, without credentials or query, e.g. http://otel-collector:4318";
+  test.each([
+    [["--otlp-endpoint", "collector:4318"], `invalid value for --otlp-endpoint: "collector:4318" (expected ${url})`],
+    [["--otlp-endpoint", "grpc://collector:4317"], `invalid value for --otlp-endpoint: "grpc://collector:4317" (expected ${url})`],
+    [["--otlp-endpoint", "http://collector:4318/v1/logs?x=1"], `invalid value for --otlp-endpoint: "http://collector:4318/v1/logs?x=1" (expected ${url})`],
+    [["--otlp-endpoint", "http://"], `invalid value for --otlp-endpoint: "http://" (expected ${url})`],
+    [["--otlp-endpoint"], `missing value for --otlp-endpoint (expected ${url})`],
+    [["--output", "none"], "--output none writes no lines: give --otlp-endpoint to send the reports to a collector, or --output text or json"],
+    [["--otlp-headers-file", "/h"], "--otlp-headers-file needs --otlp-endpoint: without it, it has nothing to change"],
+    [["--otlp-queue-size", "10"], "--otlp-queue-size needs --otlp-endpoint: without it, it has nothing to change"],
+    [["--otlp-insecure-skip-verify"], "--otlp-insecure-skip-verify needs --otlp-endpoint: without it, it has nothing to change"],
+    [["--otlp-endpoint", "https://c", "--otlp-ca-file", "/ca", "--otlp-insecure-skip-verify"], "--otlp-ca-file and --otlp-insecure-skip-verify contradict each other: give one of them"],
+    [["--otlp-endpoint", "http://c", "--otlp-batch-size", "0"], 'invalid value for --otlp-batch-size: "0" (expected a whole number of reports from 1 to 16384)'],
+    [["--otlp-endpoint", "http://c", "--otlp-queue-size", "1e5"], 'invalid value for --otlp-queue-size: "1e5" (expected a whole number of reports from 1 to 10000000)'],
+    [["--otlp-endpoint", "http://c", "--otlp-batch-delay", "0"], 'invalid value for --otlp-batch-delay: "0" (expected a number of seconds from 0.01 to 60)'],
+    [["--otlp-endpoint", "http://c", "--otlp-flush-timeout", "301"], 'invalid value for --otlp-flush-timeout: "301" (expected a number of seconds from 0 to 300)'],
+  ])("%j is refused", (argv, message) => {
+    expect(usageError(...argv)).toBe(message);
+  });
+
+  test("a bad endpoint, as a user meets it: one line, exit code 2, before anything starts", async () => {
+    const { stdout, stderr, exitCode } = await runCli("--otlp-endpoint", "ftp://collector");
+    expect({ exitCode, stderr, stdout }).toEqual({ exitCode: 2, stderr: `kmesh-accesslog: invalid value for --otlp-endpoint: "ftp://collector" (expected ${url})\n`, stdout: "" });
   });
 });
 
