@@ -176,6 +176,9 @@ export class OtlpReceiver implements AsyncDisposable {
   readonly records: ReceivedRecord[] = [];
   /** requests that were not a gzipped OTLP logs request (each with why) */
   readonly malformed: string[] = [];
+  /** requests being answered now, and the most there ever were at once */
+  inFlight = 0;
+  maxInFlight = 0;
   /** How the next request is answered (after it was decoded); by default 200 at once. */
   answer: (request: ReceivedRequest) => Answer = () => ({ status: 200 });
   readonly #waiters = new Set<() => void>();
@@ -242,7 +245,10 @@ export class OtlpReceiver implements AsyncDisposable {
     const answer = this.answer(received);
     received.status = answer.status;
     this.requests.push(received);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     if (answer.delayMs) await Bun.sleep(answer.delayMs);
+    this.inFlight--;
     if (answer.status >= 200 && answer.status < 300) this.records.push(...records);
     for (const wake of this.#waiters) wake();
     // An empty ExportLogsServiceResponse is an empty body.
