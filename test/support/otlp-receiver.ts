@@ -1,6 +1,6 @@
 /**
  * A local OpenTelemetry collector of our own for tests: `POST /v1/logs` on 127.0.0.1 (HTTP, or
- * HTTPS with a certificate made at test time), each request gunzipped and decoded with the
+ * HTTPS with a certificate made at test time: local-server.ts), each request gunzipped and decoded with the
  * OFFICIAL definitions: the protobufjs code the OpenTelemetry JS project generated from
  * opentelemetry-proto and shipped in @opentelemetry/otlp-transformer up to 0.214.0 (a dev
  * dependency pinned there for this; later releases no longer ship it), never with the agent's
@@ -13,12 +13,8 @@
  *   const [record] = await collector.waitForRecords((r) => r.attributes["source.port"] === 40000n);
  */
 import { createRequire } from "node:module";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import type { Server } from "bun";
-import { makeCertificates } from "./kubelet-server.ts";
+import { LocalServer, started } from "./local-server.ts";
 
 /** The generated code, untyped: the shapes below are what its decode() and toObject() give. */
 const generated = createRequire(import.meta.url)("@opentelemetry/otlp-transformer/build/src/generated/root.js") as {
@@ -162,14 +158,7 @@ export interface ReceiverOptions {
   port?: number;
 }
 
-export class OtlpReceiver implements AsyncDisposable {
-  readonly dir: string;
-  /** the CA that signed the server's certificate, and one that did not (with tls) */
-  readonly caFile: string;
-  readonly otherCaFile: string;
-  readonly #tls: { cert: string; key: string } | null;
-  #server: Server<undefined> | null = null;
-  #port: number;
+export class OtlpReceiver extends LocalServer {
   /** every request, however it was answered */
   readonly requests: ReceivedRequest[] = [];
   /** the records of requests answered 2xx, in arrival order */
@@ -184,50 +173,16 @@ export class OtlpReceiver implements AsyncDisposable {
   readonly #waiters = new Set<() => void>();
 
   constructor(options: ReceiverOptions) {
-    this.dir = mkdtempSync(join(tmpdir(), "otlp-receiver-"));
-    this.#port = options.port ?? 0;
-    if (options.tls) {
-      const certs = makeCertificates(this.dir);
-      this.caFile = certs.caFile;
-      this.otherCaFile = certs.otherCaFile;
-      this.#tls = { cert: readFileSync(certs.certFile, "utf8"), key: readFileSync(certs.keyFile, "utf8") };
-    } else {
-      this.caFile = "";
-      this.otherCaFile = "";
-      this.#tls = null;
-    }
-  }
-
-  get port(): number {
-    return this.#port;
+    // a slow answer may take longer than Bun's default idle time of 10 s
+    super({ prefix: "otlp-receiver-", tls: options.tls === true, port: options.port, idleTimeout: 0 });
   }
 
   /** The base URL to give --otlp-endpoint (the agent adds /v1/logs). */
   get endpoint(): string {
-    return `${this.#tls ? "https" : "http"}://127.0.0.1:${this.#port}`;
+    return this.origin;
   }
 
-  /** Listens on 127.0.0.1 (on the same port again after stop()). */
-  start(): void {
-    if (this.#server !== null) return;
-    this.#server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: this.#port,
-      ...(this.#tls ? { tls: this.#tls } : {}),
-      // a slow answer may take longer than Bun's default of 10 s
-      idleTimeout: 0,
-      fetch: (request) => this.#receive(request),
-    });
-    this.#port = this.#server.port ?? 0;
-  }
-
-  /** Stops listening and drops open connections: the collector is down. */
-  stop(): void {
-    this.#server?.stop(true);
-    this.#server = null;
-  }
-
-  async #receive(request: Request): Promise<Response> {
+  protected async respond(request: Request): Promise<Response> {
     const why = (problem: string) => {
       this.malformed.push(problem);
       return new Response(`${problem}\n`, { status: 400 });
@@ -281,20 +236,9 @@ export class OtlpReceiver implements AsyncDisposable {
     }
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 /** A started receiver. */
-export async function startReceiver(options: ReceiverOptions = {}): Promise<OtlpReceiver> {
-  const receiver = new OtlpReceiver(options);
-  try {
-    receiver.start();
-  } catch (error) {
-    await receiver[Symbol.asyncDispose]();
-    throw error;
-  }
-  return receiver;
+export function startReceiver(options: ReceiverOptions = {}): Promise<OtlpReceiver> {
+  return started(new OtlpReceiver(options));
 }

@@ -5,24 +5,8 @@ import { describe, expect, test } from "bun:test";
 import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../../src/accesslog/format.ts";
 import type { WallTime } from "../../../src/kernel/clock.ts";
 import { escapeValue, formatGoTime, formatJsonLine, formatKmeshLine } from "../fixtures.ts";
+import { type Random, seededRandom as random } from "../../support/random.ts";
 import { reference } from "./format-reference.ts";
-
-/** xorshift32: the same records on every run. */
-function random(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
-  return { next, int, pick, chance: (p: number) => next() < p };
-}
-type Random = ReturnType<typeof random>;
 
 const PLAIN = "abcdefghijklmnopqrstuvwxyz0123456789-._:/~";
 const ODD = [" ", ",", "=", "\\", "%", "\n", "\t", "\r", "\u0000", "\u007f", '"', "é", "ü", "日", "本", "😀", "\ud800", "\udfff", "\u2028", "-"];

@@ -6,6 +6,7 @@ import { type AccessRecord, KmeshText } from "../../../../src/accesslog/format.t
 import { CONNECTION_STATES, RECORD_ATTRIBUTES, resourceAttributes } from "../../../../src/sink/otlp/attributes.ts";
 import { LogsRequestWriter } from "../../../../src/sink/otlp/encode.ts";
 import { decodeLogsRequest, type ReceivedRecord } from "../../../support/otlp-receiver.ts";
+import { seededRandom } from "../../../support/random.ts";
 import { formatKmeshLine, SEED_RECORD, utc } from "../../fixtures.ts";
 
 const resource = resourceAttributes({ serviceName: "kmesh-accesslog", serviceVersion: "9.8.7", hostName: "node-a", nodeName: "node-a" });
@@ -130,7 +131,7 @@ describe("LogsRequestWriter", () => {
   });
 
   test("non-ASCII names, lengths of every varint size, large numbers, the extremes of a time", () => {
-    const rng = mulberry32(7);
+    const rng = seededRandom(7).next;
     const records: AccessRecord[] = [];
     for (let i = 0; i < 400; i++) {
       // names from 0 to 20,000 characters: lines from short to beyond 16383 bytes (3-byte lengths)
@@ -173,13 +174,3 @@ describe("LogsRequestWriter", () => {
     expect(decodeLogsRequest(writer().finish())).toEqual([]);
   });
 });
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
