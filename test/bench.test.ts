@@ -38,6 +38,14 @@ describe("benchmarks, short mode", () => {
     expectTable(r.stdout, "pods (running, not hostNetwork)");
   }, 120_000);
 
+  // Installs @opentelemetry/otlp-transformer 0.301.1 into ~/.cache with npm on its first run.
+  test("otlp", async () => {
+    const r = await runBench("otlp.ts");
+    expect(r.code, r.stderr).toBe(0);
+    expectTable(r.stdout, "encoder");
+    for (const row of ["ours, gzip 1", "otlp-transformer, gzip 1", "protobufjs, gzip 1", "ours, encode only"]) expect(r.stdout).toContain(`| ${row} `);
+  }, 180_000);
+
   const needsRoot = "the benchmarks load the agent's BPF probe: they need root";
 
   testIf(IS_ROOT, needsRoot)("burst", async () => {
