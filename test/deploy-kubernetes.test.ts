@@ -182,7 +182,7 @@ describe("Kubernetes objects", () => {
     }
   });
 
-  test("the DaemonSet: image, args the agent accepts, NODE_IP from status.hostIP, every node", () => {
+  test("the DaemonSet: image, args the agent accepts, NODE_IP from status.hostIP, NODE_NAME from spec.nodeName, every node", () => {
     const ds = only("DaemonSet");
     const pod = ds.spec.template.spec;
     expect(ds.spec.selector.matchLabels).toEqual(pickLabels(ds.spec.template.metadata.labels, ds.spec.selector.matchLabels));
@@ -194,7 +194,10 @@ describe("Kubernetes objects", () => {
     if (invocation.command !== "run") throw new Error(`args start ${invocation.command}, not run`);
     expect(invocation.options.adminAddr).toEqual({ host: "127.0.0.1", port: 15200 });
     expect(invocation.options.noKubelet).toBeUndefined();
-    expect(agent.env).toEqual([{ name: "NODE_IP", valueFrom: { fieldRef: { fieldPath: "status.hostIP" } } }]);
+    expect(agent.env).toEqual([
+      { name: "NODE_IP", valueFrom: { fieldRef: { fieldPath: "status.hostIP" } } },
+      { name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } },
+    ]);
     expect(pod.tolerations).toEqual([{ operator: "Exists" }]);
     expect(pod.hostNetwork).toBe(false);
     expect(pod.hostPID).toBe(false);
