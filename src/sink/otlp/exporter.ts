@@ -178,6 +178,7 @@ export class OtlpExporter {
   /** Sends what is ready, as far as the limit on requests and a pause after a failure allow. */
   #pump(): void {
     this.#signal();
+    if (this.#closed) return; // what was left is counted as dropped: it must not go now
     const wait = this.#pausedUntil - Date.now();
     if (wait > 0) {
       if (this.#retryTimer === null && this.#ready.length > 0) {
@@ -201,14 +202,17 @@ export class OtlpExporter {
     if (this.#closed) return;
     const stats = this.#stats;
     switch (outcome.kind) {
-      case "delivered":
+      case "delivered": {
+        // A collector cannot refuse more records than it was sent.
+        const rejected = Math.min(outcome.rejected, batch.records);
         stats.requests++;
         stats.queued -= batch.records;
-        stats.sent += batch.records - outcome.rejected;
-        stats.droppedRejected += outcome.rejected;
-        if (outcome.rejected > 0) this.#refused(`partial success: ${outcome.rejected} of ${batch.records} refused${outcome.message ? ` (${outcome.message})` : ""}`, 0);
+        stats.sent += batch.records - rejected;
+        stats.droppedRejected += rejected;
+        if (rejected > 0) this.#refused(`partial success: ${rejected} of ${batch.records} refused${outcome.message ? ` (${outcome.message})` : ""}`, 0);
         this.#recovered();
         break;
+      }
       case "retry":
         stats.requestFailures++;
         this.#ready.unshift(batch);

@@ -168,6 +168,15 @@ describe("OtlpExporter", () => {
     expect(lines.some((l) => l.includes("partial success: 2 of 5 refused (too old)"))).toBe(true);
   });
 
+  test("a partial success that claims more than the request held refuses the request's records, no more", async () => {
+    // partial_success { rejected_log_records: 99 }
+    const { fetch } = fakeFetch(() => new Response(Uint8Array.from([0x0a, 0x02, 0x08, 99]), { status: 200 }));
+    const { e } = exporter(fetch, { batchSize: 5 });
+    for (let port = 1; port <= 5; port++) e.add(record(port));
+    await until("done", () => e.stats.queued === 0);
+    expect(e.stats).toMatchObject({ sent: 0, droppedRejected: 5 });
+  });
+
   test("headers from the file go with every request", async () => {
     const { calls, fetch } = fakeFetch(ok);
     const text = "Authorization: Bearer abc\nX-Scope-OrgID: t1\n";
