@@ -1,20 +1,23 @@
-// What the API server says about the whole cluster, kept up to date one watch event at a time:
+// What the API server says about the whole cluster, kept up to date one change at a time (from
+// its watches, or from the feed: ../feed/):
 //   ClusterIP:port → Service            (an OUTBOUND connection addressed to a Service)
 //   endpoint IP:port → Service          (a connection addressed to a pod that backs a Service:
 //                                        exactly the address and port an EndpointSlice lists)
 //   pod IP → pod                        (names for remote ends)
-// Only what a lookup needs is kept (a few short strings per object, never the objects), so memory
-// follows the cluster's size: see scripts/bench/api-memory.ts.
+// Only the entries naming needs are kept (entries.ts), never the objects. Pods, which are most of
+// a cluster, take one small record each: the pod's name, its namespace interned (one string per
+// namespace, however many pods), its claim and IPs; the record is what a lookup returns. Memory:
+// scripts/bench/api-memory.ts, scripts/bench/feed.ts.
 //
-// Rules: TCP ports only (a port without a protocol is TCP); `None` and missing ClusterIPs are not
-// indexed (headless, ExternalName); an EndpointSlice port without a number stands for every port
-// of its addresses; when several Services claim one endpoint IP:port, or one ClusterIP:port, the
-// one seen first keeps it (a second keeps it once the first is gone). Pods follow the kubelet's
-// index (../kubelet/pod-index.ts): hostNetwork pods are not indexed; among pods claiming one IP
-// the strongest claim wins (../pod.ts), the one seen first on a tie.
+// Rules (the entries' are in entries.ts): when several Services claim one endpoint IP:port, or one
+// ClusterIP:port, the one seen first keeps it (a second keeps it once the first is gone). Among
+// pods claiming one IP the strongest claim wins (../pod.ts), the one seen first on a tie.
 import { DEFAULT_CLUSTER_DOMAIN } from "../../options.ts";
-import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
-import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
+import { NEVER, type Pod, type PodInfo } from "../pod.ts";
+import { ANY_PORT, objectKey, podEntry, type PodEntry, serviceEntry, type ServiceEntry, sliceEntry, type SliceEntry, splitKey } from "./entries.ts";
+import type { EndpointSlice, Service } from "./objects.ts";
+
+export { objectKey } from "./entries.ts";
 
 export interface ServiceRef {
   name: string;
@@ -22,11 +25,6 @@ export interface ServiceRef {
   /** `<name>.<namespace>.svc.<cluster domain>` */
   host: string;
 }
-
-/** A port number that stands for every port (an EndpointSlice port without a number). */
-const ANY_PORT = -1;
-
-const isTcp = (protocol: string | null | undefined) => protocol == null || protocol === "TCP";
 
 /** ip → port → claimants, first claimant wins. */
 class AddressMap<T> {
@@ -61,36 +59,38 @@ class AddressMap<T> {
   }
 }
 
-interface SliceEntry {
+interface KeptSlice {
+  /** its Service's key, `namespace/name` */
   service: string;
   ref: ServiceRef;
-  /** [ip, port] pairs it contributed */
-  addresses: string[];
-  ports: number[];
+  entry: SliceEntry;
 }
 
-interface PodClaim {
-  key: string;
-  strength: number;
-  info: PodInfo;
+/**
+ * A pod as the index keeps it: what a line is told (PodInfo: the record itself is returned by
+ * lookupPod, no copy), how strongly it claims its IPs, and which. One per pod with an IP.
+ */
+export interface PodRecord extends PodInfo {
+  readonly strength: number;
+  readonly ips: readonly string[];
 }
-
-export const objectKey = (metadata: { name: string; namespace?: string | null }) => `${metadata.namespace ?? ""}/${metadata.name}`;
 
 export class ClusterIndex {
   readonly clusterDomain: string;
   readonly #refs = new Map<string, ServiceRef>();
   readonly #clusterIps = new AddressMap<ServiceRef>();
-  /** service key → the [ip, port] pairs it contributed */
-  readonly #services = new Map<string, { ref: ServiceRef; ips: string[]; ports: number[] }>();
+  readonly #services = new Map<string, { ref: ServiceRef; entry: ServiceEntry }>();
   readonly #endpoints = new AddressMap<ServiceRef>();
-  readonly #slices = new Map<string, SliceEntry>();
+  readonly #slices = new Map<string, KeptSlice>();
   /** service key → its slices' keys */
   readonly #slicesOfService = new Map<string, Set<string>>();
-  readonly #podsByIp = new Map<string, PodClaim[]>();
-  readonly #pods = new Map<string, { ips: string[]; claim: PodClaim }>();
-  /** every pod's key, indexed or not */
-  readonly #podKeys = new Set<string>();
+  /** IP → the pod claiming it, or the pods when several do (rare: an array only then) */
+  readonly #podsByIp = new Map<string, PodRecord | PodRecord[]>();
+  /** namespace → name → record: no `namespace/name` string kept per pod */
+  readonly #pods = new Map<string, Map<string, PodRecord>>();
+  #podCount = 0;
+  /** one copy of each namespace's name (and of other short texts many pods share) */
+  readonly #interned = new Map<string, string>();
   /** changes whenever an endpoint is added or removed (for caches of endpoint facts) */
   endpointsVersion = 0;
 
@@ -98,12 +98,19 @@ export class ClusterIndex {
     this.clusterDomain = clusterDomain;
   }
 
+  #intern(text: string): string {
+    const kept = this.#interned.get(text);
+    if (kept !== undefined) return kept;
+    this.#interned.set(text, text);
+    return text;
+  }
+
   /** One ServiceRef per service name (shared by its ClusterIPs and endpoints). */
   #ref(namespace: string, name: string): ServiceRef {
     const key = `${namespace}/${name}`;
     let ref = this.#refs.get(key);
     if (ref === undefined) {
-      ref = { name, namespace, host: `${name}.${namespace}.svc.${this.clusterDomain}` };
+      ref = { name, namespace: this.#intern(namespace), host: `${name}.${namespace}.svc.${this.clusterDomain}` };
       this.#refs.set(key, ref);
     }
     return ref;
@@ -116,21 +123,21 @@ export class ClusterIndex {
   // ── Services ──────────────────────────────────────────────────────────────
 
   setService(service: Service): void {
-    const key = objectKey(service.metadata);
+    this.putService(objectKey(service.metadata), serviceEntry(service));
+  }
+
+  putService(key: string, entry: ServiceEntry): void {
     this.deleteService(key);
-    const namespace = service.metadata.namespace ?? "";
-    const spec = service.spec;
-    const ips = [...new Set([...(spec?.clusterIPs ?? []), spec?.clusterIP ?? null])].filter((ip): ip is string => ip !== null);
-    const ports = (spec?.ports ?? []).filter((p) => isTcp(p.protocol)).map((p) => p.port);
-    const ref = this.#ref(namespace, service.metadata.name);
-    for (const ip of ips) for (const port of ports) this.#clusterIps.add(ip, port, ref);
-    this.#services.set(key, { ref, ips, ports });
+    const { namespace, name } = splitKey(key);
+    const ref = this.#ref(namespace, name);
+    for (const ip of entry.ips) for (const port of entry.ports) this.#clusterIps.add(ip, port, ref);
+    this.#services.set(key, { ref, entry });
   }
 
   deleteService(key: string): void {
     const old = this.#services.get(key);
     if (old === undefined) return;
-    for (const ip of old.ips) for (const port of old.ports) this.#clusterIps.remove(ip, port, old.ref);
+    for (const ip of old.entry.ips) for (const port of old.entry.ports) this.#clusterIps.remove(ip, port, old.ref);
     this.#services.delete(key);
     this.#dropRefIfUnused(key);
   }
@@ -143,21 +150,18 @@ export class ClusterIndex {
   // ── EndpointSlices ────────────────────────────────────────────────────────
 
   setSlice(slice: EndpointSlice): void {
-    const key = objectKey(slice.metadata);
+    this.putSlice(objectKey(slice.metadata), sliceEntry(slice));
+  }
+
+  putSlice(key: string, entry: SliceEntry): void {
     this.deleteSlice(key);
     this.endpointsVersion++;
-    const serviceName = slice.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (serviceName === undefined || serviceName === "") return;
-    const namespace = slice.metadata.namespace ?? "";
-    const service = `${namespace}/${serviceName}`;
-    const ref = this.#ref(namespace, serviceName);
-    const ports = (slice.ports ?? []).filter((p) => isTcp(p.protocol)).map((p) => p.port ?? ANY_PORT);
-    const addresses: string[] = [];
-    for (const endpoint of slice.endpoints ?? []) {
-      for (const ip of endpoint.addresses ?? []) if (ip !== null && !addresses.includes(ip)) addresses.push(ip);
-    }
-    for (const ip of addresses) for (const port of ports) this.#endpoints.add(ip, port, ref);
-    this.#slices.set(key, { service, ref, addresses, ports });
+    if (entry.service === "") return;
+    const { namespace } = splitKey(key);
+    const service = `${namespace}/${entry.service}`;
+    const ref = this.#ref(namespace, entry.service);
+    for (const ip of entry.ips) for (const port of entry.ports) this.#endpoints.add(ip, port, ref);
+    this.#slices.set(key, { service, ref, entry });
     let slices = this.#slicesOfService.get(service);
     if (slices === undefined) this.#slicesOfService.set(service, (slices = new Set()));
     slices.add(key);
@@ -167,7 +171,7 @@ export class ClusterIndex {
     const old = this.#slices.get(key);
     if (old === undefined) return;
     this.endpointsVersion++;
-    for (const ip of old.addresses) for (const port of old.ports) this.#endpoints.remove(ip, port, old.ref);
+    for (const ip of old.entry.ips) for (const port of old.entry.ports) this.#endpoints.remove(ip, port, old.ref);
     this.#slices.delete(key);
     const slices = this.#slicesOfService.get(old.service);
     slices?.delete(key);
@@ -183,67 +187,71 @@ export class ClusterIndex {
   /** Every endpoint address of a Service (from all its slices). */
   *endpointAddresses(ref: ServiceRef): Iterable<string> {
     for (const key of this.#slicesOfService.get(`${ref.namespace}/${ref.name}`) ?? []) {
-      yield* this.#slices.get(key)?.addresses ?? [];
+      yield* this.#slices.get(key)?.entry.ips ?? [];
     }
   }
 
   // ── Pods ──────────────────────────────────────────────────────────────────
 
   setPod(pod: Pod): void {
-    const key = objectKey(pod.metadata);
+    this.putPod(objectKey(pod.metadata), podEntry(pod));
+  }
+
+  putPod(key: string, entry: PodEntry): void {
     this.deletePod(key);
-    this.#podKeys.add(key);
-    if (pod.spec?.hostNetwork === true) return;
-    const strength = claim(pod);
-    const ips = podIps(pod);
-    if (strength === NEVER || ips.length === 0) return;
-    const entry: PodClaim = { key, strength, info: podInfo(pod) };
-    for (const ip of ips) {
-      const list = this.#podsByIp.get(ip);
-      if (list === undefined) this.#podsByIp.set(ip, [entry]);
-      else list.push(entry);
+    if (entry.claim === NEVER || entry.ips.length === 0) return;
+    const { namespace, name } = splitKey(key);
+    const ns = this.#intern(namespace);
+    const record: PodRecord = { name, namespace: ns === "" ? null : ns, strength: entry.claim, ips: entry.ips };
+    for (const ip of entry.ips) {
+      const held = this.#podsByIp.get(ip);
+      if (held === undefined) this.#podsByIp.set(ip, record);
+      else if (Array.isArray(held)) held.push(record);
+      else this.#podsByIp.set(ip, [held, record]);
     }
-    this.#pods.set(key, { ips, claim: entry });
+    let names = this.#pods.get(ns);
+    if (names === undefined) this.#pods.set(ns, (names = new Map()));
+    names.set(name, record);
+    this.#podCount++;
   }
 
   deletePod(key: string): void {
-    this.#podKeys.delete(key);
-    const old = this.#pods.get(key);
-    if (old === undefined) return;
+    const { namespace, name } = splitKey(key);
+    const names = this.#pods.get(namespace);
+    const old = names?.get(name);
+    if (names === undefined || old === undefined) return;
     for (const ip of old.ips) {
-      const list = this.#podsByIp.get(ip);
-      if (list === undefined) continue;
-      const i = list.indexOf(old.claim);
-      if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) this.#podsByIp.delete(ip);
+      const held = this.#podsByIp.get(ip);
+      if (held === old) this.#podsByIp.delete(ip);
+      else if (Array.isArray(held)) {
+        const i = held.indexOf(old);
+        if (i >= 0) held.splice(i, 1);
+        if (held.length === 1) this.#podsByIp.set(ip, held[0]!);
+      }
     }
-    this.#pods.delete(key);
-  }
-
-  /** Whether the pod `namespace/name` exists, indexed or not. */
-  hasPod(key: string): boolean {
-    return this.#podKeys.has(key);
-  }
-
-  /** Whether the Service `namespace/name` exists. */
-  hasService(key: string): boolean {
-    return this.#services.has(key);
+    names.delete(name);
+    if (names.size === 0) this.#pods.delete(namespace);
+    this.#podCount--;
   }
 
   /** The pod at a canonical address: the strongest claim, the earliest on a tie. */
-  lookupPod(ip: string): PodInfo | undefined {
-    const list = this.#podsByIp.get(ip);
-    if (list === undefined) return undefined;
-    let best = list[0];
-    for (const c of list) if (best === undefined || c.strength > best.strength) best = c;
-    return best?.info;
+  lookupPod(ip: string): PodRecord | undefined {
+    const held = this.#podsByIp.get(ip);
+    if (held === undefined || !Array.isArray(held)) return held;
+    let best = held[0];
+    for (const c of held) if (best === undefined || c.strength > best.strength) best = c;
+    return best;
   }
 
   // ── Whole lists ───────────────────────────────────────────────────────────
 
   /** Keys currently held for a kind: to drop what a new list no longer has. */
   keys(kind: "services" | "endpointslices" | "pods"): string[] {
-    return [...(kind === "services" ? this.#services.keys() : kind === "endpointslices" ? this.#slices.keys() : this.#podKeys)];
+    if (kind === "services") return [...this.#services.keys()];
+    if (kind === "endpointslices") return [...this.#slices.keys()];
+    const keys: string[] = [];
+    for (const [namespace, names] of this.#pods) for (const name of names.keys()) keys.push(`${namespace}/${name}`);
+    return keys;
   }
 
   delete(kind: "services" | "endpointslices" | "pods", key: string): void {
@@ -253,6 +261,6 @@ export class ClusterIndex {
   }
 
   get counts(): { services: number; endpointSlices: number; pods: number; podIps: number } {
-    return { services: this.#services.size, endpointSlices: this.#slices.size, pods: this.#pods.size, podIps: this.#podsByIp.size };
+    return { services: this.#services.size, endpointSlices: this.#slices.size, pods: this.#podCount, podIps: this.#podsByIp.size };
   }
 }

@@ -1,0 +1,65 @@
+// What naming needs of each object, and nothing else: the entries the cluster index keeps and the
+// feed (../feed/) sends. An API-server object becomes its entry here, once, whichever path it came
+// by (a watch of the API server, or the feed), so both paths name alike.
+//
+// Rules (docs/kubernetes.md): TCP ports only (a port without a protocol is TCP); `None` and missing
+// ClusterIPs are not kept (headless, ExternalName); an EndpointSlice port without a number stands
+// for every port (ANY_PORT); a slice without the service-name label names nothing; hostNetwork pods
+// and finished pods claim no IP (../pod.ts).
+import { claim, NEVER, type Pod, podIps } from "../pod.ts";
+import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
+
+/** A port number that stands for every port (an EndpointSlice port without a number). */
+export const ANY_PORT = -1;
+
+const isTcp = (protocol: string | null | undefined) => protocol == null || protocol === "TCP";
+
+/** A Service: its ClusterIPs and TCP ports. */
+export interface ServiceEntry {
+  ips: string[];
+  ports: number[];
+}
+
+/** An EndpointSlice: its Service's name ("" for none), endpoint addresses and TCP ports (ANY_PORT: every port). */
+export interface SliceEntry {
+  service: string;
+  ips: string[];
+  ports: number[];
+}
+
+/** A pod: the IPs it claims and how strongly (../pod.ts claim(); NEVER: none). */
+export interface PodEntry {
+  ips: string[];
+  claim: number;
+}
+
+/** `namespace/name`: the key of every object. */
+export const objectKey = (metadata: { name: string; namespace?: string | null }) => `${metadata.namespace ?? ""}/${metadata.name}`;
+
+/** A key's namespace and name. */
+export function splitKey(key: string): { namespace: string; name: string } {
+  const slash = key.indexOf("/");
+  return { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+}
+
+export function serviceEntry(service: Service): ServiceEntry {
+  const spec = service.spec;
+  const ips = [...new Set([...(spec?.clusterIPs ?? []), spec?.clusterIP ?? null])].filter((ip): ip is string => ip !== null);
+  const ports = [...new Set((spec?.ports ?? []).filter((p) => isTcp(p.protocol)).map((p) => p.port))];
+  return { ips, ports };
+}
+
+export function sliceEntry(slice: EndpointSlice): SliceEntry {
+  const service = slice.metadata.labels?.[SERVICE_NAME_LABEL] ?? "";
+  const ports = [...new Set((slice.ports ?? []).filter((p) => isTcp(p.protocol)).map((p) => p.port ?? ANY_PORT))];
+  const ips: string[] = [];
+  for (const endpoint of slice.endpoints ?? []) {
+    for (const ip of endpoint.addresses ?? []) if (ip !== null && !ips.includes(ip)) ips.push(ip);
+  }
+  return { service, ips, ports };
+}
+
+export function podEntry(pod: Pod): PodEntry {
+  const strength = pod.spec?.hostNetwork === true ? NEVER : claim(pod);
+  return { ips: strength === NEVER ? [] : podIps(pod), claim: strength };
+}
