@@ -16,8 +16,9 @@ import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
-import type { ServiceRef } from "./kube/apiserver/cluster-index.ts";
+import type { ClusterIndex, ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
+import { createFeedSource, type FeedSource } from "./kube/feed/client.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
 import type { PodInfo } from "./kube/pod.ts";
@@ -53,6 +54,8 @@ export class Agent {
   #pods: PodSource | null = null;
   /** Services and every pod, from the API server; null when off. */
   #api: ApiSource | null = null;
+  /** The feed (--feed), which watches the API server (#api) only while it cannot be had. */
+  #feed: FeedSource | null = null;
   #enricher: Enricher | null = null;
   #recordsRead = 0;
   #recordsInvalid = 0;
@@ -112,6 +115,7 @@ export class Agent {
     const pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
     pods?.start();
     let api: ApiSource | null = null;
+    let feed: FeedSource | null = null;
     let probe: Probe;
     let otlp: OtlpExporter | null = null;
     try {
@@ -119,7 +123,9 @@ export class Agent {
       const otlpSettings = resolveExporterSettings(options);
       otlp = otlpSettings === null ? null : new OtlpExporter(otlpSettings, log);
       api = createApiSource(options, log);
-      api?.start();
+      feed = createFeedSource(options, api, log);
+      if (feed !== null) feed.start();
+      else api?.start();
       probe = await Probe.open({
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
@@ -127,6 +133,7 @@ export class Agent {
       });
     } catch (error) {
       pods?.stop();
+      await feed?.stop();
       await api?.stop();
       await metricsAddress.close();
       await control.stop();
@@ -145,9 +152,12 @@ export class Agent {
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
-    const enricher = pods === null && api === null ? null : agent.#nameLines(pods, api, holdNs, options);
+    agent.#api = api;
+    agent.#feed = feed;
+    const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs, options);
     registerMetrics(control.metrics, agent, pods, api, enricher);
     if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
+    feed?.registerMetrics(control.metrics);
     control.attach({
       apply: (outputs) => agent.#apply(outputs),
       reportOpenConnections: () => agent.#reportOpenConnections(),
@@ -209,11 +219,11 @@ export class Agent {
   };
 
   /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
-  #nameLines(pods: PodSource | null, api: ApiSource | null, holdNs: number, options: AgentOptions): Enricher {
+  #nameLines(pods: PodSource | null, cluster: ClusterIndex | null, holdNs: number, options: AgentOptions): Enricher {
     const enricher = new Enricher({
       source: pods ?? NO_KUBELET,
       holdNs: pods === null ? 0 : holdNs,
-      cluster: api?.index ?? null,
+      cluster,
       pairHoldNs: holdNs,
       filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
       emit: this.#emit,
@@ -225,7 +235,6 @@ export class Agent {
       };
     }
     this.#pods = pods;
-    this.#api = api;
     this.#enricher = enricher;
     return enricher;
   }
@@ -238,6 +247,7 @@ export class Agent {
       enricher.release(this.#clock.nowMonotonicNs());
     }
     this.#pods?.stop();
+    await this.#feed?.stop();
     await this.#api?.stop();
   }
 

@@ -15,6 +15,11 @@ import {
   type CheckOptions,
   DEFAULT_ADMIN_ADDR,
   DEFAULT_ADMIN_SOCKET,
+  DEFAULT_FEED_CLIENT,
+  FEED_FLAGS,
+  type FeedFlagName,
+  type FeedOptions,
+  FeedOptionsSchema,
   type FlagName,
   FLAGS,
   HostPortSchema,
@@ -25,7 +30,7 @@ import {
   VERSION,
 } from "./options.ts";
 
-type FlagSpec = (typeof FLAGS)[FlagName];
+type FlagSpec = (typeof FLAGS)[FlagName] | (typeof FEED_FLAGS)[FeedFlagName];
 
 export type Invocation =
   | { command: "version" }
@@ -33,7 +38,8 @@ export type Invocation =
   | { command: "accesslog"; enable: boolean; target: AgentTarget }
   | { command: "monitoring"; requests: SwitchRequest[]; target: AgentTarget }
   | { command: "status"; json: boolean; target: AgentTarget }
-  | { command: "check"; options: CheckOptions };
+  | { command: "check"; options: CheckOptions }
+  | { command: "feed"; options: FeedOptions };
 
 // ── Flag types: text → checked value, or a UsageError naming the flag ────────
 
@@ -81,7 +87,7 @@ function enableDisable(what: string): (text: string) => boolean {
 }
 
 /** cleye's declaration of one flag of the table, for `run` or for `check`. */
-function cleyeFlag(name: FlagName, spec: FlagSpec, forCheck: boolean) {
+function cleyeFlag(name: string, spec: FlagSpec, forCheck: boolean) {
   const flag = kebabCase(name);
   const description = forCheck && "check" in spec && typeof spec.check === "string" ? spec.check : spec.description;
   // Shown by cleye as "(default: …)"; a default that is not a plain value is in the description.
@@ -153,6 +159,8 @@ const monitoringFlags = {
   workloadMetrics: enableDisableFlag("workloadMetrics", "Kmesh's TCP metrics (and their address, --metrics-addr) on or off"),
   all: enableDisableFlag("all", "Monitoring as a whole: every switch on, or everything off"),
 };
+const FEED_TABLE = Object.entries(FEED_FLAGS) as [FeedFlagName, FlagSpec][];
+const feedFlags = Object.fromEntries(FEED_TABLE.map(([name, spec]) => [name, cleyeFlag(name, spec, false)])) as Flags;
 const statusFlags = {
   ...clientFlags,
   json: { type: Boolean, description: "Print one JSON object instead of tables" },
@@ -160,7 +168,7 @@ const statusFlags = {
 
 // ── The declaration ──────────────────────────────────────────────────────────
 
-const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status", "check"];
+const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status", "check", "feed"];
 const knownFlags = (flags: object) => [...Object.keys(flags).flatMap((name) => [name, kebabCase(name)]), "help"];
 const KNOWN_FLAGS = knownFlags(runFlags);
 const unexpectedArgument = (argument: string) => new UsageError(`unexpected argument ${JSON.stringify(argument)}`);
@@ -247,6 +255,18 @@ function parseArgv(argv: string[]) {
           strictFlags: true,
           ignoreArgv: rejectUnknown(knownFlags(checkFlags), unexpectedArgument),
         }),
+        command({
+          name: "feed",
+          flags: feedFlags,
+          help: {
+            description:
+              "Serve agents (run --feed) the names of every pod and Service of the cluster, from one list and watch of the API server " +
+              "(a Deployment of two replicas: scripts/deploy/30-feed.yaml)",
+            usage: [`${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path> [--listen <host:port>] [--allow-service-account <namespace:name>]`],
+          },
+          strictFlags: true,
+          ignoreArgv: rejectUnknown(knownFlags(feedFlags), unexpectedArgument),
+        }),
       ],
       strictFlags: true,
       help: {
@@ -260,6 +280,7 @@ function parseArgv(argv: string[]) {
           `${PROGRAM_NAME} monitoring [pod] --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
           `${PROGRAM_NAME} status [pod] [--json]`,
           `${PROGRAM_NAME} check [--json] [--no-kubelet]`,
+          `${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path>`,
         ],
         examples: [
           `sudo ${PROGRAM_NAME}`,
@@ -295,7 +316,7 @@ const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in sp
  * --admin-addr and --admin-socket name a running agent.
  */
 function spellEmptyAsOff(argv: readonly string[]): string[] {
-  if (["accesslog", "monitoring", "status", "check"].includes(argv[0] ?? "")) return [...argv];
+  if (["accesslog", "monitoring", "status", "check", "feed"].includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -403,6 +424,8 @@ export function parseCommandLine(argv: string[]): Invocation {
       if (mistake !== null) throw new UsageError(mistake);
       return { command: "check", options: { ...(options as Pick<RunOptions, CheckFlagName>), json: flags.json === true } };
     }
+    case "feed":
+      return { command: "feed", options: feedOptions(parsed.flags as Record<string, unknown>) };
   }
   const flags = parsed.flags as Record<string, unknown>;
   if (flags.version) return { command: "version" };
@@ -431,6 +454,19 @@ export function parseCommandLine(argv: string[]): Invocation {
     );
   }
   return { command: "run", options: result.output };
+}
+
+/** The feed's flags, checked; both TLS files are required. */
+function feedOptions(flags: Record<string, unknown>): FeedOptions {
+  for (const name of ["tlsCertFile", "tlsKeyFile"] as const) {
+    if (flags[name] === undefined) throw new UsageError(`feed: --${kebabCase(name)} is required (the feed serves agents over TLS only)`);
+  }
+  const options: Record<string, unknown> = {};
+  for (const [name, spec] of FEED_TABLE) options[name] = flags[name] ?? ("default" in spec ? spec.default : undefined);
+  if (!isGiven(options.allowServiceAccount)) options.allowServiceAccount = [DEFAULT_FEED_CLIENT];
+  const result = v.safeParse(FeedOptionsSchema, options);
+  if (!result.success) throw new UsageError(`invalid value for --${kebabCase(v.getDotPath(result.issues[0]) ?? "?")}: ${result.issues[0].message}`);
+  return result.output;
 }
 
 // ── Typos ────────────────────────────────────────────────────────────────────

@@ -31,6 +31,10 @@ async function dispatch(invocation: Invocation): Promise<number> {
       const { checkCommand } = await import("./commands/check.ts");
       return checkCommand(invocation.options);
     }
+    case "feed": {
+      const { feedCommand } = await import("./commands/feed.ts");
+      return feedCommand(invocation.options);
+    }
   }
 }
 

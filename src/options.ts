@@ -369,6 +369,30 @@ export const FLAGS = {
     description: "The cluster's DNS domain, for service hostnames <name>.<namespace>.svc.<domain>",
     default: DEFAULT_CLUSTER_DOMAIN,
   },
+  // The feed (src/kube/feed/): names from `kmesh-accesslog feed` instead of the API server.
+  feed: {
+    kind: "value",
+    schema: v.pipe(v.string(), v.check((text) => isHttpUrl(text) && text.startsWith("https:"), "must be an https:// URL")),
+    read: (text: string) => text.replace(/\/+$/, ""),
+    expected: "an https:// URL, e.g. https://kmesh-accesslog-feed.kmesh-accesslog.svc:15300",
+    placeholder: "<url>",
+    description:
+      "Take Services and every pod from this feed (kmesh-accesslog feed) instead of watching the API server, which is watched only while the feed cannot be had",
+  },
+  feedCaFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "CA that signed the feed's certificate (default: the system's roots)",
+  },
+  feedTokenFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "Bearer token for the feed, read again every minute (default: the service-account token, when present)",
+  },
   // Filters: they need pod names.
   namespace: {
     kind: "list",
@@ -572,3 +596,59 @@ export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
 /** The flags `check` takes (with `run`'s meaning): it tries the libbpf and the sources `run` would use. */
 export type CheckFlagName = { [K in FlagName]: Flags[K] extends { check: unknown } ? K : never }[FlagName];
 export type CheckOptions = Pick<RunOptions, CheckFlagName> & { json: boolean };
+
+// ── The feed's own flags (`kmesh-accesslog feed`) ────────────────────────────
+
+export const DEFAULT_FEED_LISTEN = "0.0.0.0:15300";
+/** The agents' service account, as scripts/deploy/ names it. */
+export const DEFAULT_FEED_CLIENT = "kmesh-accesslog:kmesh-accesslog";
+
+export const FEED_FLAGS = {
+  listen: {
+    kind: "value",
+    schema: HostPortSchema,
+    read: parseHostPort,
+    expected: "host:port, e.g. 0.0.0.0:15300 or [::]:15300",
+    placeholder: "<host:port>",
+    description: `Serve agents here, over TLS (default: ${DEFAULT_FEED_LISTEN})`,
+    default: parseHostPort(DEFAULT_FEED_LISTEN),
+  },
+  tlsCertFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "The feed's TLS certificate (PEM); required",
+  },
+  tlsKeyFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "Its private key (PEM); required",
+  },
+  allowServiceAccount: {
+    kind: "list",
+    schema: v.pipe(v.string(), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)),
+    expected: "<namespace>:<service account>, e.g. kmesh-accesslog:kmesh-accesslog",
+    placeholder: "<namespace:name>",
+    description: `Serve agents running as this service account, as the API server's TokenReview says (repeatable; default: ${DEFAULT_FEED_CLIENT})`,
+  },
+  stateFile: {
+    kind: "value",
+    schema: FilePathSchema,
+    expected: "a file path",
+    placeholder: "<path>",
+    description: "Written at a clean stop and read at the next start, so that agents resume from their version across a restart",
+  },
+  kubeconfig: FLAGS.kubeconfig,
+  logLevel: FLAGS.logLevel,
+} as const satisfies Record<string, FlagSpec>;
+
+export type FeedFlagName = keyof typeof FEED_FLAGS;
+type FeedFlags = typeof FEED_FLAGS;
+
+export const FeedOptionsSchema = v.strictObject(
+  Object.fromEntries(Object.entries(FEED_FLAGS).map(([name, spec]) => [name, optionSchema(spec)])) as { [K in FeedFlagName]: OptionSchema<FeedFlags[K]> },
+);
+export type FeedOptions = v.InferOutput<typeof FeedOptionsSchema>;

@@ -173,3 +173,27 @@ export function apiFix(kind: FailureKind): string {
       return "check that the server is a Kubernetes API server, or run with --no-kube-api";
   }
 }
+
+// ── The feed (--feed) ────────────────────────────────────────────────────────
+
+export const feedNoun = (kind: FailureKind) => (kind === "invalid" ? "the invalid frame" : NOUN[kind]);
+
+/** What run says when the feed at `url` cannot be had; `fallback`: the API server watched meanwhile, if any. */
+export function feedFailureMessage(kind: FailureKind, detail: string, url: string, fallback: string | null): string {
+  const meanwhile = fallback === null ? "keeping what is known (no API server to fall back to)" : `naming from the API server at ${fallback} meanwhile`;
+  switch (kind) {
+    case "credentials":
+      return `cannot use the feed's token (${detail}): check --feed-token-file; ${meanwhile}`;
+    case "tls":
+      return `cannot verify the TLS certificate of the feed at ${url} (${detail}): give the CA that signed it with --feed-ca-file; ${meanwhile}`;
+    case "unauthorized":
+    case "forbidden":
+      return `the feed at ${url} refused this agent (${detail}); ${meanwhile}`;
+    case "invalid":
+      return `the feed at ${url} sent an invalid frame (${detail}); ${meanwhile}`;
+    case "timeout":
+      return `the feed at ${url} went silent (${detail}); ${meanwhile}`;
+    default:
+      return `cannot reach the feed at ${url} (${detail}); ${meanwhile}`;
+  }
+}

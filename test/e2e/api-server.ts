@@ -7,6 +7,8 @@
  *                                                      the events after R, then live ones, one JSON
  *                                                      object per line, chunked (objects split
  *                                                      across chunks on purpose)
+ *   POST /apis/authentication.k8s.io/v1/tokenreviews    whose is a token (`reviewTokens`: token →
+ *                                                      username; any other token is not valid)
  * A watch from a resourceVersion older than the last compaction is answered as the real server
  * does: an ERROR event with a 410 Status (or, with `expireAsHttp`, HTTP 410). The test edits the
  * objects as it goes, and can break every open watch, compact history, or send bookmarks.
@@ -95,6 +97,10 @@ export class LocalApiServer implements AsyncDisposable {
   };
   /** port-forwards answered with this status instead of the upgrade (e.g. 403) */
   portForwardStatus: number | null = null;
+  /** the tokens a TokenReview finds valid, and whose they are */
+  readonly reviewTokens = new Map<string, string>();
+  /** TokenReviews answered */
+  tokenReviews = 0;
 
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), "apiserver-test-"));
@@ -241,6 +247,7 @@ export class LocalApiServer implements AsyncDisposable {
       const [, namespace, pod] = namespaced as unknown as [string, string, string | undefined];
       return pod === undefined ? this.#namespacePods(namespace, url) : this.#portForward(request, server, namespace, pod, url);
     }
+    if (url.pathname === "/apis/authentication.k8s.io/v1/tokenreviews") return this.#tokenReview(request);
     const kind = PATHS[url.pathname];
     if (kind === undefined) return this.#status(404, "NotFound", "the server could not find the requested resource");
     const watch = url.searchParams.get("watch") === "1" || url.searchParams.get("watch") === "true";
@@ -284,6 +291,19 @@ export class LocalApiServer implements AsyncDisposable {
     const data: Forward = { name, port, target: this.forwardTo(pod, port), tcp: null, pending: [] };
     if (server.upgrade(request, { data, headers: { "Sec-WebSocket-Protocol": "v4.channel.k8s.io" } })) return undefined;
     return fail(400, "BadRequest", "unable to upgrade");
+  }
+
+  /** A TokenReview, as the real server answers one (201, the review with its status). */
+  async #tokenReview(request: Request): Promise<Response> {
+    if (request.method !== "POST") return this.#status(405, "MethodNotAllowed", "only POST");
+    if (request.headers.get("authorization") !== `Bearer ${this.#token}`) return this.#status(401, "Unauthorized", "Unauthorized");
+    const review = (await request.json().catch(() => null)) as { spec?: { token?: unknown } } | null;
+    const token = review?.spec?.token;
+    if (typeof token !== "string") return this.#status(400, "BadRequest", "spec.token: Required value");
+    this.tokenReviews++;
+    const username = this.reviewTokens.get(token);
+    const status = username === undefined ? { authenticated: false, error: "invalid bearer token" } : { authenticated: true, user: { username, uid: "u", groups: ["system:serviceaccounts"] } };
+    return Response.json({ kind: "TokenReview", apiVersion: "authentication.k8s.io/v1", metadata: {}, spec: { token }, status }, { status: 201 });
   }
 
   #list(kind: Kind, url: URL): Response {

@@ -176,4 +176,28 @@ export class ApiClient {
       return failure.kind === "unreachable" ? { kind: "unreachable", detail: `the watch broke: ${failure.detail}` } : failure;
     }
   }
+
+  /** `POST <path>` of a JSON body; the answer's JSON when the status is 200 or 201 (the feed's TokenReviews). */
+  async postJson(path: string, body: unknown, timeoutMs = 10_000): Promise<{ ok: true; json: unknown } | { ok: false; failure: Failure }> {
+    const request = this.#init(AbortSignal.timeout(timeoutMs));
+    if (!request.ok) return request;
+    const init = request.init as RequestInit & { headers: Record<string, string> };
+    try {
+      const response = await fetch(`${this.config.server}${path}`, {
+        ...init,
+        method: "POST",
+        headers: { ...init.headers, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (response.status !== 200 && response.status !== 201) return { ok: false, failure: await this.#statusFailure(response) };
+      const text = await response.text();
+      try {
+        return { ok: true, json: JSON.parse(text) };
+      } catch (error) {
+        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
+      }
+    } catch (error) {
+      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
+    }
+  }
 }

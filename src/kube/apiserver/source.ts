@@ -17,10 +17,10 @@ import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
 import { apiFailureMessage, apiNoun, type ApiFailureState, FailureState } from "../failures.ts";
 import type { Failure } from "../http.ts";
-import { PodSchema } from "../pod.ts";
+import { type Pod, PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
 import { ClusterIndex, objectKey } from "./cluster-index.ts";
-import { describeIssues, EndpointSliceSchema, objectLabel, ServiceSchema } from "./objects.ts";
+import { describeIssues, type EndpointSlice, EndpointSliceSchema, objectLabel, type Service, ServiceSchema } from "./objects.ts";
 import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
@@ -29,15 +29,26 @@ const APPLY_SLICE = 25;
 
 export type ResourceKind = "services" | "endpointslices" | "pods";
 
+/** Where the objects go: the agent's index (cluster-index.ts), or the feed's store (../feed/store.ts). */
+export interface ObjectSink {
+  setService(service: Service): void;
+  setSlice(slice: EndpointSlice): void;
+  setPod(pod: Pod): void;
+  delete(kind: ResourceKind, key: string): void;
+  /** keys held for a kind: to drop what a new list no longer has */
+  keys(kind: ResourceKind): string[];
+  readonly counts: { services: number; endpointSlices: number; pods: number; podIps: number };
+}
+
 interface Resource {
   kind: ResourceKind;
   path: string;
   /** checks one object and puts it into the index; returns a problem or null */
-  apply(index: ClusterIndex, object: unknown): string | null;
+  apply(index: ObjectSink, object: unknown): string | null;
 }
 
-function applier<S extends v.GenericSchema>(schema: S, set: (index: ClusterIndex, object: v.InferOutput<S>) => void) {
-  return (index: ClusterIndex, object: unknown): string | null => {
+function applier<S extends v.GenericSchema>(schema: S, set: (index: ObjectSink, object: v.InferOutput<S>) => void) {
+  return (index: ObjectSink, object: unknown): string | null => {
     const result = v.safeParse(schema, object);
     if (!result.success) return `${objectLabel(object)}: ${describeIssues(result.issues)}`;
     set(index, result.output);
@@ -51,9 +62,9 @@ export const RESOURCES: readonly Resource[] = [
   { kind: "pods", path: "/api/v1/pods", apply: applier(PodSchema, (i, o) => i.setPod(o)) },
 ];
 
-export interface ApiSourceOptions {
+export interface ApiSourceOptions<Index extends ObjectSink = ClusterIndex> {
   client: ApiClient;
-  index?: ClusterIndex;
+  index?: Index;
   notice: (message: string) => void;
   info?: (message: string) => void;
   debug?: (message: string) => void;
@@ -72,11 +83,11 @@ export interface ApiSourceStats {
   failures: number;
 }
 
-export class ApiSource {
-  readonly index: ClusterIndex;
+export class ApiSource<Index extends ObjectSink = ClusterIndex> {
+  readonly index: Index;
   readonly stats: ApiSourceStats = { lists: 0, watches: 0, events: 0, expired: 0, failures: 0 };
-  readonly #o: ApiSourceOptions & Required<Pick<ApiSourceOptions, "pageSize" | "watchTimeoutS" | "minBackoffMs" | "maxBackoffMs">>;
-  readonly #abort = new AbortController();
+  readonly #o: ApiSourceOptions<Index> & Required<Pick<ApiSourceOptions, "pageSize" | "watchTimeoutS" | "minBackoffMs" | "maxBackoffMs">>;
+  #abort = new AbortController();
   readonly #failure: Record<ResourceKind, FailureState<ApiFailureState>>;
   readonly #listed = new Set<ResourceKind>();
   readonly #loops: Promise<void>[] = [];
@@ -84,11 +95,11 @@ export class ApiSource {
   /** resourceVersion each kind would resume from (for tests and status) */
   readonly resourceVersions = new Map<ResourceKind, string | null>();
 
-  constructor(options: ApiSourceOptions) {
+  constructor(options: ApiSourceOptions<Index>) {
     // Pages of 100: each page is parsed on the main thread, and 100 real pods take ~10 ms (500
     // stalled the line timer 35-60 ms at 5,000 pods: scripts/bench/api-memory.ts).
     this.#o = { pageSize: 100, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
-    this.index = options.index ?? new ClusterIndex();
+    this.index = options.index ?? (new ClusterIndex() as ObjectSink as Index);
     const say = { notice: this.#o.notice, info: this.#o.info ?? this.#o.notice };
     const state = (kind: ResourceKind) => new FailureState(`the API server at ${this.server}: ${kind}`, apiNoun, say);
     this.#failure = { services: state("services"), endpointslices: state("endpointslices"), pods: state("pods") };
@@ -103,13 +114,15 @@ export class ApiSource {
     return this.#listed.size === RESOURCES.length;
   }
 
+  /** Lists and watches; after stop(), lists and watches again (the feed's fallback, ../feed/client.ts). */
   start(): void {
+    if (this.#abort.signal.aborted) this.#abort = new AbortController();
     for (const resource of RESOURCES) this.#loops.push(this.#run(resource));
   }
 
   async stop(): Promise<void> {
     this.#abort.abort();
-    await Promise.all(this.#loops);
+    await Promise.all(this.#loops.splice(0));
   }
 
   get #stopped(): boolean {

@@ -1,0 +1,306 @@
+// The agent's side of the feed (--feed <url>): one long HTTPS request whose answer keeps the
+// cluster index (../apiserver/cluster-index.ts) up to date: first a snapshot, or after a break
+// only the changes since the version the agent holds, then each change as it happens
+// (protocol.ts). The index is the one the API-server source would fill: names come out alike
+// whichever path they came by.
+//
+// When the feed cannot be had (unreachable, refused, silent for SILENCE_LIMIT_MS, a bad frame),
+// the agent says so once and, when it has an API server, lists and watches it itself meanwhile
+// (the fallback); it asks the feed again after a backoff (0.5 s doubling to 10 s, ±20 %), and once
+// the feed has brought it up to date, stops the fallback and says so once.
+import { existsSync, readFileSync } from "node:fs";
+import type { MetricsRegistry } from "../../admin/metrics.ts";
+import { EXIT_USAGE, ExitError } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+import type { RunOptions } from "../../options.ts";
+import type { ApiSource } from "../apiserver/source.ts";
+import { ClusterIndex } from "../apiserver/cluster-index.ts";
+import { LineSplitter } from "../apiserver/watch-stream.ts";
+import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, SERVICE_ACCOUNT_TOKEN, statusFailure } from "../http.ts";
+import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, SILENCE_LIMIT_MS } from "./protocol.ts";
+
+export interface FeedSourceOptions {
+  /** the feed's base URL, e.g. https://kmesh-accesslog-feed.kmesh-accesslog.svc:15300 */
+  url: string;
+  /** PEM text of the CA that signed the feed's certificate; null: the system's roots */
+  ca: string | null;
+  /** the bearer token's file (the service-account token) */
+  tokenFile: string | null;
+  index: ClusterIndex;
+  /** lists and watches the API server while the feed cannot be had; null: none */
+  fallback: ApiSource | null;
+  log: Logger;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface FeedSourceStats {
+  connections: number;
+  snapshots: number;
+  resumes: number;
+  /** changes applied (in snapshots: entries) */
+  applied: number;
+  failures: number;
+  /** 1 while the API server is watched instead */
+  fallback: number;
+}
+
+export class FeedSource {
+  readonly index: ClusterIndex;
+  readonly stats: FeedSourceStats = { connections: 0, snapshots: 0, resumes: 0, applied: 0, failures: 0, fallback: 0 };
+  readonly #o: Required<FeedSourceOptions>;
+  readonly #token: CredentialFile | null;
+  readonly #failure: FailureState<Failure["kind"]>;
+  #abort = new AbortController();
+  #loop: Promise<void> | null = null;
+  /** the version held: the feed's id and the number of the last change applied */
+  feed: string | null = null;
+  seq = 0;
+  #synced = false;
+  #announced = false;
+
+  constructor(options: FeedSourceOptions) {
+    this.#o = { minBackoffMs: 500, maxBackoffMs: 10_000, ...options };
+    this.index = options.index;
+    this.#token = options.tokenFile === null ? null : new CredentialFile(options.tokenFile, bearerToken(options.tokenFile));
+    this.#failure = new FailureState(`the feed at ${options.url}`, feedNoun, { notice: options.log.warn, info: options.log.info });
+  }
+
+  /** True once the feed (or the fallback) has given a whole view. */
+  get synced(): boolean {
+    return this.#synced || this.#o.fallback?.synced === true;
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.#loop;
+    await this.#o.fallback?.stop();
+  }
+
+  async #run(): Promise<void> {
+    let backoffMs = this.#o.minBackoffMs;
+    while (!this.#abort.signal.aborted) {
+      const failure = await this.#follow(() => {
+        backoffMs = this.#o.minBackoffMs;
+      });
+      if (this.#abort.signal.aborted) break;
+      if (failure !== null) {
+        this.stats.failures++;
+        const fallback = this.#o.fallback;
+        this.#failure.fail(failure.kind, () => feedFailureMessage(failure.kind, failure.detail, this.#o.url, fallback?.server ?? null));
+        if (fallback !== null && this.stats.fallback === 0) {
+          this.stats.fallback = 1;
+          fallback.start();
+        }
+      }
+      await sleep(backoffMs * (0.8 + 0.4 * Math.random()), this.#abort.signal);
+      backoffMs = Math.min(this.#o.maxBackoffMs, backoffMs * 2);
+    }
+  }
+
+  /** One connection, until it ends (null) or fails. `onSynced`: it brought the agent up to date. */
+  async #follow(onSynced: () => void): Promise<Failure | null> {
+    const token = this.#token?.read();
+    if (token?.ok === false) return { kind: "credentials", detail: token.problem };
+    const query = this.feed === null ? "" : `?feed=${this.feed}&since=${this.seq}`;
+    // A connection that brings no byte for SILENCE_LIMIT_MS is dead (the feed pings every 10 s).
+    const silence = new AbortController();
+    let silent = setTimeout(() => silence.abort(), SILENCE_LIMIT_MS);
+    const signal = AbortSignal.any([this.#abort.signal, silence.signal]);
+    const headers: Record<string, string> = { accept: "application/x-ndjson" };
+    if (token?.ok) headers.authorization = `Bearer ${token.value}`;
+    const tls = { rejectUnauthorized: true, ...(this.#o.ca === null ? {} : { ca: this.#o.ca }) };
+    try {
+      this.stats.connections++;
+      const response = await fetch(`${this.#o.url}${FEED_PATH}${query}`, { headers, signal, redirect: "error", tls } as RequestInit);
+      if (response.status !== 200) {
+        if (response.status === 401) this.#token?.expire();
+        return statusFailure(response, oneLine(await response.text().catch(() => "")));
+      }
+      const session = new Session(this);
+      const splitter = new LineSplitter();
+      for await (const chunk of response.body ?? []) {
+        clearTimeout(silent);
+        silent = setTimeout(() => silence.abort(), SILENCE_LIMIT_MS);
+        for (const line of splitter.push(chunk)) {
+          const parsed = parseFrame(line);
+          const problem = parsed.ok ? session.apply(parsed.frame) : parsed.problem;
+          if (problem !== null) {
+            await response.body?.cancel().catch(() => undefined);
+            return { kind: "invalid", detail: problem };
+          }
+          if (session.justSynced) {
+            session.justSynced = false;
+            onSynced();
+            await this.#caughtUp(session);
+          }
+        }
+      }
+      return { kind: "unreachable", detail: "the feed ended the connection" };
+    } catch (error) {
+      if (this.#abort.signal.aborted) return null;
+      if (silence.signal.aborted) return { kind: "timeout", detail: `no byte for ${SILENCE_LIMIT_MS / 1000} s` };
+      return classifyFetchError(error, SILENCE_LIMIT_MS);
+    } finally {
+      clearTimeout(silent);
+    }
+  }
+
+  /** The feed brought the agent up to date: say so (once per state), stop the fallback. */
+  async #caughtUp(session: Session): Promise<void> {
+    this.#synced = true;
+    const how = session.snapshot
+      ? `a snapshot of ${session.entries} entries (version ${this.feed}.${this.seq})`
+      : `resumed from version ${this.feed}.${session.since}: ${session.entries} changes`;
+    const fallback = this.#o.fallback;
+    const wasFallingBack = this.stats.fallback === 1;
+    const recovered = this.#failure.recover(`; ${how}${wasFallingBack ? `; no longer watching the API server at ${fallback?.server}` : ""}`);
+    if (!recovered && !this.#announced) {
+      const c = this.index.counts;
+      this.#o.log.info(
+        `the feed at ${this.#o.url}: ${c.services} services, ${c.endpointSlices} endpoint slices, ${c.pods} pods (${c.podIps} pod IPs) received; following its changes`,
+      );
+    }
+    this.#announced = true;
+    if (wasFallingBack) {
+      this.stats.fallback = 0;
+      await fallback?.stop();
+    }
+  }
+
+  /** What it counts, on the agent's /metrics. */
+  registerMetrics(registry: MetricsRegistry): void {
+    const s = this.stats;
+    const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number) =>
+      registry.register({ name: `kmesh_accesslog_feed_${name}`, type, help, read });
+    metric("connections_total", "counter", "Connections to the feed (--feed), failed ones included.", () => s.connections);
+    metric("snapshots_total", "counter", "Whole snapshots received from the feed.", () => s.snapshots);
+    metric("resumes_total", "counter", "Connections that resumed from the version held (only the changes since).", () => s.resumes);
+    metric("applied_total", "counter", "Entries and changes applied from the feed.", () => s.applied);
+    metric("failures_total", "counter", "Connections to the feed that failed or broke.", () => s.failures);
+    metric("fallback", "gauge", "1 while the API server is watched because the feed cannot be had.", () => s.fallback);
+    metric("version", "gauge", "The number of the last change applied from the feed.", () => this.seq);
+  }
+
+  /** Applies one entry or deletion to the index. */
+  applyEntry(frame: Exclude<Frame, { t: "hello" | "synced" | "ping" }>): { kind: Kind; key: string } {
+    const index = this.index;
+    switch (frame.t) {
+      case "svc":
+        index.putService(frame.k, { ips: frame.ips, ports: frame.ports });
+        return { kind: "services", key: frame.k };
+      case "eps":
+        index.putSlice(frame.k, { service: frame.svc, ips: frame.ips, ports: frame.ports });
+        return { kind: "endpointslices", key: frame.k };
+      case "pod":
+        index.putPod(frame.k, { ips: frame.ips, claim: frame.c });
+        return { kind: "pods", key: frame.k };
+      case "del": {
+        const kind = KIND_OF_TAG[frame.kind];
+        index.delete(kind, frame.k);
+        return { kind, key: frame.k };
+      }
+    }
+  }
+}
+
+/** One connection's progress: hello, then the snapshot or the changes, synced, then live changes. */
+class Session {
+  readonly #source: FeedSource;
+  #hello = false;
+  snapshot = false;
+  since = 0;
+  entries = 0;
+  #synced = false;
+  justSynced = false;
+  /** the keys a snapshot brought, per kind: what the index held and it lacks is gone */
+  readonly #seen: Record<Kind, Set<string>> = { services: new Set(), endpointslices: new Set(), pods: new Set() };
+
+  constructor(source: FeedSource) {
+    this.#source = source;
+    this.since = source.seq;
+  }
+
+  /** Applies a frame; a problem (one line) when it is out of place. */
+  apply(frame: Frame): string | null {
+    const source = this.#source;
+    if (!this.#hello) {
+      if (frame.t !== "hello") return `a "${frame.t}" frame before "hello"`;
+      this.#hello = true;
+      this.snapshot = frame.snapshot;
+      if (!frame.snapshot && frame.feed !== source.feed) return `a resumption of another feed's history (${frame.feed})`;
+      if (frame.snapshot) source.stats.snapshots++;
+      else source.stats.resumes++;
+      source.feed = frame.feed;
+      return null;
+    }
+    switch (frame.t) {
+      case "hello":
+        return `a second "hello"`;
+      case "ping":
+        return null;
+      case "synced": {
+        if (this.#synced) return null;
+        if (this.snapshot) {
+          for (const kind of Object.keys(this.#seen) as Kind[]) {
+            for (const key of source.index.keys(kind)) if (!this.#seen[kind].has(key)) source.index.delete(kind, key);
+          }
+        }
+        source.seq = frame.v;
+        this.#synced = this.justSynced = true;
+        return null;
+      }
+      default: {
+        // A change the snapshot or the resumption already held (sent again just after) is skipped.
+        if (frame.v !== undefined && frame.v <= source.seq) return null;
+        if (this.#synced && frame.v === undefined) return `a "${frame.t}" change without its version`;
+        const { kind, key } = source.applyEntry(frame);
+        if (this.snapshot && !this.#synced) this.#seen[kind].add(key);
+        if (frame.v !== undefined) source.seq = frame.v;
+        source.stats.applied++;
+        this.entries++;
+        return null;
+      }
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done);
+  });
+}
+
+/** The feed source a run asks for (--feed), not started; null without it. Its fallback is the run's API source. */
+export function createFeedSource(options: Partial<RunOptions> & { clusterDomain: string }, fallback: ApiSource | null, log: Logger): FeedSource | null {
+  if (options.feed === undefined) return null;
+  let ca: string | null = null;
+  if (options.feedCaFile !== undefined) {
+    try {
+      ca = readFileSync(options.feedCaFile, "utf8");
+    } catch (error) {
+      throw new FeedConfigError(`cannot read --feed-ca-file ${options.feedCaFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  }
+  const tokenFile = options.feedTokenFile ?? (existsSync(SERVICE_ACCOUNT_TOKEN) ? SERVICE_ACCOUNT_TOKEN : null);
+  return new FeedSource({ url: options.feed, ca, tokenFile, index: fallback?.index ?? new ClusterIndex(options.clusterDomain), fallback, log });
+}
+
+/** --feed is given but cannot be used as given. */
+export class FeedConfigError extends ExitError {
+  override name = "FeedConfigError";
+  override readonly exitCode = EXIT_USAGE;
+  override readonly context = "cannot use the feed";
+}

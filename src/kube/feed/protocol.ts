@@ -1,0 +1,105 @@
+// The feed's protocol: what `kmesh-accesslog feed` sends an agent, one JSON object per line
+// (NDJSON) on one long HTTPS answer to `GET /v1/feed[?feed=<id>&since=<seq>]`:
+//
+//   {"t":"hello","feed":"<id>","snapshot":true|false}     first; snapshot: every entry follows,
+//                                                          else only the changes after `since`
+//   {"t":"svc","k":"<ns>/<name>","ips":[...],"ports":[...]}          a Service (entries.ts)
+//   {"t":"eps","k":"<ns>/<slice>","svc":"<name>","ips":[...],"ports":[...]}   an EndpointSlice
+//   {"t":"pod","k":"<ns>/<name>","ips":[...],"c":<claim>}             a pod
+//   {"t":"del","kind":"svc|eps|pod","k":"<ns>/<name>"}                 gone
+//   {"t":"synced","v":<seq>}                               the agent now has the feed's state at seq
+//   {"t":"ping","v":<seq>}                                 every PING_INTERVAL_MS, so that a silent
+//                                                          connection is known dead
+// After `synced`, each change carries its sequence number "v"; (feed id, seq) is the version an
+// agent resumes from after a break. A feed id names one history of changes: a feed started afresh
+// has a new one (a feed stopped cleanly with --state-file keeps its own: ../../commands/feed.ts).
+//
+// Every frame an agent reads is checked here (valibot): a bad one ends the connection with a
+// one-line problem, and the agent resumes from the last version it applied.
+import * as v from "valibot";
+import { canonicalIp } from "../../address.ts";
+import { ANY_PORT, type PodEntry, type ServiceEntry, type SliceEntry } from "../apiserver/entries.ts";
+
+export const FEED_PATH = "/v1/feed";
+/** How often an idle connection carries a ping, and how long an agent waits for a byte before giving up. */
+export const PING_INTERVAL_MS = 10_000;
+export const SILENCE_LIMIT_MS = 3 * PING_INTERVAL_MS;
+
+export type Kind = "services" | "endpointslices" | "pods";
+export const TAG = { services: "svc", endpointslices: "eps", pods: "pod" } as const satisfies Record<Kind, string>;
+export const KIND_OF_TAG = { svc: "services", eps: "endpointslices", pod: "pods" } as const satisfies Record<string, Kind>;
+
+// ── Frames, as the agent checks them ─────────────────────────────────────────
+
+/** `<namespace>/<name>`: a DNS-label namespace (or none) and a non-empty name without '/'. */
+const KeySchema = v.pipe(v.string(), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[^/\s]{1,253}$|^\/[^/\s]{1,253}$/, "not <namespace>/<name>"));
+/** An IP in the text the record decoder writes (src/address.ts): the feed sends nothing else. */
+const IpSchema = v.pipe(
+  v.string(),
+  v.check((text) => canonicalIp(text) === text, "not an IP address in canonical form"),
+);
+const IpsSchema = v.pipe(v.array(IpSchema), v.maxLength(1024));
+const PortSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535));
+const SeqSchema = v.pipe(v.number(), v.integer(), v.minValue(0));
+const version = { v: v.optional(SeqSchema) };
+
+const FrameSchema = v.variant("t", [
+  v.object({ t: v.literal("hello"), feed: v.pipe(v.string(), v.regex(/^[0-9a-f]{16}$/, "not a feed id")), snapshot: v.boolean() }),
+  v.object({ t: v.literal("svc"), k: KeySchema, ips: IpsSchema, ports: v.pipe(v.array(PortSchema), v.maxLength(1024)), ...version }),
+  v.object({
+    t: v.literal("eps"),
+    k: KeySchema,
+    svc: v.pipe(v.string(), v.maxLength(253)),
+    ips: IpsSchema,
+    ports: v.pipe(v.array(v.union([PortSchema, v.literal(ANY_PORT)])), v.maxLength(1024)),
+    ...version,
+  }),
+  v.object({ t: v.literal("pod"), k: KeySchema, ips: IpsSchema, c: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3)), ...version }),
+  v.object({ t: v.literal("del"), kind: v.picklist(["svc", "eps", "pod"]), k: KeySchema, ...version }),
+  v.object({ t: v.literal("synced"), v: SeqSchema }),
+  v.object({ t: v.literal("ping"), v: SeqSchema }),
+]);
+export type Frame = v.InferOutput<typeof FrameSchema>;
+
+/** One line → a frame, or a one-line problem naming what was wrong. Never throws. */
+export function parseFrame(line: string): { ok: true; frame: Frame } | { ok: false; problem: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch (error) {
+    return { ok: false, problem: `not JSON: ${(error as Error).message}` };
+  }
+  const result = v.safeParse(FrameSchema, json);
+  if (result.success) return { ok: true, frame: result.output };
+  const [issue] = result.issues;
+  const path = v.getDotPath(issue);
+  const type = typeof (json as { t?: unknown } | null)?.t === "string" ? `a "${(json as { t: string }).t}" frame` : "a frame";
+  return { ok: false, problem: `${type}: ${path === null ? "" : `${path}: `}${issue.message}` };
+}
+
+// ── Frames, as the feed writes them ──────────────────────────────────────────
+
+export type Entry = ServiceEntry | SliceEntry | PodEntry;
+
+/** The frame of one entry, without a version. */
+export function entryFrame(kind: Kind, key: string, entry: Entry): string {
+  switch (kind) {
+    case "services": {
+      const e = entry as ServiceEntry;
+      return JSON.stringify({ t: "svc", k: key, ips: e.ips, ports: e.ports });
+    }
+    case "endpointslices": {
+      const e = entry as SliceEntry;
+      return JSON.stringify({ t: "eps", k: key, svc: e.service, ips: e.ips, ports: e.ports });
+    }
+    case "pods": {
+      const e = entry as PodEntry;
+      return JSON.stringify({ t: "pod", k: key, ips: e.ips, c: e.claim });
+    }
+  }
+}
+
+export const deleteFrame = (kind: Kind, key: string) => JSON.stringify({ t: "del", kind: TAG[kind], k: key });
+
+/** A frame with its sequence number (frames are objects: `{"v":N,` + the rest). */
+export const versioned = (frame: string, seq: number) => `{"v":${seq},${frame.slice(1)}`;
