@@ -26,32 +26,41 @@ export interface ServiceRef {
   host: string;
 }
 
-/** ip → port → claimants, first claimant wins. */
+/**
+ * ip → port → claimants, the first claimant wins. Each IP holds one flat array of (port, claimant)
+ * pairs in the order they came: most IPs have one port and one claimant, and a Map per IP cost
+ * several hundred bytes where this costs a few dozen (scripts/bench/feed.ts).
+ */
 class AddressMap<T> {
-  readonly #map = new Map<string, Map<number, T[]>>();
+  readonly #map = new Map<string, (number | T)[]>();
 
   add(ip: string, port: number, value: T): void {
-    let ports = this.#map.get(ip);
-    if (ports === undefined) this.#map.set(ip, (ports = new Map()));
-    const list = ports.get(port);
-    if (list === undefined) ports.set(port, [value]);
-    else list.push(value);
+    const pairs = this.#map.get(ip);
+    if (pairs === undefined) this.#map.set(ip, [port, value]);
+    else pairs.push(port, value);
   }
 
   remove(ip: string, port: number, value: T): void {
-    const ports = this.#map.get(ip);
-    const list = ports?.get(port);
-    if (ports === undefined || list === undefined) return;
-    const i = list.indexOf(value);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) ports.delete(port);
-    if (ports.size === 0) this.#map.delete(ip);
+    const pairs = this.#map.get(ip);
+    if (pairs === undefined) return;
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (pairs[i] === port && pairs[i + 1] === value) {
+        pairs.splice(i, 2);
+        break;
+      }
+    }
+    if (pairs.length === 0) this.#map.delete(ip);
   }
 
   get(ip: string, port: number): T | undefined {
-    const ports = this.#map.get(ip);
-    if (ports === undefined) return undefined;
-    return (ports.get(port) ?? ports.get(ANY_PORT))?.[0];
+    const pairs = this.#map.get(ip);
+    if (pairs === undefined) return undefined;
+    let any: T | undefined;
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (pairs[i] === port) return pairs[i + 1] as T;
+      if (pairs[i] === ANY_PORT) any ??= pairs[i + 1] as T;
+    }
+    return any;
   }
 
   get size(): number {
@@ -82,8 +91,8 @@ export class ClusterIndex {
   readonly #services = new Map<string, { ref: ServiceRef; entry: ServiceEntry }>();
   readonly #endpoints = new AddressMap<ServiceRef>();
   readonly #slices = new Map<string, KeptSlice>();
-  /** service key → its slices' keys */
-  readonly #slicesOfService = new Map<string, Set<string>>();
+  /** service key → its slices (most have one) */
+  readonly #slicesOfService = new Map<string, KeptSlice[]>();
   /** IP → the pod claiming it, or the pods when several do (rare: an array only then) */
   readonly #podsByIp = new Map<string, PodRecord | PodRecord[]>();
   /** namespace → name → record: no `namespace/name` string kept per pod */
@@ -105,9 +114,8 @@ export class ClusterIndex {
     return text;
   }
 
-  /** One ServiceRef per service name (shared by its ClusterIPs and endpoints). */
-  #ref(namespace: string, name: string): ServiceRef {
-    const key = `${namespace}/${name}`;
+  /** One ServiceRef per service name (shared by its ClusterIPs and endpoints); `key` is `namespace/name`. */
+  #ref(key: string, namespace: string, name: string): ServiceRef {
     let ref = this.#refs.get(key);
     if (ref === undefined) {
       ref = { name, namespace: this.#intern(namespace), host: `${name}.${namespace}.svc.${this.clusterDomain}` };
@@ -129,7 +137,7 @@ export class ClusterIndex {
   putService(key: string, entry: ServiceEntry): void {
     this.deleteService(key);
     const { namespace, name } = splitKey(key);
-    const ref = this.#ref(namespace, name);
+    const ref = this.#ref(key, namespace, name);
     for (const ip of entry.ips) for (const port of entry.ports) this.#clusterIps.add(ip, port, ref);
     this.#services.set(key, { ref, entry });
   }
@@ -159,12 +167,13 @@ export class ClusterIndex {
     if (entry.service === "") return;
     const { namespace } = splitKey(key);
     const service = `${namespace}/${entry.service}`;
-    const ref = this.#ref(namespace, entry.service);
+    const ref = this.#ref(service, namespace, entry.service);
     for (const ip of entry.ips) for (const port of entry.ports) this.#endpoints.add(ip, port, ref);
-    this.#slices.set(key, { service, ref, entry });
-    let slices = this.#slicesOfService.get(service);
-    if (slices === undefined) this.#slicesOfService.set(service, (slices = new Set()));
-    slices.add(key);
+    const kept: KeptSlice = { service, ref, entry };
+    this.#slices.set(key, kept);
+    const slices = this.#slicesOfService.get(service);
+    if (slices === undefined) this.#slicesOfService.set(service, [kept]);
+    else slices.push(kept);
   }
 
   deleteSlice(key: string): void {
@@ -174,8 +183,10 @@ export class ClusterIndex {
     for (const ip of old.entry.ips) for (const port of old.entry.ports) this.#endpoints.remove(ip, port, old.ref);
     this.#slices.delete(key);
     const slices = this.#slicesOfService.get(old.service);
-    slices?.delete(key);
-    if (slices?.size === 0) this.#slicesOfService.delete(old.service);
+    if (slices !== undefined) {
+      slices.splice(slices.indexOf(old), 1);
+      if (slices.length === 0) this.#slicesOfService.delete(old.service);
+    }
     this.#dropRefIfUnused(old.service);
   }
 
@@ -186,9 +197,7 @@ export class ClusterIndex {
 
   /** Every endpoint address of a Service (from all its slices). */
   *endpointAddresses(ref: ServiceRef): Iterable<string> {
-    for (const key of this.#slicesOfService.get(`${ref.namespace}/${ref.name}`) ?? []) {
-      yield* this.#slices.get(key)?.entry.ips ?? [];
-    }
+    for (const slice of this.#slicesOfService.get(`${ref.namespace}/${ref.name}`) ?? []) yield* slice.entry.ips;
   }
 
   // ── Pods ──────────────────────────────────────────────────────────────────
