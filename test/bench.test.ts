@@ -67,6 +67,13 @@ describe("benchmarks, short mode", () => {
     expectTable(r.stdout, "open connections");
   }, 120_000);
 
+  testIf(IS_ROOT && hasCommand("openssl"), `${needsRoot}, and openssl`)("feed", async () => {
+    const r = await runBench("feed.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "pods");
+    expectTable(r.stdout, "agent");
+  }, 120_000);
+
   // Installs wrk and nginx-light with apt-get when they are missing.
   testIf(IS_ROOT, needsRoot)("churn", async () => {
     const r = await runBench("churn.ts");

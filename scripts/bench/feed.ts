@@ -6,6 +6,9 @@
 //     server (--kubeconfig) and once through the feed (--feed, the compiled `feed` in its own
 //     process): bytes it receives, requests it makes, time from exec to a complete view (its
 //     "listed; watching" / "received; following" line), resident memory (VmRSS) then;
+//   - the agent's cluster index alone: the heap it keeps once filled from the feed (this process,
+//     the agent's own FeedSource, after full collections), and the longest a 10 ms timer (the
+//     agent's line path is one) was held up while the snapshot was applied;
 //   - the feed itself: time to ready, what it took from the API server, its VmRSS, and its CPU per
 //     change (10,000 pod IP changes, one agent connected);
 //   - the API server's load for --nodes agents, computed from those: every agent listing and
@@ -17,6 +20,7 @@
 // classes, with an index that notes when each change lands).
 //
 //   sudo flock -x /tmp/kal-machine.lock bun scripts/bench/feed.ts [--sizes 10000,50000,150000] [--nodes 5000] [--churn-seconds 60] [--churn-pods 10000]
+//   --short: 2,000 pods, 3 s of churn (test/bench.test.ts)
 //
 // Bodies are counted as sent (uncompressed, as both sides send them here; a real API server gzips
 // large lists for clients that ask, which Bun's fetch does: the direct path's bytes on a real wire
@@ -24,6 +28,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Server } from "bun";
+import { heapStats } from "bun:jsc";
 import { ApiClient } from "../../src/kube/apiserver/client.ts";
 import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import type { PodEntry } from "../../src/kube/apiserver/entries.ts";
@@ -285,7 +290,7 @@ const agentArgs = (name: string) => [BINARY, "run", "--no-kubelet", "--admin-add
 interface SizeResult {
   pods: number;
   direct: { bytes: number; requests: number; watches: number; readyMs: number; rss: number };
-  fed: { bytes: number; requests: number; reviews: number; readyMs: number; rss: number };
+  fed: { bytes: number; requests: number; reviews: number; readyMs: number; rss: number; indexHeap: number; stallMs: number };
   feed: { readyMs: number; bytes: number; requests: number; rss: number; cpuPerChangeUs: number; rssAfter: number };
 }
 
@@ -325,6 +330,7 @@ async function measureSize(pods: number): Promise<SizeResult> {
     const after = await feedMetrics(url, ca);
     const ac = (await api.ask("counters")) as { requests: number; reviews: number };
     const delta = (name: string) => (after.get(`kmesh_accesslog_feed_${name}`) ?? 0) - (before.get(`kmesh_accesslog_feed_${name}`) ?? 0);
+    const { heap: indexHeap, stallMs } = await indexHeapThroughFeed(url, ca, api.agentTokenFile);
 
     // the feed's CPU per change, one agent connected
     const changes = 10_000;
@@ -341,12 +347,37 @@ async function measureSize(pods: number): Promise<SizeResult> {
     return {
       pods,
       direct: { bytes: dc.bytes, requests: dc.requests, watches: dc.watches, readyMs: direct.ms, rss: directRss },
-      fed: { bytes: delta("bytes_sent_total"), requests: delta("requests_total") + ac.requests, reviews: ac.reviews, readyMs: fed.ms, rss: fedRss },
+      fed: { bytes: delta("bytes_sent_total"), requests: delta("requests_total") + ac.requests, reviews: ac.reviews, readyMs: fed.ms, rss: fedRss, indexHeap, stallMs },
       feed: { readyMs: feed.ms, bytes: fc.bytes, requests: fc.requests, rss: feedRss, cpuPerChangeUs, rssAfter },
     };
   } finally {
     await api.stop();
   }
+}
+
+/** The heap a cluster index keeps once the feed has filled it (full collections before and after), and the worst stall of a 10 ms timer meanwhile. */
+async function indexHeapThroughFeed(url: string, ca: string, tokenFile: string): Promise<{ heap: number; stallMs: number }> {
+  const gcHeap = () => {
+    for (let i = 0; i < 3; i++) Bun.gc(true);
+    return heapStats().heapSize;
+  };
+  const before = gcHeap();
+  const index = new ClusterIndex();
+  const source = new FeedSource({ url, ca, tokenFile, index, fallback: null, log: createLogger("error") });
+  let stallMs = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    stallMs = Math.max(stallMs, now - last - 10);
+    last = now;
+  }, 10);
+  source.start();
+  while (!source.synced) await Bun.sleep(5);
+  clearInterval(timer);
+  await source.stop();
+  const heap = gcHeap() - before;
+  if (index.counts.pods < 0) console.log(index); // keeps it alive until measured
+  return { heap, stallMs };
 }
 
 /** An index that notes when each churned pod's new IP lands (the IP encodes the change's number). */
@@ -408,10 +439,11 @@ if (process.argv[2] === "--serve") {
     console.error("the agent loads its BPF probe: run as root (sudo)");
     process.exit(1);
   }
+  const short = process.argv.includes("--short");
   const at = process.argv.indexOf("--sizes");
-  const sizes = at < 0 ? [10_000, 50_000, 150_000] : (process.argv[at + 1] ?? "").split(",").map(Number);
+  const sizes = at >= 0 ? (process.argv[at + 1] ?? "").split(",").map(Number) : short ? [2_000] : [10_000, 50_000, 150_000];
   const nodes = option("nodes", 5_000);
-  const churnSeconds = option("churn-seconds", 60);
+  const churnSeconds = short ? 3 : option("churn-seconds", 60);
   const results: SizeResult[] = [];
   for (const pods of sizes) {
     console.error(`measuring ${pods} pods...`);
@@ -421,10 +453,10 @@ if (process.argv[2] === "--serve") {
   console.log("\nOne agent:\n");
   console.log(
     table(
-      ["pods", "mode", "bytes received", "requests", "exec to a complete view", "agent VmRSS"],
+      ["pods", "mode", "bytes received", "requests", "exec to a complete view", "agent VmRSS", "of which the index's heap", "worst 10 ms-timer stall while applying"],
       results.flatMap((r) => [
-        [String(r.pods), "straight to the API server", mib(r.direct.bytes), `${r.direct.requests} (${r.direct.watches} watches)`, s(r.direct.readyMs), `${r.direct.rss.toFixed(0)} MiB`],
-        [String(r.pods), "through the feed", mib(r.fed.bytes), `${r.fed.requests} (+${r.fed.reviews} TokenReview by the feed)`, s(r.fed.readyMs), `${r.fed.rss.toFixed(0)} MiB`],
+        [String(r.pods), "straight to the API server", mib(r.direct.bytes), `${r.direct.requests} (${r.direct.watches} watches)`, s(r.direct.readyMs), `${r.direct.rss.toFixed(0)} MiB`, "", ""],
+        [String(r.pods), "through the feed", mib(r.fed.bytes), `${r.fed.requests} (+${r.fed.reviews} TokenReview by the feed)`, s(r.fed.readyMs), `${r.fed.rss.toFixed(0)} MiB`, mib(r.fed.indexHeap), `${r.fed.stallMs.toFixed(0)} ms`],
       ]),
     ),
   );
