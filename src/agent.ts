@@ -139,7 +139,7 @@ export class Agent {
       await control.stop();
       throw error;
     }
-    metrics.kube = kubeView(pods, api);
+    metrics.kube = kubeView(pods, feed?.index ?? api?.index ?? null);
     const lines =
       options.output === "none"
         ? null
@@ -382,11 +382,11 @@ class MetricsAddress {
 }
 
 /** Whether a pod or a Service the TCP metrics name still exists; null without a Kubernetes source. */
-function kubeView(pods: PodSource | null, api: ApiSource | null): KubeView | null {
-  if (pods === null && api === null) return null;
+function kubeView(pods: PodSource | null, cluster: ClusterIndex | null): KubeView | null {
+  if (pods === null && cluster === null) return null;
   return {
-    hasPod: (key) => pods?.index.hasPod(key) === true || api?.index.hasPod(key) === true,
-    hasService: (key) => api?.index.hasService(key) === true,
+    hasPod: (key) => pods?.index.hasPod(key) === true || cluster?.hasPod(key) === true,
+    hasService: (key) => cluster?.hasService(key) === true,
   };
 }
 

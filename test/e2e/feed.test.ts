@@ -6,7 +6,8 @@
  * with a DNAT rule, as in kube-api.test.ts.
  *
  * Asserts: an agent through the feed writes exactly the names an agent watching the API server
- * writes, and never lists the API server itself; the feed stopped under a running agent: it says
+ * writes, and its TCP metrics carry the same labels (workload, app, version, service account...),
+ * and it never lists the API server itself; the feed stopped under a running agent: it says
  * so once and names from the API server meanwhile (a Service created then is named); the feed
  * back: the agent resumes from its version (the feed's counters: a resumption, no snapshot), says
  * so once, and stops watching the API server; a pod deleted and its IP taken by another reaches it
@@ -16,6 +17,7 @@
  * Needs root, iptables, openssl and dist/kmesh-accesslog (scripts/build).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { parseExposition } from "../../src/admin/metrics.ts";
 import { type AccessLogEntry, type Agent, agentUnavailableReason, startAgent } from "./agent.ts";
 import { freePort, metrics } from "./admin-support.ts";
 import { type LocalApiServer, serviceObject, sliceObject, startApiServer } from "./api-server.ts";
@@ -62,6 +64,9 @@ describe.skipIf(!ready)("the cluster feed", () => {
   /** names from the feed, the API server as its fallback */
   let fed: Agent;
   const fedAdmin = `127.0.0.1:${freePort()}`;
+  /** where each agent serves its TCP metrics (--workload-metrics) */
+  const directMetrics = `127.0.0.1:${freePort()}`;
+  const fedMetrics = `127.0.0.1:${freePort()}`;
   const pods = {} as Record<Name, Pod>;
   const lists = () => api.requests.filter((r) => !r.watch && r.status === 200).length;
 
@@ -75,12 +80,12 @@ describe.skipIf(!ready)("the cluster feed", () => {
     api.put("services", serviceObject("shop", "web", CLUSTER_IP, SERVICE_PORT, TARGET_PORT));
     api.put("endpointslices", sliceObject("shop", "web", [{ ip: pods.server.ip4, pod: ID.server.name }], TARGET_PORT));
     feed = await startFeed(api);
-    direct = startAgent({ output: "text", args: ["--no-kubelet", "--kubeconfig", api.kubeconfig] });
+    direct = startAgent({ output: "text", args: ["--no-kubelet", "--kubeconfig", api.kubeconfig, "--workload-metrics", "--metrics-addr", directMetrics] });
     await direct.waitForStderr((l) => l.includes("listed; watching for changes"), 15_000);
     const listsBefore = lists();
     fed = startAgent({
       output: "text",
-      args: ["--no-kubelet", "--kubeconfig", api.kubeconfig, "--feed", feed.url, "--feed-ca-file", feed.caFile, "--feed-token-file", agentToken(api, feed.dir), "--admin-addr", fedAdmin],
+      args: ["--no-kubelet", "--kubeconfig", api.kubeconfig, "--feed", feed.url, "--feed-ca-file", feed.caFile, "--feed-token-file", agentToken(api, feed.dir), "--admin-addr", fedAdmin, "--workload-metrics", "--metrics-addr", fedMetrics],
     });
     await fed.waitForStderr((l) => l.includes("received; following its changes"), 15_000);
     // The agent through the feed asked the API server for nothing.
@@ -126,6 +131,19 @@ describe.skipIf(!ready)("the cluster feed", () => {
       dstWorkload: ID.server.name,
       dstNamespace: "shop",
     });
+    // The TCP metrics' series of the connections to the Service: the same label sets either way.
+    const labelSets = async (address: string) => {
+      const text = await (await fetch(`http://${address}/status/metric`)).text();
+      const sets = parseExposition(text)
+        .filter((s) => s.name.endsWith("_tcp_connections_opened_total") && s.labels.destination_workload === "web")
+        .map((s) => JSON.stringify(Object.entries(s.labels).sort()));
+      return [...new Set(sets)].sort();
+    };
+    const [setsApi, setsFeed] = await Promise.all([labelSets(directMetrics), labelSets(fedMetrics)]);
+    expect(setsFeed).toEqual(setsApi);
+    expect(setsFeed.join()).toContain(`["destination_workload","web"]`);
+    expect(setsFeed.join()).toContain(`["source_workload","client"]`);
+    expect(setsFeed.join()).toContain(`["destination_service","web.shop.svc.cluster.local"]`);
     const [remoteApi, remoteFeed] = await connect(pods.client, pods.remote, pods.remote.ip4, 9000, 9000, [direct, fed]);
     expect(remoteFeed).toEqual(remoteApi!);
     expect(remoteFeed!.out).toMatchObject({ srcWorkload: ID.client.name, dstService: pods.remote.ip4, dstWorkload: ID.remote.name, dstNamespace: "elsewhere" });

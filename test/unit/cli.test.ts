@@ -30,7 +30,12 @@ describe("a mistake is one line on stderr and exit code 2", () => {
     [["run", "--max-conections", "5"], "unknown flag --max-conections (did you mean --max-connections?)"],
     [["--bogus"], "unknown flag --bogus"],
     [["-x"], "unknown flag -x"],
-    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status or check)'],
+    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status, check or feed)'],
+    [["--feed", "http://feed:15300"], 'invalid value for --feed: "http://feed:15300" (expected an https:// URL, e.g. https://kmesh-accesslog-feed.kmesh-accesslog.svc:15300)'],
+    [["feed"], "feed: --tls-cert-file is required (the feed serves agents over TLS only)"],
+    [["feed", "--tls-cert-file", "c.pem"], "feed: --tls-key-file is required (the feed serves agents over TLS only)"],
+    [["feed", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--allow-service-account", "default/agent"], 'invalid value for --allow-service-account: "default/agent" (expected <namespace>:<service account>, e.g. kmesh-accesslog:kmesh-accesslog)'],
+    [["feed", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--output", "json"], "unknown flag --output"],
     [["run", "extra"], 'unexpected argument "extra"'],
     [["--output", "json", "run"], 'the command "run" must come before any flag'],
     // Several mistakes: the first one in argv order, still one line.

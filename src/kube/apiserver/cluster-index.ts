@@ -5,8 +5,10 @@
 //                                        exactly the address and port an EndpointSlice lists)
 //   pod IP → pod                        (names for remote ends)
 // Only the entries naming needs are kept (entries.ts), never the objects. Pods, which are most of
-// a cluster, take one small record each: the pod's name, its namespace interned (one string per
-// namespace, however many pods), its claim and IPs; the record is what a lookup returns. Memory:
+// a cluster, take one small record each: the pod's name, its namespace and the metrics' labels
+// interned (one string per namespace, workload, app..., however many pods share it), its claim and
+// IPs; the record is what a lookup returns. Pods that claim no IP (hostNetwork, finished) keep a
+// record too, unindexed, so that the TCP metrics can tell that they exist. Memory:
 // scripts/bench/api-memory.ts, scripts/bench/feed.ts.
 //
 // Rules (the entries' are in entries.ts): when several Services claim one endpoint IP:port, or one
@@ -95,8 +97,9 @@ export class ClusterIndex {
   readonly #slicesOfService = new Map<string, KeptSlice[]>();
   /** IP → the pod claiming it, or the pods when several do (rare: an array only then) */
   readonly #podsByIp = new Map<string, PodRecord | PodRecord[]>();
-  /** namespace → name → record: no `namespace/name` string kept per pod */
+  /** namespace → name → record (every pod, indexed or not): no `namespace/name` string kept per pod */
   readonly #pods = new Map<string, Map<string, PodRecord>>();
+  /** pods indexed by IP */
   #podCount = 0;
   /** one copy of each namespace's name (and of other short texts many pods share) */
   readonly #interned = new Map<string, string>();
@@ -208,11 +211,23 @@ export class ClusterIndex {
 
   putPod(key: string, entry: PodEntry): void {
     this.deletePod(key);
-    if (entry.claim === NEVER || entry.ips.length === 0) return;
     const { namespace, name } = splitKey(key);
     const ns = this.#intern(namespace);
-    const record: PodRecord = { name, namespace: ns === "" ? null : ns, strength: entry.claim, ips: entry.ips };
-    for (const ip of entry.ips) {
+    const l = entry.labels;
+    const indexed = entry.claim !== NEVER && entry.ips.length > 0;
+    const record: PodRecord = {
+      name,
+      namespace: ns === "" ? null : ns,
+      workload: this.#intern(l.workload),
+      canonicalService: this.#intern(l.canonicalService),
+      canonicalRevision: this.#intern(l.canonicalRevision),
+      app: this.#intern(l.app),
+      version: this.#intern(l.version),
+      serviceAccount: l.serviceAccount === null ? null : this.#intern(l.serviceAccount),
+      strength: entry.claim,
+      ips: indexed ? entry.ips : [],
+    };
+    for (const ip of record.ips) {
       const held = this.#podsByIp.get(ip);
       if (held === undefined) this.#podsByIp.set(ip, record);
       else if (Array.isArray(held)) held.push(record);
@@ -221,7 +236,7 @@ export class ClusterIndex {
     let names = this.#pods.get(ns);
     if (names === undefined) this.#pods.set(ns, (names = new Map()));
     names.set(name, record);
-    this.#podCount++;
+    if (indexed) this.#podCount++;
   }
 
   deletePod(key: string): void {
@@ -240,7 +255,18 @@ export class ClusterIndex {
     }
     names.delete(name);
     if (names.size === 0) this.#pods.delete(namespace);
-    this.#podCount--;
+    if (old.ips.length > 0) this.#podCount--;
+  }
+
+  /** Whether the pod `namespace/name` exists, indexed or not. */
+  hasPod(key: string): boolean {
+    const { namespace, name } = splitKey(key);
+    return this.#pods.get(namespace)?.has(name) === true;
+  }
+
+  /** Whether the Service `namespace/name` exists. */
+  hasService(key: string): boolean {
+    return this.#services.has(key);
   }
 
   /** The pod at a canonical address: the strongest claim, the earliest on a tie. */

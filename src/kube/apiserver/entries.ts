@@ -6,7 +6,7 @@
 // ClusterIPs are not kept (headless, ExternalName); an EndpointSlice port without a number stands
 // for every port (ANY_PORT); a slice without the service-name label names nothing; hostNetwork pods
 // and finished pods claim no IP (../pod.ts).
-import { claim, NEVER, type Pod, podIps } from "../pod.ts";
+import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
 import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
 
 /** A port number that stands for every port (an EndpointSlice port without a number). */
@@ -27,10 +27,14 @@ export interface SliceEntry {
   ports: number[];
 }
 
-/** A pod: the IPs it claims and how strongly (../pod.ts claim(); NEVER: none). */
+/** What the TCP metrics' labels say of a pod beyond its name and namespace (../pod.ts podInfo()). */
+export type PodLabels = Omit<PodInfo, "name" | "namespace">;
+
+/** A pod: the IPs it claims and how strongly (../pod.ts claim(); NEVER: none), and its labels. */
 export interface PodEntry {
   ips: string[];
   claim: number;
+  labels: PodLabels;
 }
 
 /** `namespace/name`: the key of every object. */
@@ -61,5 +65,6 @@ export function sliceEntry(slice: EndpointSlice): SliceEntry {
 
 export function podEntry(pod: Pod): PodEntry {
   const strength = pod.spec?.hostNetwork === true ? NEVER : claim(pod);
-  return { ips: strength === NEVER ? [] : podIps(pod), claim: strength };
+  const { name: _name, namespace: _namespace, ...labels } = podInfo(pod);
+  return { ips: strength === NEVER ? [] : podIps(pod), claim: strength, labels };
 }

@@ -18,7 +18,7 @@ import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
 import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
 import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, SERVICE_ACCOUNT_TOKEN, statusFailure } from "../http.ts";
-import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, SILENCE_LIMIT_MS } from "./protocol.ts";
+import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
 const SLICE_MS = 2;
@@ -208,7 +208,7 @@ export class FeedSource {
         index.putSlice(frame.k, { service: frame.svc, ips: frame.ips, ports: frame.ports });
         return { kind: "endpointslices", key: frame.k };
       case "pod":
-        index.putPod(frame.k, { ips: frame.ips, claim: frame.c });
+        index.putPod(frame.k, { ips: frame.ips, claim: frame.c, labels: podLabelsOf(frame) });
         return { kind: "pods", key: frame.k };
       case "del": {
         const kind = KIND_OF_TAG[frame.kind];

@@ -5,7 +5,9 @@
 //                                                          else only the changes after `since`
 //   {"t":"svc","k":"<ns>/<name>","ips":[...],"ports":[...]}          a Service (entries.ts)
 //   {"t":"eps","k":"<ns>/<slice>","svc":"<name>","ips":[...],"ports":[...]}   an EndpointSlice
-//   {"t":"pod","k":"<ns>/<name>","ips":[...],"c":<claim>}             a pod
+//   {"t":"pod","k":"<ns>/<name>","ips":[...],"c":<claim>,"w":...}     a pod, with the TCP metrics'
+//                                                          labels: each left out when it is what
+//                                                          it would default to (podLabelsOf)
 //   {"t":"del","kind":"svc|eps|pod","k":"<ns>/<name>"}                 gone
 //   {"t":"synced","v":<seq>}                               the agent now has the feed's state at seq
 //   {"t":"ping","v":<seq>}                                 every PING_INTERVAL_MS, so that a silent
@@ -18,7 +20,7 @@
 // one-line problem, and the agent resumes from the last version it applied.
 import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
-import { ANY_PORT, type PodEntry, type ServiceEntry, type SliceEntry } from "../apiserver/entries.ts";
+import { ANY_PORT, type PodEntry, type PodLabels, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
 
 export const FEED_PATH = "/v1/feed";
 /** How often an idle connection carries a ping, and how long an agent waits for a byte before giving up. */
@@ -41,6 +43,8 @@ const IpSchema = v.pipe(
 const IpsSchema = v.pipe(v.array(IpSchema), v.maxLength(1024));
 const PortSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535));
 const SeqSchema = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** A label's value or an object's name (at most 253 characters, one line). */
+const LabelSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[^\n\r]*$/, "not one line"));
 const version = { v: v.optional(SeqSchema) };
 
 const FrameSchema = v.variant("t", [
@@ -54,7 +58,19 @@ const FrameSchema = v.variant("t", [
     ports: v.pipe(v.array(v.union([PortSchema, v.literal(ANY_PORT)])), v.maxLength(1024)),
     ...version,
   }),
-  v.object({ t: v.literal("pod"), k: KeySchema, ips: IpsSchema, c: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3)), ...version }),
+  v.object({
+    t: v.literal("pod"),
+    k: KeySchema,
+    ips: IpsSchema,
+    c: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3)),
+    w: v.optional(LabelSchema),
+    cs: v.optional(LabelSchema),
+    cr: v.optional(LabelSchema),
+    app: v.optional(LabelSchema),
+    ver: v.optional(LabelSchema),
+    sa: v.optional(LabelSchema),
+    ...version,
+  }),
   v.object({ t: v.literal("del"), kind: v.picklist(["svc", "eps", "pod"]), k: KeySchema, ...version }),
   v.object({ t: v.literal("synced"), v: SeqSchema }),
   v.object({ t: v.literal("ping"), v: SeqSchema }),
@@ -94,7 +110,7 @@ export function entryFrame(kind: Kind, key: string, entry: Entry): string {
     }
     case "pods": {
       const e = entry as PodEntry;
-      return JSON.stringify({ t: "pod", k: key, ips: e.ips, c: e.claim });
+      return JSON.stringify({ t: "pod", k: key, ips: e.ips, c: e.claim, ...podLabelsFrame(splitKey(key).name, e.labels) });
     }
   }
 }
@@ -103,3 +119,30 @@ export const deleteFrame = (kind: Kind, key: string) => JSON.stringify({ t: "del
 
 /** A frame with its sequence number (frames are objects: `{"v":N,` + the rest). */
 export const versioned = (frame: string, seq: number) => `{"v":${seq},${frame.slice(1)}`;
+
+// ── A pod's labels, compactly ────────────────────────────────────────────────
+// Each is left out of the frame when it is what it would default to, as ../pod.ts podInfo()
+// derives it when labels are missing: the workload is the pod's name, the canonical service the
+// workload, the canonical revision "latest", the app the canonical service, the version the
+// canonical revision, and no service account.
+
+type PodFrame = Extract<Frame, { t: "pod" }>;
+
+function podLabelsFrame(name: string, l: PodLabels): Partial<Record<"w" | "cs" | "cr" | "app" | "ver" | "sa", string>> {
+  const frame: Partial<Record<"w" | "cs" | "cr" | "app" | "ver" | "sa", string>> = {};
+  if (l.workload !== name) frame.w = l.workload;
+  if (l.canonicalService !== l.workload) frame.cs = l.canonicalService;
+  if (l.canonicalRevision !== "latest") frame.cr = l.canonicalRevision;
+  if (l.app !== l.canonicalService) frame.app = l.app;
+  if (l.version !== l.canonicalRevision) frame.ver = l.version;
+  if (l.serviceAccount !== null) frame.sa = l.serviceAccount;
+  return frame;
+}
+
+/** A pod frame's labels, the defaults filled in. */
+export function podLabelsOf(frame: PodFrame): PodLabels {
+  const workload = frame.w ?? splitKey(frame.k).name;
+  const canonicalService = frame.cs ?? workload;
+  const canonicalRevision = frame.cr ?? "latest";
+  return { workload, canonicalService, canonicalRevision, app: frame.app ?? canonicalService, version: frame.ver ?? canonicalRevision, serviceAccount: frame.sa ?? null };
+}

@@ -6,9 +6,19 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClusterIndex } from "../../../../src/kube/apiserver/cluster-index.ts";
-import { parseFrame } from "../../../../src/kube/feed/protocol.ts";
+import { parseFrame, podLabelsOf } from "../../../../src/kube/feed/protocol.ts";
 import { FeedStore } from "../../../../src/kube/feed/store.ts";
+import * as v from "valibot";
+import { PodSchema, podInfo } from "../../../../src/kube/pod.ts";
 import { apiPod as pod, service, slice } from "../../fixtures.ts";
+
+/** A Deployment's pod with the labels the TCP metrics read, and a service account. */
+const labelled = (name: string, ip: string, labels: Record<string, string>, serviceAccountName?: string) =>
+  v.parse(PodSchema, {
+    metadata: { name, namespace: "shop", labels: { "pod-template-hash": "5f6d7c8b9a", ...labels }, ownerReferences: [{ kind: "ReplicaSet", name: "web-5f6d7c8b9a", controller: true }] },
+    spec: { serviceAccountName },
+    status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
+  });
 
 const problem = (line: string) => {
   const parsed = parseFrame(line);
@@ -111,6 +121,25 @@ describe("the feed's store", () => {
     expect(FeedStore.load(path)).toEqual({ store: null, problem: null });
   });
 
+  test("a pod's labels for the metrics: only those that differ from their defaults are sent, all come back", () => {
+    const store = new FeedStore({ id: "0123456789abcdef" });
+    const plain = labelled("web-5f6d7c8b9a-k8s2p", "10.244.1.5", {});
+    const full = labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2", "service.istio.io/canonical-name": "web-canon" }, "web-sa");
+    store.setPod(plain);
+    store.setPod(full);
+    const frames = [...store.snapshot()];
+    expect(frames).toEqual([
+      `{"t":"pod","k":"shop/web-5f6d7c8b9a-k8s2p","ips":["10.244.1.5"],"c":3,"w":"web"}`,
+      `{"t":"pod","k":"shop/web-5f6d7c8b9a-x1x2x","ips":["10.244.1.6"],"c":3,"w":"web","cs":"web-canon","cr":"v2","app":"shop-web","sa":"web-sa"}`,
+    ]);
+    for (const [i, p] of [plain, full].entries()) {
+      const parsed = parseFrame(frames[i]!);
+      if (!parsed.ok || parsed.frame.t !== "pod") throw new Error("not a pod frame");
+      const { name: _n, namespace: _ns, ...labels } = podInfo(p);
+      expect(podLabelsOf(parsed.frame)).toEqual(labels);
+    }
+  });
+
   test("an agent's index fed the snapshot's frames names what the API server's objects name", () => {
     const store = new FeedStore();
     const objects = [
@@ -118,6 +147,7 @@ describe("the feed's store", () => {
       () => store.setSlice(slice("shop", "web", "web-x1", ["10.244.1.5"], [8080])),
       () => store.setPod(pod("shop", "web-0", "10.244.1.5")),
       () => store.setPod(pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true })),
+      () => store.setPod(labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa")),
     ];
     for (const put of objects) put();
     const fed = new ClusterIndex();
@@ -127,17 +157,23 @@ describe("the feed's store", () => {
       const f = parsed.frame;
       if (f.t === "svc") fed.putService(f.k, f);
       else if (f.t === "eps") fed.putSlice(f.k, { service: f.svc, ips: f.ips, ports: f.ports });
-      else if (f.t === "pod") fed.putPod(f.k, { ips: f.ips, claim: f.c });
+      else if (f.t === "pod") fed.putPod(f.k, { ips: f.ips, claim: f.c, labels: podLabelsOf(f) });
     }
     const direct = new ClusterIndex();
     direct.setService(service("shop", "web", "10.96.0.10", [{ port: 80 }]));
     direct.setSlice(slice("shop", "web", "web-x1", ["10.244.1.5"], [8080]));
     direct.setPod(pod("shop", "web-0", "10.244.1.5"));
     direct.setPod(pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true }));
+    direct.setPod(labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa"));
     expect(fed.serviceAtClusterIp("10.96.0.10", 80)).toEqual(direct.serviceAtClusterIp("10.96.0.10", 80)!);
     expect(fed.serviceAtEndpoint("10.244.1.5", 8080)).toEqual(direct.serviceAtEndpoint("10.244.1.5", 8080)!);
     expect(fed.lookupPod("10.244.1.5")).toEqual(direct.lookupPod("10.244.1.5")!);
+    expect(fed.lookupPod("10.244.1.6")).toEqual(direct.lookupPod("10.244.1.6")!);
+    expect(fed.lookupPod("10.244.1.6")).toMatchObject({ workload: "web", app: "shop-web", version: "v2", serviceAccount: "web-sa" });
     expect(fed.lookupPod("192.168.1.10")).toBeUndefined();
+    // the metrics' "does it still exist": a hostNetwork pod too, and the Service
+    expect(fed.hasPod("kube-system/proxy")).toBe(true);
+    expect(fed.hasService("shop/web")).toBe(true);
     expect(fed.counts).toEqual(direct.counts);
   });
 });
