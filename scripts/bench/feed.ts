@@ -284,6 +284,14 @@ async function feedMetrics(url: string, ca: string): Promise<Map<string, number>
   return new Map(body.split("\n").flatMap((l) => (/^([^#\s]\S*) (\S+)$/.exec(l) ? [[RegExp.$1, Number(RegExp.$2)] as [string, number]] : [])));
 }
 
+/** A port nothing listens on now. */
+function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const { port } = listener;
+  listener.stop(true);
+  return port;
+}
+
 const lockFile = (name: string) => `/tmp/kal-bench-feed-${process.pid}-${name}.lock`;
 const agentArgs = (name: string) => [BINARY, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", lockFile(name)];
 
@@ -308,7 +316,7 @@ async function measureSize(pods: number): Promise<SizeResult> {
 
     // the feed
     await api.ask("reset");
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const port = freePort();
     const url = `https://127.0.0.1:${port}`;
     const feedArgv = [BINARY, "feed", "--kubeconfig", api.kubeconfig, "--listen", `127.0.0.1:${port}`, "--tls-cert-file", api.certFile, "--tls-key-file", api.keyFile];
     const feed = await spawnUntil(feedArgv, "listed; watching for changes");
@@ -395,7 +403,7 @@ class TimedIndex extends ClusterIndex {
 
 async function churn(pods: number, seconds: number, among: number): Promise<string[][]> {
   const api = await standIn(pods);
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const port = freePort();
   const url = `https://127.0.0.1:${port}`;
   const feed = await spawnUntil([BINARY, "feed", "--kubeconfig", api.kubeconfig, "--listen", `127.0.0.1:${port}`, "--tls-cert-file", api.certFile, "--tls-key-file", api.keyFile], "listed; watching for changes");
   const quiet = createLogger("error");
