@@ -30,7 +30,7 @@ describe("a mistake is one line on stderr and exit code 2", () => {
     [["run", "--max-conections", "5"], "unknown flag --max-conections (did you mean --max-connections?)"],
     [["--bogus"], "unknown flag --bogus"],
     [["-x"], "unknown flag -x"],
-    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status or check)'],
+    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status, filter or check)'],
     [["run", "extra"], 'unexpected argument "extra"'],
     [["--output", "json", "run"], 'the command "run" must come before any flag'],
     // Several mistakes: the first one in argv order, still one line.
