@@ -188,6 +188,59 @@ export function ipBytes(text: string): Uint8Array | null {
   return text.includes(":") && parseV6(text, v6) ? v6 : null;
 }
 
+// ── Networks ─────────────────────────────────────────────────────────────────
+
+export interface Network {
+  /** 4 or 16 bytes, host bits zero */
+  bytes: Uint8Array;
+  prefix: number;
+}
+
+/**
+ * `address/prefix`, or an address alone (/32, /128), as a Network: host bits are cleared (Go's
+ * net.ParseCIDR keeps the network too), and an IPv4-mapped IPv6 network of /96 or longer is the
+ * IPv4 network it maps, since connections' addresses are written that way. Null when not one.
+ */
+export function parseNetwork(text: string): Network | null {
+  const slash = text.indexOf("/");
+  const address = slash < 0 ? text : text.slice(0, slash);
+  let bytes = ipBytes(address);
+  if (bytes === null) return null;
+  let prefix = bytes.length * 8;
+  if (slash >= 0) {
+    const digits = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(digits) || (digits.length > 1 && digits.startsWith("0")) || Number(digits) > prefix) return null;
+    prefix = Number(digits);
+  }
+  if (bytes.length === 16 && prefix >= 96 && isV4Mapped(new DataView(bytes.buffer), 0)) {
+    bytes = bytes.slice(12);
+    prefix -= 96;
+  }
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, prefix - 8 * i));
+    bytes[i]! &= (0xff << (8 - keep)) & 0xff;
+  }
+  return { bytes, prefix };
+}
+
+/** The canonical text of a network (`10.244.0.0/16`, `fd00::/8`), or null when `text` is not one. */
+export function canonicalCidr(text: string): string | null {
+  const network = parseNetwork(text);
+  if (network === null) return null;
+  const view = new DataView(network.bytes.buffer, network.bytes.byteOffset, network.bytes.length);
+  return `${network.bytes.length === 4 ? ipv4Text(view, 0) : ipv6Text(view, 0)}/${network.prefix}`;
+}
+
+/** Whether the address of canonical text `address` is in `network` (IPv4 in IPv4 networks, IPv6 in IPv6 ones). */
+export function inNetwork(network: Network, address: string): boolean {
+  const bytes = ipBytes(address);
+  if (bytes === null || bytes.length !== network.bytes.length) return false;
+  const whole = network.prefix >> 3;
+  for (let i = 0; i < whole; i++) if (bytes[i] !== network.bytes[i]) return false;
+  const rest = network.prefix & 7;
+  return rest === 0 || ((bytes[whole]! ^ network.bytes[whole]!) & (0xff << (8 - rest)) & 0xff) === 0;
+}
+
 /** Loopback and unspecified addresses: a connection's end there is this node, never a pod IP. */
 export function isLoopbackOrUnspecified(canonical: string): boolean {
   return canonical.startsWith("127.") || canonical === "::1" || canonical === "0.0.0.0" || canonical === "::";

@@ -4,7 +4,8 @@
 // sink. It starts them in that order and stops them in reverse, from one place, and registers what
 // they count for /metrics. The event loop is never blocked: a timer drains the ring buffer and hands
 // each named record to the non-blocking sink (as a line) and to the TCP metrics, as the switches say.
-import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
+import { Enricher, NO_KUBELET } from "./accesslog/enrich.ts";
+import { filterLabel, FILTER_ORDER, ReportFilter } from "./accesslog/filters.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { toAccessRecord } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
@@ -28,7 +29,7 @@ import { type ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
 import { resolveExporterSettings } from "./sink/otlp/settings.ts";
 import { Sinks } from "./sink/sinks.ts";
 import { type KubeView, TcpMetrics } from "./telemetry/tcp-metrics.ts";
-import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type RunOptions } from "./options.ts";
+import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type FilterName, filtersOf, type RunOptions } from "./options.ts";
 
 export type AgentOptions = RunOptions;
 
@@ -67,6 +68,10 @@ export class Agent {
   readonly #metricsAddress: MetricsAddress;
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
+  /** Which reports are written (AgentControl applies the flags', then PUT /filters'). */
+  #filter: ReportFilter;
+  /** Reports each filter dropped. */
+  readonly filtered = Object.fromEntries(FILTER_ORDER.map((name) => [name, 0])) as Record<FilterName, number>;
 
   private constructor(clock: Clock, probe: Probe, sink: Sinks, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
     this.#control = control;
@@ -77,6 +82,7 @@ export class Agent {
     this.#metrics = metrics;
     this.#metricsAddress = metricsAddress;
     this.#outputs = outputsOf(control.switches());
+    this.#filter = new ReportFilter(control.filters());
   }
 
   static async start(options: AgentOptions, log: Logger = createLogger(options.logLevel)): Promise<Agent> {
@@ -85,6 +91,7 @@ export class Agent {
     // First: a second agent is refused before it loads anything.
     const control = await AgentControl.start({
       switches: switches.switches,
+      filters: filtersOf(options),
       reportIntervalMs: options.reportInterval * 1000,
       adminAddr: options.adminAddr,
       adminSocket: options.adminSocket === undefined ? adminSocketBeside(options.lockFile) : options.adminSocket,
@@ -126,6 +133,7 @@ export class Agent {
       feed = createFeedSource(options, api, log);
       if (feed !== null) feed.start();
       else api?.start();
+      control.namesKnown = pods !== null || api !== null || feed !== null;
       probe = await Probe.open({
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
@@ -154,12 +162,15 @@ export class Agent {
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
     agent.#api = api;
     agent.#feed = feed;
-    const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs, options);
+    const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs);
     registerMetrics(control.metrics, agent, pods, api, enricher);
     if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
     feed?.registerMetrics(control.metrics);
     control.attach({
       apply: (outputs) => agent.#apply(outputs),
+      applyFilters: (filters) => {
+        agent.#filter = new ReportFilter(filters);
+      },
       reportOpenConnections: () => agent.#reportOpenConnections(),
       countOpenConnections: () => probe.reportOpenConnections(() => undefined),
     });
@@ -215,17 +226,19 @@ export class Agent {
   #emit = (record: AccessRecord, src?: PodInfo, dst?: PodInfo, service?: ServiceRef): void => {
     const outputs = this.#outputs;
     if (outputs.tcpMetrics) this.#metrics.observe(record, performance.now(), src, dst, service);
-    if (record.state === CLOSE_STATE ? outputs.closeLines : outputs.periodicReports) this.#sink.add(record);
+    if (!(record.state === CLOSE_STATE ? outputs.closeLines : outputs.periodicReports)) return;
+    const dropped = this.#filter.drops(record);
+    if (dropped === null) this.#sink.add(record);
+    else this.filtered[dropped]++;
   };
 
   /** Lines get pod names from `pods`; a new pod's first lines may wait for it (accesslog/enrich.ts). */
-  #nameLines(pods: PodSource | null, cluster: ClusterIndex | null, holdNs: number, options: AgentOptions): Enricher {
+  #nameLines(pods: PodSource | null, cluster: ClusterIndex | null, holdNs: number): Enricher {
     const enricher = new Enricher({
       source: pods ?? NO_KUBELET,
       holdNs: pods === null ? 0 : holdNs,
       cluster,
       pairHoldNs: holdNs,
-      filter: lineFilter({ namespaces: options.namespace, excludeNamespaces: options.excludeNamespace, pods: options.pod }),
       emit: this.#emit,
     });
     if (pods !== null) {
@@ -396,12 +409,15 @@ function kubeView(pods: PodSource | null, cluster: ClusterIndex | null): KubeVie
  * API server's with its source.
  */
 function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
-  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number) =>
+  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
     registry.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
   const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
   counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
+  metric("lines_filtered_total", "counter", "Reports not written (to any sink) because a filter dropped them (--port, --namespace, ... or PUT /filters), by the first filter that did.", () =>
+    FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] })),
+  );
   counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
   counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsMalformed + c.recordsInvalid);
   counter("connections_untracked_total", "Connections the kernel could not track from their start (connections map full).", (c) => c.trackingFailed);
@@ -415,7 +431,6 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     metric("kubelet_refresh_failures_total", "counter", "Pod list reads that failed (unreachable, timeout, TLS, 401, 403, invalid).", () => pods.stats.failures);
     metric("kubelet_pods_indexed", "gauge", "Pods in the current index.", () => pods.index.podCount);
     metric("enrichment_misses_total", "counter", "Lines whose local end was not in the pod index, held for a refresh of the pod list.", () => enricher.stats.held);
-    metric("lines_filtered_total", "counter", "Lines dropped by --namespace, --exclude-namespace or --pod.", () => enricher.stats.filtered);
   }
   const series = (kind: "workload" | "service" | "connection") => () => agent.metricsSeries[kind];
   metric("tcp_metric_workload_series", "gauge", "Series of the workload TCP metrics now (each of its 7 metrics has one per series).", series("workload"));

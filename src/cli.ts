@@ -20,6 +20,9 @@ import {
   type FeedFlagName,
   type FeedOptions,
   FeedOptionsSchema,
+  FILTER_NAMES,
+  type Filters,
+  filtersOf,
   type FlagName,
   FLAGS,
   HostPortSchema,
@@ -38,6 +41,8 @@ export type Invocation =
   | { command: "accesslog"; enable: boolean; target: AgentTarget }
   | { command: "monitoring"; requests: SwitchRequest[]; target: AgentTarget }
   | { command: "status"; json: boolean; target: AgentTarget }
+  /** set null: show the filters */
+  | { command: "filter"; set: Filters | null; json: boolean; target: AgentTarget }
   | { command: "check"; options: CheckOptions }
   | { command: "feed"; options: FeedOptions };
 
@@ -166,9 +171,16 @@ const statusFlags = {
   json: { type: Boolean, description: "Print one JSON object instead of tables" },
 };
 
+// `filter set` takes the filter flags of `run`, with their meaning.
+const filterFlags: Flags = {
+  ...clientFlags,
+  ...Object.fromEntries(FILTER_NAMES.map((name) => [name, cleyeFlag(name, FLAGS[name], false)])),
+  json: { type: Boolean, description: "Print one JSON object per agent instead of a line" },
+};
+
 // ── The declaration ──────────────────────────────────────────────────────────
 
-const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status", "check", "feed"];
+const COMMAND_NAMES = ["run", "accesslog", "monitoring", "status", "filter", "check", "feed"];
 const knownFlags = (flags: object) => [...Object.keys(flags).flatMap((name) => [name, kebabCase(name)]), "help"];
 const KNOWN_FLAGS = knownFlags(runFlags);
 const unexpectedArgument = (argument: string) => new UsageError(`unexpected argument ${JSON.stringify(argument)}`);
@@ -245,6 +257,21 @@ function parseArgv(argv: string[]) {
           ignoreArgv: keepArguments(knownFlags(statusFlags)),
         }),
         command({
+          name: "filter",
+          flags: filterFlags,
+          help: {
+            description:
+              "Show a running agent's filters (GET /filters); `filter set` replaces them all with the filter flags given " +
+              "(PUT /filters: a filter not given is none; `filter set` alone clears them)",
+            usage: [
+              `${PROGRAM_NAME} filter [pod] [--json] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`,
+              `${PROGRAM_NAME} filter set [pod] [--port <port>]... [--exclude-namespace <namespace>]... [--cidr <network>]... [--direction <OUTBOUND|INBOUND>] [--failed-only] [--min-duration <seconds>] ...`,
+            ],
+          },
+          strictFlags: true,
+          ignoreArgv: keepArguments(knownFlags(filterFlags)),
+        }),
+        command({
           name: "check",
           flags: checkFlags,
           help: {
@@ -279,6 +306,7 @@ function parseArgv(argv: string[]) {
           `${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`,
           `${PROGRAM_NAME} monitoring [pod] --accesslog|--connectionMetrics|--workloadMetrics|--all <enable|disable>`,
           `${PROGRAM_NAME} status [pod] [--json]`,
+          `${PROGRAM_NAME} filter [set [--port <port>] [--exclude-namespace <namespace>] ...]`,
           `${PROGRAM_NAME} check [--json] [--no-kubelet]`,
           `${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path>`,
         ],
@@ -316,7 +344,7 @@ const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in sp
  * --admin-addr and --admin-socket name a running agent.
  */
 function spellEmptyAsOff(argv: readonly string[]): string[] {
-  if (["accesslog", "monitoring", "status", "check", "feed"].includes(argv[0] ?? "")) return [...argv];
+  if (["accesslog", "monitoring", "status", "filter", "check", "feed"].includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -417,6 +445,18 @@ export function parseCommandLine(argv: string[]): Invocation {
     }
     case "status":
       return { command: "status", json: parsed.flags.json === true, target: agentTarget(parsed.flags, [...parsed._]) };
+    case "filter": {
+      const flags = parsed.flags as Record<string, unknown> & AdminTargetFlags & { kubeconfig?: string; inCluster?: boolean };
+      const args = [...parsed._];
+      const set = args[0] === "set";
+      if (set) args.shift();
+      const given = FILTER_NAMES.find((name) => isGiven(flags[name]));
+      if (!set && given !== undefined) {
+        throw new UsageError(`--${kebabCase(given)} changes the filters: write \`filter set\` before the flags (it replaces every filter)`);
+      }
+      const filters = set ? filtersOf(Object.fromEntries(FILTER_NAMES.map((name) => [name, flags[name]]))) : null;
+      return { command: "filter", set: filters, json: flags.json === true, target: agentTarget(flags, args) };
+    }
     case "check": {
       const flags = parsed.flags as Record<string, unknown>;
       const options = Object.fromEntries(TABLE.filter(([, spec]) => "check" in spec).map(([name]) => [name, flags[name]]));

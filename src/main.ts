@@ -23,6 +23,10 @@ async function dispatch(invocation: Invocation): Promise<number> {
       const { monitoringCommand } = await import("./commands/monitoring.ts");
       return monitoringCommand(invocation.requests, invocation.target);
     }
+    case "filter": {
+      const { filterCommand } = await import("./commands/filter.ts");
+      return filterCommand(invocation.set, invocation.json, invocation.target);
+    }
     case "status": {
       const { statusCommand } = await import("./commands/status.ts");
       return statusCommand(invocation.json, invocation.target);

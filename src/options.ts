@@ -4,7 +4,7 @@
 // (src/cli.ts) are derived from this table. Below every other module: it imports none of them.
 import * as v from "valibot";
 import packageJson from "../package.json" with { type: "json" };
-import { parseHostPort } from "./address.ts";
+import { canonicalCidr, parseHostPort } from "./address.ts";
 
 export const PROGRAM_NAME = "kmesh-accesslog";
 export const VERSION: string = packageJson.version;
@@ -70,6 +70,17 @@ export const HostPortSchema = v.strictObject({
   port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)),
 });
 
+const NamespaceSchema = v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/));
+const PodNameSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/));
+const PortSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535));
+/** A network, written as canonicalCidr writes it (flags and PUT /filters alike). */
+const CidrSchema = v.pipe(
+  v.string(),
+  v.check((text) => canonicalCidr(text) !== null, "must be an IPv4 or IPv6 network"),
+  v.transform((text) => canonicalCidr(text)!),
+);
+export const DIRECTIONS = ["OUTBOUND", "INBOUND"] as const;
+
 // The OTLP exporter (src/sink/otlp/): defaults that RunOptions leaves undefined, applied there.
 export const DEFAULT_OTLP_BATCH_SIZE = 1024;
 export const DEFAULT_OTLP_BATCH_DELAY_S = 1;
@@ -125,8 +136,11 @@ interface FlagSpec {
   check?: true | string;
   /** Given together with this flag, it is a usage error: it needs what that flag turns off. */
   offWith?: OffFlag;
-  /** It names pods: without the kubelet, an API server asked for by name can name them. */
-  filter?: true;
+  /**
+   * A filter of reports (also set at run time, PUT /filters): by the pods' names ("names": without
+   * the kubelet, an API server asked for by name can name them) or by the connection alone.
+   */
+  filter?: "names" | "connection";
   /** Given together with this flag, it is a usage error. */
   contradicts?: string;
   /** What this flag turns off, as the flags that need it say. */
@@ -393,33 +407,101 @@ export const FLAGS = {
     placeholder: "<path>",
     description: "Bearer token for the feed, read again every minute (default: the service-account token, when present)",
   },
-  // Filters: they need pod names.
+  // Filters (src/accesslog/filters.ts): which reports are written, also changed at run time
+  // (PUT /filters). Those by namespace or pod need pod names.
   namespace: {
     kind: "list",
-    schema: v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)),
+    schema: NamespaceSchema,
     expected: "a namespace name (lower-case letters, digits, '-')",
     placeholder: "<namespace>",
     description: "Only lines where either end is a pod of this namespace (repeatable)",
     offWith: "noKubelet",
-    filter: true,
+    filter: "names",
   },
   excludeNamespace: {
     kind: "list",
-    schema: v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)),
+    schema: NamespaceSchema,
     expected: "a namespace name (lower-case letters, digits, '-')",
     placeholder: "<namespace>",
     description: "No lines where either end is a pod of this namespace (repeatable)",
     offWith: "noKubelet",
-    filter: true,
+    filter: "names",
   },
   pod: {
     kind: "list",
-    schema: v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/)),
+    schema: PodNameSchema,
     expected: "a pod name (lower-case letters, digits, '-', '.')",
     placeholder: "<name>",
     description: "Only lines where either end is the pod of this name (repeatable)",
     offWith: "noKubelet",
-    filter: true,
+    filter: "names",
+  },
+  excludePod: {
+    kind: "list",
+    schema: PodNameSchema,
+    expected: "a pod name (lower-case letters, digits, '-', '.')",
+    placeholder: "<name>",
+    description: "No lines where either end is the pod of this name (repeatable)",
+    offWith: "noKubelet",
+    filter: "names",
+  },
+  port: {
+    kind: "list",
+    schema: PortSchema,
+    read: whole,
+    expected: "a port number from 1 to 65535",
+    placeholder: "<port>",
+    description: "Only lines where either end has this port (repeatable)",
+    filter: "connection",
+  },
+  excludePort: {
+    kind: "list",
+    schema: PortSchema,
+    read: whole,
+    expected: "a port number from 1 to 65535",
+    placeholder: "<port>",
+    description: "No lines where either end has this port (repeatable)",
+    filter: "connection",
+  },
+  cidr: {
+    kind: "list",
+    schema: CidrSchema,
+    expected: "an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128)",
+    placeholder: "<network>",
+    description: "Only lines where either end's address is in this network (repeatable)",
+    filter: "connection",
+  },
+  excludeCidr: {
+    kind: "list",
+    schema: CidrSchema,
+    expected: "an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128)",
+    placeholder: "<network>",
+    description: "No lines where either end's address is in this network (repeatable)",
+    filter: "connection",
+  },
+  direction: {
+    kind: "value",
+    schema: v.picklist(DIRECTIONS),
+    read: (text: string) => text.toUpperCase(),
+    expected: "OUTBOUND or INBOUND",
+    placeholder: "<OUTBOUND|INBOUND>",
+    description: "Only lines of this direction: OUTBOUND (the connecting socket's) or INBOUND (the accepting one's)",
+    filter: "connection",
+  },
+  failedOnly: {
+    kind: "boolean",
+    schema: v.boolean(),
+    description: "Only failed connection attempts (the lines that end in error=)",
+    filter: "connection",
+  },
+  minDuration: {
+    kind: "value",
+    schema: seconds(0, MAX_DURATION_SECONDS),
+    read: decimal,
+    expected: `a number of seconds from 0 to ${MAX_DURATION_SECONDS}, e.g. 0.5`,
+    placeholder: "<seconds>",
+    description: "Only lines of connections open at least this long (lines of a connection open before the agent, whose duration is not known, are kept)",
+    filter: "connection",
   },
   // The kubelet's pod list (src/kube/kubelet/): the defaults are applied in its settings.ts.
   kubeletHost: {
@@ -652,3 +734,39 @@ export const FeedOptionsSchema = v.strictObject(
   Object.fromEntries(Object.entries(FEED_FLAGS).map(([name, spec]) => [name, optionSchema(spec)])) as { [K in FeedFlagName]: OptionSchema<FeedFlags[K]> },
 );
 export type FeedOptions = v.InferOutput<typeof FeedOptionsSchema>;
+
+// ── The filters (src/accesslog/filters.ts), at start-up and at run time ──────
+
+/** The filter flags, in the table's order: the fields of GET and PUT /filters, named as RunOptions names them. */
+export type FilterName = { [K in FlagName]: Flags[K] extends { filter: string } ? K : never }[FlagName];
+export const FILTER_NAMES = Object.entries(FLAGS).flatMap(([name, spec]) => ("filter" in spec ? [name] : [])) as FilterName[];
+/** The filters that need pod names. */
+export type NameFilterName = { [K in FilterName]: Flags[K] extends { filter: "names" } ? K : never }[FilterName];
+export const NAME_FILTERS = FILTER_NAMES.filter((name) => FLAGS[name].filter === "names") as NameFilterName[];
+
+/** A filter's field: a list is an array (empty: none), a value may be null (none), a boolean false (none). */
+type FilterSchema<F extends FlagSpec> = F extends { kind: "list" }
+  ? v.OptionalSchema<v.ArraySchema<F["schema"], undefined>, readonly []>
+  : F extends { kind: "boolean" }
+    ? v.OptionalSchema<F["schema"], false>
+    : v.OptionalSchema<v.NullableSchema<F["schema"], undefined>, null>;
+
+function filterSchema(spec: FlagSpec): v.GenericSchema {
+  if (spec.kind === "list") return v.optional(v.array(spec.schema), []);
+  if (spec.kind === "boolean") return v.optional(spec.schema, false);
+  return v.optional(v.nullable(spec.schema), null);
+}
+
+/**
+ * The filters, as GET /filters shows them and PUT /filters takes them: every field optional (a
+ * field left out is no filter), none unknown.
+ */
+export const FiltersSchema = v.strictObject(
+  Object.fromEntries(FILTER_NAMES.map((name) => [name, filterSchema(FLAGS[name])])) as { [K in FilterName]: FilterSchema<Flags[K]> },
+);
+export type Filters = v.InferOutput<typeof FiltersSchema>;
+
+/** The filters the flags of a run (or of `filter set`) give; throws on a value that is not one (the flags are checked already). */
+export function filtersOf(options: Partial<Record<FilterName, unknown>>): Filters {
+  return v.parse(FiltersSchema, Object.fromEntries(FILTER_NAMES.map((name) => [name, options[name] ?? undefined])));
+}

@@ -32,6 +32,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapStats } from "bun:jsc";
 import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
+import { ReportFilter } from "../../src/accesslog/filters.ts";
+import { filtersOf } from "../../src/options.ts";
 import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../src/accesslog/format.ts";
 import { toAccessRecord } from "../../src/accesslog/record.ts";
 import { LineSink } from "../../src/accesslog/sink.ts";
@@ -288,8 +290,10 @@ async function child(format: "text" | "json", formatter: Formatter, stage: Stage
     notice: (m) => console.error(m),
   });
   let kept: unknown = null; // what a partial run keeps, so that nothing is optimised away
-  const emit = stage === "full" ? (r: AccessRecord) => sink.add(r) : (r: AccessRecord) => void (kept = r);
-  const enricher = new Enricher({ source, holdNs: 2e9, filter: null, emit });
+  // As the agent does: the filters (none set) before the sink.
+  const filter = new ReportFilter(filtersOf({}));
+  const emit = stage === "full" ? (r: AccessRecord) => void (filter.drops(r) === null && sink.add(r)) : (r: AccessRecord) => void (kept = r);
+  const enricher = new Enricher({ source, holdNs: 2e9, emit });
   const staging = new Uint8Array(BATCH * RECORD_SIZE);
   const view = new DataView(staging.buffer);
   const record = new RecordView();

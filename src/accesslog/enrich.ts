@@ -1,4 +1,4 @@
-// Names on both ends of a line, from the pod index, and the filters that need them.
+// Names on both ends of a line, from the pod index (the filters come after: filters.ts).
 //
 // Names (docs/accesslog-format.md, docs/kubernetes.md): src.workload/src.namespace are the pod
 // name and namespace at the source address; dst.workload/dst.namespace those at the destination
@@ -78,36 +78,10 @@ export const NO_KUBELET: NameSource = {
   requestRefresh: () => undefined,
 };
 
-export interface FilterOptions {
-  /** keep lines where either end is in one of these namespaces */
-  namespaces?: readonly string[];
-  /** drop lines where either end is in one of these namespaces */
-  excludeNamespaces?: readonly string[];
-  /** keep lines where either end is one of these pods (by name) */
-  pods?: readonly string[];
-}
-
-const nonEmpty = (values: readonly string[] | undefined) => (values && values.length > 0 ? new Set(values) : null);
-const hasEither = (set: ReadonlySet<string>, a: string | null, b: string | null) =>
-  (a !== null && set.has(a)) || (b !== null && set.has(b));
-
-/** The filter of `--namespace`, `--exclude-namespace` and `--pod` (all must pass), or null. */
-export function lineFilter(o: FilterOptions): ((r: AccessRecord) => boolean) | null {
-  const namespaces = nonEmpty(o.namespaces);
-  const excluded = nonEmpty(o.excludeNamespaces);
-  const pods = nonEmpty(o.pods);
-  if (namespaces === null && excluded === null && pods === null) return null;
-  return (r) =>
-    (namespaces === null || hasEither(namespaces, r.srcNamespace, r.dstNamespace)) &&
-    (excluded === null || !hasEither(excluded, r.srcNamespace, r.dstNamespace)) &&
-    (pods === null || hasEither(pods, r.srcWorkload, r.dstWorkload));
-}
-
 export interface EnricherOptions {
   source: NameSource;
   /** how long a line may be held, ns; 0: never hold */
   holdNs: number;
-  filter: ((r: AccessRecord) => boolean) | null;
   /** where finished records go, with the pods at both ends and the Service, when known */
   emit: (r: AccessRecord, src?: PodInfo, dst?: PodInfo, service?: ServiceRef) => void;
   /** most lines held at once; beyond it the oldest is written at once (default 65536) */
@@ -140,8 +114,6 @@ export interface EnricherStats {
   releasedByRefresh: number;
   /** held lines written at their deadline (or because too many were held) */
   releasedAtDeadline: number;
-  /** lines dropped by the filters */
-  filtered: number;
   /** OUTBOUND lines to a ClusterIP whose backend was learned from the INBOUND line */
   backendsLearned: number;
   /** OUTBOUND lines to a ClusterIP held only to wait for their INBOUND line (not in `held`) */
@@ -156,7 +128,7 @@ export class Enricher {
   #head = 0;
   /** local addresses held lines wait for → how many lines */
   readonly #awaited = new Map<string, number>();
-  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, filtered: 0, backendsLearned: 0, heldForBackend: 0 };
+  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, backendsLearned: 0, heldForBackend: 0 };
   /** client ip|port → backend, from recent INBOUND lines (insertion order = report order, roughly) */
   readonly #inbound = new Map<string, { addr: string; port: number; atNs: number }>();
   /** client ip|port → held OUTBOUND lines waiting for it */
@@ -392,10 +364,6 @@ export class Enricher {
     if (service !== undefined) {
       r.dstService = service.host;
       r.dstNamespace = service.namespace;
-    }
-    if (this.#o.filter !== null && !this.#o.filter(r)) {
-      this.stats.filtered++;
-      return;
     }
     this.#o.emit(r, src, dst, service);
   }

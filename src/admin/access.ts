@@ -9,6 +9,8 @@
 import type { Logger, LogLevel } from "../log.ts";
 import { GO_ERROR_HEADERS, goErrorBody } from "./go-compat.ts";
 import { LOGGERS_PATH } from "./loggers.ts";
+import { describeFilters, FILTERS_PATH } from "./filters.ts";
+import type { Filters } from "../options.ts";
 import type { Peer } from "./peer.ts";
 import { splitTarget } from "./routes.ts";
 import { describeOutputs, SWITCH_LABELS, SWITCH_NAMES, SWITCH_PATHS, type SwitchPath, type Switches } from "./switches.ts";
@@ -81,7 +83,12 @@ export interface Audit {
   after: Switches;
   /** the log level before and after (what POST /debug/loggers changes) */
   logLevel?: { before: LogLevel; after: LogLevel };
+  /** the filters before and after (what PUT /filters changes) */
+  filters?: { before: Filters; after: Filters };
 }
+
+/** The filters as the flags that set them, or `none`. */
+const filtersText = (filters: Filters) => describeFilters(filters) || "none";
 
 /**
  * One line per request that may change state: accepted or refused, with its status, the request,
@@ -103,6 +110,9 @@ export function auditLine(audit: Audit): string {
   } else if (path === LOGGERS_PATH && audit.logLevel !== undefined) {
     const level = audit.logLevel;
     what = served ? `log level ${level.before} -> ${level.after}` : `log level stays ${level.before}`;
+  } else if (path === FILTERS_PATH && audit.filters !== undefined) {
+    const { before: old, after: now } = audit.filters;
+    what = served ? `filters ${filtersText(old)} -> ${filtersText(now)}` : `filters stay ${filtersText(old)}`;
   }
   const note = served ? (name === undefined ? "" : describeOutputs(after)) : audit.why;
   return (
@@ -117,12 +127,14 @@ export class AccessGate {
   readonly #policy: AccessPolicy;
   readonly #switches: () => Switches;
   readonly #log: Logger;
+  readonly #filters: (() => Filters) | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(policy: AccessPolicy, switches: () => Switches, log: Logger) {
+  constructor(policy: AccessPolicy, switches: () => Switches, log: Logger, filters?: () => Filters) {
     this.#policy = policy;
     this.#switches = switches;
     this.#log = log;
+    this.#filters = filters;
   }
 
   get policy(): AccessPolicy {
@@ -140,6 +152,7 @@ export class AccessGate {
       const decision = decide(this.#policy, requester);
       const before = this.#switches();
       const levelBefore = this.#log.level;
+      const filtersBefore = this.#filters?.();
       let response: Response;
       let why: string;
       if (decision.allowed) {
@@ -152,7 +165,9 @@ export class AccessGate {
       }
       const levelAfter = this.#log.level;
       const logLevel = { before: levelBefore, after: levelAfter };
-      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.#switches(), logLevel });
+      const filtersAfter = this.#filters?.();
+      const filters = filtersBefore === undefined || filtersAfter === undefined ? {} : { filters: { before: filtersBefore, after: filtersAfter } };
+      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.#switches(), logLevel, ...filters });
       // A request that made the log quieter still gets its line, at the level in force when it came.
       this.#log.setLevel(levelBefore);
       if (decision.allowed) this.#log.info(line);

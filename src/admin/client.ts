@@ -6,7 +6,7 @@ import { accessSync, constants } from "node:fs";
 import * as v from "valibot";
 import { formatHostPort, parseHostPort, type HostPort } from "../address.ts";
 import { ExitError } from "../errors.ts";
-import { DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_SOCKET } from "../options.ts";
+import { DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_SOCKET, type Filters, FiltersSchema } from "../options.ts";
 import { parseExposition, type ParsedSample } from "./metrics.ts";
 import type { SwitchPath } from "./switches.ts";
 import type { VersionInfo } from "./version.ts";
@@ -80,10 +80,10 @@ const VersionInfoSchema = v.looseObject({
  * One request; `where` names the agent in messages: its address or socket, or `pod <ns>/<name>`
  * when the address is the local end of a port-forward.
  */
-async function request(target: AdminTarget, method: "GET" | "POST", path: string, timeoutMs = REQUEST_TIMEOUT_MS, where = describeTarget(target)) {
+async function request(target: AdminTarget, method: "GET" | "POST" | "PUT", path: string, timeoutMs = REQUEST_TIMEOUT_MS, where = describeTarget(target), body?: string) {
   const viaSocket = "socket" in target;
   try {
-    const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" } as const;
+    const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual", ...(body === undefined ? {} : { body, headers: { "Content-Type": "application/json" } }) } as const;
     const response = viaSocket ? await fetch(`http://localhost${path}`, { ...init, unix: target.socket }) : await fetch(adminUrl(target.addr, path), init);
     return { status: response.status, body: await response.text() };
   } catch (error) {
@@ -168,4 +168,31 @@ export async function fetchStatus(target: AdminTarget, where = describeTarget(ta
     readyDetail: ready.status === 200 ? "" : ready.body.trim().replace(/^not ready: /, ""),
     samples: parseExposition(metrics.body),
   };
+}
+
+/** The filters' answer (GET or PUT /filters) as Filters, or the agent's own words. */
+function filtersAnswer(answer: { status: number; body: string }, what: string, where: string): Filters {
+  const said = answer.body.trim().replaceAll(/\s*\n\s*/g, " ");
+  if (answer.status === 404) throw new AdminClientError(`what answers on ${where} has no /filters (HTTP 404): a kmesh-accesslog agent of this version or later has`);
+  if (answer.status !== 200) throw new AdminClientError(`the agent on ${where} refused to ${what}: ${said}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(answer.body);
+  } catch {
+    json = undefined;
+  }
+  const result = v.safeParse(FiltersSchema, json);
+  if (!result.success) throw new AdminClientError(`the agent on ${where} answered ${what} with something that is not filters: ${JSON.stringify(said.slice(0, 200))}`);
+  return result.output;
+}
+
+/** GET /filters. */
+export async function getFilters(target: AdminTarget, where = describeTarget(target)): Promise<Filters> {
+  return filtersAnswer(await request(target, "GET", "/filters", REQUEST_TIMEOUT_MS, where), "read its filters", where);
+}
+
+/** PUT /filters: replaces every filter; resolves with what the agent applied. */
+export async function putFilters(target: AdminTarget, filters: Filters, where = describeTarget(target)): Promise<Filters> {
+  const answer = await request(target, "PUT", "/filters", REQUEST_TIMEOUT_MS, where, JSON.stringify(filters));
+  return filtersAnswer(answer, "change its filters", where);
 }

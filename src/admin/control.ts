@@ -13,9 +13,13 @@ import { type AdminBackend, handleAdminRequest, type Readiness } from "./routes.
 import { ADMIN_LISTENER, ADMIN_SOCKET_LISTENER, type Handler, HttpServer, SocketPermissionError } from "./server.ts";
 import { SWITCH_LABELS, SWITCH_NAMES, describeOutputs, outputsOf, type Outputs, type Switches } from "./switches.ts";
 import { versionInfo } from "./version.ts";
+import { NAME_FILTERS, type Filters } from "../options.ts";
+import { FiltersRefused } from "./filters.ts";
 
 export interface ControlOptions {
   switches: Switches;
+  /** the filters at start-up (the flags) */
+  filters: Filters;
   reportIntervalMs: number;
   /** null: no admin API on TCP */
   adminAddr: HostPort | null;
@@ -31,6 +35,8 @@ export interface ControlOptions {
 export interface KernelControls {
   /** Makes the kernel's global and the agent's outputs (lines, TCP metrics) follow the switches. */
   apply(outputs: Outputs): void;
+  /** Makes the reports written follow these filters, from the next report on. */
+  applyFilters(filters: Filters): void;
   /** Reports every open connection (after draining what is queued), as lines or to the metrics; returns how many. */
   reportOpenConnections(): number;
   /** How many open connections the kernel tracks, without writing anything. */
@@ -45,6 +51,9 @@ export class AgentControl implements AdminBackend {
   readonly #options: ControlOptions;
   readonly #log: Logger;
   #switches: Switches;
+  #filters: Filters;
+  /** whether lines get pod names (the kubelet or the API server): the agent says so once it knows */
+  namesKnown = false;
   #kernel: KernelControls | null = null;
   #notReady = "loading the kernel probe";
   #timer: Timer | null = null;
@@ -65,7 +74,8 @@ export class AgentControl implements AdminBackend {
     this.#options = options;
     this.#log = options.log;
     this.#switches = options.switches;
-    this.#gate = new AccessGate(options.access, () => this.#switches, options.log);
+    this.#filters = options.filters;
+    this.#gate = new AccessGate(options.access, () => this.#switches, options.log, () => this.#filters);
     this.#registerMetrics();
   }
 
@@ -107,6 +117,7 @@ export class AgentControl implements AdminBackend {
     this.#kernel = kernel;
     for (const warning of this.#warnings) this.#log.warn(warning);
     this.#apply(this.#switches);
+    kernel.applyFilters(this.#filters);
     const { adminAddr, adminSocket, access } = this.#options;
     const where = [adminAddr === null ? "" : `http://${formatHostPort(adminAddr)}`, adminSocket === null ? "" : `unix socket ${adminSocket}`].filter(Boolean);
     const api = where.length === 0 ? "admin API off" : `admin API on ${where.join(" and ")} (only ${whoMayChange(access)} may change the switches)`;
@@ -139,6 +150,23 @@ export class AgentControl implements AdminBackend {
   /** The access gate writes who changed what (its audit line). */
   setSwitches(next: Switches): void {
     this.#apply(next);
+  }
+
+  filters(): Filters {
+    return this.#filters;
+  }
+
+  /** The access gate writes who changed them (its audit line). Throws FiltersRefused when the agent cannot name pods. */
+  setFilters(next: Filters): void {
+    const needsNames = NAME_FILTERS.find((name) => next[name].length > 0);
+    if (needsNames !== undefined && !this.namesKnown) {
+      throw new FiltersRefused(
+        `${needsNames}: this agent has no pod names (it runs with --no-kubelet and no API server), so a filter by pod or namespace cannot work: ` +
+          "filter by port, cidr or direction instead, or restart the agent with the kubelet or --kube-api",
+      );
+    }
+    this.#kernel?.applyFilters(next);
+    this.#filters = next;
   }
 
   readiness(): Readiness {

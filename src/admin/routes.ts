@@ -16,11 +16,12 @@ import { handleLoggers, type LoggerBackend, LOGGERS_PATH } from "./loggers.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
 import { versionBody, type VersionInfo } from "./version.ts";
+import { handleFilters, FILTERS_PATH, type FiltersBackend } from "./filters.ts";
 
 export type Readiness = { ready: true } | { ready: false; reason: string };
 
 /** What the routes need from the agent. */
-export interface AdminBackend extends LoggerBackend {
+export interface AdminBackend extends LoggerBackend, FiltersBackend {
   switches(): Switches;
   /** Applies a state the rules allowed (e.g. flips the kernel's switch); throws when it cannot. */
   setSwitches(next: Switches): void;
@@ -54,6 +55,7 @@ export const KNOWN_PATHS = [
   "GET /version",
   "GET /debug/ready",
   "GET|POST /debug/loggers",
+  "GET|PUT /filters",
   "GET /healthz",
   "GET /metrics",
 ];
@@ -85,6 +87,8 @@ export function handleAdminRequest(backend: AdminBackend, method: string, url: s
   switch (path) {
     case LOGGERS_PATH:
       return handleLoggers(backend, method, rawQuery, body);
+    case FILTERS_PATH:
+      return handleFilters(backend, method, body);
     // Kmesh answers these two whatever the method; so do we.
     case "/version":
       return text(versionBody(backend.version()), 200);

@@ -38,7 +38,7 @@ export const ADMIN_LISTENER: Listener = { name: "admin API", flag: "--admin-addr
 export const ADMIN_SOCKET_LISTENER: Listener = { name: "admin API", flag: "--admin-socket", none: 'none with --admin-socket ""' };
 export const METRICS_LISTENER: Listener = { name: "TCP metrics", flag: "--metrics-addr", none: 'serve none with --metrics-addr ""' };
 
-/** A request as the handlers see it: the body only for POST (the handlers read no other). */
+/** A request as the handlers see it: the body only for POST and PUT (the handlers read no other). */
 export type Handler = (method: string, url: string, body: Uint8Array, headers: Headers) => Response;
 
 export interface ServeOptions {
@@ -171,7 +171,7 @@ function serverOptions(target: AdminTarget, listener: Listener, handle: Handler,
     maxRequestBodySize: MAX_BODY_BYTES,
     async fetch(request: Request, server: Server<undefined>): Promise<Response> {
       const path = request.url.slice(request.url.indexOf("/", request.url.indexOf("://") + 3));
-      const body = request.method === "POST" ? new Uint8Array(await request.arrayBuffer()) : NO_BODY;
+      const body = request.method === "POST" || request.method === "PUT" ? new Uint8Array(await request.arrayBuffer()) : NO_BODY;
       if (gate !== undefined && mayChangeState(request.method)) {
         // The gate writes the audit line.
         return gate.serve(request.method, path, () => identify(request, server), () => answer(request, body));

@@ -113,9 +113,10 @@ describe.skipIf(!ready)("only root changes the switches", () => {
       const answer = await asNobody(method!, path!);
       expect({ method, path, status: answer.status, body: answer.body }).toEqual({ method, path, status: 403, body: `${notAllowed(NOBODY)}\n` });
     }
-    // Root gets what the routes answer: Kmesh's 405, our 404.
+    // Root gets what the routes answer: Kmesh's 405, ours (/filters takes GET and PUT), our 404.
     expect((await adminRequest(addr, "PUT", "/monitoring?enable=false")).status).toBe(405);
-    expect((await adminRequest(addr, "DELETE", "/filters")).status).toBe(404);
+    expect((await adminRequest(addr, "DELETE", "/filters")).status).toBe(405);
+    expect((await adminRequest(addr, "DELETE", "/routes-to-come")).status).toBe(404);
     expect(await switchStates(addr)).toEqual(ALL_ON_BUT_METRICS);
     expect(await refusals(addr)).toEqual({ not_allowed: 6, unidentified: 0 });
     // One audit line per change request, none for a read.
@@ -128,9 +129,11 @@ describe.skipIf(!ready)("only root changes the switches", () => {
       'refused (403) OPTIONS "/metrics"',
       'refused (403) PATCH "/accesslog?enable=false"',
       'refused (405) PUT "/monitoring?enable=false"',
-      'refused (404) DELETE "/filters"',
+      'refused (405) DELETE "/filters"',
+      'refused (404) DELETE "/routes-to-come"',
     ]);
-    expect(lines.at(-2)).toEndWith(': monitoring stays true; "Method Not Allowed"');
+    expect(lines.at(-3)).toEndWith(': monitoring stays true; "Method Not Allowed"');
+    expect(lines.at(-2)).toEndWith(': filters stay none; "Method Not Allowed"');
   });
 
   test("the TCP metrics' switches and /debug/loggers: uid 65534 gets 403 and changes nothing, root is served; one audit line each; the metrics address has no gate", async () => {

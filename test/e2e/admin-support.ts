@@ -119,9 +119,9 @@ export interface Answer {
   nosniff: string | null;
 }
 
-/** One request with a plain fetch to host:port, or to a Unix socket given by its absolute path; the body kept as bytes too. */
-export async function adminRequest(adminAddr: string, method: string, target: string, timeoutMs = 5_000): Promise<Answer> {
-  const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" } as const;
+/** One request with a plain fetch to host:port, or to a Unix socket given by its absolute path; the answer's body kept as bytes too. */
+export async function adminRequest(adminAddr: string, method: string, target: string, timeoutMs = 5_000, body?: string): Promise<Answer> {
+  const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual", ...(body === undefined ? {} : { body }) } as const;
   const response = adminAddr.startsWith("/")
     ? await fetch(`http://localhost${target}`, { ...init, unix: adminAddr })
     : await fetch(`http://${adminAddr}${target}`, init);

@@ -30,7 +30,7 @@ describe("a mistake is one line on stderr and exit code 2", () => {
     [["run", "--max-conections", "5"], "unknown flag --max-conections (did you mean --max-connections?)"],
     [["--bogus"], "unknown flag --bogus"],
     [["-x"], "unknown flag -x"],
-    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status, check or feed)'],
+    [["foo"], 'unknown command "foo" (expected run, accesslog, monitoring, status, filter, check or feed)'],
     [["--feed", "http://feed:15300"], 'invalid value for --feed: "http://feed:15300" (expected an https:// URL, e.g. https://kmesh-accesslog-feed.kmesh-accesslog.svc:15300)'],
     [["feed"], "feed: --tls-cert-file is required (the feed serves agents over TLS only)"],
     [["feed", "--tls-cert-file", "c.pem"], "feed: --tls-key-file is required (the feed serves agents over TLS only)"],
@@ -468,8 +468,37 @@ describe("runtime-control and client-command mistakes: one line on stderr, exit 
     [["monitoring", "--workloadMetric", "enable"], "unknown flag --workloadMetric (did you mean --workloadMetrics?)"],
     [["status", "--jsn"], "unknown flag --jsn (did you mean --json?)"],
     [["status", "now"], 'unexpected argument "now" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["filter", "--port", "80"], "--port changes the filters: write `filter set` before the flags (it replaces every filter)"],
+    [["filter", "set", "--port", "80000"], 'invalid value for --port: "80000" (expected a port number from 1 to 65535)'],
+    [["filter", "set", "--cidr", "10.0.0.0/40"], 'invalid value for --cidr: "10.0.0.0/40" (expected an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128))'],
+    [["filter", "set", "--direction", "up"], 'invalid value for --direction: "up" (expected OUTBOUND or INBOUND)'],
+    [["filter", "clear"], 'unexpected argument "clear" (a pod name needs --kubeconfig or --in-cluster; without them, --admin-addr names the one agent)'],
+    [["--min-duration=-1"], 'invalid value for --min-duration: "-1" (expected a number of seconds from 0 to 2147483, e.g. 0.5)'],
+    [["--no-kubelet", "--exclude-pod", "web-0"], "--exclude-pod needs the kubelet's pod list: it cannot be used with --no-kubelet"],
   ];
   test.concurrent.each(cases)("%j", async (args, message) => {
     expect(await runCli(...args)).toEqual({ exitCode: 2, stderr: `kmesh-accesslog: ${message}\n`, stdout: "" });
+  });
+});
+
+describe("filters: the flags of run and of `filter set`, one model", () => {
+  test("run: the filter flags, checked; networks canonical; direction in any case", () => {
+    expect(
+      runOptions("--port", "80", "--port=443", "--exclude-port", "22", "--cidr", "10.1.2.3/8", "--exclude-cidr", "fd00::1", "--direction", "inbound", "--failed-only", "--min-duration", "0.5", "--exclude-pod", "web-0"),
+    ).toMatchObject({ port: [80, 443], excludePort: [22], cidr: ["10.0.0.0/8"], excludeCidr: ["fd00::1/128"], direction: "INBOUND", failedOnly: true, minDuration: 0.5, excludePod: ["web-0"] });
+    // Filters by the connection alone need no pod names.
+    expect(runOptions("--no-kubelet", "--port", "80").port).toEqual([80]);
+  });
+  test("filter: shows; filter set: replaces them all (what is not given is none)", () => {
+    const target = { kind: "local", flags: { adminAddr: { host: "127.0.0.1", port: 15200 }, adminSocket: undefined } };
+    expect(parseCommandLine(["filter", "--admin-addr", "127.0.0.1:15200"])).toEqual({ command: "filter", set: null, json: false, target } as Invocation);
+    const set = parseCommandLine(["filter", "set", "--port", "80", "--exclude-namespace", "kube-system", "--admin-addr", "127.0.0.1:15200", "--json"]);
+    expect(set).toEqual({
+      command: "filter",
+      set: { namespace: [], excludeNamespace: ["kube-system"], pod: [], excludePod: [], port: [80], excludePort: [], cidr: [], excludeCidr: [], direction: null, failedOnly: false, minDuration: null },
+      json: true,
+      target,
+    } as Invocation);
+    expect((parseCommandLine(["filter", "set", "kmesh-accesslog-x2", "--kubeconfig", "/k"]) as { target: unknown }).target).toEqual({ kind: "cluster", kubeconfig: "/k", pod: "kmesh-accesslog-x2" });
   });
 });

@@ -7,6 +7,7 @@ import { MetricsRegistry } from "../../src/admin/metrics.ts";
 import type { AdminBackend, Readiness } from "../../src/admin/routes.ts";
 import type { Switches } from "../../src/admin/switches.ts";
 import { versionInfo } from "../../src/admin/version.ts";
+import { type Filters, filtersOf } from "../../src/options.ts";
 import { EndpointSliceSchema, ServiceSchema } from "../../src/kube/apiserver/objects.ts";
 import type { KubeletFailure } from "../../src/kube/kubelet/client.ts";
 import { buildIndexData } from "../../src/kube/kubelet/pod-index.ts";
@@ -211,6 +212,13 @@ export class FakeBackend implements AdminBackend {
     if (this.failWith !== null) throw new Error(this.failWith);
     this.applied.push(next);
     this.state = next;
+  }
+  filterState: Filters = filtersOf({});
+  filters() {
+    return this.filterState;
+  }
+  setFilters(next: Filters) {
+    this.filterState = next;
   }
   readiness() {
     return this.ready;

@@ -45,7 +45,7 @@ function cluster(): ClusterIndex {
 
 function setup(source = kubelet(), holdMs = 2000) {
   const out: AccessRecord[] = [];
-  const enricher = new Enricher({ source, holdNs: holdMs * MS, filter: null, emit: (r) => out.push(r), cluster: cluster() });
+  const enricher = new Enricher({ source, holdNs: holdMs * MS, emit: (r) => out.push(r), cluster: cluster() });
   return { out, enricher };
 }
 
@@ -156,7 +156,7 @@ describe("services on lines", () => {
     const out: AccessRecord[] = [];
     const index = cluster();
     index.deletePod("shop/api-says-client"); // only the kubelet can name the new client
-    const enricher = new Enricher({ source, holdNs: 2000 * MS, filter: null, emit: (r) => out.push(r), cluster: index });
+    const enricher = new Enricher({ source, holdNs: 2000 * MS, emit: (r) => out.push(r), cluster: index });
     const o = toClusterIp(T0 + 10 * MS);
     enricher.accept(o, T0 + 10 * MS);
     enricher.endBatch(T0 + 11 * MS);

@@ -8,7 +8,9 @@
 //  3. held lines are written in report-time order;
 //  4. a held line is written before any line reported more than `hold` after it.
 import { describe, expect, test } from "bun:test";
-import { Enricher, lineFilter } from "../../../src/accesslog/enrich.ts";
+import { ReportFilter } from "../../../src/accesslog/filters.ts";
+import { type Filters, filtersOf } from "../../../src/options.ts";
+import { Enricher } from "../../../src/accesslog/enrich.ts";
 import type { AccessRecord } from "../../../src/accesslog/format.ts";
 import { PodSource } from "../../../src/kube/kubelet/pod-source.ts";
 import type { PodSpecOptions } from "../../support/kubelet-pods.ts";
@@ -32,7 +34,7 @@ interface World {
 }
 
 /** A running source whose first refresh has answered with `pods`, at t0. */
-async function world(pods: PodSpecOptions[], o: { holdMs?: number; filter?: Parameters<typeof lineFilter>[0] } = {}): Promise<World> {
+async function world(pods: PodSpecOptions[], o: { holdMs?: number; filter?: Partial<Filters> } = {}): Promise<World> {
   const clock = new FakeClock();
   const refresher = new FakeRefresher(clock);
   const notices: string[] = [];
@@ -46,11 +48,12 @@ async function world(pods: PodSpecOptions[], o: { holdMs?: number; filter?: Para
     notice: (m) => notices.push(m),
   });
   const out: AccessRecord[] = [];
+  const filter = new ReportFilter(filtersOf(o.filter ?? {}));
   const enricher = new Enricher({
     source,
     holdNs: (o.holdMs ?? 2000) * MS,
-    filter: o.filter ? lineFilter(o.filter) : null,
-    emit: (r) => out.push(r),
+    // As the agent does: the filters after the names.
+    emit: (r) => void (filter.drops(r) === null && out.push(r)),
   });
   source.onRefreshed = () => enricher.release(clock.now);
   const t0 = clock.now;
@@ -335,7 +338,6 @@ describe("output order", () => {
     const enricher = new Enricher({
       source: { lookup: () => undefined, isNodeAddress: () => false, completedStartNs: 0, answering: true, requestRefresh: () => {} },
       holdNs: 2000 * MS,
-      filter: null,
       emit: (r) => out.push(r),
       maxHeld: 3,
     });
@@ -351,7 +353,7 @@ describe("filters", () => {
   const A = { name: "a-0", namespace: "alpha", ip4: "10.244.1.2" };
   const B = { name: "b-0", namespace: "beta", ip4: "10.244.1.3" };
   const C = { name: "c-0", namespace: "gamma", ip4: "10.244.1.4" };
-  async function kept(filter: Parameters<typeof lineFilter>[0]): Promise<string[]> {
+  async function kept(filter: Partial<Filters>): Promise<string[]> {
     const w = await world([A, B, C], { filter });
     const t = w.clock.now;
     w.batch(
@@ -363,19 +365,22 @@ describe("filters", () => {
     return w.out.map((r) => `${r.srcWorkload ?? "-"}>${r.dstWorkload ?? "-"}`);
   }
   test("--namespace keeps lines where either end is in one of them", async () => {
-    expect(await kept({ namespaces: ["beta"] })).toEqual(["a-0>b-0", "b-0>c-0"]);
-    expect(await kept({ namespaces: ["alpha", "gamma"] })).toEqual(["a-0>b-0", "b-0>c-0", "->c-0", "a-0>-"]);
+    expect(await kept({ namespace: ["beta"] })).toEqual(["a-0>b-0", "b-0>c-0"]);
+    expect(await kept({ namespace: ["alpha", "gamma"] })).toEqual(["a-0>b-0", "b-0>c-0", "->c-0", "a-0>-"]);
   });
   test("--exclude-namespace drops lines where either end is in one of them", async () => {
-    expect(await kept({ excludeNamespaces: ["beta"] })).toEqual(["->c-0", "a-0>-"]);
+    expect(await kept({ excludeNamespace: ["beta"] })).toEqual(["->c-0", "a-0>-"]);
   });
   test("--pod keeps lines where either end is that pod; kinds combine with AND", async () => {
-    expect(await kept({ pods: ["c-0"] })).toEqual(["b-0>c-0", "->c-0"]);
-    expect(await kept({ pods: ["c-0"], excludeNamespaces: ["beta"] })).toEqual(["->c-0"]);
-    expect(await kept({ namespaces: ["alpha"], pods: ["b-0"] })).toEqual(["a-0>b-0"]);
+    expect(await kept({ pod: ["c-0"] })).toEqual(["b-0>c-0", "->c-0"]);
+    expect(await kept({ pod: ["c-0"], excludeNamespace: ["beta"] })).toEqual(["->c-0"]);
+    expect(await kept({ namespace: ["alpha"], pod: ["b-0"] })).toEqual(["a-0>b-0"]);
+  });
+  test("--exclude-pod drops lines where either end is that pod", async () => {
+    expect(await kept({ excludePod: ["c-0"] })).toEqual(["a-0>b-0", "a-0>-"]);
   });
   test("no filter given: no filter at all", () => {
-    expect(lineFilter({})).toBeNull();
-    expect(lineFilter({ namespaces: [], pods: [] })).toBeNull();
+    expect(new ReportFilter(filtersOf({})).active).toBe(false);
+    expect(new ReportFilter(filtersOf({ namespace: [], pod: [] })).active).toBe(false);
   });
 });

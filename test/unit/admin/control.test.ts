@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { AgentControl, type KernelControls } from "../../../src/admin/control.ts";
 import type { Outputs, Switches } from "../../../src/admin/switches.ts";
 import { createLogger } from "../../../src/log.ts";
+import { type Filters, filtersOf } from "../../../src/options.ts";
 
 const ON: Switches = { monitoring: true, accesslog: true, connectionMetrics: false, workloadMetrics: false };
 let dir: string;
@@ -35,11 +36,16 @@ class FakeKernel implements KernelControls {
   countOpenConnections() {
     return 7;
   }
+  filters: Filters[] = [];
+  applyFilters(filters: Filters) {
+    this.filters.push(filters);
+  }
 }
 
 const start = (switches: Switches, reportIntervalMs = 20) =>
   AgentControl.start({
     switches,
+    filters: filtersOf({}),
     reportIntervalMs,
     adminAddr: null,
     adminSocket: null,
@@ -136,6 +142,7 @@ test("a second control on the same lock is refused", async () => {
 test("the admin socket: made 0600 beside the lock, its clients change the switches with an audit line, refusals counted, removed at stop", async () => {
   const socket = join(dir, "agent.sock");
   const control = await AgentControl.start({
+    filters: filtersOf({}),
     switches: ON,
     reportIntervalMs: 20,
     adminAddr: null,

@@ -1,0 +1,101 @@
+// Which named reports are written: the filters of the flags (--namespace, --port, --cidr, ...) and
+// of PUT /filters, one model (options.ts declares each filter once, as a flag). Every kind given
+// must pass (AND); within a kind, one value is enough (OR). "Either end": a line's src or dst.
+// The filters apply to every sink (lines on stdout, OTLP records), after the pods are named; Kmesh's
+// TCP metrics count every connection whatever the filters say (they are the node's counters).
+//
+// A dropped report is counted under the first filter, in FILTER_ORDER, that drops it.
+import { inNetwork, type Network, parseNetwork } from "../address.ts";
+import type { FilterName, Filters } from "../options.ts";
+import type { AccessRecord } from "./format.ts";
+
+/** The order the filters are tried in: the cheap ones, by the connection alone, first. */
+export const FILTER_ORDER = [
+  "direction",
+  "failedOnly",
+  "port",
+  "excludePort",
+  "cidr",
+  "excludeCidr",
+  "minDuration",
+  "namespace",
+  "excludeNamespace",
+  "pod",
+  "excludePod",
+] as const satisfies readonly FilterName[];
+
+/** The /metrics label of each filter: its flag's name in snake_case. */
+export const filterLabel = (name: FilterName): string => name.replaceAll(/([A-Z])/g, "_$1").toLowerCase();
+
+type Test = (r: AccessRecord) => boolean;
+
+const either = <T>(set: ReadonlySet<T>, a: T | null, b: T | null) => (a !== null && set.has(a)) || (b !== null && set.has(b));
+const inAny = (networks: readonly Network[], address: string) => networks.some((n) => inNetwork(n, address));
+
+/** Whether `r` passes the filter `name` set to `value` (which is not empty). */
+function testOf(name: FilterName, filters: Filters): Test | null {
+  switch (name) {
+    case "direction": {
+      const direction = filters.direction;
+      return direction === null ? null : (r) => r.direction === direction;
+    }
+    case "failedOnly":
+      return filters.failedOnly ? (r) => r.error !== null : null;
+    case "minDuration": {
+      const min = filters.minDuration;
+      // A connection open before the agent started has no known duration: never dropped for it.
+      return min === null || min === 0 ? null : (r) => r.durationMs === null || r.durationMs >= min * 1000;
+    }
+    case "cidr":
+    case "excludeCidr": {
+      const networks = filters[name].map((text) => parseNetwork(text)!);
+      if (networks.length === 0) return null;
+      const hit = (r: AccessRecord) => inAny(networks, r.srcAddr) || inAny(networks, r.dstAddr);
+      return name === "cidr" ? hit : (r) => !hit(r);
+    }
+    case "port":
+    case "excludePort": {
+      const ports = new Set(filters[name]);
+      if (ports.size === 0) return null;
+      return name === "port" ? (r) => either(ports, r.srcPort, r.dstPort) : (r) => !either(ports, r.srcPort, r.dstPort);
+    }
+    case "namespace":
+    case "excludeNamespace": {
+      const namespaces = new Set(filters[name]);
+      if (namespaces.size === 0) return null;
+      const hit = (r: AccessRecord) => either(namespaces, r.srcNamespace, r.dstNamespace);
+      return name === "namespace" ? hit : (r) => !hit(r);
+    }
+    case "pod":
+    case "excludePod": {
+      const pods = new Set(filters[name]);
+      if (pods.size === 0) return null;
+      const hit = (r: AccessRecord) => either(pods, r.srcWorkload, r.dstWorkload);
+      return name === "pod" ? hit : (r) => !hit(r);
+    }
+  }
+}
+
+export class ReportFilter {
+  readonly filters: Filters;
+  readonly #tests: { name: FilterName; test: Test }[];
+
+  constructor(filters: Filters) {
+    this.filters = filters;
+    this.#tests = FILTER_ORDER.flatMap((name) => {
+      const test = testOf(name, filters);
+      return test === null ? [] : [{ name, test }];
+    });
+  }
+
+  /** Whether any filter is set (none: every report is kept). */
+  get active(): boolean {
+    return this.#tests.length > 0;
+  }
+
+  /** The first filter that drops `r`, or null when it is kept. */
+  drops(r: AccessRecord): FilterName | null {
+    for (const { name, test } of this.#tests) if (!test(r)) return name;
+    return null;
+  }
+}
