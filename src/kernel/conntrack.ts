@@ -8,6 +8,7 @@ import { ptr, type Pointer } from "bun:ffi";
 import objectPath from "../../bpf/conntrack.bpf.o" with { type: "file" };
 import { ipBytes, ipv4Text, ipv6Text } from "../address.ts";
 import { BPF_OBJECT_OPEN_OPTS, LibbpfError, type Libbpf, openLibbpf, OptionStruct } from "./libbpf.ts";
+import { AF_INET, AF_INET6 } from "./record.ts";
 
 /** Mirrors of struct nat_key, struct nat_backend and struct nat_counters in bpf/conntrack.h. */
 export const NAT_KEY_FIELDS = {
@@ -54,8 +55,6 @@ export class ConntrackHookError extends Error {
 
 const { EACCES, ENOENT, EPERM, ESRCH } = constants.errno;
 const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
-const AF_INET = 2;
-const AF_INET6 = 10;
 const VERIFIER_LOG_BYTES = 256 * 1024;
 
 /** Where a translated connection went: the backend's address and port, and when conntrack confirmed it. */
