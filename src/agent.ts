@@ -256,8 +256,11 @@ export class Agent {
         enricher.nat = hook;
         log.info(`conntrack: ${hook.kind} on ${CONNTRACK_FUNCTION} attached: ClusterIP lines name the backend the NAT chose`);
       },
-      failed: (message) =>
-        log.warn(`conntrack: cannot hook the kernel's connection tracking (${message}): ClusterIP lines name their backend only when it is a pod of this node`),
+      failed: (error) =>
+        log.warn(
+          `conntrack: cannot hook the kernel's connection tracking (${error.message}): ClusterIP lines name their backend only when it is a pod of this node; ` +
+            `to name backends on other nodes: ${error.fix}`,
+        ),
       waiting: () => log.info("conntrack: nf_conntrack is not loaded (no NAT on this node yet): hooking it once it is"),
     });
     this.#conntrack.start();

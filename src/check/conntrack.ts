@@ -32,7 +32,7 @@ export async function conntrackCheck(libbpfPath: string | undefined, earlier: re
       ...base,
       status: "warn",
       detail: `cannot hook the kernel's connection tracking (${error.message}); ${WITHOUT}`,
-      fix: "nothing the agent needs; to name backends on other nodes: a kernel with kprobes (CONFIG_KPROBES=y), or one that allows fentry programs on nf_conntrack",
+      fix: `nothing the agent needs; to name backends on other nodes: ${error.fix}`,
     };
   }
 }

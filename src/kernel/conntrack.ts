@@ -2,7 +2,7 @@
 // fentry → load → attach; then the agent looks up, per OUTBOUND line to a ClusterIP, where the
 // kernel's NAT sent that connection. Its own object, beside the probe's: nf_conntrack is often a
 // module loaded after the agent starts, and a node where the hook cannot run keeps its access log.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
 import { ptr, type Pointer } from "bun:ffi";
 import objectPath from "../../bpf/conntrack.bpf.o" with { type: "file" };
@@ -48,9 +48,15 @@ export function hookKind(): HookKind {
   return existsSync("/sys/bus/event_source/devices/kprobe") ? "kprobe" : "fentry";
 }
 
-/** The hook could not be loaded or attached; the message says why, in a user's words. */
+/** The hook could not be loaded or attached; the message says why, in a user's words, and `fix` what would let it. */
 export class ConntrackHookError extends Error {
   override name = "ConntrackHookError";
+  constructor(
+    message: string,
+    readonly fix: string,
+  ) {
+    super(message);
+  }
 }
 
 const { EACCES, ENOENT, EPERM, ESRCH } = constants.errno;
@@ -89,7 +95,12 @@ export class ConntrackHook {
 
   /** Loads and attaches the hook; throws ConntrackHookError with the reason. */
   static async open(libbpfPath: string | undefined, kind: HookKind = hookKind()): Promise<ConntrackHook> {
-    const { bpf } = await openLibbpf(libbpfPath);
+    let bpf: Libbpf;
+    try {
+      ({ bpf } = await openLibbpf(libbpfPath));
+    } catch (error) {
+      throw new ConntrackHookError(error instanceof Error ? error.message : String(error), "install libbpf 1.x (Debian/Ubuntu: apt-get install libbpf1)");
+    }
     const hook = new ConntrackHook(bpf, kind);
     try {
       await hook.#load();
@@ -97,7 +108,8 @@ export class ConntrackHook {
     } catch (error) {
       const log = hook.#verifierLog();
       hook.close();
-      throw new ConntrackHookError(diagnose(error, hook.kind, log));
+      const { message, fix } = diagnose(error, hook.kind, log);
+      throw new ConntrackHookError(message, fix);
     }
   }
 
@@ -190,18 +202,36 @@ export class ConntrackHook {
   }
 }
 
-/** Why the hook could not run, in a user's words. */
-function diagnose(error: unknown, kind: HookKind, verifierLog: string): string {
-  if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
+/** The kernel's perf_event_paranoid, or null when it cannot be read. */
+function perfEventParanoid(): number | null {
+  try {
+    return Number(readFileSync("/proc/sys/kernel/perf_event_paranoid", "utf8").trim());
+  } catch {
+    return null;
+  }
+}
+
+/** Why the hook could not run, and what would let it, in a user's words. */
+function diagnose(error: unknown, kind: HookKind, verifierLog: string): { message: string; fix: string } {
+  const elsewhere = "a kernel with kprobes (CONFIG_KPROBES=y), or one that allows fentry programs on nf_conntrack";
+  if (!(error instanceof LibbpfError)) return { message: error instanceof Error ? error.message : String(error), fix: elsewhere };
   // fentry is the second choice: say why it was taken.
   const why = kind === "fentry" ? "this kernel has no kprobes; " : "";
-  if (error.step.startsWith("attach") && error.errno === ENOENT) return `${why}${error.message}: this kernel has no ${CONNTRACK_FUNCTION} to hook`;
-  if (verifierLog !== "") return `${why}${error.message}: the kernel's verifier refused it; its log ends with: ${verifierLog.split("\n").slice(-3).join(" | ")}`;
-  if (kind === "fentry" && error.errno === ESRCH) {
-    return `${why}${error.message}: ${CONNTRACK_FUNCTION} is not in the kernel's BTF (a module's BTF can be read only with CAP_SYS_ADMIN)`;
+  const says = (detail: string, fix = elsewhere) => ({ message: `${why}${error.message}: ${detail}`, fix });
+  if (error.step.startsWith("attach") && error.errno === ENOENT) return says(`this kernel has no ${CONNTRACK_FUNCTION} to hook`);
+  if (verifierLog !== "") return says(`the kernel's verifier refused it; its log ends with: ${verifierLog.split("\n").slice(-3).join(" | ")}`);
+  if (kind === "fentry" && error.errno === ESRCH) return says(`${CONNTRACK_FUNCTION} is not in the kernel's BTF (a module's BTF can be read only with CAP_SYS_ADMIN)`);
+  const paranoid = perfEventParanoid();
+  if (kind === "kprobe" && error.step.startsWith("attach") && error.errno === EACCES && paranoid !== null && paranoid > 2) {
+    // Debian's and Ubuntu's kernels add a level 3 (their default) at which perf_event_open, which
+    // creates the kprobe, is for CAP_SYS_ADMIN only, CAP_PERFMON or not.
+    return says(
+      `kernel.perf_event_paranoid is ${paranoid}, at which this kernel lets only CAP_SYS_ADMIN create a kprobe`,
+      "set kernel.perf_event_paranoid=2 on the node (the kernel's own default), or grant CAP_SYS_ADMIN",
+    );
   }
-  if (error.errno === EPERM || error.errno === EACCES) return `${why}${error.message}: the kernel refused it (capabilities, or a security policy)`;
-  return `${why}${error.message}`;
+  if (error.errno === EPERM || error.errno === EACCES) return says("the kernel refused it (capabilities, or a security policy)");
+  return { message: `${why}${error.message}`, fix: elsewhere };
 }
 
 /** How often a running agent looks whether nf_conntrack is loaded yet (one stat), until it is. */
@@ -219,7 +249,7 @@ export class ConntrackWatch {
 
   constructor(
     readonly libbpfPath: string | undefined,
-    readonly on: { hooked(hook: ConntrackHook): void; failed(message: string): void; waiting(): void },
+    readonly on: { hooked(hook: ConntrackHook): void; failed(error: ConntrackHookError): void; waiting(): void },
   ) {}
 
   get hook(): ConntrackHook | null {
@@ -250,7 +280,8 @@ export class ConntrackWatch {
       this.#hook = hook;
       this.on.hooked(hook);
     } catch (error) {
-      if (!this.#stopped) this.on.failed(error instanceof Error ? error.message : String(error));
+      // open() turns every failure into a ConntrackHookError
+      if (!this.#stopped) this.on.failed(error as ConntrackHookError);
     }
   }
 
