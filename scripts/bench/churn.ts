@@ -25,7 +25,7 @@
 //   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--compare <binary>] [--conntrack] [--short]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
 import { startApiServer } from "../../test/e2e/api-server.ts";
 
@@ -58,7 +58,7 @@ if (conntrack && process.env[CHURN_NETNS] === undefined) {
  * text', json': the same with the --compare binary. */
 type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'";
 const compareAt = process.argv.indexOf("--compare");
-const compared = compareAt > 0 ? process.argv[compareAt + 1] : undefined;
+const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 const MODES: readonly Mode[] = [
   "off",
   ...(process.argv.includes("--hooks") ? (["hooks"] as const) : []),
