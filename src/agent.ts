@@ -16,6 +16,7 @@ import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
+import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { ClusterIndex, ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
@@ -58,6 +59,8 @@ export class Agent {
   /** The feed (--feed), which watches the API server (#api) only while it cannot be had. */
   #feed: FeedSource | null = null;
   #enricher: Enricher | null = null;
+  /** The kernel's NAT translations, for ClusterIP lines; null without the API server. */
+  #conntrack: ConntrackWatch | null = null;
   #recordsRead = 0;
   #recordsInvalid = 0;
   /** Reads each ring-buffer record where it lies (no object per record). */
@@ -163,6 +166,8 @@ export class Agent {
     agent.#api = api;
     agent.#feed = feed;
     const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs);
+    // Services are known (API server or feed): ClusterIP lines can be told apart.
+    if ((api !== null || feed !== null) && enricher !== null) agent.#translateClusterIps(enricher, options.libbpf);
     registerMetrics(control.metrics, agent, pods, api, enricher);
     if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
     feed?.registerMetrics(control.metrics);
@@ -252,6 +257,28 @@ export class Agent {
     return enricher;
   }
 
+  /**
+   * Hooks the kernel's connection tracking (now, or once nf_conntrack is loaded), so that OUTBOUND
+   * lines to a ClusterIP name the backend the NAT chose wherever it runs; without it they fall
+   * back to the INBOUND line of a backend on this node (accesslog/enrich.ts).
+   */
+  #translateClusterIps(enricher: Enricher, libbpfPath: string | undefined): void {
+    const log = this.#log;
+    this.#conntrack = new ConntrackWatch(libbpfPath, {
+      hooked: (hook) => {
+        enricher.nat = hook;
+        log.info(`conntrack: ${hook.kind} on ${CONNTRACK_FUNCTION} attached: ClusterIP lines name the backend the NAT chose`);
+      },
+      failed: (error) =>
+        log.warn(
+          `conntrack: cannot hook the kernel's connection tracking (${error.message}): ClusterIP lines name their backend only when it is a pod of this node; ` +
+            `to name backends on other nodes: ${error.fix}`,
+        ),
+      waiting: () => log.info("conntrack: nf_conntrack is not loaded (no NAT on this node yet): hooking it once it is"),
+    });
+    this.#conntrack.start();
+  }
+
   /** Lets held lines go (each within its bound), then stops the pod source. */
   async #stopNaming(): Promise<void> {
     const enricher = this.#enricher;
@@ -294,6 +321,11 @@ export class Agent {
     return this.#metrics.counts;
   }
 
+  /** NAT translations the conntrack hook saw; 0 while it is not attached. */
+  get conntrackTranslations(): number {
+    return this.#conntrack?.hook?.translations() ?? 0;
+  }
+
   get metricsDropped(): number {
     return this.#metrics.dropped;
   }
@@ -315,6 +347,7 @@ export class Agent {
     this.#probe.detach();
     this.#drain();
     await this.#stopNaming();
+    this.#conntrack?.stop();
     const counters = this.counters();
     this.#probe.close();
     await this.#sink.close();
@@ -447,7 +480,9 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     metric("api_endpoint_slices", "gauge", "EndpointSlices known from the API server.", () => api.index.counts.endpointSlices);
     metric("api_pods", "gauge", "Pods indexed from the API server (all nodes).", () => api.index.counts.pods);
     if (enricher !== null) {
-      metric("clusterip_backends_learned_total", "counter", "OUTBOUND lines to a ClusterIP whose backend pod was learned from the INBOUND line.", () => enricher.stats.backendsLearned);
+      metric("clusterip_backends_learned_total", "counter", "OUTBOUND lines to a ClusterIP whose backend was learned (from the kernel's connection tracking, or from the INBOUND line).", () => enricher.stats.backendsLearned);
+      metric("clusterip_backends_from_conntrack_total", "counter", "OUTBOUND lines to a ClusterIP whose backend was learned from the kernel's connection tracking.", () => enricher.stats.backendsFromConntrack);
+      metric("conntrack_translations_total", "counter", "TCP connections whose destination the kernel's NAT changed, seen by the conntrack hook (0 while it is not attached).", () => agent.conntrackTranslations);
       metric("clusterip_lines_held_total", "counter", "OUTBOUND lines to a ClusterIP held to wait for their INBOUND line.", () => enricher.stats.heldForBackend);
     }
   }

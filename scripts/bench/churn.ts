@@ -16,18 +16,49 @@
 // --compare <binary> adds text and JSON rounds of another build of the agent (another commit, a
 // variant), alternating with this tree's, so that two builds are compared in one run.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--compare <binary>] [--short]
+// --conntrack: what the conntrack hook (bpf/conntrack.bpf.c) costs when no NAT happens. The whole
+// run moves into a network namespace of its own whose nat table has a rule that never matches, so
+// that conntrack tracks every connection (and the hook runs for each) but translates none; the
+// agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
+// agent hook conntrack. Compare with --compare <a build without the hook>.
+//
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--compare <binary>] [--conntrack] [--short]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
+import { startApiServer } from "../../test/e2e/api-server.ts";
+
+const conntrack = process.argv.includes("--conntrack");
+const CHURN_NETNS = "KAL_CHURN_NETNS";
+if (conntrack && process.env[CHURN_NETNS] === undefined) {
+  // Run again inside a namespace of our own where conntrack is on and the NAT never matches.
+  const netns = `kal-churn-${process.pid}`;
+  const sh = (argv: string[]) => {
+    const r = Bun.spawnSync(argv, { stderr: "pipe" });
+    if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString().trim()}`);
+  };
+  sh(["ip", "netns", "add", netns]);
+  try {
+    sh(["ip", "-n", netns, "link", "set", "lo", "up"]);
+    sh(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.1", "-p", "tcp", "-j", "DNAT", "--to-destination", "192.0.2.2"]);
+    const inside = Bun.spawn(["ip", "netns", "exec", netns, process.execPath, ...process.argv.slice(1)], {
+      env: { ...process.env, [CHURN_NETNS]: netns },
+      stdio: ["inherit", "inherit", "inherit"],
+    });
+    process.exitCode = await inside.exited;
+  } finally {
+    Bun.spawnSync(["ip", "netns", "del", netns]);
+  }
+  process.exit();
+}
 
 /** off: no agent; hooks: the agent attached with --accesslog=false (the kernel tracks every
  * connection but writes no record: the cost of the hooks alone); text, json: lines to a file;
  * text', json': the same with the --compare binary. */
 type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'";
 const compareAt = process.argv.indexOf("--compare");
-const compared = compareAt > 0 ? process.argv[compareAt + 1] : undefined;
+const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 const MODES: readonly Mode[] = [
   "off",
   ...(process.argv.includes("--hooks") ? (["hooks"] as const) : []),
@@ -58,6 +89,9 @@ const port = 18000 + Math.floor(Math.random() * 1000);
 ensurePackages({ wrk: "wrk", nginx: "nginx-light" });
 const binary = ensureBinary();
 const dir = mkdtempSync(join(tmpdir(), "kal-churn-"));
+/** --conntrack: an empty cluster, so that the agents use an API server (and this one hooks conntrack) */
+const api = conntrack ? await startApiServer() : null;
+const apiArgs = api === null ? [] : ["--kubeconfig", api.kubeconfig];
 
 function startNginx(): Bun.Subprocess {
   writeFileSync(
@@ -128,12 +162,13 @@ async function round(mode: Mode): Promise<RoundResult> {
     const output = isText(mode) || mode === "hooks" ? "text" : "json";
     const switches = mode === "hooks" ? ["--accesslog=false"] : [];
     const program = mode.endsWith("'") ? compared! : binary;
-    const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
+    const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, ...apiArgs, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
       stdin: "ignore",
       stdout: Bun.file(outPath),
       stderr: "pipe",
     });
-    await waitForStderr(started, "capturing TCP connections");
+    // this tree's agent says whether it hooked conntrack (a build without the hook never does)
+    await waitForStderr(started, ["capturing TCP connections", ...(api !== null && program === binary ? ["conntrack: "] : [])]);
     agent = started;
   }
   const rate = runWrk();
@@ -172,17 +207,22 @@ async function round(mode: Mode): Promise<RoundResult> {
 }
 
 const agentStderr = new WeakMap<object, string>();
+/** What this tree's agent last said of conntrack. */
+let conntrackSaid = "";
+const hookState = () => (/conntrack: (kprobe|fentry) on \S+ attached/.exec(conntrackSaid)?.[0] ?? (conntrackSaid.trim() || "said nothing"));
 
-async function waitForStderr(proc: Agent, needle: string): Promise<void> {
+async function waitForStderr(proc: Agent, needles: string[]): Promise<void> {
   const reader = proc.stderr.getReader();
   let text = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) throw new Error(`agent exited before "${needle}": ${text}`);
+    if (done) throw new Error(`agent exited before "${needles.join('" and "')}": ${text}`);
     text += new TextDecoder().decode(value);
-    if (text.includes(needle)) break;
+    if (needles.every((needle) => text.includes(needle))) break;
   }
   agentStderr.set(proc, text);
+  const said = text.split("\n").find((line) => line.includes("conntrack: "));
+  if (said !== undefined) conntrackSaid = said;
   // Keep collecting until exit, for the summary line.
   void (async () => {
     for (;;) {
@@ -217,12 +257,14 @@ try {
       logging ? `${exact ? "yes" : "NO"} (${runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ")})` : "-",
     ];
   });
-  console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, loopback`);
+  const where = conntrack ? `loopback of a namespace where conntrack tracks every connection and translates none (this tree's agent: ${hookState()})` : "loopback";
+  console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "records lost", "lines = 2 x connections"], rows));
   const failed = rows.some((row) => row[5]?.startsWith("NO") || (row[4] !== "-" && row[4] !== "0"));
   process.exitCode = failed ? 1 : 0;
 } finally {
   nginx.kill("SIGTERM");
   await nginx.exited;
+  await api?.[Symbol.asyncDispose]();
   rmSync(dir, { recursive: true, force: true });
 }

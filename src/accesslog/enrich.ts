@@ -32,14 +32,19 @@
 // and dst.namespace its namespace when the destination is one of its ClusterIP:port pairs, or
 // exactly an IP:port one of its EndpointSlices lists; else the destination IP, as before. A
 // ClusterIP connection's socket only knows the ClusterIP (the NAT to a backend happens after it),
-// so its OUTBOUND line names the backend pod only when it can be learned: when the backend is on
-// this node, its INBOUND line of the same connection has the same client ip:port and the backend
-// address as its destination. Such an OUTBOUND line waits for that INBOUND line (at most
-// `pairHold`, and only when one of the Service's endpoints is a pod the kubelet lists here, or
-// when there is no kubelet to tell); INBOUND lines are remembered for a few seconds for an
-// OUTBOUND line that comes after them. Unlearned, dst.addr stays the ClusterIP:port and
-// dst.workload is '-'.
+// so its OUTBOUND line names the backend pod only when it can be learned:
+// - from the kernel's connection tracking (`nat`, kernel/conntrack.ts), which saw where the NAT
+//   sent the connection, wherever the backend runs; taken only when conntrack confirmed it while
+//   this connection was open (between its start and this report), never from an earlier
+//   connection of the same addresses and ports;
+// - else, when the backend is on this node, from its INBOUND line of the same connection, which
+//   has the same client ip:port and the backend address as its destination. Such an OUTBOUND line
+//   waits for that INBOUND line (at most `pairHold`, and only when one of the Service's endpoints
+//   is a pod the kubelet lists here, or when there is no kubelet to tell); INBOUND lines are
+//   remembered for a few seconds for an OUTBOUND line that comes after them.
+// Unlearned, dst.addr stays the ClusterIP:port and dst.workload is '-'.
 import { isLoopbackOrUnspecified } from "../address.ts";
+import { nsBetween } from "../kernel/clock.ts";
 import type { ServiceRef } from "../kube/apiserver/cluster-index.ts";
 import type { PodInfo } from "../kube/pod.ts";
 import type { AccessRecord } from "./format.ts";
@@ -52,6 +57,12 @@ export interface ClusterView {
   endpointAddresses(ref: ServiceRef): Iterable<string>;
   /** changes whenever an endpoint is added or removed */
   readonly endpointsVersion: number;
+}
+
+/** Where the kernel's NAT sent a connection, as conntrack recorded it (kernel/conntrack.ts). */
+export interface NatView {
+  /** the backend of src:srcPort → dst:dstPort, and when conntrack confirmed it (monotonic ns) */
+  lookup(family: 4 | 6, src: string, srcPort: number, dst: string, dstPort: number): { addr: string; port: number; insertedNs: number } | undefined;
 }
 
 /** How long an INBOUND line's client → backend pair is remembered for an OUTBOUND line. */
@@ -102,8 +113,10 @@ interface Entry {
   kubeWait: boolean;
   /** client ip|port whose INBOUND line it waits for (an OUTBOUND line to a ClusterIP) */
   pairKey: string | null;
-  /** the backend learned from that INBOUND line */
+  /** the backend learned from conntrack or from that INBOUND line */
   backend: { addr: string; port: number } | null;
+  /** the backend came from conntrack */
+  translated: boolean;
   deadlineNs: number;
 }
 
@@ -114,8 +127,10 @@ export interface EnricherStats {
   releasedByRefresh: number;
   /** held lines written at their deadline (or because too many were held) */
   releasedAtDeadline: number;
-  /** OUTBOUND lines to a ClusterIP whose backend was learned from the INBOUND line */
+  /** OUTBOUND lines to a ClusterIP whose backend was learned (from conntrack or the INBOUND line) */
   backendsLearned: number;
+  /** of those, learned from the kernel's connection tracking */
+  backendsFromConntrack: number;
   /** OUTBOUND lines to a ClusterIP held only to wait for their INBOUND line (not in `held`) */
   heldForBackend: number;
 }
@@ -128,7 +143,9 @@ export class Enricher {
   #head = 0;
   /** local addresses held lines wait for → how many lines */
   readonly #awaited = new Map<string, number>();
-  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, backendsLearned: 0, heldForBackend: 0 };
+  readonly stats: EnricherStats = { held: 0, releasedByRefresh: 0, releasedAtDeadline: 0, backendsLearned: 0, backendsFromConntrack: 0, heldForBackend: 0 };
+  /** the kernel's NAT translations, once the conntrack hook is attached (the agent sets it) */
+  nat: NatView | null = null;
   /** client ip|port → backend, from recent INBOUND lines (insertion order = report order, roughly) */
   readonly #inbound = new Map<string, { addr: string; port: number; atNs: number }>();
   /** client ip|port → held OUTBOUND lines waiting for it */
@@ -147,7 +164,7 @@ export class Enricher {
 
   /** Queues one record of the current batch; endBatch() decides about all of them. */
   accept(record: AccessRecord, reportNs: number): void {
-    this.#batch.push({ record, reportNs, awaits: null, hold: false, kubeWait: false, pairKey: null, backend: null, deadlineNs: 0 });
+    this.#batch.push({ record, reportNs, awaits: null, hold: false, kubeWait: false, pairKey: null, backend: null, translated: false, deadlineNs: 0 });
   }
 
   #lookup(ip: string): PodInfo | undefined {
@@ -185,6 +202,11 @@ export class Enricher {
       if (r.direction !== "OUTBOUND") continue;
       const ref = cluster.serviceAtClusterIp(r.dstAddr, r.dstPort);
       if (ref === undefined) continue;
+      entry.backend = this.#translated(entry);
+      if (entry.backend !== null) {
+        entry.translated = true;
+        continue;
+      }
       const key = `${r.srcAddr}|${r.srcPort}`;
       const known = this.#inbound.get(key);
       if (known !== undefined) {
@@ -199,6 +221,21 @@ export class Enricher {
       if (list === undefined) this.#pairWaiters.set(key, [entry]);
       else list.push(entry);
     }
+  }
+
+  /**
+   * The backend conntrack recorded for this OUTBOUND line's connection: an entry confirmed between
+   * the connection's start and this report (an older one is an earlier connection's of the same
+   * addresses and ports, a newer one a later connection's). A connection whose start is unknown
+   * began before the probe, so before the hook: its own translation was never seen.
+   */
+  #translated(entry: Entry): { addr: string; port: number } | null {
+    const r = entry.record;
+    if (this.nat === null || r.startTime === null) return null;
+    const found = this.nat.lookup(r.family, r.srcAddr, r.srcPort, r.dstAddr, r.dstPort);
+    if (found === undefined || found.insertedNs > entry.reportNs) return null;
+    if (found.insertedNs < entry.reportNs - nsBetween(r.startTime, r.reportTime)) return null;
+    return { addr: found.addr, port: found.port };
   }
 
   /** Could a backend of this Service be a pod on this node (so its INBOUND line will come)? */
@@ -350,6 +387,7 @@ export class Enricher {
           r.dstAddr = entry.backend.addr;
           r.dstPort = entry.backend.port;
           this.stats.backendsLearned++;
+          if (entry.translated) this.stats.backendsFromConntrack++;
         }
       } else {
         service = cluster.serviceAtEndpoint(r.dstAddr, r.dstPort);

@@ -10,6 +10,7 @@ import { apiServerCheck } from "../check/api-server.ts";
 import { probeBpfSyscall } from "../check/bpf-syscall.ts";
 import { kubeletCheck } from "../check/kubelet.ts";
 import { libbpfCheck, probeCheck } from "../check/probe.ts";
+import { conntrackCheck } from "../check/conntrack.ts";
 import { canRun, checkReportJson, formatCheckLine, verdict, type CheckResult } from "../check/report.ts";
 import { btfCheck, bpfSyscallCheck, capabilitiesCheck, cgroupCheck, kernelCheck, memlockLimit, type BtfFacts } from "../check/system.ts";
 import { BTF_PATH, effectiveCapabilities, parseKernelRelease } from "../kernel/host.ts";
@@ -62,6 +63,7 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   add(await probeCheck(options.libbpf, failed()));
   add(await kubeletCheck(options));
   add(await apiServerCheck(options));
+  add(await conntrackCheck(options.libbpf, results));
 
   if (options.json) process.stdout.write(checkReportJson(results));
   else process.stdout.write(`${verdict(results)}\n`);

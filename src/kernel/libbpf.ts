@@ -20,6 +20,7 @@ const LIBBPF_SYMBOLS = {
   bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
+  bpf_program__set_autoload: { args: ["ptr", "bool"], returns: "i32" },
   // struct bpf_link *bpf_program__attach_iter(const struct bpf_program *, const struct bpf_iter_attach_opts *)
   bpf_program__attach_iter: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_link__fd: { args: ["ptr"], returns: "i32" },
@@ -158,7 +159,23 @@ export function recentEnough(version: string): boolean {
  * (with the libelf and zlib it links), loaded from anonymous memory files so
  * that nothing is written anywhere and nothing is left behind.
  */
-export async function openLibbpf(forcedPath?: string): Promise<{ bpf: Libbpf; origin: LibbpfOrigin; notes: string[] }> {
+export function openLibbpf(forcedPath?: string): Promise<OpenedLibbpf> {
+  // Once per process: the probe and the conntrack hook share it (a second openLibbpf of the
+  // built-in copy would load it again from a new memory file).
+  const key = forcedPath ?? "";
+  let opened = openedLibbpf.get(key);
+  if (opened === undefined) {
+    opened = findLibbpf(forcedPath);
+    openedLibbpf.set(key, opened);
+    opened.catch(() => openedLibbpf.delete(key));
+  }
+  return opened;
+}
+
+type OpenedLibbpf = { bpf: Libbpf; origin: LibbpfOrigin; notes: string[] };
+const openedLibbpf = new Map<string, Promise<OpenedLibbpf>>();
+
+async function findLibbpf(forcedPath?: string): Promise<OpenedLibbpf> {
   if (forcedPath !== undefined) return { bpf: bindLibbpf(forcedPath), origin: "--libbpf", notes: [] };
   const notes: string[] = [];
   try {

@@ -70,6 +70,7 @@ export function probeOk(libbpf: string): string {
 export const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
 export const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
 export const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
+export const NO_CONNTRACK = "- conntrack: not used without the API server (no line is known to go to a ClusterIP)";
 
 /** Every line of `check --no-kubelet` as root on a machine that has everything. */
 export function rootCheckLines(): string[] {
@@ -84,6 +85,7 @@ export function rootCheckLines(): string[] {
     probeOk(libbpf),
     SKIPPED,
     NO_API,
+    NO_CONNTRACK,
     "the agent can run on this node",
   ];
 }

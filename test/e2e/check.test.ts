@@ -13,7 +13,7 @@ import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-serve
 import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
 import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
-import { BPF_OK, btfLine, cgroupLine, check, KERNEL_LINE, NO_API, probeOk, rootCheckLines, run, SKIPPED, systemLibbpfVersion } from "./check-support.ts";
+import { BPF_OK, btfLine, cgroupLine, check, KERNEL_LINE, NO_API, NO_CONNTRACK, probeOk, rootCheckLines, run, SKIPPED, systemLibbpfVersion } from "./check-support.ts";
 import { ALLOW_BPF, GRANT } from "../support/check-fixes.ts";
 
 const it = testIf(
@@ -54,13 +54,14 @@ describe("check", () => {
       "probe=ok",
       "kubelet=skip",
       "api-server=skip",
+      "conntrack=skip",
     ]);
   });
 
   it("a user who is not root: capabilities and probe fail with the fix, exit 1", async () => {
     const libbpf = systemLibbpfVersion();
     const result = await check(["--no-kubelet"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
-    expect(result.lines).toHaveLength(10);
+    expect(result.lines).toHaveLength(11);
     expect(result.lines[2]).toBe(`✘ capabilities: missing CAP_BPF and CAP_PERFMON (uid 65534, no effective capabilities) — fix: ${GRANT}`);
     // Newer kernels let anyone reach bpf()'s dispatcher; older ones with unprivileged BPF off refuse at the entry.
     expect(result.lines[3]).toBeOneOf([
@@ -81,6 +82,7 @@ describe("check", () => {
       probe,
       SKIPPED,
       NO_API,
+      NO_CONNTRACK,
       `the agent cannot run on this node: ${failed} prerequisites missing (✘ above)`,
     ]);
     expect(result.exitCode).toBe(1);
@@ -94,6 +96,7 @@ describe("check", () => {
       "✘ probe: not tried (libbpf failed) — fix: see the libbpf line above",
       SKIPPED,
       NO_API,
+      NO_CONNTRACK,
       "the agent cannot run on this node: 2 prerequisites missing (✘ above)",
     ]);
     expect(result.exitCode).toBe(1);
@@ -111,6 +114,7 @@ describe("check", () => {
       `⚠ kubelet: cannot reach ${url} (ECONNREFUSED: Unable to connect. Is the computer able to access the url?); pod names will be - ` +
         "— fix: name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet",
       NO_API,
+      NO_CONNTRACK,
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(result.exitCode).toBe(0);
@@ -120,7 +124,7 @@ describe("check", () => {
     await using kubelet = await startKubelet({ pods: [pod({ name: "web-0", ip4: "10.244.1.2" }), pod({ name: "web-1", ip4: "10.244.1.3" })] });
     const args = ["--kubelet-url", kubelet.url, "--kubelet-ca-file", kubelet.caFile, "--kubelet-token-file", kubelet.tokenFile];
     const good = await check(args);
-    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, "the agent can run on this node"]);
+    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, NO_CONNTRACK, "the agent can run on this node"]);
     expect(good.exitCode).toBe(0);
     expect(kubelet.authorized).toBe(1);
 
@@ -131,6 +135,7 @@ describe("check", () => {
         "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
         '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
       NO_API,
+      NO_CONNTRACK,
       "the agent can run on this node (1 warning, ⚠ above)",
     ]);
     expect(forbidden.exitCode).toBe(0);
@@ -159,6 +164,7 @@ describe("check", () => {
         probeOk(libbpf),
         SKIPPED,
         NO_API,
+        NO_CONNTRACK,
         "the agent can run on this node",
       ]);
       expect(result.lines[3]).toBe(BPF_OK); // the bpf() child is the binary itself: no shell, no Bun needed

@@ -142,6 +142,27 @@ describe.skipIf(!ready)("test node", () => {
     expect(() => process.kill(sleeperPid, 0)).toThrow();
   });
 
+  test("a remote pod: behind br1 on its own subnets, reached through the node's routing, both families", async () => {
+    await using node = await createTestNode({ pods: ["a", { name: "far", remote: true }] });
+    const [a, far] = [node.pod("a"), node.pod("far")];
+    expect({ far4: far.ip4, far6: far.ip6, gw4: node.gateway(4, true), gw6: node.gateway(6) }).toEqual({
+      far4: `${node.remoteSubnet4}.3`,
+      far6: `${node.remoteSubnet6}:3`,
+      gw4: `${node.remoteSubnet4}.1`,
+      gw6: `${node.subnet6}:1`,
+    });
+    expect(run(["ip", "-n", node.netns, "-o", "link", "show", "master", "br1"]).stdout).toContain("veth1@");
+    expect(a.run(["ip", "-4", "route", "show", "default"]).stdout.trim()).toBe(`default via ${node.gateway(4)} dev eth0`);
+    for (const family of [4, 6] as const) {
+      const { server } = await exchange(a, far, { family, clientSend: 10, serverSend: 20, closeFirst: "client" });
+      expect(server.remoteAddress).toBe(a.ip(family)); // routed, not translated
+    }
+    // A NAT rule in the node's namespace applies to what it routes.
+    node.iptables(["-t", "nat", "-A", "POSTROUTING", "-o", "br1", "-j", "MASQUERADE"]);
+    const { server } = await exchange(a, far, { family: 4, clientSend: 10, serverSend: 20, closeFirst: "client" });
+    expect(server.remoteAddress).toBe(node.gateway(4, true));
+  });
+
   test("cleans up after an error thrown midway, and kills its processes", async () => {
     let names: string[] = [];
     let pid = 0;

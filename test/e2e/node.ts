@@ -6,6 +6,11 @@
  *   await using node = await createTestNode({ pods: ["client", "server"] });
  *   const proc = node.pod("client").exec(["bun", "peer.ts", ...]);
  *
+ * A pod can instead stand for a pod on another node (`{ name, remote: true }`): it hangs off a
+ * second bridge `br1` of the node namespace, on subnets of its own, and the node routes between
+ * the two bridges (its addresses `.1`/`::1` on each are the pods' default routes). Only a node with
+ * such a pod routes; the others stay as they were, bridges without a route out.
+ *
  * Names carry the creating process id and a random suffix (`ke2e-<pid>-<rand>-<pod>`), so parallel
  * runs never clash, and namespaces left behind by a run that died are swept by the next one.
  * Disposal kills every process started in the namespaces, then deletes them (the veths go with
@@ -19,6 +24,8 @@ export const NETNS_PREFIX = "ke2e-";
 export interface PodSpec {
   /** lower-case letters, digits and '-', at most 12 characters */
   name: string;
+  /** behind the second bridge, br1: a pod of another node, reached through this node's routing */
+  remote?: boolean;
 }
 
 export interface CommandResult {
@@ -105,6 +112,18 @@ export function sweepStaleNamespaces(): string[] {
   return swept;
 }
 
+/** An iptables rule in a namespace: the default (nft) backend, else the legacy one. */
+function iptablesIn(netns: string, args: string[], family: 4 | 6): void {
+  const tool = family === 4 ? "iptables" : "ip6tables";
+  const inNs = (command: string) => run(["ip", "netns", "exec", netns, command, ...args], true);
+  const first = inNs(tool);
+  if (first.exitCode === 0) return;
+  const legacy = inNs(`${tool}-legacy`);
+  if (legacy.exitCode !== 0) {
+    throw new Error(`${tool} ${args.join(" ")} failed in ${netns}: ${first.stderr.trim()}; legacy: ${legacy.stderr.trim()}`);
+  }
+}
+
 export class Pod {
   readonly #node: TestNode;
   constructor(
@@ -148,15 +167,7 @@ export class Pod {
    * Uses the default (nft) backend and falls back to the legacy one if that fails.
    */
   iptables(args: string[], family: 4 | 6 = 4): void {
-    const tool = family === 4 ? "iptables" : "ip6tables";
-    const first = this.run([tool, ...args], true);
-    if (first.exitCode === 0) return;
-    const legacy = this.run([`${tool}-legacy`, ...args], true);
-    if (legacy.exitCode !== 0) {
-      throw new Error(
-        `${tool} ${args.join(" ")} failed in ${this.netns}: ${first.stderr.trim()}; legacy: ${legacy.stderr.trim()}`,
-      );
-    }
+    iptablesIn(this.netns, args, family);
   }
 
   /** Drops a random fraction of the packets this pod receives (both families unless told). */
@@ -187,10 +198,13 @@ let exitHookInstalled = false;
 export class TestNode implements AsyncDisposable {
   /** `ke2e-<pid>-<rand>`: prefix of every namespace of this node */
   readonly id: string;
-  /** the node's own namespace, holding the bridge `br0` */
+  /** the node's own namespace, holding the bridge `br0` (and `br1` for remote pods) */
   readonly netns: string;
   readonly subnet4: string;
   readonly subnet6: string;
+  /** the subnets behind br1 (remote pods) */
+  readonly remoteSubnet4: string;
+  readonly remoteSubnet6: string;
   readonly pods: Pod[] = [];
   readonly #processes = new Set<Subprocess>();
   #disposed = false;
@@ -204,6 +218,19 @@ export class TestNode implements AsyncDisposable {
     // RFC 5952 text (no leading zeros, never a zero group) so it compares equal to the agent's.
     const group = 1 + (new Uint16Array(crypto.getRandomValues(new Uint8Array(2)).buffer)[0]! % 0xffff);
     this.subnet6 = `fd00:${group.toString(16)}:`;
+    this.remoteSubnet4 = `10.245.${octet}`;
+    this.remoteSubnet6 = `fd01:${group.toString(16)}:`;
+  }
+
+  /** The node's own address on the bridge of local (br0) or remote (br1) pods, once it routes. */
+  gateway(family: 4 | 6, remote = false): string {
+    const [v4, v6] = remote ? [this.remoteSubnet4, this.remoteSubnet6] : [this.subnet4, this.subnet6];
+    return family === 4 ? `${v4}.1` : `${v6}:1`;
+  }
+
+  /** Adds an iptables rule in the node's namespace (the nft backend, else the legacy one). */
+  iptables(args: string[], family: 4 | 6 = 4): void {
+    iptablesIn(this.netns, args, family);
   }
 
   /** The pod called `name`; throws if there is none. */
@@ -233,22 +260,37 @@ export class TestNode implements AsyncDisposable {
     inNode("link", "set", "lo", "up");
     inNode("link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0");
     inNode("link", "set", "br0", "up");
+    const routed = specs.some((spec) => spec.remote);
+    if (routed) {
+      inNode("link", "add", "br1", "type", "bridge", "stp_state", "0", "mcast_snooping", "0");
+      inNode("link", "set", "br1", "up");
+      for (const [bridge, remote] of [["br0", false], ["br1", true]] as const) {
+        inNode("addr", "add", `${this.gateway(4, remote)}/24`, "dev", bridge);
+        inNode("-6", "addr", "add", `${this.gateway(6, remote)}/64`, "dev", bridge, "nodad");
+      }
+      run(["ip", "netns", "exec", this.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    }
     specs.forEach((spec, i) => {
       if (!/^[a-z0-9-]{1,12}$/.test(spec.name)) throw new Error(`bad pod name ${JSON.stringify(spec.name)}`);
       if (this.pods.some((p) => p.name === spec.name)) throw new Error(`duplicate pod name ${spec.name}`);
       const netns = `${this.id}-${spec.name}`;
-      const pod = new Pod(this, spec.name, netns, `${this.subnet4}.${i + 2}`, `${this.subnet6}:${(i + 2).toString(16)}`);
+      const [v4, v6] = spec.remote ? [this.remoteSubnet4, this.remoteSubnet6] : [this.subnet4, this.subnet6];
+      const pod = new Pod(this, spec.name, netns, `${v4}.${i + 2}`, `${v6}:${(i + 2).toString(16)}`);
       run(["ip", "netns", "add", netns]);
       this.pods.push(pod);
       const inPod = (...args: string[]) => run(["ip", "-n", netns, ...args]);
       const hostSide = `veth${i}`;
       // Both ends are born inside their namespaces: nothing ever exists in the root one.
       inNode("link", "add", hostSide, "type", "veth", "peer", "name", "eth0", "netns", netns);
-      inNode("link", "set", hostSide, "master", "br0", "up");
+      inNode("link", "set", hostSide, "master", spec.remote ? "br1" : "br0", "up");
       inPod("link", "set", "lo", "up");
       inPod("addr", "add", `${pod.ip4}/24`, "dev", "eth0");
       inPod("-6", "addr", "add", `${pod.ip6}/64`, "dev", "eth0", "nodad");
       inPod("link", "set", "eth0", "up");
+      if (routed) {
+        inPod("route", "add", "default", "via", this.gateway(4, spec.remote));
+        inPod("-6", "route", "add", "default", "via", this.gateway(6, spec.remote));
+      }
     });
   }
 

@@ -1,5 +1,5 @@
-// The committed object must be exactly what scripts/build-bpf.sh makes from
-// the sources: nobody may change bpf/*.c or bpf/*.h without rebuilding it.
+// The committed objects must be exactly what scripts/build-bpf.sh makes from
+// the sources: nobody may change bpf/*.c or bpf/*.h without rebuilding them.
 import { expect } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,17 +9,18 @@ import { hasCommand, testIf } from "../support/require.ts";
 const ROOT = new URL("../..", import.meta.url).pathname;
 const it = testIf(hasCommand("clang"), "clang is not installed (scripts/setup installs it)");
 
-it("bpf/accesslog.bpf.o is up to date with its sources", () => {
+it("bpf/accesslog.bpf.o and bpf/conntrack.bpf.o are up to date with their sources", () => {
   const dir = mkdtempSync(join(tmpdir(), "kal-bpf-"));
   try {
-    const rebuilt = join(dir, "accesslog.bpf.o");
-    const build = Bun.spawnSync([join(ROOT, "scripts/build-bpf.sh"), rebuilt], { stderr: "pipe" });
+    const build = Bun.spawnSync([join(ROOT, "scripts/build-bpf.sh"), dir], { stderr: "pipe" });
     expect(build.stderr.toString()).toBe("");
     expect(build.exitCode).toBe(0);
-    const committed = readFileSync(join(ROOT, "bpf/accesslog.bpf.o"));
-    const fresh = readFileSync(rebuilt);
-    if (!committed.equals(fresh)) {
-      throw new Error("bpf/accesslog.bpf.o is stale: run scripts/build-bpf.sh and commit the object");
+    for (const object of ["accesslog.bpf.o", "conntrack.bpf.o"]) {
+      const committed = readFileSync(join(ROOT, "bpf", object));
+      const fresh = readFileSync(join(dir, object));
+      if (!committed.equals(fresh)) {
+        throw new Error(`bpf/${object} is stale: run scripts/build-bpf.sh and commit the object`);
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -11,10 +11,19 @@ import {
   PROBE_SWITCHES_SIZE,
   REPORT_BATCH,
 } from "../../src/kernel/probe.ts";
+import {
+  NAT_BACKEND_FIELDS,
+  NAT_BACKEND_SIZE,
+  NAT_COUNTERS_FIELDS,
+  NAT_COUNTERS_SIZE,
+  NAT_KEY_FIELDS,
+  NAT_KEY_SIZE,
+} from "../../src/kernel/conntrack.ts";
 import { readBtf } from "../support/btf.ts";
 import { hasCommand, testIf } from "../support/require.ts";
 
 const OBJECT = new URL("../../bpf/accesslog.bpf.o", import.meta.url).pathname;
+const CONNTRACK_OBJECT = new URL("../../bpf/conntrack.bpf.o", import.meta.url).pathname;
 const it = testIf(hasCommand("bpftool"), "bpftool is not installed (scripts/setup installs it)");
 
 describe("record layout", () => {
@@ -53,5 +62,24 @@ describe("record layout", () => {
     const switches = btf.struct("probe_switches");
     expect(switches.size).toBe(PROBE_SWITCHES_SIZE);
     expect(switches.layout).toEqual(structuredClone(PROBE_SWITCHES_FIELDS) as never);
+  });
+});
+
+describe("conntrack layout", () => {
+  it("struct nat_key and struct nat_backend (the translations map) match their mirrors", async () => {
+    const btf = await readBtf(CONNTRACK_OBJECT);
+    const key = btf.struct("nat_key");
+    const backend = btf.struct("nat_backend");
+    expect({ key: key.size, backend: backend.size }).toEqual({ key: NAT_KEY_SIZE, backend: NAT_BACKEND_SIZE });
+    expect(key.layout).toEqual(structuredClone(NAT_KEY_FIELDS) as never);
+    expect(backend.layout).toEqual(structuredClone(NAT_BACKEND_FIELDS) as never);
+  });
+
+  it("the counters are the only .bss variable and match their mirror", async () => {
+    const btf = await readBtf(CONNTRACK_OBJECT);
+    expect(btf.section(".bss")).toEqual([{ name: "nat_counters", offset: 0, size: NAT_COUNTERS_SIZE, type: "nat_counters" }]);
+    const counters = btf.struct("nat_counters");
+    expect(counters.size).toBe(NAT_COUNTERS_SIZE);
+    expect(counters.layout).toEqual(structuredClone(NAT_COUNTERS_FIELDS) as never);
   });
 });

@@ -4,7 +4,10 @@
  * bytes both ways in both close orders, IPv4 and IPv6; a refused attempt; periodic reports; a
  * connection open before the agent started; the TCP corners (test/e2e/tcp-corners.test.ts, whose
  * tests this file takes in: Fast Open, a socket connected to itself, the map states a skipped probe
- * leaves); and, last, that the kernel neither got tainted nor logged a warning while all that ran.
+ * leaves); the backend of a ClusterIP from the kernel's connection tracking
+ * (test/e2e/clusterip-conntrack.test.ts, taken in too: the hook must attach where there are
+ * kprobes, as on every kernel of the matrix); and, last, that the kernel neither got tainted nor
+ * logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
  * it and more there). In a VM: `bun test ./test/kernels/subset.ts`. It runs on the host too, as
@@ -19,8 +22,9 @@ import { checkExchange, checkPeriodic, checkRefused, CLOSE, ESTABLISHED, idleCon
 import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
-// Registers the corners' tests here, before the taint check below.
+// Registers the corners' and the ClusterIP backends' tests here, before the taint check below.
 import "../e2e/tcp-corners.test.ts";
+import "../e2e/clusterip-conntrack.test.ts";
 
 /** Under qemu's TCG the guest runs about ten times slower: times get this much slack, counts none. */
 const TOLERANCE_MS = 250;

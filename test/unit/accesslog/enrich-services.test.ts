@@ -174,3 +174,93 @@ describe("services on lines", () => {
     ]);
   });
 });
+
+describe("ClusterIP backends from the kernel's connection tracking", () => {
+  const START = T0 + 10 * MS;
+  const REPORT = T0 + 50 * MS;
+  /** An OUTBOUND line to the ClusterIP of a connection that began at START. */
+  const connection = () => {
+    const o = toClusterIp(REPORT);
+    const sec = Math.floor(START / 1e9);
+    return { ...o, startTime: { sec, nsec: START - sec * 1e9 } };
+  };
+  /** A NAT view that knows one translation, confirmed at `insertedNs`; it records what it was asked. */
+  function nat(insertedNs: number) {
+    const asked: unknown[][] = [];
+    return {
+      asked,
+      lookup: (...args: [4 | 6, string, number, string, number]) => {
+        asked.push(args);
+        return { addr: REMOTE_IP, port: 8080, insertedNs };
+      },
+    };
+  }
+
+  test("confirmed while the connection was open: the backend the NAT chose, at once, even one on another node", () => {
+    const { out, enricher } = setup();
+    const view = nat(START + 1 * MS);
+    enricher.nat = view;
+    const o = connection();
+    enricher.accept(o, REPORT);
+    enricher.endBatch(REPORT + MS);
+    expect(view.asked).toEqual([[4, CLIENT_IP, o.srcPort, CLUSTER_IP, 80]]);
+    expect(out.map((r) => [r.dstAddr, r.dstPort, r.dstService, r.dstWorkload, r.dstNamespace])).toEqual([
+      [REMOTE_IP, 8080, "web.shop.svc.cluster.local", "web-remote", "shop"],
+    ]);
+    expect({ learned: enricher.stats.backendsLearned, fromConntrack: enricher.stats.backendsFromConntrack, held: enricher.stats.heldForBackend }).toEqual({
+      learned: 1,
+      fromConntrack: 1,
+      held: 0,
+    });
+  });
+
+  test("at the connection's start and at its report exactly: still its own", () => {
+    for (const at of [START, REPORT]) {
+      const { out, enricher } = setup();
+      enricher.nat = nat(at);
+      enricher.accept(connection(), REPORT);
+      enricher.endBatch(REPORT + MS);
+      expect(out.map((r) => r.dstWorkload)).toEqual(["web-remote"]);
+    }
+  });
+
+  for (const [what, insertedNs] of [
+    ["before the connection began (an earlier connection's)", START - 1],
+    ["after its report (a later connection's)", REPORT + 1],
+  ] as const) {
+    test(`confirmed ${what}: not taken; the INBOUND line of a local backend still pairs`, () => {
+      const { out, enricher } = setup();
+      enricher.nat = nat(insertedNs);
+      const o = connection();
+      enricher.accept(o, REPORT);
+      enricher.endBatch(REPORT + MS);
+      expect(out).toHaveLength(0); // held for its INBOUND line, as without conntrack
+      enricher.accept(inboundOf(o, REPORT + 2 * MS), REPORT + 2 * MS);
+      enricher.endBatch(REPORT + 3 * MS);
+      expect(out.map((r) => [r.direction, r.dstAddr, r.dstWorkload])).toEqual([
+        ["INBOUND", BACKEND_IP, "web-0"],
+        ["OUTBOUND", BACKEND_IP, "web-0"],
+      ]);
+      expect(enricher.stats.backendsFromConntrack).toBe(0);
+    });
+  }
+
+  test("a connection open before the agent (start unknown): its own translation was never seen, so none is taken", () => {
+    const { out, enricher } = setup(kubelet([{ name: "client-0", namespace: "shop", ip4: CLIENT_IP }]));
+    const view = nat(REPORT - MS);
+    enricher.nat = view;
+    enricher.accept(toClusterIp(REPORT), REPORT);
+    enricher.endBatch(REPORT + MS);
+    expect(view.asked).toEqual([]);
+    expect(out.map((r) => [r.dstAddr, r.dstWorkload])).toEqual([[CLUSTER_IP, null]]);
+  });
+
+  test("only lines to a ClusterIP ask: a line to a pod IP costs no lookup", () => {
+    const { enricher } = setup();
+    const view = nat(START);
+    enricher.nat = view;
+    enricher.accept({ ...record("OUTBOUND", CLIENT_IP, REMOTE_IP, REPORT), startTime: connection().startTime }, REPORT);
+    enricher.endBatch(REPORT + MS);
+    expect(view.asked).toEqual([]);
+  });
+});
