@@ -15,7 +15,7 @@ import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock, toNs } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
-import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
+import { RecordError, RecordView } from "./kernel/record.ts";
 import type { ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
@@ -180,25 +180,22 @@ export class Agent {
     this.#outputs = outputs;
   }
 
-  #onBatch = (view: DataView, count: number): void => {
-    this.#recordsRead += count;
-    const metrics = this.#outputs.tcpMetrics;
-    for (let i = 0; i < count; i++) {
-      try {
-        const event = this.#record.select(view, i * RECORD_SIZE, RECORD_SIZE);
-        const record = toAccessRecord(event, this.#clock);
-        if (metrics) {
-          const start = event.start;
-          record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
-        }
-        if (this.#enricher === null) this.#emit(record);
-        else this.#enricher.accept(record, toNs(event.report));
-      } catch (error) {
-        if (!(error instanceof RecordError)) throw error;
-        this.#invalidRecord(error.message);
+  /** One record, read where it lies (in the ring buffer, or in a periodic report's batch). */
+  #onRecord = (view: DataView, offset: number, length: number): void => {
+    this.#recordsRead++;
+    try {
+      const event = this.#record.select(view, offset, length);
+      const record = toAccessRecord(event, this.#clock);
+      if (this.#outputs.tcpMetrics) {
+        const start = event.start;
+        record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
       }
+      if (this.#enricher === null) this.#emit(record);
+      else this.#enricher.accept(record, toNs(event.report));
+    } catch (error) {
+      if (!(error instanceof RecordError)) throw error;
+      this.#invalidRecord(error.message);
     }
-    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
   };
 
   /** A named record: a line if the switches want it, counted by the TCP metrics while they are on. */
@@ -244,7 +241,8 @@ export class Agent {
   /** Reports of every open connection (lines, metrics), after what the kernel had queued before. */
   #reportOpenConnections(): number {
     this.#drain();
-    const count = this.#probe.reportOpenConnections(this.#onBatch);
+    const count = this.#probe.reportOpenConnections(this.#onRecord);
+    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
     if (this.#outputs.tcpMetrics) this.#metrics.scanned();
     this.#sink.flush();
     return count;
@@ -262,7 +260,8 @@ export class Agent {
   #drain(): void {
     // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
     this.#enricher?.release(this.#clock.nowMonotonicNs());
-    this.#probe.drain(this.#onBatch);
+    this.#probe.drain(this.#onRecord);
+    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
     this.#sink.flush();
   }
 
@@ -393,7 +392,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
   counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
   counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
-  counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsMalformed + c.recordsInvalid);
+  counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsInvalid);
   counter("connections_untracked_total", "Connections the kernel could not track from their start (connections map full).", (c) => c.trackingFailed);
   counter(
     "kernel_closes_missed_total",

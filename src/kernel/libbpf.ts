@@ -38,10 +38,6 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   // int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts)
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
-  // struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn, void *ctx, const struct ring_buffer_opts *)
-  ring_buffer__new: { args: ["i32", "ptr", "ptr", "ptr"], returns: "ptr" },
-  ring_buffer__consume: { args: ["ptr"], returns: "i32" },
-  ring_buffer__free: { args: ["ptr"], returns: "void" },
 } as const;
 
 // ── Option structs ───────────────────────────────────────────────────────────

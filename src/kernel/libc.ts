@@ -18,8 +18,6 @@ export const libc = dlopen("libc.so.6", {
   write: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
-  // void *memcpy(void *dest, const void *src, size_t n)
-  memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
   // int getpagesize(void)
   getpagesize: { args: [], returns: "i32" },
   // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset): MAP_FAILED is -1

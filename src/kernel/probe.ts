@@ -2,7 +2,7 @@
 // maps → load → attach → drain the ring buffer → detach and free, in reverse
 // order, from one close() that is safe to call at any point. Links are
 // anonymous fds owned by this process, so even kill -9 detaches everything.
-import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
+import { ptr, type Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
@@ -20,6 +20,7 @@ import {
 import { atLeast, BTF_PATH, effectiveCapabilities, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
+import { mapRingBuffer, type MappedRingBuffer, type RecordHandler, RingBufferReader } from "./ring-buffer.ts";
 
 export interface ProbeOptions {
   /** Ring buffer size in bytes: a power of two, at least one page. */
@@ -36,12 +37,9 @@ export interface ProbeCounters {
   trackingFailed: number;
   /** Tracked connections whose close never reached the probe, found when their socket was reused or by a periodic report. */
   closesMissed: number;
-  /** Records of an unexpected size, skipped. */
-  recordsMalformed: number;
 }
 
-/** Calls back with a batch of records laid out back to back, RECORD_SIZE apart. */
-export type BatchHandler = (view: DataView, count: number) => void;
+export type { RecordHandler };
 
 /** The probe could not be loaded or attached; the message is the diagnosis. */
 export class ProbeLoadError extends ExitError {
@@ -80,7 +78,10 @@ const BPF_F_NO_PREALLOC = 1;
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
 const { EACCES, ENOENT, EPERM } = constants.errno;
 const VERIFIER_LOG_BYTES = 1 << 20;
-const STAGING_RECORDS = 4096;
+/** Records handed over per read of the ring buffer before the kernel is told their space is free. */
+const RECORDS_PER_READ = 4096;
+/** seed_open writes a byte per connection it adds; read this many at a time. */
+const SEED_READ_BYTES = 64 << 10;
 
 export class Probe {
   #bpf: Libbpf;
@@ -91,15 +92,10 @@ export class Probe {
   #reportProgramFd = -1;
   #connectionsFd = -1;
   #reportBatchFd = -1;
-  #ring: Pointer | null = null;
-  #callback: JSCallback | null = null;
+  #mappedRing: MappedRingBuffer | null = null;
+  #ring: RingBufferReader | null = null;
   #countersFd = -1;
   #switchesFd = -1;
-  #staging = new Uint8Array(RECORD_SIZE * STAGING_RECORDS);
-  #stagingView = new DataView(this.#staging.buffer);
-  #stagingPtr: Pointer = ptr(this.#staging);
-  #staged = 0;
-  #malformed = 0;
   #zeroKey = new Uint32Array(1);
   #countersBytes = new Uint8Array(PROBE_COUNTERS_SIZE);
   #countersValue = new DataView(this.#countersBytes.buffer);
@@ -195,12 +191,10 @@ export class Probe {
     this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
 
-    this.#callback = new JSCallback((_ctx: Pointer, data: Pointer, size: number) => this.#stage(data, size), {
-      args: ["ptr", "ptr", FFIType.u64_fast],
-      returns: "i32",
-    });
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
-    this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
+    this.#mappedRing = mapRingBuffer(eventsFd, options.ringBufferBytes);
+    if (this.#mappedRing === null) this.#bpf.libcStatus("map the ring buffer", -1);
+    this.#ring = new RingBufferReader(this.#mappedRing!.area);
   }
 
   // Runs seed_open over every process's open files once: the connections open
@@ -213,8 +207,9 @@ export class Probe {
       const fd = status("start seeding open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
       try {
         let added = 0;
+        const buffer = new Uint8Array(SEED_READ_BYTES);
         for (;;) {
-          const got = libcStatus("read the seeding of open connections", Number(libc.read(fd, this.#staging, this.#staging.byteLength)));
+          const got = libcStatus("read the seeding of open connections", Number(libc.read(fd, buffer, buffer.byteLength)));
           if (got === 0) return added;
           added += got;
         }
@@ -236,38 +231,19 @@ export class Probe {
     return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
   }
 
-  // Runs inside ring_buffer__consume: copy the record out before returning
-  // (the sample is only valid during the call). A negative return stops the
-  // drain after this record, which libbpf has already consumed.
-  #stage(data: Pointer, size: number): number {
-    if (size !== RECORD_SIZE) {
-      this.#malformed++;
-      return 0;
-    }
-    libc.memcpy((this.#stagingPtr + this.#staged * RECORD_SIZE) as Pointer, data, RECORD_SIZE);
-    this.#staged++;
-    return this.#staged === STAGING_RECORDS ? -1 : 0;
-  }
-
   /**
-   * Reads every record queued now and hands them over in batches. Never
-   * blocks: it is called from the event loop's timer.
+   * Hands every record queued now to `onRecord`, where it lies in the ring buffer, and returns how
+   * many. Never blocks: it is called from the event loop's timer. Space is given back to the kernel
+   * every RECORDS_PER_READ records.
    */
-  drain(onBatch: BatchHandler): number {
-    if (this.#ring === null) return 0;
+  drain(onRecord: RecordHandler): number {
+    const ring = this.#ring;
+    if (ring === null) return 0;
     let total = 0;
     for (;;) {
-      this.#staged = 0;
-      const result = this.#bpf.lib.ring_buffer__consume(this.#ring);
-      const count = this.#staged;
-      if (count > 0) {
-        total += count;
-        onBatch(this.#stagingView, count);
-      }
-      if (count < STAGING_RECORDS) {
-        if (result < 0 && count === 0) this.#bpf.status("read the ring buffer", result);
-        return total;
-      }
+      const read = ring.read(onRecord, RECORDS_PER_READ);
+      total += read;
+      if (read < RECORDS_PER_READ) return total;
     }
   }
 
@@ -279,7 +255,7 @@ export class Probe {
    * of REPORT_BATCH of them per run: for 20,000 connections, about 5 + 3 x 79
    * system calls, on the calling thread.
    */
-  reportOpenConnections(onBatch: BatchHandler): number {
+  reportOpenConnections(onRecord: RecordHandler): number {
     if (this.#reportProgramFd < 0) return 0;
     let total = 0;
     let [token, nextToken] = this.#batchTokens;
@@ -298,7 +274,7 @@ export class Probe {
       if (result < 0 && result !== -ENOENT) this.#bpf.status("read the open connections", result);
       const got = this.#keyCount[0]!;
       for (let start = 0; start < got; start += REPORT_BATCH) {
-        total += this.#reportKeys(start, Math.min(REPORT_BATCH, got - start), onBatch);
+        total += this.#reportKeys(start, Math.min(REPORT_BATCH, got - start), onRecord);
       }
       if (result === -ENOENT) return total;
       [token, nextToken] = [nextToken, token];
@@ -307,7 +283,7 @@ export class Probe {
 
   // Runs report_open on keys[start, start + count) and hands over the
   // records it filled (a slot left with state 0 had no connection to report).
-  #reportKeys(start: number, count: number, onBatch: BatchHandler): number {
+  #reportKeys(start: number, count: number, onRecord: RecordHandler): number {
     const { lib, status } = this.#bpf;
     const bytes = this.#reportBytes;
     const view = this.#reportView;
@@ -317,14 +293,13 @@ export class Probe {
     this.#reportArgs[0] = BigInt(count);
     status("run report_open", lib.bpf_prog_test_run_opts(this.#reportProgramFd, this.#testRunOpts.bytes));
     status("read the report of open connections", lib.bpf_map_lookup_elem(this.#reportBatchFd, this.#zeroKey, bytes));
-    let kept = 0;
+    let reported = 0;
     for (let i = 0; i < count; i++) {
       if (bytes[i * RECORD_SIZE + RECORD_FIELDS.state.offset] === 0) continue;
-      if (kept !== i) bytes.copyWithin(kept * RECORD_SIZE, i * RECORD_SIZE, (i + 1) * RECORD_SIZE);
-      kept++;
+      reported++;
+      onRecord(view, i * RECORD_SIZE, RECORD_SIZE);
     }
-    if (kept > 0) onBatch(view, kept);
-    return kept;
+    return reported;
   }
 
   counters(): ProbeCounters {
@@ -332,10 +307,9 @@ export class Probe {
     status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
     const value = this.#countersValue;
     return {
-      recordsLost: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.records_lost.offset, true)),
-      trackingFailed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.tracking_failed.offset, true)),
-      closesMissed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.closes_missed.offset, true)),
-      recordsMalformed: this.#malformed,
+      recordsLost: u64(value, PROBE_COUNTERS_FIELDS.records_lost.offset),
+      trackingFailed: u64(value, PROBE_COUNTERS_FIELDS.tracking_failed.offset),
+      closesMissed: u64(value, PROBE_COUNTERS_FIELDS.closes_missed.offset),
     };
   }
 
@@ -361,10 +335,10 @@ export class Probe {
   close(): void {
     const { lib } = this.#bpf;
     this.detach();
-    if (this.#ring !== null) lib.ring_buffer__free(this.#ring);
+    // Nothing may read the mapped memory after this: the views are dropped with it.
     this.#ring = null;
-    this.#callback?.close();
-    this.#callback = null;
+    this.#mappedRing?.unmap();
+    this.#mappedRing = null;
     if (this.#object !== null) lib.bpf_object__close(this.#object);
     this.#object = null;
     this.#keepAlive = [];
@@ -391,6 +365,12 @@ export function runTimeAllocationAllowed(release: string): boolean {
   const version = parseKernelRelease(release);
   return version !== null && atLeast(version, { major: 6, minor: 1 });
 }
+
+/** A u64 counter as a number (exact below 2^53). */
+function u64(view: DataView, at: number): number {
+  return Number(view.getBigUint64(at, HOST_LE));
+}
+const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 function ownStatus(): string {
   try {

@@ -4,7 +4,7 @@
  * bytes both ways in both close orders, IPv4 and IPv6; a refused attempt; periodic reports; a
  * connection open before the agent started; the TCP corners (test/e2e/tcp-corners.test.ts, whose
  * tests this file takes in: Fast Open, a socket connected to itself, the map states a skipped probe
- * leaves); and, last, that the kernel neither got tainted nor logged a warning while all that ran.
+ * leaves); a full ring buffer drained exactly (test/e2e/ring-buffer.test.ts); and, last, that the kernel neither got tainted nor logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
  * it and more there). In a VM: `bun test ./test/kernels/subset.ts`. It runs on the host too, as
@@ -19,7 +19,8 @@ import { checkExchange, checkPeriodic, checkRefused, CLOSE, ESTABLISHED, idleCon
 import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
-// Registers the corners' tests here, before the taint check below.
+// Registers the corners' tests and the full ring's here, before the taint check below.
+import "../e2e/ring-buffer.test.ts";
 import "../e2e/tcp-corners.test.ts";
 
 /** Under qemu's TCG the guest runs about ten times slower: times get this much slack, counts none. */
