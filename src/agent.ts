@@ -6,14 +6,14 @@
 // each named record to the non-blocking sink (as a line) and to the TCP metrics, as the switches say.
 import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
-import { toAccessRecord } from "./accesslog/record.ts";
+import { AccessRecordPool } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
 import { METRIC_PREFIX, type MetricsRegistry, type Sample } from "./admin/metrics.ts";
 import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
-import { createClock, type Clock, toNs } from "./kernel/clock.ts";
+import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { RecordError, RecordView } from "./kernel/record.ts";
 import type { ServiceRef } from "./kube/apiserver/cluster-index.ts";
@@ -36,6 +36,11 @@ export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvali
 
 /** How often the ring buffer is drained. The kernel does not wake us per record. */
 const DRAIN_INTERVAL_MS = 10;
+/**
+ * Records named as one batch (enrich.ts) at most: the pool of records the line path fills again
+ * and again holds this many.
+ */
+const BATCH_RECORDS = 1024;
 /** How often the monotonic → wall clock offset is measured again (NTP steps). */
 const RECALIBRATE_INTERVAL_MS = 60_000;
 /** How often the TCP metrics look for series of pods and Services that are gone. */
@@ -58,6 +63,8 @@ export class Agent {
   #recordsInvalid = 0;
   /** Reads each ring-buffer record where it lies (no object per record). */
   readonly #record = new RecordView();
+  /** The records of a batch, filled again batch after batch (no object per record either). */
+  readonly #records = new AccessRecordPool(BATCH_RECORDS);
   #lastInvalid = "";
   /** Kmesh's TCP metrics, fed while the switches say so, served on --metrics-addr meanwhile. */
   readonly #metrics: TcpMetrics;
@@ -185,13 +192,16 @@ export class Agent {
     this.#recordsRead++;
     try {
       const event = this.#record.select(view, offset, length);
-      const record = toAccessRecord(event, this.#clock);
+      // Without an enricher the record is done with once emitted: one record serves every line.
+      if (this.#enricher === null) this.#records.reset();
+      else if (this.#records.full) this.#endBatch();
+      const record = this.#records.fill(event, this.#clock);
       if (this.#outputs.tcpMetrics) {
         const start = event.start;
         record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
       }
       if (this.#enricher === null) this.#emit(record);
-      else this.#enricher.accept(record, toNs(event.report));
+      else this.#enricher.accept(record, event.reportNs);
     } catch (error) {
       if (!(error instanceof RecordError)) throw error;
       this.#invalidRecord(error.message);
@@ -242,7 +252,7 @@ export class Agent {
   #reportOpenConnections(): number {
     this.#drain();
     const count = this.#probe.reportOpenConnections(this.#onRecord);
-    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+    this.#endBatch();
     if (this.#outputs.tcpMetrics) this.#metrics.scanned();
     this.#sink.flush();
     return count;
@@ -257,11 +267,17 @@ export class Agent {
     }
   }
 
+  /** Names and writes the batch's lines (or holds some): the pool's records are free again. */
+  #endBatch(): void {
+    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+    this.#records.reset();
+  }
+
   #drain(): void {
     // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
     this.#enricher?.release(this.#clock.nowMonotonicNs());
     this.#probe.drain(this.#onRecord);
-    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+    this.#endBatch();
     this.#sink.flush();
   }
 
