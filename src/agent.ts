@@ -2,8 +2,9 @@
 // runtime control (single-agent lock, switches, periodic reports, admin API), the TCP metrics and
 // their address, the clock, the pod sources (kubelet, API server), the kernel probe and the line
 // sink. It starts them in that order and stops them in reverse, from one place, and registers what
-// they count for /metrics. The event loop is never blocked: a timer drains the ring buffer and hands
-// each named record to the non-blocking sink (as a line) and to the TCP metrics, as the switches say.
+// they count for /metrics. The event loop is never blocked: a timer drains the ring buffer (often
+// while records come, backing off while none do) and hands each named record to the non-blocking
+// sink (as a line) and to the TCP metrics, as the switches say.
 import { Enricher, lineFilter, NO_KUBELET } from "./accesslog/enrich.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { AccessRecordPool } from "./accesslog/record.ts";
@@ -15,7 +16,7 @@ import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
-import { RecordError, RecordView } from "./kernel/record.ts";
+import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
@@ -34,8 +35,19 @@ export type AgentOptions = RunOptions;
 /** What the agent counts (the probe's counters and its own). */
 export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number };
 
-/** How often the ring buffer is drained. The kernel does not wake us per record. */
+/** How often the ring buffer is drained while records come. The kernel does not wake us per record. */
 const DRAIN_INTERVAL_MS = 10;
+/**
+ * While none come, the pause doubles up to this: idle, the agent wakes ten times a second. (It is
+ * shorter for rings that a burst at BURST_RECORDS_PER_MS would half fill sooner.)
+ */
+const IDLE_DRAIN_INTERVAL_MS = 100;
+/** A fast node's closes at most, records per ms: what an idle pause must leave room for. */
+const BURST_RECORDS_PER_MS = 500;
+/** Bytes a record takes in the ring buffer: the record and the ring's 8-byte header. */
+const RING_RECORD_BYTES = RECORD_SIZE + 8;
+/** The kernel has not lost a record for this long: the loss has ended, and the agent says so. */
+const LOSS_QUIET_NS = 1e9;
 /**
  * Records named as one batch (enrich.ts) at most: the pool of records the line path fills again
  * and again holds this many.
@@ -54,6 +66,15 @@ export class Agent {
   readonly #control: AgentControl;
   readonly #log: Logger;
   #timers: Timer[] = [];
+  #drainTimer: Timer | null = null;
+  #drainPauseMs = DRAIN_INTERVAL_MS;
+  readonly #idlePauseMs: number;
+  readonly #ringBytes: number;
+  /** Records the kernel had lost at the last drain; whether it is losing them now, since when. */
+  #lostSeen = 0;
+  #lostAtStart = 0;
+  #losing = false;
+  #lastLossNs = 0;
   /** The pod list and the names it gives lines; null with --no-kubelet. */
   #pods: PodSource | null = null;
   /** Services and every pod, from the API server; null when off. */
@@ -72,7 +93,18 @@ export class Agent {
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
 
-  private constructor(clock: Clock, probe: Probe, sink: Sinks, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
+  private constructor(
+    clock: Clock,
+    probe: Probe,
+    sink: Sinks,
+    control: AgentControl,
+    log: Logger,
+    metrics: TcpMetrics,
+    metricsAddress: MetricsAddress,
+    ringBufferBytes: number,
+  ) {
+    this.#ringBytes = ringBufferBytes;
+    this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBufferBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
     this.#control = control;
     this.#log = log;
     this.#clock = clock;
@@ -148,7 +180,7 @@ export class Agent {
             notice: (message) => log.warn(message),
           });
     const sink = new Sinks(lines, otlp);
-    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress);
+    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
@@ -167,8 +199,9 @@ export class Agent {
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
         `up to ${options.maxConnections} open connections tracked, ${probe.seededConnections} already open)`,
     );
+    agent.#lostSeen = probe.recordsLost();
+    agent.#scheduleDrain(DRAIN_INTERVAL_MS);
     agent.#timers.push(
-      setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
       setInterval(() => {
         if (agent.#outputs.tcpMetrics) metrics.sweep(performance.now());
@@ -273,12 +306,58 @@ export class Agent {
     this.#records.reset();
   }
 
-  #drain(): void {
+  /** Drains everything queued; returns how many records were read. */
+  #drain(): number {
     // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
     this.#enricher?.release(this.#clock.nowMonotonicNs());
-    this.#probe.drain(this.#onRecord);
+    const read = this.#probe.drain(this.#onRecord);
     this.#endBatch();
     this.#sink.flush();
+    this.#watchLoss();
+    return read;
+  }
+
+  /**
+   * Drains, then decides when to drain next: soon while records come (at once while the ring is
+   * still a quarter full: a burst), later and later while none do.
+   */
+  #drainAndReschedule = (): void => {
+    this.#drainTimer = null;
+    const read = this.#drain();
+    if (read > 0) this.#drainPauseMs = DRAIN_INTERVAL_MS;
+    else this.#drainPauseMs = Math.min(2 * this.#drainPauseMs, this.#idlePauseMs);
+    this.#scheduleDrain(this.#probe.pendingBytes() * 4 >= this.#ringBytes ? 0 : this.#drainPauseMs);
+  };
+
+  #scheduleDrain(ms: number): void {
+    this.#drainTimer = setTimeout(this.#drainAndReschedule, ms);
+  }
+
+  /**
+   * Says on stderr when the kernel starts losing records (the ring buffer is full) and when it has
+   * stopped (no loss for LOSS_QUIET_NS), each time with the count and the fix.
+   */
+  #watchLoss(): void {
+    const lost = this.#probe.recordsLost();
+    const now = this.#clock.nowMonotonicNs();
+    if (lost > this.#lostSeen) {
+      if (!this.#losing) {
+        this.#losing = true;
+        this.#lostAtStart = this.#lostSeen;
+        this.#log.warn(
+          `the kernel is losing records: the ring buffer (${this.#ringBytes} bytes) is full; ${lost - this.#lostSeen} lost so far in this loss ` +
+            `— fix: raise --ring-buffer-size, and let the agent have CPU (it drains what the kernel queues)`,
+        );
+      }
+      this.#lostSeen = lost;
+      this.#lastLossNs = now;
+    } else if (this.#losing && now - this.#lastLossNs >= LOSS_QUIET_NS) {
+      this.#losing = false;
+      this.#log.warn(
+        `the kernel has stopped losing records: ${lost - this.#lostAtStart} were lost in this loss, ${lost} since the start ` +
+          `— fix: raise --ring-buffer-size (now ${this.#ringBytes} bytes), and let the agent have CPU`,
+      );
+    }
   }
 
   /** Series of the TCP metrics now, by kind. */
@@ -303,6 +382,8 @@ export class Agent {
   /** Detaches, writes the last lines, frees everything. */
   async stop(): Promise<void> {
     for (const timer of this.#timers.splice(0)) clearInterval(timer);
+    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+    this.#drainTimer = null;
     this.#control.detach();
     this.#probe.detach();
     this.#drain();

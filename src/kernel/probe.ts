@@ -2,7 +2,7 @@
 // maps → load → attach → drain the ring buffer → detach and free, in reverse
 // order, from one close() that is safe to call at any point. Links are
 // anonymous fds owned by this process, so even kill -9 detaches everything.
-import { ptr, type Pointer } from "bun:ffi";
+import { ptr, type Pointer, toArrayBuffer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
@@ -75,6 +75,10 @@ export const CONN_STATE_SIZE = 24;
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
 const BPF_F_NO_PREALLOC = 1;
+const BPF_F_MMAPABLE = 0x400;
+const PROT_READ = 1;
+const MAP_SHARED = 1;
+const MAP_FAILED = -1n;
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
 const { EACCES, ENOENT, EPERM } = constants.errno;
 const VERIFIER_LOG_BYTES = 1 << 20;
@@ -98,7 +102,9 @@ export class Probe {
   #switchesFd = -1;
   #zeroKey = new Uint32Array(1);
   #countersBytes = new Uint8Array(PROBE_COUNTERS_SIZE);
+  /** The counters: the kernel's own memory when .bss could be mapped, else a copy read by a system call. */
   #countersValue = new DataView(this.#countersBytes.buffer);
+  #countersMapping: { at: Pointer; bytes: number } | null = null;
   #switchesBytes = new Uint8Array(PROBE_SWITCHES_SIZE);
   #switchesValue = new DataView(this.#switchesBytes.buffer);
   // Periodic reports: keys read from the connections map, the batch report_open fills.
@@ -188,13 +194,25 @@ export class Probe {
     this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
     this.seededConnections = this.#seedOpenConnections();
 
-    this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
+    const bss = this.#map(".bss");
+    this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
+    // The counters are read at every drain: where the kernel allows, straight from its memory.
+    if (lib.bpf_map__map_flags(bss) & BPF_F_MMAPABLE) this.#mapCounters();
 
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
     this.#mappedRing = mapRingBuffer(eventsFd, options.ringBufferBytes);
     if (this.#mappedRing === null) this.#bpf.libcStatus("map the ring buffer", -1);
     this.#ring = new RingBufferReader(this.#mappedRing!.area);
+  }
+
+  #mapCounters(): void {
+    const bytes = libc.getpagesize();
+    const at = libc.mmap(null, bytes, PROT_READ, MAP_SHARED, this.#countersFd, 0n);
+    if (at === MAP_FAILED) return; // read by a system call instead
+    const pointer = Number(at) as Pointer;
+    this.#countersMapping = { at: pointer, bytes };
+    this.#countersValue = new DataView(toArrayBuffer(pointer, 0, PROBE_COUNTERS_SIZE));
   }
 
   // Runs seed_open over every process's open files once: the connections open
@@ -245,6 +263,11 @@ export class Probe {
       total += read;
       if (read < RECORDS_PER_READ) return total;
     }
+  }
+
+  /** Bytes queued in the ring buffer and not read yet. */
+  pendingBytes(): number {
+    return this.#ring?.pending() ?? 0;
   }
 
   /**
@@ -303,14 +326,25 @@ export class Probe {
   }
 
   counters(): ProbeCounters {
-    const { lib, status } = this.#bpf;
-    status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
-    const value = this.#countersValue;
+    const value = this.#readCounters();
     return {
       recordsLost: u64(value, PROBE_COUNTERS_FIELDS.records_lost.offset),
       trackingFailed: u64(value, PROBE_COUNTERS_FIELDS.tracking_failed.offset),
       closesMissed: u64(value, PROBE_COUNTERS_FIELDS.closes_missed.offset),
     };
+  }
+
+  /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */
+  recordsLost(): number {
+    return u64(this.#readCounters(), PROBE_COUNTERS_FIELDS.records_lost.offset);
+  }
+
+  #readCounters(): DataView {
+    if (this.#countersMapping === null) {
+      const { lib, status } = this.#bpf;
+      status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
+    }
+    return this.#countersValue;
   }
 
   /** Turns record output in the kernel on or off (nothing is queued while off). */
@@ -339,6 +373,11 @@ export class Probe {
     this.#ring = null;
     this.#mappedRing?.unmap();
     this.#mappedRing = null;
+    if (this.#countersMapping !== null) {
+      libc.munmap(this.#countersMapping.at, this.#countersMapping.bytes);
+      this.#countersMapping = null;
+      this.#countersValue = new DataView(this.#countersBytes.buffer);
+    }
     if (this.#object !== null) lib.bpf_object__close(this.#object);
     this.#object = null;
     this.#keepAlive = [];
