@@ -1,7 +1,8 @@
 // The agent reads the kernel's ring buffer in place (src/kernel/ring-buffer.ts). Here the ring is
 // filled to its last byte while the agent is stopped (SIGSTOP), then drained: exactly as many
 // lines as the ring holds records, every one whole, the rest counted as lost; three times, so
-// that the later fills wrap around the end of the data area.
+// that the later fills wrap around the end of the data area. Each round's loss is said on stderr
+// when it starts and, a second after the last record lost, when it has stopped, with its count.
 //
 // A refused connection to a closed loopback port is one record (OUTBOUND, ECONNREFUSED). A 16 KiB
 // ring holds 136 records of 120 bytes (the record and the ring's 8-byte header): 16,320 bytes, the
@@ -42,6 +43,9 @@ function refused(port: number): Promise<void> {
   });
 }
 
+const LOSS_STARTS = /the kernel is losing records: the ring buffer \(16384 bytes\) is full; \d+ lost so far in this loss — fix: raise --ring-buffer-size/;
+const LOSS_ENDS = /the kernel has stopped losing records: (\d+) were lost in this loss, (\d+) since the start — fix: raise --ring-buffer-size \(now 16384 bytes\)/;
+
 /** The process's state letter from /proc (T: stopped). */
 async function processState(pid: number): Promise<string> {
   const stat = await Bun.file(`/proc/${pid}/stat`).text();
@@ -50,6 +54,17 @@ async function processState(pid: number): Promise<string> {
 
 describe.skipIf(!ready)("the ring buffer, read in place", () => {
   let agent: Agent;
+
+  /** Waits for the `n`th stderr line matching `pattern`; returns it. */
+  async function nthStderr(pattern: RegExp, n: number, timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = agent.stderrLines.filter((l) => pattern.test(l));
+      if (found.length >= n) return found[n - 1]!;
+      if (Date.now() > deadline) throw new Error(`no stderr line number ${n} like ${pattern}:\n${agent.stderrLines.join("\n")}`);
+      await Bun.sleep(20);
+    }
+  }
 
   beforeAll(async () => {
     agent = startAgent({ args: ["--no-kubelet", "--ring-buffer-size", "16K"] });
@@ -96,12 +111,17 @@ describe.skipIf(!ready)("the ring buffer, read in place", () => {
       const window = agent.entries.slice(agent.entries.findIndex((e) => e.raw === agent.lines[from]));
       const until = window.findIndex((e) => e.dstPort === sentinel);
       const between = window.slice(0, until);
+      // The loss is said once when it starts and once when it has ended (1 s later).
+      const rounds = undisturbed + disturbed + 1;
+      const ended = LOSS_ENDS.exec(await nthStderr(LOSS_ENDS, rounds))!;
+      expect(agent.stderrLines.filter((l) => LOSS_STARTS.test(l)).length).toBe(rounds);
       const other = between.find((e) => e.dstPort !== target);
       if (other !== undefined) {
         stranger = other.raw;
         disturbed++;
         continue;
       }
+      expect(Number(ended[1])).toBe(EXTRA);
       expect(agent.malformed).toEqual([]);
       expect(between.length).toBe(CAPACITY);
       for (const e of between) {
