@@ -163,6 +163,7 @@ export class Agent {
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
         libbpfPath: options.libbpf,
+        connectionState: options.connectionState,
       });
     } catch (error) {
       pods?.stop();
@@ -197,8 +198,12 @@ export class Agent {
     if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
     log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
-        `up to ${options.maxConnections} open connections tracked, ${probe.seededConnections} already open)`,
+        `${probe.stateKeeping === "socket storage" ? "connection state kept with each socket" : `up to ${options.maxConnections} open connections tracked`}, ` +
+        `${probe.seededConnections} already open)`,
     );
+    if (probe.socketStorageRefusal !== null) {
+      log.warn(`connection state kept in a hash map, not with each socket: the kernel refused to walk socket storage (${probe.socketStorageRefusal})`);
+    }
     agent.#lostSeen = probe.recordsLost();
     agent.#scheduleDrain(DRAIN_INTERVAL_MS);
     agent.#timers.push(

@@ -174,6 +174,15 @@ export const FLAGS = {
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
   },
+  connectionState: {
+    kind: "value",
+    schema: v.picklist(["auto", "hash-map"]),
+    expected: "auto or hash-map",
+    placeholder: "<auto|hash-map>",
+    description:
+      "Where the kernel keeps each connection's state: auto (with each socket where the kernel allows it, Linux 5.11 and later; else a hash map of --max-connections entries) or hash-map",
+    default: "auto",
+  },
   maxBufferedOutput: {
     kind: "value",
     // Less than a few lines' worth is a typo, more than 1G a plan for trouble.

@@ -20,6 +20,8 @@ const LIBBPF_SYMBOLS = {
   bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
+  // int bpf_program__set_autoload(struct bpf_program *prog, bool autoload)
+  bpf_program__set_autoload: { args: ["ptr", "bool"], returns: "i32" },
   // struct bpf_link *bpf_program__attach_iter(const struct bpf_program *, const struct bpf_iter_attach_opts *)
   bpf_program__attach_iter: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_link__fd: { args: ["ptr"], returns: "i32" },
@@ -81,6 +83,16 @@ export const BPF_MAP_BATCH_OPTS = {
     sz: { offset: 0, size: 8 },
     elem_flags: { offset: 8, size: 8 },
     flags: { offset: 16, size: 8 },
+  },
+} as const satisfies StructLayout;
+
+/** struct bpf_iter_attach_opts (bpf/libbpf.h). */
+export const BPF_ITER_ATTACH_OPTS = {
+  size: 24,
+  fields: {
+    sz: { offset: 0, size: 8 },
+    link_info: { offset: 8, size: 8 },
+    link_info_len: { offset: 16, size: 4 },
   },
 } as const satisfies StructLayout;
 

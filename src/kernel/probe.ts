@@ -8,6 +8,7 @@ import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
 import { ExitError } from "../errors.ts";
 import {
+  BPF_ITER_ATTACH_OPTS,
   BPF_MAP_BATCH_OPTS,
   BPF_OBJECT_OPEN_OPTS,
   BPF_TEST_RUN_OPTS,
@@ -28,6 +29,8 @@ export interface ProbeOptions {
   /** How many open connections the kernel can track at once. */
   maxConnections: number;
   libbpfPath?: string | undefined;
+  /** "hash-map": keep the state in the hash map even where socket storage would do (default "auto"). */
+  connectionState?: "auto" | "hash-map";
 }
 
 export interface ProbeCounters {
@@ -40,6 +43,15 @@ export interface ProbeCounters {
 }
 
 export type { RecordHandler };
+
+/**
+ * Where the kernel keeps each connection's state (bpf/accesslog.bpf.c): beside the socket
+ * (socket-local storage, from Linux 5.11), or in a hash map keyed by the socket's address.
+ */
+export type StateKeeping = "socket storage" | "hash map";
+
+/** The kernel would not let the agent walk the socket storage: the hash map is used instead. */
+class IteratorRefused extends Error {}
 
 /** The probe could not be loaded or attached; the message is the diagnosis. */
 export class ProbeLoadError extends ExitError {
@@ -86,6 +98,13 @@ const VERIFIER_LOG_BYTES = 1 << 20;
 const RECORDS_PER_READ = 4096;
 /** seed_open writes a byte per connection it adds; read this many at a time. */
 const SEED_READ_BYTES = 64 << 10;
+/** Periodic reports over socket storage: bytes read from the iterator at a time (its own buffer is 8 pages). */
+const REPORT_READ_BYTES = 64 << 10;
+/** The programs of each way of keeping state; the others are not loaded. */
+const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: string }> = {
+  "socket storage": { track: "handle_set_state_sk", seed: "seed_open_sk", report: "report_sk" },
+  "hash map": { track: "handle_set_state", seed: "seed_open", report: "report_open" },
+};
 
 export class Probe {
   #bpf: Libbpf;
@@ -94,6 +113,10 @@ export class Probe {
   #object: Pointer | null = null;
   #links: Pointer[] = [];
   #reportProgramFd = -1;
+  /** Periodic reports over socket storage: the iterator link of report_sk. */
+  #reportLink: Pointer | null = null;
+  #reportRead = new Uint8Array(REPORT_READ_BYTES);
+  #reportReadView = new DataView(this.#reportRead.buffer);
   #connectionsFd = -1;
   #reportBatchFd = -1;
   #mappedRing: MappedRingBuffer | null = null;
@@ -120,6 +143,11 @@ export class Probe {
 
   /** Connections already open at start-up that were added to the kernel's tracking. */
   seededConnections = 0;
+
+  /** Where the kernel keeps each connection's state. */
+  stateKeeping: StateKeeping = "hash map";
+  /** Why socket storage is not used on a kernel that has it (the kernel refused its iterator), or null. */
+  socketStorageRefusal: string | null = null;
 
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
@@ -154,12 +182,25 @@ export class Probe {
   }
 
   async #load(options: ProbeOptions): Promise<void> {
-    const { lib, pointer, status, cString } = this.#bpf;
     // libbpf's printer is a varargs callback bun:ffi cannot implement; silence
     // it and report failures ourselves (errno text and the verifier log).
-    lib.libbpf_set_print(null);
-
+    this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
+    if (options.connectionState !== "hash-map" && socketStorageFromTracing(release())) {
+      try {
+        this.#loadAs("socket storage", objectBytes, options);
+        return;
+      } catch (error) {
+        if (!(error instanceof IteratorRefused)) throw error;
+        this.socketStorageRefusal = error.message;
+        this.close();
+      }
+    }
+    this.#loadAs("hash map", objectBytes, options);
+  }
+
+  #loadAs(keeping: StateKeeping, objectBytes: Uint8Array, options: ProbeOptions): void {
+    const { lib, pointer, status, cString } = this.#bpf;
     const name = cString("kmesh_accesslog");
     const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
     const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
@@ -173,26 +214,39 @@ export class Probe {
       "open the BPF object",
       lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts.bytes),
     );
+    this.stateKeeping = keeping;
+    for (const [way, programs] of Object.entries(PROGRAMS)) {
+      for (const program of Object.values(programs)) {
+        status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), way === keeping));
+      }
+    }
     status(
       "size the ring buffer",
       lib.bpf_map__set_max_entries(this.#map("events"), options.ringBufferBytes),
     );
+    // With socket storage the hash map is not used: one entry.
     const connections = this.#map("connections");
-    status("size the connections map", lib.bpf_map__set_max_entries(connections, options.maxConnections));
+    const entries = keeping === "hash map" ? options.maxConnections : 1;
+    status("size the connections map", lib.bpf_map__set_max_entries(connections, entries));
     if (!runTimeAllocationAllowed(release())) {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
     }
     status("load the BPF object", lib.bpf_object__load(this.#object));
+    const programs = PROGRAMS[keeping];
+    // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
+    if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
 
-    this.#links.push(pointer("attach handle_set_state", lib.bpf_program__attach(this.#program("handle_set_state"))));
-    // report_open is never attached: reportOpenConnections() runs it.
-    this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
-    this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(this.#map("connections")));
-    this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
-    // report_open's one argument
-    this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
-    this.seededConnections = this.#seedOpenConnections();
+    this.#links.push(pointer(`attach ${programs.track}`, lib.bpf_program__attach(this.#program(programs.track))));
+    if (keeping === "hash map") {
+      // report_open is never attached: reportOpenConnections() runs it.
+      this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
+      this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(connections));
+      this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
+      // report_open's one argument
+      this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
+    }
+    this.seededConnections = this.#seedOpenConnections(programs.seed);
 
     const bss = this.#map(".bss");
     this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
@@ -204,6 +258,36 @@ export class Probe {
     this.#mappedRing = mapRingBuffer(eventsFd, options.ringBufferBytes);
     if (this.#mappedRing === null) this.#bpf.libcStatus("map the ring buffer", -1);
     this.#ring = new RingBufferReader(this.#mappedRing!.area);
+  }
+
+  /**
+   * The iterator that walks the socket storage for periodic reports, tried once (an empty walk):
+   * never assumed, since some kernels refuse map-element iterators even to root. A refusal is an
+   * IteratorRefused, and the hash map is used instead.
+   */
+  #attachReportIterator(program: string): Pointer {
+    const { lib, status, libcStatus, pointer } = this.#bpf;
+    const mapFd = status("find the connection storage", lib.bpf_map__fd(this.#map("conn_storage")));
+    // union bpf_iter_link_info { struct { __u32 map_fd; } map; ... }
+    const linkInfo = Uint32Array.of(mapFd);
+    const opts = new OptionStruct(BPF_ITER_ATTACH_OPTS).set("link_info", ptr(linkInfo)).set("link_info_len", linkInfo.byteLength);
+    let link: Pointer;
+    let fd = -1;
+    try {
+      link = pointer(`attach ${program} to the connection storage`, lib.bpf_program__attach_iter(this.#program(program), opts.bytes));
+    } catch (error) {
+      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+    }
+    try {
+      fd = status("walk the connection storage", lib.bpf_iter_create(lib.bpf_link__fd(link)));
+      libcStatus("read the walk of the connection storage", Number(libc.read(fd, this.#reportRead, this.#reportRead.byteLength)));
+      return link;
+    } catch (error) {
+      lib.bpf_link__destroy(link);
+      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+    } finally {
+      if (fd >= 0) libc.close(fd);
+    }
   }
 
   #mapCounters(): void {
@@ -218,9 +302,9 @@ export class Probe {
   // Runs seed_open over every process's open files once: the connections open
   // before the probe was attached become tracked (and periodically reported).
   // It writes one byte per connection added.
-  #seedOpenConnections(): number {
+  #seedOpenConnections(program: string): number {
     const { lib, pointer, status, libcStatus } = this.#bpf;
-    const link = pointer("attach seed_open", lib.bpf_program__attach_iter(this.#program("seed_open"), null));
+    const link = pointer(`attach ${program}`, lib.bpf_program__attach_iter(this.#program(program), null));
     try {
       const fd = status("start seeding open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
       try {
@@ -272,13 +356,16 @@ export class Probe {
 
   /**
    * Has the kernel report every open, established connection now (state and
-   * cumulative counters as they are), through the same batch handler as the
-   * ring buffer. Returns how many were reported. The keys of the connections
-   * map are read KEYS_PER_LOOKUP at a time, and report_open fills the records
-   * of REPORT_BATCH of them per run: for 20,000 connections, about 5 + 3 x 79
-   * system calls, on the calling thread.
+   * cumulative counters as they are), through the same handler as the ring
+   * buffer. Returns how many were reported. Over socket storage the kernel
+   * walks every socket holding a state (report_sk) and the records are read
+   * from the iterator, 64 KiB at a time. Over the hash map its keys are read
+   * KEYS_PER_LOOKUP at a time, and report_open fills the records of
+   * REPORT_BATCH of them per run: for 20,000 connections, about 5 + 3 x 79
+   * system calls. Either on the calling thread.
    */
   reportOpenConnections(onRecord: RecordHandler): number {
+    if (this.#reportLink !== null) return this.#reportFromStorage(this.#reportLink, onRecord);
     if (this.#reportProgramFd < 0) return 0;
     let total = 0;
     let [token, nextToken] = this.#batchTokens;
@@ -301,6 +388,32 @@ export class Probe {
       }
       if (result === -ENOENT) return total;
       [token, nextToken] = [nextToken, token];
+    }
+  }
+
+  #reportFromStorage(link: Pointer, onRecord: RecordHandler): number {
+    const { lib, status, libcStatus } = this.#bpf;
+    const buffer = this.#reportRead;
+    const view = this.#reportReadView;
+    const at = ptr(buffer);
+    const fd = status("walk the open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
+    try {
+      let total = 0;
+      let have = 0; // bytes in the buffer; a record cut by a read is completed by the next
+      for (;;) {
+        const got = libcStatus("read the open connections", Number(libc.read(fd, at + have, buffer.byteLength - have)));
+        if (got === 0) return total;
+        have += got;
+        let next = 0;
+        for (; next + RECORD_SIZE <= have; next += RECORD_SIZE) {
+          total++;
+          onRecord(view, next, RECORD_SIZE);
+        }
+        buffer.copyWithin(0, next, have);
+        have -= next;
+      }
+    } finally {
+      libc.close(fd);
     }
   }
 
@@ -362,6 +475,8 @@ export class Probe {
   /** Stops the kernel side; what is already queued can still be drained. */
   detach(): void {
     this.#reportProgramFd = -1;
+    if (this.#reportLink !== null) this.#bpf.lib.bpf_link__destroy(this.#reportLink);
+    this.#reportLink = null;
     for (const link of this.#links.splice(0).reverse()) this.#bpf.lib.bpf_link__destroy(link);
   }
 
@@ -403,6 +518,15 @@ export class Probe {
 export function runTimeAllocationAllowed(release: string): boolean {
   const version = parseKernelRelease(release);
   return version !== null && atLeast(version, { major: 6, minor: 1 });
+}
+
+/**
+ * Whether tracing programs may keep state in socket-local storage on this kernel
+ * (bpf_sk_storage_get from a tp_btf program: Linux 5.11). `release` as for runTimeAllocationAllowed.
+ */
+export function socketStorageFromTracing(release: string): boolean {
+  const version = parseKernelRelease(release);
+  return version !== null && atLeast(version, { major: 5, minor: 11 });
 }
 
 /** A u64 counter as a number (exact below 2^53). */
