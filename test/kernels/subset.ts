@@ -19,6 +19,7 @@ import { checkExchange, checkPeriodic, checkRefused, CLOSE, ESTABLISHED, idleCon
 import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
+import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
 // Registers the corners' tests and the full ring's here, before the taint check below.
 import "../e2e/ring-buffer.test.ts";
 import "../e2e/tcp-corners.test.ts";
@@ -80,6 +81,14 @@ describe.skipIf(!ready)(`Linux ${release()}`, () => {
     afterAll(async () => {
       await agent?.[Symbol.asyncDispose]();
       await node?.[Symbol.asyncDispose]();
+    });
+
+    test("connection state kept with each socket from 5.11 on, in the hash map before", () => {
+      const capturing = agent.stderrLines.find((l) => l.includes("capturing TCP connections")) ?? "";
+      const withSocket = socketStorageFromTracing(release());
+      expect(capturing.includes("connection state kept with each socket")).toBe(withSocket);
+      expect(capturing.includes("open connections tracked")).toBe(!withSocket);
+      expect(agent.stderrLines.filter((l) => l.includes("refused to walk socket storage"))).toEqual([]);
     });
 
     for (const family of [4, 6] as const) {
