@@ -267,9 +267,6 @@ export class Agent {
       pods.onRefreshed = () => {
         enricher.release(this.#clock.nowMonotonicNs());
         this.#sink.flush();
-        // A refresh leaves megabytes of garbage (the list's text, read as it came): collected now,
-        // the agent's own memory stays near what it keeps (README, "Footprint").
-        Bun.gc(true);
       };
     }
     this.#pods = pods;
