@@ -176,12 +176,12 @@ export const FLAGS = {
   },
   connectionState: {
     kind: "value",
-    schema: v.picklist(["auto", "hash-map"]),
-    expected: "auto or hash-map",
-    placeholder: "<auto|hash-map>",
+    schema: v.picklist(["hash-map", "socket-storage"]),
+    expected: "hash-map or socket-storage",
+    placeholder: "<hash-map|socket-storage>",
     description:
-      "Where the kernel keeps each connection's state: auto (with each socket where the kernel allows it, Linux 5.11 and later; else a hash map of --max-connections entries) or hash-map",
-    default: "auto",
+      "Where the kernel keeps each connection's state: hash-map (a map of --max-connections entries, the faster under churn) or socket-storage (with each socket, where the kernel allows it: Linux 5.11 and later)",
+    default: "hash-map",
   },
   maxBufferedOutput: {
     kind: "value",

@@ -29,8 +29,8 @@ export interface ProbeOptions {
   /** How many open connections the kernel can track at once. */
   maxConnections: number;
   libbpfPath?: string | undefined;
-  /** "hash-map": keep the state in the hash map even where socket storage would do (default "auto"). */
-  connectionState?: "auto" | "hash-map";
+  /** "socket-storage": keep the state with each socket where the kernel allows it (default "hash-map"). */
+  connectionState?: "hash-map" | "socket-storage";
 }
 
 export interface ProbeCounters {
@@ -186,7 +186,7 @@ export class Probe {
     // it and report failures ourselves (errno text and the verifier log).
     this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
-    if (options.connectionState !== "hash-map" && socketStorageFromTracing(release())) {
+    if (options.connectionState === "socket-storage" && socketStorageFromTracing(release())) {
       try {
         this.#loadAs("socket storage", objectBytes, options);
         return;
