@@ -3,14 +3,22 @@
  * kmesh-accesslog, kernel side.
  *
  * One BTF tracepoint, inet_sock_set_state, sees every TCP state change of
- * every socket on the node, whatever its network namespace or cgroup. A hash
- * map keyed by the socket's address keeps what the kernel does not (when the
- * connection began, which side opened it, which connection it is);
- * when the socket reaches TCP_CLOSE one conn_record goes to the ring buffer.
- * A program the agent runs on demand reports the open connections it names
- * (periodic reports); an iterator, run once at start, adds the connections
- * that were already open (every TCP socket some process holds). No per-packet
- * hook: the cost is a few map operations per connection.
+ * every socket on the node, whatever its network namespace or cgroup. What the
+ * kernel does not keep about a connection (when it began, which side opened
+ * it, which connection it is) is kept beside the socket; when the socket
+ * reaches TCP_CLOSE one conn_record goes to the ring buffer. Periodic reports
+ * walk the open connections on demand; an iterator, run once at start, adds
+ * the connections that were already open (every TCP socket some process
+ * holds). No per-packet hook.
+ *
+ * Two ways to keep the state, one loaded per kernel (src/kernel/probe.ts):
+ * - socket-local storage (conn_storage), from Linux 5.11, where tracing
+ *   programs may use it: freed with the socket, no hashing, no allocation
+ *   in a map of ours per connection, never stale; periodic reports walk it
+ *   with a map-element iterator (report_sk). The *_sk programs.
+ * - a hash map keyed by the socket's address (connections), for older
+ *   kernels and for those that refuse the iterator: periodic reports look up
+ *   the keys the agent reads (report_open).
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -75,6 +83,14 @@ struct {
 	__type(key, __u64);
 	__type(value, struct conn_state);
 } connections SEC(".maps");
+
+/* The same, kept with the socket itself (see the top of this file). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn_state);
+} conn_storage SEC(".maps");
 
 /* Sized by the agent before load (--ring-buffer-size). No value type: libbpf
  * refuses one on a ring buffer. */
@@ -276,16 +292,52 @@ static __always_inline void identify(struct conn_state *st, const struct sock_fi
 	st->local_port = f->local_port;
 }
 
-/*
- * Adds a connection to the map. A socket's address is reused once it is
- * freed: an entry already there belonged to a connection whose close never
- * reached the probe, and is replaced. (The kernel skips a tracing program
- * that is already running on the CPU when a softirq interrupts it, and under
- * a burst of closes a few more changes reach no program at all: see the
- * README's performance section.)
- */
-static __always_inline void track(__u64 key, const struct conn_state *st)
+/* The state kept for sk's connection, or NULL; `in_storage`: socket-local
+ * storage, else the hash map (a constant: each program uses one). */
+static __always_inline struct conn_state *state_of(const struct sock *sk, const int in_storage)
 {
+	__u64 key = (__u64)sk;
+
+	if (in_storage)
+		return bpf_sk_storage_get(&conn_storage, (struct sock *)sk, 0, 0);
+	return bpf_map_lookup_elem(&connections, &key);
+}
+
+static __always_inline void forget(const struct sock *sk, const int in_storage)
+{
+	__u64 key = (__u64)sk;
+
+	if (in_storage)
+		bpf_sk_storage_delete(&conn_storage, (struct sock *)sk);
+	else
+		bpf_map_delete_elem(&connections, &key);
+}
+
+/*
+ * Keeps the state of a connection that begins. A state already there belonged
+ * to an earlier connection whose close never reached the probe (of this
+ * socket, or in the hash map of a freed socket whose address is reused), and
+ * is replaced. (The kernel skips a tracing program that is already running on
+ * the CPU when a softirq interrupts it: see the README's performance section.)
+ */
+static __always_inline void track(const struct sock *sk, const struct conn_state *st, const int in_storage)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state *kept;
+
+	if (in_storage) {
+		/* Created holding *st; one already there is another connection's
+		 * (its start differs: this one's is now). */
+		kept = bpf_sk_storage_get(&conn_storage, (struct sock *)sk, (void *)st,
+					  BPF_SK_STORAGE_GET_F_CREATE);
+		if (!kept) {
+			__sync_fetch_and_add(&counters.tracking_failed, 1);
+		} else if (kept->start_ns != st->start_ns) {
+			*kept = *st;
+			__sync_fetch_and_add(&counters.closes_missed, 1);
+		}
+		return;
+	}
 	if (bpf_map_update_elem(&connections, &key, st, BPF_NOEXIST) == 0)
 		return;
 	if (bpf_map_update_elem(&connections, &key, st, BPF_ANY) == 0)
@@ -320,10 +372,9 @@ static __always_inline void identify_peer(struct conn_state *st, const struct so
  * The others return at once: whether our FIN was sent is read from the state
  * a socket closes from.
  */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+static __always_inline int on_state_change(const struct sock *sk, const int oldstate, const int newstate,
+					   const int in_storage)
 {
-	__u64 key = (__u64)sk;
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
 	struct conn_state *st, fresh;
@@ -353,7 +404,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_OUTBOUND;
 		identify_peer(&fresh, sk, family);
-		track(key, &fresh);
+		track(sk, &fresh, in_storage);
 		return 0;
 	}
 
@@ -370,18 +421,18 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		 * rcv_nxt moved past the bytes not read yet. */
 		if ((__u32)(tp->rcv_nxt - tp->copied_seq) != (__u32)tp->bytes_received + 1)
 			return 0;
-		st = bpf_map_lookup_elem(&connections, &key);
+		st = state_of(sk, in_storage);
 		if (st)
 			st->flags |= STATE_FIN_UNCOUNTED;
 		return 0;
 	}
 
 	read_figures_direct(&figures, sk, tp, family);
-	st = bpf_map_lookup_elem(&connections, &key);
+	st = state_of(sk, in_storage);
 	if (st && !same_connection(st, &figures, family)) {
 		/* another connection's, whose close the probe never saw */
-		if (bpf_map_delete_elem(&connections, &key) == 0)
-			__sync_fetch_and_add(&counters.closes_missed, 1);
+		forget(sk, in_storage);
+		__sync_fetch_and_add(&counters.closes_missed, 1);
 		st = NULL;
 	}
 
@@ -395,7 +446,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_INBOUND;
 		identify(&fresh, &figures, family);
-		track(key, &fresh);
+		track(sk, &fresh, in_storage);
 		return 0;
 	}
 
@@ -416,8 +467,20 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	}
 	emit(sk, st, &figures, family, oldstate, now);
 	if (st != &fresh)
-		bpf_map_delete_elem(&connections, &key);
+		forget(sk, in_storage);
 	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state_change(sk, oldstate, newstate, 0);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state_change(sk, oldstate, newstate, 1);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */
@@ -540,6 +603,83 @@ int seed_open(struct bpf_iter__task_file *ctx)
 	/* BPF_NOEXIST: a socket shared by several processes is added once, and
 	 * one the tracepoint already tracks keeps what it knows. */
 	if (bpf_map_update_elem(&connections, &key, &st, BPF_NOEXIST) == 0)
+		bpf_seq_write(ctx->meta->seq, &state, 1);
+	return 0;
+}
+
+/*
+ * Periodic reports over socket-local storage: the agent runs this iterator
+ * over conn_storage, which walks every socket that holds a state, and reads
+ * one record per connection still established (as report_one fills them),
+ * written to the iterator's output. The kernel does the walk: nothing is
+ * looked up by key, and a socket that is gone is not there to be walked.
+ */
+SEC("iter/bpf_sk_storage_map")
+int report_sk(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	struct sock *sk = ctx->sk;
+	const struct conn_state *st = ctx->value;
+	struct sock_figures figures;
+	struct conn_record rec;
+	__u16 family;
+	__u8 state;
+
+	if (!sk || !st || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	state = sk->__sk_common.skc_state;
+	family = sk->__sk_common.skc_family;
+	/* an attempt under way, or a close the probe missed (the socket is
+	 * not freed yet: its state goes with it) */
+	if (!connected(state) || (family != AF_INET && family != AF_INET6))
+		return 0;
+	/* as report_one: read through the helper (clang's code for the
+	 * direct reads here is more than the verifier follows) */
+	read_figures_probe(&figures, sk, family);
+	if (!same_connection(st, &figures, family))
+		return 0;
+	fill_record(&rec, sk, st, &figures, family, state, fin_sent(state), 0, bpf_ktime_get_ns());
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/* seed_open for socket-local storage: the socket is found with
+ * bpf_sock_from_file, so that its state can be kept beside it. */
+SEC("iter/task_file")
+int seed_open_sk(struct bpf_iter__task_file *ctx)
+{
+	struct file *file = ctx->file;
+	struct sock_figures figures;
+	struct socket *sock;
+	struct conn_state st;
+	struct sock *sk;
+	__u16 family;
+	__u8 state;
+
+	if (!file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	state = sk->__sk_common.skc_state;
+	/* a connection, or an attempt of connect() under way */
+	if (!connected(state) && state != BPF_TCP_SYN_SENT)
+		return 0;
+	/* a socket shared by several processes is added once, and one the
+	 * tracepoint already tracks keeps what it knows */
+	if (bpf_sk_storage_get(&conn_storage, sk, 0, 0))
+		return 0;
+	init_unknown(&st, sk->sk_max_ack_backlog);
+	read_figures_probe(&figures, sk, family);
+	identify(&st, &figures, family);
+	if (state == BPF_TCP_SYN_SENT)
+		st.local_port = 0; /* an attempt's state names its peer only */
+	if (bpf_sk_storage_get(&conn_storage, sk, &st, BPF_SK_STORAGE_GET_F_CREATE))
 		bpf_seq_write(ctx->meta->seq, &state, 1);
 	return 0;
 }

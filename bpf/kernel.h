@@ -109,6 +109,16 @@ struct bpf_iter__task_file {
 	struct file *file;
 } __attribute__((preserve_access_index));
 
+/* The context of an iter/bpf_sk_storage_map program: one call per socket holding a value. */
+struct bpf_map;
+
+struct bpf_iter__bpf_sk_storage_map {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	struct sock *sk;
+	void *value;
+} __attribute__((preserve_access_index));
+
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 

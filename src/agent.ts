@@ -2,19 +2,20 @@
 // runtime control (single-agent lock, switches, periodic reports, admin API), the TCP metrics and
 // their address, the clock, the pod sources (kubelet, API server), the kernel probe and the line
 // sink. It starts them in that order and stops them in reverse, from one place, and registers what
-// they count for /metrics. The event loop is never blocked: a timer drains the ring buffer and hands
-// each named record to the non-blocking sink (as a line) and to the TCP metrics, as the switches say.
+// they count for /metrics. The event loop is never blocked: a timer drains the ring buffer (often
+// while records come, backing off while none do) and hands each named record to the non-blocking
+// sink (as a line) and to the TCP metrics, as the switches say.
 import { Enricher, NO_KUBELET } from "./accesslog/enrich.ts";
 import { filterLabel, FILTER_ORDER, ReportFilter } from "./accesslog/filters.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
-import { toAccessRecord } from "./accesslog/record.ts";
+import { AccessRecordPool } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
 import { METRIC_PREFIX, type MetricsRegistry, type Sample } from "./admin/metrics.ts";
 import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
-import { createClock, type Clock, toNs } from "./kernel/clock.ts";
+import { createClock, type Clock } from "./kernel/clock.ts";
 import { Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
@@ -37,8 +38,24 @@ export type AgentOptions = RunOptions;
 /** What the agent counts (the probe's counters and its own). */
 export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number };
 
-/** How often the ring buffer is drained. The kernel does not wake us per record. */
+/** How often the ring buffer is drained while records come. The kernel does not wake us per record. */
 const DRAIN_INTERVAL_MS = 10;
+/**
+ * While none come, the pause doubles up to this: idle, the agent wakes ten times a second. (It is
+ * shorter for rings that a burst at BURST_RECORDS_PER_MS would half fill sooner.)
+ */
+const IDLE_DRAIN_INTERVAL_MS = 100;
+/** A fast node's closes at most, records per ms: what an idle pause must leave room for. */
+const BURST_RECORDS_PER_MS = 500;
+/** Bytes a record takes in the ring buffer: the record and the ring's 8-byte header. */
+const RING_RECORD_BYTES = RECORD_SIZE + 8;
+/** The kernel has not lost a record for this long: the loss has ended, and the agent says so. */
+const LOSS_QUIET_NS = 1e9;
+/**
+ * Records named as one batch (enrich.ts) at most: the pool of records the line path fills again
+ * and again holds this many.
+ */
+const BATCH_RECORDS = 1024;
 /** How often the monotonic → wall clock offset is measured again (NTP steps). */
 const RECALIBRATE_INTERVAL_MS = 60_000;
 /** How often the TCP metrics look for series of pods and Services that are gone. */
@@ -52,6 +69,15 @@ export class Agent {
   readonly #control: AgentControl;
   readonly #log: Logger;
   #timers: Timer[] = [];
+  #drainTimer: Timer | null = null;
+  #drainPauseMs = DRAIN_INTERVAL_MS;
+  readonly #idlePauseMs: number;
+  readonly #ringBytes: number;
+  /** Records the kernel had lost at the last drain; whether it is losing them now, since when. */
+  #lostSeen = 0;
+  #lostAtStart = 0;
+  #losing = false;
+  #lastLossNs = 0;
   /** The pod list and the names it gives lines; null with --no-kubelet. */
   #pods: PodSource | null = null;
   /** Services and every pod, from the API server; null when off. */
@@ -65,6 +91,8 @@ export class Agent {
   #recordsInvalid = 0;
   /** Reads each ring-buffer record where it lies (no object per record). */
   readonly #record = new RecordView();
+  /** The records of a batch, filled again batch after batch (no object per record either). */
+  readonly #records = new AccessRecordPool(BATCH_RECORDS);
   #lastInvalid = "";
   /** Kmesh's TCP metrics, fed while the switches say so, served on --metrics-addr meanwhile. */
   readonly #metrics: TcpMetrics;
@@ -76,7 +104,18 @@ export class Agent {
   /** Reports each filter dropped. */
   readonly filtered = Object.fromEntries(FILTER_ORDER.map((name) => [name, 0])) as Record<FilterName, number>;
 
-  private constructor(clock: Clock, probe: Probe, sink: Sinks, control: AgentControl, log: Logger, metrics: TcpMetrics, metricsAddress: MetricsAddress) {
+  private constructor(
+    clock: Clock,
+    probe: Probe,
+    sink: Sinks,
+    control: AgentControl,
+    log: Logger,
+    metrics: TcpMetrics,
+    metricsAddress: MetricsAddress,
+    ringBufferBytes: number,
+  ) {
+    this.#ringBytes = ringBufferBytes;
+    this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBufferBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
     this.#control = control;
     this.#log = log;
     this.#clock = clock;
@@ -141,6 +180,7 @@ export class Agent {
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
         libbpfPath: options.libbpf,
+        connectionState: options.connectionState,
       });
     } catch (error) {
       pods?.stop();
@@ -159,7 +199,7 @@ export class Agent {
             notice: (message) => log.warn(message),
           });
     const sink = new Sinks(lines, otlp);
-    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress);
+    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
@@ -184,10 +224,15 @@ export class Agent {
     if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
     log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
-        `up to ${options.maxConnections} open connections tracked, ${probe.seededConnections} already open)`,
+        `${probe.stateKeeping === "socket storage" ? "connection state kept with each socket" : `up to ${options.maxConnections} open connections tracked`}, ` +
+        `${probe.seededConnections} already open)`,
     );
+    if (probe.socketStorageRefusal !== null) {
+      log.warn(`connection state kept in a hash map, not with each socket: the kernel refused to walk socket storage (${probe.socketStorageRefusal})`);
+    }
+    agent.#lostSeen = probe.recordsLost();
+    agent.#scheduleDrain(DRAIN_INTERVAL_MS);
     agent.#timers.push(
-      setInterval(() => agent.#drain(), DRAIN_INTERVAL_MS),
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
       setInterval(() => {
         if (agent.#outputs.tcpMetrics) metrics.sweep(performance.now());
@@ -206,25 +251,25 @@ export class Agent {
     this.#outputs = outputs;
   }
 
-  #onBatch = (view: DataView, count: number): void => {
-    this.#recordsRead += count;
-    const metrics = this.#outputs.tcpMetrics;
-    for (let i = 0; i < count; i++) {
-      try {
-        const event = this.#record.select(view, i * RECORD_SIZE, RECORD_SIZE);
-        const record = toAccessRecord(event, this.#clock);
-        if (metrics) {
-          const start = event.start;
-          record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
-        }
-        if (this.#enricher === null) this.#emit(record);
-        else this.#enricher.accept(record, toNs(event.report));
-      } catch (error) {
-        if (!(error instanceof RecordError)) throw error;
-        this.#invalidRecord(error.message);
+  /** One record, read where it lies (in the ring buffer, or in a periodic report's batch). */
+  #onRecord = (view: DataView, offset: number, length: number): void => {
+    this.#recordsRead++;
+    try {
+      const event = this.#record.select(view, offset, length);
+      // Without an enricher the record is done with once emitted: one record serves every line.
+      if (this.#enricher === null) this.#records.reset();
+      else if (this.#records.full) this.#endBatch();
+      const record = this.#records.fill(event, this.#clock);
+      if (this.#outputs.tcpMetrics) {
+        const start = event.start;
+        record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
       }
+      if (this.#enricher === null) this.#emit(record);
+      else this.#enricher.accept(record, event.reportNs);
+    } catch (error) {
+      if (!(error instanceof RecordError)) throw error;
+      this.#invalidRecord(error.message);
     }
-    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
   };
 
   /** A named record: a line if the switches want it, counted by the TCP metrics while they are on. */
@@ -294,7 +339,8 @@ export class Agent {
   /** Reports of every open connection (lines, metrics), after what the kernel had queued before. */
   #reportOpenConnections(): number {
     this.#drain();
-    const count = this.#probe.reportOpenConnections(this.#onBatch);
+    const count = this.#probe.reportOpenConnections(this.#onRecord);
+    this.#endBatch();
     if (this.#outputs.tcpMetrics) this.#metrics.scanned();
     this.#sink.flush();
     return count;
@@ -309,11 +355,64 @@ export class Agent {
     }
   }
 
-  #drain(): void {
+  /** Names and writes the batch's lines (or holds some): the pool's records are free again. */
+  #endBatch(): void {
+    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+    this.#records.reset();
+  }
+
+  /** Drains everything queued; returns how many records were read. */
+  #drain(): number {
     // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
     this.#enricher?.release(this.#clock.nowMonotonicNs());
-    this.#probe.drain(this.#onBatch);
+    const read = this.#probe.drain(this.#onRecord);
+    this.#endBatch();
     this.#sink.flush();
+    this.#watchLoss();
+    return read;
+  }
+
+  /**
+   * Drains, then decides when to drain next: soon while records come (at once while the ring is
+   * still a quarter full: a burst), later and later while none do.
+   */
+  #drainAndReschedule = (): void => {
+    this.#drainTimer = null;
+    const read = this.#drain();
+    if (read > 0) this.#drainPauseMs = DRAIN_INTERVAL_MS;
+    else this.#drainPauseMs = Math.min(2 * this.#drainPauseMs, this.#idlePauseMs);
+    this.#scheduleDrain(this.#probe.pendingBytes() * 4 >= this.#ringBytes ? 0 : this.#drainPauseMs);
+  };
+
+  #scheduleDrain(ms: number): void {
+    this.#drainTimer = setTimeout(this.#drainAndReschedule, ms);
+  }
+
+  /**
+   * Says on stderr when the kernel starts losing records (the ring buffer is full) and when it has
+   * stopped (no loss for LOSS_QUIET_NS), each time with the count and the fix.
+   */
+  #watchLoss(): void {
+    const lost = this.#probe.recordsLost();
+    const now = this.#clock.nowMonotonicNs();
+    if (lost > this.#lostSeen) {
+      if (!this.#losing) {
+        this.#losing = true;
+        this.#lostAtStart = this.#lostSeen;
+        this.#log.warn(
+          `the kernel is losing records: the ring buffer (${this.#ringBytes} bytes) is full; ${lost - this.#lostSeen} lost so far in this loss ` +
+            `— fix: raise --ring-buffer-size, and let the agent have CPU (it drains what the kernel queues)`,
+        );
+      }
+      this.#lostSeen = lost;
+      this.#lastLossNs = now;
+    } else if (this.#losing && now - this.#lastLossNs >= LOSS_QUIET_NS) {
+      this.#losing = false;
+      this.#log.warn(
+        `the kernel has stopped losing records: ${lost - this.#lostAtStart} were lost in this loss, ${lost} since the start ` +
+          `— fix: raise --ring-buffer-size (now ${this.#ringBytes} bytes), and let the agent have CPU`,
+      );
+    }
   }
 
   /** Series of the TCP metrics now, by kind. */
@@ -343,6 +442,8 @@ export class Agent {
   /** Detaches, writes the last lines, frees everything. */
   async stop(): Promise<void> {
     for (const timer of this.#timers.splice(0)) clearInterval(timer);
+    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+    this.#drainTimer = null;
     this.#control.detach();
     this.#probe.detach();
     this.#drain();
@@ -452,7 +553,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] })),
   );
   counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
-  counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsMalformed + c.recordsInvalid);
+  counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsInvalid);
   counter("connections_untracked_total", "Connections the kernel could not track from their start (connections map full).", (c) => c.trackingFailed);
   counter(
     "kernel_closes_missed_total",

@@ -188,6 +188,15 @@ export const FLAGS = {
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
   },
+  connectionState: {
+    kind: "value",
+    schema: v.picklist(["hash-map", "socket-storage"]),
+    expected: "hash-map or socket-storage",
+    placeholder: "<hash-map|socket-storage>",
+    description:
+      "Where the kernel keeps each connection's state: hash-map (a map of --max-connections entries, the faster under churn) or socket-storage (with each socket, where the kernel allows it: Linux 5.11 and later)",
+    default: "hash-map",
+  },
   maxBufferedOutput: {
     kind: "value",
     // Less than a few lines' worth is a typo, more than 1G a plan for trouble.

@@ -72,7 +72,8 @@ function recursionMisses(pid: number): number | null {
     if (id === undefined) continue;
     const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", id], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
-    if (prog.name === "handle_set_state") misses += prog.recursion_misses ?? 0;
+    // handle_set_state or handle_set_state_sk (bpftool may show the kernel's 15-character name)
+    if (prog.name?.startsWith("handle_set_stat")) misses += prog.recursion_misses ?? 0;
   }
   return misses;
 }

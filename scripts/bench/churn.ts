@@ -9,6 +9,14 @@
 // The agent runs without a kubelet, admin API or the node's lock (its own lock file), so that the
 // figures are the probe and the line path alone and another agent on the node is no obstacle.
 //
+// Two peers run in rounds of their own, alternating with ours, each writing to a file: bpftrace
+// with a tcplife-style script on the same tracepoint (scripts/bench/tcplife.bt), and libbpf-tools'
+// tcplife (C and libbpf, Debian package libbpf-tools). Each must show that it really attached: it
+// is started, then nginx is asked for its status until the peer's output has that connection's
+// line; its lines for the round's connections are counted (the table's last column). tracefs is
+// mounted when /sys/kernel/tracing/events is missing (bpftrace finds no tracepoint without it).
+// --no-peers leaves them out.
+//
 // --hooks adds a fourth kind of round: the agent attached with --accesslog=false, so that the
 // kernel tracks every connection but writes no record and the agent has nothing to do: the cost
 // of the kernel hooks alone, the floor under the logging rounds.
@@ -22,8 +30,8 @@
 // agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--compare <binary>] [--conntrack] [--short]
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--no-peers] [--compare <binary>] [--conntrack] [--short]
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
@@ -55,8 +63,9 @@ if (conntrack && process.env[CHURN_NETNS] === undefined) {
 
 /** off: no agent; hooks: the agent attached with --accesslog=false (the kernel tracks every
  * connection but writes no record: the cost of the hooks alone); text, json: lines to a file;
- * text', json': the same with the --compare binary. */
-type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'";
+ * text', json': the same with the --compare binary; bpftrace, tcplife: the peers. */
+type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'" | "bpftrace" | "tcplife";
+const peers = !process.argv.includes("--no-peers");
 const compareAt = process.argv.indexOf("--compare");
 const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 const MODES: readonly Mode[] = [
@@ -66,10 +75,12 @@ const MODES: readonly Mode[] = [
   ...(compared === undefined ? [] : (["text'"] as const)),
   "json",
   ...(compared === undefined ? [] : (["json'"] as const)),
+  ...(peers ? (["bpftrace", "tcplife"] as const) : []),
 ];
+const isPeer = (mode: Mode) => mode === "bpftrace" || mode === "tcplife";
 type Agent = Bun.Subprocess<"ignore", Bun.BunFile, "pipe">;
 const isText = (mode: Mode) => mode === "text" || mode === "text'";
-const logs = (mode: Mode) => mode !== "off" && mode !== "hooks";
+const logs = (mode: Mode) => mode !== "off" && mode !== "hooks" && !isPeer(mode);
 
 interface RoundResult {
   mode: Mode;
@@ -86,7 +97,11 @@ const seconds = option("seconds", short ? 1 : 5);
 const concurrency = option("connections", 32);
 const port = 18000 + Math.floor(Math.random() * 1000);
 
-ensurePackages({ wrk: "wrk", nginx: "nginx-light" });
+ensurePackages({ wrk: "wrk", nginx: "nginx-light", ...(peers ? { bpftrace: "bpftrace", tcplife: "libbpf-tools" } : {}) });
+if (peers && !existsSync("/sys/kernel/tracing/events")) {
+  const mounted = Bun.spawnSync(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], { stderr: "pipe" });
+  if (mounted.exitCode !== 0) throw new Error(`could not mount tracefs at /sys/kernel/tracing: ${mounted.stderr.toString()}`);
+}
 const binary = ensureBinary();
 const dir = mkdtempSync(join(tmpdir(), "kal-churn-"));
 /** --conntrack: an empty cluster, so that the agents use an API server (and this one hooks conntrack) */
@@ -152,7 +167,35 @@ function runWrk(): number {
   return Number(rate[1]);
 }
 
+/** The lines of a peer's output that name nginx's port (one per socket closed: two per connection). */
+function peerLines(path: string): number {
+  let lines = 0;
+  const bpftraceNeedle = `:${port} `;
+  for (const line of readFileSync(path, "utf8").split("\n")) {
+    // bpftrace: "pid comm addr:port addr:port ..."; tcplife: "PID COMM LADDR LPORT RADDR RPORT ..."
+    if (line.includes(bpftraceNeedle) || line.split(/\s+/).some((field, i) => (i === 3 || i === 5) && field === String(port))) lines++;
+  }
+  return lines;
+}
+
+/** Starts a peer writing to `outPath` and returns once its output has a line of ours: it is attached. */
+async function startPeer(mode: "bpftrace" | "tcplife", outPath: string): Promise<Bun.Subprocess> {
+  const argv = mode === "bpftrace" ? ["bpftrace", join(import.meta.dir, "tcplife.bt")] : ["stdbuf", "-oL", "tcplife", "-w"];
+  const peer = Bun.spawn(argv, { stdin: "ignore", stdout: Bun.file(outPath), stderr: "ignore" });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    await acceptedConnections();
+    await Bun.sleep(100);
+    if (peerLines(outPath) > 0) return peer;
+    if (peer.exitCode !== null || Date.now() > deadline) {
+      peer.kill("SIGKILL");
+      throw new Error(`${mode} did not attach (exit ${peer.exitCode}): ${readFileSync(outPath, "utf8").slice(0, 2000)}`);
+    }
+  }
+}
+
 async function round(mode: Mode): Promise<RoundResult> {
+  if (isPeer(mode)) return peerRound(mode as "bpftrace" | "tcplife");
   const before = await acceptedConnections();
   const outPath = join(dir, `lines-${mode}.txt`);
   // A new file each round: the agent's stdout does not truncate what an earlier round left.
@@ -206,6 +249,35 @@ async function round(mode: Mode): Promise<RoundResult> {
   };
 }
 
+async function peerRound(mode: "bpftrace" | "tcplife"): Promise<RoundResult> {
+  const outPath = join(dir, `lines-${mode}.txt`);
+  rmSync(outPath, { force: true });
+  const peer = await startPeer(mode, outPath);
+  const attachedLines = peerLines(outPath);
+  const before = await acceptedConnections();
+  let rate: number;
+  let after: number;
+  try {
+    rate = runWrk();
+    after = await acceptedConnections();
+    await Bun.sleep(500); // the last closes reach the peer's output
+  } finally {
+    peer.kill("SIGINT");
+    const timer = setTimeout(() => peer.kill("SIGKILL"), 10_000);
+    await peer.exited;
+    clearTimeout(timer);
+  }
+  const usage = peer.resourceUsage();
+  return {
+    mode,
+    connectionsPerSecond: rate,
+    connections: after - before,
+    lines: peerLines(outPath) - attachedLines,
+    agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
+    recordsLost: 0,
+  };
+}
+
 const agentStderr = new WeakMap<object, string>();
 /** What this tree's agent last said of conntrack. */
 let conntrackSaid = "";
@@ -245,21 +317,32 @@ try {
     const runs = results.filter((x) => x.mode === mode);
     const rate = median(runs.map((x) => x.connectionsPerSecond));
     const logging = logs(mode);
+    const peer = isPeer(mode);
     const exact = runs.every((x) => !logging || x.lines === 2 * x.connections);
     const lost = runs.reduce((sum, x) => sum + x.recordsLost, 0);
-    const cpu = logging ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2) : "-";
+    const cpu = logging || peer ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2) : "-";
+    const counts = runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ");
     return [
-      mode === "hooks" ? "hooks only (--accesslog=false)" : mode.endsWith("'") ? `${mode.slice(0, -1)}, ${compared}` : mode,
+      mode === "hooks"
+        ? "hooks only (--accesslog=false)"
+        : mode === "bpftrace"
+          ? "bpftrace, tcplife-style script"
+          : mode === "tcplife"
+            ? "libbpf-tools tcplife"
+            : mode.endsWith("'")
+              ? `${mode.slice(0, -1)}, ${compared}`
+              : mode,
       rate.toFixed(0),
       `${((rate / offRate) * 100).toFixed(1)}%`,
       cpu,
       logging ? String(lost) : "-",
-      logging ? `${exact ? "yes" : "NO"} (${runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ")})` : "-",
+      logging ? `${exact ? "yes" : "NO"} (${counts})` : peer ? `attached (${counts})` : "-",
     ];
   });
   const where = conntrack ? `loopback of a namespace where conntrack tracks every connection and translates none (this tree's agent: ${hookState()})` : "loopback";
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "records lost", "lines = 2 x connections"], rows));
+  console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const failed = rows.some((row) => row[5]?.startsWith("NO") || (row[4] !== "-" && row[4] !== "0"));
   process.exitCode = failed ? 1 : 0;
 } finally {

@@ -1,8 +1,10 @@
 // The agent's hot path, in process, without the kernel: recorded ring-buffer records are replayed
-// through the same steps the agent takes for each drained batch (src/agent.ts #onBatch and #drain:
-// RecordView → toAccessRecord → Enricher with a 1,000-pod index → LineSink → /dev/null), once
-// for text and once for JSON, each in its own process pinned to one core (taskset), so that the
-// JIT, the GC and its helper threads all share that core.
+// through the same steps the agent takes for each drain (src/agent.ts #drain and #onRecord: the
+// ring-buffer reader → RecordView → the pool's AccessRecords → Enricher with a 1,000-pod index →
+// LineSink → /dev/null), once for text and once for JSON, each in its own process pinned to one
+// core (taskset), so that the JIT, the GC and its helper threads all share that core. The records
+// lie in a ring buffer laid out as the kernel's (headers, 8-byte alignment), big enough for all of
+// them; each drain moves the producer position on by a drain's worth, so nothing is copied.
 //
 // The records file is generated here (deterministic): a node's mix of pod-to-pod connections on
 // the node (two records each, IPv4 and dual-stack IPv6), connections to and from other nodes,
@@ -18,7 +20,7 @@
 // in that count: mimalloc's own cumulative counter (malloc_requested, in bun:jsc heapStats) is
 // read before and after. The cycle still open at the end (under 8 MB) is not counted.
 //
-// --stages runs the text path cut short after each step instead (decode; + toAccessRecord;
+// --stages runs the text path cut short after each step instead (read and decode; + the record;
 // + enrichment; the full path), to show where the time goes.
 //
 // --formatter string formats with the plain string formatter the tests keep as their oracle
@@ -35,9 +37,10 @@ import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
 import { ReportFilter } from "../../src/accesslog/filters.ts";
 import { filtersOf } from "../../src/options.ts";
 import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../src/accesslog/format.ts";
-import { toAccessRecord } from "../../src/accesslog/record.ts";
+import { AccessRecordPool } from "../../src/accesslog/record.ts";
 import { LineSink } from "../../src/accesslog/sink.ts";
-import { makeClock, toNs } from "../../src/kernel/clock.ts";
+import { makeClock } from "../../src/kernel/clock.ts";
+import { RINGBUF_DISCARD_BIT, RINGBUF_HEADER_BYTES, RingBufferReader } from "../../src/kernel/ring-buffer.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -59,7 +62,8 @@ import { median, option, table } from "./common.ts";
 const short = process.argv.includes("--short");
 const PODS = 1000;
 const HOST_IP = "172.18.0.3"; // busyNodePodList's node
-const BATCH = 4096; // the probe's staging batch
+const BATCH = 4096; // records the agent reads from the ring buffer per read (RECORDS_PER_READ)
+const POOL = 1024; // records named as one batch (the agent's BATCH_RECORDS)
 const NOW_SEC = 1_764_000_000;
 
 /** CPU seconds this process has used (user + system, every thread). */
@@ -294,27 +298,58 @@ async function child(format: "text" | "json", formatter: Formatter, stage: Stage
   const filter = new ReportFilter(filtersOf({}));
   const emit = stage === "full" ? (r: AccessRecord) => void (filter.drops(r) === null && sink.add(r)) : (r: AccessRecord) => void (kept = r);
   const enricher = new Enricher({ source, holdNs: 2e9, emit });
-  const staging = new Uint8Array(BATCH * RECORD_SIZE);
-  const view = new DataView(staging.buffer);
   const record = new RecordView();
+  const pool = new AccessRecordPool(POOL);
   let invalid = 0;
 
-  // One drain: what src/agent.ts does in #drain and #onBatch.
-  function drainBatch(from: number, count: number): void {
-    staging.set(records.subarray(from * RECORD_SIZE, (from + count) * RECORD_SIZE));
-    enricher.release(0);
-    for (let i = 0; i < count; i++) {
-      try {
-        record.select(view, i * RECORD_SIZE, RECORD_SIZE);
-        if (stage === "decode") kept = record.srcAddr;
-        else if (stage === "record") kept = toAccessRecord(record, clock);
-        else enricher.accept(toAccessRecord(record, clock), toNs(record.report));
-      } catch (error) {
-        if (!(error instanceof RecordError)) throw error;
-        invalid++;
-      }
-    }
+  // The records in a ring buffer as the kernel lays them out, the last one followed by a discarded
+  // filler to the end of the ring; the doubled mapping's second half is never reached.
+  const step = (RECORD_SIZE + RINGBUF_HEADER_BYTES + 7) & ~7;
+  let size = 8;
+  while (size < total * step + RINGBUF_HEADER_BYTES) size *= 2;
+  const data = new ArrayBuffer(2 * size);
+  const ringBytes = new Uint8Array(data);
+  const ringView = new DataView(data);
+  for (let i = 0; i < total; i++) {
+    ringView.setUint32(i * step, RECORD_SIZE, true);
+    ringBytes.set(records.subarray(i * RECORD_SIZE, (i + 1) * RECORD_SIZE), i * step + RINGBUF_HEADER_BYTES);
+  }
+  ringView.setUint32(total * step, (size - total * step - RINGBUF_HEADER_BYTES) | RINGBUF_DISCARD_BIT, true);
+  const producer = new Uint32Array(2);
+  const reader = new RingBufferReader({ consumer: new BigUint64Array(1), producer, data, size });
+  let produced = 0; // producer position, bytes (the low word is enough: a pass is under 2^32 bytes)
+
+  // What src/agent.ts does in #onRecord and #endBatch.
+  const endBatch = () => {
     enricher.endBatch(0);
+    pool.reset();
+  };
+  const onRecord = (view: DataView, offset: number, length: number) => {
+    try {
+      const ev = record.select(view, offset, length);
+      if (stage === "decode") {
+        kept = ev.srcAddr;
+        return;
+      }
+      if (pool.full) endBatch();
+      const r = pool.fill(ev, clock);
+      if (stage === "record") kept = r;
+      else enricher.accept(r, ev.reportNs);
+    } catch (error) {
+      if (!(error instanceof RecordError)) throw error;
+      invalid++;
+    }
+  };
+
+  // One drain: the kernel has queued `count` records (the filler after the last one, at the end of
+  // the ring), the agent reads them.
+  function drainBatch(from: number, count: number): void {
+    produced += count * step + (from + count === total ? size - total * step : 0);
+    producer[0] = produced >>> 0;
+    producer[1] = Math.floor(produced / 2 ** 32);
+    enricher.release(0);
+    reader.read(onRecord);
+    endBatch();
     sink.flush();
   }
   const pass = () => {
@@ -426,7 +461,7 @@ if (process.argv[2] === "--child") {
         String(r.cycles),
       ]);
     }
-    console.log(`pipeline: RecordView → toAccessRecord → enrich (${PODS} pods) → format → LineSink → /dev/null, one core (${pinned})`);
+    console.log(`pipeline: ring buffer → RecordView → AccessRecord → enrich (${PODS} pods) → format → LineSink → /dev/null, one core (${pinned})`);
     console.log(described);
     console.log(
       table(["format", "lines/CPU-s (median slice)", "lines/CPU-s (all)", "lines in wall time", "bytes/line out", "GC heap B/line", "malloc B/line", "allocated B/line", "GCs"], rows),

@@ -48,6 +48,7 @@ import { nsBetween } from "../kernel/clock.ts";
 import type { ServiceRef } from "../kube/apiserver/cluster-index.ts";
 import type { PodInfo } from "../kube/pod.ts";
 import type { AccessRecord } from "./format.ts";
+import { copyAccessRecord } from "./record.ts";
 
 /** What the enricher needs from the API server's view (kube/apiserver/cluster-index.ts). */
 export interface ClusterView {
@@ -118,6 +119,8 @@ interface Entry {
   /** the backend came from conntrack */
   translated: boolean;
   deadlineNs: number;
+  /** the pod at its local end (null: none) when endBatch looked it up; undefined when not */
+  localPod: PodInfo | null | undefined;
 }
 
 export interface EnricherStats {
@@ -135,9 +138,24 @@ export interface EnricherStats {
   heldForBackend: number;
 }
 
+const blankEntry = (): Entry => ({
+  record: null as unknown as AccessRecord,
+  reportNs: 0,
+  awaits: null,
+  hold: false,
+  kubeWait: false,
+  pairKey: null,
+  backend: null,
+  translated: false,
+  deadlineNs: 0,
+  localPod: undefined,
+});
+
 export class Enricher {
   readonly #o: Required<EnricherOptions>;
+  /** The current batch: #batch[0, #batchLength), entries used again batch after batch. */
   readonly #batch: Entry[] = [];
+  #batchLength = 0;
   /** held lines, sorted by report time, from index #head on */
   #held: Entry[] = [];
   #head = 0;
@@ -162,9 +180,29 @@ export class Enricher {
     return this.#held.length - this.#head;
   }
 
-  /** Queues one record of the current batch; endBatch() decides about all of them. */
+  /**
+   * Queues one record of the current batch; endBatch() decides about all of them. The record is
+   * only lent until endBatch() returns (the agent fills it again after): a line held longer is
+   * kept as a copy.
+   */
   accept(record: AccessRecord, reportNs: number): void {
-    this.#batch.push({ record, reportNs, awaits: null, hold: false, kubeWait: false, pairKey: null, backend: null, translated: false, deadlineNs: 0 });
+    let entry = this.#batch[this.#batchLength];
+    if (entry === undefined) {
+      entry = blankEntry();
+      this.#batch.push(entry);
+    } else {
+      entry.awaits = null;
+      entry.hold = false;
+      entry.kubeWait = false;
+      entry.pairKey = null;
+      entry.backend = null;
+      entry.translated = false;
+      entry.deadlineNs = 0;
+      entry.localPod = undefined;
+    }
+    entry.record = record;
+    entry.reportNs = reportNs;
+    this.#batchLength++;
   }
 
   #lookup(ip: string): PodInfo | undefined {
@@ -180,10 +218,11 @@ export class Enricher {
    * this batch's INBOUND lines (and hands them to waiting lines), and marks the OUTBOUND lines
    * that should wait for theirs.
    */
-  #pair(batch: readonly Entry[], nowNs: number): void {
+  #pair(batch: readonly Entry[], length: number, nowNs: number): void {
     const cluster = this.#o.cluster;
     if (cluster === null) return;
-    for (const entry of batch) {
+    for (let i = 0; i < length; i++) {
+      const entry = batch[i]!;
       const r = entry.record;
       // Only a Service's endpoint can be the backend of a ClusterIP connection.
       if (r.direction !== "INBOUND" || cluster.serviceAtEndpoint(r.dstAddr, r.dstPort) === undefined) continue;
@@ -197,7 +236,8 @@ export class Enricher {
         this.#pairWaiters.delete(key);
       }
     }
-    for (const entry of batch) {
+    for (let i = 0; i < length; i++) {
+      const entry = batch[i]!;
       const r = entry.record;
       if (r.direction !== "OUTBOUND") continue;
       const ref = cluster.serviceAtClusterIp(r.dstAddr, r.dstPort);
@@ -270,16 +310,21 @@ export class Enricher {
    */
   endBatch(nowNs: number): void {
     const batch = this.#batch;
-    if (batch.length === 0) return;
+    const length = this.#batchLength;
+    if (length === 0) return;
+    this.#batchLength = 0;
     const { source, holdNs } = this.#o;
-    this.#pair(batch, nowNs);
+    this.#pair(batch, length, nowNs);
     // While the kubelet fails, no line waits for it (pairs still do).
     const answering = source.answering;
-    for (const entry of batch) {
+    for (let i = 0; i < length; i++) {
       if (!answering) break;
+      const entry = batch[i]!;
       const r = entry.record;
       const local = r.direction === "OUTBOUND" ? r.srcAddr : r.dstAddr;
-      if (this.#known(local) || source.completedStartNs >= entry.reportNs) continue;
+      const pod = this.#lookup(local);
+      entry.localPod = pod ?? null; // #write's, if the line is written in this batch
+      if (pod !== undefined || source.isNodeAddress(local) || source.completedStartNs >= entry.reportNs) continue;
       source.requestRefresh(entry.reportNs);
       if (holdNs > 0 && entry.reportNs + holdNs > nowNs) {
         entry.hold = true;
@@ -289,11 +334,13 @@ export class Enricher {
         this.#awaited.set(local, (this.#awaited.get(local) ?? 0) + 1);
       }
     }
-    for (const entry of batch) {
+    for (let i = 0; i < length; i++) {
+      const entry = batch[i]!;
       if (!entry.kubeWait && answering) {
         const r = entry.record;
         const remote = r.direction === "OUTBOUND" ? r.dstAddr : r.srcAddr;
         const rides =
+          this.#awaited.size > 0 &&
           this.#awaited.has(remote) &&
           source.completedStartNs < entry.reportNs &&
           entry.reportNs + holdNs > nowNs &&
@@ -305,10 +352,15 @@ export class Enricher {
           entry.deadlineNs = Math.max(entry.deadlineNs, entry.reportNs + holdNs);
         }
       }
-      if (entry.hold) this.#insert(entry);
-      else this.#write(entry);
+      if (entry.hold) {
+        // It outlives the batch: its own record, and a new entry for the batch's slot.
+        entry.record = copyAccessRecord(entry.record);
+        batch[i] = blankEntry();
+        this.#insert(entry);
+      } else {
+        this.#write(entry);
+      }
     }
-    batch.length = 0;
     // A pair may have completed a held line at the head.
     if (this.#o.cluster !== null) {
       this.#forgetInbound(nowNs);
@@ -372,7 +424,11 @@ export class Enricher {
 
   #write(entry: Entry): void {
     const r = entry.record;
-    const src = this.#lookup(r.srcAddr);
+    const outbound = r.direction === "OUTBOUND";
+    // The local end's pod as endBatch found it, for a line written in its batch (the index is the
+    // same); a held line looks again.
+    const local = entry.hold ? undefined : entry.localPod;
+    const src = outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.srcAddr);
     if (src !== undefined) {
       r.srcWorkload = src.name;
       r.srcNamespace = src.namespace;
@@ -394,7 +450,7 @@ export class Enricher {
       }
     }
     const clusterIpUnresolved = service !== undefined && entry.backend === null && r.direction === "OUTBOUND" && cluster!.serviceAtClusterIp(r.dstAddr, r.dstPort) === service;
-    const dst = clusterIpUnresolved ? undefined : this.#lookup(r.dstAddr);
+    const dst = clusterIpUnresolved ? undefined : !outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.dstAddr);
     if (dst !== undefined) {
       r.dstWorkload = dst.name;
       r.dstNamespace = dst.namespace;

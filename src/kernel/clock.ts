@@ -19,6 +19,8 @@ export type Timespec = { sec: number; nsec: number };
 export interface Clock {
   /** Wall-clock time of a kernel CLOCK_MONOTONIC time. */
   toWall(monotonic: Timespec): WallTime;
+  /** toWall, written into `into` (no new object: the line path calls it twice per record). */
+  toWallInto(monotonic: Timespec, into: WallTime): WallTime;
   /** CLOCK_MONOTONIC now, in ns (the kernel's bpf_ktime_get_ns scale). */
   nowMonotonicNs(): number;
   /** Measure the offset again (the wall clock may have been stepped since). */
@@ -73,14 +75,12 @@ export function offsetFromSamples(samples: readonly CalibrationSample[]): Timesp
 }
 
 /** The wall time of the CLOCK_MONOTONIC time `mono` given the REALTIME - MONOTONIC offset. */
-export function monotonicToWall(offsetSec: number, offsetNsec: number, mono: Timespec): WallTime {
-  let sec = offsetSec + mono.sec;
-  let nsec = offsetNsec + mono.nsec;
-  if (nsec >= NS_PER_SEC) {
-    nsec -= NS_PER_SEC;
-    sec += 1;
-  }
-  return { sec, nsec };
+export function monotonicToWall(offsetSec: number, offsetNsec: number, mono: Timespec, into: WallTime = { sec: 0, nsec: 0 }): WallTime {
+  const nsec = offsetNsec + mono.nsec;
+  const carry = nsec >= NS_PER_SEC ? 1 : 0;
+  into.sec = offsetSec + mono.sec + carry;
+  into.nsec = nsec - carry * NS_PER_SEC;
+  return into;
 }
 
 /**
@@ -89,7 +89,7 @@ export function monotonicToWall(offsetSec: number, offsetNsec: number, mono: Tim
  * above 2^53 ns, 104 days of uptime.) 2^32 ns is 4 s + 294967296 ns, but hi * 294967296 can pass
  * 2^53, so hi is taken in 16-bit halves: 2^48 ns is 281474 s + 976710656 ns.
  */
-export function monotonicFromHalves(hi: number, lo: number): Timespec {
+export function monotonicFromHalves(hi: number, lo: number, into: Timespec = { sec: 0, nsec: 0 }): Timespec {
   const top = hi >>> 16;
   const bottom = hi & 0xffff;
   const ns = top * 976_710_656 + bottom * 294_967_296 + lo; // < 8.5e13: exact
@@ -102,7 +102,9 @@ export function monotonicFromHalves(hi: number, lo: number): Timespec {
     nsec -= NS_PER_SEC;
     carry += 1;
   }
-  return { sec: top * 281_474 + bottom * 4 + carry, nsec };
+  into.sec = top * 281_474 + bottom * 4 + carry;
+  into.nsec = nsec;
+  return into;
 }
 
 /** Nanoseconds from `from` to `to`: exact while below 2^53 (104 days). */
@@ -129,6 +131,7 @@ export function makeClock(
   let nsec = offsetNsec;
   return {
     toWall: (monotonic) => monotonicToWall(sec, nsec, monotonic),
+    toWallInto: (monotonic, into) => monotonicToWall(sec, nsec, monotonic, into),
     nowMonotonicNs,
     recalibrate() {
       if (measureOffset === undefined) return;

@@ -20,6 +20,7 @@ const LIBBPF_SYMBOLS = {
   bpf_object__find_program_by_name: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_program__attach: { args: ["ptr"], returns: "ptr" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
+  // int bpf_program__set_autoload(struct bpf_program *prog, bool autoload)
   bpf_program__set_autoload: { args: ["ptr", "bool"], returns: "i32" },
   // struct bpf_link *bpf_program__attach_iter(const struct bpf_program *, const struct bpf_iter_attach_opts *)
   bpf_program__attach_iter: { args: ["ptr", "ptr"], returns: "ptr" },
@@ -39,10 +40,6 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   // int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts)
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
-  // struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn, void *ctx, const struct ring_buffer_opts *)
-  ring_buffer__new: { args: ["i32", "ptr", "ptr", "ptr"], returns: "ptr" },
-  ring_buffer__consume: { args: ["ptr"], returns: "i32" },
-  ring_buffer__free: { args: ["ptr"], returns: "void" },
 } as const;
 
 // ── Option structs ───────────────────────────────────────────────────────────
@@ -86,6 +83,16 @@ export const BPF_MAP_BATCH_OPTS = {
     sz: { offset: 0, size: 8 },
     elem_flags: { offset: 8, size: 8 },
     flags: { offset: 16, size: 8 },
+  },
+} as const satisfies StructLayout;
+
+/** struct bpf_iter_attach_opts (bpf/libbpf.h). */
+export const BPF_ITER_ATTACH_OPTS = {
+  size: 24,
+  fields: {
+    sz: { offset: 0, size: 8 },
+    link_info: { offset: 8, size: 8 },
+    link_info_len: { offset: 16, size: 4 },
   },
 } as const satisfies StructLayout;
 

@@ -18,8 +18,12 @@ export const libc = dlopen("libc.so.6", {
   write: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
-  // void *memcpy(void *dest, const void *src, size_t n)
-  memcpy: { args: ["ptr", "ptr", "u64"], returns: "ptr" },
+  // int getpagesize(void)
+  getpagesize: { args: [], returns: "i32" },
+  // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset): MAP_FAILED is -1
+  mmap: { args: ["ptr", "u64", "i32", "i32", "i32", "i64"], returns: "i64" },
+  // int munmap(void *addr, size_t length)
+  munmap: { args: ["ptr", "u64"], returns: "i32" },
 }).symbols;
 
 /** The calling thread's errno: read it at once after the call that failed, before any other. */

@@ -2,12 +2,13 @@
 // maps → load → attach → drain the ring buffer → detach and free, in reverse
 // order, from one close() that is safe to call at any point. Links are
 // anonymous fds owned by this process, so even kill -9 detaches everything.
-import { FFIType, JSCallback, ptr, type Pointer } from "bun:ffi";
+import { ptr, type Pointer, toArrayBuffer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { constants, release } from "node:os";
 import objectPath from "../../bpf/accesslog.bpf.o" with { type: "file" };
 import { ExitError } from "../errors.ts";
 import {
+  BPF_ITER_ATTACH_OPTS,
   BPF_MAP_BATCH_OPTS,
   BPF_OBJECT_OPEN_OPTS,
   BPF_TEST_RUN_OPTS,
@@ -20,6 +21,7 @@ import {
 import { atLeast, BTF_PATH, effectiveCapabilities, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
+import { mapRingBuffer, type MappedRingBuffer, type RecordHandler, RingBufferReader } from "./ring-buffer.ts";
 
 export interface ProbeOptions {
   /** Ring buffer size in bytes: a power of two, at least one page. */
@@ -27,6 +29,8 @@ export interface ProbeOptions {
   /** How many open connections the kernel can track at once. */
   maxConnections: number;
   libbpfPath?: string | undefined;
+  /** "socket-storage": keep the state with each socket where the kernel allows it (default "hash-map"). */
+  connectionState?: "hash-map" | "socket-storage";
 }
 
 export interface ProbeCounters {
@@ -36,12 +40,18 @@ export interface ProbeCounters {
   trackingFailed: number;
   /** Tracked connections whose close never reached the probe, found when their socket was reused or by a periodic report. */
   closesMissed: number;
-  /** Records of an unexpected size, skipped. */
-  recordsMalformed: number;
 }
 
-/** Calls back with a batch of records laid out back to back, RECORD_SIZE apart. */
-export type BatchHandler = (view: DataView, count: number) => void;
+export type { RecordHandler };
+
+/**
+ * Where the kernel keeps each connection's state (bpf/accesslog.bpf.c): beside the socket
+ * (socket-local storage, from Linux 5.11), or in a hash map keyed by the socket's address.
+ */
+export type StateKeeping = "socket storage" | "hash map";
+
+/** The kernel would not let the agent walk the socket storage: the hash map is used instead. */
+class IteratorRefused extends Error {}
 
 /** The probe could not be loaded or attached; the message is the diagnosis. */
 export class ProbeLoadError extends ExitError {
@@ -77,10 +87,24 @@ export const CONN_STATE_SIZE = 24;
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
 const BPF_F_NO_PREALLOC = 1;
+const BPF_F_MMAPABLE = 0x400;
+const PROT_READ = 1;
+const MAP_SHARED = 1;
+const MAP_FAILED = -1n;
 const KEYS_PER_LOOKUP = 4096; // socket keys read from the connections map per system call
 const { EACCES, ENOENT, EPERM } = constants.errno;
 const VERIFIER_LOG_BYTES = 1 << 20;
-const STAGING_RECORDS = 4096;
+/** Records handed over per read of the ring buffer before the kernel is told their space is free. */
+const RECORDS_PER_READ = 4096;
+/** seed_open writes a byte per connection it adds; read this many at a time. */
+const SEED_READ_BYTES = 64 << 10;
+/** Periodic reports over socket storage: bytes read from the iterator at a time (its own buffer is 8 pages). */
+const REPORT_READ_BYTES = 64 << 10;
+/** The programs of each way of keeping state; the others are not loaded. */
+const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: string }> = {
+  "socket storage": { track: "handle_set_state_sk", seed: "seed_open_sk", report: "report_sk" },
+  "hash map": { track: "handle_set_state", seed: "seed_open", report: "report_open" },
+};
 
 export class Probe {
   #bpf: Libbpf;
@@ -89,20 +113,21 @@ export class Probe {
   #object: Pointer | null = null;
   #links: Pointer[] = [];
   #reportProgramFd = -1;
+  /** Periodic reports over socket storage: the iterator link of report_sk. */
+  #reportLink: Pointer | null = null;
+  #reportRead = new Uint8Array(REPORT_READ_BYTES);
+  #reportReadView = new DataView(this.#reportRead.buffer);
   #connectionsFd = -1;
   #reportBatchFd = -1;
-  #ring: Pointer | null = null;
-  #callback: JSCallback | null = null;
+  #mappedRing: MappedRingBuffer | null = null;
+  #ring: RingBufferReader | null = null;
   #countersFd = -1;
   #switchesFd = -1;
-  #staging = new Uint8Array(RECORD_SIZE * STAGING_RECORDS);
-  #stagingView = new DataView(this.#staging.buffer);
-  #stagingPtr: Pointer = ptr(this.#staging);
-  #staged = 0;
-  #malformed = 0;
   #zeroKey = new Uint32Array(1);
   #countersBytes = new Uint8Array(PROBE_COUNTERS_SIZE);
+  /** The counters: the kernel's own memory when .bss could be mapped, else a copy read by a system call. */
   #countersValue = new DataView(this.#countersBytes.buffer);
+  #countersMapping: { at: Pointer; bytes: number } | null = null;
   #switchesBytes = new Uint8Array(PROBE_SWITCHES_SIZE);
   #switchesValue = new DataView(this.#switchesBytes.buffer);
   // Periodic reports: keys read from the connections map, the batch report_open fills.
@@ -118,6 +143,11 @@ export class Probe {
 
   /** Connections already open at start-up that were added to the kernel's tracking. */
   seededConnections = 0;
+
+  /** Where the kernel keeps each connection's state. */
+  stateKeeping: StateKeeping = "hash map";
+  /** Why socket storage is not used on a kernel that has it (the kernel refused its iterator), or null. */
+  socketStorageRefusal: string | null = null;
 
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
@@ -152,12 +182,25 @@ export class Probe {
   }
 
   async #load(options: ProbeOptions): Promise<void> {
-    const { lib, pointer, status, cString } = this.#bpf;
     // libbpf's printer is a varargs callback bun:ffi cannot implement; silence
     // it and report failures ourselves (errno text and the verifier log).
-    lib.libbpf_set_print(null);
-
+    this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
+    if (options.connectionState === "socket-storage" && socketStorageFromTracing(release())) {
+      try {
+        this.#loadAs("socket storage", objectBytes, options);
+        return;
+      } catch (error) {
+        if (!(error instanceof IteratorRefused)) throw error;
+        this.socketStorageRefusal = error.message;
+        this.close();
+      }
+    }
+    this.#loadAs("hash map", objectBytes, options);
+  }
+
+  #loadAs(keeping: StateKeeping, objectBytes: Uint8Array, options: ProbeOptions): void {
+    const { lib, pointer, status, cString } = this.#bpf;
     const name = cString("kmesh_accesslog");
     const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
     const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
@@ -171,50 +214,104 @@ export class Probe {
       "open the BPF object",
       lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts.bytes),
     );
+    this.stateKeeping = keeping;
+    for (const [way, programs] of Object.entries(PROGRAMS)) {
+      for (const program of Object.values(programs)) {
+        status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), way === keeping));
+      }
+    }
     status(
       "size the ring buffer",
       lib.bpf_map__set_max_entries(this.#map("events"), options.ringBufferBytes),
     );
+    // With socket storage the hash map is not used: one entry.
     const connections = this.#map("connections");
-    status("size the connections map", lib.bpf_map__set_max_entries(connections, options.maxConnections));
+    const entries = keeping === "hash map" ? options.maxConnections : 1;
+    status("size the connections map", lib.bpf_map__set_max_entries(connections, entries));
     if (!runTimeAllocationAllowed(release())) {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
     }
     status("load the BPF object", lib.bpf_object__load(this.#object));
+    const programs = PROGRAMS[keeping];
+    // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
+    if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
 
-    this.#links.push(pointer("attach handle_set_state", lib.bpf_program__attach(this.#program("handle_set_state"))));
-    // report_open is never attached: reportOpenConnections() runs it.
-    this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
-    this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(this.#map("connections")));
-    this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
-    // report_open's one argument
-    this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
-    this.seededConnections = this.#seedOpenConnections();
+    this.#links.push(pointer(`attach ${programs.track}`, lib.bpf_program__attach(this.#program(programs.track))));
+    if (keeping === "hash map") {
+      // report_open is never attached: reportOpenConnections() runs it.
+      this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
+      this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(connections));
+      this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
+      // report_open's one argument
+      this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
+    }
+    this.seededConnections = this.#seedOpenConnections(programs.seed);
 
-    this.#countersFd = status("find the counters", lib.bpf_map__fd(this.#map(".bss")));
+    const bss = this.#map(".bss");
+    this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
+    // The counters are read at every drain: where the kernel allows, straight from its memory.
+    if (lib.bpf_map__map_flags(bss) & BPF_F_MMAPABLE) this.#mapCounters();
 
-    this.#callback = new JSCallback((_ctx: Pointer, data: Pointer, size: number) => this.#stage(data, size), {
-      args: ["ptr", "ptr", FFIType.u64_fast],
-      returns: "i32",
-    });
     const eventsFd = status("find the ring buffer", lib.bpf_map__fd(this.#map("events")));
-    this.#ring = pointer("create the ring buffer reader", lib.ring_buffer__new(eventsFd, this.#callback.ptr, null, null));
+    this.#mappedRing = mapRingBuffer(eventsFd, options.ringBufferBytes);
+    if (this.#mappedRing === null) this.#bpf.libcStatus("map the ring buffer", -1);
+    this.#ring = new RingBufferReader(this.#mappedRing!.area);
+  }
+
+  /**
+   * The iterator that walks the socket storage for periodic reports, tried once (an empty walk):
+   * never assumed, since some kernels refuse map-element iterators even to root. A refusal is an
+   * IteratorRefused, and the hash map is used instead.
+   */
+  #attachReportIterator(program: string): Pointer {
+    const { lib, status, libcStatus, pointer } = this.#bpf;
+    const mapFd = status("find the connection storage", lib.bpf_map__fd(this.#map("conn_storage")));
+    // union bpf_iter_link_info { struct { __u32 map_fd; } map; ... }
+    const linkInfo = Uint32Array.of(mapFd);
+    const opts = new OptionStruct(BPF_ITER_ATTACH_OPTS).set("link_info", ptr(linkInfo)).set("link_info_len", linkInfo.byteLength);
+    let link: Pointer;
+    let fd = -1;
+    try {
+      link = pointer(`attach ${program} to the connection storage`, lib.bpf_program__attach_iter(this.#program(program), opts.bytes));
+    } catch (error) {
+      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+    }
+    try {
+      fd = status("walk the connection storage", lib.bpf_iter_create(lib.bpf_link__fd(link)));
+      libcStatus("read the walk of the connection storage", Number(libc.read(fd, this.#reportRead, this.#reportRead.byteLength)));
+      return link;
+    } catch (error) {
+      lib.bpf_link__destroy(link);
+      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+    } finally {
+      if (fd >= 0) libc.close(fd);
+    }
+  }
+
+  #mapCounters(): void {
+    const bytes = libc.getpagesize();
+    const at = libc.mmap(null, bytes, PROT_READ, MAP_SHARED, this.#countersFd, 0n);
+    if (at === MAP_FAILED) return; // read by a system call instead
+    const pointer = Number(at) as Pointer;
+    this.#countersMapping = { at: pointer, bytes };
+    this.#countersValue = new DataView(toArrayBuffer(pointer, 0, PROBE_COUNTERS_SIZE));
   }
 
   // Runs seed_open over every process's open files once: the connections open
   // before the probe was attached become tracked (and periodically reported).
   // It writes one byte per connection added.
-  #seedOpenConnections(): number {
+  #seedOpenConnections(program: string): number {
     const { lib, pointer, status, libcStatus } = this.#bpf;
-    const link = pointer("attach seed_open", lib.bpf_program__attach_iter(this.#program("seed_open"), null));
+    const link = pointer(`attach ${program}`, lib.bpf_program__attach_iter(this.#program(program), null));
     try {
       const fd = status("start seeding open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
       try {
         let added = 0;
+        const buffer = new Uint8Array(SEED_READ_BYTES);
         for (;;) {
-          const got = libcStatus("read the seeding of open connections", Number(libc.read(fd, this.#staging, this.#staging.byteLength)));
+          const got = libcStatus("read the seeding of open connections", Number(libc.read(fd, buffer, buffer.byteLength)));
           if (got === 0) return added;
           added += got;
         }
@@ -236,50 +333,39 @@ export class Probe {
     return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
   }
 
-  // Runs inside ring_buffer__consume: copy the record out before returning
-  // (the sample is only valid during the call). A negative return stops the
-  // drain after this record, which libbpf has already consumed.
-  #stage(data: Pointer, size: number): number {
-    if (size !== RECORD_SIZE) {
-      this.#malformed++;
-      return 0;
-    }
-    libc.memcpy((this.#stagingPtr + this.#staged * RECORD_SIZE) as Pointer, data, RECORD_SIZE);
-    this.#staged++;
-    return this.#staged === STAGING_RECORDS ? -1 : 0;
-  }
-
   /**
-   * Reads every record queued now and hands them over in batches. Never
-   * blocks: it is called from the event loop's timer.
+   * Hands every record queued now to `onRecord`, where it lies in the ring buffer, and returns how
+   * many. Never blocks: it is called from the event loop's timer. Space is given back to the kernel
+   * every RECORDS_PER_READ records.
    */
-  drain(onBatch: BatchHandler): number {
-    if (this.#ring === null) return 0;
+  drain(onRecord: RecordHandler): number {
+    const ring = this.#ring;
+    if (ring === null) return 0;
     let total = 0;
     for (;;) {
-      this.#staged = 0;
-      const result = this.#bpf.lib.ring_buffer__consume(this.#ring);
-      const count = this.#staged;
-      if (count > 0) {
-        total += count;
-        onBatch(this.#stagingView, count);
-      }
-      if (count < STAGING_RECORDS) {
-        if (result < 0 && count === 0) this.#bpf.status("read the ring buffer", result);
-        return total;
-      }
+      const read = ring.read(onRecord, RECORDS_PER_READ);
+      total += read;
+      if (read < RECORDS_PER_READ) return total;
     }
+  }
+
+  /** Bytes queued in the ring buffer and not read yet. */
+  pendingBytes(): number {
+    return this.#ring?.pending() ?? 0;
   }
 
   /**
    * Has the kernel report every open, established connection now (state and
-   * cumulative counters as they are), through the same batch handler as the
-   * ring buffer. Returns how many were reported. The keys of the connections
-   * map are read KEYS_PER_LOOKUP at a time, and report_open fills the records
-   * of REPORT_BATCH of them per run: for 20,000 connections, about 5 + 3 x 79
-   * system calls, on the calling thread.
+   * cumulative counters as they are), through the same handler as the ring
+   * buffer. Returns how many were reported. Over socket storage the kernel
+   * walks every socket holding a state (report_sk) and the records are read
+   * from the iterator, 64 KiB at a time. Over the hash map its keys are read
+   * KEYS_PER_LOOKUP at a time, and report_open fills the records of
+   * REPORT_BATCH of them per run: for 20,000 connections, about 5 + 3 x 79
+   * system calls. Either on the calling thread.
    */
-  reportOpenConnections(onBatch: BatchHandler): number {
+  reportOpenConnections(onRecord: RecordHandler): number {
+    if (this.#reportLink !== null) return this.#reportFromStorage(this.#reportLink, onRecord);
     if (this.#reportProgramFd < 0) return 0;
     let total = 0;
     let [token, nextToken] = this.#batchTokens;
@@ -298,16 +384,42 @@ export class Probe {
       if (result < 0 && result !== -ENOENT) this.#bpf.status("read the open connections", result);
       const got = this.#keyCount[0]!;
       for (let start = 0; start < got; start += REPORT_BATCH) {
-        total += this.#reportKeys(start, Math.min(REPORT_BATCH, got - start), onBatch);
+        total += this.#reportKeys(start, Math.min(REPORT_BATCH, got - start), onRecord);
       }
       if (result === -ENOENT) return total;
       [token, nextToken] = [nextToken, token];
     }
   }
 
+  #reportFromStorage(link: Pointer, onRecord: RecordHandler): number {
+    const { lib, status, libcStatus } = this.#bpf;
+    const buffer = this.#reportRead;
+    const view = this.#reportReadView;
+    const at = ptr(buffer);
+    const fd = status("walk the open connections", lib.bpf_iter_create(lib.bpf_link__fd(link)));
+    try {
+      let total = 0;
+      let have = 0; // bytes in the buffer; a record cut by a read is completed by the next
+      for (;;) {
+        const got = libcStatus("read the open connections", Number(libc.read(fd, at + have, buffer.byteLength - have)));
+        if (got === 0) return total;
+        have += got;
+        let next = 0;
+        for (; next + RECORD_SIZE <= have; next += RECORD_SIZE) {
+          total++;
+          onRecord(view, next, RECORD_SIZE);
+        }
+        buffer.copyWithin(0, next, have);
+        have -= next;
+      }
+    } finally {
+      libc.close(fd);
+    }
+  }
+
   // Runs report_open on keys[start, start + count) and hands over the
   // records it filled (a slot left with state 0 had no connection to report).
-  #reportKeys(start: number, count: number, onBatch: BatchHandler): number {
+  #reportKeys(start: number, count: number, onRecord: RecordHandler): number {
     const { lib, status } = this.#bpf;
     const bytes = this.#reportBytes;
     const view = this.#reportView;
@@ -317,26 +429,35 @@ export class Probe {
     this.#reportArgs[0] = BigInt(count);
     status("run report_open", lib.bpf_prog_test_run_opts(this.#reportProgramFd, this.#testRunOpts.bytes));
     status("read the report of open connections", lib.bpf_map_lookup_elem(this.#reportBatchFd, this.#zeroKey, bytes));
-    let kept = 0;
+    let reported = 0;
     for (let i = 0; i < count; i++) {
       if (bytes[i * RECORD_SIZE + RECORD_FIELDS.state.offset] === 0) continue;
-      if (kept !== i) bytes.copyWithin(kept * RECORD_SIZE, i * RECORD_SIZE, (i + 1) * RECORD_SIZE);
-      kept++;
+      reported++;
+      onRecord(view, i * RECORD_SIZE, RECORD_SIZE);
     }
-    if (kept > 0) onBatch(view, kept);
-    return kept;
+    return reported;
   }
 
   counters(): ProbeCounters {
-    const { lib, status } = this.#bpf;
-    status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
-    const value = this.#countersValue;
+    const value = this.#readCounters();
     return {
-      recordsLost: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.records_lost.offset, true)),
-      trackingFailed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.tracking_failed.offset, true)),
-      closesMissed: Number(value.getBigUint64(PROBE_COUNTERS_FIELDS.closes_missed.offset, true)),
-      recordsMalformed: this.#malformed,
+      recordsLost: u64(value, PROBE_COUNTERS_FIELDS.records_lost.offset),
+      trackingFailed: u64(value, PROBE_COUNTERS_FIELDS.tracking_failed.offset),
+      closesMissed: u64(value, PROBE_COUNTERS_FIELDS.closes_missed.offset),
     };
+  }
+
+  /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */
+  recordsLost(): number {
+    return u64(this.#readCounters(), PROBE_COUNTERS_FIELDS.records_lost.offset);
+  }
+
+  #readCounters(): DataView {
+    if (this.#countersMapping === null) {
+      const { lib, status } = this.#bpf;
+      status("read the probe counters", lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#countersBytes));
+    }
+    return this.#countersValue;
   }
 
   /** Turns record output in the kernel on or off (nothing is queued while off). */
@@ -354,6 +475,8 @@ export class Probe {
   /** Stops the kernel side; what is already queued can still be drained. */
   detach(): void {
     this.#reportProgramFd = -1;
+    if (this.#reportLink !== null) this.#bpf.lib.bpf_link__destroy(this.#reportLink);
+    this.#reportLink = null;
     for (const link of this.#links.splice(0).reverse()) this.#bpf.lib.bpf_link__destroy(link);
   }
 
@@ -361,10 +484,15 @@ export class Probe {
   close(): void {
     const { lib } = this.#bpf;
     this.detach();
-    if (this.#ring !== null) lib.ring_buffer__free(this.#ring);
+    // Nothing may read the mapped memory after this: the views are dropped with it.
     this.#ring = null;
-    this.#callback?.close();
-    this.#callback = null;
+    this.#mappedRing?.unmap();
+    this.#mappedRing = null;
+    if (this.#countersMapping !== null) {
+      libc.munmap(this.#countersMapping.at, this.#countersMapping.bytes);
+      this.#countersMapping = null;
+      this.#countersValue = new DataView(this.#countersBytes.buffer);
+    }
     if (this.#object !== null) lib.bpf_object__close(this.#object);
     this.#object = null;
     this.#keepAlive = [];
@@ -391,6 +519,21 @@ export function runTimeAllocationAllowed(release: string): boolean {
   const version = parseKernelRelease(release);
   return version !== null && atLeast(version, { major: 6, minor: 1 });
 }
+
+/**
+ * Whether tracing programs may keep state in socket-local storage on this kernel
+ * (bpf_sk_storage_get from a tp_btf program: Linux 5.11). `release` as for runTimeAllocationAllowed.
+ */
+export function socketStorageFromTracing(release: string): boolean {
+  const version = parseKernelRelease(release);
+  return version !== null && atLeast(version, { major: 5, minor: 11 });
+}
+
+/** A u64 counter as a number (exact below 2^53). */
+function u64(view: DataView, at: number): number {
+  return Number(view.getBigUint64(at, HOST_LE));
+}
+const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 function ownStatus(): string {
   try {

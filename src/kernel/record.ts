@@ -3,7 +3,7 @@
 // RECORD_FIELDS is checked against the object's BTF by a separate layout test.
 //
 // This runs once per event: RecordView reads straight from the DataView and allocates nothing
-// (address texts are cached, src/address.ts; times are two small objects).
+// (address texts are cached, src/address.ts; times are written into two objects of the view).
 
 import { AddressTexts, isV4Mapped } from "../address.ts";
 import { monotonicFromHalves, type Timespec } from "./clock.ts";
@@ -116,9 +116,9 @@ const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 const TWO_32 = 4294967296;
 
-// The CLOCK_MONOTONIC time in the u64 at `at`, exactly.
-function monotonicAt(view: DataView, at: number): Timespec {
-  return monotonicFromHalves(view.getUint32(at + (LE ? 4 : 0), LE), view.getUint32(at + (LE ? 0 : 4), LE));
+// The CLOCK_MONOTONIC time in the u64 at `at`, exactly, written into `into`.
+function monotonicAt(view: DataView, at: number, into: Timespec): Timespec {
+  return monotonicFromHalves(view.getUint32(at + (LE ? 4 : 0), LE), view.getUint32(at + (LE ? 0 : 4), LE), into);
 }
 
 // A u64 counter as a number, without BigInt: hi * 2^32 + lo is a single correctly rounded
@@ -158,10 +158,13 @@ const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
  * one RecordView, moved from record to record by select(), instead of decoding each into a new
  * ConnEvent: no object and no BigInt per record. select() checks the record and decodes what
  * every line needs (family, addresses, direction, state, flags); the getters read the other
- * fields when asked. The fields are ConnEvent's, with the same meaning.
+ * fields when asked. The fields are ConnEvent's, with the same meaning; `start` and `report` are
+ * two objects of the view, written again at each read (keep a copy, not them).
  */
 export class RecordView implements ConnEvent {
   readonly #texts = new AddressTexts();
+  readonly #start: Timespec = { sec: 0, nsec: 0 };
+  readonly #report: Timespec = { sec: 0, nsec: 0 };
   #view: DataView = EMPTY_VIEW;
   #at = 0;
   family: 4 | 6 = 4;
@@ -224,10 +227,14 @@ export class RecordView implements ConnEvent {
   get start(): Timespec | null {
     const at = this.#at + START_NS;
     const unknown = (this.#view.getUint32(at, LE) === 0 && this.#view.getUint32(at + 4, LE) === 0) || this.flags & RECORD_START_UNKNOWN;
-    return unknown ? null : monotonicAt(this.#view, at);
+    return unknown ? null : monotonicAt(this.#view, at, this.#start);
   }
   get report(): Timespec {
-    return monotonicAt(this.#view, this.#at + REPORT_NS);
+    return monotonicAt(this.#view, this.#at + REPORT_NS, this.#report);
+  }
+  /** The report time as one nanosecond number (rounded above 2^53 ns, as toNs): for ordering and timers. */
+  get reportNs(): number {
+    return u64(this.#view, this.#at + REPORT_NS);
   }
   get sentBytes(): number {
     return u64(this.#view, this.#at + SENT_BYTES);

@@ -180,7 +180,7 @@ describe.skipIf(!ready)("capture: JSON lines", () => {
 });
 
 interface BpfObjects {
-  /** programs named handle_set_state (bpftool may cut names at 15 characters) */
+  /** programs named handle_set_state or handle_set_state_sk (bpftool may cut names at 15 characters) */
   progs: Set<number>;
   allProgs: Set<number>;
   links: Set<number>;
@@ -195,7 +195,7 @@ function bpfObjects(): BpfObjects {
     allProgs: new Set(progs.map((p) => p.id)),
     progs: new Set(
       progs
-        .filter((p) => p.name !== undefined && p.name.length >= 15 && "handle_set_state".startsWith(p.name))
+        .filter((p) => p.name?.startsWith("handle_set_stat"))
         .map((p) => p.id),
     ),
     links: new Set(list("link").map((l) => l.id)),
@@ -310,8 +310,8 @@ describe.skipIf(!ready)("capture: lifecycle", () => {
     await waitUntilCapturing(agent, a, b);
     const during = bpfObjects();
     const held = bpfObjectsHeldBy(agent.pid);
-    // Everything the agent holds is ours (handle_set_state and any other program, e.g. an
-    // iterator); cross-check that its handle_set_state is one that appeared since it started.
+    // Everything the agent holds is ours (handle_set_state(_sk) and any other program, e.g. an
+    // iterator); cross-check that its tracepoint program is one that appeared since it started.
     const mainProgs = held.progs.filter((id) => during.progs.has(id));
     expect(mainProgs.length).toBeGreaterThan(0);
     for (const id of mainProgs) expect(before.progs.has(id)).toBe(false);

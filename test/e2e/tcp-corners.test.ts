@@ -95,7 +95,8 @@ describe.skipIf(!ready)("TCP corners", () => {
     [client, server] = [node.pod("client"), node.pod("server")];
     // Fast Open for clients and servers, with no cookie asked for or needed.
     client.run(["sysctl", "-qw", "net.ipv4.tcp_fastopen=0x207"]);
-    agent = await startAdminAgent({ output: "json", args: ["--connection-metrics", "--report-interval", "0.5"] });
+    // The hash map (the default): these tests rewrite the state the kernel keeps, which bpftool reaches there.
+    agent = await startAdminAgent({ output: "json", args: ["--connection-metrics", "--report-interval", "0.5", "--connection-state", "hash-map"] });
     await waitUntilCapturing(agent.agent, client, server);
     mapId = agentMapId(agent.agent.proc.pid, "connections");
   }, 60_000);

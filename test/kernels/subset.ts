@@ -6,7 +6,8 @@
  * tests this file takes in: Fast Open, a socket connected to itself, the map states a skipped probe
  * leaves); the backend of a ClusterIP from the kernel's connection tracking
  * (test/e2e/clusterip-conntrack.test.ts, taken in too: the hook must attach where there are
- * kprobes, as on every kernel of the matrix); and, last, that the kernel neither got tainted nor
+ * kprobes, as on every kernel of the matrix); a full ring buffer drained exactly
+ * (test/e2e/ring-buffer.test.ts); and, last, that the kernel neither got tainted nor
  * logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
@@ -22,7 +23,9 @@ import { checkExchange, checkPeriodic, checkRefused, CLOSE, ESTABLISHED, idleCon
 import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
-// Registers the corners' and the ClusterIP backends' tests here, before the taint check below.
+import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
+// Registers the corners', the full ring's and the ClusterIP backends' tests here, before the taint check below.
+import "../e2e/ring-buffer.test.ts";
 import "../e2e/tcp-corners.test.ts";
 import "../e2e/clusterip-conntrack.test.ts";
 
@@ -75,7 +78,12 @@ describe.skipIf(!ready)(`Linux ${release()}`, () => {
       for (let i = 0; i < 200 && a.run(["ss", "-Htn", "state", "established"]).stdout.trim() === ""; i++) await Bun.sleep(50);
       await Bun.sleep(500);
       agentStartedMs = Date.now();
-      agent = startAgent({ output: "text", args: ["--connection-metrics", "--report-interval", String(REPORT_INTERVAL_MS / 1000)] });
+      // Socket storage where the kernel has it (the default is the hash map, which the TCP
+      // corners below use): both ways run on every kernel of the matrix.
+      agent = startAgent({
+        output: "text",
+        args: ["--connection-metrics", "--report-interval", String(REPORT_INTERVAL_MS / 1000), "--connection-state", "socket-storage"],
+      });
       await waitUntilCapturing(agent, a, b, 60_000);
       capturingBeforeItClosed = !closed;
     }, 90_000);
@@ -83,6 +91,14 @@ describe.skipIf(!ready)(`Linux ${release()}`, () => {
     afterAll(async () => {
       await agent?.[Symbol.asyncDispose]();
       await node?.[Symbol.asyncDispose]();
+    });
+
+    test("--connection-state socket-storage: kept with each socket from 5.11 on, in the hash map before", () => {
+      const capturing = agent.stderrLines.find((l) => l.includes("capturing TCP connections")) ?? "";
+      const withSocket = socketStorageFromTracing(release());
+      expect(capturing.includes("connection state kept with each socket")).toBe(withSocket);
+      expect(capturing.includes("open connections tracked")).toBe(!withSocket);
+      expect(agent.stderrLines.filter((l) => l.includes("refused to walk socket storage"))).toEqual([]);
     });
 
     for (const family of [4, 6] as const) {

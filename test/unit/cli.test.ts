@@ -96,16 +96,16 @@ describe("good values become RunOptions", () => {
   test("defaults", () => {
     expect(parseCommandLine([])).toEqual<Invocation>({
       command: "run",
-      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144, ...control },
+      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144, connectionState: "hash-map", ...control },
     });
     expect(parseCommandLine(["run"])).toEqual(parseCommandLine([]));
   });
 
   test("every flag, with and without the run command", () => {
-    const args = ["--output", "json", "--duration=1.5", "--ring-buffer-size", "32M", "--max-connections", "1048576"];
+    const args = ["--output", "json", "--duration=1.5", "--ring-buffer-size", "32M", "--max-connections", "1048576", "--connection-state", "socket-storage"];
     const expected: Invocation = {
       command: "run",
-      options: { output: "json", duration: 1.5, ringBufferSize: 32 * 1024 * 1024, maxConnections: 1_048_576, ...control },
+      options: { output: "json", duration: 1.5, ringBufferSize: 32 * 1024 * 1024, maxConnections: 1_048_576, connectionState: "socket-storage", ...control },
     };
     expect(parseCommandLine(args)).toEqual(expected);
     expect(parseCommandLine(["run", ...args])).toEqual(expected);

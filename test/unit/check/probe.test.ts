@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { loadedProbeLine } from "../../../src/check/probe.ts";
-import { runTimeAllocationAllowed } from "../../../src/kernel/probe.ts";
+import { runTimeAllocationAllowed, socketStorageFromTracing } from "../../../src/kernel/probe.ts";
 
 const clean = { libbpfVersion: "1.1", preallocated: false, taintBefore: 0, taintAfter: 0, panicOnWarn: false };
 
@@ -48,5 +48,19 @@ describe("maps allocated at run time in a raw_tp program", () => {
     ["not a version", false],
   ])("%s: %p", (release, allowed) => {
     expect(runTimeAllocationAllowed(release)).toBe(allowed);
+  });
+});
+
+describe("connection state kept with each socket (socket storage from a tracing program)", () => {
+  test.each([
+    ["5.10.0-35-amd64", false],
+    ["5.10.262", false],
+    ["5.11.0", true],
+    ["5.15.0-1-generic", true],
+    ["6.1.0-41-amd64", true],
+    ["6.18.44-fc-v769", true],
+    ["not a version", false],
+  ])("%s: %p", (release, allowed) => {
+    expect(socketStorageFromTracing(release)).toBe(allowed);
   });
 });
