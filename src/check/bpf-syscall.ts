@@ -11,6 +11,7 @@ const BPF_MAP_CREATE = 0;
 /** No kernel has a command this high: the call gets as far as the dispatcher and no further. */
 const BPF_NO_SUCH_COMMAND = 0x7fff;
 const BPF_MAP_TYPE_ARRAY = 2;
+const RLIMIT_MEMLOCK = 8;
 const CHILD_TIMEOUT_MS = 10_000;
 
 function childScript(nr: number): string {
@@ -20,7 +21,12 @@ const c = dlopen("libc.so.6", {
   syscall: { args: ["i64", "i64", "ptr", "u32"], returns: "i64" },
   __errno_location: { args: [], returns: "ptr" },
   close: { args: ["i32"], returns: "i32" },
+  setrlimit: { args: ["i32", "ptr"], returns: "i32" },
 }).symbols;
+// As libbpf does before creating maps: before 5.11 they are charged to RLIMIT_MEMLOCK, which a
+// running agent's maps (same user) may have used up. Without CAP_SYS_RESOURCE this fails, and the
+// capabilities line says so.
+c.setrlimit(${RLIMIT_MEMLOCK}, new BigUint64Array([0xffffffffffffffffn, 0xffffffffffffffffn]));
 const errno = () => read.i32(c.__errno_location(), 0);
 const invalid = Number(c.syscall(${nr}, ${BPF_NO_SUCH_COMMAND}, null, 0)) < 0 ? errno() : 0;
 // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries; the rest zero.
