@@ -155,6 +155,8 @@ describe.skipIf(!ready)("ClusterIP backends from the kernel's connection trackin
   test("check with the API server: the conntrack line", async () => {
     const result = await check(["--no-kubelet", "--kubeconfig", api.kubeconfig]);
     const line = result.lines.find((l) => l.includes(" conntrack: "));
+    // the probe's line too, which decides whether the hook is tried (and says why it failed)
+    expect(result.lines.find((l) => l.includes(" probe: "))).toStartWith("✔ probe: the hooks load and attach");
     if (named) {
       const kind = KPROBES ? "kprobe" : "fentry";
       expect(line).toBe(`✔ conntrack: a ${kind} on __nf_conntrack_hash_insert loads and attaches; detached again: ClusterIP lines name the backend the NAT chose, wherever it runs`);
