@@ -122,3 +122,17 @@ export function statusFailure(response: Response, said: string, { expires = fals
   const kind = status === 401 ? "unauthorized" : status === 403 ? "forbidden" : status === 410 && expires ? "expired" : "http";
   return { kind, detail: said === "" ? code : `${code}: ${said}` };
 }
+
+/** Waits `ms`, or less when `signal` aborts (a source being stopped); never rejects. */
+export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done);
+  });
+}

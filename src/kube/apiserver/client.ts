@@ -29,6 +29,9 @@ export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; co
 const MAX_PAGE_BYTES = 256 << 20;
 export const LIST_TIMEOUT_MS = 60_000;
 
+/** A JSON answer, or why there is none. */
+type JsonAnswer = { ok: true; json: unknown } | { ok: false; failure: Failure };
+
 export class ApiClient {
   readonly config: ApiServerConfig;
   readonly #tokenFile: CredentialFile | null;
@@ -62,22 +65,10 @@ export class ApiClient {
   }
 
   /** `GET <path>` (a query included) of one object, as JSON. */
-  async getJson(path: string, timeoutMs = 10_000): Promise<{ ok: true; json: unknown } | { ok: false; failure: Failure }> {
-    const request = this.#init(AbortSignal.timeout(timeoutMs));
-    if (!request.ok) return request;
-    try {
-      const response = await fetch(`${this.config.server}${path}`, request.init);
-      if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
-      const text = await response.text();
-      try {
-        return { ok: true, json: JSON.parse(text) };
-      } catch (error) {
-        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
-      }
-    } catch (error) {
-      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
-    }
+  getJson(path: string, timeoutMs = 10_000): Promise<JsonAnswer> {
+    return this.#json(path, null, timeoutMs);
   }
+
 
   /** A non-200 answer → failure, with the message of the Status object the body holds. */
   async #statusFailure(response: Response): Promise<Failure> {
@@ -178,18 +169,23 @@ export class ApiClient {
   }
 
   /** `POST <path>` of a JSON body; the answer's JSON when the status is 200 or 201 (the feed's TokenReviews). */
-  async postJson(path: string, body: unknown, timeoutMs = 10_000): Promise<{ ok: true; json: unknown } | { ok: false; failure: Failure }> {
+  postJson(path: string, body: unknown, timeoutMs = 10_000): Promise<JsonAnswer> {
+    return this.#json(path, { body }, timeoutMs);
+  }
+
+  /** GET (`post` null) or POST of JSON; the answer's JSON on 200 (or 201 to a POST). */
+  async #json(path: string, post: { body: unknown } | null, timeoutMs: number): Promise<JsonAnswer> {
     const request = this.#init(AbortSignal.timeout(timeoutMs));
     if (!request.ok) return request;
     const init = request.init as RequestInit & { headers: Record<string, string> };
     try {
-      const response = await fetch(`${this.config.server}${path}`, {
-        ...init,
-        method: "POST",
-        headers: { ...init.headers, "content-type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      if (response.status !== 200 && response.status !== 201) return { ok: false, failure: await this.#statusFailure(response) };
+      const response = await fetch(
+        `${this.config.server}${path}`,
+        post === null
+          ? init
+          : { ...init, method: "POST", headers: { ...init.headers, "content-type": "application/json" }, body: JSON.stringify(post.body) },
+      );
+      if (response.status !== 200 && !(post !== null && response.status === 201)) return { ok: false, failure: await this.#statusFailure(response) };
       const text = await response.text();
       try {
         return { ok: true, json: JSON.parse(text) };
@@ -200,4 +196,5 @@ export class ApiClient {
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
+
 }

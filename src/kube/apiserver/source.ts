@@ -16,7 +16,7 @@ import * as v from "valibot";
 import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
 import { apiFailureMessage, apiNoun, type ApiFailureState, FailureState } from "../failures.ts";
-import type { Failure } from "../http.ts";
+import { type Failure, sleepUnlessAborted } from "../http.ts";
 import { type Pod, PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
 import { ClusterIndex, objectKey } from "./cluster-index.ts";
@@ -130,18 +130,9 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
   }
 
   #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.#abort.signal;
-      if (signal.aborted) return resolve();
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      }
-      signal.addEventListener("abort", done);
-    });
+    return sleepUnlessAborted(ms, this.#abort.signal);
   }
+
 
   async #run(resource: Resource): Promise<void> {
     let rv: string | null = null;

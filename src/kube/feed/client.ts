@@ -17,7 +17,7 @@ import type { ApiSource } from "../apiserver/source.ts";
 import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
 import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, SERVICE_ACCOUNT_TOKEN, statusFailure } from "../http.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, statusFailure } from "../http.ts";
 import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
@@ -101,7 +101,7 @@ export class FeedSource {
           fallback.start();
         }
       }
-      await sleep(backoffMs * (0.8 + 0.4 * Math.random()), this.#abort.signal);
+      await sleepUnlessAborted(backoffMs * (0.8 + 0.4 * Math.random()), this.#abort.signal);
       backoffMs = Math.min(this.#o.maxBackoffMs, backoffMs * 2);
     }
   }
@@ -278,19 +278,6 @@ class Session {
       }
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done);
-  });
 }
 
 /** The feed source a run asks for (--feed), not started; null without it. Its fallback is the run's API source. */
