@@ -8,6 +8,7 @@
 // Wall time stays as integer seconds plus integer nanoseconds all the way: a single float of
 // ~1.7e18 ns would round to 256 ns steps.
 
+import { HOST_LE } from "./host.ts";
 import { libc } from "./libc.ts";
 
 /** Seconds since the Unix epoch and integer nanoseconds 0..999999999. */
@@ -149,9 +150,8 @@ export function createClock(): Clock {
   // struct timespec { i64 tv_sec; i64 tv_nsec; }, read as u32 halves to stay off BigInt.
   const buffer = new Uint32Array(4);
   const view = new DataView(buffer.buffer);
-  const le = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
-  const lo = le ? 0 : 4;
-  const hi = le ? 4 : 0;
+  const lo = HOST_LE ? 0 : 4;
+  const hi = HOST_LE ? 4 : 0;
 
   function read(clockId: number): void {
     if (clockGettime(clockId, buffer) !== 0) {
@@ -159,10 +159,10 @@ export function createClock(): Clock {
     }
   }
   function seconds(): number {
-    return view.getInt32(hi, le) * 4294967296 + view.getUint32(lo, le);
+    return view.getInt32(hi, HOST_LE) * 4294967296 + view.getUint32(lo, HOST_LE);
   }
   function nanoseconds(): number {
-    return view.getUint32(8 + lo, le); // always 0..999999999
+    return view.getUint32(8 + lo, HOST_LE); // always 0..999999999
   }
 
   function nowMonotonicNs(): number {

@@ -4,10 +4,11 @@
 // module loaded after the agent starts, and a node where the hook cannot run keeps its access log.
 import { existsSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
-import { ptr, type Pointer } from "bun:ffi";
+import type { Pointer } from "bun:ffi";
 import objectPath from "../../bpf/conntrack.bpf.o" with { type: "file" };
 import { ipBytes, ipv4Text, ipv6Text } from "../address.ts";
-import { BPF_OBJECT_OPEN_OPTS, LibbpfError, type Libbpf, openLibbpf, OptionStruct } from "./libbpf.ts";
+import { HOST_LE } from "./host.ts";
+import { BpfObject, LibbpfError, type Libbpf, openLibbpf } from "./libbpf.ts";
 import { AF_INET, AF_INET6 } from "./record.ts";
 
 /** Mirrors of struct nat_key, struct nat_backend and struct nat_counters in bpf/conntrack.h. */
@@ -60,7 +61,6 @@ export class ConntrackHookError extends Error {
 }
 
 const { EACCES, ENOENT, EPERM, ESRCH } = constants.errno;
-const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 const VERIFIER_LOG_BYTES = 256 * 1024;
 
 /** Where a translated connection went: the backend's address and port, and when conntrack confirmed it. */
@@ -73,12 +73,10 @@ export interface NatBackend {
 
 export class ConntrackHook {
   #bpf: Libbpf;
-  #object: Pointer | null = null;
+  #object: BpfObject | null = null;
   #link: Pointer | null = null;
   #mapFd = -1;
   #countersFd = -1;
-  #keepAlive: unknown[] = [];
-  #log: Uint8Array | null = null;
   readonly #key = new Uint8Array(NAT_KEY_SIZE);
   readonly #keyView = new DataView(this.#key.buffer);
   readonly #value = new Uint8Array(NAT_BACKEND_SIZE);
@@ -106,7 +104,7 @@ export class ConntrackHook {
       await hook.#load();
       return hook;
     } catch (error) {
-      const log = hook.#verifierLog();
+      const log = hook.#object?.verifierLog() ?? "";
       hook.close();
       const { message, fix } = diagnose(error, hook.kind, log);
       throw new ConntrackHookError(message, fix);
@@ -114,35 +112,16 @@ export class ConntrackHook {
   }
 
   async #load(): Promise<void> {
-    const { lib, pointer, status, cString } = this.#bpf;
+    const { lib, pointer, status } = this.#bpf;
     lib.libbpf_set_print(null); // failures are reported by diagnose()
-    const objectBytes = await Bun.file(objectPath).bytes();
-    const name = cString("kmesh_conntrack");
-    const log = (this.#log = new Uint8Array(VERIFIER_LOG_BYTES));
-    const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
-      .set("object_name", ptr(name))
-      .set("kernel_log_buf", ptr(log))
-      .set("kernel_log_size", log.byteLength)
-      .set("kernel_log_level", 0);
-    this.#keepAlive.push(objectBytes, name, log, opts.bytes);
-    this.#object = pointer("open the conntrack object", lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts.bytes));
+    const object = (this.#object = new BpfObject(this.#bpf, await Bun.file(objectPath).bytes(), "kmesh_conntrack", VERIFIER_LOG_BYTES, "open the conntrack object"));
     const used = `conntrack_insert_${this.kind}`;
     const unused = this.kind === "kprobe" ? "conntrack_insert_fentry" : "conntrack_insert_kprobe";
-    status(`leave ${unused} out`, lib.bpf_program__set_autoload(this.#program(unused), false));
-    status("load the conntrack hook", lib.bpf_object__load(this.#object));
-    this.#link = pointer(`attach a ${this.kind} to ${CONNTRACK_FUNCTION}`, lib.bpf_program__attach(this.#program(used)));
-    this.#mapFd = status("find the NAT translations map", lib.bpf_map__fd(this.#map("nat_backends")));
-    this.#countersFd = status("find the conntrack counters", lib.bpf_map__fd(this.#map(".bss")));
-  }
-
-  #program(name: string): Pointer {
-    const { lib, pointer, cString } = this.#bpf;
-    return pointer(`find program ${name}`, lib.bpf_object__find_program_by_name(this.#object, cString(name)));
-  }
-
-  #map(name: string): Pointer {
-    const { lib, pointer, cString } = this.#bpf;
-    return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
+    status(`leave ${unused} out`, lib.bpf_program__set_autoload(object.program(unused), false));
+    status("load the conntrack hook", lib.bpf_object__load(object.pointer));
+    this.#link = pointer(`attach a ${this.kind} to ${CONNTRACK_FUNCTION}`, lib.bpf_program__attach(object.program(used)));
+    this.#mapFd = status("find the NAT translations map", lib.bpf_map__fd(object.map("nat_backends")));
+    this.#countersFd = status("find the conntrack counters", lib.bpf_map__fd(object.map(".bss")));
   }
 
   /**
@@ -160,17 +139,17 @@ export class ConntrackHook {
     key.fill(0);
     key.set(srcBytes, NAT_KEY_FIELDS.saddr.offset);
     key.set(dstBytes, NAT_KEY_FIELDS.daddr.offset);
-    view.setUint16(NAT_KEY_FIELDS.sport.offset, srcPort, LE);
-    view.setUint16(NAT_KEY_FIELDS.dport.offset, dstPort, LE);
-    view.setUint16(NAT_KEY_FIELDS.family.offset, family === 4 ? AF_INET : AF_INET6, LE);
+    view.setUint16(NAT_KEY_FIELDS.sport.offset, srcPort, HOST_LE);
+    view.setUint16(NAT_KEY_FIELDS.dport.offset, dstPort, HOST_LE);
+    view.setUint16(NAT_KEY_FIELDS.family.offset, family === 4 ? AF_INET : AF_INET6, HOST_LE);
     if (this.#bpf.lib.bpf_map_lookup_elem(this.#mapFd, key, this.#value) !== 0) return undefined;
     const value = this.#valueView;
     const at = NAT_BACKEND_FIELDS.addr.offset;
     const addr = family === 4 ? ipv4Text(value, at) : ipv6Text(value, at);
     return {
       addr,
-      port: value.getUint16(NAT_BACKEND_FIELDS.port.offset, LE),
-      insertedNs: Number(value.getBigUint64(NAT_BACKEND_FIELDS.inserted_ns.offset, LE)),
+      port: value.getUint16(NAT_BACKEND_FIELDS.port.offset, HOST_LE),
+      insertedNs: Number(value.getBigUint64(NAT_BACKEND_FIELDS.inserted_ns.offset, HOST_LE)),
     };
   }
 
@@ -178,27 +157,17 @@ export class ConntrackHook {
   translations(): number {
     const { lib } = this.#bpf;
     if (this.#countersFd < 0 || lib.bpf_map_lookup_elem(this.#countersFd, this.#zeroKey, this.#counters) !== 0) return 0;
-    return Number(new DataView(this.#counters.buffer).getBigUint64(NAT_COUNTERS_FIELDS.translations.offset, LE));
+    return Number(new DataView(this.#counters.buffer).getBigUint64(NAT_COUNTERS_FIELDS.translations.offset, HOST_LE));
   }
 
   /** Detaches and frees everything; safe to call twice. */
   close(): void {
-    const { lib } = this.#bpf;
-    if (this.#link !== null) lib.bpf_link__destroy(this.#link);
+    if (this.#link !== null) this.#bpf.lib.bpf_link__destroy(this.#link);
     this.#link = null;
-    if (this.#object !== null) lib.bpf_object__close(this.#object);
+    this.#object?.close();
     this.#object = null;
     this.#mapFd = -1;
     this.#countersFd = -1;
-    this.#keepAlive = [];
-    this.#log = null;
-  }
-
-  #verifierLog(): string {
-    const log = this.#log;
-    if (log === null) return "";
-    const end = log.indexOf(0);
-    return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
   }
 }
 

@@ -1,6 +1,9 @@
-// What the probe needs of this host, as the kernel names it: its release, its BTF, and the
+// What the probe needs of this host, as the kernel names it: its byte order, its release, its BTF, and the
 // capabilities loading the probe takes (linux/capability.h), read from a process's status
 // (/proc/<pid>/status). The probe diagnoses a failed load with these; `check` reports them.
+
+/** Whether this host is little-endian: the kernel's structs and maps are in its byte order. */
+export const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** The running kernel's BTF, which CO-RE relocations need. */
 export const BTF_PATH = "/sys/kernel/btf/vmlinux";

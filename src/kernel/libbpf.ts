@@ -3,8 +3,8 @@
 // headers by test/kernel/libbpf-layout.test.ts). Integer results that are -errno become
 // LibbpfError with the strerror text, NULL pointers become LibbpfError with errno read at once.
 // Only APIs present in libbpf 1.1 are used.
-import { dlopen, type Pointer } from "bun:ffi";
-import { atLeast } from "./host.ts";
+import { dlopen, ptr, type Pointer } from "bun:ffi";
+import { atLeast, HOST_LE } from "./host.ts";
 import { errno, libc } from "./libc.ts";
 
 const LIBBPF_SYMBOLS = {
@@ -118,7 +118,6 @@ export class OptionStruct<L extends StructLayout> {
   }
 }
 
-const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 export class LibbpfError extends Error {
   constructor(
@@ -282,4 +281,62 @@ export function bindLibbpf(path = "libbpf.so.1") {
       return Buffer.from(`${text}\0`, "utf8");
     },
   };
+}
+
+/**
+ * A BPF object opened from memory (an embedded .o), with a buffer for the verifier's log: the
+ * probe's and the conntrack hook's. libbpf keeps pointers into the bytes given, so they live as
+ * long as the object; close() frees it.
+ */
+export class BpfObject {
+  readonly #bpf: Libbpf;
+  #object: Pointer | null;
+  #log: Uint8Array | null;
+  #keepAlive: unknown[];
+
+  /** Opens `bytes` (libbpf checks the ELF and BTF); throws LibbpfError at `step`. */
+  constructor(bpf: Libbpf, bytes: Uint8Array, name: string, logBytes: number, step: string) {
+    const cName = bpf.cString(name);
+    const log = new Uint8Array(logBytes);
+    const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
+      .set("object_name", ptr(cName))
+      .set("kernel_log_buf", ptr(log))
+      .set("kernel_log_size", log.byteLength)
+      .set("kernel_log_level", 0); // 0: libbpf retries a failed load with the log on
+    this.#bpf = bpf;
+    this.#log = log;
+    this.#keepAlive = [bytes, cName, opts.bytes];
+    this.#object = bpf.pointer(step, bpf.lib.bpf_object__open_mem(bytes, bytes.byteLength, opts.bytes));
+  }
+
+  /** The struct bpf_object * (closed: NULL, which libbpf refuses). */
+  get pointer(): Pointer | null {
+    return this.#object;
+  }
+
+  program(name: string): Pointer {
+    const { lib, pointer, cString } = this.#bpf;
+    return pointer(`find program ${name}`, lib.bpf_object__find_program_by_name(this.#object, cString(name)));
+  }
+
+  map(name: string): Pointer {
+    const { lib, pointer, cString } = this.#bpf;
+    return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
+  }
+
+  /** What the verifier said at the last failed load ("" when nothing). */
+  verifierLog(): string {
+    const log = this.#log;
+    if (log === null) return "";
+    const end = log.indexOf(0);
+    return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
+  }
+
+  /** Frees the object (its programs, maps and any link still open to them); safe to call twice. */
+  close(): void {
+    if (this.#object !== null) this.#bpf.lib.bpf_object__close(this.#object);
+    this.#object = null;
+    this.#log = null;
+    this.#keepAlive = [];
+  }
 }

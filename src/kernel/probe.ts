@@ -10,15 +10,15 @@ import { ExitError } from "../errors.ts";
 import {
   BPF_ITER_ATTACH_OPTS,
   BPF_MAP_BATCH_OPTS,
-  BPF_OBJECT_OPEN_OPTS,
   BPF_TEST_RUN_OPTS,
+  BpfObject,
   LibbpfError,
   type Libbpf,
   type LibbpfOrigin,
   openLibbpf,
   OptionStruct,
 } from "./libbpf.ts";
-import { atLeast, BTF_PATH, effectiveCapabilities, mayLoadBpf, parseKernelRelease } from "./host.ts";
+import { atLeast, BTF_PATH, effectiveCapabilities, HOST_LE, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 import { mapRingBuffer, type MappedRingBuffer, type RecordHandler, RingBufferReader } from "./ring-buffer.ts";
@@ -108,9 +108,7 @@ const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: stri
 
 export class Probe {
   #bpf: Libbpf;
-  #keepAlive: unknown[] = []; // memory libbpf holds pointers to
-  #verifierLogBuffer: Uint8Array | null = null;
-  #object: Pointer | null = null;
+  #object: BpfObject | null = null;
   #links: Pointer[] = [];
   #reportProgramFd = -1;
   /** Periodic reports over socket storage: the iterator link of report_sk. */
@@ -175,7 +173,7 @@ export class Probe {
       await probe.#load(options);
       return probe;
     } catch (error) {
-      const verifierLog = probe.#verifierLog();
+      const verifierLog = probe.#object?.verifierLog() ?? "";
       probe.close();
       throw new ProbeLoadError(diagnose(error, verifierLog));
     }
@@ -200,20 +198,8 @@ export class Probe {
   }
 
   #loadAs(keeping: StateKeeping, objectBytes: Uint8Array, options: ProbeOptions): void {
-    const { lib, pointer, status, cString } = this.#bpf;
-    const name = cString("kmesh_accesslog");
-    const log = (this.#verifierLogBuffer = new Uint8Array(VERIFIER_LOG_BYTES));
-    const opts = new OptionStruct(BPF_OBJECT_OPEN_OPTS)
-      .set("object_name", ptr(name))
-      .set("kernel_log_buf", ptr(log))
-      .set("kernel_log_size", log.byteLength)
-      .set("kernel_log_level", 0); // 0: libbpf retries a failed load with the log on
-    this.#keepAlive.push(objectBytes, name, log, opts.bytes);
-
-    this.#object = pointer(
-      "open the BPF object",
-      lib.bpf_object__open_mem(objectBytes, objectBytes.byteLength, opts.bytes),
-    );
+    const { lib, pointer, status } = this.#bpf;
+    this.#object = new BpfObject(this.#bpf, objectBytes, "kmesh_accesslog", VERIFIER_LOG_BYTES, "open the BPF object");
     this.stateKeeping = keeping;
     for (const [way, programs] of Object.entries(PROGRAMS)) {
       for (const program of Object.values(programs)) {
@@ -232,7 +218,7 @@ export class Probe {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
     }
-    status("load the BPF object", lib.bpf_object__load(this.#object));
+    status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
     const programs = PROGRAMS[keeping];
     // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
     if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
@@ -324,13 +310,11 @@ export class Probe {
   }
 
   #program(name: string): Pointer {
-    const { lib, pointer, cString } = this.#bpf;
-    return pointer(`find program ${name}`, lib.bpf_object__find_program_by_name(this.#object, cString(name)));
+    return this.#object!.program(name);
   }
 
   #map(name: string): Pointer {
-    const { lib, pointer, cString } = this.#bpf;
-    return pointer(`find map ${name}`, lib.bpf_object__find_map_by_name(this.#object, cString(name)));
+    return this.#object!.map(name);
   }
 
   /**
@@ -493,17 +477,8 @@ export class Probe {
       this.#countersMapping = null;
       this.#countersValue = new DataView(this.#countersBytes.buffer);
     }
-    if (this.#object !== null) lib.bpf_object__close(this.#object);
+    this.#object?.close();
     this.#object = null;
-    this.#keepAlive = [];
-    this.#verifierLogBuffer = null;
-  }
-
-  #verifierLog(): string {
-    const log = this.#verifierLogBuffer;
-    if (log === null) return "";
-    const end = log.indexOf(0);
-    return new TextDecoder().decode(log.subarray(0, end < 0 ? undefined : end)).trim();
   }
 }
 
@@ -533,7 +508,6 @@ export function socketStorageFromTracing(release: string): boolean {
 function u64(view: DataView, at: number): number {
   return Number(view.getBigUint64(at, HOST_LE));
 }
-const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 function ownStatus(): string {
   try {

@@ -7,6 +7,7 @@
 
 import { AddressTexts, isV4Mapped } from "../address.ts";
 import { monotonicFromHalves, type Timespec } from "./clock.ts";
+import { HOST_LE } from "./host.ts";
 
 /** Size of `struct conn_record` in bytes. */
 export const RECORD_SIZE = 112;
@@ -112,21 +113,20 @@ export class RecordError extends Error {
 }
 
 // The kernel writes the record in host byte order; the addresses are in network byte order.
-const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 const TWO_32 = 4294967296;
 
 // The CLOCK_MONOTONIC time in the u64 at `at`, exactly, written into `into`.
 function monotonicAt(view: DataView, at: number, into: Timespec): Timespec {
-  return monotonicFromHalves(view.getUint32(at + (LE ? 4 : 0), LE), view.getUint32(at + (LE ? 0 : 4), LE), into);
+  return monotonicFromHalves(view.getUint32(at + (HOST_LE ? 4 : 0), HOST_LE), view.getUint32(at + (HOST_LE ? 0 : 4), HOST_LE), into);
 }
 
 // A u64 counter as a number, without BigInt: hi * 2^32 + lo is a single correctly rounded
 // addition, so the result equals Number(u64): exact below 2^53 (8 PiB for a byte count). Times
 // are not read this way (monotonicAt).
 function u64(view: DataView, at: number): number {
-  const lo = view.getUint32(at + (LE ? 0 : 4), LE);
-  const hi = view.getUint32(at + (LE ? 4 : 0), LE);
+  const lo = view.getUint32(at + (HOST_LE ? 0 : 4), HOST_LE);
+  const hi = view.getUint32(at + (HOST_LE ? 4 : 0), HOST_LE);
   return hi * TWO_32 + lo;
 }
 
@@ -186,7 +186,7 @@ export class RecordView implements ConnEvent {
     if (!(offset >= 0) || offset + RECORD_SIZE > view.byteLength) {
       throw new RecordError("short", `record at offset ${offset} runs past the end of its ${view.byteLength}-byte buffer`);
     }
-    const rawFamily = view.getUint16(offset + FAMILY, LE);
+    const rawFamily = view.getUint16(offset + FAMILY, HOST_LE);
     const rawDirection = view.getUint8(offset + DIRECTION);
     const state = view.getUint8(offset + STATE);
 
@@ -218,7 +218,7 @@ export class RecordView implements ConnEvent {
       throw new RecordError("family", `unknown address family ${rawFamily}`);
     }
     this.state = state;
-    this.flags = view.getUint32(offset + FLAGS, LE);
+    this.flags = view.getUint32(offset + FLAGS, HOST_LE);
     this.#view = view;
     this.#at = offset;
     return this;
@@ -226,7 +226,7 @@ export class RecordView implements ConnEvent {
 
   get start(): Timespec | null {
     const at = this.#at + START_NS;
-    const unknown = (this.#view.getUint32(at, LE) === 0 && this.#view.getUint32(at + 4, LE) === 0) || this.flags & RECORD_START_UNKNOWN;
+    const unknown = (this.#view.getUint32(at, HOST_LE) === 0 && this.#view.getUint32(at + 4, HOST_LE) === 0) || this.flags & RECORD_START_UNKNOWN;
     return unknown ? null : monotonicAt(this.#view, at, this.#start);
   }
   get report(): Timespec {
@@ -243,31 +243,31 @@ export class RecordView implements ConnEvent {
     return u64(this.#view, this.#at + RECEIVED_BYTES);
   }
   get sockId(): bigint {
-    return this.#view.getBigUint64(this.#at + SOCK_ID, LE);
+    return this.#view.getBigUint64(this.#at + SOCK_ID, HOST_LE);
   }
   get srcPort(): number {
-    return this.#view.getUint16(this.#at + SRC_PORT, LE);
+    return this.#view.getUint16(this.#at + SRC_PORT, HOST_LE);
   }
   get dstPort(): number {
-    return this.#view.getUint16(this.#at + DST_PORT, LE);
+    return this.#view.getUint16(this.#at + DST_PORT, HOST_LE);
   }
   get packetsLost(): number {
-    return this.#view.getUint32(this.#at + PACKETS_LOST, LE);
+    return this.#view.getUint32(this.#at + PACKETS_LOST, HOST_LE);
   }
   get retransmissions(): number {
-    return this.#view.getUint32(this.#at + RETRANSMISSIONS, LE);
+    return this.#view.getUint32(this.#at + RETRANSMISSIONS, HOST_LE);
   }
   get srttUs(): number {
-    return this.#view.getUint32(this.#at + SRTT_US, LE);
+    return this.#view.getUint32(this.#at + SRTT_US, HOST_LE);
   }
   get minRttUs(): number {
-    return this.#view.getUint32(this.#at + MIN_RTT_US, LE);
+    return this.#view.getUint32(this.#at + MIN_RTT_US, HOST_LE);
   }
   get netns(): number {
-    return this.#view.getUint32(this.#at + NETNS, LE);
+    return this.#view.getUint32(this.#at + NETNS, HOST_LE);
   }
   get error(): number {
-    return this.#view.getInt32(this.#at + ERROR, LE);
+    return this.#view.getInt32(this.#at + ERROR, HOST_LE);
   }
 }
 

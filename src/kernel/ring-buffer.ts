@@ -14,6 +14,7 @@
 // enough on x86-64, the architecture this agent is built for: loads are not reordered with other
 // loads, so the record is read after the length the kernel published last.
 import { type Pointer, toArrayBuffer } from "bun:ffi";
+import { HOST_LE } from "./host.ts";
 import { libc } from "./libc.ts";
 
 /** The record's header: a u32 length with these two flags in its top bits, and a u32 page offset. */
@@ -37,9 +38,8 @@ export interface RingBufferArea {
   readonly size: number;
 }
 
-const LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 /** Index of the low u32 word of a u64 in host order. */
-const LO = LE ? 0 : 1;
+const LO = HOST_LE ? 0 : 1;
 
 /**
  * Reads the records of a ring buffer in place. Positions are u64 counts of bytes that only grow;
