@@ -22,7 +22,7 @@ import { ClusterIndex } from "../../src/kube/apiserver/cluster-index.ts";
 import { serviceObject, sliceObject, startApiServer } from "../../test/e2e/api-server.ts";
 import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
 import { kubeletUnavailableReason } from "../../test/support/kubelet-server.ts";
-import { table } from "./common.ts";
+import { lineReader, table } from "./common.ts";
 
 // ── the API server, in a child process ──────────────────────────────────────
 // `--serve <pods>`: fill a local API server, print its kubeconfig path as one JSON line, then on
@@ -69,21 +69,7 @@ const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 async function measure(pods: number): Promise<string[]> {
   const child = Bun.spawn([process.execPath, import.meta.path, "--serve", String(pods)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const nextLine = async () => {
-    for (;;) {
-      const nl = buffered.indexOf("\n");
-      if (nl >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        return line;
-      }
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the API server child exited");
-      buffered += value;
-    }
-  };
+  const nextLine = lineReader(child.stdout, "the API server child exited");
   try {
     const { kubeconfig } = JSON.parse(await nextLine()) as { kubeconfig: string };
     const before = gcHeap();

@@ -51,3 +51,22 @@ export function ensureBinary(): string {
   }
   return binary;
 }
+
+/** Reads a child's stdout line by line: each call resolves with the next line; throws `ended` at its end. */
+export function lineReader(stdout: ReadableStream<Uint8Array<ArrayBuffer>>, ended: string): () => Promise<string> {
+  const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  return async () => {
+    for (;;) {
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error(ended);
+      buffered += value;
+    }
+  };
+}

@@ -39,7 +39,7 @@ import { createLogger } from "../../src/log.ts";
 import { serviceObject, sliceObject } from "../../test/e2e/api-server.ts";
 import { pod } from "../../test/support/kubelet-pods.ts";
 import { makeCertificates } from "../../test/support/kubelet-server.ts";
-import { ensureBinary, option, table } from "./common.ts";
+import { ensureBinary, lineReader, option, table } from "./common.ts";
 
 const AGENT_USER = "system:serviceaccount:kmesh-accesslog:kmesh-accesslog";
 type Kind = "services" | "endpointslices" | "pods";
@@ -216,21 +216,7 @@ interface StandIn {
 
 async function standIn(pods: number): Promise<StandIn> {
   const child = Bun.spawn([process.execPath, import.meta.path, "--serve", String(pods)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const nextLine = async () => {
-    for (;;) {
-      const nl = buffered.indexOf("\n");
-      if (nl >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        return line;
-      }
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the stand-in API server exited");
-      buffered += value;
-    }
-  };
+  const nextLine = lineReader(child.stdout, "the stand-in API server exited");
   const info = JSON.parse(await nextLine());
   return {
     ...info,

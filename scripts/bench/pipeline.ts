@@ -33,6 +33,7 @@ import { mkdtempSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapStats } from "bun:jsc";
+import { seededRandom } from "../../test/support/random.ts";
 import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
 import { ReportFilter } from "../../src/accesslog/filters.ts";
 import { filtersOf } from "../../src/options.ts";
@@ -87,17 +88,7 @@ function generate(path: string, records: number): string {
   const pods4 = ips.filter((ip) => !ip.includes(":"));
   const pods6 = ips.filter((ip) => ip.includes(":"));
 
-  let seed = 12345;
-  const next = () => {
-    seed ^= seed << 13;
-    seed >>>= 0;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    seed >>>= 0;
-    return seed / 2 ** 32;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(a: readonly T[]) => a[int(a.length)]!;
+  const { next, int, pick } = seededRandom(12345);
   const logUniform = (lo: number, hi: number) => Math.floor(lo * (hi / lo) ** next());
 
   const bytes = new Uint8Array(records * RECORD_SIZE);
