@@ -252,12 +252,106 @@ static __always_inline void fill_record(struct conn_record *rec, const struct so
 	rec->received_bytes = received;
 }
 
+/*
+ * The kernel's part of the run-time filters (accesslog.h): the agent writes
+ * the rules, the tracepoint follows them. No filter in the kernel costs one
+ * array lookup per connection start and close.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_use);
+} filter_use SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, struct filter_rules);
+} filter_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_drops);
+} filter_drops SEC(".maps");
+
+/* The rules in force, or NULL when the kernel filters nothing. */
+static __always_inline const struct filter_rules *rules_in_force(void)
+{
+	const struct filter_use *use;
+	__u32 zero = 0, slot;
+
+	use = bpf_map_lookup_elem(&filter_use, &zero);
+	if (!use || use->slot == 0)
+		return NULL;
+	slot = use->slot - 1;
+	return bpf_map_lookup_elem(&filter_rules, &slot);
+}
+
+/* Whether port (host byte order) is in a set of filter_rules. Port 0 (not
+ * chosen yet) is in none: the agent never sets its bit. */
+static __always_inline int port_in(const __u8 *set, __u16 port)
+{
+	return set[(port >> 3) & 8191] & (1 << (port & 7));
+}
+
+/* A connection's start (SYN_SENT for the side that connects, ESTABLISHED for
+ * the side that accepts): whether the rules drop it whatever happens to it
+ * later. Then no state is kept for it; its close is judged, and counted, by
+ * dropped_at_close like any other. Whether it will fail is not known yet, nor
+ * the local port of a connect() that did not bind one (local_port 0). */
+static __always_inline int dropped_at_start(__u8 direction, __u16 local_port, __u16 remote_port)
+{
+	const struct filter_rules *r = rules_in_force();
+
+	if (!r || !r->at_start)
+		return 0;
+	if (r->direction && r->direction != direction)
+		return 1;
+	if (port_in(r->drop_ports, local_port) || port_in(r->drop_ports, remote_port))
+		return 1;
+	return r->keep_ports_set && local_port && !port_in(r->keep_ports, local_port) &&
+	       !port_in(r->keep_ports, remote_port);
+}
+
+/* A connection's close, before its record: whether the rules drop it,
+ * counted under the first filter that does, in the agent's order. */
+static __always_inline int dropped_at_close(const struct conn_state *st, const struct sock_figures *f, int failed)
+{
+	const struct filter_rules *r = rules_in_force();
+	__u16 local_port, remote_port;
+	struct filter_drops *drops;
+	__u32 zero = 0, which;
+
+	if (!r)
+		return 0;
+	local_port = bpf_ntohs(f->local_port);
+	remote_port = bpf_ntohs(f->remote_port);
+	if (r->direction && r->direction != st->direction)
+		which = FILTER_DIRECTION;
+	else if (r->failed_only && !failed)
+		which = FILTER_FAILED_ONLY;
+	else if (r->keep_ports_set && !port_in(r->keep_ports, local_port) && !port_in(r->keep_ports, remote_port))
+		which = FILTER_PORT;
+	else if (port_in(r->drop_ports, local_port) || port_in(r->drop_ports, remote_port))
+		which = FILTER_EXCLUDE_PORT;
+	else
+		return 0;
+	drops = bpf_map_lookup_elem(&filter_drops, &zero);
+	if (drops) /* atomic: another program of ours may interrupt this one on the CPU */
+		__sync_fetch_and_add(&drops->by_filter[which & (FILTER_KINDS - 1)], 1);
+	return 1;
+}
+
 static __always_inline void emit(const struct sock *sk, const struct conn_state *st,
 				 const struct sock_figures *f, __u16 family, int oldstate, __u64 now)
 {
 	struct conn_record *rec;
 
-	if (!switches.emit_enabled)
+	if (!switches.emit_enabled || dropped_at_close(st, f, attempting(oldstate)))
 		return;
 	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 	if (!rec) {
@@ -400,6 +494,9 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	now = bpf_ktime_get_ns();
 
 	if (newstate == BPF_TCP_SYN_SENT) {
+		if (dropped_at_start(DIRECTION_OUTBOUND, sk->__sk_common.skc_num,
+				     bpf_ntohs(sk->__sk_common.skc_dport)))
+			return 0;
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_OUTBOUND;
@@ -442,6 +539,9 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 			st->local_port = figures.local_port; /* simultaneous open */
 			return 0;
 		}
+		if (dropped_at_start(DIRECTION_INBOUND, bpf_ntohs(figures.local_port),
+				     bpf_ntohs(figures.remote_port)))
+			return 0;
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_INBOUND;

@@ -70,4 +70,41 @@ struct report_batch {
 	struct conn_record records[REPORT_BATCH];
 };
 
+/*
+ * Run-time filters the kernel applies: the part of the agent's filters
+ * (src/accesslog/filters.ts) that a connection's direction, ports and whether
+ * it failed decide, written by the agent whenever its filters or switches
+ * change (src/kernel/kernel-filter.ts says when the kernel may decide). Two
+ * slots of struct filter_rules; filter_use names the one in force, so a
+ * change is written whole into the other slot before it is used.
+ */
+#define FILTER_SLOTS 2
+
+struct filter_use {
+	__u32 slot;		/* 0: no filter in the kernel; n: filter_rules[n - 1] */
+	__u32 reserved;
+};
+
+struct filter_rules {
+	__u8 direction;		/* DIRECTION_*: drop the other direction; 0: none */
+	__u8 failed_only;	/* drop connections that became established */
+	__u8 keep_ports_set;	/* drop connections with neither port in keep_ports */
+	__u8 at_start;		/* also decide at a connection's first state change (no state kept) */
+	__u32 reserved;
+	__u8 keep_ports[8192];	/* bit p & 7 of byte p >> 3: port p */
+	__u8 drop_ports[8192];	/* drop connections with either port here */
+};
+
+/* Connections dropped, by the first filter that dropped them (the agent's
+ * order): one per-CPU value. */
+#define FILTER_DIRECTION 0
+#define FILTER_FAILED_ONLY 1
+#define FILTER_PORT 2
+#define FILTER_EXCLUDE_PORT 3
+#define FILTER_KINDS 4
+
+struct filter_drops {
+	__u64 by_filter[FILTER_KINDS];
+};
+
 #endif

@@ -6,7 +6,7 @@
 // while records come, backing off while none do) and hands each named record to the non-blocking
 // sink (as a line) and to the TCP metrics, as the switches say.
 import { Enricher, NO_KUBELET } from "./accesslog/enrich.ts";
-import { filterLabel, FILTER_ORDER, ReportFilter } from "./accesslog/filters.ts";
+import { filterLabel, FILTER_ORDER, kernelRules, ReportFilter } from "./accesslog/filters.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { AccessRecordPool } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
@@ -16,7 +16,7 @@ import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
-import { Probe, type ProbeCounters } from "./kernel/probe.ts";
+import { KERNEL_FILTERS, type KernelFilterName, Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { ClusterIndex, ServiceRef } from "./kube/apiserver/cluster-index.ts";
@@ -101,8 +101,10 @@ export class Agent {
   #outputs: Outputs;
   /** Which reports are written (AgentControl applies the flags', then PUT /filters'). */
   #filter: ReportFilter;
-  /** Reports each filter dropped. */
+  /** Reports each filter dropped here (the kernel counts its own: filteredInKernel). */
   readonly filtered = Object.fromEntries(FILTER_ORDER.map((name) => [name, 0])) as Record<FilterName, number>;
+  /** Services are known (API server or feed): the kernel leaves the filters to this side (kernelRules). */
+  #servicesKnown = false;
 
   private constructor(
     clock: Clock,
@@ -205,6 +207,7 @@ export class Agent {
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
     agent.#api = api;
     agent.#feed = feed;
+    agent.#servicesKnown = api !== null || feed !== null;
     const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs);
     // Services are known (API server or feed): ClusterIP lines can be told apart.
     if ((api !== null || feed !== null) && enricher !== null) agent.#translateClusterIps(enricher, options.libbpf);
@@ -215,6 +218,7 @@ export class Agent {
       apply: (outputs) => agent.#apply(outputs),
       applyFilters: (filters) => {
         agent.#filter = new ReportFilter(filters);
+        agent.#applyKernelFilter();
       },
       reportOpenConnections: () => agent.#reportOpenConnections(),
       countOpenConnections: () => probe.reportOpenConnections(() => undefined),
@@ -249,6 +253,18 @@ export class Agent {
     if (!outputs.tcpMetrics && this.#outputs.tcpMetrics) this.#metrics.clear();
     this.#metrics.setConnectionSeries(outputs.connectionSeries);
     this.#outputs = outputs;
+    this.#applyKernelFilter();
+  }
+
+  /** Hands the kernel the filters it may apply now (the filters or the switches changed). */
+  #applyKernelFilter(): void {
+    const { closeLines, tcpMetrics, periodicReports } = this.#outputs;
+    this.#probe.setFilterRules(kernelRules(this.#filter.filters, { closeLines, tcpMetrics, periodicReports, servicesKnown: this.#servicesKnown }));
+  }
+
+  /** Connections the kernel's filters dropped, by filter. */
+  filteredInKernel(): Record<KernelFilterName, number> {
+    return this.#probe.filterDrops();
   }
 
   /** One record, read where it lies (in the ring buffer, or in a periodic report's batch). */
@@ -549,9 +565,14 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
   counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
-  metric("lines_filtered_total", "counter", "Reports not written (to any sink) because a filter dropped them (--port, --namespace, ... or PUT /filters), by the first filter that did.", () =>
-    FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] })),
-  );
+  metric("lines_filtered_total", "counter", "Reports not written (to any sink) because a filter dropped them (--port, --namespace, ... or PUT /filters), by the first filter that did, here or in the kernel.", () => {
+    const inKernel: Partial<Record<FilterName, number>> = agent.filteredInKernel();
+    return FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] + (inKernel[name] ?? 0) }));
+  });
+  metric("lines_filtered_in_kernel_total", "counter", "Of lines_filtered_total: connections the kernel dropped itself (no record, no work here), by the first filter that did.", () => {
+    const inKernel = agent.filteredInKernel();
+    return KERNEL_FILTERS.map((name) => ({ labels: { filter: filterLabel(name) }, value: inKernel[name] }));
+  });
   counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
   counter("records_malformed_total", "Records skipped because their size or content was wrong.", (c) => c.recordsInvalid);
   counter("connections_untracked_total", "Connections the kernel could not track from their start (connections map full).", (c) => c.trackingFailed);

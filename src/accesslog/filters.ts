@@ -5,7 +5,13 @@
 // TCP metrics count every connection whatever the filters say (they are the node's counters).
 //
 // A dropped report is counted under the first filter, in FILTER_ORDER, that drops it.
+//
+// The kernel applies the first of them, those a connection's direction, ports and failure decide
+// (KERNEL_FILTERS in src/kernel/probe.ts, the same order), itself when it may (kernelRules): a
+// connection they drop is never a record.
 import { inNetwork, type Network, parseNetwork } from "../address.ts";
+import { DIRECTION_INBOUND, DIRECTION_OUTBOUND } from "../kernel/record.ts";
+import type { KernelRules } from "../kernel/probe.ts";
 import type { FilterName, Filters } from "../options.ts";
 import type { AccessRecord } from "./format.ts";
 
@@ -98,4 +104,39 @@ export class ReportFilter {
     for (const { name, test } of this.#tests) if (!test(r)) return name;
     return null;
   }
+}
+
+/** What decides whether the kernel may apply the filters (kernelRules). */
+export interface KernelFilterSituation {
+  /** Close records become lines (the switches): no lines, nothing is filtered, nothing counted. */
+  closeLines: boolean;
+  /** Every record feeds the TCP metrics, which count every connection whatever the filters say. */
+  tcpMetrics: boolean;
+  /** Periodic reports become lines: a connection dropped in the kernel must still be tracked, so that its periodic reports are made (and filtered, and counted) here. */
+  periodicReports: boolean;
+  /**
+   * Services are known (--kube-api, the feed): an OUTBOUND line to a ClusterIP may take its
+   * backend's port (from conntrack or from the connection's INBOUND pair, which must then be
+   * read), so the socket's ports and direction no longer decide a line alone.
+   */
+  servicesKnown: boolean;
+}
+
+/**
+ * The rules the kernel applies for `filters`, or null when it applies none (no filter it can
+ * decide, or a situation where only this side decides). The kernel tries KERNEL_FILTERS in their
+ * order and counts a drop under the first that fails: they come first in FILTER_ORDER, so that is
+ * the filter this side would name, and every later filter stays this side's.
+ */
+export function kernelRules(filters: Filters, situation: KernelFilterSituation): KernelRules | null {
+  if (!situation.closeLines || situation.tcpMetrics || situation.servicesKnown) return null;
+  const rules: KernelRules = {
+    direction: filters.direction === null ? 0 : filters.direction === "OUTBOUND" ? DIRECTION_OUTBOUND : DIRECTION_INBOUND,
+    failedOnly: filters.failedOnly,
+    keepPorts: filters.port,
+    dropPorts: filters.excludePort,
+    atStart: !situation.periodicReports,
+  };
+  const set = rules.direction !== 0 || rules.failedOnly || rules.keepPorts.length > 0 || rules.dropPorts.length > 0;
+  return set ? rules : null;
 }

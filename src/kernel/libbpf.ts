@@ -40,6 +40,8 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   // int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts)
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
+  // int libbpf_num_possible_cpus(void): the values a per-CPU map holds per key
+  libbpf_num_possible_cpus: { args: [], returns: "i32" },
 } as const;
 
 // ── Option structs ───────────────────────────────────────────────────────────

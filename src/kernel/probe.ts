@@ -84,6 +84,44 @@ export const CONN_STATE_FIELDS = {
 } as const;
 export const CONN_STATE_SIZE = 24;
 
+/**
+ * Mirrors of the kernel's run-time filters in bpf/accesslog.h: struct filter_use, struct
+ * filter_rules (FILTER_SLOTS of them) and struct filter_drops, whose counters are indexed by
+ * FILTER_* in KERNEL_FILTERS' order.
+ */
+export const FILTER_USE_FIELDS = {
+  slot: { offset: 0, size: 4 },
+  reserved: { offset: 4, size: 4 },
+} as const;
+export const FILTER_USE_SIZE = 8;
+export const FILTER_RULES_FIELDS = {
+  direction: { offset: 0, size: 1 },
+  failed_only: { offset: 1, size: 1 },
+  keep_ports_set: { offset: 2, size: 1 },
+  at_start: { offset: 3, size: 1 },
+  reserved: { offset: 4, size: 4 },
+  keep_ports: { offset: 8, size: 8192 },
+  drop_ports: { offset: 8200, size: 8192 },
+} as const;
+export const FILTER_RULES_SIZE = 16392;
+export const FILTER_SLOTS = 2;
+export const KERNEL_FILTERS = ["direction", "failedOnly", "port", "excludePort"] as const;
+export type KernelFilterName = (typeof KERNEL_FILTERS)[number];
+export const FILTER_DROPS_SIZE = KERNEL_FILTERS.length * 8;
+
+/** What the kernel drops (struct filter_rules); src/accesslog/filters.ts decides what it may. */
+export interface KernelRules {
+  /** keep only this direction (DIRECTION_OUTBOUND or DIRECTION_INBOUND); 0: either */
+  direction: number;
+  failedOnly: boolean;
+  /** keep only connections with either port here; empty: no such filter */
+  keepPorts: readonly number[];
+  /** drop connections with either port here */
+  dropPorts: readonly number[];
+  /** decide at a connection's start too, so that no state is kept for it */
+  atStart: boolean;
+}
+
 /** Mirror of REPORT_BATCH in bpf/accesslog.h: records in one struct report_batch. */
 export const REPORT_BATCH = 256;
 const BPF_F_NO_PREALLOC = 1;
@@ -121,6 +159,15 @@ export class Probe {
   #ring: RingBufferReader | null = null;
   #countersFd = -1;
   #switchesFd = -1;
+  #filterUseFd = -1;
+  #filterRulesFd = -1;
+  #filterDropsFd = -1;
+  /** the slot of filter_rules in force (1 or 2), 0 for none */
+  #filterSlot = 0;
+  #filterUse = new Uint32Array(FILTER_USE_SIZE / 4);
+  #filterRules = new Uint8Array(FILTER_RULES_SIZE);
+  #filterKey = new Uint32Array(1);
+  #filterDrops = new BigUint64Array(0);
   #zeroKey = new Uint32Array(1);
   #countersBytes = new Uint8Array(PROBE_COUNTERS_SIZE);
   /** The counters: the kernel's own memory when .bss could be mapped, else a copy read by a system call. */
@@ -237,6 +284,10 @@ export class Probe {
     const bss = this.#map(".bss");
     this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
     this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
+    this.#filterUseFd = status("find the filter in use", lib.bpf_map__fd(this.#map("filter_use")));
+    this.#filterRulesFd = status("find the filter rules", lib.bpf_map__fd(this.#map("filter_rules")));
+    this.#filterDropsFd = status("find the filter counters", lib.bpf_map__fd(this.#map("filter_drops")));
+    this.#filterDrops = new BigUint64Array(KERNEL_FILTERS.length * status("count the CPUs", lib.libbpf_num_possible_cpus()));
     // The counters are read at every drain: where the kernel allows, straight from its memory.
     if (lib.bpf_map__map_flags(bss) & BPF_F_MMAPABLE) this.#mapCounters();
 
@@ -452,6 +503,49 @@ export class Probe {
     status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, this.#switchesBytes, 0));
   }
 
+  /**
+   * Makes the kernel drop what `rules` drop (null: nothing), from the next connection on. The
+   * rules are written whole into the slot not in use, then that slot is put in use: a connection
+   * starting meanwhile meets the old rules or the new, never a mix.
+   */
+  setFilterRules(rules: KernelRules | null): void {
+    const { lib, status } = this.#bpf;
+    if (this.#filterUseFd < 0) return;
+    let slot = 0;
+    if (rules !== null) {
+      slot = this.#filterSlot === 1 ? 2 : 1;
+      const bytes = this.#filterRules;
+      const f = FILTER_RULES_FIELDS;
+      bytes.fill(0);
+      bytes[f.direction.offset] = rules.direction;
+      bytes[f.failed_only.offset] = rules.failedOnly ? 1 : 0;
+      bytes[f.keep_ports_set.offset] = rules.keepPorts.length > 0 ? 1 : 0;
+      bytes[f.at_start.offset] = rules.atStart ? 1 : 0;
+      for (const [set, ports] of [
+        [f.keep_ports.offset, rules.keepPorts],
+        [f.drop_ports.offset, rules.dropPorts],
+      ] as const) {
+        for (const port of ports) bytes[set + (port >> 3)] = bytes[set + (port >> 3)]! | (1 << (port & 7));
+      }
+      this.#filterKey[0] = slot - 1;
+      status("write the filter rules", lib.bpf_map_update_elem(this.#filterRulesFd, this.#filterKey, bytes, 0));
+    }
+    this.#filterUse[0] = slot;
+    status("put the filter rules in use", lib.bpf_map_update_elem(this.#filterUseFd, this.#zeroKey, this.#filterUse, 0));
+    this.#filterSlot = slot;
+  }
+
+  /** Connections the kernel's filters dropped so far, by filter (summed over the CPUs). */
+  filterDrops(): Record<KernelFilterName, number> {
+    const { lib, status } = this.#bpf;
+    const values = this.#filterDrops;
+    const drops = Object.fromEntries(KERNEL_FILTERS.map((name) => [name, 0])) as Record<KernelFilterName, number>;
+    if (this.#filterDropsFd < 0) return drops;
+    status("read the filter counters", lib.bpf_map_lookup_elem(this.#filterDropsFd, this.#zeroKey, values));
+    for (let at = 0; at < values.length; at++) drops[KERNEL_FILTERS[at % KERNEL_FILTERS.length]!] += Number(values[at]!);
+    return drops;
+  }
+
   get libbpfVersion(): string {
     return this.#bpf.version();
   }
@@ -479,6 +573,8 @@ export class Probe {
     }
     this.#object?.close();
     this.#object = null;
+    this.#filterDropsFd = -1;
+    this.#filterUseFd = -1;
   }
 }
 

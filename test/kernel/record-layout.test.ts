@@ -5,6 +5,11 @@ import { RECORD_FIELDS, RECORD_SIZE } from "../../src/kernel/record.ts";
 import {
   CONN_STATE_FIELDS,
   CONN_STATE_SIZE,
+  FILTER_DROPS_SIZE,
+  FILTER_RULES_FIELDS,
+  FILTER_RULES_SIZE,
+  FILTER_USE_FIELDS,
+  FILTER_USE_SIZE,
   PROBE_COUNTERS_FIELDS,
   PROBE_COUNTERS_SIZE,
   PROBE_SWITCHES_FIELDS,
@@ -46,6 +51,17 @@ describe("record layout", () => {
     const state = btf.struct("conn_state");
     expect(state.size).toBe(CONN_STATE_SIZE);
     expect(state.layout).toEqual(structuredClone(CONN_STATE_FIELDS) as never);
+  });
+
+  it("struct filter_use, filter_rules and filter_drops (the kernel's filters) match their mirrors", async () => {
+    const btf = await readBtf(OBJECT);
+    const use = btf.struct("filter_use");
+    const rules = btf.struct("filter_rules");
+    const drops = btf.struct("filter_drops");
+    expect({ use: use.size, rules: rules.size, drops: drops.size }).toEqual({ use: FILTER_USE_SIZE, rules: FILTER_RULES_SIZE, drops: FILTER_DROPS_SIZE });
+    expect(use.layout).toEqual(structuredClone(FILTER_USE_FIELDS) as never);
+    expect(rules.layout).toEqual(structuredClone(FILTER_RULES_FIELDS) as never);
+    expect(drops.layout).toEqual({ by_filter: { offset: 0, size: FILTER_DROPS_SIZE } } as never);
   });
 
   it("the counters are the only .bss variable and match their mirror", async () => {

@@ -1,7 +1,8 @@
 // Which reports the filters keep (src/accesslog/filters.ts): each kind on its own, either end,
 // keep and drop, kinds combined with AND, and which filter a dropped report is counted under.
 import { describe, expect, test } from "bun:test";
-import { FILTER_ORDER, filterLabel, ReportFilter } from "../../../src/accesslog/filters.ts";
+import { FILTER_ORDER, filterLabel, kernelRules, ReportFilter } from "../../../src/accesslog/filters.ts";
+import { KERNEL_FILTERS } from "../../../src/kernel/probe.ts";
 import type { AccessRecord } from "../../../src/accesslog/format.ts";
 import { FILTER_NAMES, type Filters, filtersOf } from "../../../src/options.ts";
 import { SEED_RECORD } from "../fixtures.ts";
@@ -108,5 +109,32 @@ describe("together", () => {
       "pod",
       "exclude_pod",
     ]);
+  });
+});
+
+describe("the filters the kernel decides (kernelRules)", () => {
+  const lines = { closeLines: true, tcpMetrics: false, periodicReports: false, servicesKnown: false };
+
+  test("KERNEL_FILTERS begin FILTER_ORDER, and accesslog.h numbers them in that order", async () => {
+    expect(FILTER_ORDER.slice(0, KERNEL_FILTERS.length)).toEqual([...KERNEL_FILTERS]);
+    const header = await Bun.file(new URL("../../../bpf/accesslog.h", import.meta.url)).text();
+    const defined = [...header.matchAll(/^#define FILTER_([A-Z_]+) (\d+)$/gm)].flatMap(([, name, value]) => (name === "SLOTS" ? [] : [[name, Number(value)]]));
+    expect(defined).toEqual([...KERNEL_FILTERS.map((name, i) => [filterLabel(name).toUpperCase(), i]), ["KINDS", KERNEL_FILTERS.length]]);
+  });
+
+  test("ports, direction and failed attempts go to the kernel; the rest stays here", () => {
+    const filters = filtersOf({ port: [80, 443], excludePort: [22], direction: "INBOUND", failedOnly: true, cidr: ["10.0.0.0/8"], minDuration: 1 });
+    expect(kernelRules(filters, lines)).toEqual({ direction: 2, failedOnly: true, keepPorts: [80, 443], dropPorts: [22], atStart: true });
+    expect(kernelRules(filtersOf({ direction: "OUTBOUND" }), lines)?.direction).toBe(1);
+  });
+
+  test("none when no such filter is set, or when this side must see every record", () => {
+    expect(kernelRules(filtersOf({ cidr: ["10.0.0.0/8"], minDuration: 1 }), lines)).toBeNull();
+    const ports = filtersOf({ excludePort: [22] });
+    expect(kernelRules(ports, { ...lines, closeLines: false })).toBeNull();
+    expect(kernelRules(ports, { ...lines, tcpMetrics: true })).toBeNull();
+    expect(kernelRules(ports, { ...lines, servicesKnown: true })).toBeNull();
+    // Periodic reports on: decided at the close only, so that each connection is still tracked.
+    expect(kernelRules(ports, { ...lines, periodicReports: true })?.atStart).toBe(false);
   });
 });
