@@ -131,6 +131,7 @@ struct sock_figures {
 	__u16 remote_port;
 	__u8 local_addr[16];	/* IPv4 in the first 4 bytes */
 	__u8 remote_addr[16];
+	__u32 remote_word;	/* the last 32 bits of remote_addr (the whole of an IPv4 one) */
 };
 
 static __always_inline void read_figures_direct(struct sock_figures *f, const struct sock *sk,
@@ -156,6 +157,9 @@ static __always_inline void read_figures_direct(struct sock_figures *f, const st
 		__builtin_memcpy(f->local_addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
 		__builtin_memcpy(f->remote_addr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
+	/* Set on both paths, so that no path reads a stack slot the other
+	 * wrote (Linux 5.10 refuses that). */
+	f->remote_word = family == AF_INET ? *(const __u32 *)f->remote_addr : *(const __u32 *)&f->remote_addr[12];
 }
 
 static __always_inline void read_figures_probe(struct sock_figures *f, const struct sock *sk,
@@ -183,12 +187,13 @@ static __always_inline void read_figures_probe(struct sock_figures *f, const str
 		BPF_CORE_READ_INTO((struct in6_addr *)f->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO((struct in6_addr *)f->remote_addr, sk, __sk_common.skc_v6_daddr);
 	}
+	f->remote_word = family == AF_INET ? *(const __u32 *)f->remote_addr : *(const __u32 *)&f->remote_addr[12];
 }
 
 /* The last 32 bits of the peer's address (the whole of an IPv4 one). */
 static __always_inline __u32 remote_word(const struct sock_figures *f, __u16 family)
 {
-	return family == AF_INET ? *(const __u32 *)f->remote_addr : *(const __u32 *)&f->remote_addr[12];
+	return f->remote_word;
 }
 
 /* Whether the entry is this socket's connection (see struct conn_state). */
@@ -295,7 +300,13 @@ static __always_inline const struct filter_rules *rules_in_force(void)
  * chosen yet) is in none: the agent never sets its bit. */
 static __always_inline int port_in(const __u8 *set, __u16 port)
 {
-	return set[(port >> 3) & 8191] & (1 << (port & 7));
+	__u32 byte = port >> 3;
+
+	/* The mask is for the verifier (before 5.13 a byte swap, as in
+	 * bpf_ntohs, leaves the port unbounded); clang would drop it as
+	 * redundant, but for the barrier. */
+	barrier_var(byte);
+	return set[byte & 8191] & (1 << (port & 7));
 }
 
 /* A connection's start (SYN_SENT for the side that connects, ESTABLISHED for

@@ -31,6 +31,10 @@ const REFUSED_PORT = PORT + 5_000;
 const total = (name: string) => `kmesh_accesslog_lines_filtered_total{filter="${name}"}`;
 const inKernel = (name: string) => `kmesh_accesslog_lines_filtered_in_kernel_total{filter="${name}"}`;
 const KERNEL_LABELS = ["direction", "failed_only", "port", "exclude_port"];
+/** Room for qemu's TCG in the kernel matrix (about ten times slower): how long a connection is held open while filters change, waits for lines, and each test. */
+const HOLD_MS = 3_000;
+const WAIT_MS = 30_000;
+const TEST_MS = 180_000;
 
 interface Key {
   srcAddr: string;
@@ -50,7 +54,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
     [a, b] = [node.pod("a"), node.pod("b")];
     agent = await startAdminAgent({ args: ["--no-kubelet", "--no-kube-api", "--connection-state", state, "--exclude-port", String(PORT)] });
     await waitUntilCapturing(agent.agent, a, b);
-  }, 60_000);
+  }, TEST_MS);
   afterAll(async () => {
     await agent?.[Symbol.asyncDispose]();
     await node?.[Symbol.asyncDispose]();
@@ -67,7 +71,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
       const client = runClient(a, { host: b.ip4, port: server.port, send: 3, recv: 5, closeFirst: true, ...(o.holdMs === undefined ? {} : { holdMs: o.holdMs }) });
       if (o.whileOpen !== undefined) {
         const established = () => a.run(["ss", "-Htn", "state", "established", `dport = :${server.port}`]).stdout.trim() !== "";
-        for (let i = 0; i < 200 && !established(); i++) await Bun.sleep(10);
+        for (let i = 0; i < 100 && !established(); i++) await Bun.sleep(20);
         await o.whileOpen();
       }
       const done = await client;
@@ -82,7 +86,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
   /** A connection no filter here drops; resolves once both its lines are out (and so every earlier line). */
   async function marker(port?: number): Promise<Key> {
     const key = await connect(port);
-    await agent.agent.waitForLines(matchConnection(key), 2, 10_000);
+    await agent.agent.waitForLines(matchConnection(key), 2, WAIT_MS);
     return key;
   }
 
@@ -98,7 +102,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
 
     let entries: unknown[] = [];
     const held = await connect(PORT, {
-      holdMs: 1_000,
+      holdMs: HOLD_MS,
       whileOpen: () => {
         // Over the hash map, neither end of it has an entry (socket storage is not dumped by bpftool).
         if (state === "socket-storage") return;
@@ -111,7 +115,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
     const refused = await runClient(a, { host: b.ip4, port: REFUSED_PORT, localPort });
     expect(refused.error).toBe("ECONNREFUSED");
     // Its line out before the change (a record still queued when filters change meets the new ones).
-    await agent.agent.waitForLines(matchConnection({ srcAddr: a.ip4, srcPort: localPort, dstAddr: b.ip4, dstPort: REFUSED_PORT }), 1, 10_000);
+    await agent.agent.waitForLines(matchConnection({ srcAddr: a.ip4, srcPort: localPort, dstAddr: b.ip4, dstPort: REFUSED_PORT }), 1, WAIT_MS);
     await put({ excludePort: [PORT, REFUSED_PORT] });
     const refusedAgain = await runClient(a, { host: b.ip4, port: REFUSED_PORT, localPort: localPort + 1 });
     expect(refusedAgain.error).toBe("ECONNREFUSED");
@@ -124,7 +128,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
     expect(linesOf({ srcAddr: a.ip4, srcPort: localPort + 1, dstAddr: b.ip4, dstPort: REFUSED_PORT })).toEqual([]);
     const after = await scrape();
     expect({ total: after.get(total("exclude_port")), inKernel: after.get(inKernel("exclude_port")) }).toEqual({ total: 3, inKernel: 3 });
-  }, 60_000);
+  }, TEST_MS);
 
   test("PUT: a keep list, then a direction, each for the next connection; dropped in the kernel", async () => {
     await put({ port: [PORT] });
@@ -143,24 +147,24 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
 
     await put({ direction: "INBOUND" });
     const inbound = await connect();
-    await agent.agent.waitForLines(matchConnection(inbound, "INBOUND"), 1, 10_000);
+    await agent.agent.waitForLines(matchConnection(inbound, "INBOUND"), 1, WAIT_MS);
     const m2 = await scrape();
     expect(m2.get(inKernel("direction"))! - m1.get(inKernel("direction"))!).toBeGreaterThanOrEqual(1);
     // INBOUND lines only: once a later connection's is out, every earlier line is.
     const next = await connect();
-    await agent.agent.waitForLines(matchConnection(next, "INBOUND"), 1, 10_000);
+    await agent.agent.waitForLines(matchConnection(next, "INBOUND"), 1, WAIT_MS);
     expect(linesOf(inbound).map((e) => e.direction)).toEqual(["INBOUND"]);
     expect(linesOf(next).map((e) => e.direction)).toEqual(["INBOUND"]);
-  }, 60_000);
+  }, TEST_MS);
 
   test("filters changed while a connection is open: its close is judged by the filters then", async () => {
     // Tracked from its start, dropped at its close.
     await put({});
     const m0 = await scrape();
-    const droppedAtClose = await connect(PORT, { holdMs: 800, whileOpen: () => put({ excludePort: [PORT] }) });
+    const droppedAtClose = await connect(PORT, { holdMs: HOLD_MS, whileOpen: () => put({ excludePort: [PORT] }) });
     // Not tracked from its start (dropped then), kept at its close: reported as a connection whose start is unknown.
-    const keptAtClose = await connect(PORT, { holdMs: 800, whileOpen: () => put({}) });
-    await agent.agent.waitForLines(matchConnection(keptAtClose), 2, 10_000);
+    const keptAtClose = await connect(PORT, { holdMs: HOLD_MS, whileOpen: () => put({}) });
+    await agent.agent.waitForLines(matchConnection(keptAtClose), 2, WAIT_MS);
     // No filter: nothing is counted in the kernel.
     await marker();
     const m1 = await scrape();
@@ -175,5 +179,5 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
       expect([label, grew]).toEqual([label, label === "exclude_port" ? 2 : 0]);
     }
     expect(m1.get(total("exclude_port"))! - m0.get(total("exclude_port"))!).toBe(2);
-  }, 60_000);
+  }, TEST_MS);
 });
