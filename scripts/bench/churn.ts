@@ -21,6 +21,12 @@
 // kernel tracks every connection but writes no record and the agent has nothing to do: the cost
 // of the kernel hooks alone, the floor under the logging rounds.
 //
+// --filtered adds rounds of the agent writing text with --exclude-port <nginx's port>: every
+// connection of the load is dropped by a filter the kernel decides (README, Filters), so the
+// agent should read no record of it. Its CPU is per connection (the table's last CPU column, which
+// every agent round fills), and it must write no line of nginx's port and read no record at all
+// but the odd one of the machine's other connections (the records the agent says it read at exit).
+//
 // --compare <binary> adds text and JSON rounds of another build of the agent (another commit, a
 // variant), alternating with this tree's, so that two builds are compared in one run.
 //
@@ -30,7 +36,7 @@
 // agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--no-peers] [--compare <binary>] [--conntrack] [--short]
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary>] [--conntrack] [--short]
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -64,13 +70,14 @@ if (conntrack && process.env[CHURN_NETNS] === undefined) {
 /** off: no agent; hooks: the agent attached with --accesslog=false (the kernel tracks every
  * connection but writes no record: the cost of the hooks alone); text, json: lines to a file;
  * text', json': the same with the --compare binary; bpftrace, tcplife: the peers. */
-type Mode = "off" | "hooks" | "text" | "json" | "text'" | "json'" | "bpftrace" | "tcplife";
+type Mode = "off" | "hooks" | "filtered" | "text" | "json" | "text'" | "json'" | "bpftrace" | "tcplife";
 const peers = !process.argv.includes("--no-peers");
 const compareAt = process.argv.indexOf("--compare");
 const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 const MODES: readonly Mode[] = [
   "off",
   ...(process.argv.includes("--hooks") ? (["hooks"] as const) : []),
+  ...(process.argv.includes("--filtered") ? (["filtered"] as const) : []),
   "text",
   ...(compared === undefined ? [] : (["text'"] as const)),
   "json",
@@ -80,7 +87,7 @@ const MODES: readonly Mode[] = [
 const isPeer = (mode: Mode) => mode === "bpftrace" || mode === "tcplife";
 type Agent = Bun.Subprocess<"ignore", Bun.BunFile, "pipe">;
 const isText = (mode: Mode) => mode === "text" || mode === "text'";
-const logs = (mode: Mode) => mode !== "off" && mode !== "hooks" && !isPeer(mode);
+const logs = (mode: Mode) => mode !== "off" && mode !== "hooks" && mode !== "filtered" && !isPeer(mode);
 
 interface RoundResult {
   mode: Mode;
@@ -89,6 +96,8 @@ interface RoundResult {
   lines: number;
   agentCpuSeconds: number;
   recordsLost: number;
+  /** what the agent said it read at exit */
+  recordsRead: number;
 }
 
 const short = process.argv.includes("--short");
@@ -202,8 +211,8 @@ async function round(mode: Mode): Promise<RoundResult> {
   rmSync(outPath, { force: true });
   let agent: Agent | null = null;
   if (mode !== "off") {
-    const output = isText(mode) || mode === "hooks" ? "text" : "json";
-    const switches = mode === "hooks" ? ["--accesslog=false"] : [];
+    const output = isText(mode) || mode === "hooks" || mode === "filtered" ? "text" : "json";
+    const switches = mode === "hooks" ? ["--accesslog=false"] : mode === "filtered" ? ["--exclude-port", String(port)] : [];
     const program = mode.endsWith("'") ? compared! : binary;
     const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, ...apiArgs, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
       stdin: "ignore",
@@ -227,7 +236,7 @@ async function round(mode: Mode): Promise<RoundResult> {
   }
   const connections = after - before;
   if (agent === null) {
-    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, recordsLost: 0 };
+    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, recordsLost: 0, recordsRead: 0 };
   }
   await Bun.sleep(100); // let the last close reports arrive before stopping
   agent.kill("SIGTERM");
@@ -236,7 +245,8 @@ async function round(mode: Mode): Promise<RoundResult> {
   if (exitCode !== 0) throw new Error(`agent exited with ${exitCode}: ${stderr}`);
   const usage = agent.resourceUsage();
   const lost = Number(stderr.match(/(\d+) records lost in the kernel/)?.[1] ?? Number.NaN);
-  const needle = isText(mode) || mode === "hooks" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
+  const recordsRead = Number(stderr.match(/stopped: (\d+) records read/)?.[1] ?? Number.NaN);
+  const needle = isText(mode) || mode === "hooks" || mode === "filtered" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
   let lines = 0;
   for (const line of readFileSync(outPath, "utf8").split("\n")) if (line.includes(needle)) lines++;
   return {
@@ -246,6 +256,7 @@ async function round(mode: Mode): Promise<RoundResult> {
     lines,
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     recordsLost: lost,
+    recordsRead,
   };
 }
 
@@ -275,6 +286,7 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<RoundResult> {
     lines: peerLines(outPath) - attachedLines,
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     recordsLost: 0,
+    recordsRead: 0,
   };
 }
 
@@ -322,9 +334,16 @@ try {
     const lost = runs.reduce((sum, x) => sum + x.recordsLost, 0);
     const cpu = logging || peer ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(2) : "-";
     const counts = runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ");
+    const agentRound = mode !== "off" && !peer;
+    const cpuPerConnection = agentRound ? median(runs.map((x) => (x.agentCpuSeconds / x.connections) * 1e5)).toFixed(2) : "-";
+    const filtered = mode === "filtered";
+    const unread = runs.every((x) => x.lines === 0 && x.recordsRead < x.connections / 100);
+    const readCounts = runs.map((x) => `${x.recordsRead} read/${x.connections} connections`).join(", ");
     return [
       mode === "hooks"
         ? "hooks only (--accesslog=false)"
+        : filtered
+          ? `text, --exclude-port ${port} (every connection)`
         : mode === "bpftrace"
           ? "bpftrace, tcplife-style script"
           : mode === "tcplife"
@@ -335,13 +354,14 @@ try {
       rate.toFixed(0),
       `${((rate / offRate) * 100).toFixed(1)}%`,
       cpu,
+      cpuPerConnection,
       logging ? String(lost) : "-",
-      logging ? `${exact ? "yes" : "NO"} (${counts})` : peer ? `attached (${counts})` : "-",
+      logging ? `${exact ? "yes" : "NO"} (${counts})` : peer ? `attached (${counts})` : filtered ? `no line, no record: ${unread ? "yes" : "NO"} (${readCounts})` : "-",
     ];
   });
   const where = conntrack ? `loopback of a namespace where conntrack tracks every connection and translates none (this tree's agent: ${hookState()})` : "loopback";
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
-  console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "records lost", "lines = 2 x connections"], rows));
+  console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "agent CPU s/100k conns", "records lost", "lines = 2 x connections"], rows));
   console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const failed = rows.some((row) => row[5]?.startsWith("NO") || (row[4] !== "-" && row[4] !== "0"));
   process.exitCode = failed ? 1 : 0;
