@@ -363,7 +363,7 @@ try {
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "agent CPU s/100k conns", "records lost", "lines = 2 x connections"], rows));
   console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
-  const failed = rows.some((row) => row[5]?.startsWith("NO") || (row[4] !== "-" && row[4] !== "0"));
+  const failed = rows.some((row) => row[6]?.startsWith("NO") || row[6]?.includes("no record: NO") || (row[5] !== "-" && row[5] !== "0"));
   process.exitCode = failed ? 1 : 0;
 } finally {
   nginx.kill("SIGTERM");
