@@ -108,11 +108,15 @@ export function cgroupCheck(mounts: string | null): CheckResult {
   const base = { id: "cgroup2", label: "cgroup v2" };
   const found = mounts === null ? [] : cgroup2Mounts(mounts);
   if (found.length > 0) return { ...base, status: "ok", detail: `mounted at ${found.join(", ")}` };
-  // The hooks see every socket whatever its cgroup: the agent runs without it.
+  // The hooks see every socket whatever its cgroup: the agent runs without it, but cannot tell the
+  // container of a connection's process (kernel/cgroups.ts).
   return {
     ...base,
     status: "warn",
-    detail: mounts === null ? "cannot read /proc/mounts" : "no cgroup2 file system in /proc/mounts (the agent runs without it)",
+    detail:
+      mounts === null
+        ? "cannot read /proc/mounts (the agent runs without it, but names no process's container)"
+        : "no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container)",
     fix: "boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
   };
 }

@@ -37,6 +37,8 @@ export const PodSchema = v.object({
       podIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
       hostIP: opt(IpTextSchema),
       hostIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
+      // The container behind a connection's process (kernel/cgroups.ts gives its id): its name.
+      containerStatuses: opt(v.array(v.object({ name: v.string(), containerID: opt(v.string()) }))),
     }),
   ),
 });
@@ -123,6 +125,17 @@ export function claim(pod: Pod): number {
   if (phase === "Succeeded" || phase === "Failed") return NEVER;
   if (pod.metadata.deletionTimestamp != null) return DELETING;
   return phase === "Running" ? RUNNING : NOT_RUNNING;
+}
+
+/**
+ * The id in a container status's `containerID`, `<runtime>://<id>` (containerd://, cri-o://,
+ * docker://), as the cgroup path has it; null when there is none yet (a container not started).
+ */
+export function runtimeContainerId(containerID: string | null | undefined): string | null {
+  if (!containerID) return null;
+  const at = containerID.indexOf("://");
+  const id = at < 0 ? containerID : containerID.slice(at + 3);
+  return id === "" ? null : id;
 }
 
 /** A pod's IPs, from `status.podIPs` and `status.podIP` (both families; canonical already), each once. */

@@ -142,7 +142,7 @@ describe("cgroup v2", () => {
   test("none is a warning: the hooks see every socket whatever its cgroup", () => {
     const result = cgroupCheck("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n");
     expect(line(result)).toBe(
-      "⚠ cgroup v2: no cgroup2 file system in /proc/mounts (the agent runs without it) " +
+      "⚠ cgroup v2: no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container) " +
         "— fix: boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
     );
     expect(canRun([result])).toBe(true);
