@@ -67,6 +67,7 @@ describe("check", () => {
       "cgroup2=ok",
       "libbpf=ok",
       "probe=ok",
+      "processes=ok",
       "kubelet=skip",
       "api-server=skip",
       "conntrack=skip",
