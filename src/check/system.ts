@@ -1,6 +1,7 @@
 // The node's side of `check`, as pure functions of what was read (kernel release, /proc texts,
 // the bpf() probe's answer), so that every verdict and fix can be tested without the condition.
 import { constants } from "node:os";
+import { cgroup2Mounts } from "../kernel/cgroups.ts";
 import { atLeast, BTF_PATH, CAP, hasCapability, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
 import type { CheckResult } from "./report.ts";
 
@@ -93,17 +94,6 @@ export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
 // ── cgroup v2 ───────────────────────────────────────────────────────────────
 
 /** /proc/mounts escapes space, tab, newline and backslash as octal. */
-const unescapeMountField = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-
-/** Mount points of every cgroup2 file system in a /proc/mounts text, in order. */
-export function cgroup2Mounts(mounts: string): string[] {
-  return mounts
-    .split("\n")
-    .map((line) => line.split(" "))
-    .filter((fields) => fields[2] === "cgroup2" && fields[1] !== undefined)
-    .map((fields) => unescapeMountField(fields[1]!));
-}
-
 export function cgroupCheck(mounts: string | null): CheckResult {
   const base = { id: "cgroup2", label: "cgroup v2" };
   const found = mounts === null ? [] : cgroup2Mounts(mounts);

@@ -7,10 +7,13 @@
 // A cgroup inside a container's (systemd in a container, say) is that container's too: the path is
 // read from its deepest part up.
 //
-// Ids are found by walking the cgroup2 mount (from /proc/mounts: /sys/fs/cgroup, or
+// Ids are found by walking the cgroup2 mounts (from /proc/mounts: /sys/fs/cgroup, or
 // /sys/fs/cgroup/unified on a hybrid node) and noting each directory's inode number; the walk is
 // done when an id is not known, at most every WALK_INTERVAL_MS and over at most MAX_CGROUPS
-// directories. The kernel never gives an id twice (it counts up), so an id below the highest one a
+// directories. Every mount is walked: in a container with a cgroup namespace of its own,
+// /sys/fs/cgroup shows only the container's own cgroups, and the node's hierarchy is a second
+// mount (the DaemonSet's hostPath, scripts/deploy/20-daemonset.yaml); an id is the same in every
+// view, and the view where its path names a container wins. The kernel never gives an id twice (it counts up), so an id below the highest one a
 // walk saw, and not seen by it, belongs to a cgroup that is gone (or out of sight): it is
 // remembered as no container.
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -33,27 +36,28 @@ export function containerIdOfCgroupPath(path: string): string | null {
   return null;
 }
 
-/** Where the cgroup2 hierarchy is mounted, from the text of /proc/mounts; null when it is not. */
-export function cgroup2MountOf(mounts: string): string | null {
-  for (const line of mounts.split("\n")) {
-    const [, mountPoint, type] = line.split(" ");
-    // /proc/mounts writes a space in a path as \040
-    if (type === "cgroup2" && mountPoint !== undefined) return mountPoint.replace(/\\040/g, " ");
-  }
-  return null;
+const unescapeMountField = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+
+/** Mount points of every cgroup2 file system in a /proc/mounts text, in order. */
+export function cgroup2Mounts(mounts: string): string[] {
+  return mounts
+    .split("\n")
+    .map((line) => line.split(" "))
+    .filter((fields) => fields[2] === "cgroup2" && fields[1] !== undefined)
+    .map((fields) => unescapeMountField(fields[1]!));
 }
 
-/** The node's cgroup2 mount, or null (no /proc, or no cgroup2 mounted). */
-export function findCgroup2Mount(): string | null {
+/** This machine's cgroup2 mounts ([] without /proc). */
+export function findCgroup2Mounts(): string[] {
   try {
-    return cgroup2MountOf(readFileSync("/proc/mounts", "utf8"));
+    return cgroup2Mounts(readFileSync("/proc/mounts", "utf8"));
   } catch {
-    return null;
+    return [];
   }
 }
 
 export class ContainerIds {
-  readonly #root: string | null;
+  readonly #roots: readonly string[];
   /** cgroup id → container id, null: no container (or gone). */
   readonly #known = new Map<number, string | null>();
   #highestSeen = 0;
@@ -62,25 +66,22 @@ export class ContainerIds {
   /** Walks of the cgroup2 mount so far. */
   walks = 0;
 
-  constructor(root: string | null = findCgroup2Mount(), nowMs: () => number = () => performance.now()) {
-    this.#root = root;
+  constructor(roots: readonly string[] = findCgroup2Mounts(), nowMs: () => number = () => performance.now()) {
+    this.#roots = roots;
     this.#nowMs = nowMs;
-  }
-
-  /** The cgroup2 mount walked, or null when there is none (then no id is ever known). */
-  get root(): string | null {
-    return this.#root;
   }
 
   /** The container of cgroup `id` (0: unknown), or null. */
   containerOf(id: number): string | null {
-    if (id === 0 || this.#root === null) return null;
+    if (id === 0 || this.#roots.length === 0) return null;
     const known = this.#known.get(id);
     if (known !== undefined) return known;
     const now = this.#nowMs();
     if (now - this.#lastWalkMs < WALK_INTERVAL_MS) return null;
     this.#lastWalkMs = now;
-    this.#walk(this.#root);
+    this.walks++;
+    if (this.#known.size > MAX_REMEMBERED) this.#known.clear();
+    for (const root of this.#roots) this.#walk(root);
     const found = this.#known.get(id);
     if (found !== undefined) return found;
     if (id < this.#highestSeen) this.#known.set(id, null);
@@ -88,8 +89,6 @@ export class ContainerIds {
   }
 
   #walk(root: string): void {
-    this.walks++;
-    if (this.#known.size > MAX_REMEMBERED) this.#known.clear();
     const pending = [""];
     let seen = 0;
     while (pending.length > 0 && seen < MAX_CGROUPS) {
@@ -105,7 +104,7 @@ export class ContainerIds {
       }
       seen++;
       if (ino > this.#highestSeen) this.#highestSeen = ino;
-      if (!this.#known.has(ino)) this.#known.set(ino, containerIdOfCgroupPath(relative));
+      if ((this.#known.get(ino) ?? null) === null) this.#known.set(ino, containerIdOfCgroupPath(relative));
       for (const name of entries) pending.push(`${relative}/${name}`);
     }
   }

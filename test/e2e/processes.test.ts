@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cgroup2MountOf } from "../../src/kernel/cgroups.ts";
+import { cgroup2Mounts } from "../../src/kernel/cgroups.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { type OtlpReceiver, startReceiver } from "../support/otlp-receiver.ts";
 import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection } from "./agent.ts";
@@ -26,7 +26,7 @@ import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 
 const CGROUP2 = (() => {
   try {
-    return cgroup2MountOf(readFileSync("/proc/mounts", "utf8"));
+    return cgroup2Mounts(readFileSync("/proc/mounts", "utf8"))[0] ?? null;
   } catch {
     return null;
   }

@@ -7,11 +7,11 @@ import {
   bpfSyscallCheck,
   btfCheck,
   capabilitiesCheck,
-  cgroup2Mounts,
   cgroupCheck,
   kernelCheck,
   memlockLimit,
 } from "../../../src/check/system.ts";
+import { cgroup2Mounts } from "../../../src/kernel/cgroups.ts";
 import { effectiveCapabilities, parseKernelRelease } from "../../../src/kernel/host.ts";
 import { ALLOW_BPF, GRANT } from "../../support/check-fixes.ts";
 

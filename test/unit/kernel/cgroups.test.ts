@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cgroup2MountOf, ContainerIds, containerIdOfCgroupPath } from "../../../src/kernel/cgroups.ts";
+import { ContainerIds, containerIdOfCgroupPath } from "../../../src/kernel/cgroups.ts";
 import { PodIndex } from "../../../src/kube/kubelet/pod-index.ts";
 import * as v from "valibot";
 import { PodSchema, runtimeContainerId } from "../../../src/kube/pod.ts";
@@ -40,18 +40,6 @@ describe("containerIdOfCgroupPath", () => {
   });
 });
 
-test("cgroup2MountOf: the cgroup2 line of /proc/mounts, on a hybrid node and a unified one, or none", () => {
-  const hybrid = [
-    "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0",
-    "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0",
-    "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0",
-  ].join("\n");
-  expect(cgroup2MountOf(hybrid)).toBe("/sys/fs/cgroup/unified");
-  expect(cgroup2MountOf("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n")).toBe("/sys/fs/cgroup");
-  expect(cgroup2MountOf("cgroup2 /mnt/my\\040cgroups cgroup2 rw 0 0\n")).toBe("/mnt/my cgroups");
-  expect(cgroup2MountOf("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n")).toBeNull();
-});
-
 describe("ContainerIds", () => {
   test("finds a directory's id by walking; at most one walk per 100 ms; an id gone is remembered as none", () => {
     const root = mkdtempSync(join(tmpdir(), "kal-cgroups-"));
@@ -60,7 +48,7 @@ describe("ContainerIds", () => {
       mkdirSync(container, { recursive: true });
       mkdirSync(join(root, "system.slice", "ssh.service"), { recursive: true });
       let now = 0;
-      const ids = new ContainerIds(root, () => now);
+      const ids = new ContainerIds([root], () => now);
       const ino = (path: string) => statSync(path).ino;
       expect(ids.containerOf(ino(container))).toBe(ID);
       expect(ids.containerOf(ino(join(root, "system.slice", "ssh.service")))).toBeNull();
@@ -88,8 +76,22 @@ describe("ContainerIds", () => {
     }
   });
 
+  test("every mount is walked: the one where the path names a container wins (a namespaced view and the node's)", () => {
+    const node = mkdtempSync(join(tmpdir(), "kal-cgroups-node-"));
+    try {
+      const container = join(node, "kubepods", "pod1", ID);
+      mkdirSync(container, { recursive: true });
+      // the container's own view: its cgroup is the root of a mount of its own
+      const ids = new ContainerIds([container, node], () => 0);
+      expect(ids.containerOf(statSync(container).ino)).toBe(ID);
+      expect(new ContainerIds([node, container], () => 0).containerOf(statSync(container).ino)).toBe(ID);
+    } finally {
+      rmSync(node, { recursive: true, force: true });
+    }
+  });
+
   test("without a cgroup2 mount nothing is known and nothing walked", () => {
-    const ids = new ContainerIds(null);
+    const ids = new ContainerIds([]);
     expect(ids.containerOf(12345)).toBeNull();
     expect(ids.walks).toBe(0);
   });
