@@ -56,11 +56,11 @@ const CLIENT_CONTAINER = { id: "c1".repeat(32), name: "shop-frontend" };
 const SERVER_CONTAINER = { id: "5e".repeat(32), name: "payments-api" };
 
 // The peers. The server listens, says its port, accepts one connection, reads `recv` bytes, sends
-// `send`, holds it for `hold` ms and closes; the client connects, sends, reads, holds, closes and
-// says its local port. Both wait for a line on stdin before they connect or accept, when asked.
+// `send`, and closes once the client has; the client connects, says its local port, sends, reads,
+// and closes, at once or (`hold` 1) when a line comes on its stdin.
 const SERVER = `
 import socket, sys
-host, send, recv, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+host, send, recv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 s.bind((host, 0)); s.listen(1)
 print(s.getsockname()[1], flush=True)
@@ -69,11 +69,12 @@ got = 0
 while got < recv:
     got += len(c.recv(65536))
 c.sendall(b"s" * send)
-import time; time.sleep(hold / 1000)
+while c.recv(65536):
+    pass
 c.close()
 `;
 const CLIENT = `
-import socket, sys, time
+import socket, sys
 host, port, send, recv, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 c = socket.create_connection((host, port))
 print(c.getsockname()[1], flush=True)
@@ -81,7 +82,8 @@ c.sendall(b"c" * send)
 got = 0
 while got < recv:
     got += len(c.recv(65536))
-time.sleep(hold / 1000)
+if hold:
+    sys.stdin.readline()
 c.close()
 `;
 
@@ -126,6 +128,8 @@ class TestCgroups {
 interface Peer {
   proc: PodProcess;
   pid: number;
+  /** writes a line to its stdin */
+  say(line: string): void;
   /** the first line it printed (the server's port, the client's local port) */
   firstLine: Promise<number>;
 }
@@ -137,8 +141,11 @@ function startPeer(pod: Pod, bin: string, command: string, cgroup: string, scrip
   const proc = pod.exec(["sh", "-c", 'read go && exec "$@"', "sh", join(bin, command), "-c", script, ...args.map(String)], { stdin: "pipe" });
   writeFileSync(join(cgroup, "cgroup.procs"), String(proc.pid));
   const stdin = proc.stdin as import("bun").FileSink;
-  stdin.write("go\n");
-  stdin.flush();
+  const say = (line: string) => {
+    stdin.write(`${line}\n`);
+    stdin.flush();
+  };
+  say("go");
   const reader = proc.stdout.getReader();
   const firstLine = (async () => {
     let text = "";
@@ -149,7 +156,7 @@ function startPeer(pod: Pod, bin: string, command: string, cgroup: string, scrip
       if (text.includes("\n")) return Number(text.split("\n")[0]);
     }
   })();
-  return { proc, pid: proc.pid, firstLine };
+  return { proc, pid: proc.pid, say, firstLine };
 }
 
 const identity = (e: AccessLogEntry) => ({ pid: e.processPid, command: e.processCommand, containerId: e.containerId, containerName: e.containerName });
@@ -190,14 +197,20 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     if (bin !== undefined) rmSync(bin, { recursive: true, force: true });
   });
 
-  /** One connection between the peers; both processes, and the connection's 4-tuple. */
-  async function connection(holdMs: number) {
-    const srv = startPeer(server, bin, SERVER_COMMAND, serverCgroup, SERVER, [server.ip4, 5000, 1000, holdMs]);
+  /**
+   * One connection between the peers; both processes, and the connection's 4-tuple. `done` closes
+   * a held connection and resolves once both peers have exited.
+   */
+  async function connection(hold: boolean) {
+    const srv = startPeer(server, bin, SERVER_COMMAND, serverCgroup, SERVER, [server.ip4, 5000, 1000]);
     const port = await srv.firstLine;
-    const cli = startPeer(client, bin, CLIENT_COMMAND, clientCgroup, CLIENT, [server.ip4, port, 1000, 5000, holdMs]);
+    const cli = startPeer(client, bin, CLIENT_COMMAND, clientCgroup, CLIENT, [server.ip4, port, 1000, 5000, hold ? 1 : 0]);
     const localPort = await cli.firstLine;
     const key = { srcAddr: client.ip4, srcPort: localPort, dstAddr: server.ip4, dstPort: port };
-    const done = Promise.all([cli.proc.exited, srv.proc.exited]).then((codes) => expect(codes).toEqual([0, 0]));
+    const done = async () => {
+      if (hold) cli.say("close");
+      expect(await Promise.all([cli.proc.exited, srv.proc.exited])).toEqual([0, 0]);
+    };
     return { cli, srv, key, done };
   }
 
@@ -221,8 +234,8 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage"] });
     await waitUntilCapturing(hashMap, client, server);
     await waitUntilCapturing(storage, client, server);
-    const { cli, srv, key, done } = await connection(0);
-    await done;
+    const { cli, srv, key, done } = await connection(false);
+    await done();
     const want = expected(cli, srv);
     for (const agent of [hashMap, storage]) {
       const lines = await closeLines(agent, key);
@@ -249,13 +262,13 @@ describe.skipIf(!ready)("the process behind each socket", () => {
   }, 90_000);
 
   test("a connection open before the agents started: the process that holds each socket, on both lines", async () => {
-    const { cli, srv, key, done } = await connection(6_000);
-    await Bun.sleep(300); // the exchange is over; the connection idles
+    const { cli, srv, key, done } = await connection(true);
+    await Bun.sleep(300); // the exchange is over; the connection idles until done()
     await using hashMap = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "hash-map"] });
     await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage"] });
     await waitUntilCapturing(hashMap, client, server);
     await waitUntilCapturing(storage, client, server);
-    await done;
+    await done();
     const want = expected(cli, srv);
     for (const agent of [hashMap, storage]) {
       const lines = await closeLines(agent, key);
