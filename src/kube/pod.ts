@@ -20,6 +20,8 @@ const IpTextSchema = v.pipe(
   v.string("not an IP address"),
 );
 
+const ContainerStatusSchema = v.object({ name: v.string(), containerID: opt(v.string()) });
+
 export const PodSchema = v.object({
   metadata: v.object({
     name: v.string(),
@@ -38,7 +40,10 @@ export const PodSchema = v.object({
       hostIP: opt(IpTextSchema),
       hostIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
       // The container behind a connection's process (kernel/cgroups.ts gives its id): its name.
-      containerStatuses: opt(v.array(v.object({ name: v.string(), containerID: opt(v.string()) }))),
+      // Sidecars declared as restartable init containers are in initContainerStatuses.
+      containerStatuses: opt(v.array(ContainerStatusSchema)),
+      initContainerStatuses: opt(v.array(ContainerStatusSchema)),
+      ephemeralContainerStatuses: opt(v.array(ContainerStatusSchema)),
     }),
   ),
 });
@@ -136,6 +141,12 @@ export function runtimeContainerId(containerID: string | null | undefined): stri
   const at = containerID.indexOf("://");
   const id = at < 0 ? containerID : containerID.slice(at + 3);
   return id === "" ? null : id;
+}
+
+/** Every container status of a pod: its containers', its init containers' (sidecars among them), its ephemeral ones'. */
+export function containerStatuses(pod: Pod): { name: string; containerID?: string | null | undefined }[] {
+  const status = pod.status;
+  return [...(status?.containerStatuses ?? []), ...(status?.initContainerStatuses ?? []), ...(status?.ephemeralContainerStatuses ?? [])];
 }
 
 /** A pod's IPs, from `status.podIPs` and `status.podIP` (both families; canonical already), each once. */

@@ -11,7 +11,7 @@
 // - among pods claiming one IP the strongest claim wins; on a tie the first one in the list keeps
 //   the IP, so the result does not depend on anything but the list.
 import { isLoopbackOrUnspecified } from "../../address.ts";
-import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
+import { claim, containerStatuses, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
 
 /** An index as plain arrays: what a refresh returns. */
 export interface PodIndexData {
@@ -40,7 +40,7 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
 
   for (const pod of pods) {
     podKeys.push(`${pod.metadata.namespace ?? ""}/${pod.metadata.name}`);
-    for (const status of pod.status?.containerStatuses ?? []) {
+    for (const status of containerStatuses(pod)) {
       const id = runtimeContainerId(status.containerID);
       if (id === null) continue;
       containerIds.push(id);

@@ -106,4 +106,13 @@ test("the pod list's containerStatuses name containers by their runtime id", () 
   const index = PodIndex.fromPods([v.parse(PodSchema, pod({ name: "web-1", ip4: "10.0.0.5", containerNames: ["app"], containerIds: [ID] }))]);
   expect(index.containerName(ID)).toBe("app");
   expect(index.containerName(ID.replace("0", "f"))).toBeUndefined();
+  // a sidecar declared as a restartable init container, and an ephemeral (debug) container
+  const sidecar = "ab".repeat(32);
+  const debug = "cd".repeat(32);
+  const withSidecar = pod({ name: "web-2", ip4: "10.0.0.6" });
+  const status = withSidecar.status as Record<string, unknown>;
+  status.initContainerStatuses = [{ name: "istio-proxy", containerID: `containerd://${sidecar}`, ready: true, restartCount: 0 }];
+  status.ephemeralContainerStatuses = [{ name: "debugger", containerID: `containerd://${debug}` }];
+  const both = PodIndex.fromPods([v.parse(PodSchema, withSidecar)]);
+  expect([both.containerName(sidecar), both.containerName(debug)]).toEqual(["istio-proxy", "debugger"]);
 });

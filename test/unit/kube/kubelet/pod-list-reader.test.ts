@@ -164,6 +164,8 @@ describe("reading only what the schema declares (json-pick)", () => {
         hostIP: true,
         hostIPs: [{ ip: true }],
         containerStatuses: [{ name: true, containerID: true }],
+        initContainerStatuses: [{ name: true, containerID: true }],
+        ephemeralContainerStatuses: [{ name: true, containerID: true }],
       },
     });
   });
