@@ -46,6 +46,7 @@ struct conn_state {
 	__u8 direction;
 	__u8 flags;		/* STATE_* */
 	__u8 pad[6];
+	struct conn_owner owner;	/* all zero until known (see accesslog.h) */
 };
 
 #define STATE_START_UNKNOWN 0x1	/* first seen after it began (open before the probe) */
@@ -240,6 +241,7 @@ static __always_inline void fill_record(struct conn_record *rec, const struct so
 	rec->retransmissions = f->total_retrans;
 	rec->srtt_us = f->srtt_us >> 3;
 	rec->min_rtt_us = f->min_rtt == ~0U ? 0 : f->min_rtt;
+	rec->owner = st->owner;
 	if (st->flags & STATE_START_UNKNOWN)
 		rec->flags |= RECORD_START_UNKNOWN;
 
@@ -462,6 +464,134 @@ static __always_inline void identify_peer(struct conn_state *st, const struct so
 		st->remote_addr = *(const __u32 *)((const __u8 *)&sk->__sk_common.skc_v6_daddr + 12);
 }
 
+/* ── The process behind a connection (struct conn_owner in accesslog.h) ── */
+
+/* The process of a task: its id, its cgroup, and the name of its main thread
+ * (a thread may name itself otherwise; /proc/<pid>/status shows the main one). */
+static __always_inline void owner_of_task(struct conn_owner *o, struct task_struct *task)
+{
+	if (!task)
+		return;
+	o->pid = BPF_CORE_READ(task, tgid);
+	o->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
+}
+
+/* The task running now: only where the kernel runs in the connect() or
+ * accept() caller (a state change in softirq runs in whoever was there). */
+static __always_inline void owner_of_current(struct conn_owner *o)
+{
+	owner_of_task(o, (struct task_struct *)bpf_get_current_task());
+}
+
+/*
+ * Owners of accepted connections, with socket-local storage, whose programs
+ * at accept()'s exit (tracepoints) may not use it: kept here by the socket's
+ * address until the connection's state takes them (its close, a periodic
+ * report). An LRU map: preallocated (tracepoints may not allocate on older
+ * kernels), sized by the agent (1 entry with the hash map, which the accept
+ * programs write directly); beyond its size the oldest owners are forgotten.
+ * Each names its connection, as struct conn_state does.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} accept_owners SEC(".maps");
+
+/* With socket storage: an accepted connection's owner, from accept_owners,
+ * into its state (which lacks one); `drop`: its close, forget the entry. */
+static __always_inline void take_accept_owner(const struct sock *sk, struct conn_state *st,
+					      const struct sock_figures *f, __u16 family, int drop)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state *found;
+
+	found = bpf_map_lookup_elem(&accept_owners, &key);
+	if (!found)
+		return;
+	if (st->direction == DIRECTION_INBOUND && st->owner.pid == 0 && same_connection(found, f, family))
+		st->owner = found->owner;
+	if (drop)
+		bpf_map_delete_elem(&accept_owners, &key);
+}
+
+/*
+ * At the exit of accept()/accept4(), in the caller: the socket of the fd it
+ * returned, from the caller's file table. The connection's state exists by
+ * then (the accepted socket reached ESTABLISHED before accept() could take it,
+ * a Fast Open child excepted: it is still in SYN_RECV and gets no owner).
+ */
+static __always_inline int on_accept(long fd, const int in_storage)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sock_figures figures;
+	struct conn_state *st, pending;
+	struct file **fds, *file;
+	struct fdtable *fdt;
+	struct socket *sock;
+	const struct sock *sk;
+	__u64 key;
+	__u16 family;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	read_figures_probe(&figures, sk, family);
+	key = (__u64)sk;
+	if (!in_storage) {
+		st = bpf_map_lookup_elem(&connections, &key);
+		if (st && st->direction == DIRECTION_INBOUND && st->owner.pid == 0 &&
+		    same_connection(st, &figures, family))
+			owner_of_current(&st->owner);
+		return 0;
+	}
+	__builtin_memset(&pending, 0, sizeof(pending));
+	identify(&pending, &figures, family);
+	owner_of_current(&pending.owner);
+	bpf_map_update_elem(&accept_owners, &key, &pending, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_accept4(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_accept(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_accept4_sk(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_accept_sk(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, 1);
+}
+
 /*
  * The state changes that make a connection's life here:
  * - SYN_SENT: connect(); the entry starts OUTBOUND.
@@ -512,6 +642,8 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_OUTBOUND;
 		identify_peer(&fresh, sk, family);
+		/* connect() runs this in its caller: the owner is the current task */
+		owner_of_current(&fresh.owner);
 		track(sk, &fresh, in_storage);
 		return 0;
 	}
@@ -576,6 +708,8 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		init_unknown(&fresh, sk->sk_max_ack_backlog);
 		st = &fresh;
 	}
+	if (in_storage)
+		take_accept_owner(sk, st, &figures, family, 1);
 	emit(sk, st, &figures, family, oldstate, now);
 	if (st != &fresh)
 		forget(sk, in_storage);
@@ -708,6 +842,7 @@ int seed_open(struct bpf_iter__task_file *ctx)
 	init_unknown(&st, BPF_CORE_READ(sk, sk_max_ack_backlog));
 	read_figures_probe(&figures, sk, family);
 	identify(&st, &figures, family);
+	owner_of_task(&st.owner, ctx->task); /* the one that holds it now: what is known */
 	if (state == BPF_TCP_SYN_SENT)
 		st.local_port = 0; /* an attempt's entry names its peer only */
 	key = (__u64)sk;
@@ -731,6 +866,7 @@ int report_sk(struct bpf_iter__bpf_sk_storage_map *ctx)
 	struct sock *sk = ctx->sk;
 	const struct conn_state *st = ctx->value;
 	struct sock_figures figures;
+	struct conn_state known;
 	struct conn_record rec;
 	__u16 family;
 	__u8 state;
@@ -748,6 +884,12 @@ int report_sk(struct bpf_iter__bpf_sk_storage_map *ctx)
 	read_figures_probe(&figures, sk, family);
 	if (!same_connection(st, &figures, family))
 		return 0;
+	if (st->direction == DIRECTION_INBOUND && st->owner.pid == 0) {
+		/* its owner may still wait in accept_owners: the report names it */
+		known = *st;
+		take_accept_owner(sk, &known, &figures, family, 0);
+		st = &known;
+	}
 	fill_record(&rec, sk, st, &figures, family, state, fin_sent(state), 0, bpf_ktime_get_ns());
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
@@ -788,6 +930,7 @@ int seed_open_sk(struct bpf_iter__task_file *ctx)
 	init_unknown(&st, sk->sk_max_ack_backlog);
 	read_figures_probe(&figures, sk, family);
 	identify(&st, &figures, family);
+	owner_of_task(&st.owner, ctx->task); /* the one that holds it now: what is known */
 	if (state == BPF_TCP_SYN_SENT)
 		st.local_port = 0; /* an attempt's state names its peer only */
 	if (bpf_sk_storage_get(&conn_storage, sk, &st, BPF_SK_STORAGE_GET_F_CREATE))

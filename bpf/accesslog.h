@@ -14,6 +14,19 @@
 #define RECORD_START_UNKNOWN 0x1 /* open before the probe was attached: start_ns is 0 */
 #define RECORD_ESTABLISHED 0x2   /* the connection reached ESTABLISHED at some point */
 
+/*
+ * The process behind a connection: the one that called connect() (in the
+ * kernel's state change to SYN_SENT) or accept() (at the syscall's exit), or,
+ * for a connection open before the probe, one that held its socket then.
+ * All zero when none is known.
+ */
+struct conn_owner {
+	__u64 cgroup_id;	/* its cgroup v2 id (inode number of the cgroup's directory); 0 = unknown */
+	__u32 pid;		/* thread group id, in the initial PID namespace; 0 = unknown */
+	char comm[16];		/* its command name (the task's comm), NUL-padded */
+	__u32 reserved;
+};
+
 struct conn_record {
 	__u64 start_ns;		/* CLOCK_MONOTONIC: connect() (OUTBOUND) or accept (INBOUND); 0 = unknown */
 	__u64 report_ns;	/* CLOCK_MONOTONIC at this report */
@@ -35,6 +48,7 @@ struct conn_record {
 	__s32 error;		/* errno for an attempt that never became ESTABLISHED, else 0 */
 	__u32 flags;		/* RECORD_* */
 	__u32 reserved;
+	struct conn_owner owner;
 };
 
 /*

@@ -87,8 +87,39 @@ struct bpf_iter_meta {
 	struct seq_file *seq;
 } __attribute__((preserve_access_index));
 
+/* A process, for the owner of a connection: its ids, its cgroup (v2), its open files. */
+struct kernfs_node {
+	__u64 id;	/* a cgroup's id: the inode number of its directory (64-bit kernels) */
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;	/* its cgroup in the v2 hierarchy */
+} __attribute__((preserve_access_index));
+
+struct file;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int tgid;
+	struct task_struct *group_leader;	/* the process's main thread: its comm is the process's name */
+	char comm[16];
+	struct css_set *cgroups;
+	struct files_struct *files;
+} __attribute__((preserve_access_index));
+
 /* The context of an iter/task_file program: one call per open file of each process. */
-struct task_struct;
 
 struct inode {
 	unsigned short i_mode;
@@ -119,6 +150,14 @@ struct bpf_iter__bpf_sk_storage_map {
 	struct sock *sk;
 	void *value;
 } __attribute__((preserve_access_index));
+
+/* The context of a syscalls:sys_exit_* tracepoint program, as its format file lays it out. */
+struct syscall_exit_args {
+	__u64 common;	/* common_type, common_flags, common_preempt_count, common_pid */
+	__s32 syscall_nr;
+	__s32 pad;
+	__s64 ret;
+};
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000

@@ -18,6 +18,7 @@ import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { KERNEL_FILTERS, type KernelFilterName, Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
+import { ContainerIds } from "./kernel/cgroups.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { ClusterIndex, ServiceRef } from "./kube/apiserver/cluster-index.ts";
 import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
@@ -91,6 +92,8 @@ export class Agent {
   #recordsInvalid = 0;
   /** Reads each ring-buffer record where it lies (no object per record). */
   readonly #record = new RecordView();
+  /** The container of each record's process, from its cgroup. */
+  readonly #containers = new ContainerIds();
   /** The records of a batch, filled again batch after batch (no object per record either). */
   readonly #records = new AccessRecordPool(BATCH_RECORDS);
   #lastInvalid = "";
@@ -234,6 +237,9 @@ export class Agent {
     if (probe.socketStorageRefusal !== null) {
       log.warn(`connection state kept in a hash map, not with each socket: the kernel refused to walk socket storage (${probe.socketStorageRefusal})`);
     }
+    if (probe.acceptCallersUnknown !== null) {
+      log.warn(`the process that accepted a connection is not named (only the connecting one is): ${probe.acceptCallersUnknown}`);
+    }
     agent.#lostSeen = probe.recordsLost();
     agent.#scheduleDrain(DRAIN_INTERVAL_MS);
     agent.#timers.push(
@@ -276,6 +282,7 @@ export class Agent {
       if (this.#enricher === null) this.#records.reset();
       else if (this.#records.full) this.#endBatch();
       const record = this.#records.fill(event, this.#clock);
+      if (record.pid !== null) record.containerId = this.#containers.containerOf(event.ownerCgroupId);
       if (this.#outputs.tcpMetrics) {
         const start = event.start;
         record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
@@ -291,6 +298,8 @@ export class Agent {
   /** A named record: a line if the switches want it, counted by the TCP metrics while they are on. */
   #emit = (record: AccessRecord, src?: PodInfo, dst?: PodInfo, service?: ServiceRef): void => {
     const outputs = this.#outputs;
+    // Named now, after any wait for the pod list: a new container's status may come with it.
+    if (record.containerId !== null) record.containerName = this.#pods?.containerName(record.containerId) ?? null;
     if (outputs.tcpMetrics) this.#metrics.observe(record, performance.now(), src, dst, service);
     if (!(record.state === CLOSE_STATE ? outputs.closeLines : outputs.periodicReports)) return;
     const dropped = this.#filter.drops(record);

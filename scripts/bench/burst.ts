@@ -18,12 +18,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary, option, table } from "./common.ts";
 import { openConnections } from "./connections.ts";
+import { RECORD_SIZE } from "../../src/kernel/record.ts";
 
 const short = process.argv.includes("--short");
 const pairs = option("pairs", short ? 5_000 : 100_000);
 const sizesAt = process.argv.indexOf("--ring-buffer-sizes");
 const sizes = sizesAt > 0 ? (process.argv[sizesAt + 1] ?? "8M").split(",") : ["8M"];
-const RECORD_BYTES = 112 + 8; // conn_record and the ring buffer's own header per record
+const RECORD_BYTES = RECORD_SIZE + 8; // conn_record and the ring buffer's own header per record
 
 const binary = ensureBinary();
 const dir = mkdtempSync(join(tmpdir(), "kal-burst-"));

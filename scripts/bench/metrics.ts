@@ -82,6 +82,10 @@ function measure(podCount: number, peers: number, rounds: number): Row {
     error: null,
     family: 4,
     netns: 4026531840,
+    pid: null,
+    command: null,
+    containerId: null,
+    containerName: null,
   };
   Bun.gc(true);
   const heapBefore = heapStats().heapSize;

@@ -88,6 +88,10 @@ function reports(): AccessRecord[] {
       error: failed ? "ECONNREFUSED" : null,
       family,
       netns: 4026531840 + int(1000),
+      pid: 1000 + int(30_000),
+      command: ["nginx", "java", "python3", "envoy"][int(4)]!,
+      containerId: `${"0".repeat(56)}${(0x10000000 + int(1000)).toString(16)}`,
+      containerName: ["app", "sidecar"][int(2)]!,
     });
   }
   return out;

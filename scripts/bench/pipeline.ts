@@ -10,7 +10,7 @@
 // the node (two records each, IPv4 and dual-stack IPv6), connections to and from other nodes,
 // services and the outside (10,000 remote addresses, a few hot and a long tail), kubelet probes
 // from the node's own address, failed attempts and periodic reports of long-lived connections,
-// 5 µs apart (200,000 records/s), in 112-byte conn_record layout.
+// 5 µs apart (200,000 records/s), in the conn_record layout (RECORD_SIZE bytes).
 //
 // Bytes allocated per line: JSC exposes no allocation counter, so the run is bracketed by markers
 // on stderr with JSC's GC log on (BUN_JSC_logGC=1): every collection JSC starts on its own logs

@@ -50,6 +50,16 @@ export interface AccessRecord {
   /** inode number of the reporting socket's network namespace (as `ip netns identify` and `lsns` know it) */
   netns: number;
   /**
+   * The process behind the socket: the one that called connect() (OUTBOUND) or accept() (INBOUND),
+   * or, for a connection open before the agent started, one that held the socket then. Its pid (in
+   * the node's PID namespace) and command name; null when not known.
+   */
+  pid: number | null;
+  command: string | null;
+  /** The container that process ran in (the id its runtime gave it, 64 hex digits), and its name in the pod (kubelet); null when not known. */
+  containerId: string | null;
+  containerName: string | null;
+  /**
    * Which connection (and which side of it) this reports, as the kernel saw it, before any name
    * or backend was added: set only while the TCP metrics are on (src/telemetry/), never printed.
    */
@@ -626,6 +636,11 @@ const J_MIN_RTT = ascii(',"min_rtt_us":');
 const J_DURATION = ascii(',"duration_ms":');
 const J_ERROR = ascii(',"error":');
 const J_NETNS = ascii(',"netns":');
+const J_PID = ascii(',"process_pid":');
+const J_COMMAND = ascii(',"process_command":');
+const J_CONTAINER_ID = ascii(',"container_id":');
+const J_CONTAINER_NAME = ascii(',"container_name":');
+const J_NO_PROCESS = ascii(',"process_pid":null,"process_command":null,"container_id":null,"container_name":null');
 const J_END = ascii("}");
 // As in the text line: the fixed runs of the common lines, one put() each.
 const J_SRC_UNNAMED = ascii(',"src_workload":null,"src_namespace":null,"dst_addr":');
@@ -633,8 +648,8 @@ const J_DST_UNNAMED = ascii(',"dst_service":null,"dst_workload":null,"dst_namesp
 const J_OUTBOUND_CLOSE = ascii(',"direction":"OUTBOUND","state":"BPF_TCP_CLOSE","sent_bytes":');
 const J_INBOUND_CLOSE = ascii(',"direction":"INBOUND","state":"BPF_TCP_CLOSE","sent_bytes":');
 
-/** As TEXT_FIXED_BYTES: about 300 bytes of keys, two quoted times, ten numbers. */
-const JSON_FIXED_BYTES = 920;
+/** As TEXT_FIXED_BYTES: about 380 bytes of keys, two quoted times, eleven numbers. */
+const JSON_FIXED_BYTES = 1024;
 
 /**
  * One JSON object per line, written without a trailing newline. Keys, always present and in this order:
@@ -655,6 +670,10 @@ const JSON_FIXED_BYTES = 920;
  *   duration_ms     number | null
  *   error           string | null  errno name of a failed attempt
  *   netns           number  inode number of the reporting socket's network namespace
+ *   process_pid     number | null  the process behind the socket (AccessRecord.pid)
+ *   process_command string | null  its command name
+ *   container_id    string | null  its container's id
+ *   container_name  string | null  that container's name in its pod (from the kubelet)
  * Values are not percent-escaped here: JSON's own escaping keeps them on one line. The bytes are
  * those of JSON.stringify of that object.
  */
@@ -674,7 +693,10 @@ export class JsonLines extends ByteFormat {
           lengthOf(r.dstService) +
           lengthOf(r.dstWorkload) +
           lengthOf(r.dstNamespace) +
-          lengthOf(r.error))
+          lengthOf(r.error) +
+          lengthOf(r.command) +
+          lengthOf(r.containerId) +
+          lengthOf(r.containerName))
     );
   }
 
@@ -767,6 +789,18 @@ export class JsonLines extends ByteFormat {
     p = this.#name(r.error, p);
     p = this.put(J_NETNS, p);
     p = this.#number(r.netns, p);
+    if (r.pid === null && r.command === null && r.containerId === null && r.containerName === null) {
+      p = this.put(J_NO_PROCESS, p);
+    } else {
+      p = this.put(J_PID, p);
+      p = r.pid === null ? this.put(J_NULL, p) : this.#number(r.pid, p);
+      p = this.put(J_COMMAND, p);
+      p = this.#name(r.command, p);
+      p = this.put(J_CONTAINER_ID, p);
+      p = this.#name(r.containerId, p);
+      p = this.put(J_CONTAINER_NAME, p);
+      p = this.#name(r.containerName, p);
+    }
     return this.put(J_END, p);
   }
 }

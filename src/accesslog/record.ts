@@ -42,6 +42,10 @@ function blankAccessRecord(): AccessRecord {
     error: null,
     family: 4,
     netns: 0,
+    pid: null,
+    command: null,
+    containerId: null,
+    containerName: null,
     connection: undefined,
   };
 }
@@ -79,6 +83,12 @@ export function fillAccessRecord(r: AccessRecord, ev: RecordFields, clock: Clock
   r.error = ev.flags & RECORD_ESTABLISHED ? null : errnoName(ev.error);
   r.family = ev.family;
   r.netns = ev.netns;
+  const pid = ev.ownerPid;
+  r.pid = pid === 0 ? null : pid;
+  r.command = pid === 0 ? null : ev.ownerCommand;
+  // The container is the agent's to find (from the cgroup id: kernel/cgroups.ts), its name the pod list's.
+  r.containerId = null;
+  r.containerName = null;
   r.connection = undefined;
   return r;
 }

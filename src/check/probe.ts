@@ -48,11 +48,37 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
 }
 
 /**
- * Loads and attaches the probe and closes it again. `blockers` are the earlier failed lines: the
+ * Loads and attaches the probe and closes it again: its line, then the processes line (what the
+ * load showed of naming each connection's process). `blockers` are the earlier failed lines: the
  * load is not tried after a failed BTF, libbpf or bpf() line, and a failed capabilities line is
  * named as the likely cause.
  */
-export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<CheckResult> {
+export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<[CheckResult, CheckResult]> {
+  const base = { id: "probe", label: "probe" };
+  let acceptCallersUnknown: string | null | undefined;
+  const line = await loadProbe(libbpfPath, blockers, (probe) => (acceptCallersUnknown = probe.acceptCallersUnknown));
+  return [line, processesLine(line.status === "fail" ? undefined : acceptCallersUnknown)];
+}
+
+/**
+ * The processes line: whether the process behind each connection can be named on both sides
+ * (`acceptCallersUnknown`: Probe's, undefined when the probe did not load).
+ */
+export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
+  const base = { id: "processes", label: "processes" };
+  if (acceptCallersUnknown === undefined) return { ...base, status: "skip", detail: "not tried (probe failed)" };
+  if (acceptCallersUnknown === null) {
+    return { ...base, status: "ok", detail: "the process that called connect() and the one that called accept() are named (JSON and OTLP)" };
+  }
+  return {
+    ...base,
+    status: "warn",
+    detail: `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
+    fix: "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+  };
+}
+
+async function loadProbe(libbpfPath: string | undefined, blockers: readonly CheckResult[], loaded: (probe: Probe) => void): Promise<CheckResult> {
   const base = { id: "probe", label: "probe" };
   // Without BTF or libbpf there is nothing to load; and a bpf() that a seccomp filter answers
   // with SIGSYS would kill this process rather than fail.
@@ -80,6 +106,7 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
     return { ...base, status: "fail", detail: `${first} (${rest.length} lines of verifier log in --json)`, fix, log: rest.join("\n") };
   }
   const version = probe.libbpfVersion;
+  loaded(probe);
   probe.close();
   return loadedProbeLine({
     libbpfVersion: version,

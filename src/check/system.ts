@@ -1,6 +1,7 @@
 // The node's side of `check`, as pure functions of what was read (kernel release, /proc texts,
 // the bpf() probe's answer), so that every verdict and fix can be tested without the condition.
 import { constants } from "node:os";
+import { cgroup2Mounts } from "../kernel/cgroups.ts";
 import { atLeast, BTF_PATH, CAP, hasCapability, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
 import type { CheckResult } from "./report.ts";
 
@@ -93,26 +94,19 @@ export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
 // ── cgroup v2 ───────────────────────────────────────────────────────────────
 
 /** /proc/mounts escapes space, tab, newline and backslash as octal. */
-const unescapeMountField = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-
-/** Mount points of every cgroup2 file system in a /proc/mounts text, in order. */
-export function cgroup2Mounts(mounts: string): string[] {
-  return mounts
-    .split("\n")
-    .map((line) => line.split(" "))
-    .filter((fields) => fields[2] === "cgroup2" && fields[1] !== undefined)
-    .map((fields) => unescapeMountField(fields[1]!));
-}
-
 export function cgroupCheck(mounts: string | null): CheckResult {
   const base = { id: "cgroup2", label: "cgroup v2" };
   const found = mounts === null ? [] : cgroup2Mounts(mounts);
   if (found.length > 0) return { ...base, status: "ok", detail: `mounted at ${found.join(", ")}` };
-  // The hooks see every socket whatever its cgroup: the agent runs without it.
+  // The hooks see every socket whatever its cgroup: the agent runs without it, but cannot tell the
+  // container of a connection's process (kernel/cgroups.ts).
   return {
     ...base,
     status: "warn",
-    detail: mounts === null ? "cannot read /proc/mounts" : "no cgroup2 file system in /proc/mounts (the agent runs without it)",
+    detail:
+      mounts === null
+        ? "cannot read /proc/mounts (the agent runs without it, but names no process's container)"
+        : "no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container)",
     fix: "boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
   };
 }

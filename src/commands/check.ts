@@ -60,7 +60,7 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   add(bpfSyscallCheck(probeBpfSyscall(), capabilities));
   add(cgroupCheck(readText("/proc/mounts")));
   add(await libbpfCheck(options.libbpf));
-  add(await probeCheck(options.libbpf, failed()));
+  for (const line of await probeCheck(options.libbpf, failed())) add(line);
   add(await kubeletCheck(options));
   add(await apiServerCheck(options));
   add(await conntrackCheck(options.libbpf, results));

@@ -81,8 +81,9 @@ export const CONN_STATE_FIELDS = {
   direction: { offset: 16, size: 1 },
   flags: { offset: 17, size: 1 },
   pad: { offset: 18, size: 6 },
+  owner: { offset: 24, size: 32 },
 } as const;
-export const CONN_STATE_SIZE = 24;
+export const CONN_STATE_SIZE = 56;
 
 /**
  * Mirrors of the kernel's run-time filters in bpf/accesslog.h: struct filter_use, struct
@@ -139,10 +140,12 @@ const SEED_READ_BYTES = 64 << 10;
 /** Periodic reports over socket storage: bytes read from the iterator at a time (its own buffer is 8 pages). */
 const REPORT_READ_BYTES = 64 << 10;
 /** The programs of each way of keeping state; the others are not loaded. */
-const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: string }> = {
-  "socket storage": { track: "handle_set_state_sk", seed: "seed_open_sk", report: "report_sk" },
-  "hash map": { track: "handle_set_state", seed: "seed_open", report: "report_open" },
+const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: string; accept: readonly string[] }> = {
+  "socket storage": { track: "handle_set_state_sk", seed: "seed_open_sk", report: "report_sk", accept: ["handle_accept4_sk", "handle_accept_sk"] },
+  "hash map": { track: "handle_set_state", seed: "seed_open", report: "report_open", accept: ["handle_accept4", "handle_accept"] },
 };
+/** Owners of accepted connections waiting for their socket's state (socket storage only; bpf/accesslog.bpf.c). */
+const ACCEPT_OWNERS_WITH_STORAGE = 16384;
 
 export class Probe {
   #bpf: Libbpf;
@@ -193,6 +196,12 @@ export class Probe {
   stateKeeping: StateKeeping = "hash map";
   /** Why socket storage is not used on a kernel that has it (the kernel refused its iterator), or null. */
   socketStorageRefusal: string | null = null;
+
+  /**
+   * Why the process that accepted a connection is not known on this kernel (its accept()
+   * tracepoints could not be attached), or null: then only the connecting side names its process.
+   */
+  acceptCallersUnknown: string | null = null;
 
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
@@ -249,7 +258,7 @@ export class Probe {
     this.#object = new BpfObject(this.#bpf, objectBytes, "kmesh_accesslog", VERIFIER_LOG_BYTES, "open the BPF object");
     this.stateKeeping = keeping;
     for (const [way, programs] of Object.entries(PROGRAMS)) {
-      for (const program of Object.values(programs)) {
+      for (const program of Object.values(programs).flat()) {
         status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), way === keeping));
       }
     }
@@ -265,11 +274,16 @@ export class Probe {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
     }
+    // With the hash map the accept programs write the connection's entry itself: one entry.
+    const acceptOwners = keeping === "socket storage" ? ACCEPT_OWNERS_WITH_STORAGE : 1;
+    status("size the accept owners map", lib.bpf_map__set_max_entries(this.#map("accept_owners"), acceptOwners));
     status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
     const programs = PROGRAMS[keeping];
     // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
     if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
 
+    // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
+    this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
     this.#links.push(pointer(`attach ${programs.track}`, lib.bpf_program__attach(this.#program(programs.track))));
     if (keeping === "hash map") {
       // report_open is never attached: reportOpenConnections() runs it.
@@ -325,6 +339,25 @@ export class Probe {
     } finally {
       if (fd >= 0) libc.close(fd);
     }
+  }
+
+  /**
+   * The programs at the exit of accept4() and accept() (syscalls:sys_exit_accept4, sys_exit_accept);
+   * a kernel without those tracepoints (built without CONFIG_FTRACE_SYSCALLS) leaves the accepting
+   * side's process unknown, and the reason is returned (null: both attached).
+   */
+  #attachAcceptPrograms(names: readonly string[]): string | null {
+    const { lib, pointer } = this.#bpf;
+    const attached: Pointer[] = [];
+    try {
+      for (const name of names) attached.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
+    } catch (error) {
+      for (const link of attached) lib.bpf_link__destroy(link);
+      const tracepoint = "the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints";
+      return `cannot attach to ${tracepoint} (${error instanceof Error ? error.message : String(error)})`;
+    }
+    this.#links.push(...attached);
+    return null;
   }
 
   #mapCounters(): void {

@@ -10,7 +10,7 @@ import { monotonicFromHalves, type Timespec } from "./clock.ts";
 import { HOST_LE } from "./host.ts";
 
 /** Size of `struct conn_record` in bytes. */
-export const RECORD_SIZE = 112;
+export const RECORD_SIZE = 144;
 
 /** Offset and size of every field of `struct conn_record`, under its C name. */
 export const RECORD_FIELDS = {
@@ -34,7 +34,17 @@ export const RECORD_FIELDS = {
   error: { offset: 100, size: 4 },
   flags: { offset: 104, size: 4 },
   reserved: { offset: 108, size: 4 },
+  owner: { offset: 112, size: 32 },
 } as const satisfies Record<string, { offset: number; size: number }>;
+
+/** Offset and size of every field of `struct conn_owner` (the record's `owner`), under its C name. */
+export const OWNER_FIELDS = {
+  cgroup_id: { offset: 0, size: 8 },
+  pid: { offset: 8, size: 4 },
+  comm: { offset: 12, size: 16 },
+  reserved: { offset: 28, size: 4 },
+} as const satisfies Record<string, { offset: number; size: number }>;
+export const OWNER_SIZE = 32;
 
 export const DIRECTION_OUTBOUND = 1;
 export const DIRECTION_INBOUND = 2;
@@ -97,6 +107,12 @@ export interface ConnEvent {
   error: number;
   /** RECORD_* bits. */
   flags: number;
+  /** The process that called connect() or accept() (or held the socket when the agent started): thread group id in the node's PID namespace; 0 = unknown. */
+  ownerPid: number;
+  /** Its command name (the kernel's comm, up to 15 bytes); "" = unknown. */
+  ownerCommand: string;
+  /** Its cgroup v2 id (the inode number of the cgroup's directory); 0 = unknown. */
+  ownerCgroupId: number;
 }
 
 export type RecordErrorKind = "short" | "family" | "direction" | "state";
@@ -150,6 +166,10 @@ const MIN_RTT_US = RECORD_FIELDS.min_rtt_us.offset;
 const NETNS = RECORD_FIELDS.netns.offset;
 const ERROR = RECORD_FIELDS.error.offset;
 const FLAGS = RECORD_FIELDS.flags.offset;
+const OWNER_PID = RECORD_FIELDS.owner.offset + OWNER_FIELDS.pid.offset;
+const OWNER_COMM = RECORD_FIELDS.owner.offset + OWNER_FIELDS.comm.offset;
+const OWNER_CGROUP_ID = RECORD_FIELDS.owner.offset + OWNER_FIELDS.cgroup_id.offset;
+const COMM_BYTES = OWNER_FIELDS.comm.size;
 
 const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 
@@ -163,6 +183,7 @@ const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
  */
 export class RecordView implements ConnEvent {
   readonly #texts = new AddressTexts();
+  readonly #commands = new CommandTexts();
   readonly #start: Timespec = { sec: 0, nsec: 0 };
   readonly #report: Timespec = { sec: 0, nsec: 0 };
   #view: DataView = EMPTY_VIEW;
@@ -269,7 +290,51 @@ export class RecordView implements ConnEvent {
   get error(): number {
     return this.#view.getInt32(this.#at + ERROR, HOST_LE);
   }
+  get ownerPid(): number {
+    return this.#view.getUint32(this.#at + OWNER_PID, HOST_LE);
+  }
+  get ownerCommand(): string {
+    return this.#commands.text(this.#view, this.#at + OWNER_COMM);
+  }
+  get ownerCgroupId(): number {
+    return u64(this.#view, this.#at + OWNER_CGROUP_ID);
+  }
 }
+
+/**
+ * Command names as text, cached by their bytes in a direct-mapped table (no object made on a hit):
+ * a node runs some hundreds of distinct ones, and most records repeat one. The kernel's comm is
+ * NUL-padded bytes that need not be UTF-8 (bad bytes become U+FFFD).
+ */
+class CommandTexts {
+  readonly #words = new Uint32Array(COMMAND_SLOTS * 4);
+  readonly #texts: string[] = new Array<string>(COMMAND_SLOTS).fill("");
+  readonly #decoder = new TextDecoder();
+
+  text(view: DataView, at: number): string {
+    const a = view.getUint32(at, true);
+    if (a === 0) return "";
+    const b = view.getUint32(at + 4, true);
+    const c = view.getUint32(at + 8, true);
+    const d = view.getUint32(at + 12, true);
+    const slot = (Math.imul(a ^ Math.imul(b, 31) ^ Math.imul(c, 17) ^ d, 0x9e3779b1) >>> 24) & (COMMAND_SLOTS - 1);
+    const words = this.#words;
+    const w = slot * 4;
+    if (words[w] === a && words[w + 1] === b && words[w + 2] === c && words[w + 3] === d) return this.#texts[slot]!;
+    const bytes = new Uint8Array(view.buffer, view.byteOffset + at, COMM_BYTES);
+    const end = bytes.indexOf(0);
+    const text = this.#decoder.decode(bytes.subarray(0, end < 0 ? COMM_BYTES : end));
+    words[w] = a;
+    words[w + 1] = b;
+    words[w + 2] = c;
+    words[w + 3] = d;
+    this.#texts[slot] = text;
+    return text;
+  }
+}
+
+/** A power of two, at most 256 (the slot is the hash's top byte). */
+const COMMAND_SLOTS = 256;
 
 function isUnspecified(view: DataView, at: number): boolean {
   return (

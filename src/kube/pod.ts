@@ -20,6 +20,8 @@ const IpTextSchema = v.pipe(
   v.string("not an IP address"),
 );
 
+const ContainerStatusSchema = v.object({ name: v.string(), containerID: opt(v.string()) });
+
 export const PodSchema = v.object({
   metadata: v.object({
     name: v.string(),
@@ -37,6 +39,11 @@ export const PodSchema = v.object({
       podIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
       hostIP: opt(IpTextSchema),
       hostIPs: opt(v.array(v.object({ ip: IpTextSchema }))),
+      // The container behind a connection's process (kernel/cgroups.ts gives its id): its name.
+      // Sidecars declared as restartable init containers are in initContainerStatuses.
+      containerStatuses: opt(v.array(ContainerStatusSchema)),
+      initContainerStatuses: opt(v.array(ContainerStatusSchema)),
+      ephemeralContainerStatuses: opt(v.array(ContainerStatusSchema)),
     }),
   ),
 });
@@ -123,6 +130,23 @@ export function claim(pod: Pod): number {
   if (phase === "Succeeded" || phase === "Failed") return NEVER;
   if (pod.metadata.deletionTimestamp != null) return DELETING;
   return phase === "Running" ? RUNNING : NOT_RUNNING;
+}
+
+/**
+ * The id in a container status's `containerID`, `<runtime>://<id>` (containerd://, cri-o://,
+ * docker://), as the cgroup path has it; null when there is none yet (a container not started).
+ */
+export function runtimeContainerId(containerID: string | null | undefined): string | null {
+  if (!containerID) return null;
+  const at = containerID.indexOf("://");
+  const id = at < 0 ? containerID : containerID.slice(at + 3);
+  return id === "" ? null : id;
+}
+
+/** Every container status of a pod: its containers', its init containers' (sidecars among them), its ephemeral ones'. */
+export function containerStatuses(pod: Pod): { name: string; containerID?: string | null | undefined }[] {
+  const status = pod.status;
+  return [...(status?.containerStatuses ?? []), ...(status?.initContainerStatuses ?? []), ...(status?.ephemeralContainerStatuses ?? [])];
 }
 
 /** A pod's IPs, from `status.podIPs` and `status.podIP` (both families; canonical already), each once. */

@@ -65,6 +65,11 @@ export interface AccessLogEntry {
   minRttUs: number | null;
   durationMs: number | null;
   error: string | null;
+  /** the process behind the socket and its container: JSON lines only (null in text lines, which never say) */
+  processPid: number | null;
+  processCommand: string | null;
+  containerId: string | null;
+  containerName: string | null;
   /** text lines: the fields in printed order (for format checks) */
   fieldOrder: string[];
 }
@@ -183,6 +188,10 @@ export function parseTextLine(line: string): AccessLogEntry {
     // `-ms` is read as unknown too, so that such a line is still found; tests check the text.
     durationMs: f("duration") === "-ms" ? null : dash(f("duration"), durationMs),
     error: fields.get("error") ?? null,
+    processPid: null,
+    processCommand: null,
+    containerId: null,
+    containerName: null,
     fieldOrder: order,
   };
 }
@@ -215,6 +224,10 @@ export const JsonLineSchema = v.strictObject({
   duration_ms: Num,
   error: v.nullish(v.string()),
   netns: v.number(),
+  process_pid: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  process_command: Text,
+  container_id: v.nullable(v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/))),
+  container_name: Text,
 });
 
 export function parseJsonLine(line: string): AccessLogEntry {
@@ -250,6 +263,10 @@ export function parseJsonLine(line: string): AccessLogEntry {
     minRttUs: j.min_rtt_us,
     durationMs: j.duration_ms,
     error: j.error ?? null,
+    processPid: j.process_pid,
+    processCommand: j.process_command,
+    containerId: j.container_id,
+    containerName: j.container_name,
     fieldOrder: Object.keys(JSON.parse(line) as object),
   };
 }

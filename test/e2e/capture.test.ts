@@ -153,6 +153,7 @@ describe.skipIf(!ready)("capture: JSON lines", () => {
           "time", "src_addr", "src_port", "src_workload", "src_namespace", "dst_addr", "dst_port", "dst_service",
           "dst_workload", "dst_namespace", "start_time", "direction", "state", "sent_bytes", "received_bytes",
           "packet_loss", "retransmissions", "srtt_us", "min_rtt_us", "duration_ms", "error", "netns",
+          "process_pid", "process_command", "container_id", "container_name",
         ]);
         const raw = JSON.parse(e.raw) as Record<string, unknown>;
         for (const k of ["src_port", "dst_port", "sent_bytes", "received_bytes", "packet_loss", "retransmissions", "srtt_us", "min_rtt_us", "duration_ms"]) {

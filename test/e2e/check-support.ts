@@ -68,6 +68,9 @@ export function probeOk(libbpf: string): string {
   return `✔ probe: the hooks load and attach (libbpf ${libbpf}${prealloc}); detached again; kernel taint ${taint}, unchanged`;
 }
 export const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
+/** Every kernel of the matrix has the accept() tracepoints (docs/kernels.md). */
+export const PROCESSES_OK = "✔ processes: the process that called connect() and the one that called accept() are named (JSON and OTLP)";
+export const PROCESSES_SKIPPED = "- processes: not tried (probe failed)";
 export const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
 export const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
 export const NO_CONNTRACK = "- conntrack: not used without the API server (no line is known to go to a ClusterIP)";
@@ -83,6 +86,7 @@ export function rootCheckLines(): string[] {
     cgroupLine(),
     `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
     probeOk(libbpf),
+    PROCESSES_OK,
     SKIPPED,
     NO_API,
     NO_CONNTRACK,

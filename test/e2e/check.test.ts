@@ -13,7 +13,22 @@ import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-serve
 import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
 import { denyOne, RET_KILL_PROCESS, retErrno, SECCOMP_AVAILABLE, seccompExec, SYSCALLS } from "./check-seccomp.ts";
-import { BPF_OK, btfLine, cgroupLine, check, KERNEL_LINE, NO_API, NO_CONNTRACK, probeOk, rootCheckLines, run, SKIPPED, systemLibbpfVersion } from "./check-support.ts";
+import {
+  BPF_OK,
+  btfLine,
+  cgroupLine,
+  check,
+  KERNEL_LINE,
+  NO_API,
+  NO_CONNTRACK,
+  PROCESSES_OK,
+  PROCESSES_SKIPPED,
+  probeOk,
+  rootCheckLines,
+  run,
+  SKIPPED,
+  systemLibbpfVersion,
+} from "./check-support.ts";
 import { ALLOW_BPF, GRANT } from "../support/check-fixes.ts";
 
 const it = testIf(
@@ -52,6 +67,7 @@ describe("check", () => {
       "cgroup2=ok",
       "libbpf=ok",
       "probe=ok",
+      "processes=ok",
       "kubelet=skip",
       "api-server=skip",
       "conntrack=skip",
@@ -61,7 +77,7 @@ describe("check", () => {
   it("a user who is not root: capabilities and probe fail with the fix, exit 1", async () => {
     const libbpf = systemLibbpfVersion();
     const result = await check(["--no-kubelet"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
-    expect(result.lines).toHaveLength(11);
+    expect(result.lines).toHaveLength(12);
     expect(result.lines[2]).toBe(`✘ capabilities: missing CAP_BPF and CAP_PERFMON (uid 65534, no effective capabilities) — fix: ${GRANT}`);
     // Newer kernels let anyone reach bpf()'s dispatcher; older ones with unprivileged BPF off refuse at the entry.
     expect(result.lines[3]).toBeOneOf([
@@ -80,6 +96,7 @@ describe("check", () => {
       cgroupLine(),
       `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
       probe,
+      PROCESSES_SKIPPED,
       SKIPPED,
       NO_API,
       NO_CONNTRACK,
@@ -94,6 +111,7 @@ describe("check", () => {
       "✘ libbpf: --libbpf /nonexistent/libbpf.so.1: no such file — fix: point --libbpf at a libbpf 1.x shared object, " +
         "or leave it out to use the system's or the built-in one",
       "✘ probe: not tried (libbpf failed) — fix: see the libbpf line above",
+      PROCESSES_SKIPPED,
       SKIPPED,
       NO_API,
       NO_CONNTRACK,
@@ -109,8 +127,8 @@ describe("check", () => {
     server.stop(true);
     const url = `https://127.0.0.1:${port}/pods`;
     const result = await check(["--kubelet-url", url]);
-    expect(result.lines.slice(0, 7).every((line) => line.startsWith("✔ "))).toBe(true);
-    expect(result.lines.slice(7)).toEqual([
+    expect(result.lines.slice(0, 8).every((line) => line.startsWith("✔ "))).toBe(true);
+    expect(result.lines.slice(8)).toEqual([
       `⚠ kubelet: cannot reach ${url} (ECONNREFUSED: Unable to connect. Is the computer able to access the url?); pod names will be - ` +
         "— fix: name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet",
       NO_API,
@@ -124,13 +142,13 @@ describe("check", () => {
     await using kubelet = await startKubelet({ pods: [pod({ name: "web-0", ip4: "10.244.1.2" }), pod({ name: "web-1", ip4: "10.244.1.3" })] });
     const args = ["--kubelet-url", kubelet.url, "--kubelet-ca-file", kubelet.caFile, "--kubelet-token-file", kubelet.tokenFile];
     const good = await check(args);
-    expect(good.lines.slice(7)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, NO_CONNTRACK, "the agent can run on this node"]);
+    expect(good.lines.slice(8)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, NO_CONNTRACK, "the agent can run on this node"]);
     expect(good.exitCode).toBe(0);
     expect(kubelet.authorized).toBe(1);
 
     kubelet.mode = "forbidden";
     const forbidden = await check(args);
-    expect(forbidden.lines.slice(7)).toEqual([
+    expect(forbidden.lines.slice(8)).toEqual([
       `⚠ kubelet: pod list forbidden (403) by ${kubelet.url} (403 Forbidden: Forbidden (user=system:serviceaccount:kmesh-system:kmesh-accesslog, ` +
         "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
         '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
@@ -162,6 +180,7 @@ describe("check", () => {
       expect(result.lines.slice(5)).toEqual([
         `✔ libbpf: ${libbpf} (the copy built into this binary: the system has no libbpf.so.1)`,
         probeOk(libbpf),
+        PROCESSES_OK,
         SKIPPED,
         NO_API,
         NO_CONNTRACK,

@@ -105,9 +105,15 @@ describe("line parser", () => {
       duration_ms: 50052.734827,
       error: null,
       netns: 4026531840,
+      process_pid: 4242,
+      process_command: "ws-client",
+      container_id: "ab".repeat(32),
+      container_name: "client",
     };
-    expect(parseJsonLine(JSON.stringify(json))).toMatchObject({ srcPort: 41978, sentBytes: 3, durationMs: 50052.734827 });
+    expect(parseJsonLine(JSON.stringify(json))).toMatchObject({ srcPort: 41978, sentBytes: 3, durationMs: 50052.734827, processPid: 4242, containerName: "client" });
     expect(() => parseJsonLine(JSON.stringify({ ...json, sent_bytes: "3" }))).toThrow(/sent_bytes/);
+    expect(() => parseJsonLine(JSON.stringify({ ...json, process_pid: "4242" }))).toThrow(/process_pid/);
+    expect(() => parseJsonLine(JSON.stringify({ ...json, container_id: "not-an-id" }))).toThrow(/container_id/);
   });
 });
 

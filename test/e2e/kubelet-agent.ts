@@ -19,7 +19,7 @@ export interface PodIdentity {
  * The kubelet's entry for a test pod: a Deployment's pod (ReplicaSet owner, pod-template-hash),
  * dual stack, Running, on the test node.
  */
-export function podEntry(testPod: Pod, id: PodIdentity, extra: Pick<PodSpecOptions, "labels" | "serviceAccount"> = {}): Record<string, unknown> {
+export function podEntry(testPod: Pod, id: PodIdentity, extra: Pick<PodSpecOptions, "labels" | "serviceAccount" | "containerNames" | "containerIds"> = {}): Record<string, unknown> {
   const hash = id.name.split("-").at(-2) ?? "5d9f7c6b8";
   const deployment = id.name.split("-").slice(0, -2).join("-") || id.name;
   return pod({

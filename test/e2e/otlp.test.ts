@@ -136,6 +136,9 @@ describe.skipIf(!ready)("OTLP export", () => {
           // the local end: the client for OUTBOUND, the server for INBOUND
           "k8s.namespace.name": outbound ? "shop" : "payments",
           "k8s.pod.name": outbound ? "shop-web-5d9f7c6b8-x2x4z" : "pay-api-7c6b85d9f-q9k7m",
+          // the peer process of the local end, as its JSON line names it (exact values: processes.test.ts)
+          "process.pid": BigInt(json.process_pid!),
+          "process.executable.name": json.process_command!,
           "kmesh.source.workload": "shop-web-5d9f7c6b8-x2x4z",
           "kmesh.source.namespace": "shop",
           "kmesh.destination.workload": "pay-api-7c6b85d9f-q9k7m",

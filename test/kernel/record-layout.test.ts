@@ -1,7 +1,7 @@
 // The TypeScript mirrors must match what clang laid out in the committed
 // object: field names, offsets and sizes, read from the object's BTF.
 import { describe, expect } from "bun:test";
-import { RECORD_FIELDS, RECORD_SIZE } from "../../src/kernel/record.ts";
+import { OWNER_FIELDS, OWNER_SIZE, RECORD_FIELDS, RECORD_SIZE } from "../../src/kernel/record.ts";
 import {
   CONN_STATE_FIELDS,
   CONN_STATE_SIZE,
@@ -37,6 +37,13 @@ describe("record layout", () => {
     const record = btf.struct("conn_record");
     expect(record.size).toBe(RECORD_SIZE);
     expect(record.layout).toEqual(structuredClone(RECORD_FIELDS) as never);
+  });
+
+  it("struct conn_owner (the record's and the state's owner) matches OWNER_FIELDS", async () => {
+    const btf = await readBtf(OBJECT);
+    const owner = btf.struct("conn_owner");
+    expect(owner.size).toBe(OWNER_SIZE);
+    expect(owner.layout).toEqual(structuredClone(OWNER_FIELDS) as never);
   });
 
   it("struct report_batch holds REPORT_BATCH records, back to back", async () => {

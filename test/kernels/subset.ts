@@ -8,7 +8,9 @@
  * (test/e2e/clusterip-conntrack.test.ts, taken in too: the hook must attach where there are
  * kprobes, as on every kernel of the matrix); a full ring buffer drained exactly
  * (test/e2e/ring-buffer.test.ts); the filters the kernel decides, with each way of keeping state
- * (test/e2e/kernel-filters.test.ts); and, last, that the kernel neither got tainted nor
+ * (test/e2e/kernel-filters.test.ts); the process behind each socket, connect() and accept() side,
+ * with either way of keeping state (test/e2e/processes.test.ts: the accept() tracepoints must
+ * attach on every kernel of the matrix); and, last, that the kernel neither got tainted nor
  * logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
@@ -25,11 +27,12 @@ import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchan
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
 import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
-// Registers the corners', the full ring's, the ClusterIP backends' and the kernel filters' tests here, before the taint check below.
+// Registers the corners', the full ring's, the ClusterIP backends', the kernel filters' and the processes' tests here, before the taint check below.
 import "../e2e/ring-buffer.test.ts";
 import "../e2e/kernel-filters.test.ts";
 import "../e2e/tcp-corners.test.ts";
 import "../e2e/clusterip-conntrack.test.ts";
+import "../e2e/processes.test.ts";
 
 /** Under qemu's TCG the guest runs about ten times slower: times get this much slack, counts none. */
 const TOLERANCE_MS = 250;

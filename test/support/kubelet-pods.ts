@@ -26,6 +26,9 @@ export interface PodSpecOptions {
   hostIP?: string;
   uid?: string;
   containers?: number;
+  /** the containers' names (default: the pod's name, then `<pod>-sidecar-<i>`) and runtime ids (64 hex; default: made up from the names) */
+  containerNames?: string[];
+  containerIds?: string[];
   /** labels besides `app` (default: the owner's name) and `pod-template-hash`; they win */
   labels?: Record<string, string>;
   /** spec.serviceAccountName (default: default) */
@@ -139,7 +142,11 @@ export function pod(o: PodSpecOptions): Record<string, unknown> {
     metadata.deletionTimestamp = o.deletionTimestamp;
     metadata.deletionGracePeriodSeconds = 30;
   }
-  const containers = Array.from({ length: o.containers ?? 1 }, (_, i) => container(o.name, i));
+  const containers = Array.from({ length: o.containers ?? o.containerNames?.length ?? o.containerIds?.length ?? 1 }, (_, i) => ({
+    ...container(o.name, i),
+    ...(o.containerNames?.[i] === undefined ? {} : { name: o.containerNames[i] }),
+  }));
+  const containerId = (c: { name: string }, i: number) => `containerd://${o.containerIds?.[i] ?? hex(64, c.name + o.name)}`;
   const terminated = phase === "Succeeded" || phase === "Failed";
   const status: Record<string, unknown> = {
     phase,
@@ -152,17 +159,17 @@ export function pod(o: PodSpecOptions): Record<string, unknown> {
     hostIP,
     hostIPs: [{ ip: hostIP }],
     startTime: T,
-    containerStatuses: containers.map((c) => ({
+    containerStatuses: containers.map((c, i) => ({
       name: c.name,
       state: terminated
-        ? { terminated: { exitCode: phase === "Failed" ? 1 : 0, reason: phase === "Failed" ? "Error" : "Completed", startedAt: T, finishedAt: T, containerID: `containerd://${hex(64, c.name + o.name)}` } }
+        ? { terminated: { exitCode: phase === "Failed" ? 1 : 0, reason: phase === "Failed" ? "Error" : "Completed", startedAt: T, finishedAt: T, containerID: containerId(c, i) } }
         : { running: { startedAt: T } },
       lastState: {},
       ready: phase === "Running",
       restartCount: 0,
       image: c.image,
       imageID: `registry.example.com/team/${o.name}@sha256:${hex(64, c.image)}`,
-      containerID: `containerd://${hex(64, c.name + o.name)}`,
+      containerID: containerId(c, i),
       started: phase === "Running",
     })),
     qosClass: "Burstable",

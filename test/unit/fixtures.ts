@@ -53,6 +53,10 @@ export const SEED_RECORD: Readonly<AccessRecord> = {
   error: null,
   family: 4,
   netns: 4026531840,
+  pid: null,
+  command: null,
+  containerId: null,
+  containerName: null,
 };
 
 /** The seed record as the decoder makes it, before any name is known. */
@@ -92,6 +96,9 @@ export function decodeRecord(view: DataView, offset = 0, length: number = view.b
     netns: r.netns,
     error: r.error,
     flags: r.flags,
+    ownerPid: r.ownerPid,
+    ownerCommand: r.ownerCommand,
+    ownerCgroupId: r.ownerCgroupId,
   };
 }
 
@@ -122,6 +129,11 @@ export interface RawRecord {
   error: number;
   flags: number;
   reserved: number;
+  /** struct conn_owner */
+  ownerCgroupId: bigint;
+  ownerPid: number;
+  /** up to 16 bytes, NUL-padded */
+  ownerComm: number[];
 }
 
 /** A connection record (the seed example's figures, 2.5 s long). */
@@ -146,6 +158,9 @@ export const RAW_RECORD: Readonly<RawRecord> = {
   error: 0,
   flags: RECORD_ESTABLISHED,
   reserved: 0,
+  ownerCgroupId: 0n,
+  ownerPid: 0,
+  ownerComm: [],
 };
 
 /** The bytes of a record: RAW_RECORD with `over`, at `at` in a buffer of `at + size` bytes. */
@@ -173,6 +188,9 @@ export function rawRecord(over: Partial<RawRecord> = {}, size = RECORD_SIZE, at 
   v.setInt32(o + 100, r.error, LE);
   v.setUint32(o + 104, r.flags, LE);
   v.setUint32(o + 108, r.reserved, LE);
+  v.setBigUint64(o + 112, r.ownerCgroupId, LE);
+  v.setUint32(o + 120, r.ownerPid, LE);
+  r.ownerComm.forEach((b, i) => v.setUint8(o + 124 + i, b));
   return v;
 }
 
@@ -351,6 +369,10 @@ export function record(direction: "OUTBOUND" | "INBOUND", src: string, dst: stri
     error: null,
     family: src.includes(":") ? 6 : 4,
     netns: 4026531840,
+    pid: null,
+    command: null,
+    containerId: null,
+    containerName: null,
   };
 }
 

@@ -11,7 +11,7 @@
 // - among pods claiming one IP the strongest claim wins; on a tie the first one in the list keeps
 //   the IP, so the result does not depend on anything but the list.
 import { isLoopbackOrUnspecified } from "../../address.ts";
-import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
+import { claim, containerStatuses, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
 
 /** An index as plain arrays: what a refresh returns. */
 export interface PodIndexData {
@@ -25,6 +25,9 @@ export interface PodIndexData {
   podKeys: string[];
   /** pods in the list, indexed or not */
   podCount: number;
+  /** containerIds[i] (the runtime's id, without `<runtime>://`) is named containerNames[i] in its pod */
+  containerIds: string[];
+  containerNames: string[];
 }
 
 export function buildIndexData(pods: readonly Pod[]): PodIndexData {
@@ -32,9 +35,17 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
   const owner = new Map<string, { pod: number; claim: number }>();
   const nodeAddresses = new Set<string>();
   const podKeys: string[] = [];
+  const containerIds: string[] = [];
+  const containerNames: string[] = [];
 
   for (const pod of pods) {
     podKeys.push(`${pod.metadata.namespace ?? ""}/${pod.metadata.name}`);
+    for (const status of containerStatuses(pod)) {
+      const id = runtimeContainerId(status.containerID);
+      if (id === null) continue;
+      containerIds.push(id);
+      containerNames.push(status.name);
+    }
     for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) nodeAddresses.add(entry.ip);
     if (pod.status?.hostIP) nodeAddresses.add(pod.status.hostIP);
 
@@ -66,23 +77,36 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
     ips.push(ip);
     podOfIp.push(pod);
   }
-  return { pods: infos, ips, podOfIp, nodeAddresses: [...nodeAddresses], podKeys, podCount: pods.length };
+  return { pods: infos, ips, podOfIp, nodeAddresses: [...nodeAddresses], podKeys, podCount: pods.length, containerIds, containerNames };
 }
 
 export class PodIndex {
-  static readonly EMPTY = new PodIndex(new Map(), new Set(), new Set(), 0);
+  static readonly EMPTY = new PodIndex(new Map(), new Set(), new Set(), 0, new Map());
 
   readonly #byIp: ReadonlyMap<string, PodInfo>;
   readonly #nodeAddresses: ReadonlySet<string>;
   readonly #podKeys: ReadonlySet<string>;
+  readonly #containerNames: ReadonlyMap<string, string>;
   /** pods in the list this index was built from */
   readonly podCount: number;
 
-  private constructor(byIp: ReadonlyMap<string, PodInfo>, nodeAddresses: ReadonlySet<string>, podKeys: ReadonlySet<string>, podCount: number) {
+  private constructor(
+    byIp: ReadonlyMap<string, PodInfo>,
+    nodeAddresses: ReadonlySet<string>,
+    podKeys: ReadonlySet<string>,
+    podCount: number,
+    containerNames: ReadonlyMap<string, string>,
+  ) {
     this.#byIp = byIp;
     this.#nodeAddresses = nodeAddresses;
     this.#podKeys = podKeys;
     this.podCount = podCount;
+    this.#containerNames = containerNames;
+  }
+
+  /** The name in its pod of the container with this runtime id (kernel/cgroups.ts), when the list has it. */
+  containerName(id: string): string | undefined {
+    return this.#containerNames.get(id);
   }
 
   /** Whether the list held the pod `namespace/name`. */
@@ -96,7 +120,9 @@ export class PodIndex {
       const pod = data.pods[data.podOfIp[i]!];
       if (pod !== undefined) byIp.set(data.ips[i]!, pod);
     }
-    return new PodIndex(byIp, new Set(data.nodeAddresses), new Set(data.podKeys), data.podCount);
+    const containerNames = new Map<string, string>();
+    for (let i = 0; i < data.containerIds.length; i++) containerNames.set(data.containerIds[i]!, data.containerNames[i]!);
+    return new PodIndex(byIp, new Set(data.nodeAddresses), new Set(data.podKeys), data.podCount, containerNames);
   }
 
   static fromPods(pods: readonly Pod[]): PodIndex {

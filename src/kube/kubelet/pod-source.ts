@@ -92,6 +92,11 @@ export class PodSource {
     return this.#index.lookup(ip);
   }
 
+  /** The name of a container of this node's pods, by its runtime id. */
+  containerName(id: string): string | undefined {
+    return this.#index.containerName(id);
+  }
+
   isNodeAddress(ip: string): boolean {
     return this.#index.isNodeAddress(ip);
   }

@@ -1,8 +1,8 @@
 // What an OTLP LogRecord says about a report, declared once: each attribute's key, its value type
 // and where its value comes from. OpenTelemetry's semantic conventions name what they cover
 // (source.*, destination.*, network.*, k8s.*, error.type); the rest is ours, under `kmesh.`. A
-// value that is not known is left out (no stand-in like the text line's `-`). A later field (the
-// process behind a socket, say) is one more row here; encode.ts writes whatever the table holds.
+// value that is not known is left out (no stand-in like the text line's `-`). A later field is
+// one more row here; encode.ts writes whatever the table holds.
 // The README's OTLP section lists the same table for users.
 import type { AccessRecord } from "../../accesslog/format.ts";
 
@@ -49,6 +49,12 @@ export const RECORD_ATTRIBUTES: readonly AttributeSpec[] = [
   { key: "k8s.namespace.name", kind: "string", value: (r) => (localIsSource(r) ? r.srcNamespace : r.dstNamespace) },
   { key: "k8s.pod.name", kind: "string", value: (r) => (localIsSource(r) ? r.srcWorkload : r.dstWorkload) },
   { key: "error.type", kind: "string", value: (r) => r.error },
+  // The process behind the local socket: process.executable.name is the Name of /proc/<pid>/status
+  // (the kernel's comm), as the conventions say for Linux.
+  { key: "process.pid", kind: "int", value: (r) => r.pid },
+  { key: "process.executable.name", kind: "string", value: (r) => r.command },
+  { key: "container.id", kind: "string", value: (r) => r.containerId },
+  { key: "k8s.container.name", kind: "string", value: (r) => r.containerName },
   // Ours: what the conventions have no name for.
   { key: "kmesh.source.workload", kind: "string", value: (r) => r.srcWorkload },
   { key: "kmesh.source.namespace", kind: "string", value: (r) => r.srcNamespace },

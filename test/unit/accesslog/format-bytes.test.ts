@@ -112,6 +112,10 @@ function record(rng: Random): AccessRecord {
     error: failed ? rng.pick(["ECONNREFUSED", "ETIMEDOUT", "ECONNABORTED", "errno22"]) : rng.chance(0.01) ? name(rng) : null,
     family,
     netns: rng.chance(0.5) ? 4026531840 : rng.int(2 ** 32),
+    pid: rng.chance(0.3) ? null : rng.chance(0.1) ? 2 ** 32 - 1 : 1 + rng.int(4_194_304),
+    command: rng.chance(0.3) ? null : name(rng),
+    containerId: rng.chance(0.5) ? null : name(rng),
+    containerName: rng.chance(0.5) ? null : name(rng),
   };
 }
 

@@ -268,6 +268,10 @@ function formatJsonLine(r: AccessRecord): string {
     duration_ms: r.durationMs,
     error: r.error,
     netns: r.netns,
+    process_pid: r.pid,
+    process_command: r.command,
+    container_id: r.containerId,
+    container_name: r.containerName,
   });
 }
 

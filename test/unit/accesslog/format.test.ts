@@ -164,7 +164,7 @@ describe("escapeValue", () => {
 describe("formatJsonLine", () => {
   test("the seed record", () => {
     expect(formatJsonLine(seed)).toBe(
-      '{"time":"2025-04-24T08:54:40.971980208Z","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24T08:53:50.919245381Z","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null,"netns":4026531840}',
+      '{"time":"2025-04-24T08:54:40.971980208Z","src_addr":"10.244.2.79","src_port":41978,"src_workload":"ws-client","src_namespace":"default","dst_addr":"10.244.2.78","dst_port":8080,"dst_service":"ws-server-service.default.svc.cluster.local","dst_workload":"ws-server","dst_namespace":"default","start_time":"2025-04-24T08:53:50.919245381Z","direction":"OUTBOUND","state":"BPF_TCP_ESTABLISHED","sent_bytes":3,"received_bytes":227,"packet_loss":0,"retransmissions":0,"srtt_us":40515,"min_rtt_us":34,"duration_ms":50052.734827,"error":null,"netns":4026531840,"process_pid":null,"process_command":null,"container_id":null,"container_name":null}',
     );
   });
 
@@ -203,6 +203,10 @@ describe("formatJsonLine", () => {
       durationMs: null,
       state: "BPF_TCP_CLOSE",
       error: "ETIMEDOUT",
+      pid: 4_194_304,
+      command: 'my "app"',
+      containerId: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+      containerName: "app",
     };
     const text = formatJsonLine(r);
     expect(text).not.toContain("\n");
@@ -229,6 +233,10 @@ describe("formatJsonLine", () => {
       duration_ms: null,
       error: "ETIMEDOUT",
       netns: 4026531840,
+      process_pid: 4_194_304,
+      process_command: 'my "app"',
+      container_id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+      container_name: "app",
     });
     expect(Object.keys(JSON.parse(text))).toEqual([
       "time",
@@ -253,6 +261,10 @@ describe("formatJsonLine", () => {
       "duration_ms",
       "error",
       "netns",
+      "process_pid",
+      "process_command",
+      "container_id",
+      "container_name",
     ]);
   });
 });

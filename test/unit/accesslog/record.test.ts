@@ -33,6 +33,9 @@ const event: ConnEvent = {
   netns: 4026531840,
   error: 0,
   flags: RECORD_ESTABLISHED,
+  ownerPid: 0,
+  ownerCommand: "",
+  ownerCgroupId: 0,
 };
 
 test("the seed example from a raw ring-buffer record to the line, byte for byte", () => {

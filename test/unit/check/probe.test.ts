@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { loadedProbeLine } from "../../../src/check/probe.ts";
+import { loadedProbeLine, processesLine } from "../../../src/check/probe.ts";
+import { canRun, formatCheckLine } from "../../../src/check/report.ts";
 import { runTimeAllocationAllowed, socketStorageFromTracing } from "../../../src/kernel/probe.ts";
 
 const clean = { libbpfVersion: "1.1", preallocated: false, taintBefore: 0, taintAfter: 0, panicOnWarn: false };
@@ -62,5 +63,21 @@ describe("connection state kept with each socket (socket storage from a tracing 
     ["not a version", false],
   ])("%s: %p", (release, allowed) => {
     expect(socketStorageFromTracing(release)).toBe(allowed);
+  });
+});
+
+describe("processesLine", () => {
+  test("both sides named, only the connecting side (no accept() tracepoints), or not tried", () => {
+    expect(formatCheckLine(processesLine(null))).toBe(
+      "✔ processes: the process that called connect() and the one that called accept() are named (JSON and OTLP)",
+    );
+    const missing = processesLine("cannot attach to the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory)");
+    expect(formatCheckLine(missing)).toBe(
+      "⚠ processes: only the process that called connect() is named, not the one that called accept(): cannot attach to the " +
+        "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory) " +
+        "— fix: a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+    );
+    expect(canRun([missing])).toBe(true);
+    expect(formatCheckLine(processesLine(undefined))).toBe("- processes: not tried (probe failed)");
   });
 });

@@ -7,11 +7,11 @@ import {
   bpfSyscallCheck,
   btfCheck,
   capabilitiesCheck,
-  cgroup2Mounts,
   cgroupCheck,
   kernelCheck,
   memlockLimit,
 } from "../../../src/check/system.ts";
+import { cgroup2Mounts } from "../../../src/kernel/cgroups.ts";
 import { effectiveCapabilities, parseKernelRelease } from "../../../src/kernel/host.ts";
 import { ALLOW_BPF, GRANT } from "../../support/check-fixes.ts";
 
@@ -142,7 +142,7 @@ describe("cgroup v2", () => {
   test("none is a warning: the hooks see every socket whatever its cgroup", () => {
     const result = cgroupCheck("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n");
     expect(line(result)).toBe(
-      "⚠ cgroup v2: no cgroup2 file system in /proc/mounts (the agent runs without it) " +
+      "⚠ cgroup v2: no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container) " +
         "— fix: boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
     );
     expect(canRun([result])).toBe(true);

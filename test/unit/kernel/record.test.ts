@@ -9,6 +9,8 @@ import {
   RECORD_ESTABLISHED,
   RECORD_FIELDS,
   RECORD_SIZE,
+  OWNER_FIELDS,
+  OWNER_SIZE,
   RECORD_START_UNKNOWN,
   RecordError,
   RecordView,
@@ -28,7 +30,7 @@ function rejection(view: DataView, offset?: number, length?: number): RecordErro
 
 describe("layout", () => {
   test("RECORD_FIELDS matches struct conn_record", () => {
-    expect(RECORD_SIZE).toBe(112);
+    expect(RECORD_SIZE).toBe(144);
     expect(RECORD_FIELDS).toEqual({
       start_ns: { offset: 0, size: 8 },
       report_ns: { offset: 8, size: 8 },
@@ -50,6 +52,14 @@ describe("layout", () => {
       error: { offset: 100, size: 4 },
       flags: { offset: 104, size: 4 },
       reserved: { offset: 108, size: 4 },
+      owner: { offset: 112, size: 32 },
+    });
+    expect(OWNER_SIZE).toBe(32);
+    expect(OWNER_FIELDS).toEqual({
+      cgroup_id: { offset: 0, size: 8 },
+      pid: { offset: 8, size: 4 },
+      comm: { offset: 12, size: 16 },
+      reserved: { offset: 28, size: 4 },
     });
   });
 
@@ -107,6 +117,9 @@ describe("decodeRecord", () => {
       error: -5,
       flags: RECORD_ESTABLISHED | 0x8000_0000,
       reserved: 0xdeadbeef,
+      ownerCgroupId: 0x0001_0000_0000_1234n,
+      ownerPid: 0xfffffffe,
+      ownerComm: [...Buffer.from("fifteen-bytes-x"), 0],
     });
     expect(decodeRecord(view)).toEqual({
       start: { sec: 78, nsec: 187_493_530 },
@@ -128,7 +141,22 @@ describe("decodeRecord", () => {
       netns: 0xf000_0001,
       error: -5,
       flags: 0x8000_0002,
+      ownerPid: 0xfffffffe,
+      ownerCommand: "fifteen-bytes-x",
+      ownerCgroupId: 0x0001_0000_0000_1234,
     });
+  });
+
+  test("the owner: a command name of 16 bytes without a NUL, bytes that are not UTF-8, and none", () => {
+    expect(decodeRecord(build({ ownerPid: 7, ownerComm: [...Buffer.from("sixteen-bytes-xy")] })).ownerCommand).toBe("sixteen-bytes-xy");
+    expect(decodeRecord(build({ ownerPid: 7, ownerComm: [0x61, 0xff, 0x62] })).ownerCommand).toBe("a\ufffdb");
+    const none = decodeRecord(build());
+    expect([none.ownerPid, none.ownerCommand, none.ownerCgroupId]).toEqual([0, "", 0]);
+    // one view, two records: the cached text of one is not the other's
+    const records = new RecordView();
+    expect(records.select(build({ ownerComm: [...Buffer.from("curl")] })).ownerCommand).toBe("curl");
+    expect(records.select(build({ ownerComm: [...Buffer.from("curl2")] })).ownerCommand).toBe("curl2");
+    expect(records.select(build({ ownerComm: [...Buffer.from("curl")] })).ownerCommand).toBe("curl");
   });
 
   test("record at an offset inside a larger buffer, trailing bytes ignored", () => {
@@ -219,19 +247,19 @@ describe("decodeRecord", () => {
 
 describe("decodeRecord rejects", () => {
   test("a short record", () => {
-    const e = rejection(new DataView(new ArrayBuffer(111)));
-    expect(e.message).toBe("record too short: 111 bytes, expected 112");
+    const e = rejection(new DataView(new ArrayBuffer(143)));
+    expect(e.message).toBe("record too short: 143 bytes, expected 144");
     expect(e.kind).toBe("short");
-    expect(rejection(new DataView(new ArrayBuffer(0))).message).toBe("record too short: 0 bytes, expected 112");
-    expect(rejection(build(), 0, 100).message).toBe("record too short: 100 bytes, expected 112");
-    expect(rejection(build(), 8).message).toBe("record too short: 104 bytes, expected 112");
+    expect(rejection(new DataView(new ArrayBuffer(0))).message).toBe("record too short: 0 bytes, expected 144");
+    expect(rejection(build(), 0, 100).message).toBe("record too short: 100 bytes, expected 144");
+    expect(rejection(build(), 8).message).toBe("record too short: 136 bytes, expected 144");
   });
 
   test("a length that runs past the buffer", () => {
-    const e = rejection(build(), 8, 112);
+    const e = rejection(build(), 8, 144);
     expect(e.kind).toBe("short");
-    expect(e.message).toBe("record at offset 8 runs past the end of its 112-byte buffer");
-    expect(rejection(build(), -1, 112).kind).toBe("short");
+    expect(e.message).toBe("record at offset 8 runs past the end of its 144-byte buffer");
+    expect(rejection(build(), -1, 144).kind).toBe("short");
   });
 
   test("an unknown family", () => {

@@ -157,7 +157,16 @@ describe("reading only what the schema declares (json-pick)", () => {
     expect(names(selectionOf(PodSchema))).toEqual({
       metadata: { name: true, namespace: true, deletionTimestamp: true, labels: true, ownerReferences: [{ kind: true, name: true, controller: true }] },
       spec: { hostNetwork: true, serviceAccountName: true },
-      status: { phase: true, podIP: true, podIPs: [{ ip: true }], hostIP: true, hostIPs: [{ ip: true }] },
+      status: {
+        phase: true,
+        podIP: true,
+        podIPs: [{ ip: true }],
+        hostIP: true,
+        hostIPs: [{ ip: true }],
+        containerStatuses: [{ name: true, containerID: true }],
+        initContainerStatuses: [{ name: true, containerID: true }],
+        ephemeralContainerStatuses: [{ name: true, containerID: true }],
+      },
     });
   });
 

@@ -34,6 +34,10 @@ function expected(r: AccessRecord): Record<string, string | bigint | number> {
     "k8s.namespace.name": local.ns,
     "k8s.pod.name": local.pod,
     "error.type": r.error,
+    "process.pid": r.pid === null ? null : BigInt(r.pid),
+    "process.executable.name": r.command,
+    "container.id": r.containerId,
+    "k8s.container.name": r.containerName,
     "kmesh.source.workload": r.srcWorkload,
     "kmesh.source.namespace": r.srcNamespace,
     "kmesh.destination.workload": r.dstWorkload,
@@ -97,7 +101,20 @@ describe("LogsRequestWriter", () => {
       resource: { "service.name": "kmesh-accesslog", "service.version": "9.8.7", "host.name": "node-a", "k8s.node.name": "node-a" },
       scope: { name: "kmesh-accesslog", version: "9.8.7" },
     });
-    expect(record!.keys).toEqual(RECORD_ATTRIBUTES.map((a) => a.key).filter((k) => k !== "error.type"));
+    // no error, no process known: those are left out
+    const unknown = ["error.type", "process.pid", "process.executable.name", "container.id", "k8s.container.name"];
+    expect(record!.keys).toEqual(RECORD_ATTRIBUTES.map((a) => a.key).filter((k) => !unknown.includes(k)));
+  });
+
+  test("the process behind the socket: process.pid, process.executable.name, container.id, k8s.container.name", () => {
+    const id = "4f1c6a0e8d2b7f3a9c5e1d0b8a6f4e2c7d9b1a3f5e7c9d1b3a5f7e9c1d3b5a7f";
+    const r: AccessRecord = { ...SEED_RECORD, pid: 4_194_303, command: "nginx: worker", containerId: id, containerName: "web" };
+    const [record] = roundTrip([r]);
+    expect(record!.attributes).toMatchObject({ "process.pid": 4_194_303n, "process.executable.name": "nginx: worker", "container.id": id, "k8s.container.name": "web" });
+    expect(record!.attributes).toEqual(expected(r));
+    // a process without a container (a host process)
+    const [host] = roundTrip([{ ...r, containerId: null, containerName: null }]);
+    expect(host!.keys.filter((k) => k.startsWith("process.") || k.startsWith("container.") || k === "k8s.container.name")).toEqual(["process.pid", "process.executable.name"]);
   });
 
   test("unknowns are left out; INBOUND's local end is the destination; IPv6; a failed attempt's error.type", () => {
