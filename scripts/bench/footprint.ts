@@ -13,7 +13,8 @@
 // server, fetch, optimized JIT code). Own memory moves with each refresh and report: it is sampled
 // every 250 ms for one 5 s cycle, and the median and the highest are shown.
 //
-//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short]
+//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short] [--binary <path>]
+// (--binary: another build of the agent, e.g. of an earlier commit, for a before/after)
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,7 +30,8 @@ const starts = option("starts", short ? 2 : 5);
 const reportInterval = short ? 1 : 5;
 const settleMs = short ? 1500 : 3000;
 
-const binary = ensureBinary();
+const binaryAt = process.argv.indexOf("--binary");
+const binary = binaryAt < 0 ? ensureBinary() : process.argv[binaryAt + 1]!;
 const dir = mkdtempSync(join(tmpdir(), "kal-footprint-"));
 
 interface Memory {
