@@ -63,6 +63,15 @@ const RECALIBRATE_INTERVAL_MS = 60_000;
 const METRICS_SWEEP_INTERVAL_MS = 1_000;
 const CLOSE_STATE = "BPF_TCP_CLOSE";
 
+/**
+ * A full collection, at once, after the two things that leave megabytes of garbage: a pod-list
+ * refresh and a periodic report. Left to itself the engine lets the heap grow by about its own size
+ * before it collects, and it counts the 16 MiB ring-buffer mapping as part of that heap: the
+ * garbage stayed resident (README, "Footprint"). Output never depends on when it runs: the kubelet
+ * timeout counts only the waiting for the kubelet (kube/kubelet/client.ts).
+ */
+const collectGarbage = () => Bun.gc(true);
+
 export class Agent {
   readonly #clock: Clock;
   readonly #probe: Probe;
@@ -320,6 +329,7 @@ export class Agent {
       pods.onRefreshed = () => {
         enricher.release(this.#clock.nowMonotonicNs());
         this.#sink.flush();
+        collectGarbage();
       };
     }
     this.#pods = pods;
@@ -368,6 +378,7 @@ export class Agent {
     this.#endBatch();
     if (this.#outputs.tcpMetrics) this.#metrics.scanned();
     this.#sink.flush();
+    collectGarbage();
     return count;
   }
 

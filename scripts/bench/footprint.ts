@@ -10,9 +10,11 @@
 // page cache), the ring buffer (kernel memory the agent maps, its data pages twice so that a
 // record can wrap around), and the agent's own (anonymous) memory. For comparison, the floor:
 // a trivial program compiled the same way that uses the same runtime features (bun:ffi, an HTTP
-// server, fetch, optimized JIT code).
+// server, fetch, optimized JIT code). Own memory moves with each refresh and report: it is sampled
+// every 250 ms for one 5 s cycle, and the median and the highest are shown.
 //
-//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short]
+//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short] [--binary <path>]
+// (--binary: another build of the agent, e.g. of an earlier commit, for a before/after)
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,7 +30,8 @@ const starts = option("starts", short ? 2 : 5);
 const reportInterval = short ? 1 : 5;
 const settleMs = short ? 1500 : 3000;
 
-const binary = ensureBinary();
+const binaryAt = process.argv.indexOf("--binary");
+const binary = binaryAt < 0 ? ensureBinary() : process.argv[binaryAt + 1]!;
 const dir = mkdtempSync(join(tmpdir(), "kal-footprint-"));
 
 interface Memory {
@@ -118,10 +121,6 @@ class RunningAgent {
     }
   }
 
-  memory(): Memory {
-    return memoryOf(this.proc.pid);
-  }
-
   async stop(): Promise<string> {
     if (this.proc.exitCode === null) this.proc.kill("SIGTERM");
     const timer = setTimeout(() => this.proc.kill("SIGKILL"), 10_000);
@@ -133,10 +132,23 @@ class RunningAgent {
 
 const MB = 1024 * 1024;
 const mb = (bytes: number) => `${(bytes / MB).toFixed(1)} MB`;
-const memoryRow = (state: string, m: Memory) => [state, mb(m.rss), mb(m.binary), mb(m.bpfMaps), mb(m.own), mb(m.peak)];
+/** The last sample, with own memory's median and highest over all of them. */
+type Sampled = Memory & { ownHighest: number };
+const memoryRow = (state: string, m: Sampled) => [state, mb(m.rss), mb(m.binary), mb(m.bpfMaps), mb(m.own), mb(m.ownHighest), mb(m.peak)];
+
+/** `pid`'s memory every 250 ms for one 5 s cycle (a pod-list refresh, a periodic report). */
+async function sampled(pid: number): Promise<Sampled> {
+  const samples: Memory[] = [];
+  for (let i = 0; i < 20; i++) {
+    samples.push(memoryOf(pid));
+    await Bun.sleep(250);
+  }
+  const own = samples.map((m) => m.own);
+  return { ...samples.at(-1)!, own: median(own), ownHighest: Math.max(...own) };
+}
 
 /** The floor: the same runtime features in a trivial program compiled the same way. */
-async function floor(): Promise<Memory> {
+async function floor(): Promise<Sampled> {
   const src = join(dir, "floor");
   mkdirSync(src);
   writeFileSync(
@@ -163,7 +175,7 @@ setInterval(() => undefined, 1000);
     const reader = proc.stdout.getReader();
     await reader.read(); // its line: the JIT has run
     await Bun.sleep(settleMs);
-    return memoryOf(proc.pid);
+    return await sampled(proc.pid);
   } finally {
     proc.kill("SIGKILL");
     await proc.exited;
@@ -181,7 +193,7 @@ try {
       readyMs.push(await agent.ready());
       if (i === starts - 1) {
         await Bun.sleep(settleMs);
-        rows.push(memoryRow("idle (--no-kubelet)", agent.memory()));
+        rows.push(memoryRow("idle (--no-kubelet)", await sampled(agent.proc.pid)));
       }
     } finally {
       await agent.stop();
@@ -201,7 +213,7 @@ try {
     await agent.until("the pod list", async () => (await agent.metric("kubelet_pods_indexed")) > 0);
     const indexed = await agent.metric("kubelet_pods_indexed");
     await Bun.sleep(settleMs);
-    rows.push(memoryRow(`${PODS.toLocaleString("en-US")} pods in the kubelet's list (${indexed} indexed)`, agent.memory()));
+    rows.push(memoryRow(`${PODS.toLocaleString("en-US")} pods in the kubelet's list (${indexed} indexed)`, await sampled(agent.proc.pid)));
 
     const connections = await openConnections(pairs);
     try {
@@ -210,11 +222,12 @@ try {
       // Two periodic reports of every connection, then settle.
       await agent.until("two periodic reports", async () => (await agent.metric("periodic_report_runs_total")) >= runs + 2, 4 * reportInterval * 1000 + 10_000);
       await Bun.sleep(settleMs);
+      const memory = await sampled(agent.proc.pid);
       const open = await agent.metric("connections_open");
       rows.push(
         memoryRow(
           `+ ${pairs.toLocaleString("en-US")} open connections (${open.toLocaleString("en-US")} sockets tracked, all reported every ${reportInterval} s)`,
-          agent.memory(),
+          memory,
         ),
       );
     } finally {
@@ -227,7 +240,7 @@ try {
 
   rows.push(memoryRow("floor: a trivial program with the same runtime features (no ring buffer)", await floor()));
   console.log(`footprint: ${binary}`);
-  console.log(table(["agent", "resident (VmRSS)", "of which: binary (Bun runtime)", "ring buffer mapping", "own memory", "peak (VmHWM)"], rows));
+  console.log(table(["agent", "resident (VmRSS)", "of which: binary (Bun runtime)", "ring buffer mapping", "own memory (median)", "own, highest", "peak (VmHWM)"], rows));
   console.log(
     table(
       ["exec → GET /debug/ready 200", "binary size"],

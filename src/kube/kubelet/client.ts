@@ -2,6 +2,10 @@
 // a failure kind (for one stderr line per kind, see pod-source.ts) and a short detail. Nothing
 // here throws or prints. The bearer token is read from its file, re-read every minute and after a
 // 401 (the kubelet rotates projected tokens), sent only over https, and never put into any message.
+//
+// The timeout counts the time spent waiting for the kubelet (connecting, its headers, each part of
+// the body), not the time the caller spends reading what has arrived: on a busy node, reading a
+// large list can take longer than the timeout, and that is not the kubelet's fault.
 import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
 
 /** A failure of the kubelet (never "expired": that is the API server's). */
@@ -70,11 +74,12 @@ export class KubeletClient {
       tls = this.config.insecureSkipTlsVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === undefined ? {} : { ca: ca.value }) };
     }
     const { timeoutMs } = this.config;
-    const signal = AbortSignal.timeout(timeoutMs);
+    const waiting = new WaitingTime(timeoutMs);
     let response: Response;
     try {
-      response = await fetch(this.config.url, { headers, signal, redirect: "error", ...(tls ? { tls } : {}) });
+      response = await fetch(this.config.url, { headers, signal: waiting.signal, redirect: "error", ...(tls ? { tls } : {}) });
     } catch (error) {
+      waiting.stop();
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
     try {
@@ -91,12 +96,47 @@ export class KubeletClient {
           await response.body?.cancel().catch(() => undefined);
           return tooLarge(bytes);
         }
+        waiting.stop();
         await consume(chunk);
+        waiting.start();
       }
       return { ok: true, bytes };
     } catch (error) {
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
+    } finally {
+      waiting.stop();
     }
+  }
+}
+
+/** A request's timeout that runs only while started: while we wait for the kubelet. */
+class WaitingTime {
+  readonly #controller = new AbortController();
+  #leftMs: number;
+  #startedAt = 0;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(timeoutMs: number) {
+    this.#leftMs = timeoutMs;
+    this.start();
+  }
+
+  /** Aborts the request when the time is up (a TimeoutError, as AbortSignal.timeout gives). */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  start(): void {
+    if (this.#timer !== null) return;
+    this.#startedAt = performance.now();
+    this.#timer = setTimeout(() => this.#controller.abort(new DOMException("the kubelet took too long", "TimeoutError")), Math.max(0, this.#leftMs));
+  }
+
+  stop(): void {
+    if (this.#timer === null) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#leftMs -= performance.now() - this.#startedAt;
   }
 }
 

@@ -30,6 +30,15 @@ export interface PodIndexData {
   containerNames: string[];
 }
 
+/** Each checked pod's PodInfo, made once: a pod unchanged since the last list is the same Pod (pod-list-reader.ts). */
+const infoCache = new WeakMap<Pod, PodInfo>();
+
+function infoOf(pod: Pod): PodInfo {
+  let info = infoCache.get(pod);
+  if (info === undefined) infoCache.set(pod, (info = podInfo(pod)));
+  return info;
+}
+
 export function buildIndexData(pods: readonly Pod[]): PodIndexData {
   const infos: PodInfo[] = [];
   const owner = new Map<string, { pod: number; claim: number }>();
@@ -63,7 +72,7 @@ export function buildIndexData(pods: readonly Pod[]): PodIndexData {
       if (current !== undefined && current.claim >= strength) continue;
       if (index < 0) {
         index = infos.length;
-        infos.push(podInfo(pod));
+        infos.push(infoOf(pod));
       }
       owner.set(ip, { pod: index, claim: strength });
     }

@@ -10,6 +10,10 @@
 // The verdict is the one checkPodList gives for the whole document (same messages): an item that
 // fails the schema names its index, pod and path; a document that is not JSON is "not JSON: ...".
 // Work is done in slices (`work(deadline)`), so the caller can let the event loop turn in between.
+//
+// A pod whose bytes are exactly those of a pod in the last good list is not read again: its checked
+// Pod is taken from KnownPods. A node's list changes little from one refresh to the next, and
+// decoding every pod again each time was most of the garbage a refresh left (README, "Footprint").
 import * as v from "valibot";
 import {
   BACKSLASH,
@@ -30,6 +34,37 @@ import { checkPodList, describeItemProblem, parsePodList, type PodListResult } f
 
 /** What is read of each pod: the fields PodSchema declares (json-pick.ts). */
 const POD_SELECTION = selectionOf(PodSchema);
+
+/**
+ * The checked pods of the last good list, by a 64-bit hash of their bytes (wyhash, seeded at random
+ * per process, so that nobody who writes a pod spec can make it collide with another pod's).
+ */
+export class KnownPods {
+  readonly #seed = crypto.getRandomValues(new BigUint64Array(1))[0]!;
+  #known = new Map<bigint, Pod>();
+  /** the pods of the list being read */
+  #seen = new Map<bigint, Pod>();
+  #hash = 0n;
+
+  /** The checked pod whose bytes were exactly bytes[start, end) in the last good list. */
+  find(bytes: Uint8Array, start: number, end: number): Pod | undefined {
+    this.#hash = BigInt(Bun.hash.wyhash(bytes.subarray(start, end), this.#seed));
+    const pod = this.#known.get(this.#hash);
+    if (pod !== undefined) this.#seen.set(this.#hash, pod);
+    return pod;
+  }
+
+  /** The pod whose bytes find() was given last, checked. */
+  add(pod: Pod): void {
+    this.#seen.set(this.#hash, pod);
+  }
+
+  /** The list has been read: when it was good, its pods are the known ones from now on. */
+  settle(good: boolean): void {
+    if (good) [this.#known, this.#seen] = [this.#seen, this.#known];
+    this.#seen.clear();
+  }
+}
 
 /** Where the reader is in the document. */
 const enum Phase {
@@ -88,6 +123,11 @@ export class PodListReader {
   #firstBadItem = "";
   #badItems = 0;
   readonly #decoder = new TextDecoder();
+  readonly #knownPods: KnownPods | null;
+
+  constructor(knownPods: KnownPods | null = null) {
+    this.#knownPods = knownPods;
+  }
 
   /** Appends the next bytes of the answer (nothing is read until work() runs). */
   push(chunk: Uint8Array): void {
@@ -315,7 +355,10 @@ export class PodListReader {
     this.#scan = null;
     this.#at = end;
     try {
-      if (isPod) return pick(buffer, scan.start, end, POD_SELECTION);
+      if (isPod) {
+        const known = this.#knownPods?.find(buffer, scan.start, end);
+        return known === undefined ? pick(buffer, scan.start, end, POD_SELECTION) : new KnownPod(known);
+      }
       return JSON.parse(this.#decoder.decode(buffer.subarray(scan.start, end)));
     } catch (error) {
       const at = error instanceof NotJson ? error.at : scan.start;
@@ -334,14 +377,24 @@ export class PodListReader {
 
   #checkItem(item: unknown): void {
     const index = this.#itemCount++;
+    if (item instanceof KnownPod) {
+      if (this.#badItems === 0) this.#pods.push(item.pod);
+      return;
+    }
     const pod = v.safeParse(PodSchema, item);
     if (pod.success) {
+      this.#knownPods?.add(pod.output);
       if (this.#badItems === 0) this.#pods.push(pod.output);
       return;
     }
     if (++this.#badItems === 1) this.#firstBadItem = describeItemProblem(index, item, pod.issues[0]);
     this.#pods.length = 0; // the list is refused: no need to keep what it had
   }
+}
+
+/** What #value returns for a pod read before (never a value JSON.parse makes). */
+class KnownPod {
+  constructor(readonly pod: Pod) {}
 }
 
 /** What #value returns for a value that is not JSON. */

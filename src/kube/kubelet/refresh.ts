@@ -7,7 +7,7 @@
 // and messages are tested with a fake refresher; the agent's reads the kubelet.
 import { KubeletClient, type KubeletClientConfig, type KubeletFailure } from "./client.ts";
 import { buildIndexData, type PodIndexData } from "./pod-index.ts";
-import { PodListReader } from "./pod-list-reader.ts";
+import { KnownPods, PodListReader } from "./pod-list-reader.ts";
 
 export interface RefreshTimings {
   /** waiting for the answer's bytes */
@@ -26,9 +26,10 @@ export const SLICE_MS = 2;
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export async function refreshOnce(client: KubeletClient): Promise<RefreshOutcome> {
+/** One refresh; `knownPods` (kept from refresh to refresh) spares reading unchanged pods again. */
+export async function refreshOnce(client: KubeletClient, knownPods: KnownPods | null = null): Promise<RefreshOutcome> {
   const t0 = performance.now();
-  const reader = new PodListReader();
+  const reader = new PodListReader(knownPods);
   let parseMs = 0;
   let turnedAt = performance.now();
   // Reads what has arrived, letting the event loop turn whenever a slice's time is up (a chunk
@@ -49,10 +50,14 @@ export async function refreshOnce(client: KubeletClient): Promise<RefreshOutcome
     reader.push(chunk);
     return readArrived();
   });
-  if (!streamed.ok) return streamed;
+  if (!streamed.ok) {
+    knownPods?.settle(false);
+    return streamed;
+  }
   reader.end();
   await readArrived();
   const list = reader.result();
+  knownPods?.settle(list.ok);
   if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
   const t1 = performance.now();
   const index = buildIndexData(list.pods);
@@ -68,6 +73,7 @@ export interface Refresher {
 
 export class KubeletRefresher implements Refresher {
   readonly #client: KubeletClient;
+  readonly #knownPods = new KnownPods();
   #closed = false;
 
   constructor(config: KubeletClientConfig) {
@@ -76,7 +82,7 @@ export class KubeletRefresher implements Refresher {
 
   run(): Promise<RefreshOutcome> {
     if (this.#closed) return Promise.resolve({ ok: false, failure: { kind: "unreachable", detail: "stopped" } });
-    return refreshOnce(this.#client);
+    return refreshOnce(this.#client, this.#knownPods);
   }
 
   close(): void {

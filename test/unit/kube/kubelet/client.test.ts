@@ -89,6 +89,26 @@ describe("the kubelet client", () => {
     kubelet.mode = "ok";
   });
 
+  it("the timeout counts only the waiting for the kubelet, not our reading of what it sent", async () => {
+    // On a busy node, reading a large list (the agent does it between other work) can outlast the
+    // timeout: the kubelet, which answered at once, must not be called too slow for that.
+    await using big = await startKubelet({ plainHttp: true });
+    big.listText = JSON.stringify(busyNodePodList(200));
+    const client = new KubeletClient({ url: big.url, tokenFile: null, caFile: null, insecureSkipTlsVerify: false, timeoutMs: 300 });
+    let chunks = 0;
+    let received = 0;
+    const t0 = performance.now();
+    const r = await client.streamPods(async (chunk) => {
+      chunks++;
+      received += chunk.byteLength;
+      await Bun.sleep(100);
+    });
+    expect(r).toEqual({ ok: true, bytes: big.listText.length });
+    expect(received).toBe(big.listText.length);
+    expect(chunks).toBeGreaterThanOrEqual(4); // so that our reading took longer than the timeout
+    expect(performance.now() - t0).toBeGreaterThan(400);
+  });
+
   it("nobody listening: unreachable", async () => {
     const f = await failure({ url: "https://127.0.0.1:1/pods" });
     expect(f).toMatchObject({ kind: "unreachable", detail: expect.stringContaining("ECONNREFUSED") });
