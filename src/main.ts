@@ -12,8 +12,8 @@ async function dispatch(invocation: Invocation): Promise<number> {
     case "run": {
       // Loaded only when needed: --help, --version and a wrong flag never touch
       // bun:ffi or libbpf, so they work on any machine.
-      const { runCommand } = await import("./commands/run.ts");
-      return runCommand(invocation.options);
+      const { runAgent } = await import("./agent.ts");
+      return runAgent(invocation.options);
     }
     case "accesslog": {
       const { accesslogCommand } = await import("./commands/accesslog.ts");
