@@ -69,6 +69,11 @@ export const GO_ERROR_HEADERS = {
   "X-Content-Type-Options": "nosniff",
 } as const;
 
+/** http.Error(w, message, status); `allow`: the Allow header of a 405. */
+export function goError(message: string, status: number, allow?: string): Response {
+  return new Response(goErrorBody(message), { status, headers: allow === undefined ? GO_ERROR_HEADERS : { ...GO_ERROR_HEADERS, Allow: allow } });
+}
+
 /** What Go's content sniffing gives for text written without a Content-Type. */
 export const GO_SNIFFED_TEXT = { "Content-Type": "text/plain; charset=utf-8" } as const;
 
