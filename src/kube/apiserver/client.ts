@@ -69,19 +69,13 @@ export class ApiClient {
     return this.#json(path, null, timeoutMs);
   }
 
-
   /** A non-200 answer → failure, with the message of the Status object the body holds. */
   async #statusFailure(response: Response): Promise<Failure> {
     if (response.status === 401) this.#tokenFile?.expire(); // maybe rotated: read it again
     const text = await response.text().catch(() => "");
-    let said = oneLine(text);
-    try {
-      const status = v.safeParse(StatusSchema, JSON.parse(text));
-      if (status.success && status.output.message) said = oneLine(status.output.message);
-    } catch {
-      // not JSON: the text itself
-    }
-    return statusFailure(response, said, { expires: true });
+    // The Status object's message, else the text itself.
+    const status = v.safeParse(v.pipe(v.string(), v.parseJson(), StatusSchema), text);
+    return statusFailure(response, oneLine(status.success && status.output.message ? status.output.message : text), { expires: true });
   }
 
   /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
@@ -196,5 +190,4 @@ export class ApiClient {
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
-
 }

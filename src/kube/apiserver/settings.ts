@@ -3,13 +3,14 @@
 // outside one. Kubeconfig users with a token, a tokenFile, or a client certificate and key (as
 // files or inline -data) are supported; exec and auth-provider plugins are not (they run
 // programs; the message says so).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
 import { EXIT_USAGE, ExitError } from "../../errors.ts";
 import type { RunOptions } from "../../options.ts";
-import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import { readText as readFile, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import { opt } from "../pod.ts";
 import type { ApiServerConfig } from "./client.ts";
 
 /** The API server was asked for (--kube-api, --kubeconfig) but cannot be used as given. */
@@ -18,8 +19,6 @@ export class ApiConfigError extends ExitError {
   override readonly exitCode = EXIT_USAGE;
   override readonly context = "cannot use the API server";
 }
-
-const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);
 
 const KubeconfigSchema = v.object({
   "current-context": opt(v.string()),
@@ -61,7 +60,7 @@ const KubeconfigSchema = v.object({
 const fromBase64 = (data: string) => Buffer.from(data, "base64").toString("utf8");
 
 /** A kubeconfig file's current context → settings. Throws ApiConfigError with a clear message. */
-export function kubeconfigSettings(file: string, readText: (path: string) => string = (p) => readFileSync(p, "utf8")): ApiServerConfig {
+export function kubeconfigSettings(file: string, readText = readFile): ApiServerConfig {
   let text: string;
   try {
     text = readText(file);
@@ -127,7 +126,7 @@ export function kubeconfigSettings(file: string, readText: (path: string) => str
 export function inClusterSettings(
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
-  readText: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  readText = readFile,
 ): ApiServerConfig | null {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
@@ -153,7 +152,7 @@ export function resolveApiSettings(
   flags: Partial<RunOptions>,
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
-  readText: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  readText = readFile,
 ): ApiServerConfig | null {
   if (flags.noKubeApi) return null;
   if (flags.kubeconfig !== undefined) return kubeconfigSettings(flags.kubeconfig, readText);
