@@ -25,6 +25,7 @@ import {
   filtersOf,
   type FlagName,
   FLAGS,
+  type FlagSpec as FlagDeclaration,
   HostPortSchema,
   PROGRAM_NAME,
   type RunOptions,
@@ -50,12 +51,7 @@ export type Invocation =
 
 const kebabCase = (camel: string) => camel.replaceAll(/\B([A-Z])/g, "-$1").toLowerCase();
 
-interface ValueSpec {
-  schema: v.GenericSchema;
-  read?: (text: string) => unknown;
-  expected?: string;
-  missing?: string;
-}
+type ValueSpec = Pick<FlagDeclaration, "schema" | "read" | "expected" | "missing">;
 
 /** A cleye type function: `read` turns the text into a candidate, the schema decides. */
 function valueType(flag: string, { schema, read = (text) => text, expected, missing = expected }: ValueSpec): (text: string) => unknown {

@@ -113,7 +113,7 @@ type OffFlag = "noKubelet" | "noKubeApi";
 /** The flags that turn a listener off, each also spelled as its value flag given "". */
 type NoListenerFlag = "noAdminApi" | "noAdminSocket" | "noMetricsServer";
 
-interface FlagSpec {
+export interface FlagSpec {
   /**
    * value: `--flag <text>`, read by `read` (the text itself when absent), then checked by the
    * schema; list: the same, repeatable; switch: `--flag[=true|false]` in Go's strconv.ParseBool
