@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
-import { EXIT_USAGE, ExitError } from "../../errors.ts";
+import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
 import type { RunOptions } from "../../options.ts";
 import { readText as readFile, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
 import { opt } from "../pod.ts";
@@ -61,12 +61,7 @@ const fromBase64 = (data: string) => Buffer.from(data, "base64").toString("utf8"
 
 /** A kubeconfig file's current context → settings. Throws ApiConfigError with a clear message. */
 export function kubeconfigSettings(file: string, readText = readFile): ApiServerConfig {
-  let text: string;
-  try {
-    text = readText(file);
-  } catch (error) {
-    throw new ApiConfigError(`cannot read the kubeconfig ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  const text = readOr(readText, file, (why) => new ApiConfigError(`cannot read the kubeconfig ${file}: ${why}`));
   let yaml: unknown;
   try {
     yaml = parseYaml(text);
@@ -94,13 +89,7 @@ export function kubeconfigSettings(file: string, readText = readFile): ApiServer
   }
   // Relative paths in a kubeconfig are relative to the file itself.
   const path = (p: string) => (isAbsolute(p) ? p : resolve(dirname(file), p));
-  const read = (p: string, what: string) => {
-    try {
-      return readText(path(p));
-    } catch (error) {
-      throw new ApiConfigError(`cannot read the ${what} ${path(p)} named in ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    }
-  };
+  const read = (p: string, what: string) => readOr(readText, path(p), (why) => new ApiConfigError(`cannot read the ${what} ${path(p)} named in ${file}: ${why}`));
   const pem = (data: string | null | undefined, p: string | null | undefined, what: string) =>
     data ? fromBase64(data) : p ? read(p, what) : null;
   const cert = pem(user["client-certificate-data"], user["client-certificate"], "client certificate");
