@@ -38,20 +38,10 @@ export interface FeedSourceOptions {
   maxBackoffMs?: number;
 }
 
-export interface FeedSourceStats {
-  connections: number;
-  snapshots: number;
-  resumes: number;
-  /** changes applied (in snapshots: entries) */
-  applied: number;
-  failures: number;
-  /** 1 while the API server is watched instead */
-  fallback: number;
-}
-
 export class FeedSource {
   readonly index: ClusterIndex;
-  readonly stats: FeedSourceStats = { connections: 0, snapshots: 0, resumes: 0, applied: 0, failures: 0, fallback: 0 };
+  /** fallback: 1 while the API server is watched instead */
+  readonly stats = { connections: 0, snapshots: 0, resumes: 0, applied: 0, failures: 0, fallback: 0 };
   readonly #o: Required<FeedSourceOptions>;
   readonly #token: CredentialFile | null;
   readonly #failure: FailureState<Failure["kind"]>;
