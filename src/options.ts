@@ -162,6 +162,8 @@ const secondsFlag = (min: number, max: number) =>
     expected: `a number of seconds from ${min} to ${max}`,
     placeholder: "<seconds>",
   }) as const;
+const countFlag = (max: number, what: string) =>
+  ({ kind: "value", schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max)), read: whole, expected: `${what} from 1 to ${max}`, placeholder: "<n>" }) as const;
 // The filters that come in pairs (only / exclude).
 const NAMESPACE_FILTER = {
   kind: "list",
@@ -217,11 +219,7 @@ export const FLAGS = {
     default: 8 * MIB,
   },
   maxConnections: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS)),
-    read: whole,
-    expected: `a whole number from 1 to ${MAX_CONNECTIONS}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_CONNECTIONS, "a whole number"),
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
   },
@@ -540,11 +538,7 @@ export const FLAGS = {
     needs: "otlpEndpoint",
   },
   otlpBatchSize: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_BATCH_SIZE)),
-    read: whole,
-    expected: `a whole number of reports from 1 to ${MAX_OTLP_BATCH_SIZE}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_OTLP_BATCH_SIZE, "a whole number of reports"),
     description: `Reports per request to the collector, at most (default: ${DEFAULT_OTLP_BATCH_SIZE})`,
     needs: "otlpEndpoint",
   },
@@ -554,11 +548,7 @@ export const FLAGS = {
     needs: "otlpEndpoint",
   },
   otlpQueueSize: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_QUEUE_SIZE)),
-    read: whole,
-    expected: `a whole number of reports from 1 to ${MAX_OTLP_QUEUE_SIZE}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_OTLP_QUEUE_SIZE, "a whole number of reports"),
     description: `Reports held for the collector while it is slow or away; beyond this, new reports are dropped and counted (default: ${DEFAULT_OTLP_QUEUE_SIZE})`,
     needs: "otlpEndpoint",
   },
