@@ -137,10 +137,6 @@ export class AccessGate {
     this.#filters = filters;
   }
 
-  get policy(): AccessPolicy {
-    return this.#policy;
-  }
-
   /**
    * Identifies who sent the request, answers it (`answer`, which must not throw) or refuses it,
    * and writes its audit line. One request at a time, in arrival order: each line's old and new
