@@ -304,7 +304,7 @@ const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in sp
  * --admin-addr and --admin-socket name a running agent.
  */
 function spellEmptyAsOff(argv: readonly string[]): string[] {
-  if (["accesslog", "monitoring", "status", "filter", "check", "feed"].includes(argv[0] ?? "")) return [...argv];
+  if (argv[0] !== "run" && COMMAND_NAMES.includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;

@@ -23,14 +23,6 @@ export interface AdminBackend extends LoggerBackend, FiltersBackend {
   version(): VersionInfo;
 }
 
-/** Kmesh's `invalid <word> enable=<value>` uses "accesslog" for every path but /monitoring. */
-const INVALID_VALUE_WORD: Readonly<Record<SwitchName, string>> = {
-  monitoring: "monitoring",
-  accesslog: "accesslog",
-  connectionMetrics: "accesslog",
-  workloadMetrics: "accesslog",
-};
-
 /** Kmesh's words when the kernel side cannot be updated. */
 const UPDATE_FAILED: Readonly<Record<SwitchName, string>> = {
   monitoring: "update bpf monitoring failed",
@@ -107,8 +99,10 @@ function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, r
   const raw = goQueryGet(rawQuery, "enable");
   const enable = parseGoBool(latin1String(raw));
   if (enable === undefined) {
-    // Kmesh writes this one without http.Error: no trailing newline, the value's bytes as they came.
-    return text(concatBytes(new TextEncoder().encode(`invalid ${INVALID_VALUE_WORD[name]} enable=`), raw), 400);
+    // Kmesh writes this one without http.Error: no trailing newline, the value's bytes as they came;
+    // its word is "accesslog" for every path but /monitoring.
+    const word = name === "monitoring" ? "monitoring" : "accesslog";
+    return text(concatBytes(new TextEncoder().encode(`invalid ${word} enable=`), raw), 400);
   }
   const change = changeSwitch(backend.switches(), name, enable);
   if (!change.ok) return goError(change.message, 400);
