@@ -163,7 +163,13 @@ const secondsFlag = (min: number, max: number) =>
     placeholder: "<seconds>",
   }) as const;
 const countFlag = (max: number, what: string) =>
-  ({ kind: "value", schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max)), read: whole, expected: `${what} from 1 to ${max}`, placeholder: "<n>" }) as const;
+  ({
+    kind: "value",
+    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max)),
+    read: whole,
+    expected: `${what} from 1 to ${max}`,
+    placeholder: "<n>",
+  }) as const;
 // The filters that come in pairs (only / exclude).
 const NAMESPACE_FILTER = {
   kind: "list",
@@ -181,7 +187,14 @@ const POD_FILTER = {
   offWith: "noKubelet",
   filter: "names",
 } as const;
-const PORT_FILTER = { kind: "list", schema: PortSchema, read: whole, expected: "a port number from 1 to 65535", placeholder: "<port>", filter: "connection" } as const;
+const PORT_FILTER = {
+  kind: "list",
+  schema: PortSchema,
+  read: whole,
+  expected: "a port number from 1 to 65535",
+  placeholder: "<port>",
+  filter: "connection",
+} as const;
 const CIDR_FILTER = {
   kind: "list",
   schema: CidrSchema,
