@@ -25,6 +25,7 @@ import {
   filtersOf,
   type FlagName,
   FLAGS,
+  type FlagSpec as FlagDeclaration,
   HostPortSchema,
   PROGRAM_NAME,
   type RunOptions,
@@ -50,12 +51,7 @@ export type Invocation =
 
 const kebabCase = (camel: string) => camel.replaceAll(/\B([A-Z])/g, "-$1").toLowerCase();
 
-interface ValueSpec {
-  schema: v.GenericSchema;
-  read?: (text: string) => unknown;
-  expected?: string;
-  missing?: string;
-}
+type ValueSpec = Pick<FlagDeclaration, "schema" | "read" | "expected" | "missing">;
 
 /** A cleye type function: `read` turns the text into a candidate, the schema decides. */
 function valueType(flag: string, { schema, read = (text) => text, expected, missing = expected }: ValueSpec): (text: string) => unknown {
@@ -210,6 +206,12 @@ const keepArguments =
   (known: readonly string[]) => (type: "known-flag" | "unknown-flag" | "argument", flagOrArgument: string) =>
     type === "argument" ? false : rejectUnknown(known, unexpectedArgument)(type, flagOrArgument);
 
+/** A command whose unknown flags are mistakes; its arguments too, unless it keeps them (`[pod]`). */
+function strictCommand<N extends string, F extends Flags>(name: N, flags: F, argv: "keep" | "reject", help: { description: string; usage?: string[] }) {
+  const known = knownFlags(flags);
+  return command({ name, flags, help, strictFlags: true, ignoreArgv: argv === "keep" ? keepArguments(known) : rejectUnknown(known, unexpectedArgument) });
+}
+
 function parseArgv(argv: string[]) {
   return cli(
     {
@@ -217,82 +219,40 @@ function parseArgv(argv: string[]) {
       // `run` is the default command: the same flags work with or without the word.
       flags: runFlags,
       commands: [
-        command({
-          name: "run",
-          flags: runFlags,
-          help: { description: "Load the probe and write one access-log line per TCP connection (the default command)" },
-          strictFlags: true,
-          ignoreArgv: rejectUnknown(KNOWN_FLAGS, unexpectedArgument),
+        strictCommand("run", runFlags, "reject", { description: "Load the probe and write one access-log line per TCP connection (the default command)" }),
+        strictCommand("accesslog", clientFlags, "keep", {
+          description: "Turn a running agent's access log on or off (POST /accesslog, as `kmeshctl accesslog` does)",
+          usage: [`${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`],
         }),
-        command({
-          name: "accesslog",
-          flags: clientFlags,
-          help: {
-            description: "Turn a running agent's access log on or off (POST /accesslog, as `kmeshctl accesslog` does)",
-            usage: [`${PROGRAM_NAME} accesslog [pod] <enable|disable> [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`],
-          },
-          strictFlags: true,
-          ignoreArgv: keepArguments(knownFlags(clientFlags)),
+        strictCommand("monitoring", monitoringFlags, "keep", {
+          description:
+            "Switch a running agent's monitoring, as `kmeshctl monitoring` does: --all first, then --accesslog, " +
+            "--workloadMetrics, --connectionMetrics; stops at the first refusal",
+          usage: [
+            `${PROGRAM_NAME} monitoring [pod] [--all <enable|disable>] [--accesslog <enable|disable>] ` +
+              "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]",
+          ],
         }),
-        command({
-          name: "monitoring",
-          flags: monitoringFlags,
-          help: {
-            description:
-              "Switch a running agent's monitoring, as `kmeshctl monitoring` does: --all first, then --accesslog, " +
-              "--workloadMetrics, --connectionMetrics; stops at the first refusal",
-            usage: [
-              `${PROGRAM_NAME} monitoring [pod] [--all <enable|disable>] [--accesslog <enable|disable>] ` +
-                "[--workloadMetrics <enable|disable>] [--connectionMetrics <enable|disable>] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]",
-            ],
-          },
-          strictFlags: true,
-          ignoreArgv: keepArguments(knownFlags(monitoringFlags)),
+        strictCommand("status", statusFlags, "keep", { description: "Print a running agent's switches and counters (every agent pod's, one line each, with --kubeconfig or --in-cluster)" }),
+        strictCommand("filter", filterFlags, "keep", {
+          description:
+            "Show a running agent's filters (GET /filters); `filter set` replaces them all with the filter flags given " +
+            "(PUT /filters: a filter not given is none; `filter set` alone clears them)",
+          usage: [
+            `${PROGRAM_NAME} filter [pod] [--json] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`,
+            `${PROGRAM_NAME} filter set [pod] [--port <port>]... [--exclude-namespace <namespace>]... [--cidr <network>]... [--direction <OUTBOUND|INBOUND>] [--failed-only] [--min-duration <seconds>] ...`,
+          ],
         }),
-        command({
-          name: "status",
-          flags: statusFlags,
-          help: { description: "Print a running agent's switches and counters (every agent pod's, one line each, with --kubeconfig or --in-cluster)" },
-          strictFlags: true,
-          ignoreArgv: keepArguments(knownFlags(statusFlags)),
+        strictCommand("check", checkFlags, "reject", {
+          description:
+            "Check that the agent can run on this node: kernel, BTF, bpf(), capabilities, cgroup v2, libbpf, a real load " +
+            "of the probe, the kubelet. One line each with the fix; exit 0 only when nothing is missing",
         }),
-        command({
-          name: "filter",
-          flags: filterFlags,
-          help: {
-            description:
-              "Show a running agent's filters (GET /filters); `filter set` replaces them all with the filter flags given " +
-              "(PUT /filters: a filter not given is none; `filter set` alone clears them)",
-            usage: [
-              `${PROGRAM_NAME} filter [pod] [--json] [--admin-addr <host:port> | --admin-socket <path> | --kubeconfig <file> | --in-cluster]`,
-              `${PROGRAM_NAME} filter set [pod] [--port <port>]... [--exclude-namespace <namespace>]... [--cidr <network>]... [--direction <OUTBOUND|INBOUND>] [--failed-only] [--min-duration <seconds>] ...`,
-            ],
-          },
-          strictFlags: true,
-          ignoreArgv: keepArguments(knownFlags(filterFlags)),
-        }),
-        command({
-          name: "check",
-          flags: checkFlags,
-          help: {
-            description:
-              "Check that the agent can run on this node: kernel, BTF, bpf(), capabilities, cgroup v2, libbpf, a real load " +
-              "of the probe, the kubelet. One line each with the fix; exit 0 only when nothing is missing",
-          },
-          strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(checkFlags), unexpectedArgument),
-        }),
-        command({
-          name: "feed",
-          flags: feedFlags,
-          help: {
-            description:
-              "Serve agents (run --feed) the names of every pod and Service of the cluster, from one list and watch of the API server " +
-              "(a Deployment of two replicas: scripts/deploy/30-feed.yaml)",
-            usage: [`${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path> [--listen <host:port>] [--allow-service-account <namespace:name>]`],
-          },
-          strictFlags: true,
-          ignoreArgv: rejectUnknown(knownFlags(feedFlags), unexpectedArgument),
+        strictCommand("feed", feedFlags, "reject", {
+          description:
+            "Serve agents (run --feed) the names of every pod and Service of the cluster, from one list and watch of the API server " +
+            "(a Deployment of two replicas: scripts/deploy/30-feed.yaml)",
+          usage: [`${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path> [--listen <host:port>] [--allow-service-account <namespace:name>]`],
         }),
       ],
       strictFlags: true,
@@ -344,7 +304,7 @@ const EMPTY_MEANS_OFF = new Map(TABLE.flatMap(([name, spec]) => ("emptyIs" in sp
  * --admin-addr and --admin-socket name a running agent.
  */
 function spellEmptyAsOff(argv: readonly string[]): string[] {
-  if (["accesslog", "monitoring", "status", "filter", "check", "feed"].includes(argv[0] ?? "")) return [...argv];
+  if (argv[0] !== "run" && COMMAND_NAMES.includes(argv[0] ?? "")) return [...argv];
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;

@@ -12,6 +12,15 @@ export class ExitError extends Error {
   readonly context: string | null = null;
 }
 
+/** `read(path)`; when it throws, the error `fail` makes of why: the errno code (ENOENT), else the message. */
+export function readOr<T>(read: (path: string) => T, path: string, fail: (why: string) => Error): T {
+  try {
+    return read(path);
+  } catch (error) {
+    throw fail((error as NodeJS.ErrnoException).code ?? (error as Error).message);
+  }
+}
+
 /** A mistake on the command line. The message is one line, without the program name. */
 export class UsageError extends ExitError {
   override name = "UsageError";

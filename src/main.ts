@@ -9,36 +9,22 @@ async function dispatch(invocation: Invocation): Promise<number> {
     case "version":
       process.stdout.write(`${VERSION}\n`);
       return 0;
-    case "run": {
-      // Loaded only when needed: --help, --version and a wrong flag never touch
-      // bun:ffi or libbpf, so they work on any machine.
-      const { runCommand } = await import("./commands/run.ts");
-      return runCommand(invocation.options);
-    }
-    case "accesslog": {
-      const { accesslogCommand } = await import("./commands/accesslog.ts");
-      return accesslogCommand(invocation.enable, invocation.target);
-    }
-    case "monitoring": {
-      const { monitoringCommand } = await import("./commands/monitoring.ts");
-      return monitoringCommand(invocation.requests, invocation.target);
-    }
-    case "filter": {
-      const { filterCommand } = await import("./commands/filter.ts");
-      return filterCommand(invocation.set, invocation.json, invocation.target);
-    }
-    case "status": {
-      const { statusCommand } = await import("./commands/status.ts");
-      return statusCommand(invocation.json, invocation.target);
-    }
-    case "check": {
-      const { checkCommand } = await import("./commands/check.ts");
-      return checkCommand(invocation.options);
-    }
-    case "feed": {
-      const { feedCommand } = await import("./commands/feed.ts");
-      return feedCommand(invocation.options);
-    }
+    // Each command is loaded only when needed: --help, --version and a wrong flag never touch
+    // bun:ffi or libbpf, so they work on any machine.
+    case "run":
+      return (await import("./agent.ts")).runAgent(invocation.options);
+    case "accesslog":
+      return (await import("./commands/accesslog.ts")).accesslogCommand(invocation.enable, invocation.target);
+    case "monitoring":
+      return (await import("./commands/monitoring.ts")).monitoringCommand(invocation.requests, invocation.target);
+    case "filter":
+      return (await import("./commands/filter.ts")).filterCommand(invocation.set, invocation.json, invocation.target);
+    case "status":
+      return (await import("./commands/status.ts")).statusCommand(invocation.json, invocation.target);
+    case "check":
+      return (await import("./commands/check.ts")).checkCommand(invocation.options);
+    case "feed":
+      return (await import("./commands/feed.ts")).feedCommand(invocation.options);
   }
 }
 

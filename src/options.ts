@@ -56,7 +56,6 @@ const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)
 /** The kernel's limit for a Unix socket's path (sun_path, 108 bytes with the final NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
 const isHttpUrl = (text: string) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol) && new URL(text).host !== "";
-const seconds = (min: number, max: number) => v.pipe(v.number(), v.finite(), v.minValue(min), v.maxValue(max));
 const FilePathSchema = v.pipe(v.string(), v.minLength(1));
 export const SocketPathSchema = v.pipe(
   v.string(),
@@ -114,7 +113,7 @@ type OffFlag = "noKubelet" | "noKubeApi";
 /** The flags that turn a listener off, each also spelled as its value flag given "". */
 type NoListenerFlag = "noAdminApi" | "noAdminSocket" | "noMetricsServer";
 
-interface FlagSpec {
+export interface FlagSpec {
   /**
    * value: `--flag <text>`, read by `read` (the text itself when absent), then checked by the
    * schema; list: the same, repeatable; switch: `--flag[=true|false]` in Go's strconv.ParseBool
@@ -151,6 +150,59 @@ interface FlagSpec {
   needs?: "otlpEndpoint";
 }
 
+// What many flags share.
+const BOOLEAN = { kind: "boolean", schema: v.boolean() } as const;
+const SWITCH = { kind: "switch", schema: v.boolean() } as const;
+const FILE = { kind: "value", schema: FilePathSchema, expected: "a file path", placeholder: "<path>" } as const;
+const secondsFlag = (min: number, max: number) =>
+  ({
+    kind: "value",
+    schema: v.pipe(v.number(), v.finite(), v.minValue(min), v.maxValue(max)),
+    read: decimal,
+    expected: `a number of seconds from ${min} to ${max}`,
+    placeholder: "<seconds>",
+  }) as const;
+const countFlag = (max: number, what: string) =>
+  ({
+    kind: "value",
+    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max)),
+    read: whole,
+    expected: `${what} from 1 to ${max}`,
+    placeholder: "<n>",
+  }) as const;
+// The filters that come in pairs (only / exclude).
+const NAMESPACE_FILTER = {
+  kind: "list",
+  schema: NamespaceSchema,
+  expected: "a namespace name (lower-case letters, digits, '-')",
+  placeholder: "<namespace>",
+  offWith: "noKubelet",
+  filter: "names",
+} as const;
+const POD_FILTER = {
+  kind: "list",
+  schema: PodNameSchema,
+  expected: "a pod name (lower-case letters, digits, '-', '.')",
+  placeholder: "<name>",
+  offWith: "noKubelet",
+  filter: "names",
+} as const;
+const PORT_FILTER = {
+  kind: "list",
+  schema: PortSchema,
+  read: whole,
+  expected: "a port number from 1 to 65535",
+  placeholder: "<port>",
+  filter: "connection",
+} as const;
+const CIDR_FILTER = {
+  kind: "list",
+  schema: CidrSchema,
+  expected: "an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128)",
+  placeholder: "<network>",
+  filter: "connection",
+} as const;
+
 // Conflicts (offWith, contradicts) are checked in this order, the first one found reported.
 export const FLAGS = {
   output: {
@@ -180,11 +232,7 @@ export const FLAGS = {
     default: 8 * MIB,
   },
   maxConnections: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CONNECTIONS)),
-    read: whole,
-    expected: `a whole number from 1 to ${MAX_CONNECTIONS}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_CONNECTIONS, "a whole number"),
     description: "Connections the kernel tracks at once (the size of its connections map)",
     default: 262_144,
   },
@@ -215,33 +263,25 @@ export const FLAGS = {
     check: true,
   },
   monitoring: {
-    kind: "switch",
-    schema: v.boolean(),
+    ...SWITCH,
     description: "Kmesh's monitoring switch at start-up: off, nothing is recorded until POST /monitoring?enable=true",
     default: true,
   },
   accesslog: {
-    kind: "switch",
-    schema: v.boolean(),
+    ...SWITCH,
     description: "Kmesh's accesslog switch at start-up: lines for connections (default: on, off when monitoring is off)",
   },
   connectionMetrics: {
-    kind: "switch",
-    schema: v.boolean(),
+    ...SWITCH,
     description: "Kmesh's connection_metrics switch at start-up: also report every open connection each --report-interval (default: off)",
   },
   reportInterval: {
-    kind: "value",
-    schema: seconds(MIN_REPORT_INTERVAL_SECONDS, MAX_REPORT_INTERVAL_SECONDS),
-    read: decimal,
-    expected: `a number of seconds from ${MIN_REPORT_INTERVAL_SECONDS} to ${MAX_REPORT_INTERVAL_SECONDS}`,
-    placeholder: "<seconds>",
+    ...secondsFlag(MIN_REPORT_INTERVAL_SECONDS, MAX_REPORT_INTERVAL_SECONDS),
     description: "How often open connections are reported while connection metrics are on",
     default: 5,
   },
   workloadMetrics: {
-    kind: "switch",
-    schema: v.boolean(),
+    ...SWITCH,
     description: "Kmesh's workload_metrics switch at start-up: Kmesh's TCP metrics on --metrics-addr (default: off)",
   },
   metricsAddr: {
@@ -257,8 +297,7 @@ export const FLAGS = {
     emptyIs: "noMetricsServer",
   },
   noMetricsServer: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: 'Do not serve the TCP metrics (the same as --metrics-addr "")',
   },
   metricsPrefix: {
@@ -270,11 +309,7 @@ export const FLAGS = {
     default: "kmesh",
   },
   metricsGrace: {
-    kind: "value",
-    schema: seconds(1, 86_400),
-    read: decimal,
-    expected: "a number of seconds from 1 to 86400",
-    placeholder: "<seconds>",
+    ...secondsFlag(1, 86_400),
     description: "How long the TCP metrics keep the series of a pod or Service that is gone, or of an address idle that long",
     default: 300,
   },
@@ -307,8 +342,7 @@ export const FLAGS = {
     emptyIs: "noAdminApi",
   },
   noAdminApi: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: 'Do not serve the admin API on TCP (the same as --admin-addr ""; --no-admin-socket for the Unix socket)',
   },
   adminSocket: {
@@ -324,8 +358,7 @@ export const FLAGS = {
     emptyIs: "noAdminSocket",
   },
   noAdminSocket: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: 'Do not serve the admin API on a Unix socket (the same as --admin-socket "")',
   },
   adminAllowUid: {
@@ -362,8 +395,7 @@ export const FLAGS = {
   },
   // The API server: Services, EndpointSlices and every pod (src/kube/apiserver/).
   kubeApi: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Watch Services, EndpointSlices and Pods through the API server (default: on in a cluster, from the service account)",
     check: true,
     contradicts: "noKubeApi",
@@ -378,8 +410,7 @@ export const FLAGS = {
     offWith: "noKubeApi",
   },
   noKubeApi: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Do not use the API server: dst.service is the destination IP, remote pods are -",
     check: "Do not try the API server (the agent runs without it)",
     turnsOff: "the API server",
@@ -403,91 +434,23 @@ export const FLAGS = {
       "Take Services and every pod from this feed (kmesh-accesslog feed) instead of watching the API server, which is watched only while the feed cannot be had",
   },
   feedCaFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "CA that signed the feed's certificate (default: the system's roots)",
   },
   feedTokenFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "Bearer token for the feed, read again every minute (default: the service-account token, when present)",
   },
   // Filters (src/accesslog/filters.ts): which reports are written, also changed at run time
   // (PUT /filters). Those by namespace or pod need pod names.
-  namespace: {
-    kind: "list",
-    schema: NamespaceSchema,
-    expected: "a namespace name (lower-case letters, digits, '-')",
-    placeholder: "<namespace>",
-    description: "Only lines where either end is a pod of this namespace (repeatable)",
-    offWith: "noKubelet",
-    filter: "names",
-  },
-  excludeNamespace: {
-    kind: "list",
-    schema: NamespaceSchema,
-    expected: "a namespace name (lower-case letters, digits, '-')",
-    placeholder: "<namespace>",
-    description: "No lines where either end is a pod of this namespace (repeatable)",
-    offWith: "noKubelet",
-    filter: "names",
-  },
-  pod: {
-    kind: "list",
-    schema: PodNameSchema,
-    expected: "a pod name (lower-case letters, digits, '-', '.')",
-    placeholder: "<name>",
-    description: "Only lines where either end is the pod of this name (repeatable)",
-    offWith: "noKubelet",
-    filter: "names",
-  },
-  excludePod: {
-    kind: "list",
-    schema: PodNameSchema,
-    expected: "a pod name (lower-case letters, digits, '-', '.')",
-    placeholder: "<name>",
-    description: "No lines where either end is the pod of this name (repeatable)",
-    offWith: "noKubelet",
-    filter: "names",
-  },
-  port: {
-    kind: "list",
-    schema: PortSchema,
-    read: whole,
-    expected: "a port number from 1 to 65535",
-    placeholder: "<port>",
-    description: "Only lines where either end has this port (repeatable)",
-    filter: "connection",
-  },
-  excludePort: {
-    kind: "list",
-    schema: PortSchema,
-    read: whole,
-    expected: "a port number from 1 to 65535",
-    placeholder: "<port>",
-    description: "No lines where either end has this port (repeatable)",
-    filter: "connection",
-  },
-  cidr: {
-    kind: "list",
-    schema: CidrSchema,
-    expected: "an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128)",
-    placeholder: "<network>",
-    description: "Only lines where either end's address is in this network (repeatable)",
-    filter: "connection",
-  },
-  excludeCidr: {
-    kind: "list",
-    schema: CidrSchema,
-    expected: "an IPv4 or IPv6 network, e.g. 10.244.0.0/16 or fd00::/8 (an address alone is /32 or /128)",
-    placeholder: "<network>",
-    description: "No lines where either end's address is in this network (repeatable)",
-    filter: "connection",
-  },
+  namespace: { ...NAMESPACE_FILTER, description: "Only lines where either end is a pod of this namespace (repeatable)" },
+  excludeNamespace: { ...NAMESPACE_FILTER, description: "No lines where either end is a pod of this namespace (repeatable)" },
+  pod: { ...POD_FILTER, description: "Only lines where either end is the pod of this name (repeatable)" },
+  excludePod: { ...POD_FILTER, description: "No lines where either end is the pod of this name (repeatable)" },
+  port: { ...PORT_FILTER, description: "Only lines where either end has this port (repeatable)" },
+  excludePort: { ...PORT_FILTER, description: "No lines where either end has this port (repeatable)" },
+  cidr: { ...CIDR_FILTER, description: "Only lines where either end's address is in this network (repeatable)" },
+  excludeCidr: { ...CIDR_FILTER, description: "No lines where either end's address is in this network (repeatable)" },
   direction: {
     kind: "value",
     schema: v.picklist(DIRECTIONS),
@@ -498,17 +461,13 @@ export const FLAGS = {
     filter: "connection",
   },
   failedOnly: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Only failed connection attempts (the lines that end in error=)",
     filter: "connection",
   },
   minDuration: {
-    kind: "value",
-    schema: seconds(0, MAX_DURATION_SECONDS),
-    read: decimal,
+    ...secondsFlag(0, MAX_DURATION_SECONDS),
     expected: `a number of seconds from 0 to ${MAX_DURATION_SECONDS}, e.g. 0.5`,
-    placeholder: "<seconds>",
     description: "Only lines of connections open at least this long (lines of a connection open before the agent, whose duration is not known, are kept)",
     filter: "connection",
   },
@@ -532,52 +491,36 @@ export const FLAGS = {
     offWith: "noKubelet",
   },
   kubeletTokenFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "Bearer token for the kubelet, read again every minute (default: the service-account token, when present)",
     check: true,
     offWith: "noKubelet",
   },
   kubeletCaFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "CA that signed the kubelet's certificate (default: the service-account ca.crt, when present)",
     check: true,
     offWith: "noKubelet",
     contradicts: "kubeletInsecureSkipTlsVerify",
   },
   kubeletInsecureSkipTlsVerify: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Do not verify the kubelet's TLS certificate (many kubelets' are self-signed); says so on stderr",
     check: true,
     offWith: "noKubelet",
   },
   kubeletRefresh: {
-    kind: "value",
-    schema: seconds(1, 3600),
-    read: decimal,
-    expected: "a number of seconds from 1 to 3600",
-    placeholder: "<seconds>",
+    ...secondsFlag(1, 3600),
     description: `How often the pod list is read (default: ${DEFAULT_KUBELET_REFRESH_S}); a line from an unknown local pod asks for it at once`,
     offWith: "noKubelet",
   },
   kubeletHold: {
-    kind: "value",
-    schema: seconds(0, 60),
-    read: decimal,
-    expected: "a number of seconds from 0 to 60",
-    placeholder: "<seconds>",
+    ...secondsFlag(0, 60),
     description: `How long a line from a pod not yet in the list may wait for it (default: ${DEFAULT_KUBELET_HOLD_S}; 0: never wait)`,
     offWith: "noKubelet",
   },
   noKubelet: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Do not read the kubelet: every pod name and namespace is -",
     check: "Do not try the kubelet (the agent runs without it: pod names are -)",
     turnsOff: "the kubelet's pod list",
@@ -592,70 +535,43 @@ export const FLAGS = {
     description: `Also send every report to this OpenTelemetry collector as an OTLP log record (protobuf over HTTP, gzip); ${OTLP_LOGS_PATH} is added to the path unless it ends in it`,
   },
   otlpHeadersFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "Extra request headers for the collector (auth), one `Name: value` per line; read again every minute, never printed",
     needs: "otlpEndpoint",
   },
   otlpCaFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "CA that signed the collector's certificate (default: the system's roots); read again every minute",
     needs: "otlpEndpoint",
     contradicts: "otlpInsecureSkipVerify",
   },
   otlpInsecureSkipVerify: {
-    kind: "boolean",
-    schema: v.boolean(),
+    ...BOOLEAN,
     description: "Do not verify the collector's TLS certificate; says so on stderr",
     needs: "otlpEndpoint",
   },
   otlpBatchSize: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_BATCH_SIZE)),
-    read: whole,
-    expected: `a whole number of reports from 1 to ${MAX_OTLP_BATCH_SIZE}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_OTLP_BATCH_SIZE, "a whole number of reports"),
     description: `Reports per request to the collector, at most (default: ${DEFAULT_OTLP_BATCH_SIZE})`,
     needs: "otlpEndpoint",
   },
   otlpBatchDelay: {
-    kind: "value",
-    schema: seconds(0.01, 60),
-    read: decimal,
-    expected: "a number of seconds from 0.01 to 60",
-    placeholder: "<seconds>",
+    ...secondsFlag(0.01, 60),
     description: `How long a report may wait for its batch to fill before the batch is sent (default: ${DEFAULT_OTLP_BATCH_DELAY_S})`,
     needs: "otlpEndpoint",
   },
   otlpQueueSize: {
-    kind: "value",
-    schema: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_OTLP_QUEUE_SIZE)),
-    read: whole,
-    expected: `a whole number of reports from 1 to ${MAX_OTLP_QUEUE_SIZE}`,
-    placeholder: "<n>",
+    ...countFlag(MAX_OTLP_QUEUE_SIZE, "a whole number of reports"),
     description: `Reports held for the collector while it is slow or away; beyond this, new reports are dropped and counted (default: ${DEFAULT_OTLP_QUEUE_SIZE})`,
     needs: "otlpEndpoint",
   },
   otlpTimeout: {
-    kind: "value",
-    schema: seconds(0.1, 300),
-    read: decimal,
-    expected: "a number of seconds from 0.1 to 300",
-    placeholder: "<seconds>",
+    ...secondsFlag(0.1, 300),
     description: `How long one request to the collector may take before it is retried (default: ${DEFAULT_OTLP_TIMEOUT_S})`,
     needs: "otlpEndpoint",
   },
   otlpFlushTimeout: {
-    kind: "value",
-    schema: seconds(0, 300),
-    read: decimal,
-    expected: "a number of seconds from 0 to 300",
-    placeholder: "<seconds>",
+    ...secondsFlag(0, 300),
     description: `At SIGTERM, how long what is queued for the collector may take to go; the rest is counted as dropped (default: ${DEFAULT_OTLP_FLUSH_TIMEOUT_S})`,
     needs: "otlpEndpoint",
   },
@@ -705,17 +621,11 @@ export const FEED_FLAGS = {
     default: parseHostPort(DEFAULT_FEED_LISTEN),
   },
   tlsCertFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "The feed's TLS certificate (PEM); required",
   },
   tlsKeyFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "Its private key (PEM); required",
   },
   allowServiceAccount: {
@@ -726,10 +636,7 @@ export const FEED_FLAGS = {
     description: `Serve agents running as this service account, as the API server's TokenReview says (repeatable; default: ${DEFAULT_FEED_CLIENT})`,
   },
   stateFile: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
-    placeholder: "<path>",
+    ...FILE,
     description: "Written at a clean stop and read at the next start, so that agents resume from their version across a restart",
   },
   kubeconfig: FLAGS.kubeconfig,

@@ -7,7 +7,7 @@
 // and a TCP peer the agent cannot identify, gets 403 with the reason and the remedy. Each such
 // request, served or refused, is one audit line on stderr; refusals are counted for /metrics.
 import type { Logger, LogLevel } from "../log.ts";
-import { GO_ERROR_HEADERS, goErrorBody } from "./go-compat.ts";
+import { goError } from "./go-compat.ts";
 import { LOGGERS_PATH } from "./loggers.ts";
 import { describeFilters, FILTERS_PATH } from "./filters.ts";
 import type { Filters } from "../options.ts";
@@ -137,10 +137,6 @@ export class AccessGate {
     this.#filters = filters;
   }
 
-  get policy(): AccessPolicy {
-    return this.#policy;
-  }
-
   /**
    * Identifies who sent the request, answers it (`answer`, which must not throw) or refuses it,
    * and writes its audit line. One request at a time, in arrival order: each line's old and new
@@ -160,7 +156,7 @@ export class AccessGate {
         why = response.status < 300 ? "" : JSON.stringify((await response.clone().text()).trim());
       } else {
         this.refused[decision.reason]++;
-        response = new Response(goErrorBody(decision.message), { status: 403, headers: GO_ERROR_HEADERS });
+        response = goError(decision.message, 403);
         why = decision.message;
       }
       const levelAfter = this.#log.level;

@@ -109,13 +109,7 @@ async function request(target: AdminTarget, method: "GET" | "POST" | "PUT", path
 export async function fetchAgentVersion(target: AdminTarget, timeoutMs = REQUEST_TIMEOUT_MS, where = describeTarget(target)): Promise<VersionInfo | undefined> {
   const { status, body } = await request(target, "GET", "/version", timeoutMs, where);
   if (status !== 200) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    return undefined;
-  }
-  const result = v.safeParse(VersionInfoSchema, json);
+  const result = v.safeParse(v.pipe(v.string(), v.parseJson(), VersionInfoSchema), body);
   return result.success ? (result.output as unknown as VersionInfo) : undefined;
 }
 
@@ -175,13 +169,7 @@ function filtersAnswer(answer: { status: number; body: string }, what: string, w
   const said = answer.body.trim().replaceAll(/\s*\n\s*/g, " ");
   if (answer.status === 404) throw new AdminClientError(`what answers on ${where} has no /filters (HTTP 404): a kmesh-accesslog agent of this version or later has`);
   if (answer.status !== 200) throw new AdminClientError(`the agent on ${where} refused to ${what}: ${said}`);
-  let json: unknown;
-  try {
-    json = JSON.parse(answer.body);
-  } catch {
-    json = undefined;
-  }
-  const result = v.safeParse(FiltersSchema, json);
+  const result = v.safeParse(v.pipe(v.string(), v.parseJson(), FiltersSchema), answer.body);
   if (!result.success) throw new AdminClientError(`the agent on ${where} answered ${what} with something that is not filters: ${JSON.stringify(said.slice(0, 200))}`);
   return result.output;
 }

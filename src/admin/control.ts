@@ -8,7 +8,7 @@ import type { Logger, LogLevel } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { AccessGate, type AccessPolicy, REFUSAL_REASONS, whoMayChange } from "./access.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
-import { METRIC_PREFIX, MetricsRegistry } from "./metrics.ts";
+import { METRIC_PREFIX, type MetricDefinition, MetricsRegistry, type MetricType } from "./metrics.ts";
 import { type AdminBackend, handleAdminRequest, type Readiness } from "./routes.ts";
 import { ADMIN_LISTENER, ADMIN_SOCKET_LISTENER, type Handler, HttpServer, SocketPermissionError } from "./server.ts";
 import { SWITCH_LABELS, SWITCH_NAMES, describeOutputs, outputsOf, type Outputs, type Switches } from "./switches.ts";
@@ -238,73 +238,23 @@ export class AgentControl implements AdminBackend {
   }
 
   #registerMetrics(): void {
-    const m = this.metrics;
-    m.register({
-      name: `${METRIC_PREFIX}build_info`,
-      type: "gauge",
-      help: "Always 1; the version of the agent in a label.",
-      read: () => [{ labels: { version: versionInfo().gitVersion }, value: 1 }],
-    });
-    m.register({
-      name: `${METRIC_PREFIX}switch_enabled`,
-      type: "gauge",
-      help: "1 when the admin API switch is on, 0 when off (monitoring, accesslog, connection_metrics, workload_metrics).",
-      read: () => SWITCH_NAMES.map((name) => ({ labels: { switch: SWITCH_LABELS[name] }, value: this.#switches[name] ? 1 : 0 })),
-    });
-    const output = (key: keyof Outputs) => (this.#kernel !== null && outputsOf(this.#switches)[key] ? 1 : 0);
-    m.register({
-      name: `${METRIC_PREFIX}kernel_emit_enabled`,
-      type: "gauge",
-      help: "1 while the kernel writes close records (monitoring on, and accesslog or workload_metrics on; probe attached).",
-      read: () => output("kernelEmit"),
-    });
-    m.register({
-      name: `${METRIC_PREFIX}periodic_reports_enabled`,
-      type: "gauge",
-      help: "1 while open connections are reported as lines every report interval (monitoring, accesslog and connection_metrics on).",
-      read: () => output("periodicReports"),
-    });
-    m.register({
-      name: `${METRIC_PREFIX}tcp_metrics_enabled`,
-      type: "gauge",
-      help: "1 while records feed Kmesh's TCP metrics on the metrics address (monitoring and workload_metrics on).",
-      read: () => output("tcpMetrics"),
-    });
-    m.register({
-      name: `${METRIC_PREFIX}ready`,
-      type: "gauge",
-      help: "1 once the probe is attached, 0 while loading or stopping.",
-      read: () => (this.#kernel === null ? 0 : 1),
-    });
-    m.register({
-      name: `${METRIC_PREFIX}connections_open`,
-      type: "gauge",
-      help: "Established connections the kernel tracks now.",
-      read: () => this.#openConnections(),
-    });
-    m.register({
-      name: `${METRIC_PREFIX}periodic_report_runs_total`,
-      type: "counter",
-      help: "Periodic reads of every open connection (one per report interval while periodic lines or TCP metrics are on).",
-      read: () => this.#periodicRuns,
-    });
-    m.register({
-      name: `${METRIC_PREFIX}periodic_reports_total`,
-      type: "counter",
-      help: "Open-connection reports made by periodic reads (one per connection per run), as lines or for the metrics.",
-      read: () => this.#periodicReports,
-    });
-    m.register({
-      name: `${METRIC_PREFIX}periodic_report_failures_total`,
-      type: "counter",
-      help: "Periodic reports the kernel could not make.",
-      read: () => this.#periodicFailures,
-    });
-    m.register({
-      name: `${METRIC_PREFIX}admin_requests_refused_total`,
-      type: "counter",
-      help: "Admin requests that may change state refused with 403: the peer is not allowed (not_allowed), or cannot be identified (unidentified).",
-      read: () => REFUSAL_REASONS.map((reason) => ({ labels: { reason }, value: this.#gate.refused[reason] })),
-    });
+    const metric = (name: string, type: MetricType, help: string, read: MetricDefinition["read"]) =>
+      this.metrics.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
+    const output = (key: keyof Outputs) => () => (this.#kernel !== null && outputsOf(this.#switches)[key] ? 1 : 0);
+    metric("build_info", "gauge", "Always 1; the version of the agent in a label.", () => [{ labels: { version: versionInfo().gitVersion }, value: 1 }]);
+    metric("switch_enabled", "gauge", "1 when the admin API switch is on, 0 when off (monitoring, accesslog, connection_metrics, workload_metrics).", () =>
+      SWITCH_NAMES.map((name) => ({ labels: { switch: SWITCH_LABELS[name] }, value: this.#switches[name] ? 1 : 0 })),
+    );
+    metric("kernel_emit_enabled", "gauge", "1 while the kernel writes close records (monitoring on, and accesslog or workload_metrics on; probe attached).", output("kernelEmit"));
+    metric("periodic_reports_enabled", "gauge", "1 while open connections are reported as lines every report interval (monitoring, accesslog and connection_metrics on).", output("periodicReports"));
+    metric("tcp_metrics_enabled", "gauge", "1 while records feed Kmesh's TCP metrics on the metrics address (monitoring and workload_metrics on).", output("tcpMetrics"));
+    metric("ready", "gauge", "1 once the probe is attached, 0 while loading or stopping.", () => (this.#kernel === null ? 0 : 1));
+    metric("connections_open", "gauge", "Established connections the kernel tracks now.", () => this.#openConnections());
+    metric("periodic_report_runs_total", "counter", "Periodic reads of every open connection (one per report interval while periodic lines or TCP metrics are on).", () => this.#periodicRuns);
+    metric("periodic_reports_total", "counter", "Open-connection reports made by periodic reads (one per connection per run), as lines or for the metrics.", () => this.#periodicReports);
+    metric("periodic_report_failures_total", "counter", "Periodic reports the kernel could not make.", () => this.#periodicFailures);
+    metric("admin_requests_refused_total", "counter", "Admin requests that may change state refused with 403: the peer is not allowed (not_allowed), or cannot be identified (unidentified).", () =>
+      REFUSAL_REASONS.map((reason) => ({ labels: { reason }, value: this.#gate.refused[reason] })),
+    );
   }
 }

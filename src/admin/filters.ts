@@ -4,7 +4,7 @@
 // replaces every filter: a field left out is no filter. Who may PUT is the access gate's business.
 import * as v from "valibot";
 import { FILTER_NAMES, type FilterName, type Filters, FiltersSchema, FLAGS } from "../options.ts";
-import { GO_ERROR_HEADERS, goErrorBody } from "./go-compat.ts";
+import { goError } from "./go-compat.ts";
 
 export const FILTERS_PATH = "/filters";
 
@@ -22,11 +22,11 @@ export class FiltersRefused extends Error {
 
 const JSON_HEADERS = { "Content-Type": "application/json" };
 const json = (filters: Filters) => new Response(`${JSON.stringify(filters)}\n`, { status: 200, headers: JSON_HEADERS });
-const refuse = (why: string) => new Response(goErrorBody(`invalid filters: ${why}; nothing was changed`), { status: 400, headers: GO_ERROR_HEADERS });
+const refuse = (why: string) => goError(`invalid filters: ${why}; nothing was changed`, 400);
 
 export function handleFilters(backend: FiltersBackend, method: string, body: Uint8Array): Response {
   if (method === "GET" || method === "HEAD") return json(backend.filters());
-  if (method !== "PUT") return new Response(goErrorBody("Method Not Allowed"), { status: 405, headers: { ...GO_ERROR_HEADERS, Allow: "GET, HEAD, PUT" } });
+  if (method !== "PUT") return goError("Method Not Allowed", 405, "GET, HEAD, PUT");
   const parsed = parseFilters(body);
   if (typeof parsed === "string") return refuse(parsed);
   try {

@@ -6,30 +6,14 @@
 // URLSearchParams differs (it keeps pairs with a bad escape or a `;`, and
 // decodes bytes as UTF-8): the tests show where.
 
-/** strconv.ParseBool: exactly these twelve spellings; anything else is undefined. */
-export function parseGoBool(text: string): boolean | undefined {
-  switch (text) {
-    case "1":
-    case "t":
-    case "T":
-    case "TRUE":
-    case "true":
-    case "True":
-      return true;
-    case "0":
-    case "f":
-    case "F":
-    case "FALSE":
-    case "false":
-    case "False":
-      return false;
-    default:
-      return undefined;
-  }
-}
-
+/** strconv.ParseBool's spellings: exactly these twelve. */
+const GO_TRUE = ["1", "t", "T", "TRUE", "true", "True"];
+const GO_FALSE = ["0", "f", "F", "FALSE", "false", "False"];
 /** The accepted spellings, for messages. */
-export const GO_BOOL_SPELLINGS = "1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False";
+export const GO_BOOL_SPELLINGS = [...GO_TRUE, ...GO_FALSE].join(", ");
+
+/** strconv.ParseBool: anything but its spellings is undefined. */
+export const parseGoBool = (text: string): boolean | undefined => (GO_TRUE.includes(text) ? true : GO_FALSE.includes(text) ? false : undefined);
 
 const HEX = /^[0-9a-fA-F]{2}$/;
 
@@ -85,28 +69,17 @@ export const GO_ERROR_HEADERS = {
   "X-Content-Type-Options": "nosniff",
 } as const;
 
+/** http.Error(w, message, status); `allow`: the Allow header of a 405. */
+export function goError(message: string, status: number, allow?: string): Response {
+  return new Response(goErrorBody(message), { status, headers: allow === undefined ? GO_ERROR_HEADERS : { ...GO_ERROR_HEADERS, Allow: allow } });
+}
+
 /** What Go's content sniffing gives for text written without a Content-Type. */
 export const GO_SNIFFED_TEXT = { "Content-Type": "text/plain; charset=utf-8" } as const;
 
-/** One byte per UTF-16 unit: the request target arrives percent-encoded, so it is ASCII. */
-function latin1Bytes(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i) & 0xff;
-  return bytes;
-}
+/** One byte per UTF-16 unit (its low byte): the request target arrives percent-encoded, so it is ASCII. */
+const latin1Bytes = (text: string): Uint8Array => Buffer.from(text, "latin1");
 
-export function latin1String(bytes: Uint8Array): string {
-  let text = "";
-  for (const byte of bytes) text += String.fromCharCode(byte);
-  return text;
-}
+export const latin1String = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+export const concatBytes = (...parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);

@@ -12,7 +12,7 @@
 // logrus's seven levels are taken: panic and fatal set error (nothing here is said at those two
 // levels), trace sets debug; a GET then says what is in force.
 import type { LogLevel } from "../log.ts";
-import { concatBytes, GO_ERROR_HEADERS, GO_SNIFFED_TEXT, goErrorBody, goQueryGet } from "./go-compat.ts";
+import { concatBytes, GO_SNIFFED_TEXT, goError, goQueryGet } from "./go-compat.ts";
 
 export const LOGGERS_PATH = "/debug/loggers";
 export const LOGGER_NAME = "default";
@@ -47,7 +47,7 @@ export function handleLoggers(backend: LoggerBackend, method: string, rawQuery: 
     if (new TextDecoder().decode(name) !== LOGGER_NAME || name.some((b) => b >= 0x80)) return unknownLogger(name);
     return sniffed(JSON.stringify({ name: LOGGER_NAME, level: LOGRUS_NAMES[backend.logLevel()] }, null, 4), 200);
   }
-  if (method !== "POST") return new Response(goErrorBody("Method Not Allowed"), { status: 405, headers: GO_ERROR_HEADERS });
+  if (method !== "POST") return goError("Method Not Allowed", 405);
   const info = loggerInfo(body);
   if (typeof info === "string") return invalidBody(info);
   // logrus.ParseLevel first, then the logger, as Kmesh does.

@@ -70,9 +70,14 @@ function formatLabels(labels: Readonly<Record<string, string>> | undefined): str
   if (entries.length === 0) return "";
   const parts = entries.map(([name, value]) => {
     if (!LABEL_NAME.test(name)) throw new Error(`invalid label name ${JSON.stringify(name)}`);
-    return `${name}="${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n")}"`;
+    return `${name}="${escapeLabelValue(value)}"`;
   });
   return `{${parts.join(",")}}`;
+}
+
+/** A label value in the exposition text: `\`, `"` and a line feed escaped. */
+export function escapeLabelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }
 
 function escapeHelp(help: string): string {

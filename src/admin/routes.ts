@@ -3,15 +3,7 @@
 // socket. The four switch paths answer exactly as Kmesh's status server does
 // (status, body and Content-Type), so that kmeshctl works against us unchanged:
 // docs/admin-api.md lists every answer.
-import {
-  GO_ERROR_HEADERS,
-  GO_SNIFFED_TEXT,
-  concatBytes,
-  goErrorBody,
-  goQueryGet,
-  latin1String,
-  parseGoBool,
-} from "./go-compat.ts";
+import { concatBytes, GO_ERROR_HEADERS, GO_SNIFFED_TEXT, goError, goQueryGet, latin1String, parseGoBool } from "./go-compat.ts";
 import { handleLoggers, type LoggerBackend, LOGGERS_PATH } from "./loggers.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
@@ -30,14 +22,6 @@ export interface AdminBackend extends LoggerBackend, FiltersBackend {
   metricsText(): string;
   version(): VersionInfo;
 }
-
-/** Kmesh's `invalid <word> enable=<value>` uses "accesslog" for every path but /monitoring. */
-const INVALID_VALUE_WORD: Readonly<Record<SwitchName, string>> = {
-  monitoring: "monitoring",
-  accesslog: "accesslog",
-  connectionMetrics: "accesslog",
-  workloadMetrics: "accesslog",
-};
 
 /** Kmesh's words when the kernel side cannot be updated. */
 const UPDATE_FAILED: Readonly<Record<SwitchName, string>> = {
@@ -59,10 +43,6 @@ export const KNOWN_PATHS = [
   "GET /healthz",
   "GET /metrics",
 ];
-
-function goError(message: string, status: number): Response {
-  return new Response(goErrorBody(message), { status, headers: GO_ERROR_HEADERS });
-}
 
 function text(body: string | Uint8Array, status: number, headers: Record<string, string> = GO_SNIFFED_TEXT): Response {
   return new Response(body, { status, headers });
@@ -111,7 +91,7 @@ export function handleAdminRequest(backend: AdminBackend, method: string, url: s
 
 function readOnly(method: string): Response | undefined {
   if (method === "GET" || method === "HEAD") return undefined;
-  return new Response(goErrorBody("Method Not Allowed"), { status: 405, headers: { ...GO_ERROR_HEADERS, Allow: "GET, HEAD" } });
+  return goError("Method Not Allowed", 405, "GET, HEAD");
 }
 
 function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, rawQuery: string): Response {
@@ -119,8 +99,10 @@ function handleSwitch(backend: AdminBackend, name: SwitchName, method: string, r
   const raw = goQueryGet(rawQuery, "enable");
   const enable = parseGoBool(latin1String(raw));
   if (enable === undefined) {
-    // Kmesh writes this one without http.Error: no trailing newline, the value's bytes as they came.
-    return text(concatBytes(new TextEncoder().encode(`invalid ${INVALID_VALUE_WORD[name]} enable=`), raw), 400);
+    // Kmesh writes this one without http.Error: no trailing newline, the value's bytes as they came;
+    // its word is "accesslog" for every path but /monitoring.
+    const word = name === "monitoring" ? "monitoring" : "accesslog";
+    return text(concatBytes(new TextEncoder().encode(`invalid ${word} enable=`), raw), 400);
   }
   const change = changeSwitch(backend.switches(), name, enable);
   if (!change.ok) return goError(change.message, 400);

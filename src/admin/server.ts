@@ -24,13 +24,10 @@ export class SocketPermissionError extends ListenError {
   override name = "SocketPermissionError";
 }
 
-/** What is served, in the words of its messages. */
+/** What is served, in the words of its messages: its name, the flag that moves it, how to do without it. */
 export interface Listener {
-  /** "admin API" */
   name: string;
-  /** the flag that moves it */
   flag: string;
-  /** how to do without it */
   none: string;
 }
 

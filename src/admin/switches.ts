@@ -40,13 +40,6 @@ export const SWITCH_LABELS: Readonly<Record<SwitchName, string>> = {
   workloadMetrics: "workload_metrics",
 };
 
-/** How Kmesh names each switch in its "cannot enable" message. */
-const KMESH_NAMES: Readonly<Record<Exclude<SwitchName, "monitoring">, string>> = {
-  accesslog: "accesslog",
-  connectionMetrics: "connection metrics",
-  workloadMetrics: "workload metrics",
-};
-
 export type SwitchChange =
   | { ok: true; next: Switches }
   | { ok: false; reason: "monitoring-disabled"; message: string };
@@ -60,7 +53,8 @@ export function changeSwitch(current: Switches, name: SwitchName, enable: boolea
     return {
       ok: false,
       reason: "monitoring-disabled",
-      message: `Kmesh monitoring is disabled, cannot enable ${KMESH_NAMES[name]}.`,
+      // Kmesh names the switch by its label with a space for the underscore.
+      message: `Kmesh monitoring is disabled, cannot enable ${SWITCH_LABELS[name].replace("_", " ")}.`,
     };
   }
   return { ok: true, next: { ...current, [name]: enable } };

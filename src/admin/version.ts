@@ -4,27 +4,15 @@
 // name the one already running.
 import { PROGRAM_NAME, VERSION } from "../options.ts";
 
-export interface VersionInfo {
-  gitVersion: string;
-  gitCommit: string;
-  gitTreeState: string;
-  buildDate: string;
-  /** Kmesh's field name; here the JavaScript runtime's version, e.g. `bun1.4.5`. */
-  goVersion: string;
-  compiler: string;
-  platform: string;
-  program: string;
-  pid: number;
-}
-
 const GO_ARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", ia32: "386", arm: "arm" };
 
-export function versionInfo(): VersionInfo {
+export function versionInfo() {
   return {
     gitVersion: VERSION,
     gitCommit: "unknown",
     gitTreeState: "unknown",
     buildDate: "unknown",
+    // Kmesh's field name; here the JavaScript runtime's version, e.g. `bun1.4.5`.
     goVersion: `bun${Bun.version}`,
     compiler: "bun",
     platform: `${process.platform}/${GO_ARCH[process.arch] ?? process.arch}`,
@@ -32,6 +20,8 @@ export function versionInfo(): VersionInfo {
     pid: process.pid,
   };
 }
+
+export type VersionInfo = ReturnType<typeof versionInfo>;
 
 /** Go's json.MarshalIndent(v, "", "  "): two-space indent, no trailing newline. */
 export function versionBody(info: VersionInfo): string {

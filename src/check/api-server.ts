@@ -8,9 +8,9 @@ import { ApiConfigError, resolveApiSettings } from "../kube/apiserver/settings.t
 import { RESOURCES } from "../kube/apiserver/source.ts";
 import { apiFix } from "../kube/failures.ts";
 import type { RunOptions } from "../options.ts";
-import type { CheckResult } from "./report.ts";
+import { type CheckResult, checkLine } from "./report.ts";
 
-const base = { id: "api-server", label: "API server" } as const;
+const apiServerLine = checkLine("api-server", "API server");
 const WITHOUT = "services will be addresses and remote pods -";
 /** A list of one item answers at once; an address nothing answers on should not hold check for a minute. */
 const CHECK_TIMEOUT_MS = 10_000;
@@ -20,14 +20,9 @@ export function apiServerVerdict(server: string, origin: string, pages: readonly
   const failed = pages.find((entry) => !entry.page.ok);
   if (failed !== undefined && !failed.page.ok) {
     const { failure } = failed.page;
-    return {
-      ...base,
-      status: "warn",
-      detail: `${server} (${origin}): listing ${failed.kind} failed (${failure.kind}: ${failure.detail}); ${WITHOUT}`,
-      fix: apiFix(failure.kind),
-    };
+    return apiServerLine.warn(`${server} (${origin}): listing ${failed.kind} failed (${failure.kind}: ${failure.detail}); ${WITHOUT}`, apiFix(failure.kind));
   }
-  return { ...base, status: "ok", detail: `${server} (${origin}) lists ${pages.map((entry) => entry.kind).join(", ")}` };
+  return apiServerLine.ok(`${server} (${origin}) lists ${pages.map((entry) => entry.kind).join(", ")}`);
 }
 
 export async function apiServerCheck(flags: Partial<RunOptions>, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
@@ -36,11 +31,11 @@ export async function apiServerCheck(flags: Partial<RunOptions>, env: Record<str
     settings = resolveApiSettings(flags, env);
   } catch (error) {
     if (!(error instanceof ApiConfigError)) throw error;
-    return { ...base, status: "fail", detail: error.message, fix: "give a usable --kubeconfig, or run with --no-kube-api" };
+    return apiServerLine.fail(error.message, "give a usable --kubeconfig, or run with --no-kube-api");
   }
   if (settings === null) {
     const why = flags.noKubeApi ? "--no-kube-api" : "not in a cluster; --kube-api or --kubeconfig to use one";
-    return { ...base, status: "skip", detail: `not used (${why}): ${WITHOUT}` };
+    return apiServerLine.skip(`not used (${why}): ${WITHOUT}`);
   }
   const client = new ApiClient(settings);
   const timeout: ListPage = { ok: false, failure: { kind: "timeout", detail: `no answer within ${CHECK_TIMEOUT_MS / 1000} s` } };

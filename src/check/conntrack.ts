@@ -4,9 +4,9 @@
 // The agent runs without it (a ClusterIP line then names its backend only when it is a pod of this
 // node), so a failure is a warning.
 import { CONNTRACK_FUNCTION, ConntrackHook, ConntrackHookError, conntrackLoaded } from "../kernel/conntrack.ts";
-import type { CheckResult } from "./report.ts";
+import { type CheckResult, checkLine } from "./report.ts";
 
-const base = { id: "conntrack", label: "conntrack" } as const;
+const conntrackLine = checkLine("conntrack", "conntrack");
 const WITHOUT = "ClusterIP lines name their backend only when it is a pod of this node";
 
 /** `earlier`: the lines before it (the probe's and the API server's decide whether it is tried). */
@@ -14,25 +14,23 @@ export async function conntrackCheck(libbpfPath: string | undefined, earlier: re
   const line = (id: string) => earlier.find((result) => result.id === id);
   const api = line("api-server");
   if (api === undefined || api.status === "skip") {
-    return { ...base, status: "skip", detail: "not used without the API server (no line is known to go to a ClusterIP)" };
+    return conntrackLine.skip("not used without the API server (no line is known to go to a ClusterIP)");
   }
   if (api.status === "fail" || line("probe")?.status === "fail") {
-    return { ...base, status: "skip", detail: `not tried (${api.status === "fail" ? "API server" : "probe"} failed)` };
+    return conntrackLine.skip(`not tried (${api.status === "fail" ? "API server" : "probe"} failed)`);
   }
   if (!loaded()) {
-    return { ...base, status: "skip", detail: "nf_conntrack is not loaded (no NAT on this node yet): the agent hooks it once it is" };
+    return conntrackLine.skip("nf_conntrack is not loaded (no NAT on this node yet): the agent hooks it once it is");
   }
   try {
     const hook = await ConntrackHook.open(libbpfPath);
     hook.close();
-    return { ...base, status: "ok", detail: `a ${hook.kind} on ${CONNTRACK_FUNCTION} loads and attaches; detached again: ClusterIP lines name the backend the NAT chose, wherever it runs` };
+    return conntrackLine.ok(`a ${hook.kind} on ${CONNTRACK_FUNCTION} loads and attaches; detached again: ClusterIP lines name the backend the NAT chose, wherever it runs`);
   } catch (error) {
     if (!(error instanceof ConntrackHookError)) throw error;
-    return {
-      ...base,
-      status: "warn",
-      detail: `cannot hook the kernel's connection tracking (${error.message}); ${WITHOUT}`,
-      fix: `nothing the agent needs; to name backends on other nodes: ${error.fix}`,
-    };
+    return conntrackLine.warn(
+      `cannot hook the kernel's connection tracking (${error.message}); ${WITHOUT}`,
+      `nothing the agent needs; to name backends on other nodes: ${error.fix}`,
+    );
   }
 }

@@ -7,39 +7,29 @@ import { KubeletClient, type FetchResult } from "../kube/kubelet/client.ts";
 import { parsePodList } from "../kube/kubelet/pod-list.ts";
 import { resolveKubeletSettings } from "../kube/kubelet/settings.ts";
 import type { RunOptions } from "../options.ts";
-import type { CheckResult } from "./report.ts";
+import { type CheckResult, checkLine } from "./report.ts";
 
-const base = { id: "kubelet", label: "kubelet" } as const;
+const kubeletLine = checkLine("kubelet", "kubelet");
 const WITHOUT = "pod names will be -";
 
 /** The verdict on one fetch; pure, for the tests. */
 export function kubeletVerdict(url: string, tokenFile: string | null, insecure: boolean, fetched: FetchResult): CheckResult {
   if (!fetched.ok) {
     const { failure } = fetched;
-    return {
-      ...base,
-      status: "warn",
-      detail: `${KUBELET_CHECK_WHAT[failure.kind]} ${url} (${failure.detail}); ${WITHOUT}`,
-      fix: kubeletFix(failure.kind, tokenFile),
-    };
+    return kubeletLine.warn(`${KUBELET_CHECK_WHAT[failure.kind]} ${url} (${failure.detail}); ${WITHOUT}`, kubeletFix(failure.kind, tokenFile));
   }
   const list = parsePodList(fetched.text);
   if (!list.ok) {
-    return {
-      ...base,
-      status: "warn",
-      detail: `invalid pod list from ${url} (${list.problem}); ${WITHOUT}`,
-      fix: kubeletFix("invalid", tokenFile),
-    };
+    return kubeletLine.warn(`invalid pod list from ${url} (${list.problem}); ${WITHOUT}`, kubeletFix("invalid", tokenFile));
   }
   const pods = `${list.pods.length} pod${list.pods.length === 1 ? "" : "s"}`;
   const tls = url.startsWith("http:") ? ", plain HTTP" : insecure ? ", TLS not verified (--kubelet-insecure-skip-tls-verify)" : "";
-  return { ...base, status: "ok", detail: `${url} lists ${pods}${tls}` };
+  return kubeletLine.ok(`${url} lists ${pods}${tls}`);
 }
 
 export async function kubeletCheck(flags: Partial<RunOptions>): Promise<CheckResult> {
   const settings = resolveKubeletSettings(flags);
-  if (settings === null) return { ...base, status: "skip", detail: `skipped (--no-kubelet): ${WITHOUT}` };
+  if (settings === null) return kubeletLine.skip(`skipped (--no-kubelet): ${WITHOUT}`);
   const fetched = await new KubeletClient(settings).fetchPods();
   return kubeletVerdict(settings.url, settings.tokenFile, settings.insecureSkipTlsVerify, fetched);
 }

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { MIN_LIBBPF, openLibbpf, recentEnough, type LibbpfOrigin } from "../kernel/libbpf.ts";
 import { release } from "node:os";
 import { Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
-import type { CheckResult } from "./report.ts";
+import { type CheckResult, checkLine } from "./report.ts";
 
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
 const TRY_RING_BUFFER_BYTES = 64 * 1024;
@@ -18,32 +18,28 @@ const ORIGIN: Record<LibbpfOrigin, string> = {
 };
 
 export async function libbpfCheck(forcedPath: string | undefined): Promise<CheckResult> {
-  const base = { id: "libbpf", label: "libbpf" };
+  const libbpfLine = checkLine("libbpf", "libbpf");
   if (forcedPath !== undefined && !existsSync(forcedPath)) {
-    return {
-      ...base,
-      status: "fail",
-      detail: `--libbpf ${forcedPath}: no such file`,
-      fix: "point --libbpf at a libbpf 1.x shared object, or leave it out to use the system's or the built-in one",
-    };
+    return libbpfLine.fail(
+      `--libbpf ${forcedPath}: no such file`,
+      "point --libbpf at a libbpf 1.x shared object, or leave it out to use the system's or the built-in one",
+    );
   }
   try {
     const { bpf, origin, notes } = await openLibbpf(forcedPath);
     const version = bpf.version();
     const from = origin === "--libbpf" ? `--libbpf ${forcedPath}` : ORIGIN[origin];
     if (!recentEnough(version)) {
-      return { ...base, status: "fail", detail: `${version} (${from}) is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`, fix: "use libbpf 1.x" };
+      return libbpfLine.fail(`${version} (${from}) is older than ${MIN_LIBBPF.major}.${MIN_LIBBPF.minor}`, "use libbpf 1.x");
     }
     // openLibbpf's notes say why it took the built-in one; its last note repeats the choice.
     const why = origin === "bundled" ? notes.filter((note) => !note.startsWith("using ")) : [];
-    return { ...base, status: "ok", detail: `${version} (${from}${why.length > 0 ? `: ${why.join("; ")}` : ""})` };
+    return libbpfLine.ok(`${version} (${from}${why.length > 0 ? `: ${why.join("; ")}` : ""})`);
   } catch (error) {
-    return {
-      ...base,
-      status: "fail",
-      detail: error instanceof Error ? error.message : String(error),
-      fix: forcedPath === undefined ? "install libbpf 1.x (Debian/Ubuntu: apt-get install libbpf1)" : "point --libbpf at a libbpf 1.x shared object",
-    };
+    return libbpfLine.fail(
+      error instanceof Error ? error.message : String(error),
+      forcedPath === undefined ? "install libbpf 1.x (Debian/Ubuntu: apt-get install libbpf1)" : "point --libbpf at a libbpf 1.x shared object",
+    );
   }
 }
 
@@ -54,7 +50,6 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
  * named as the likely cause.
  */
 export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<[CheckResult, CheckResult]> {
-  const base = { id: "probe", label: "probe" };
   let acceptCallersUnknown: string | null | undefined;
   const line = await loadProbe(libbpfPath, blockers, (probe) => (acceptCallersUnknown = probe.acceptCallersUnknown));
   return [line, processesLine(line.status === "fail" ? undefined : acceptCallersUnknown)];
@@ -65,27 +60,23 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
  * (`acceptCallersUnknown`: Probe's, undefined when the probe did not load).
  */
 export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
-  const base = { id: "processes", label: "processes" };
-  if (acceptCallersUnknown === undefined) return { ...base, status: "skip", detail: "not tried (probe failed)" };
-  if (acceptCallersUnknown === null) {
-    return { ...base, status: "ok", detail: "the process that called connect() and the one that called accept() are named (JSON and OTLP)" };
-  }
-  return {
-    ...base,
-    status: "warn",
-    detail: `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
-    fix: "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
-  };
+  const processes = checkLine("processes", "processes");
+  if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
+  if (acceptCallersUnknown === null) return processes.ok("the process that called connect() and the one that called accept() are named (JSON and OTLP)");
+  return processes.warn(
+    `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
+    "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+  );
 }
 
 async function loadProbe(libbpfPath: string | undefined, blockers: readonly CheckResult[], loaded: (probe: Probe) => void): Promise<CheckResult> {
-  const base = { id: "probe", label: "probe" };
+  const probeLine = checkLine("probe", "probe");
   // Without BTF or libbpf there is nothing to load; and a bpf() that a seccomp filter answers
   // with SIGSYS would kill this process rather than fail.
   const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf" || line.id === "bpf-syscall");
   if (needed.length > 0) {
     const labels = needed.map((line) => line.label).join(" and ");
-    return { ...base, status: "fail", detail: `not tried (${labels} failed)`, fix: `see the ${labels} line${needed.length > 1 ? "s" : ""} above` };
+    return probeLine.fail(`not tried (${labels} failed)`, `see the ${labels} line${needed.length > 1 ? "s" : ""} above`);
   }
   const taintBefore = readProcNumber("/proc/sys/kernel/tainted");
   let probe: Probe;
@@ -102,8 +93,8 @@ async function loadProbe(libbpfPath: string | undefined, blockers: readonly Chec
         : rest.length > 0
           ? "the kernel's verifier refused the probe: `kmesh-accesslog check --json` shows its log; report it with the kernel version"
           : "the message names the step that failed";
-    if (rest.length === 0) return { ...base, status: "fail", detail: first, fix };
-    return { ...base, status: "fail", detail: `${first} (${rest.length} lines of verifier log in --json)`, fix, log: rest.join("\n") };
+    if (rest.length === 0) return probeLine.fail(first, fix);
+    return probeLine.fail(`${first} (${rest.length} lines of verifier log in --json)`, fix, rest.join("\n"));
   }
   const version = probe.libbpfVersion;
   loaded(probe);
@@ -136,29 +127,25 @@ const TAINT_WARN = 1 << 9;
  * panic_on_warn is worth a warning even when the load was clean.
  */
 export function loadedProbeLine(facts: LoadFacts): CheckResult {
-  const base = { id: "probe", label: "probe" };
+  const probeLine = checkLine("probe", "probe");
   const how = `libbpf ${facts.libbpfVersion}${facts.preallocated ? "; connections map preallocated, as kernels before 6.1 need" : ""}`;
   const before = facts.taintBefore;
   const after = facts.taintAfter;
   if (before !== null && after !== null && (after & TAINT_WARN) !== 0 && (before & TAINT_WARN) === 0) {
-    return {
-      ...base,
-      status: "fail",
-      detail: `the hooks load (${how}), but loading them made the kernel WARN (tainted ${before} → ${after}; see dmesg)`,
-      fix: "do not run the agent on this kernel: report the dmesg lines and the kernel version (uname -r)",
-    };
+    return probeLine.fail(
+      `the hooks load (${how}), but loading them made the kernel WARN (tainted ${before} → ${after}; see dmesg)`,
+      "do not run the agent on this kernel: report the dmesg lines and the kernel version (uname -r)",
+    );
   }
   const tainted = after === null ? "kernel taint not readable" : `kernel taint ${after}${before === after ? ", unchanged" : ""}`;
   const detail = `the hooks load and attach (${how}); detached again; ${tainted}`;
   if (facts.panicOnWarn) {
-    return {
-      ...base,
-      status: "warn",
-      detail: `${detail}; /proc/sys/kernel/panic_on_warn is 1: any kernel WARN reboots this node`,
-      fix: "nothing the agent needs; loading it here logged no WARN (a WARN already in the taint could not be told apart: check dmesg)",
-    };
+    return probeLine.warn(
+      `${detail}; /proc/sys/kernel/panic_on_warn is 1: any kernel WARN reboots this node`,
+      "nothing the agent needs; loading it here logged no WARN (a WARN already in the taint could not be told apart: check dmesg)",
+    );
   }
-  return { ...base, status: "ok", detail };
+  return probeLine.ok(detail);
 }
 
 function readProcNumber(path: string): number | null {

@@ -17,6 +17,17 @@ export interface CheckResult {
   log?: string;
 }
 
+/** The results one line of `check` can have: `line.fail(detail, fix)`, `line.ok(detail)`, ... */
+export function checkLine(id: string, label: string): Record<CheckStatus, (detail: string, fix?: string, log?: string) => CheckResult> {
+  const result = (status: CheckStatus) => (detail: string, fix?: string, log?: string) => {
+    const line: CheckResult = { id, label, status, detail };
+    if (fix !== undefined) line.fix = fix;
+    if (log !== undefined) line.log = log;
+    return line;
+  };
+  return { ok: result("ok"), fail: result("fail"), warn: result("warn"), skip: result("skip") };
+}
+
 const MARK: Record<CheckStatus, string> = { ok: "✔", fail: "✘", warn: "⚠", skip: "-" };
 
 export function formatCheckLine(result: CheckResult): string {

@@ -3,39 +3,39 @@
 import { constants } from "node:os";
 import { cgroup2Mounts } from "../kernel/cgroups.ts";
 import { atLeast, BTF_PATH, CAP, hasCapability, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
-import type { CheckResult } from "./report.ts";
+import { type CheckResult, checkLine } from "./report.ts";
 
 export const MIN_KERNEL = { major: 5, minor: 10 } as const;
 /** Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK instead of the memory cgroup. */
 const MEMCG_ACCOUNTING_KERNEL = { major: 5, minor: 11 } as const;
 
 export function kernelCheck(release: string): CheckResult {
-  const base = { id: "kernel", label: "kernel" };
+  const kernelLine = checkLine("kernel", "kernel");
   const version = parseKernelRelease(release);
   const needed = `${MIN_KERNEL.major}.${MIN_KERNEL.minor}`;
   if (version === null) {
-    return { ...base, status: "fail", detail: `cannot read the version of Linux ${JSON.stringify(release)}`, fix: `run on Linux ${needed} or newer` };
+    return kernelLine.fail(`cannot read the version of Linux ${JSON.stringify(release)}`, `run on Linux ${needed} or newer`);
   }
   if (!atLeast(version, MIN_KERNEL)) {
-    return { ...base, status: "fail", detail: `Linux ${release} is older than ${needed}`, fix: `run on Linux ${needed} or newer` };
+    return kernelLine.fail(`Linux ${release} is older than ${needed}`, `run on Linux ${needed} or newer`);
   }
-  return { ...base, status: "ok", detail: `Linux ${release} (${needed} or newer needed)` };
+  return kernelLine.ok(`Linux ${release} (${needed} or newer needed)`);
 }
 
 /** What a look at the BTF file found: its size, or the errno code that stopped us. */
 export type BtfFacts = { size: number } | { error: string };
 
 export function btfCheck(facts: BtfFacts): CheckResult {
-  const base = { id: "btf", label: "BTF" };
+  const btfLine = checkLine("btf", "BTF");
   const fix =
     "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels from 5.10 on); " +
     "in a container, mount the host's /sys/kernel/btf read-only";
   if ("error" in facts) {
     const what = facts.error === "ENOENT" ? "not found" : `cannot be read (${facts.error})`;
-    return { ...base, status: "fail", detail: `${BTF_PATH} ${what}`, fix };
+    return btfLine.fail(`${BTF_PATH} ${what}`, fix);
   }
-  if (facts.size === 0) return { ...base, status: "fail", detail: `${BTF_PATH} is empty`, fix };
-  return { ...base, status: "ok", detail: `${BTF_PATH} (${(facts.size / 2 ** 20).toFixed(1)} MiB)` };
+  if (facts.size === 0) return btfLine.fail(`${BTF_PATH} is empty`, fix);
+  return btfLine.ok(`${BTF_PATH} (${(facts.size / 2 ** 20).toFixed(1)} MiB)`);
 }
 
 // ── Capabilities ────────────────────────────────────────────────────────────
@@ -63,14 +63,14 @@ const GRANT =
   "(systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON; Kubernetes: securityContext.capabilities.add: [BPF, PERFMON])";
 
 export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
-  const base = { id: "capabilities", label: "capabilities" };
+  const capabilitiesLine = checkLine("capabilities", "capabilities");
   const { effective } = facts;
   const who = facts.uid === 0 ? "root" : `uid ${facts.uid}`;
   const bpfAndPerfmon = has(effective, CAP.BPF) && has(effective, CAP.PERFMON);
   if (!bpfAndPerfmon && !has(effective, CAP.SYS_ADMIN)) {
     const missing = [has(effective, CAP.BPF) ? null : "CAP_BPF", has(effective, CAP.PERFMON) ? null : "CAP_PERFMON"].filter((c) => c !== null);
     const held = effective === 0n ? "no effective capabilities" : `effective capabilities 0x${effective.toString(16)}`;
-    return { ...base, status: "fail", detail: `missing ${missing.join(" and ")} (${who}, ${held})`, fix: GRANT };
+    return capabilitiesLine.fail(`missing ${missing.join(" and ")} (${who}, ${held})`, GRANT);
   }
   // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK; libbpf raises it, which needs CAP_SYS_RESOURCE.
   if (
@@ -80,35 +80,30 @@ export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
     facts.memlock !== Number.POSITIVE_INFINITY &&
     !has(effective, CAP.SYS_RESOURCE)
   ) {
-    return {
-      ...base,
-      status: "fail",
-      detail: `this kernel charges BPF maps to the locked-memory limit (${facts.memlock} bytes) and CAP_SYS_RESOURCE is missing to raise it`,
-      fix: "grant CAP_SYS_RESOURCE, or raise the limit (ulimit -l unlimited; systemd: LimitMEMLOCK=infinity)",
-    };
+    return capabilitiesLine.fail(
+      `this kernel charges BPF maps to the locked-memory limit (${facts.memlock} bytes) and CAP_SYS_RESOURCE is missing to raise it`,
+      "grant CAP_SYS_RESOURCE, or raise the limit (ulimit -l unlimited; systemd: LimitMEMLOCK=infinity)",
+    );
   }
   const granted = bpfAndPerfmon ? "CAP_BPF and CAP_PERFMON" : "CAP_SYS_ADMIN";
-  return { ...base, status: "ok", detail: `${who} with ${granted}` };
+  return capabilitiesLine.ok(`${who} with ${granted}`);
 }
 
 // ── cgroup v2 ───────────────────────────────────────────────────────────────
 
 /** /proc/mounts escapes space, tab, newline and backslash as octal. */
 export function cgroupCheck(mounts: string | null): CheckResult {
-  const base = { id: "cgroup2", label: "cgroup v2" };
+  const cgroupLine = checkLine("cgroup2", "cgroup v2");
   const found = mounts === null ? [] : cgroup2Mounts(mounts);
-  if (found.length > 0) return { ...base, status: "ok", detail: `mounted at ${found.join(", ")}` };
+  if (found.length > 0) return cgroupLine.ok(`mounted at ${found.join(", ")}`);
   // The hooks see every socket whatever its cgroup: the agent runs without it, but cannot tell the
   // container of a connection's process (kernel/cgroups.ts).
-  return {
-    ...base,
-    status: "warn",
-    detail:
-      mounts === null
-        ? "cannot read /proc/mounts (the agent runs without it, but names no process's container)"
-        : "no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container)",
-    fix: "boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
-  };
+  return cgroupLine.warn(
+    mounts === null
+      ? "cannot read /proc/mounts (the agent runs without it, but names no process's container)"
+      : "no cgroup2 file system in /proc/mounts (the agent runs without it, but names no process's container)",
+    "boot with systemd.unified_cgroup_hierarchy=1, or mount one: mount -t cgroup2 none /sys/fs/cgroup",
+  );
 }
 
 // ── The bpf() system call ───────────────────────────────────────────────────
@@ -133,41 +128,35 @@ const ALLOW_BPF =
   "Localhost profile allowing bpf; systemd: add bpf to SystemCallFilter=) and in the security module's policy (AppArmor, SELinux)";
 
 export function bpfSyscallCheck(facts: BpfSyscallFacts, capabilities: bigint): CheckResult {
-  const base = { id: "bpf-syscall", label: "bpf() system call" };
+  const bpfSyscallLine = checkLine("bpf-syscall", "bpf() system call");
   if ("untested" in facts) {
-    return { ...base, status: "warn", detail: `not tested (${facts.untested})`, fix: "see the probe line below" };
+    return bpfSyscallLine.warn(`not tested (${facts.untested})`, "see the probe line below");
   }
   if ("signal" in facts) {
-    return { ...base, status: "fail", detail: `calling bpf() killed the process (${facts.signal}): a seccomp filter forbids it`, fix: ALLOW_BPF };
+    return bpfSyscallLine.fail(`calling bpf() killed the process (${facts.signal}): a seccomp filter forbids it`, ALLOW_BPF);
   }
   const capable = mayLoadBpf(capabilities);
   if (facts.invalid === ENOSYS) {
-    return {
-      ...base,
-      status: "fail",
-      detail: "bpf() answers ENOSYS: a kernel without CONFIG_BPF_SYSCALL, or a seccomp filter",
-      fix: `use a kernel with CONFIG_BPF_SYSCALL=y; ${ALLOW_BPF}`,
-    };
+    return bpfSyscallLine.fail(
+      "bpf() answers ENOSYS: a kernel without CONFIG_BPF_SYSCALL, or a seccomp filter",
+      `use a kernel with CONFIG_BPF_SYSCALL=y; ${ALLOW_BPF}`,
+    );
   }
   if (facts.invalid !== EINVAL) {
     if ((facts.invalid === EPERM || facts.invalid === EACCES) && !capable) {
       // Older kernels refuse every bpf() command at its entry to callers without CAP_BPF
       // when kernel.unprivileged_bpf_disabled is set: the capabilities line says what to do.
-      return { ...base, status: "fail", detail: `refused (${errnoName(facts.invalid)}) to a caller without CAP_BPF`, fix: GRANT };
+      return bpfSyscallLine.fail(`refused (${errnoName(facts.invalid)}) to a caller without CAP_BPF`, GRANT);
     }
-    return {
-      ...base,
-      status: "fail",
-      detail: `refused (${errnoName(facts.invalid)})${capable ? " although CAP_BPF is effective" : ""}: a seccomp filter or a security module denies it`,
-      fix: ALLOW_BPF,
-    };
+    return bpfSyscallLine.fail(
+      `refused (${errnoName(facts.invalid)})${capable ? " although CAP_BPF is effective" : ""}: a seccomp filter or a security module denies it`,
+      ALLOW_BPF,
+    );
   }
-  if (!capable) return { ...base, status: "ok", detail: "allowed (no map created without CAP_BPF)" };
-  if (facts.mapCreate === 0) return { ...base, status: "ok", detail: "allowed (created and closed a one-entry map)" };
-  return {
-    ...base,
-    status: "fail",
-    detail: `allowed, but creating a one-entry map is refused (${errnoName(facts.mapCreate)}) although CAP_BPF is effective`,
-    fix: facts.mapCreate === EPERM || facts.mapCreate === EACCES ? ALLOW_BPF : "check the kernel log (dmesg) for the reason",
-  };
+  if (!capable) return bpfSyscallLine.ok("allowed (no map created without CAP_BPF)");
+  if (facts.mapCreate === 0) return bpfSyscallLine.ok("allowed (created and closed a one-entry map)");
+  return bpfSyscallLine.fail(
+    `allowed, but creating a one-entry map is refused (${errnoName(facts.mapCreate)}) although CAP_BPF is effective`,
+    facts.mapCreate === EPERM || facts.mapCreate === EACCES ? ALLOW_BPF : "check the kernel log (dmesg) for the reason",
+  );
 }

@@ -4,7 +4,7 @@
 // agents resume from their version instead of taking a whole snapshot again.
 import { readFileSync } from "node:fs";
 import { formatHostPort } from "../address.ts";
-import { EXIT_USAGE, ExitError } from "../errors.ts";
+import { EXIT_USAGE, ExitError, readOr } from "../errors.ts";
 import { ApiClient } from "../kube/apiserver/client.ts";
 import { resolveApiSettings } from "../kube/apiserver/settings.ts";
 import { ApiSource } from "../kube/apiserver/source.ts";
@@ -27,11 +27,7 @@ class FeedError extends ExitError {
 
 function readPem(path: string | undefined, what: string): string {
   if (path === undefined) throw new FeedError(`the ${what} is required`);
-  try {
-    return readFileSync(path, "utf8");
-  } catch (error) {
-    throw new FeedError(`cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  return readOr((p) => readFileSync(p, "utf8"), path, (why) => new FeedError(`cannot read the ${what} ${path}: ${why}`));
 }
 
 export async function feedCommand(options: FeedOptions): Promise<number> {

@@ -6,13 +6,7 @@ import { type AgentTarget, forEachAgent } from "./agents.ts";
 
 const SWITCH_METRIC = `${METRIC_PREFIX}switch_enabled`;
 /** Shown as state, not in the counters table. */
-const STATE_METRICS = new Set([
-  SWITCH_METRIC,
-  `${METRIC_PREFIX}build_info`,
-  `${METRIC_PREFIX}ready`,
-  `${METRIC_PREFIX}kernel_emit_enabled`,
-  `${METRIC_PREFIX}periodic_reports_enabled`,
-]);
+const STATE_METRICS = new Set([SWITCH_METRIC, ...["build_info", "ready", "kernel_emit_enabled", "periodic_reports_enabled"].map((name) => `${METRIC_PREFIX}${name}`)]);
 
 /**
  * One agent: tables, or one indented JSON object. Every agent pod (agents.ts): one line each, a

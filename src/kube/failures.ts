@@ -60,35 +60,20 @@ export const kubeletNoun = (kind: KubeletFailureKind) => (kind === "invalid" ? "
 
 /** What run says when a failure of the kubelet at `url` starts; `tokenFile`: the token in use. */
 export function kubeletFailureMessage(kind: KubeletFailureKind, detail: string, url: string, tokenFile: string | null): string {
-  switch (kind) {
-    case "credentials":
-      return `cannot use the kubelet credentials (${detail}): check --kubelet-token-file and --kubelet-ca-file`;
-    case "unreachable":
-      return `cannot reach the kubelet at ${url} (${detail})`;
-    case "timeout":
-      return `the kubelet at ${url} did not answer in time (${detail})`;
-    case "tls":
-      return (
-        `cannot verify the TLS certificate of the kubelet at ${url} (${detail}): give the CA that signed it ` +
-        `with --kubelet-ca-file, or turn verification off with --kubelet-insecure-skip-tls-verify`
-      );
-    case "unauthorized":
-      return (
-        `the kubelet at ${url} refused our credentials (${detail}): ` +
-        (tokenFile === null
-          ? "no bearer token was sent; give one with --kubelet-token-file"
-          : `check the bearer token in ${tokenFile} (--kubelet-token-file)`)
-      );
-    case "forbidden":
-      return (
-        `the kubelet at ${url} forbids the pod list (${detail}): the service account needs RBAC "get" on ` +
-        `nodes/pods (Kubernetes 1.33 and later) and on nodes/proxy (older clusters)`
-      );
-    case "http":
-      return `the kubelet at ${url} answered HTTP ${detail}`;
-    case "invalid":
-      return `the kubelet at ${url} sent an invalid pod list (${detail})`;
-  }
+  const at = `the kubelet at ${url}`;
+  const messages: Record<KubeletFailureKind, string> = {
+    credentials: `cannot use the kubelet credentials (${detail}): check --kubelet-token-file and --kubelet-ca-file`,
+    unreachable: `cannot reach ${at} (${detail})`,
+    timeout: `${at} did not answer in time (${detail})`,
+    tls: `cannot verify the TLS certificate of ${at} (${detail}): give the CA that signed it with --kubelet-ca-file, or turn verification off with --kubelet-insecure-skip-tls-verify`,
+    unauthorized:
+      `${at} refused our credentials (${detail}): ` +
+      (tokenFile === null ? "no bearer token was sent; give one with --kubelet-token-file" : `check the bearer token in ${tokenFile} (--kubelet-token-file)`),
+    forbidden: `${at} forbids the pod list (${detail}): the service account needs RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and on nodes/proxy (older clusters)`,
+    http: `${at} answered HTTP ${detail}`,
+    invalid: `${at} sent an invalid pod list (${detail})`,
+  };
+  return messages[kind];
 }
 
 /** How check's kubelet line says a failure: "<what> <url> (<detail>)". */
@@ -105,24 +90,20 @@ export const KUBELET_CHECK_WHAT: Record<KubeletFailureKind, string> = {
 
 /** The fix check's kubelet line gives. */
 export function kubeletFix(kind: KubeletFailureKind, tokenFile: string | null): string {
-  switch (kind) {
-    case "credentials":
-      return "check the files given to --kubelet-token-file and --kubelet-ca-file";
-    case "unreachable":
-    case "timeout":
-      return "name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet";
-    case "tls":
-      return "give the CA that signed the kubelet's certificate with --kubelet-ca-file, or --kubelet-insecure-skip-tls-verify";
-    case "unauthorized":
-      return tokenFile === null
-        ? "give a service-account token with --kubelet-token-file (in a pod: automountServiceAccountToken)"
-        : `check the token in ${tokenFile} (--kubelet-token-file)`;
-    case "forbidden":
-      return 'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml';
-    case "http":
-    case "invalid":
-      return "check that --kubelet-url names a kubelet's /pods (https://<node>:10250/pods)";
-  }
+  const reach = "name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet";
+  const url = "check that --kubelet-url names a kubelet's /pods (https://<node>:10250/pods)";
+  const fixes: Record<KubeletFailureKind, string> = {
+    credentials: "check the files given to --kubelet-token-file and --kubelet-ca-file",
+    unreachable: reach,
+    timeout: reach,
+    tls: "give the CA that signed the kubelet's certificate with --kubelet-ca-file, or --kubelet-insecure-skip-tls-verify",
+    unauthorized:
+      tokenFile === null ? "give a service-account token with --kubelet-token-file (in a pod: automountServiceAccountToken)" : `check the token in ${tokenFile} (--kubelet-token-file)`,
+    forbidden: 'grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
+    http: url,
+    invalid: url,
+  };
+  return fixes[kind];
 }
 
 // ── The API server ───────────────────────────────────────────────────────────
@@ -135,25 +116,18 @@ export const apiNoun = (state: ApiFailureState) => (state === "invalid-object" ?
 /** What run says when a failure of the API server at `server` starts, for the objects `kind`. */
 export function apiFailureMessage(failure: FailureKind, detail: string, server: string, kind: string): string {
   const at = `the API server at ${server}`;
-  switch (failure) {
-    case "credentials":
-      return `cannot use the API-server credentials (${detail}): check the service-account token or --kubeconfig`;
-    case "unreachable":
-      return `cannot reach ${at} for ${kind} (${detail})`;
-    case "timeout":
-      return `${at} did not answer in time for ${kind} (${detail})`;
-    case "tls":
-      return `cannot verify the TLS certificate of ${at} (${detail}): check the CA (service-account ca.crt or the kubeconfig's certificate-authority)`;
-    case "unauthorized":
-      return `${at} refused our credentials for ${kind} (${detail}): check the service-account token or the kubeconfig user`;
-    case "forbidden":
-      return `${at} forbids listing or watching ${kind} (${detail}): the service account needs RBAC "list" and "watch" on pods, services and endpointslices (discovery.k8s.io)`;
-    case "expired":
-    case "http":
-      return `${at} answered ${kind} with HTTP ${detail}`;
-    case "invalid":
-      return `${at} sent invalid ${kind} (${detail})`;
-  }
+  const messages: Record<FailureKind, string> = {
+    credentials: `cannot use the API-server credentials (${detail}): check the service-account token or --kubeconfig`,
+    unreachable: `cannot reach ${at} for ${kind} (${detail})`,
+    timeout: `${at} did not answer in time for ${kind} (${detail})`,
+    tls: `cannot verify the TLS certificate of ${at} (${detail}): check the CA (service-account ca.crt or the kubeconfig's certificate-authority)`,
+    unauthorized: `${at} refused our credentials for ${kind} (${detail}): check the service-account token or the kubeconfig user`,
+    forbidden: `${at} forbids listing or watching ${kind} (${detail}): the service account needs RBAC "list" and "watch" on pods, services and endpointslices (discovery.k8s.io)`,
+    expired: `${at} answered ${kind} with HTTP ${detail}`,
+    http: `${at} answered ${kind} with HTTP ${detail}`,
+    invalid: `${at} sent invalid ${kind} (${detail})`,
+  };
+  return messages[failure];
 }
 
 /** The fix check's API-server line gives. */

@@ -84,6 +84,15 @@ export const bearerToken = (path: string) => (text: string) => {
   return token;
 };
 
+/** JSON.parse that never throws: the value, or the SyntaxError's message. */
+export function parseJson(text: string): { ok: true; json: unknown } | { ok: false; message: string } {
+  try {
+    return { ok: true, json: JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, message: (error as Error).message };
+  }
+}
+
 /** Printable one-line text of at most `max` characters, from whatever a server sent. */
 export function oneLine(text: string, max = 160): string {
   const flat = text.replace(/[^\x20-\x7e]+/g, " ").trim();

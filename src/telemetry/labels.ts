@@ -15,6 +15,7 @@
 //   request_protocol      tcp
 //   response_flags        - (Istio's "no flags")
 //   connection_security_policy  unknown (whether the bytes were TLS is not seen here)
+import { escapeLabelValue } from "../admin/metrics.ts";
 import type { PodInfo } from "../kube/pod.ts";
 
 export const UNKNOWN = "unknown";
@@ -77,11 +78,6 @@ export function peerValues(pod: PodInfo | undefined, context: PeerContext): stri
       ? `spiffe://${context.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`
       : UNKNOWN;
   return [pod.workload, pod.canonicalService, pod.canonicalRevision, namespace, principal, pod.app, pod.version, context.clusterName];
-}
-
-/** A label value in the exposition text: `\`, `"` and a line feed escaped. */
-export function escapeLabelValue(value: string): string {
-  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }
 
 /**

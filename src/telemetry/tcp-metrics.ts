@@ -119,6 +119,13 @@ interface Connection {
   series: Series | null;
 }
 
+/** The pods and the Service a record names, as the enricher found them. */
+interface Ends {
+  src: PodInfo | undefined;
+  dst: PodInfo | undefined;
+  service: ServiceRef | undefined;
+}
+
 interface SeriesPair {
   workload: Series;
   service: Series;
@@ -240,7 +247,7 @@ export class TcpMetrics {
     if (!known) this.#connections.set(key, connection);
     // Open longer than the report interval (or since before the agent): a series of its own.
     if (this.#connectionSeries && (r.durationMs === null || r.durationMs > this.#o.reportIntervalMs)) {
-      connection.series ??= this.#connectionSeriesOf(r, reporter, src, dst, service, nowMs);
+      connection.series ??= this.#connectionSeriesOf(r, reporter, { src, dst, service }, nowMs);
       const values = connection.series.values;
       values[C_SENT] = r.sentBytes;
       values[C_RECEIVED] = r.receivedBytes;
@@ -311,10 +318,8 @@ export class TcpMetrics {
     let pair = byService.get(key);
     if (pair === undefined || pair.workload.dropped || pair.service.dropped) {
       const sourceText = src === undefined ? this.#unknownSource : this.#peerText(this.#sourceText, src, 1);
-      pair = {
-        workload: this.#workloadSeries(r, reporter, sourceText, src, dst, service, nowMs),
-        service: this.#serviceSeries(r, reporter, sourceText, src, dst, service, nowMs),
-      };
+      const ends = { src, dst, service };
+      pair = { workload: this.#workloadSeries(r, reporter, sourceText, ends, nowMs), service: this.#serviceSeries(r, reporter, sourceText, ends, nowMs) };
       if (byService.size > MAX_PAIRS_PER_PEERS) byService.clear();
       byService.set(key, pair);
     }
@@ -336,48 +341,27 @@ export class TcpMetrics {
     return dst === undefined ? this.#unknownDestination : this.#peerText(this.#destinationText, dst, 12);
   }
 
-  #workloadSeries(
-    r: AccessRecord,
-    reporter: string,
-    sourceText: string,
-    src: PodInfo | undefined,
-    dst: PodInfo | undefined,
-    service: ServiceRef | undefined,
-    nowMs: number,
-  ): Series {
+  #workloadSeries(r: AccessRecord, reporter: string, sourceText: string, ends: Ends, nowMs: number): Series {
+    const { dst, service } = ends;
     // destination_pod_address: a pod's IP; an address that is no pod and no Service; else unknown.
     const podAddress = dst !== undefined || service === undefined ? r.dstAddr : UNKNOWN;
     const labels =
       `{reporter="${reporter}",${sourceText},` +
       labelText(WORKLOAD_LABELS, 9, [podAddress, dst?.namespace ?? UNKNOWN, dst?.name ?? UNKNOWN]) +
       `,${this.#destinationTextOf(dst)},${TAIL}}`;
-    return this.#seriesOf("workload", labels, 7, nowMs, src, dst, undefined);
+    return this.#seriesOf("workload", labels, 7, nowMs, { ...ends, service: undefined });
   }
 
-  #serviceSeries(
-    r: AccessRecord,
-    reporter: string,
-    sourceText: string,
-    src: PodInfo | undefined,
-    dst: PodInfo | undefined,
-    service: ServiceRef | undefined,
-    nowMs: number,
-  ): Series {
+  #serviceSeries(r: AccessRecord, reporter: string, sourceText: string, ends: Ends, nowMs: number): Series {
+    const { dst, service } = ends;
     const labels =
       `{reporter="${reporter}",${sourceText},` +
       labelText(SERVICE_LABELS, 9, [r.dstService ?? r.dstAddr, service?.namespace ?? dst?.namespace ?? UNKNOWN, service?.name ?? UNKNOWN]) +
       `,${this.#destinationTextOf(dst)},${TAIL}}`;
-    return this.#seriesOf("service", labels, 5, nowMs, src, dst, service);
+    return this.#seriesOf("service", labels, 5, nowMs, ends);
   }
 
-  #connectionSeriesOf(
-    r: AccessRecord,
-    reporter: string,
-    src: PodInfo | undefined,
-    dst: PodInfo | undefined,
-    service: ServiceRef | undefined,
-    nowMs: number,
-  ): Series {
+  #connectionSeriesOf(r: AccessRecord, reporter: string, { src, dst, service }: Ends, nowMs: number): Series {
     const host = (addr: string, port: number) => (r.family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`);
     const startTime = r.startTime === null ? UNKNOWN : this.#times.goTime(r.startTime);
     const labels =
@@ -401,15 +385,7 @@ export class TcpMetrics {
     return series;
   }
 
-  #seriesOf(
-    kind: Kind,
-    labels: string,
-    size: number,
-    nowMs: number,
-    src: PodInfo | undefined,
-    dst: PodInfo | undefined,
-    service: ServiceRef | undefined,
-  ): Series {
+  #seriesOf(kind: Kind, labels: string, size: number, nowMs: number, { src, dst, service }: Ends): Series {
     const map = this.#series[kind];
     let series = map.get(labels);
     if (series === undefined) {

@@ -2,7 +2,7 @@
 // they are read. Every failure is a value (kind + one-line detail, no secrets); nothing prints.
 // The bearer token file is read again every minute and after a 401 (projected tokens rotate).
 import * as v from "valibot";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, parseJson, type ReadText, readText, statusFailure } from "../http.ts";
 import { ListSchema, StatusSchema } from "./objects.ts";
 import { LineSplitter, parseWatchEvent, type WatchEvent } from "./watch-stream.ts";
 
@@ -69,19 +69,13 @@ export class ApiClient {
     return this.#json(path, null, timeoutMs);
   }
 
-
   /** A non-200 answer → failure, with the message of the Status object the body holds. */
   async #statusFailure(response: Response): Promise<Failure> {
     if (response.status === 401) this.#tokenFile?.expire(); // maybe rotated: read it again
     const text = await response.text().catch(() => "");
-    let said = oneLine(text);
-    try {
-      const status = v.safeParse(StatusSchema, JSON.parse(text));
-      if (status.success && status.output.message) said = oneLine(status.output.message);
-    } catch {
-      // not JSON: the text itself
-    }
-    return statusFailure(response, said, { expires: true });
+    // The Status object's message, else the text itself.
+    const status = v.safeParse(v.pipe(v.string(), v.parseJson(), StatusSchema), text);
+    return statusFailure(response, oneLine(status.success && status.output.message ? status.output.message : text), { expires: true });
   }
 
   /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
@@ -97,15 +91,10 @@ export class ApiClient {
       if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
       const declared = Number(response.headers.get("content-length") ?? Number.NaN);
       if (declared > MAX_PAGE_BYTES) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };
-      const text = await response.text();
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch (error) {
-        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
-      }
-      const list = v.safeParse(ListSchema, json);
-      if (!list.success || Array.isArray(json)) return { ok: false, failure: { kind: "invalid", detail: "not a list" } };
+      const parsed = parseJson(await response.text());
+      if (!parsed.ok) return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine(parsed.message)}` } };
+      const list = v.safeParse(ListSchema, parsed.json);
+      if (!list.success || Array.isArray(parsed.json)) return { ok: false, failure: { kind: "invalid", detail: "not a list" } };
       return {
         ok: true,
         items: list.output.items ?? [],
@@ -186,15 +175,10 @@ export class ApiClient {
           : { ...init, method: "POST", headers: { ...init.headers, "content-type": "application/json" }, body: JSON.stringify(post.body) },
       );
       if (response.status !== 200 && !(post !== null && response.status === 201)) return { ok: false, failure: await this.#statusFailure(response) };
-      const text = await response.text();
-      try {
-        return { ok: true, json: JSON.parse(text) };
-      } catch (error) {
-        return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine((error as Error).message)}` } };
-      }
+      const parsed = parseJson(await response.text());
+      return parsed.ok ? parsed : { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine(parsed.message)}` } };
     } catch (error) {
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
-
 }

@@ -7,15 +7,9 @@ import { canonicalIp } from "../../address.ts";
 import { opt } from "../pod.ts";
 
 /** An IP in the text the record decoder writes; anything else ("None", "", a hostname) → null. */
-const MaybeIpSchema = v.pipe(
-  v.string(),
-  v.transform((text) => canonicalIp(text)),
-);
+const MaybeIpSchema = v.pipe(v.string(), v.transform(canonicalIp));
 
-const MetadataSchema = v.object({
-  name: v.string(),
-  namespace: opt(v.string()),
-});
+const MetadataSchema = v.object({ name: v.string(), namespace: opt(v.string()) });
 
 export const ServiceSchema = v.object({
   metadata: MetadataSchema,
@@ -23,14 +17,7 @@ export const ServiceSchema = v.object({
     v.object({
       clusterIP: opt(MaybeIpSchema),
       clusterIPs: opt(v.array(MaybeIpSchema)),
-      ports: opt(
-        v.array(
-          v.object({
-            port: v.number(),
-            protocol: opt(v.string()),
-          }),
-        ),
-      ),
+      ports: opt(v.array(v.object({ port: v.number(), protocol: opt(v.string()) }))),
     }),
   ),
 });
@@ -48,19 +35,10 @@ export type EndpointSlice = v.InferOutput<typeof EndpointSliceSchema>;
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
 
 /** A `Status` object (what an ERROR event carries, and the body of a failed request). */
-export const StatusSchema = v.object({
-  code: opt(v.number()),
-  reason: opt(v.string()),
-  message: opt(v.string()),
-});
+export const StatusSchema = v.object({ code: opt(v.number()), reason: opt(v.string()), message: opt(v.string()) });
 
 export const ListSchema = v.object({
-  metadata: opt(
-    v.object({
-      resourceVersion: opt(v.string()),
-      continue: opt(v.string()),
-    }),
-  ),
+  metadata: opt(v.object({ resourceVersion: opt(v.string()), continue: opt(v.string()) })),
   items: opt(v.array(v.unknown())),
 });
 

@@ -3,13 +3,14 @@
 // outside one. Kubeconfig users with a token, a tokenFile, or a client certificate and key (as
 // files or inline -data) are supported; exec and auth-provider plugins are not (they run
 // programs; the message says so).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
-import { EXIT_USAGE, ExitError } from "../../errors.ts";
+import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
 import type { RunOptions } from "../../options.ts";
-import { SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import { readText as readFile, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
+import { opt } from "../pod.ts";
 import type { ApiServerConfig } from "./client.ts";
 
 /** The API server was asked for (--kube-api, --kubeconfig) but cannot be used as given. */
@@ -18,8 +19,6 @@ export class ApiConfigError extends ExitError {
   override readonly exitCode = EXIT_USAGE;
   override readonly context = "cannot use the API server";
 }
-
-const opt = <T extends v.GenericSchema>(schema: T) => v.nullish(schema);
 
 const KubeconfigSchema = v.object({
   "current-context": opt(v.string()),
@@ -61,13 +60,8 @@ const KubeconfigSchema = v.object({
 const fromBase64 = (data: string) => Buffer.from(data, "base64").toString("utf8");
 
 /** A kubeconfig file's current context → settings. Throws ApiConfigError with a clear message. */
-export function kubeconfigSettings(file: string, readText: (path: string) => string = (p) => readFileSync(p, "utf8")): ApiServerConfig {
-  let text: string;
-  try {
-    text = readText(file);
-  } catch (error) {
-    throw new ApiConfigError(`cannot read the kubeconfig ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+export function kubeconfigSettings(file: string, readText = readFile): ApiServerConfig {
+  const text = readOr(readText, file, (why) => new ApiConfigError(`cannot read the kubeconfig ${file}: ${why}`));
   let yaml: unknown;
   try {
     yaml = parseYaml(text);
@@ -95,13 +89,7 @@ export function kubeconfigSettings(file: string, readText: (path: string) => str
   }
   // Relative paths in a kubeconfig are relative to the file itself.
   const path = (p: string) => (isAbsolute(p) ? p : resolve(dirname(file), p));
-  const read = (p: string, what: string) => {
-    try {
-      return readText(path(p));
-    } catch (error) {
-      throw new ApiConfigError(`cannot read the ${what} ${path(p)} named in ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    }
-  };
+  const read = (p: string, what: string) => readOr(readText, path(p), (why) => new ApiConfigError(`cannot read the ${what} ${path(p)} named in ${file}: ${why}`));
   const pem = (data: string | null | undefined, p: string | null | undefined, what: string) =>
     data ? fromBase64(data) : p ? read(p, what) : null;
   const cert = pem(user["client-certificate-data"], user["client-certificate"], "client certificate");
@@ -127,7 +115,7 @@ export function kubeconfigSettings(file: string, readText: (path: string) => str
 export function inClusterSettings(
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
-  readText: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  readText = readFile,
 ): ApiServerConfig | null {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
@@ -153,7 +141,7 @@ export function resolveApiSettings(
   flags: Partial<RunOptions>,
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
-  readText: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  readText = readFile,
 ): ApiServerConfig | null {
   if (flags.noKubeApi) return null;
   if (flags.kubeconfig !== undefined) return kubeconfigSettings(flags.kubeconfig, readText);

@@ -75,17 +75,9 @@ export interface ApiSourceOptions<Index extends ObjectSink = ClusterIndex> {
   maxBackoffMs?: number;
 }
 
-export interface ApiSourceStats {
-  lists: number;
-  watches: number;
-  events: number;
-  expired: number;
-  failures: number;
-}
-
 export class ApiSource<Index extends ObjectSink = ClusterIndex> {
   readonly index: Index;
-  readonly stats: ApiSourceStats = { lists: 0, watches: 0, events: 0, expired: 0, failures: 0 };
+  readonly stats = { lists: 0, watches: 0, events: 0, expired: 0, failures: 0 };
   readonly #o: ApiSourceOptions<Index> & Required<Pick<ApiSourceOptions, "pageSize" | "watchTimeoutS" | "minBackoffMs" | "maxBackoffMs">>;
   #abort = new AbortController();
   readonly #failure: Record<ResourceKind, FailureState<ApiFailureState>>;

@@ -3,6 +3,7 @@
 // Chunks fall anywhere (inside an object, inside a UTF-8 sequence): LineSplitter joins them back
 // into whole lines. parseWatchEvent turns one line into a value; it never throws.
 import * as v from "valibot";
+import { parseJson } from "../http.ts";
 import { StatusSchema } from "./objects.ts";
 
 /** The longest line accepted (one object); a longer one is a broken stream. */
@@ -45,13 +46,9 @@ const EnvelopeSchema = v.object({ type: v.string(), object: v.unknown() });
 const BookmarkSchema = v.object({ metadata: v.nullish(v.object({ resourceVersion: v.nullish(v.string()) })) });
 
 export function parseWatchEvent(line: string): WatchEvent {
-  let json: unknown;
-  try {
-    json = JSON.parse(line);
-  } catch (error) {
-    return { type: "INVALID", problem: `not JSON: ${(error as Error).message}` };
-  }
-  const envelope = v.safeParse(EnvelopeSchema, json);
+  const parsed = parseJson(line);
+  if (!parsed.ok) return { type: "INVALID", problem: `not JSON: ${parsed.message}` };
+  const envelope = v.safeParse(EnvelopeSchema, parsed.json);
   if (!envelope.success) return { type: "INVALID", problem: "not a watch event (no type and object)" };
   const { type, object } = envelope.output;
   switch (type) {

@@ -8,16 +8,16 @@
 // the agent says so once and, when it has an API server, lists and watches it itself meanwhile
 // (the fallback); it asks the feed again after a backoff (0.5 s doubling to 10 s, ±20 %), and once
 // the feed has brought it up to date, stops the fallback and says so once.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import type { MetricsRegistry } from "../../admin/metrics.ts";
-import { EXIT_USAGE, ExitError } from "../../errors.ts";
+import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
 import type { ApiSource } from "../apiserver/source.ts";
 import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
 import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, statusFailure } from "../http.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, statusFailure } from "../http.ts";
 import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
@@ -38,20 +38,10 @@ export interface FeedSourceOptions {
   maxBackoffMs?: number;
 }
 
-export interface FeedSourceStats {
-  connections: number;
-  snapshots: number;
-  resumes: number;
-  /** changes applied (in snapshots: entries) */
-  applied: number;
-  failures: number;
-  /** 1 while the API server is watched instead */
-  fallback: number;
-}
-
 export class FeedSource {
   readonly index: ClusterIndex;
-  readonly stats: FeedSourceStats = { connections: 0, snapshots: 0, resumes: 0, applied: 0, failures: 0, fallback: 0 };
+  /** fallback: 1 while the API server is watched instead */
+  readonly stats = { connections: 0, snapshots: 0, resumes: 0, applied: 0, failures: 0, fallback: 0 };
   readonly #o: Required<FeedSourceOptions>;
   readonly #token: CredentialFile | null;
   readonly #failure: FailureState<Failure["kind"]>;
@@ -283,14 +273,8 @@ class Session {
 /** The feed source a run asks for (--feed), not started; null without it. Its fallback is the run's API source. */
 export function createFeedSource(options: Partial<RunOptions> & { clusterDomain: string }, fallback: ApiSource | null, log: Logger): FeedSource | null {
   if (options.feed === undefined) return null;
-  let ca: string | null = null;
-  if (options.feedCaFile !== undefined) {
-    try {
-      ca = readFileSync(options.feedCaFile, "utf8");
-    } catch (error) {
-      throw new FeedConfigError(`cannot read --feed-ca-file ${options.feedCaFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-    }
-  }
+  const caFile = options.feedCaFile;
+  const ca = caFile === undefined ? null : readOr(readText, caFile, (why) => new FeedConfigError(`cannot read --feed-ca-file ${caFile}: ${why}`));
   const tokenFile = options.feedTokenFile ?? (existsSync(SERVICE_ACCOUNT_TOKEN) ? SERVICE_ACCOUNT_TOKEN : null);
   return new FeedSource({ url: options.feed, ca, tokenFile, index: fallback?.index ?? new ClusterIndex(options.clusterDomain), fallback, log });
 }

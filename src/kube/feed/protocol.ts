@@ -20,6 +20,7 @@
 // one-line problem, and the agent resumes from the last version it applied.
 import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
+import { parseJson } from "../http.ts";
 import { ANY_PORT, type PodEntry, type PodLabels, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
 
 export const FEED_PATH = "/v1/feed";
@@ -79,12 +80,9 @@ export type Frame = v.InferOutput<typeof FrameSchema>;
 
 /** One line → a frame, or a one-line problem naming what was wrong. Never throws. */
 export function parseFrame(line: string): { ok: true; frame: Frame } | { ok: false; problem: string } {
-  let json: unknown;
-  try {
-    json = JSON.parse(line);
-  } catch (error) {
-    return { ok: false, problem: `not JSON: ${(error as Error).message}` };
-  }
+  const parsed = parseJson(line);
+  if (!parsed.ok) return { ok: false, problem: `not JSON: ${parsed.message}` };
+  const json = parsed.json;
   const result = v.safeParse(FrameSchema, json);
   if (result.success) return { ok: true, frame: result.output };
   const [issue] = result.issues;

@@ -29,19 +29,6 @@ export interface FeedServerOptions {
   log: Logger;
 }
 
-export interface FeedServerStats {
-  requests: number;
-  refused: number;
-  snapshots: number;
-  resumes: number;
-  /** entries sent in snapshots */
-  snapshotEntries: number;
-  /** changes sent (resumed and live), summed over agents */
-  changesSent: number;
-  bytesSent: number;
-  cutOff: number;
-}
-
 interface Agent {
   controller: ReadableStreamDefaultController<Uint8Array>;
   user: string;
@@ -50,7 +37,7 @@ interface Agent {
 const encoder = new TextEncoder();
 
 export class FeedServer {
-  readonly stats: FeedServerStats = { requests: 0, refused: 0, snapshots: 0, resumes: 0, snapshotEntries: 0, changesSent: 0, bytesSent: 0, cutOff: 0 };
+  readonly stats = { requests: 0, refused: 0, snapshots: 0, resumes: 0, snapshotEntries: 0, changesSent: 0, bytesSent: 0, cutOff: 0 };
   readonly metrics = new MetricsRegistry();
   readonly #o: FeedServerOptions;
   readonly #server: Server<undefined>;
