@@ -60,17 +60,24 @@ export function problemsWith(e: AccessLogEntry, local: ConnectionReport, toleran
   if (Math.abs(span - e.durationMs) > 0.002) {
     problems.push(`duration=${e.durationMs}ms but report time - start_time = ${span}ms`);
   }
-  const measured = local.closedMs - local.startMs;
-  if (Math.abs(e.durationMs - measured) > toleranceMs) {
-    problems.push(`duration=${e.durationMs}ms, but the ${local.event} measured ${measured.toFixed(3)}ms`);
+  // The peer reads its clock in its event loop, which a loaded machine (a TCG VM above all) can
+  // delay by hundreds of milliseconds: so the connection's life in the kernel is checked to lie
+  // inside what the peer saw around it and to cover what it saw within it, not to equal it.
+  const startMs = nsToMs(e.startNs);
+  const endMs = nsToMs(e.timeNs);
+  if (startMs < local.startMs - toleranceMs) {
+    problems.push(`start_time is ${(local.startMs - startMs).toFixed(3)}ms before the ${local.event} began`);
   }
-  const startDiff = nsToMs(e.startNs) - local.startMs;
-  if (Math.abs(startDiff) > toleranceMs) {
-    problems.push(`start_time is ${startDiff.toFixed(3)}ms off the ${local.event}'s clock`);
+  if (endMs > local.closedMs + toleranceMs) {
+    problems.push(`report time is ${(endMs - local.closedMs).toFixed(3)}ms after the ${local.event} saw the close`);
   }
-  const endDiff = nsToMs(e.timeNs) - local.closedMs;
-  if (Math.abs(endDiff) > toleranceMs) {
-    problems.push(`report time is ${endDiff.toFixed(3)}ms off the ${local.event}'s close`);
+  // The client's connect() returned, the server's accept() handed the socket over: it was open.
+  const openMs = local.connectedMs ?? local.startMs;
+  if (startMs > openMs + toleranceMs) {
+    problems.push(`start_time is ${(startMs - openMs).toFixed(3)}ms after the ${local.event} had the connection`);
+  }
+  if (local.payloadMs !== null && endMs < local.payloadMs - toleranceMs) {
+    problems.push(`report time is ${(local.payloadMs - endMs).toFixed(3)}ms before the ${local.event} had exchanged its payload`);
   }
   return problems;
 }
