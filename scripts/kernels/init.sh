@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the initramfs that scripts/kernels/vm.ts builds for each kernel (busybox, this script
 # and the modules listed in /modules/order). Stage 1 loads the modules, lays the host's root (9p,
-# read only) under a tmpfs overlay so the guest can write anywhere, mounts the kernel's own modules
+# read only) under a tmpfs overlay so the guest can write anywhere (keeping the clone visible when it
+# lives under /tmp or /run), mounts the kernel's own modules
 # (9p) at /lib/modules/<release>, the host's per-run directory (9p, writable) at /run/kal and the
 # kernel's file systems, then makes that the root with switch_root. Being PID 1 there matters: the
 # kernel's own helpers (modprobe for a bridge, a veth, nf_tables...) run in PID 1's root.
@@ -31,6 +32,13 @@ if [ "$1" != stage2 ]; then
   mount -t 9p -o "$p9,ro,cache=loose" hostroot /lower || fail "cannot mount the host's root"
   mount -t tmpfs -o mode=0755 rw /rw && mkdir /rw/upper /rw/work
   mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay $r || fail "cannot mount the overlay"
+  # The clone (kal_visible= on the command line) stays visible where the guest mounts its own
+  # /tmp or /run below: moved aside from the overlay here, back in place after.
+  visible=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^kal_visible=//p')
+  case "$visible" in
+    /tmp/* | /run/*) mkdir -p /visible && mount --bind "$r$visible" /visible || fail "cannot keep $visible" ;;
+    *) visible= ;;
+  esac
   # lib is usr/lib on a merged-/usr host: mkdir follows the link inside the new root.
   mkdir -p "$r/lib/modules/$(uname -r)"
   mount -t 9p -o "$p9,ro,cache=loose" modules "$r/lib/modules/$(uname -r)" || fail "cannot mount the modules"
@@ -46,6 +54,9 @@ if [ "$1" != stage2 ]; then
   mount -t tracefs tracefs $r/sys/kernel/tracing
   mount -t debugfs debugfs $r/sys/kernel/debug
   mount -t cgroup2 cgroup2 $r/sys/fs/cgroup
+  if [ -n "$visible" ]; then
+    mkdir -p "$r$visible" && mount --move /visible "$r$visible" || fail "cannot keep $visible"
+  fi
   mkdir $r/run/kal $r/run/kal-boot
   mount -t 9p -o "$p9" results $r/run/kal || fail "cannot mount the results directory"
   echo "$tainted_at_boot" > $r/run/kal/tainted-at-boot

@@ -140,6 +140,7 @@ async function main(): Promise<number> {
     const vm = await runVm({
       kernel,
       command: guestScript(id, body),
+      visible: REPO,
       timeoutMs: o.timeoutMs,
       interactive: o.shell,
       keep: o.keep,

@@ -79,6 +79,8 @@ export interface VmOptions {
   kernel: Kernel;
   /** a shell script run as root in the guest by /bin/sh; its output goes to the console */
   command: string;
+  /** a host directory the guest must see even where it mounts its own /tmp or /run (the clone) */
+  visible: string;
   timeoutMs: number;
   /** the console on this terminal (for a shell); otherwise each console line goes to `onLine` */
   interactive?: boolean;
@@ -118,6 +120,8 @@ export function killAll(): void {
 const opt = (value: string) => value.replaceAll(",", ",,");
 
 export async function runVm(o: VmOptions): Promise<VmResult> {
+  // It travels on the kernel's command line, which splits at white space.
+  if (/\s/.test(o.visible)) throw new Error(`the path ${JSON.stringify(o.visible)} has white space: clone into a directory without any`);
   const initrd = initramfs(o.kernel);
   const dir = mkdtempSync(join(tmpdir(), `kal-vm-${o.kernel.id}-`));
   const shared = join(dir, "shared");
@@ -136,7 +140,7 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
     ...["-display", "none", "-monitor", "none", "-serial", o.interactive ? "mon:stdio" : "stdio"],
     ...["-kernel", o.kernel.vmlinuz, "-initrd", initrd],
     // panic=-1 with -no-reboot: a panic ends qemu at once instead of waiting for the timeout.
-    ...["-append", "console=ttyS0 panic=-1 loglevel=4"],
+    ...["-append", `console=ttyS0 panic=-1 loglevel=4 kal_visible=${o.visible}`],
     ...share("hostroot", "/", true),
     ...share("modules", modules, true),
     ...share("results", shared, false),

@@ -6,7 +6,8 @@
  * through, prefixed with the kernel's name.
  */
 import { describe, expect } from "bun:test";
-import { existsSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { MATRIX } from "../../scripts/kernels/matrix.ts";
 import { AGENT_BINARY, REPO_ROOT } from "../e2e/agent.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
@@ -45,4 +46,27 @@ describe.skipIf(process.env.KAL_KERNEL_VM !== undefined)("kernel matrix", () => 
       20 * 60_000,
     );
   }
+
+  // A clone under /tmp must work too, though the guest mounts its own /tmp (scripts/kernels/init.sh).
+  it(
+    "a clone under /tmp: the guest runs the command in it",
+    async () => {
+      const clone = mkdtempSync("/tmp/kal-clone-");
+      try {
+        cpSync(join(REPO_ROOT, "scripts/kernels"), join(clone, "scripts/kernels"), { recursive: true });
+        symlinkSync(join(REPO_ROOT, "node_modules"), join(clone, "node_modules"));
+        const proc = Bun.spawn([process.execPath, "scripts/kernels/main.ts", "--run", 'echo "in $(pwd)"', MATRIX[0]!.id], {
+          cwd: clone,
+          stdin: "ignore",
+          stdout: "pipe",
+          stderr: "inherit",
+        });
+        const output = await new Response(proc.stdout).text();
+        expect({ exitCode: await proc.exited, seen: output.includes(`] in ${clone}\n`) }).toEqual({ exitCode: 0, seen: true });
+      } finally {
+        rmSync(clone, { recursive: true, force: true });
+      }
+    },
+    5 * 60_000,
+  );
 });
