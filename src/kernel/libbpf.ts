@@ -40,6 +40,8 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   // int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts)
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
+  // int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len)
+  bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
 } as const;
 
 // ── Option structs ───────────────────────────────────────────────────────────
@@ -93,6 +95,17 @@ export const BPF_ITER_ATTACH_OPTS = {
     sz: { offset: 0, size: 8 },
     link_info: { offset: 8, size: 8 },
     link_info_len: { offset: 16, size: 4 },
+  },
+} as const satisfies StructLayout;
+
+/**
+ * struct bpf_prog_info (linux/bpf.h), up to the field the agent reads. Not an option struct: no
+ * `sz`; the kernel fills as much of it as it knows and says how much (recursion_misses: Linux 5.12).
+ */
+export const BPF_PROG_INFO = {
+  size: 216,
+  fields: {
+    recursion_misses: { offset: 208, size: 8 },
   },
 } as const satisfies StructLayout;
 
