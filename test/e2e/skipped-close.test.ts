@@ -25,8 +25,11 @@ const ready = prerequisitesMet(
 
 const AT_END = "kmesh_accesslog_kernel_closes_at_end_total";
 const MISSED = "kmesh_accesslog_kernel_closes_missed_total";
-/** Under qemu's TCG (the kernel matrix) the guest is about ten times slower. */
-const TOLERANCE_MS = 250;
+/**
+ * Times against the peers' own clocks: under qemu's TCG (the kernel matrix), on a busy host, a peer
+ * has been seen to take its clock 340 ms before its connect(). The figures are what this tests.
+ */
+const TOLERANCE_MS = 1_000;
 
 /** Sets the probe's switches (its .data map) of agent `pid`: output on, closes of `port` ignored (0: none). */
 function ignoreCloses(pid: number, port: number): void {
