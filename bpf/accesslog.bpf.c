@@ -51,6 +51,7 @@ struct conn_state {
 
 #define STATE_START_UNKNOWN 0x1	/* first seen after it began (open before the probe) */
 #define STATE_FIN_UNCOUNTED 0x2	/* the peer's FIN came with its SYN: not in bytes_received */
+#define STATE_FIN_SENT 0x4	/* our FIN is in the sequence space (FIN_WAIT1 or LAST_ACK seen) */
 
 /* Whether our FIN is in the sequence space, from the state the socket is in
  * (or was in just before it closed): these states are entered by sending it. */
@@ -360,18 +361,19 @@ static __always_inline int dropped_at_close(const struct conn_state *st, const s
 }
 
 static __always_inline void emit(const struct sock *sk, const struct conn_state *st,
-				 const struct sock_figures *f, __u16 family, int oldstate, __u64 now)
+				 const struct sock_figures *f, __u16 family, int our_fin_sent, int failed,
+				 __u64 now)
 {
 	struct conn_record *rec;
 
-	if (!switches.emit_enabled || dropped_at_close(st, f, attempting(oldstate)))
+	if (!switches.emit_enabled || dropped_at_close(st, f, failed))
 		return;
 	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.records_lost, 1);
 		return;
 	}
-	fill_record(rec, sk, st, f, family, BPF_TCP_CLOSE, fin_sent(oldstate), attempting(oldstate), now);
+	fill_record(rec, sk, st, f, family, BPF_TCP_CLOSE, our_fin_sent, failed, now);
 	/* The agent drains on its own clock: waking it per record would cost more. */
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
@@ -592,6 +594,17 @@ int handle_accept_sk(struct syscall_exit_args *ctx)
 	return on_accept(ctx->ret, 1);
 }
 
+/* Whether the tests' switch ignore_close_port names one of sk's ports. (The
+ * local port is read from inet_sport: a socket being closed has given its
+ * skc_num back already, unless bind() chose it.) */
+static __always_inline int ignored_by_test(const struct sock *sk)
+{
+	__u16 port = switches.ignore_close_port;
+
+	return bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport)) == port ||
+	       bpf_ntohs(sk->__sk_common.skc_dport) == port;
+}
+
 /*
  * The state changes that make a connection's life here:
  * - SYN_SENT: connect(); the entry starts OUTBOUND.
@@ -600,6 +613,8 @@ int handle_accept_sk(struct syscall_exit_args *ctx)
  *   ours that met a SYN while connecting (simultaneous open, a socket
  *   connecting to itself) stays the OUTBOUND one it is.
  * - CLOSE_WAIT: the peer's FIN; noted when it came with the SYN.
+ * - FIN_WAIT1, LAST_ACK: our FIN sent; noted for on_destroy, which cannot
+ *   know the state a socket closed from.
  * - CLOSE: the record. Whether the connection was ever established is read
  *   from the state it closes from, so a skipped run of the probe at
  *   ESTABLISHED changes nothing (the SYN is a constant: see fill_record), and
@@ -620,7 +635,8 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		if (oldstate != BPF_TCP_SYN_RECV)
 			return 0;
 	} else if (newstate != BPF_TCP_SYN_SENT && newstate != BPF_TCP_CLOSE &&
-		   newstate != BPF_TCP_CLOSE_WAIT) {
+		   newstate != BPF_TCP_CLOSE_WAIT && newstate != BPF_TCP_FIN_WAIT1 &&
+		   newstate != BPF_TCP_LAST_ACK) {
 		return 0;
 	}
 	/* A listener closing is not a connection; CLOSE to CLOSE is no change. */
@@ -631,6 +647,14 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		return 0;
 	family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_LAST_ACK) {
+		st = state_of(sk, in_storage);
+		if (st)
+			st->flags |= STATE_FIN_SENT;
+		return 0;
+	}
+	if (newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk))
 		return 0;
 	now = bpf_ktime_get_ns();
 
@@ -710,7 +734,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	}
 	if (in_storage)
 		take_accept_owner(sk, st, &figures, family, 1);
-	emit(sk, st, &figures, family, oldstate, now);
+	emit(sk, st, &figures, family, fin_sent(oldstate), attempting(oldstate), now);
 	if (st != &fresh)
 		forget(sk, in_storage);
 	return 0;
@@ -726,6 +750,70 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
 	return on_state_change(sk, oldstate, newstate, 1);
+}
+
+/*
+ * The end of a TCP socket (tcp_v4_destroy_sock, for IPv6 too), once per
+ * socket, its figures final. A state still kept for the socket here is one
+ * whose close the tracepoint program never saw: the kernel skipped that run
+ * (a softirq closed the socket while the program ran on the same CPU, see
+ * the README's performance section). This program is on another tracepoint,
+ * with a guard of its own, so the record is made here. The state the socket
+ * closed from is not known here: whether the connection was established is
+ * read from the socket (the accepting side's state begins at ESTABLISHED; the
+ * connecting side's SYN was acknowledged: bytes_acked), and whether our FIN
+ * was sent from the state kept (STATE_FIN_SENT). A close that was seen left
+ * no state: nothing to do.
+ */
+static __always_inline int on_destroy(const struct sock *sk, const int in_storage)
+{
+	const struct tcp_sock *tp;
+	struct sock_figures figures;
+	struct conn_state *st;
+	__u16 family;
+	int failed;
+
+	st = state_of(sk, in_storage);
+	if (!st)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp || (family != AF_INET && family != AF_INET6))
+		return 0;
+	read_figures_direct(&figures, sk, tp, family);
+	/* The figures go to the stack and are read back from there: else clang
+	 * keeps them in registers and stack slots shared between the two
+	 * families' paths, which the verifier, not knowing that family decides
+	 * both, follows crossed. */
+	asm volatile("" : : "r"(&figures) : "memory");
+	failed = st->direction == DIRECTION_OUTBOUND && figures.acked == 0;
+	if (!same_connection(st, &figures, family) || (failed && !figures.err)) {
+		/* A freed socket's state, whose close and end were both skipped;
+		 * or a failed attempt whose error the application has read since
+		 * (connect() or SO_ERROR clear it): its line would have to guess. */
+		__sync_fetch_and_add(&counters.closes_missed, 1);
+	} else {
+		if (in_storage)
+			take_accept_owner(sk, st, &figures, family, 0);
+		emit(sk, st, &figures, family, st->flags & STATE_FIN_SENT, failed, bpf_ktime_get_ns());
+		__sync_fetch_and_add(&counters.closes_at_destroy, 1);
+	}
+	if (in_storage)
+		bpf_map_delete_elem(&accept_owners, &(__u64){(__u64)sk});
+	forget(sk, in_storage);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(handle_destroy, const struct sock *sk)
+{
+	return on_destroy(sk, 0);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(handle_destroy_sk, const struct sock *sk)
+{
+	return on_destroy(sk, 1);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */

@@ -60,6 +60,7 @@ struct probe_counters {
 	__u64 records_lost;	/* ring buffer full: a record was dropped */
 	__u64 tracking_failed;	/* connections map full: a connection was not tracked from its start */
 	__u64 closes_missed;	/* a tracked connection's close never reached the probe (found later) */
+	__u64 closes_at_destroy; /* a close the tracepoint program missed, recorded when the socket ended */
 };
 
 /*
@@ -68,7 +69,10 @@ struct probe_counters {
  */
 struct probe_switches {
 	__u32 emit_enabled;	/* 0: the kernel writes no record at all */
-	__u32 reserved;
+	__u16 ignore_close_port; /* tests only (never set by the agent): the tracepoint program
+				  * ignores the close of sockets with this local or peer port, as
+				  * if the kernel had skipped it; 0: none */
+	__u16 reserved;
 };
 
 /*

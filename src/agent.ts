@@ -52,6 +52,10 @@ const BURST_RECORDS_PER_MS = 500;
 const RING_RECORD_BYTES = RECORD_SIZE + 8;
 /** The kernel has not lost a record for this long: the loss has ended, and the agent says so. */
 const LOSS_QUIET_NS = 1e9;
+/** How often the kernel's count of skipped probe runs is read (two system calls). */
+const SKIPS_CHECK_INTERVAL_MS = 1_000;
+/** No run skipped for this long: the next skip is told on stderr again. */
+const SKIPS_QUIET_NS = 60e9;
 /**
  * Records named as one batch (enrich.ts) at most: the pool of records the line path fills again
  * and again holds this many.
@@ -88,6 +92,9 @@ export class Agent {
   #lostAtStart = 0;
   #losing = false;
   #lastLossNs = 0;
+  /** Probe runs the kernel had skipped at the last look (null: it does not count them); when it last did. */
+  #skipsSeen: number | null = null;
+  #lastSkipNs: number | null = null;
   /** The pod list and the names it gives lines; null with --no-kubelet. */
   #pods: PodSource | null = null;
   /** Services and every pod, from the API server; null when off. */
@@ -250,6 +257,7 @@ export class Agent {
       log.warn(`the process that accepted a connection is not named (only the connecting one is): ${probe.acceptCallersUnknown}`);
     }
     agent.#lostSeen = probe.recordsLost();
+    agent.#skipsSeen = probe.runsSkipped();
     agent.#scheduleDrain(DRAIN_INTERVAL_MS);
     agent.#timers.push(
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
@@ -257,6 +265,7 @@ export class Agent {
         if (agent.#outputs.tcpMetrics) metrics.sweep(performance.now());
       }, METRICS_SWEEP_INTERVAL_MS),
     );
+    if (agent.#skipsSeen !== null) agent.#timers.push(setInterval(() => agent.#watchSkips(), SKIPS_CHECK_INTERVAL_MS));
     return agent;
   }
 
@@ -451,6 +460,29 @@ export class Agent {
     }
   }
 
+  /**
+   * Says on stderr when the kernel starts skipping the probe's runs (its recursion guard: a socket
+   * changed state in a softirq while the probe ran on the same CPU), once per spell of skips.
+   */
+  #watchSkips(): void {
+    const skipped = this.#probe.runsSkipped();
+    if (skipped === null || this.#skipsSeen === null || skipped <= this.#skipsSeen) return;
+    const now = this.#clock.nowMonotonicNs();
+    if (this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS) {
+      this.#log.warn(
+        `the kernel is skipping runs of the probe (${skipped - this.#skipsSeen} so far: a socket changed state in a softirq while the probe ran on the same CPU, ` +
+          `as under bursts of closes); a close it skips is written when its socket ends, a start it skips makes start_time unknown`,
+      );
+    }
+    this.#skipsSeen = skipped;
+    this.#lastSkipNs = now;
+  }
+
+  /** Probe runs the kernel skipped since the agent started; null where the kernel does not count them. */
+  get runsSkipped(): number | null {
+    return this.#probe.runsSkipped();
+  }
+
   /** Series of the TCP metrics now, by kind. */
   get metricsSeries(): Record<"workload" | "service" | "connection", number> {
     return this.#metrics.counts;
@@ -499,6 +531,9 @@ export class Agent {
     );
     if (counters.recordsLost > 0) this.#log.warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
     if (counters.trackingFailed > 0) this.#log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
+    if (counters.closesAtDestroy > 0) {
+      this.#log.info(`${counters.closesAtDestroy} closes the kernel skipped the probe for were written when their socket ended`);
+    }
     if (counters.closesMissed > 0) {
       this.#log.warn(
         `${counters.closesMissed} connections closed without their close reaching the probe (the kernel skips it under bursts of closes): they have no close line`,
@@ -601,6 +636,19 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     "Connections whose close never reached the probe (the kernel skips it under bursts of closes), so they have no close line; found when the socket is reused or by a periodic report.",
     (c) => c.closesMissed,
   );
+  counter(
+    "kernel_closes_at_end_total",
+    "Closes the kernel skipped the probe for (a softirq interrupted it on the same CPU), written when their socket ended: they have their close line.",
+    (c) => c.closesAtDestroy,
+  );
+  if (agent.runsSkipped !== null) {
+    metric(
+      "kernel_runs_skipped_total",
+      "counter",
+      "Runs of the probe the kernel skipped because it was already running on that CPU (its programs' recursion_misses; Linux 5.12 and later).",
+      () => agent.runsSkipped ?? 0,
+    );
+  }
   if (pods !== null && enricher !== null) {
     metric("kubelet_refreshes_total", "counter", "Pod lists read from the kubelet.", () => pods.stats.refreshes);
     metric("kubelet_refresh_failures_total", "counter", "Pod list reads that failed (unreachable, timeout, TLS, 401, 403, invalid).", () => pods.stats.failures);

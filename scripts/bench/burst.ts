@@ -5,17 +5,17 @@
 // closes took, records lost in the kernel (the agent's stop summary), and whether there is
 // exactly one line per socket. Each size given in --ring-buffer-sizes is one run.
 //
-// A socket without a line is one whose close never reached the probe: the kernel skips the
-// tracepoint program when it is already running on that CPU (a socket closed in a softirq that
-// interrupted it, which a burst makes common) and counts that as the program's recursion_misses,
-// shown here from bpftool; under a burst a few more closes reach no program at all (see the
-// README's performance section). Exit status 1 means the agent's part failed: records lost in
-// the ring buffer, lines dropped, or fewer lines than records read.
+// The kernel skips the tracepoint program when it is already running on that CPU (a socket
+// closed in a softirq that interrupted it, which a burst makes common) and counts that as the
+// program's recursion_misses, shown here from bpftool for the state-change program and for the
+// one at each socket's end (which writes the closes the first one missed). A socket without a
+// line is one whose close reached neither. Exit status 1 means the agent's part failed: records
+// lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
-//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--short]
+//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--connection-state hash-map] [--binary <build>] [--short]
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ensureBinary, option, table } from "./common.ts";
 import { openConnections } from "./connections.ts";
 import { RECORD_SIZE } from "../../src/kernel/record.ts";
@@ -24,9 +24,13 @@ const short = process.argv.includes("--short");
 const pairs = option("pairs", short ? 5_000 : 100_000);
 const sizesAt = process.argv.indexOf("--ring-buffer-sizes");
 const sizes = sizesAt > 0 ? (process.argv[sizesAt + 1] ?? "8M").split(",") : ["8M"];
+const stateAt = process.argv.indexOf("--connection-state");
+const connectionState = stateAt > 0 ? (process.argv[stateAt + 1] ?? "hash-map") : "hash-map";
 const RECORD_BYTES = RECORD_SIZE + 8; // conn_record and the ring buffer's own header per record
 
-const binary = ensureBinary();
+const binaryAt = process.argv.indexOf("--binary");
+// --binary: another build of the agent (another commit), for a before/after
+const binary = binaryAt > 0 && process.argv[binaryAt + 1] !== undefined ? resolve(process.argv[binaryAt + 1]!) : ensureBinary();
 const dir = mkdtempSync(join(tmpdir(), "kal-burst-"));
 
 function bytesOf(size: string): number {
@@ -55,13 +59,14 @@ async function readUntil(stream: ReadableStream<Uint8Array>, needle: string, sin
 }
 
 /**
- * How often the kernel skipped the agent's tracepoint program because it was already running on
- * that CPU (a close in a softirq that interrupted the program: its recursion guard), read from
- * the agent's own program (found through its file descriptors) with bpftool; null without it.
+ * How often the kernel skipped the agent's programs because they were already running on that
+ * CPU (a close in a softirq that interrupted one: its recursion guard), read from the agent's own
+ * programs (found through its file descriptors) with bpftool: the state-change program's and the
+ * socket-end program's; null without bpftool.
  */
-function recursionMisses(pid: number): number | null {
+function recursionMisses(pid: number): { stateChange: number; socketEnd: number } | null {
   if (Bun.which("bpftool") === null) return null;
-  let misses = 0;
+  const misses = { stateChange: 0, socketEnd: 0 };
   for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
     let info: string;
     try {
@@ -73,10 +78,28 @@ function recursionMisses(pid: number): number | null {
     if (id === undefined) continue;
     const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", id], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
-    // handle_set_state or handle_set_state_sk (bpftool may show the kernel's 15-character name)
-    if (prog.name?.startsWith("handle_set_stat")) misses += prog.recursion_misses ?? 0;
+    // handle_set_state(_sk), handle_destroy(_sk) (bpftool may show the kernel's 15-character name)
+    if (prog.name?.startsWith("handle_set_stat")) misses.stateChange += prog.recursion_misses ?? 0;
+    if (prog.name?.startsWith("handle_destroy")) misses.socketEnd += prog.recursion_misses ?? 0;
   }
   return misses;
+}
+
+/**
+ * Waits until no socket of the connections to `ports` is left but in TIME-WAIT (whose own socket
+ * has closed already): every close has happened in the kernel. Returns when; throws after `timeoutMs`.
+ */
+async function allClosed(ports: number[], timeoutMs: number): Promise<number> {
+  const filter = ports.map((p) => `sport = :${p} or dport = :${p}`).join(" or ");
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const shown = Bun.spawnSync(["ss", "-Htan", `( ${filter} )`], { stdout: "pipe", stderr: "pipe" });
+    if (shown.exitCode !== 0) throw new Error(`ss failed: ${shown.stderr.toString()}`);
+    const open = shown.stdout.toString().split("\n").filter((l) => l.trim() !== "" && !l.startsWith("TIME-WAIT")).length;
+    if (open === 0) return performance.now();
+    if (performance.now() > deadline) throw new Error(`${open} sockets still not closed after ${timeoutMs} ms`);
+    await Bun.sleep(50);
+  }
 }
 
 /** Waits until the file stops growing for `quietMs`; returns when it last grew. */
@@ -100,7 +123,7 @@ async function settled(path: string, quietMs: number, timeoutMs: number): Promis
 async function run(size: string) {
   const out = join(dir, `lines-${size}.txt`);
   const agent = Bun.spawn(
-    [binary, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock"), "--ring-buffer-size", size],
+    [binary, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock"), "--ring-buffer-size", size, "--connection-state", connectionState],
     { stdin: "ignore", stdout: Bun.file(out), stderr: "pipe" },
   );
   const stderr = { text: "" };
@@ -109,9 +132,13 @@ async function run(size: string) {
     const connections = await openConnections(pairs);
     let close: { closed: number; closeSeconds: number };
     let drained: number;
+    let kernelClosed: number;
     const closing = performance.now();
     try {
       close = await connections.closeAll();
+      // close() returns before TCP is done: a FIN the loopback dropped in the burst is sent again
+      // after a timeout. The agent is stopped only once every socket has reached its close.
+      kernelClosed = ((await allClosed(connections.ports, 120_000)) - closing) / 1000;
       drained = ((await settled(out, 1000, 60_000)) - closing) / 1000;
     } finally {
       await connections.dispose();
@@ -123,6 +150,8 @@ async function run(size: string) {
     const lost = Number(/(\d+) records lost in the kernel/.exec(stderr.text)?.[1] ?? Number.NaN);
     const dropped = Number(/(\d+) lines dropped/.exec(stderr.text)?.[1] ?? Number.NaN);
     const read = Number(/(\d+) records read/.exec(stderr.text)?.[1] ?? Number.NaN);
+    // said at stop when not 0 (and by builds that write them)
+    const atEnd = Number(/(\d+) closes the kernel skipped the probe for were written when their socket ended/.exec(stderr.text)?.[1] ?? 0);
     const usage = agent.resourceUsage();
     // Our lines: both ends of connections to the holders' ports, on loopback.
     const needles = connections.ports.map((port) => `dst.addr=127.0.0.1:${port},`);
@@ -133,10 +162,12 @@ async function run(size: string) {
       closed: close.closed,
       closeSeconds: close.closeSeconds,
       drained,
+      kernelClosed,
       lost,
       dropped,
       read,
       missed,
+      atEnd,
       lines,
       agentCpu: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     };
@@ -159,26 +190,32 @@ try {
       `${size} (${Math.floor(bytesOf(size) / RECORD_BYTES).toLocaleString("en-US")} records)`,
       r.closed.toLocaleString("en-US"),
       `${r.closeSeconds.toFixed(2)} s (${Math.round(r.closed / r.closeSeconds).toLocaleString("en-US")}/s)`,
+      `${r.kernelClosed.toFixed(2)} s`,
       `${r.drained.toFixed(2)} s`,
       String(r.lost),
       String(r.dropped),
       `${exact ? "yes" : "NO"} (${r.lines.toLocaleString("en-US")}/${r.closed.toLocaleString("en-US")})`,
-      r.missed === null ? "? (no bpftool)" : String(r.missed),
+      r.missed === null ? "? (no bpftool)" : `${r.missed.stateChange} / ${r.missed.socketEnd}`,
+      r.atEnd.toLocaleString("en-US"),
       r.agentCpu.toFixed(2),
     ]);
   }
-  console.log(`burst: ${pairs.toLocaleString("en-US")} loopback connections opened, then every socket closed at once (one record each)`);
+  console.log(
+    `burst: ${pairs.toLocaleString("en-US")} loopback connections opened, then every socket closed at once (one record each); --connection-state ${connectionState}`,
+  );
   console.log(
     table(
       [
         "ring buffer",
         "sockets closed",
         "closes took",
+        "all closed in the kernel after",
         "all lines out after",
         "records lost",
         "lines dropped",
         "one line per socket",
-        "program runs skipped (recursion)",
+        "runs skipped (recursion): state change / socket end",
+        "closes written at the socket's end",
         "agent CPU s",
       ],
       rows,

@@ -42,6 +42,8 @@ const LIBBPF_SYMBOLS = {
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   // int libbpf_num_possible_cpus(void): the values a per-CPU map holds per key
   libbpf_num_possible_cpus: { args: [], returns: "i32" },
+  // int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len)
+  bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
 } as const;
 
 // ── Option structs ───────────────────────────────────────────────────────────
@@ -95,6 +97,17 @@ export const BPF_ITER_ATTACH_OPTS = {
     sz: { offset: 0, size: 8 },
     link_info: { offset: 8, size: 8 },
     link_info_len: { offset: 16, size: 4 },
+  },
+} as const satisfies StructLayout;
+
+/**
+ * struct bpf_prog_info (linux/bpf.h), up to the field the agent reads. Not an option struct: no
+ * `sz`; the kernel fills as much of it as it knows and says how much (recursion_misses: Linux 5.12).
+ */
+export const BPF_PROG_INFO = {
+  size: 216,
+  fields: {
+    recursion_misses: { offset: 208, size: 8 },
   },
 } as const satisfies StructLayout;
 

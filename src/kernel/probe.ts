@@ -10,6 +10,7 @@ import { ExitError } from "../errors.ts";
 import {
   BPF_ITER_ATTACH_OPTS,
   BPF_MAP_BATCH_OPTS,
+  BPF_PROG_INFO,
   BPF_TEST_RUN_OPTS,
   BpfObject,
   LibbpfError,
@@ -40,6 +41,8 @@ export interface ProbeCounters {
   trackingFailed: number;
   /** Tracked connections whose close never reached the probe, found when their socket was reused or by a periodic report. */
   closesMissed: number;
+  /** Closes the tracepoint program missed, recorded when their socket ended (handle_destroy). */
+  closesAtDestroy: number;
 }
 
 export type { RecordHandler };
@@ -64,11 +67,13 @@ export const PROBE_COUNTERS_FIELDS = {
   records_lost: { offset: 0, size: 8 },
   tracking_failed: { offset: 8, size: 8 },
   closes_missed: { offset: 16, size: 8 },
+  closes_at_destroy: { offset: 24, size: 8 },
 } as const;
-export const PROBE_COUNTERS_SIZE = 24;
+export const PROBE_COUNTERS_SIZE = 32;
 export const PROBE_SWITCHES_FIELDS = {
   emit_enabled: { offset: 0, size: 4 },
-  reserved: { offset: 4, size: 4 },
+  ignore_close_port: { offset: 4, size: 2 },
+  reserved: { offset: 6, size: 2 },
 } as const;
 export const PROBE_SWITCHES_SIZE = 8;
 
@@ -139,10 +144,16 @@ const RECORDS_PER_READ = 4096;
 const SEED_READ_BYTES = 64 << 10;
 /** Periodic reports over socket storage: bytes read from the iterator at a time (its own buffer is 8 pages). */
 const REPORT_READ_BYTES = 64 << 10;
-/** The programs of each way of keeping state; the others are not loaded. */
-const PROGRAMS: Record<StateKeeping, { track: string; seed: string; report: string; accept: readonly string[] }> = {
-  "socket storage": { track: "handle_set_state_sk", seed: "seed_open_sk", report: "report_sk", accept: ["handle_accept4_sk", "handle_accept_sk"] },
-  "hash map": { track: "handle_set_state", seed: "seed_open", report: "report_open", accept: ["handle_accept4", "handle_accept"] },
+/** The programs of each way of keeping state; the others are not loaded. `end`: at each socket's end. */
+const PROGRAMS: Record<StateKeeping, { track: string; end: string; seed: string; report: string; accept: readonly string[] }> = {
+  "socket storage": {
+    track: "handle_set_state_sk",
+    end: "handle_destroy_sk",
+    seed: "seed_open_sk",
+    report: "report_sk",
+    accept: ["handle_accept4_sk", "handle_accept_sk"],
+  },
+  "hash map": { track: "handle_set_state", end: "handle_destroy", seed: "seed_open", report: "report_open", accept: ["handle_accept4", "handle_accept"] },
 };
 /** Owners of accepted connections waiting for their socket's state (socket storage only; bpf/accesslog.bpf.c). */
 const ACCEPT_OWNERS_WITH_STORAGE = 16384;
@@ -188,6 +199,11 @@ export class Probe {
   #reportView = new DataView(this.#reportBytes.buffer);
   #reportArgs = new BigUint64Array(1);
   #testRunOpts = new OptionStruct(BPF_TEST_RUN_OPTS);
+  /** The attached programs' fds, for their run counts (struct bpf_prog_info). */
+  #attachedFds: number[] = [];
+  #progInfo = new Uint8Array(BPF_PROG_INFO.size);
+  #progInfoView = new DataView(this.#progInfo.buffer);
+  #progInfoLength = new Uint32Array(1);
 
   /** Connections already open at start-up that were added to the kernel's tracking. */
   seededConnections = 0;
@@ -284,7 +300,10 @@ export class Probe {
 
     // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
     this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
-    this.#links.push(pointer(`attach ${programs.track}`, lib.bpf_program__attach(this.#program(programs.track))));
+    for (const name of [programs.track, programs.end]) {
+      this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
+      this.#attachedFds.push(status(`find program ${name}`, lib.bpf_program__fd(this.#program(name))));
+    }
     if (keeping === "hash map") {
       // report_open is never attached: reportOpenConnections() runs it.
       this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
@@ -512,7 +531,27 @@ export class Probe {
       recordsLost: u64(value, PROBE_COUNTERS_FIELDS.records_lost.offset),
       trackingFailed: u64(value, PROBE_COUNTERS_FIELDS.tracking_failed.offset),
       closesMissed: u64(value, PROBE_COUNTERS_FIELDS.closes_missed.offset),
+      closesAtDestroy: u64(value, PROBE_COUNTERS_FIELDS.closes_at_destroy.offset),
     };
+  }
+
+  /**
+   * Runs of the attached programs the kernel skipped because the same program was already running
+   * on that CPU (its recursion guard: a softirq interrupted it), summed; null where the kernel does
+   * not count them (before Linux 5.12). Two system calls.
+   */
+  runsSkipped(): number | null {
+    const { lib, status } = this.#bpf;
+    const field = BPF_PROG_INFO.fields.recursion_misses;
+    let skipped = 0;
+    for (const fd of this.#attachedFds) {
+      this.#progInfo.fill(0);
+      this.#progInfoLength[0] = this.#progInfo.byteLength;
+      status("read a program's run counts", lib.bpf_obj_get_info_by_fd(fd, this.#progInfo, this.#progInfoLength));
+      if (this.#progInfoLength[0]! < field.offset + field.size) return null;
+      skipped += u64(this.#progInfoView, field.offset);
+    }
+    return skipped;
   }
 
   /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */
@@ -589,6 +628,7 @@ export class Probe {
     if (this.#reportLink !== null) this.#bpf.lib.bpf_link__destroy(this.#reportLink);
     this.#reportLink = null;
     for (const link of this.#links.splice(0).reverse()) this.#bpf.lib.bpf_link__destroy(link);
+    this.#attachedFds = [];
   }
 
   /** Detaches and frees everything, in reverse order; safe to call twice. */

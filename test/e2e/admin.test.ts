@@ -214,6 +214,8 @@ describe.skipIf(!ready)("admin API: Kmesh's answers, every combination", () => {
       "records_malformed_total",
       "connections_untracked_total",
       "kernel_closes_missed_total",
+      "kernel_closes_at_end_total",
+      "kernel_runs_skipped_total",
       "connections_open",
       "periodic_reports_total",
     ]) {

@@ -155,6 +155,8 @@ export interface ExchangeOptions {
   holdMs?: number;
   /** server listen address; defaults to the server pod's address of `family` */
   serverHost?: string;
+  /** server port; default one the kernel picks */
+  serverPort?: number;
   /** address the client connects to; defaults to the server pod's address of `family` */
   clientTarget?: string;
 }
@@ -171,6 +173,7 @@ export interface ExchangeResult {
 export async function exchange(clientPod: Pod, serverPod: Pod, o: ExchangeOptions): Promise<ExchangeResult> {
   const server = await startServer(serverPod, {
     host: o.serverHost ?? serverPod.ip(o.family),
+    ...(o.serverPort === undefined ? {} : { port: o.serverPort }),
     recv: o.clientSend,
     send: o.serverSend,
     closeFirst: o.closeFirst === "server",

@@ -6,7 +6,7 @@ import { expect } from "bun:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BPF_ITER_ATTACH_OPTS, BPF_MAP_BATCH_OPTS, BPF_OBJECT_OPEN_OPTS, BPF_TEST_RUN_OPTS, type StructLayout } from "../../src/kernel/libbpf.ts";
+import { BPF_ITER_ATTACH_OPTS, BPF_MAP_BATCH_OPTS, BPF_OBJECT_OPEN_OPTS, BPF_PROG_INFO, BPF_TEST_RUN_OPTS, type StructLayout } from "../../src/kernel/libbpf.ts";
 import { hasCommand, testIf } from "../support/require.ts";
 
 const STRUCTS: Record<string, StructLayout> = {
@@ -14,6 +14,7 @@ const STRUCTS: Record<string, StructLayout> = {
   bpf_test_run_opts: BPF_TEST_RUN_OPTS,
   bpf_map_batch_opts: BPF_MAP_BATCH_OPTS,
   bpf_iter_attach_opts: BPF_ITER_ATTACH_OPTS,
+  bpf_prog_info: BPF_PROG_INFO,
 };
 
 const it = testIf(

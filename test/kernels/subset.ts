@@ -4,7 +4,8 @@
  * bytes both ways in both close orders, IPv4 and IPv6; a refused attempt; periodic reports; a
  * connection open before the agent started; the TCP corners (test/e2e/tcp-corners.test.ts, whose
  * tests this file takes in: Fast Open, a socket connected to itself, the map states a skipped probe
- * leaves); the backend of a ClusterIP from the kernel's connection tracking
+ * leaves); a close the probe skipped, written when its socket ends (test/e2e/skipped-close.test.ts,
+ * taken in too); the backend of a ClusterIP from the kernel's connection tracking
  * (test/e2e/clusterip-conntrack.test.ts, taken in too: the hook must attach where there are
  * kprobes, as on every kernel of the matrix); a full ring buffer drained exactly
  * (test/e2e/ring-buffer.test.ts); the filters the kernel decides, with each way of keeping state
@@ -27,10 +28,11 @@ import { type ExchangeResult, exchange, waitUntilCapturing } from "../e2e/exchan
 import { createTestNode, type Pod, type TestNode } from "../e2e/node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "../e2e/prereq.ts";
 import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
-// Registers the corners', the full ring's, the ClusterIP backends', the kernel filters' and the processes' tests here, before the taint check below.
+// Registers the corners', the skipped closes', the full ring's, the ClusterIP backends', the kernel filters' and the processes' tests here, before the taint check below.
 import "../e2e/ring-buffer.test.ts";
 import "../e2e/kernel-filters.test.ts";
 import "../e2e/tcp-corners.test.ts";
+import "../e2e/skipped-close.test.ts";
 import "../e2e/clusterip-conntrack.test.ts";
 import "../e2e/processes.test.ts";
 
