@@ -692,6 +692,9 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	}
 
 	read_figures_direct(&figures, sk, tp, family);
+	/* To the stack and back, as in on_destroy: 5.10's verifier otherwise
+	 * follows the two families' paths crossed. */
+	asm volatile("" : : "r"(&figures) : "memory");
 	st = state_of(sk, in_storage);
 	if (st && !same_connection(st, &figures, family)) {
 		/* another connection's, whose close the probe never saw */
