@@ -554,15 +554,18 @@ static __always_inline int on_accept(long fd, const int in_storage)
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	read_figures_probe(&figures, sk, family);
 	key = (__u64)sk;
 	if (!in_storage) {
+		/* only a connection tracked from its start and not named yet */
 		st = bpf_map_lookup_elem(&connections, &key);
-		if (st && st->direction == DIRECTION_INBOUND && st->owner.pid == 0 &&
-		    same_connection(st, &figures, family))
+		if (!st || st->direction != DIRECTION_INBOUND || st->owner.pid != 0)
+			return 0;
+		read_figures_probe(&figures, sk, family);
+		if (same_connection(st, &figures, family))
 			owner_of_current(&st->owner);
 		return 0;
 	}
+	read_figures_probe(&figures, sk, family);
 	__builtin_memset(&pending, 0, sizeof(pending));
 	identify(&pending, &figures, family);
 	owner_of_current(&pending.owner);
@@ -790,19 +793,17 @@ static __always_inline int on_destroy(const struct sock *sk, const int in_storag
 	 * both, follows crossed. */
 	asm volatile("" : : "r"(&figures) : "memory");
 	failed = st->direction == DIRECTION_OUTBOUND && figures.acked == 0;
+	if (in_storage)
+		take_accept_owner(sk, st, &figures, family, 1);
 	if (!same_connection(st, &figures, family) || (failed && !figures.err)) {
 		/* A freed socket's state, whose close and end were both skipped;
 		 * or a failed attempt whose error the application has read since
 		 * (connect() or SO_ERROR clear it): its line would have to guess. */
 		__sync_fetch_and_add(&counters.closes_missed, 1);
 	} else {
-		if (in_storage)
-			take_accept_owner(sk, st, &figures, family, 0);
 		emit(sk, st, &figures, family, st->flags & STATE_FIN_SENT, failed, bpf_ktime_get_ns());
 		__sync_fetch_and_add(&counters.closes_at_destroy, 1);
 	}
-	if (in_storage)
-		bpf_map_delete_elem(&accept_owners, &(__u64){(__u64)sk});
 	forget(sk, in_storage);
 	return 0;
 }
