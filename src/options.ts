@@ -582,23 +582,15 @@ type Flags = typeof FLAGS;
 
 // ── What a run is told ───────────────────────────────────────────────────────
 
-/** A RunOptions field's schema: a list is an array, and a flag without a default may be absent. */
-type OptionSchema<F extends FlagSpec> = F extends { kind: "list" }
-  ? v.OptionalSchema<v.ArraySchema<F["schema"], undefined>, undefined>
-  : F extends { default: unknown }
-    ? F["schema"]
-    : v.OptionalSchema<F["schema"], undefined>;
+/** The value a table's flag gives (checked by its schema): a list is an array, and a flag without a default may be absent. */
+type OptionsOf<T extends Record<string, FlagSpec>> = {
+  [K in keyof T as T[K] extends { default: unknown } ? K : never]: v.InferOutput<T[K]["schema"]>;
+} & {
+  [K in keyof T as T[K] extends { default: unknown } ? never : K]?: T[K] extends { kind: "list" } ? v.InferOutput<T[K]["schema"]>[] : v.InferOutput<T[K]["schema"]>;
+};
 
-function optionSchema(spec: FlagSpec): v.GenericSchema {
-  if (spec.kind === "list") return v.optional(v.array(spec.schema));
-  return "default" in spec ? spec.schema : v.optional(spec.schema);
-}
-
-/** What `run` needs, checked, one field per flag (named after it: an issue's path names the flag). */
-export const RunOptionsSchema = v.strictObject(
-  Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, optionSchema(spec)])) as { [K in FlagName]: OptionSchema<Flags[K]> },
-);
-export type RunOptions = v.InferOutput<typeof RunOptionsSchema>;
+/** What `run` needs, checked by the flags' types (src/flags.ts), one field per flag. */
+export type RunOptions = OptionsOf<Flags>;
 
 /** The flags `check` takes (with `run`'s meaning): it tries the libbpf and the sources `run` would use. */
 export type CheckFlagName = { [K in FlagName]: Flags[K] extends { check: unknown } ? K : never }[FlagName];
@@ -643,13 +635,7 @@ export const FEED_FLAGS = {
   logLevel: FLAGS.logLevel,
 } as const satisfies Record<string, FlagSpec>;
 
-export type FeedFlagName = keyof typeof FEED_FLAGS;
-type FeedFlags = typeof FEED_FLAGS;
-
-export const FeedOptionsSchema = v.strictObject(
-  Object.fromEntries(Object.entries(FEED_FLAGS).map(([name, spec]) => [name, optionSchema(spec)])) as { [K in FeedFlagName]: OptionSchema<FeedFlags[K]> },
-);
-export type FeedOptions = v.InferOutput<typeof FeedOptionsSchema>;
+export type FeedOptions = OptionsOf<typeof FEED_FLAGS>;
 
 // ── The filters (src/accesslog/filters.ts), at start-up and at run time ──────
 

@@ -1,7 +1,8 @@
 // `accesslog enable|disable`: what `kmeshctl accesslog` did, against one agent or every agent pod
 // (agents.ts): POST /accesslog?enable=true|false. One line per agent.
 import { postSwitch } from "../admin/client.ts";
-import { type AgentTarget, forEachAgent } from "./agents.ts";
+import { forEachAgent } from "./agents.ts";
+import type { AgentTarget } from "./target.ts";
 
 export function accesslogCommand(enable: boolean, target: AgentTarget): Promise<number> {
   return forEachAgent(target, async (target, where) => {

@@ -5,18 +5,13 @@
 // kmeshctl does. One result line per agent: on stdout when it did what was asked, on stderr when
 // it could not be reached or refused; the exit code is 1 when any did.
 import * as v from "valibot";
-import { type AdminTarget, type AdminTargetFlags, AdminClientError, chooseTarget, describeTarget } from "../admin/client.ts";
+import { type AdminTarget, AdminClientError, chooseTarget, describeTarget } from "../admin/client.ts";
 import { PROGRAM_NAME } from "../options.ts";
 import { ApiClient } from "../kube/apiserver/client.ts";
 import { PortForward } from "../kube/apiserver/port-forward.ts";
 import { ApiConfigError, inClusterSettings, kubeconfigSettings } from "../kube/apiserver/settings.ts";
 import { opt } from "../kube/pod.ts";
-
-/** What the command line says to drive. */
-export type AgentTarget =
-  | { kind: "local"; flags: AdminTargetFlags }
-  /** kubeconfig null: in-cluster; pod null: every agent pod */
-  | { kind: "cluster"; kubeconfig: string | null; pod: string | null };
+import type { AgentTarget } from "./target.ts";
 
 /** Where the DaemonSet's pods are: scripts/deploy/, then where kmeshctl looks (scripts/deploy/kmeshctl/). */
 export const AGENT_PLACES = [

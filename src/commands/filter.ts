@@ -4,7 +4,8 @@
 import { getFilters, putFilters } from "../admin/client.ts";
 import { describeFilters } from "../admin/filters.ts";
 import type { Filters } from "../options.ts";
-import { type AgentTarget, forEachAgent } from "./agents.ts";
+import { forEachAgent } from "./agents.ts";
+import type { AgentTarget } from "./target.ts";
 
 /** `set` null: show them. */
 export function filterCommand(set: Filters | null, json: boolean, target: AgentTarget): Promise<number> {

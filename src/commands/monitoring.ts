@@ -3,7 +3,8 @@
 // (--all first), each agent stopping at its first refusal. One line per agent: what it changed, or
 // the refusal (after what it had changed before it).
 import { AdminClientError, postSwitch, type SwitchRequest } from "../admin/client.ts";
-import { type AgentTarget, forEachAgent } from "./agents.ts";
+import { forEachAgent } from "./agents.ts";
+import type { AgentTarget } from "./target.ts";
 
 export function monitoringCommand(requests: readonly SwitchRequest[], target: AgentTarget): Promise<number> {
   return forEachAgent(target, async (target, where) => {

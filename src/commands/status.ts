@@ -2,7 +2,8 @@
 // (/version, /debug/ready, /metrics), as tables or as one JSON object.
 import { fetchStatus, type AgentStatus } from "../admin/client.ts";
 import { METRIC_PREFIX, type ParsedSample } from "../admin/metrics.ts";
-import { type AgentTarget, forEachAgent } from "./agents.ts";
+import { forEachAgent } from "./agents.ts";
+import type { AgentTarget } from "./target.ts";
 
 const SWITCH_METRIC = `${METRIC_PREFIX}switch_enabled`;
 /** Shown as state, not in the counters table. */
