@@ -16,7 +16,7 @@ import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
-import { KERNEL_FILTERS, type KernelFilterName, Probe, type ProbeCounters } from "./kernel/probe.ts";
+import { KERNEL_FILTERS, Probe, type ProbeCounters } from "./kernel/probe.ts";
 import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
 import { ContainerIds } from "./kernel/cgroups.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
@@ -33,8 +33,6 @@ import { resolveExporterSettings } from "./sink/otlp/settings.ts";
 import { Sinks } from "./sink/sinks.ts";
 import { type KubeView, TcpMetrics } from "./telemetry/tcp-metrics.ts";
 import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type FilterName, filtersOf, type RunOptions } from "./options.ts";
-
-export type AgentOptions = RunOptions;
 
 /** What the agent counts (the probe's counters and its own). */
 export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number };
@@ -120,7 +118,7 @@ export class Agent {
   #outputs: Outputs;
   /** Which reports are written (AgentControl applies the flags', then PUT /filters'). */
   #filter: ReportFilter;
-  /** Reports each filter dropped here (the kernel counts its own: filteredInKernel). */
+  /** Reports each filter dropped here (the kernel counts its own: Probe.filterDrops). */
   readonly filtered = Object.fromEntries(FILTER_ORDER.map((name) => [name, 0])) as Record<FilterName, number>;
   /** Services are known (API server or feed): the kernel leaves the filters to this side (kernelRules). */
   #servicesKnown = false;
@@ -148,7 +146,8 @@ export class Agent {
     this.#filter = new ReportFilter(control.filters());
   }
 
-  static async start(options: AgentOptions, log: Logger = createLogger(options.logLevel)): Promise<Agent> {
+  static async start(options: RunOptions): Promise<Agent> {
+    const log = createLogger(options.logLevel);
     const switches = startupSwitches(options);
     if (!switches.ok) throw new Error(switches.message); // cli.ts already refused it
     // First: a second agent is refused before it loads anything.
@@ -230,7 +229,7 @@ export class Agent {
     const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs);
     // Services are known (API server or feed): ClusterIP lines can be told apart.
     if ((api !== null || feed !== null) && enricher !== null) agent.#translateClusterIps(enricher, options.libbpf);
-    registerMetrics(control.metrics, agent, pods, api, enricher);
+    registerMetrics(control.metrics, agent, probe, metrics, pods, api, enricher);
     if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
     feed?.registerMetrics(control.metrics);
     control.attach({
@@ -284,11 +283,6 @@ export class Agent {
   #applyKernelFilter(): void {
     const { closeLines, tcpMetrics, periodicReports } = this.#outputs;
     this.#probe.setFilterRules(kernelRules(this.#filter.filters, { closeLines, tcpMetrics, periodicReports, servicesKnown: this.#servicesKnown }));
-  }
-
-  /** Connections the kernel's filters dropped, by filter. */
-  filteredInKernel(): Record<KernelFilterName, number> {
-    return this.#probe.filterDrops();
   }
 
   /** One record, read where it lies (in the ring buffer, or in a periodic report's batch). */
@@ -478,23 +472,9 @@ export class Agent {
     this.#lastSkipNs = now;
   }
 
-  /** Probe runs the kernel skipped since the agent started; null where the kernel does not count them. */
-  get runsSkipped(): number | null {
-    return this.#probe.runsSkipped();
-  }
-
-  /** Series of the TCP metrics now, by kind. */
-  get metricsSeries(): Record<"workload" | "service" | "connection", number> {
-    return this.#metrics.counts;
-  }
-
   /** NAT translations the conntrack hook saw; 0 while it is not attached. */
   get conntrackTranslations(): number {
     return this.#conntrack?.hook?.translations() ?? 0;
-  }
-
-  get metricsDropped(): number {
-    return this.#metrics.dropped;
   }
 
   counters(): AgentCounters {
@@ -543,8 +523,8 @@ export class Agent {
 }
 
 /** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
-export async function runAgent(options: AgentOptions): Promise<number> {
-  const agent = await Agent.start(options, createLogger(options.logLevel));
+export async function runAgent(options: RunOptions): Promise<number> {
+  const agent = await Agent.start(options);
   await new Promise<void>((resolve) => {
     const done = () => {
       process.off("SIGINT", done);
@@ -608,24 +588,29 @@ function kubeView(pods: PodSource | null, cluster: ClusterIndex | null): KubeVie
   };
 }
 
+/** Registers one of the agent's metrics, named with our prefix. */
+const metricOf =
+  (registry: MetricsRegistry, prefix = "") =>
+  (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
+    registry.register({ name: `${METRIC_PREFIX}${prefix}${name}`, type, help, read });
+
 /**
  * What the agent, its pod sources and its naming of lines count, read at every scrape (after the
  * control's own metrics, admin/control.ts). The kubelet's metrics come with its pod source, the
  * API server's with its source.
  */
-function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
-  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
-    registry.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
+function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, tcpMetrics: TcpMetrics, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
+  const metric = metricOf(registry);
   const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
   counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
   metric("lines_filtered_total", "counter", "Reports not written (to any sink) because a filter dropped them (--port, --namespace, ... or PUT /filters), by the first filter that did, here or in the kernel.", () => {
-    const inKernel: Partial<Record<FilterName, number>> = agent.filteredInKernel();
+    const inKernel: Partial<Record<FilterName, number>> = probe.filterDrops();
     return FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] + (inKernel[name] ?? 0) }));
   });
   metric("lines_filtered_in_kernel_total", "counter", "Of lines_filtered_total: connections the kernel dropped itself (no record, no work here), by the first filter that did.", () => {
-    const inKernel = agent.filteredInKernel();
+    const inKernel = probe.filterDrops();
     return KERNEL_FILTERS.map((name) => ({ labels: { filter: filterLabel(name) }, value: inKernel[name] }));
   });
   counter("kernel_records_lost_total", "Records the kernel could not queue (ring buffer full).", (c) => c.recordsLost);
@@ -641,12 +626,12 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     "Closes the kernel skipped the probe for (a softirq interrupted it on the same CPU), written when their socket ended: they have their close line.",
     (c) => c.closesAtDestroy,
   );
-  if (agent.runsSkipped !== null) {
+  if (probe.runsSkipped() !== null) {
     metric(
       "kernel_runs_skipped_total",
       "counter",
       "Runs of the probe the kernel skipped because it was already running on that CPU (its programs' recursion_misses; Linux 5.12 and later).",
-      () => agent.runsSkipped ?? 0,
+      () => probe.runsSkipped() ?? 0,
     );
   }
   if (pods !== null && enricher !== null) {
@@ -655,11 +640,11 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
     metric("kubelet_pods_indexed", "gauge", "Pods in the current index.", () => pods.index.podCount);
     metric("enrichment_misses_total", "counter", "Lines whose local end was not in the pod index, held for a refresh of the pod list.", () => enricher.stats.held);
   }
-  const series = (kind: "workload" | "service" | "connection") => () => agent.metricsSeries[kind];
+  const series = (kind: "workload" | "service" | "connection") => () => tcpMetrics.counts[kind];
   metric("tcp_metric_workload_series", "gauge", "Series of the workload TCP metrics now (each of its 7 metrics has one per series).", series("workload"));
   metric("tcp_metric_service_series", "gauge", "Series of the service TCP metrics now (each of its 5 metrics has one per series).", series("service"));
   metric("tcp_metric_connection_series", "gauge", "Series of the per-connection TCP metrics now (each of its 4 metrics has one per series).", series("connection"));
-  metric("tcp_metric_series_dropped_total", "counter", "Series the TCP metrics dropped: a pod or Service they name was gone, or their address idle, for --metrics-grace.", () => agent.metricsDropped);
+  metric("tcp_metric_series_dropped_total", "counter", "Series the TCP metrics dropped: a pod or Service they name was gone, or their address idle, for --metrics-grace.", () => tcpMetrics.dropped);
   if (api !== null) {
     metric("api_lists_total", "counter", "Complete lists read from the API server (every kind, every page).", () => api.stats.lists);
     metric("api_watches_total", "counter", "Watches opened on the API server.", () => api.stats.watches);
@@ -680,8 +665,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, pods: PodSourc
 
 /** What the OTLP exporter counts (src/sink/otlp/exporter.ts), after the agent's own. */
 function registerOtlpMetrics(registry: MetricsRegistry, stats: Readonly<ExporterStats>): void {
-  const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
-    registry.register({ name: `${METRIC_PREFIX}otlp_${name}`, type, help, read });
+  const metric = metricOf(registry, "otlp_");
   metric("records_queued", "gauge", "Reports accepted for the OTLP collector and not yet delivered or dropped (at most --otlp-queue-size).", () => stats.queued);
   metric("records_sent_total", "counter", "Reports the OTLP collector accepted.", () => stats.sent);
   metric("records_dropped_total", "counter", "Reports not delivered to the OTLP collector: the queue was full, the collector refused them, or they were still queued when the flush at stop ran out.", () => [
