@@ -17,6 +17,7 @@ import {
   type Filters,
   filtersOf,
   FLAGS,
+  oneOf,
   PROGRAM_NAME,
   type RunOptions,
   VERSION,
@@ -166,9 +167,7 @@ function parseArgv(argv: string[]) {
       ignoreArgv: rejectUnknown(runFlags, (argument) =>
         COMMAND_NAMES.includes(argument)
           ? new UsageError(`the command ${JSON.stringify(argument)} must come before any flag`)
-          : new UsageError(
-              `unknown command ${JSON.stringify(argument)} (expected ${COMMAND_NAMES.slice(0, -1).join(", ")} or ${COMMAND_NAMES.at(-1)})`,
-            ),
+          : new UsageError(`unknown command ${JSON.stringify(argument)} (expected ${oneOf(COMMAND_NAMES)})`),
       ),
     },
     undefined,

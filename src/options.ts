@@ -25,8 +25,7 @@ export const DEFAULT_MAX_BUFFERED_OUTPUT_BYTES = 64 << 20;
 export const DEFAULT_KUBELET_REFRESH_S = 5;
 export const DEFAULT_KUBELET_HOLD_S = 2;
 /** Kmesh's Prometheus address: every address of the node, port 15020. */
-export const DEFAULT_METRICS_ADDR = ":15020";
-export const METRIC_PREFIXES = ["kmesh", "istio"] as const;
+const DEFAULT_METRICS_ADDR = ":15020";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -78,7 +77,6 @@ const CidrSchema = v.pipe(
   v.check((text) => canonicalCidr(text) !== null, "must be an IPv4 or IPv6 network"),
   v.transform((text) => canonicalCidr(text)!),
 );
-export const DIRECTIONS = ["OUTBOUND", "INBOUND"] as const;
 
 // The OTLP exporter (src/sink/otlp/): defaults that RunOptions leaves undefined, applied there.
 export const DEFAULT_OTLP_BATCH_SIZE = 1024;
@@ -96,7 +94,7 @@ const OTLP_LOGS_PATH = "/v1/logs";
  * fragment; `/v1/logs` is added to its path unless the path already ends in it (OTLP/HTTP's rule
  * for a base endpoint, so `http://collector:4318` and `http://collector:4318/v1/logs` both work).
  */
-export function otlpLogsUrl(text: string): string | undefined {
+function otlpLogsUrl(text: string): string | undefined {
   if (!URL.canParse(text)) return undefined;
   const url = new URL(text);
   if (!/^https?:$/.test(url.protocol) || url.host === "" || url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
@@ -107,11 +105,6 @@ export function otlpLogsUrl(text: string): string | undefined {
 }
 
 // ── The flags ────────────────────────────────────────────────────────────────
-
-/** The flags that turn a source off, and the flags that cannot be given with them. */
-type OffFlag = "noKubelet" | "noKubeApi";
-/** The flags that turn a listener off, each also spelled as its value flag given "". */
-type NoListenerFlag = "noAdminApi" | "noAdminSocket" | "noMetricsServer";
 
 export interface FlagSpec {
   /**
@@ -133,8 +126,8 @@ export interface FlagSpec {
   default?: unknown;
   /** `check` takes it too: true, or the description it has there. */
   check?: true | string;
-  /** Given together with this flag, it is a usage error: it needs what that flag turns off. */
-  offWith?: OffFlag;
+  /** Given together with this flag (which turns a source off), it is a usage error: it needs that source. */
+  offWith?: "noKubelet" | "noKubeApi";
   /**
    * A filter of reports (also set at run time, PUT /filters): by the pods' names ("names": without
    * the kubelet, an API server asked for by name can name them) or by the connection alone.
@@ -144,16 +137,23 @@ export interface FlagSpec {
   contradicts?: string;
   /** What this flag turns off, as the flags that need it say. */
   turnsOff?: string;
-  /** `--flag ""` means this flag: the value becomes null (none). */
-  emptyIs?: NoListenerFlag;
+  /** `--flag ""` means this flag (which turns a listener off): the value becomes null (none). */
+  emptyIs?: "noAdminApi" | "noAdminSocket" | "noMetricsServer";
   /** Given without this flag, it is a usage error: it only tunes what that flag turns on. */
   needs?: "otlpEndpoint";
 }
 
+/** "a, b or c", as messages list the values a flag or argument takes. */
+export const oneOf = (values: readonly string[]) => `${values.slice(0, -1).join(", ")} or ${values.at(-1)}`;
+
 // What many flags share.
+const choice = <const T extends readonly [string, ...string[]]>(values: T) =>
+  ({ kind: "value", schema: v.picklist(values), expected: oneOf(values), placeholder: `<${values.join("|")}>` }) as const;
 const BOOLEAN = { kind: "boolean", schema: v.boolean() } as const;
 const SWITCH = { kind: "switch", schema: v.boolean() } as const;
 const FILE = { kind: "value", schema: FilePathSchema, expected: "a file path", placeholder: "<path>" } as const;
+/** The kubelet's own flags, which `check` tries as `run` would use them. */
+const KUBELET = { check: true, offWith: "noKubelet" } as const;
 const secondsFlag = (min: number, max: number) =>
   ({
     kind: "value",
@@ -206,10 +206,7 @@ const CIDR_FILTER = {
 // Conflicts (offWith, contradicts) are checked in this order, the first one found reported.
 export const FLAGS = {
   output: {
-    kind: "value",
-    schema: v.picklist(["text", "json", "none"]),
-    expected: "text, json or none",
-    placeholder: "<text|json|none>",
+    ...choice(["text", "json", "none"]),
     description: "Line format on stdout: Kmesh's access-log text, one JSON object per line, or none (with --otlp-endpoint: the collector only)",
     default: "text",
   },
@@ -237,10 +234,7 @@ export const FLAGS = {
     default: 262_144,
   },
   connectionState: {
-    kind: "value",
-    schema: v.picklist(["hash-map", "socket-storage"]),
-    expected: "hash-map or socket-storage",
-    placeholder: "<hash-map|socket-storage>",
+    ...choice(["hash-map", "socket-storage"]),
     description:
       "Where the kernel keeps each connection's state: hash-map (a map of --max-connections entries, the faster under churn) or socket-storage (with each socket, where the kernel allows it: Linux 5.11 and later)",
     default: "hash-map",
@@ -255,10 +249,8 @@ export const FLAGS = {
     description: `Lines held while stdout is not read fast enough; beyond this, lines are dropped and counted (default: ${DEFAULT_MAX_BUFFERED_OUTPUT_BYTES / MIB}M)`,
   },
   libbpf: {
-    kind: "value",
-    schema: FilePathSchema,
+    ...FILE,
     expected: "the path of a libbpf shared object",
-    placeholder: "<path>",
     description: "Use this libbpf shared object instead of the system's libbpf.so.1",
     check: true,
   },
@@ -301,10 +293,7 @@ export const FLAGS = {
     description: 'Do not serve the TCP metrics (the same as --metrics-addr "")',
   },
   metricsPrefix: {
-    kind: "value",
-    schema: v.picklist(METRIC_PREFIXES),
-    expected: METRIC_PREFIXES.join(" or "),
-    placeholder: "<kmesh|istio>",
+    ...choice(["kmesh", "istio"]),
     description: "The TCP metrics' names: kmesh_tcp_* as Kmesh's, or istio_tcp_* as Istio's (for Kiali and Istio's dashboards)",
     default: "kmesh",
   },
@@ -401,9 +390,7 @@ export const FLAGS = {
     contradicts: "noKubeApi",
   },
   kubeconfig: {
-    kind: "value",
-    schema: FilePathSchema,
-    expected: "a file path",
+    ...FILE,
     placeholder: "<file>",
     description: "Reach the API server as this kubeconfig's current context says (token or client-certificate users); implies --kube-api",
     check: true,
@@ -452,11 +439,8 @@ export const FLAGS = {
   cidr: { ...CIDR_FILTER, description: "Only lines where either end's address is in this network (repeatable)" },
   excludeCidr: { ...CIDR_FILTER, description: "No lines where either end's address is in this network (repeatable)" },
   direction: {
-    kind: "value",
-    schema: v.picklist(DIRECTIONS),
+    ...choice(["OUTBOUND", "INBOUND"]),
     read: (text: string) => text.toUpperCase(),
-    expected: "OUTBOUND or INBOUND",
-    placeholder: "<OUTBOUND|INBOUND>",
     description: "Only lines of this direction: OUTBOUND (the connecting socket's) or INBOUND (the accepting one's)",
     filter: "connection",
   },
@@ -473,41 +457,36 @@ export const FLAGS = {
   },
   // The kubelet's pod list (src/kube/kubelet/): the defaults are applied in its settings.ts.
   kubeletHost: {
+    ...KUBELET,
     kind: "value",
     schema: v.pipe(v.string(), v.regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$/)),
     expected: "a host name or IP address",
     placeholder: "<host>",
     description: "The kubelet to read pod names from, at https://<host>:10250/pods (default: $NODE_IP, else $HOST_IP, else 127.0.0.1)",
-    check: true,
-    offWith: "noKubelet",
   },
   kubeletUrl: {
+    ...KUBELET,
     kind: "value",
     schema: v.pipe(v.string(), v.check(isHttpUrl, "must be an http:// or https:// URL")),
     expected: "an https:// (or http://) URL, e.g. https://10.0.0.5:10250/pods",
     placeholder: "<url>",
     description: "The kubelet's whole pod-list URL, instead of --kubelet-host; http://<host>:10255/pods for the read-only port (no token sent)",
-    check: true,
-    offWith: "noKubelet",
   },
   kubeletTokenFile: {
+    ...KUBELET,
     ...FILE,
     description: "Bearer token for the kubelet, read again every minute (default: the service-account token, when present)",
-    check: true,
-    offWith: "noKubelet",
   },
   kubeletCaFile: {
+    ...KUBELET,
     ...FILE,
     description: "CA that signed the kubelet's certificate (default: the service-account ca.crt, when present)",
-    check: true,
-    offWith: "noKubelet",
     contradicts: "kubeletInsecureSkipTlsVerify",
   },
   kubeletInsecureSkipTlsVerify: {
+    ...KUBELET,
     ...BOOLEAN,
     description: "Do not verify the kubelet's TLS certificate (many kubelets' are self-signed); says so on stderr",
-    check: true,
-    offWith: "noKubelet",
   },
   kubeletRefresh: {
     ...secondsFlag(1, 3600),
@@ -598,7 +577,7 @@ export type CheckOptions = Pick<RunOptions, CheckFlagName> & { json: boolean };
 
 // ── The feed's own flags (`kmesh-accesslog feed`) ────────────────────────────
 
-export const DEFAULT_FEED_LISTEN = "0.0.0.0:15300";
+const DEFAULT_FEED_LISTEN = "0.0.0.0:15300";
 /** The agents' service account, as scripts/deploy/ names it. */
 export const DEFAULT_FEED_CLIENT = "kmesh-accesslog:kmesh-accesslog";
 
@@ -670,5 +649,5 @@ export type Filters = v.InferOutput<typeof FiltersSchema>;
 
 /** The filters the flags of a run (or of `filter set`) give; throws on a value that is not one (the flags are checked already). */
 export function filtersOf(options: Partial<Record<FilterName, unknown>>): Filters {
-  return v.parse(FiltersSchema, Object.fromEntries(FILTER_NAMES.map((name) => [name, options[name] ?? undefined])));
+  return v.parse(FiltersSchema, Object.fromEntries(FILTER_NAMES.map((name) => [name, options[name]])));
 }
