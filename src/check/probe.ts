@@ -50,33 +50,14 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
  * named as the likely cause.
  */
 export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<[CheckResult, CheckResult]> {
-  let acceptCallersUnknown: string | null | undefined;
-  const line = await loadProbe(libbpfPath, blockers, (probe) => (acceptCallersUnknown = probe.acceptCallersUnknown));
-  return [line, processesLine(line.status === "fail" ? undefined : acceptCallersUnknown)];
-}
-
-/**
- * The processes line: whether the process behind each connection can be named on both sides
- * (`acceptCallersUnknown`: Probe's, undefined when the probe did not load).
- */
-export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
-  const processes = checkLine("processes", "processes");
-  if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
-  if (acceptCallersUnknown === null) return processes.ok("the process that called connect() and the one that called accept() are named (JSON and OTLP)");
-  return processes.warn(
-    `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
-    "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
-  );
-}
-
-async function loadProbe(libbpfPath: string | undefined, blockers: readonly CheckResult[], loaded: (probe: Probe) => void): Promise<CheckResult> {
   const probeLine = checkLine("probe", "probe");
+  const notLoaded = (line: CheckResult): [CheckResult, CheckResult] => [line, processesLine(undefined)];
   // Without BTF or libbpf there is nothing to load; and a bpf() that a seccomp filter answers
   // with SIGSYS would kill this process rather than fail.
   const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf" || line.id === "bpf-syscall");
   if (needed.length > 0) {
     const labels = needed.map((line) => line.label).join(" and ");
-    return probeLine.fail(`not tried (${labels} failed)`, `see the ${labels} line${needed.length > 1 ? "s" : ""} above`);
+    return notLoaded(probeLine.fail(`not tried (${labels} failed)`, `see the ${labels} line${needed.length > 1 ? "s" : ""} above`));
   }
   const taintBefore = readProcNumber("/proc/sys/kernel/tainted");
   let probe: Probe;
@@ -93,19 +74,33 @@ async function loadProbe(libbpfPath: string | undefined, blockers: readonly Chec
         : rest.length > 0
           ? "the kernel's verifier refused the probe: `kmesh-accesslog check --json` shows its log; report it with the kernel version"
           : "the message names the step that failed";
-    if (rest.length === 0) return probeLine.fail(first, fix);
-    return probeLine.fail(`${first} (${rest.length} lines of verifier log in --json)`, fix, rest.join("\n"));
+    if (rest.length === 0) return notLoaded(probeLine.fail(first, fix));
+    return notLoaded(probeLine.fail(`${first} (${rest.length} lines of verifier log in --json)`, fix, rest.join("\n")));
   }
-  const version = probe.libbpfVersion;
-  loaded(probe);
+  const libbpfVersion = probe.libbpfVersion;
   probe.close();
-  return loadedProbeLine({
-    libbpfVersion: version,
+  const line = loadedProbeLine({
+    libbpfVersion,
     preallocated: !runTimeAllocationAllowed(release()),
     taintBefore,
     taintAfter: readProcNumber("/proc/sys/kernel/tainted"),
     panicOnWarn: readProcNumber("/proc/sys/kernel/panic_on_warn") === 1,
   });
+  return [line, processesLine(line.status === "fail" ? undefined : probe.acceptCallersUnknown)];
+}
+
+/**
+ * The processes line: whether the process behind each connection can be named on both sides
+ * (`acceptCallersUnknown`: Probe's, undefined when the probe did not load).
+ */
+export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
+  const processes = checkLine("processes", "processes");
+  if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
+  if (acceptCallersUnknown === null) return processes.ok("the process that called connect() and the one that called accept() are named (JSON and OTLP)");
+  return processes.warn(
+    `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
+    "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+  );
 }
 
 /** What was seen around a successful load. Taints are null where /proc could not be read. */

@@ -2,7 +2,7 @@
 // the bpf() probe's answer), so that every verdict and fix can be tested without the condition.
 import { constants } from "node:os";
 import { cgroup2Mounts } from "../kernel/cgroups.ts";
-import { atLeast, BTF_PATH, CAP, hasCapability, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
+import { atLeast, BTF_PATH, CAP, hasCapability as has, type KernelVersion, mayLoadBpf, parseKernelRelease } from "../kernel/host.ts";
 import { type CheckResult, checkLine } from "./report.ts";
 
 export const MIN_KERNEL = { major: 5, minor: 10 } as const;
@@ -39,8 +39,6 @@ export function btfCheck(facts: BtfFacts): CheckResult {
 }
 
 // ── Capabilities ────────────────────────────────────────────────────────────
-
-const has = hasCapability;
 
 /** "Max locked memory" soft limit from /proc/self/limits, in bytes; Infinity for unlimited; null when absent. */
 export function memlockLimit(limits: string): number | null {

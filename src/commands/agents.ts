@@ -23,7 +23,6 @@ export const ADMIN_PORT = 15200;
 
 const PodSchema = v.object({
   metadata: v.object({ name: v.string(), namespace: opt(v.string()) }),
-  spec: opt(v.object({ nodeName: opt(v.string()) })),
   status: opt(v.object({ phase: opt(v.string()) })),
 });
 const PodListSchema = v.object({ items: opt(v.array(PodSchema)) });

@@ -87,7 +87,6 @@ function table(header: [string, string], rows: [string, string][]): string {
 }
 
 export function statusTables(status: AgentStatus): string {
-  const sw = switches(status);
   const j = statusJson(status);
   return (
     table(
@@ -100,7 +99,7 @@ export function statusTables(status: AgentStatus): string {
       ],
     ) +
     "\n" +
-    table(["SWITCH", "STATE"], Object.entries(sw).map(([name, on]) => [name, on ? "enabled" : "disabled"])) +
+    table(["SWITCH", "STATE"], Object.entries(j.switches).map(([name, on]) => [name, on ? "enabled" : "disabled"])) +
     "\n" +
     table(["COUNTER", "VALUE"], counters(status).map((s) => [label(s), String(s.value)]))
   );
