@@ -31,6 +31,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { type ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
 import { resolveExporterSettings } from "./sink/otlp/settings.ts";
 import { Sinks } from "./sink/sinks.ts";
+import { untilStopped } from "./stop.ts";
 import { type KubeView, TcpMetrics } from "./telemetry/tcp-metrics.ts";
 import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_BYTES, type FilterName, filtersOf, type RunOptions } from "./options.ts";
 
@@ -525,17 +526,7 @@ export class Agent {
 /** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
 export async function runAgent(options: RunOptions): Promise<number> {
   const agent = await Agent.start(options);
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      process.off("SIGINT", done);
-      process.off("SIGTERM", done);
-      clearTimeout(timeout);
-      resolve();
-    };
-    process.on("SIGINT", done);
-    process.on("SIGTERM", done);
-    const timeout = options.duration === undefined ? undefined : setTimeout(done, options.duration * 1000);
-  });
+  await untilStopped(options.duration);
   await agent.stop();
   return 0;
 }

@@ -3,20 +3,11 @@
 import { LOG_LEVELS, PROGRAM_NAME } from "./options.ts";
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
-
-export interface Logger {
-  error(message: string): void;
-  warn(message: string): void;
-  info(message: string): void;
-  debug(message: string): void;
-  /** What is said now: this level and the more severe ones. */
-  readonly level: LogLevel;
-  setLevel(level: LogLevel): void;
-}
+export type Logger = ReturnType<typeof createLogger>;
 
 const PREFIX = `${PROGRAM_NAME}: `;
 
-export function createLogger(level: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
+export function createLogger(level: LogLevel, write: (line: string) => void = (line) => process.stderr.write(line)) {
   let current = level;
   let rank = LOG_LEVELS.indexOf(level);
   const at = (lineLevel: LogLevel) => {
@@ -27,6 +18,7 @@ export function createLogger(level: LogLevel, write: (line: string) => void = (l
     };
   };
   return {
+    /** What is said now: this level and the more severe ones. */
     get level() {
       return current;
     },

@@ -13,6 +13,7 @@ import { FeedStore } from "../kube/feed/store.ts";
 import { serviceAccountUser, TokenReviewer } from "../kube/feed/token-review.ts";
 import { createLogger } from "../log.ts";
 import type { FeedOptions } from "../options.ts";
+import { untilStopped } from "../stop.ts";
 
 class FeedError extends ExitError {
   override name = "FeedError";
@@ -60,15 +61,7 @@ export async function feedCommand(options: FeedOptions): Promise<number> {
     `feed: serving agents on ${server} (history ${store.id}, ${loaded.store === null ? "new" : `version ${store.seq} read from ${options.stateFile}`}); ` +
       `listing the API server at ${settings.server}`,
   );
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      process.off("SIGINT", done);
-      process.off("SIGTERM", done);
-      resolve();
-    };
-    process.on("SIGINT", done);
-    process.on("SIGTERM", done);
-  });
+  await untilStopped();
   await server.stop();
   await source.stop();
   if (options.stateFile !== undefined) {
