@@ -225,16 +225,11 @@ export function parseCommandLine(argv: string[]): Invocation {
     }
   }
   if (flags.version) return { command: "version" };
-  const switches = startupSwitches({
-    monitoring: flags.monitoring as boolean,
-    accesslog: flags.accesslog as boolean | undefined,
-    connectionMetrics: flags.connectionMetrics as boolean | undefined,
-    workloadMetrics: flags.workloadMetrics as boolean | undefined,
-  });
+  // Every value was checked by its flag's type (flags.ts); the defaults are the table's.
+  const options = valuesOf(TABLE, flags);
+  const switches = startupSwitches(options as RunOptions);
   if (!switches.ok) throw new UsageError(switches.message);
   refuseConflicts(flags);
-  // Every value was checked by its flag's type (flag-types.ts); the defaults are the table's.
-  const options = valuesOf(TABLE, flags);
   for (const [name, spec] of TABLE) if (spec.emptyIs && options[spec.emptyIs] === true) options[name] = null;
   return { command: "run", options: options as RunOptions };
 }
