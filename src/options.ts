@@ -63,14 +63,11 @@ export const SocketPathSchema = v.pipe(
 );
 /** A user or group id (4294967295 is the kernel's "no id"). */
 const IdSchema = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4_294_967_294));
-export const HostPortSchema = v.strictObject({
-  host: v.pipe(v.string(), v.minLength(1)),
-  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535)),
-});
+const PortSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535));
+export const HostPortSchema = v.strictObject({ host: v.pipe(v.string(), v.minLength(1)), port: PortSchema });
 
 const NamespaceSchema = v.pipe(v.string(), v.maxLength(63), v.regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/));
 const PodNameSchema = v.pipe(v.string(), v.maxLength(253), v.regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/));
-const PortSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65_535));
 /** A network, written as canonicalCidr writes it (flags and PUT /filters alike). */
 const CidrSchema = v.pipe(
   v.string(),
