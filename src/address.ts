@@ -111,60 +111,6 @@ export class AddressTexts {
 
 // ── From text (as Kubernetes writes it) ──────────────────────────────────────
 
-const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
-
-const isDecimalByte = (part: string) => Number(part) <= 255 && (part.length === 1 || !part.startsWith("0"));
-
-/** The four bytes of a dotted quad (no leading zeros, as Go's net.ParseIP), or false. */
-function parseV4(text: string, into: Uint8Array, at: number): boolean {
-  const m = V4.exec(text);
-  if (!m) return false;
-  for (let i = 0; i < 4; i++) {
-    const part = m[i + 1]!;
-    if (!isDecimalByte(part)) return false;
-    into[at + i] = Number(part);
-  }
-  return true;
-}
-
-/** 16-bit words of one side of `::` (the last group may be an embedded dotted quad), or null. */
-function words(half: string, last: boolean): number[] | null {
-  if (half === "") return [];
-  const groups = half.split(":");
-  const out: number[] = [];
-  for (let i = 0; i < groups.length; i++) {
-    const g = groups[i]!;
-    if (last && i === groups.length - 1 && g.includes(".")) {
-      const v4 = new Uint8Array(4);
-      if (!parseV4(g, v4, 0)) return null;
-      out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-    } else if (HEX_GROUP.test(g)) {
-      out.push(Number.parseInt(g, 16));
-    } else {
-      return null;
-    }
-  }
-  return out;
-}
-
-/** The 16 bytes of IPv6 text (`::` at most once), or false. */
-function parseV6(text: string, into: Uint8Array): boolean {
-  const halves = text.split("::");
-  if (halves.length > 2) return false;
-  const head = words(halves[0]!, halves.length === 1);
-  const tail = halves.length === 2 ? words(halves[1]!, true) : [];
-  if (head === null || tail === null) return false;
-  // Without `::` there must be exactly 8 words; with it, `::` stands for at least one zero word.
-  if (halves.length === 1 ? head.length !== 8 : head.length + tail.length > 7) return false;
-  const all = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  all.forEach((word, i) => {
-    into[2 * i] = word >> 8;
-    into[2 * i + 1] = word & 0xff;
-  });
-  return true;
-}
-
 /**
  * The canonical text of an IP address (the text the record decoder writes for the same address),
  * or null when `text` is not one (zones such as `%eth0`, CIDR suffixes and leading zeros in a
@@ -172,20 +118,35 @@ function parseV6(text: string, into: Uint8Array): boolean {
  */
 export function canonicalIp(text: string): string | null {
   // Dotted quads are already canonical once checked: no bytes, no new string.
-  const m = V4.exec(text);
-  if (m !== null) return m.slice(1).every(isDecimalByte) ? text : null;
-  const bytes = new Uint8Array(16);
+  if (isIPv4(text)) return text;
+  const bytes = ipBytes(text);
+  if (bytes === null) return null;
   const view = new DataView(bytes.buffer);
-  if (!text.includes(":") || !parseV6(text, bytes)) return null;
   return isV4Mapped(view, 0) ? ipv4Text(view, 12) : ipv6Text(view, 0);
 }
 
-/** The bytes of an IP address's text in network byte order (4 for a dotted quad, 16 for IPv6), or null. */
+/** A dotted quad at the end of the text: all of an IPv4 address, or the last two groups of an IPv6 one. */
+const DOTTED_QUAD = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/;
+
+/**
+ * The bytes of an IP address's text in network byte order (4 for a dotted quad, 16 for IPv6), or
+ * null. node:net decides what is an address (no leading zeros in a dotted quad, as Go's
+ * net.ParseIP), but for zones (`%eth0`), which are not addresses here.
+ */
 export function ipBytes(text: string): Uint8Array | null {
-  const v4 = new Uint8Array(4);
-  if (parseV4(text, v4, 0)) return v4;
-  const v6 = new Uint8Array(16);
-  return text.includes(":") && parseV6(text, v6) ? v6 : null;
+  const quad = DOTTED_QUAD.exec(text);
+  if (quad?.index === 0) return isIPv4(text) ? new Uint8Array([+quad[1]!, +quad[2]!, +quad[3]!, +quad[4]!]) : null;
+  if (!isIPv6(text) || text.includes("%")) return null;
+  const lastGroups = quad === null ? "" : `${((+quad[1]! << 8) | +quad[2]!).toString(16)}:${((+quad[3]! << 8) | +quad[4]!).toString(16)}`;
+  const hex = quad === null ? text : text.slice(0, quad.index) + lastGroups;
+  // `::` (once at most) stands for the zero groups between its two sides.
+  const [head = [], tail = []] = hex.split("::").map((half) => (half === "" ? [] : half.split(":").map((group) => Number.parseInt(group, 16))));
+  const bytes = new Uint8Array(16);
+  [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail].forEach((word, i) => {
+    bytes[2 * i] = word >> 8;
+    bytes[2 * i + 1] = word & 0xff;
+  });
+  return bytes;
 }
 
 // ── Networks ─────────────────────────────────────────────────────────────────
