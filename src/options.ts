@@ -1,7 +1,7 @@
 // What the program is and what a run is told: its name, its version, and every flag of `run`
 // (and of `check`, which tries what `run` would do), each declared once here with its schema,
 // description, default and the commands that take it. The RunOptions type and the command line
-// (src/cli.ts) are derived from this table. Below every other module: it imports none of them.
+// (src/cli.ts, src/flags.ts) are derived from this table. Below every other module: it imports only address.ts.
 import * as v from "valibot";
 import packageJson from "../package.json" with { type: "json" };
 import { canonicalCidr, parseHostPort } from "./address.ts";
