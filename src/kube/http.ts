@@ -84,6 +84,16 @@ export const bearerToken = (path: string) => (text: string) => {
   return token;
 };
 
+/** A CA file: its text, which must hold a PEM certificate. */
+export const pemCertificate = (path: string) => (text: string) => {
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
+  return text;
+};
+
+/** A request's TLS options: verified against `ca` (null: the system's roots), or not at all. */
+export const tlsOptions = (insecureSkipVerify: boolean, ca: string | null) =>
+  insecureSkipVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === null ? {} : { ca }) };
+
 /** JSON.parse that never throws: the value, or the SyntaxError's message. */
 export function parseJson(text: string): { ok: true; json: unknown } | { ok: false; message: string } {
   try {
@@ -124,12 +134,21 @@ export function classifyFetchError(error: unknown, timeoutMs: number): Failure<"
  * (the body's message, one line).
  */
 export function statusFailure(response: Response, said: string): Failure<"unauthorized" | "forbidden" | "http">;
-export function statusFailure(response: Response, said: string, options: { expires: true }): Failure<"unauthorized" | "forbidden" | "http" | "expired">;
+export function statusFailure(response: Response, said: string, options: { expires: boolean }): Failure;
 export function statusFailure(response: Response, said: string, { expires = false } = {}): Failure {
   const { status, statusText } = response;
   const code = `${status}${statusText ? ` ${statusText}` : ""}`;
   const kind = status === 401 ? "unauthorized" : status === 403 ? "forbidden" : status === 410 && expires ? "expired" : "http";
   return { kind, detail: said === "" ? code : `${code}: ${said}` };
+}
+
+/**
+ * A non-200 answer → failure (statusFailure), `said` taking the message out of the body; after a
+ * 401 the token file is read again at the next request (it may have been rotated).
+ */
+export async function answerFailure(response: Response, token: CredentialFile | null, said = oneLine, expires = false): Promise<Failure> {
+  if (response.status === 401) token?.expire();
+  return statusFailure(response, said(await response.text().catch(() => "")), { expires });
 }
 
 /** Waits `ms`, or less when `signal` aborts (a source being stopped); never rejects. */

@@ -17,7 +17,7 @@ import type { ApiSource } from "../apiserver/source.ts";
 import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
 import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, statusFailure } from "../http.ts";
+import { answerFailure, bearerToken, classifyFetchError, CredentialFile, type Failure, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, tlsOptions } from "../http.ts";
 import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
@@ -107,14 +107,10 @@ export class FeedSource {
     const signal = AbortSignal.any([this.#abort.signal, silence.signal]);
     const headers: Record<string, string> = { accept: "application/x-ndjson" };
     if (token?.ok) headers.authorization = `Bearer ${token.value}`;
-    const tls = { rejectUnauthorized: true, ...(this.#o.ca === null ? {} : { ca: this.#o.ca }) };
     try {
       this.stats.connections++;
-      const response = await fetch(`${this.#o.url}${FEED_PATH}${query}`, { headers, signal, redirect: "error", tls } as RequestInit);
-      if (response.status !== 200) {
-        if (response.status === 401) this.#token?.expire();
-        return statusFailure(response, oneLine(await response.text().catch(() => "")));
-      }
+      const response = await fetch(`${this.#o.url}${FEED_PATH}${query}`, { headers, signal, redirect: "error", tls: tlsOptions(false, this.#o.ca) } as RequestInit);
+      if (response.status !== 200) return answerFailure(response, this.#token);
       const session = new Session(this);
       const splitter = new LineSplitter();
       let sliceStart = performance.now();

@@ -3,7 +3,7 @@
 // cannot work is refused at start, before the probe loads, with exit code 2 (main.ts).
 import { hostname } from "node:os";
 import { EXIT_USAGE, ExitError } from "../../errors.ts";
-import { CredentialFile, type ReadText, readText } from "../../kube/http.ts";
+import { CredentialFile, pemCertificate, type ReadText, readText } from "../../kube/http.ts";
 import {
   DEFAULT_OTLP_BATCH_DELAY_S,
   DEFAULT_OTLP_BATCH_SIZE,
@@ -68,11 +68,6 @@ export function parseHeaders(text: string, path: string): [string, string][] {
   });
   return headers;
 }
-
-const pemCertificate = (path: string) => (text: string) => {
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
-  return text;
-};
 
 /**
  * The exporter's settings, or null without --otlp-endpoint. The files are read now: one that
