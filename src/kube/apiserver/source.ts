@@ -15,7 +15,7 @@
 import * as v from "valibot";
 import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
-import { apiFailureMessage, apiNoun, type ApiFailureState, FailureState } from "../failures.ts";
+import { apiFailureMessage, type ApiFailureState, FailureState } from "../failures.ts";
 import { type Failure, sleepUnlessAborted } from "../http.ts";
 import { type Pod, PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
@@ -93,7 +93,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     this.#o = { pageSize: 100, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
     this.index = options.index ?? (new ClusterIndex() as ObjectSink as Index);
     const say = { notice: this.#o.notice, info: this.#o.info ?? this.#o.notice };
-    const state = (kind: ResourceKind) => new FailureState(`the API server at ${this.server}: ${kind}`, apiNoun, say);
+    const state = (kind: ResourceKind) => new FailureState<ApiFailureState>(`the API server at ${this.server}: ${kind}`, say, { "invalid-object": "the invalid object" });
     this.#failure = { services: state("services"), endpointslices: state("endpointslices"), pods: state("pods") };
   }
 

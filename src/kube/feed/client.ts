@@ -16,7 +16,7 @@ import type { RunOptions } from "../../options.ts";
 import type { ApiSource } from "../apiserver/source.ts";
 import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
-import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
+import { FailureState, feedFailureMessage } from "../failures.ts";
 import { answerFailure, bearerToken, classifyFetchError, CredentialFile, type Failure, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, tlsOptions } from "../http.ts";
 import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
@@ -57,7 +57,7 @@ export class FeedSource {
     this.#o = { minBackoffMs: 500, maxBackoffMs: 10_000, ...options };
     this.index = options.index;
     this.#token = options.tokenFile === null ? null : new CredentialFile(options.tokenFile, bearerToken(options.tokenFile));
-    this.#failure = new FailureState(`the feed at ${options.url}`, feedNoun, { notice: options.log.warn, info: options.log.info });
+    this.#failure = new FailureState(`the feed at ${options.url}`, { notice: options.log.warn, info: options.log.info }, { invalid: "the invalid frame" });
   }
 
   /** True once the feed (or the fallback) has given a whole view. */

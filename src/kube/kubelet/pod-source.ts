@@ -11,7 +11,7 @@
 // ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
 // still "completes": lines waiting for it are written with what is known, not held longer for a
 // kubelet that is not answering.
-import { FailureState, kubeletFailureMessage, kubeletNoun, type KubeletFailureKind } from "../failures.ts";
+import { FailureState, kubeletFailureMessage, type KubeletFailureKind } from "../failures.ts";
 import type { PodInfo } from "../pod.ts";
 import type { KubeletFailure } from "./client.ts";
 import { PodIndex } from "./pod-index.ts";
@@ -81,7 +81,7 @@ export class PodSource {
 
   constructor(options: PodSourceOptions) {
     this.#o = { minGapMs: 1000, info: options.notice, ...options };
-    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, kubeletNoun, { notice: this.#o.notice, info: this.#o.info });
+    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, { notice: this.#o.notice, info: this.#o.info }, { invalid: "the invalid pod list" });
   }
 
   get index(): PodIndex {
