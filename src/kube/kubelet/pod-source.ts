@@ -39,8 +39,6 @@ export interface PodSourceOptions {
   url: string;
   /** the token file in use, for the 401 message */
   tokenFile: string | null;
-  /** the request timeout, for the timeout message */
-  timeoutMs: number;
   refreshMs: number;
   /** least time between the starts of two refreshes asked for by lines (default 1 s) */
   minGapMs?: number;
@@ -197,7 +195,6 @@ export function createPodSource(
   return new PodSource({
     url: settings.url,
     tokenFile: settings.tokenFile,
-    timeoutMs: settings.timeoutMs,
     refreshMs: settings.refreshMs,
     refresher: new KubeletRefresher(settings),
     scheduler: realScheduler(nowNs),
