@@ -32,10 +32,7 @@ const UPDATE_FAILED: Readonly<Record<SwitchName, string>> = {
 };
 
 export const KNOWN_PATHS = [
-  "POST /monitoring?enable=true|false",
-  "POST /accesslog?enable=true|false",
-  "POST /connection_metrics?enable=true|false",
-  "POST /workload_metrics?enable=true|false",
+  ...Object.keys(SWITCH_PATHS).map((path) => `POST ${path}?enable=true|false`),
   "GET /version",
   "GET /debug/ready",
   "GET|POST /debug/loggers",
