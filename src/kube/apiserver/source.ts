@@ -19,15 +19,14 @@ import { apiFailureMessage, type ApiFailureState, FailureState } from "../failur
 import { type Failure, sleepUnlessAborted } from "../http.ts";
 import { type Pod, PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
-import { ClusterIndex, objectKey } from "./cluster-index.ts";
+import { ClusterIndex } from "./cluster-index.ts";
+import { type Counts, describeCounts, objectKey, type ResourceKind } from "./entries.ts";
 import { describeIssues, type EndpointSlice, EndpointSliceSchema, objectLabel, type Service, ServiceSchema } from "./objects.ts";
 import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
 /** Objects of a list page checked and indexed between two turns of the event loop. */
 const APPLY_SLICE = 25;
-
-export type ResourceKind = "services" | "endpointslices" | "pods";
 
 /** Where the objects go: the agent's index (cluster-index.ts), or the feed's store (../feed/store.ts). */
 export interface ObjectSink {
@@ -37,7 +36,7 @@ export interface ObjectSink {
   delete(kind: ResourceKind, key: string): void;
   /** keys held for a kind: to drop what a new list no longer has */
   keys(kind: ResourceKind): string[];
-  readonly counts: { services: number; endpointSlices: number; pods: number; podIps: number };
+  readonly counts: Counts;
 }
 
 interface Resource {
@@ -247,10 +246,8 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     this.#listed.add(kind);
     if (this.#announced || !this.synced) return;
     this.#announced = true;
-    const c = this.index.counts;
     (this.#o.info ?? this.#o.notice)(
-      `the API server at ${this.server} (${this.#o.client.config.origin}): ${c.services} services, ${c.endpointSlices} endpoint slices, ` +
-        `${c.pods} pods (${c.podIps} pod IPs) listed; watching for changes`,
+      `the API server at ${this.server} (${this.#o.client.config.origin}): ${describeCounts(this.index.counts)} listed; watching for changes`,
     );
   }
 

@@ -18,7 +18,8 @@ import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
 import { FailureState, feedFailureMessage } from "../failures.ts";
 import { answerFailure, bearerToken, classifyFetchError, CredentialFile, type Failure, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, tlsOptions } from "../http.ts";
-import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
+import { describeCounts, type ResourceKind as Kind } from "../apiserver/entries.ts";
+import { FEED_PATH, type Frame, KIND_OF_TAG, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
 const SLICE_MS = 2;
@@ -157,10 +158,7 @@ export class FeedSource {
     const wasFallingBack = this.stats.fallback === 1;
     const recovered = this.#failure.recover(`; ${how}${wasFallingBack ? `; no longer watching the API server at ${fallback?.server}` : ""}`);
     if (!recovered && !this.#announced) {
-      const c = this.index.counts;
-      this.#o.log.info(
-        `the feed at ${this.#o.url}: ${c.services} services, ${c.endpointSlices} endpoint slices, ${c.pods} pods (${c.podIps} pod IPs) received; following its changes`,
-      );
+      this.#o.log.info(`the feed at ${this.#o.url}: ${describeCounts(this.index.counts)} received; following its changes`);
     }
     this.#announced = true;
     if (wasFallingBack) {

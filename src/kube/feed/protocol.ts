@@ -21,14 +21,13 @@
 import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
 import { parseJson } from "../http.ts";
-import { ANY_PORT, type PodEntry, type PodLabels, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
+import { ANY_PORT, type PodEntry, type PodLabels, type ResourceKind as Kind, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
 
 export const FEED_PATH = "/v1/feed";
 /** How often an idle connection carries a ping, and how long an agent waits for a byte before giving up. */
 export const PING_INTERVAL_MS = 10_000;
 export const SILENCE_LIMIT_MS = 3 * PING_INTERVAL_MS;
 
-export type Kind = "services" | "endpointslices" | "pods";
 export const TAG = { services: "svc", endpointslices: "eps", pods: "pod" } as const satisfies Record<Kind, string>;
 export const KIND_OF_TAG = { svc: "services", eps: "endpointslices", pod: "pods" } as const satisfies Record<string, Kind>;
 

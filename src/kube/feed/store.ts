@@ -10,14 +10,12 @@ import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
 import { type Pod } from "../pod.ts";
-import { objectKey, podEntry, serviceEntry, sliceEntry } from "../apiserver/entries.ts";
+import { type Counts, objectKey, podEntry, RESOURCE_KINDS as KINDS, type ResourceKind as Kind, serviceEntry, sliceEntry } from "../apiserver/entries.ts";
 import type { EndpointSlice, Service } from "../apiserver/objects.ts";
-import { deleteFrame, type Entry, entryFrame, type Kind, versioned } from "./protocol.ts";
+import { deleteFrame, type Entry, entryFrame, versioned } from "./protocol.ts";
 
 /** Changes kept for resuming; an agent further behind gets a snapshot. */
 export const DEFAULT_LOG_LIMIT = 200_000;
-
-const KINDS: readonly Kind[] = ["services", "endpointslices", "pods"];
 
 /** What a clean stop writes and the next start reads (--state-file). */
 const StateSchema = v.object({
@@ -73,7 +71,7 @@ export class FeedStore {
     return [...this.#frames[kind].keys()];
   }
 
-  get counts(): { services: number; endpointSlices: number; pods: number; podIps: number } {
+  get counts(): Counts {
     const f = this.#frames;
     return { services: f.services.size, endpointSlices: f.endpointslices.size, pods: f.pods.size, podIps: this.#podIps };
   }
