@@ -154,7 +154,7 @@ export class PodSource {
     if (!this.#running) return;
     this.stats.refreshes++;
     if (outcome.ok) {
-      this.#index = PodIndex.fromData(outcome.index);
+      this.#index = outcome.index;
       this.#indexBuiltNs = startNs;
       this.#succeeded();
     } else {
