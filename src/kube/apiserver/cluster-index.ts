@@ -19,8 +19,6 @@ import { NEVER, type Pod, type PodInfo } from "../pod.ts";
 import { ANY_PORT, type Counts, objectKey, podEntry, type PodEntry, serviceEntry, type ServiceEntry, sliceEntry, type SliceEntry, splitKey, type ResourceKind } from "./entries.ts";
 import type { EndpointSlice, Service } from "./objects.ts";
 
-export { objectKey } from "./entries.ts";
-
 export interface ServiceRef {
   name: string;
   namespace: string;
