@@ -50,17 +50,13 @@ const isPermissionError = (error: unknown) => ["EACCES", "EPERM", "EROFS"].inclu
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 export class HttpServer {
-  readonly #server: Server<undefined>;
-  /** where it listens (`[::]` may have become 0.0.0.0 on a node without IPv6) */
-  readonly target: AdminTarget;
-  /** the socket file this server made (its inode), removed at stop if it is still the one */
-  readonly #socketIno: number | null;
-
-  private constructor(server: Server<undefined>, target: AdminTarget, socketIno: number | null) {
-    this.#server = server;
-    this.target = target;
-    this.#socketIno = socketIno;
-  }
+  private constructor(
+    private readonly server: Server<undefined>,
+    /** where it listens (`[::]` may have become 0.0.0.0 on a node without IPv6) */
+    readonly target: AdminTarget,
+    /** the socket file this server made (its inode), removed at stop if it is still the one */
+    private readonly socketIno: number | null,
+  ) {}
 
   /**
    * Listens on a TCP address (`::` also takes IPv4; on a node without IPv6 it falls back to
@@ -125,10 +121,10 @@ export class HttpServer {
 
   /** Stops listening, closes open connections, and removes its socket file. */
   async stop(): Promise<void> {
-    await this.#server.stop(true);
-    if (this.#socketIno === null || !("socket" in this.target)) return;
+    await this.server.stop(true);
+    if (this.socketIno === null || !("socket" in this.target)) return;
     try {
-      if (statSync(this.target.socket).ino === this.#socketIno) unlinkSync(this.target.socket);
+      if (statSync(this.target.socket).ino === this.socketIno) unlinkSync(this.target.socket);
     } catch {
       // already gone (Bun removes it too)
     }

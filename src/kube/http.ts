@@ -40,28 +40,24 @@ export const readText: ReadText = (path) => readFileSync(path, "utf8");
  * it could not be read or after expire() (a 401: the token may have been rotated).
  */
 export class CredentialFile {
-  readonly path: string;
-  readonly #use: (text: string) => string;
-  readonly #readText: ReadText;
-  readonly #now: () => number;
   #readAt = -Infinity;
   #value: string | null = null;
   #problem: string | null = null;
 
-  /** `use` turns the file's text into the value, or throws an Error saying why it cannot. */
-  constructor(path: string, use: (text: string) => string, read: ReadText = readText, now: () => number = Date.now) {
-    this.path = path;
-    this.#use = use;
-    this.#readText = read;
-    this.#now = now;
-  }
+  constructor(
+    readonly path: string,
+    /** turns the file's text into the value, or throws an Error saying why it cannot */
+    private readonly use: (text: string) => string,
+    private readonly readFile: ReadText = readText,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** The value, or the problem (one line) when the file cannot be read or used. */
   read(): { ok: true; value: string } | { ok: false; problem: string } {
-    if (this.#now() - this.#readAt >= CREDENTIALS_REREAD_MS) {
-      this.#readAt = this.#now();
+    if (this.now() - this.#readAt >= CREDENTIALS_REREAD_MS) {
+      this.#readAt = this.now();
       try {
-        this.#value = this.#use(this.#readText(this.path));
+        this.#value = this.use(this.readFile(this.path));
         this.#problem = null;
       } catch (error) {
         const e = error as NodeJS.ErrnoException;
