@@ -124,7 +124,6 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     return sleepUnlessAborted(ms, this.#abort.signal);
   }
 
-
   async #run(resource: Resource): Promise<void> {
     let rv: string | null = null;
     let backoffMs = this.#o.minBackoffMs;
@@ -151,7 +150,6 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
         this.#succeeded(resource.kind);
         this.#listedOnce(resource.kind);
       }
-      let expired = false;
       let failure: Failure | null = null;
       this.stats.watches++;
       const watchStart = performance.now();
@@ -183,7 +181,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
               rv = event.resourceVersion ?? rv;
               break;
             case "EXPIRED":
-              expired = true;
+              failure = { kind: "expired", detail: event.message };
               return "stop";
             case "ERROR":
               failure = { kind: "http", detail: `an ERROR event${event.code === null ? "" : ` (code ${event.code})`}: ${event.message}` };
@@ -202,7 +200,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
       );
       if (this.#stopped) break;
       failure ??= ended;
-      if (expired || failure?.kind === "expired") {
+      if (failure?.kind === "expired") {
         this.stats.expired++;
         this.#o.debug?.(`the API server at ${this.server}: the ${resource.kind} watch expired (410): listing again`);
         rv = null;
