@@ -54,11 +54,6 @@ const NS_PER_MS = 1e6;
 
 const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 
-export interface PodSourceStats {
-  refreshes: number;
-  failures: number;
-}
-
 export class PodSource {
   #index: PodIndex = PodIndex.EMPTY;
   /** start (monotonic ns) of the latest refresh that has completed, successfully or not */
@@ -75,7 +70,7 @@ export class PodSource {
   readonly #failure: FailureState<KubeletFailureKind>;
   #indexBuiltNs: number | null = null;
   #announced = false;
-  readonly stats: PodSourceStats = { refreshes: 0, failures: 0 };
+  readonly stats = { refreshes: 0, failures: 0 };
 
   constructor(options: PodSourceOptions) {
     this.#o = { minGapMs: 1000, info: options.notice, ...options };
@@ -104,14 +99,10 @@ export class PodSource {
     return this.#failure.kind === null;
   }
 
-  /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
-  #refreshComing(eventNs: number): boolean {
-    return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
-  }
-
-  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
+  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above), unless one is running or asked for. */
   requestRefresh(eventNs: number): void {
-    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.#refreshComing(eventNs)) return;
+    if (!this.#running || !this.answering || this.completedStartNs >= eventNs) return;
+    if (this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs)) return;
     this.#wanted = true;
     this.#schedule();
   }
