@@ -23,6 +23,12 @@ export interface ApiServerConfig {
   origin: string;
 }
 
+/** What a request sends to be let in: the bearer token's header and the TLS settings. */
+export interface Credentials {
+  headers: Record<string, string>;
+  tls: Record<string, unknown> | undefined;
+}
+
 export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; continue: string | null } | { ok: false; failure: Failure };
 
 /** A list page larger than this is refused. */
@@ -43,7 +49,7 @@ export class ApiClient {
   }
 
   /** The bearer token (from its file, else the kubeconfig's) and TLS settings of a request, or a problem with them. */
-  credentials(): { ok: true; headers: Record<string, string>; tls: Record<string, unknown> | undefined } | { ok: false; failure: Failure } {
+  credentials(): ({ ok: true } & Credentials) | { ok: false; failure: Failure } {
     const fromFile = this.#tokenFile?.read();
     if (fromFile?.ok === false) return { ok: false, failure: { kind: "credentials", detail: fromFile.problem } };
     const token = fromFile?.value ?? this.config.token;
