@@ -130,7 +130,7 @@ export function classifyFetchError(error: unknown, timeoutMs: number): Failure<"
  * (the body's message, one line).
  */
 export function statusFailure(response: Response, said: string): Failure<"unauthorized" | "forbidden" | "http">;
-export function statusFailure(response: Response, said: string, options: { expires: boolean }): Failure;
+export function statusFailure(response: Response, said: string, options: { expires: true }): Failure<"unauthorized" | "forbidden" | "http" | "expired">;
 export function statusFailure(response: Response, said: string, { expires = false } = {}): Failure {
   const { status, statusText } = response;
   const code = `${status}${statusText ? ` ${statusText}` : ""}`;
@@ -144,7 +144,8 @@ export function statusFailure(response: Response, said: string, { expires = fals
  */
 export async function answerFailure(response: Response, token: CredentialFile | null, said = oneLine, expires = false): Promise<Failure> {
   if (response.status === 401) token?.expire();
-  return statusFailure(response, said(await response.text().catch(() => "")), { expires });
+  const text = said(await response.text().catch(() => ""));
+  return expires ? statusFailure(response, text, { expires }) : statusFailure(response, text);
 }
 
 /** Waits `ms`, or less when `signal` aborts (a source being stopped); never rejects. */
