@@ -15,10 +15,8 @@ import type { Peer } from "./peer.ts";
 import { splitTarget } from "./routes.ts";
 import { describeOutputs, SWITCH_LABELS, SWITCH_NAMES, SWITCH_PATHS, type SwitchPath, type Switches } from "./switches.ts";
 
-const READ_ONLY_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD"]);
-
-/** Whether a request may change state: by its method alone, whatever its path. */
-export const mayChangeState = (method: string): boolean => !READ_ONLY_METHODS.has(method);
+/** Whether a request may change state: by its method alone (all but GET and HEAD), whatever its path. */
+export const mayChangeState = (method: string): boolean => method !== "GET" && method !== "HEAD";
 
 /** Who sent a request: a TCP peer as the kernel knows it, or a client of the Unix socket. */
 export type Requester = { via: "tcp"; peer: Peer } | { via: "unix"; socket: string };
