@@ -15,7 +15,7 @@
 //   bun scripts/bench/kubelet-refresh.ts [--rounds 20] [--seconds 5]
 import { median, option, table } from "./common.ts";
 import { KubeletClient, type KubeletClientConfig } from "../../src/kube/kubelet/client.ts";
-import { buildIndexData, PodIndex, type PodIndexData } from "../../src/kube/kubelet/pod-index.ts";
+import { PodIndex } from "../../src/kube/kubelet/pod-index.ts";
 import { parsePodList } from "../../src/kube/kubelet/pod-list.ts";
 import { type RefreshOutcome, refreshOnce } from "../../src/kube/kubelet/refresh.ts";
 import { KubeletRefresher, type Refresher } from "../../src/kube/kubelet/refresh.ts";
@@ -78,12 +78,12 @@ const quantile = (values: number[], q: number) =>
   [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? Number.NaN;
 
 /** Parse + check + index of a whole pod list's text at once: what the agent no longer does. */
-function indexPodListText(text: string): { ok: true; index: PodIndexData; parseMs: number; indexMs: number } | { ok: false; failure: { kind: "invalid"; detail: string } } {
+function indexPodListText(text: string): { ok: true; index: PodIndex; parseMs: number; indexMs: number } | { ok: false; failure: { kind: "invalid"; detail: string } } {
   const t0 = performance.now();
   const list = parsePodList(text);
   const t1 = performance.now();
   if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
-  const index = buildIndexData(list.pods);
+  const index = PodIndex.fromPods(list.pods);
   return { ok: true, index, parseMs: t1 - t0, indexMs: performance.now() - t1 };
 }
 
@@ -127,7 +127,7 @@ try {
       t.streamTotal.push(t2 - t1);
       t.streamParse.push(streamed.timings.parseMs + streamed.timings.indexMs);
       bytes = fetched.bytes;
-      ips = PodIndex.fromData(streamed.index).size;
+      ips = streamed.index.size;
     }
     const cell = (values: number[]) => `${ms(median(values))} / ${ms(worst(values))}`;
     perRefresh.push([
@@ -180,7 +180,6 @@ try {
       if (refresher !== null) {
         const outcome = await refresher.run();
         if (!outcome.ok) throw new Error(outcome.failure.detail);
-        PodIndex.fromData(outcome.index); // the agent's swap, on the main thread
         refreshes++;
       }
       await Bun.sleep(Math.max(1, 100 - (performance.now() - started)));

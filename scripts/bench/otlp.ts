@@ -25,7 +25,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { type AccessRecord, KmeshText } from "../../src/accesslog/format.ts";
-import { RECORD_ATTRIBUTES, resourceAttributes } from "../../src/sink/otlp/attributes.ts";
+import { RECORD_ATTRIBUTES } from "../../src/sink/otlp/attributes.ts";
 import { LogsRequestWriter } from "../../src/sink/otlp/encode.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
@@ -40,7 +40,12 @@ const REPORTS = 50_000;
 const PACKAGE = "@opentelemetry/otlp-transformer@0.301.1";
 const PACKAGE_DIR = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "kmesh-accesslog", "bench-otlp-transformer-0.301.1");
 const NOW_SEC = 1_764_000_000;
-const resource = resourceAttributes({ serviceName: "kmesh-accesslog", serviceVersion: "0.1.0", hostName: "kind-worker", nodeName: "kind-worker" });
+const resource: [string, string][] = [
+  ["service.name", "kmesh-accesslog"],
+  ["service.version", "0.1.0"],
+  ["host.name", "kind-worker"],
+  ["k8s.node.name", "kind-worker"],
+];
 
 // ── The reports ──────────────────────────────────────────────────────────────
 

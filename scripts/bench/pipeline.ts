@@ -54,8 +54,9 @@ import {
   RecordError,
   RecordView,
 } from "../../src/kernel/record.ts";
-import { buildIndexData, PodIndex } from "../../src/kube/kubelet/pod-index.ts";
+import { PodIndex } from "../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
+import { podIps } from "../../src/kube/pod.ts";
 import { busyNodePodList } from "../../test/support/kubelet-pods.ts";
 import { reference } from "../../test/unit/accesslog/format-reference.ts";
 import { median, option, table } from "./common.ts";
@@ -84,7 +85,9 @@ function podIndex(): PodIndex {
 function generate(path: string, records: number): string {
   const list = checkPodList(busyNodePodList(PODS));
   if (!list.ok) throw new Error(list.problem);
-  const ips = buildIndexData(list.pods).ips;
+  // The indexed pod IPs, in list order.
+  const index = PodIndex.fromPods(list.pods);
+  const ips = [...new Set(list.pods.flatMap(podIps))].filter((ip) => index.lookup(ip) !== undefined);
   const pods4 = ips.filter((ip) => !ip.includes(":"));
   const pods6 = ips.filter((ip) => ip.includes(":"));
 

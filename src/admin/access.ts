@@ -15,10 +15,8 @@ import type { Peer } from "./peer.ts";
 import { splitTarget } from "./routes.ts";
 import { describeOutputs, SWITCH_LABELS, SWITCH_NAMES, SWITCH_PATHS, type SwitchPath, type Switches } from "./switches.ts";
 
-const READ_ONLY_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD"]);
-
-/** Whether a request may change state: by its method alone, whatever its path. */
-export const mayChangeState = (method: string): boolean => !READ_ONLY_METHODS.has(method);
+/** Whether a request may change state: by its method alone (all but GET and HEAD), whatever its path. */
+export const mayChangeState = (method: string): boolean => method !== "GET" && method !== "HEAD";
 
 /** Who sent a request: a TCP peer as the kernel knows it, or a client of the Unix socket. */
 export type Requester = { via: "tcp"; peer: Peer } | { via: "unix"; socket: string };
@@ -124,18 +122,14 @@ export function auditLine(audit: Audit): string {
 /** The gate every request that may change state passes, from the TCP listener and the socket alike. */
 export class AccessGate {
   readonly refused: Record<RefusalReason, number> = { not_allowed: 0, unidentified: 0 };
-  readonly #policy: AccessPolicy;
-  readonly #switches: () => Switches;
-  readonly #log: Logger;
-  readonly #filters: (() => Filters) | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(policy: AccessPolicy, switches: () => Switches, log: Logger, filters?: () => Filters) {
-    this.#policy = policy;
-    this.#switches = switches;
-    this.#log = log;
-    this.#filters = filters;
-  }
+  constructor(
+    private readonly policy: AccessPolicy,
+    private readonly switches: () => Switches,
+    private readonly log: Logger,
+    private readonly filters?: () => Filters,
+  ) {}
 
   /**
    * Identifies who sent the request, answers it (`answer`, which must not throw) or refuses it,
@@ -145,10 +139,10 @@ export class AccessGate {
   serve(method: string, target: string, identify: () => Promise<Requester>, answer: () => Response): Promise<Response> {
     const run = async (): Promise<Response> => {
       const requester = await identify();
-      const decision = decide(this.#policy, requester);
-      const before = this.#switches();
-      const levelBefore = this.#log.level;
-      const filtersBefore = this.#filters?.();
+      const decision = decide(this.policy, requester);
+      const before = this.switches();
+      const levelBefore = this.log.level;
+      const filtersBefore = this.filters?.();
       let response: Response;
       let why: string;
       if (decision.allowed) {
@@ -159,16 +153,14 @@ export class AccessGate {
         response = goError(decision.message, 403);
         why = decision.message;
       }
-      const levelAfter = this.#log.level;
-      const logLevel = { before: levelBefore, after: levelAfter };
-      const filtersAfter = this.#filters?.();
-      const filters = filtersBefore === undefined || filtersAfter === undefined ? {} : { filters: { before: filtersBefore, after: filtersAfter } };
-      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.#switches(), logLevel, ...filters });
+      const levelAfter = this.log.level;
+      const filters = filtersBefore === undefined ? {} : { filters: { before: filtersBefore, after: this.filters!() } };
+      const line = auditLine({ method, target, requester, status: response.status, why, before, after: this.switches(), logLevel: { before: levelBefore, after: levelAfter }, ...filters });
       // A request that made the log quieter still gets its line, at the level in force when it came.
-      this.#log.setLevel(levelBefore);
-      if (decision.allowed) this.#log.info(line);
-      else this.#log.warn(line);
-      this.#log.setLevel(levelAfter);
+      this.log.setLevel(levelBefore);
+      if (decision.allowed) this.log.info(line);
+      else this.log.warn(line);
+      this.log.setLevel(levelAfter);
       return response;
     };
     const result = this.#queue.then(run);

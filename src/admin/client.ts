@@ -49,11 +49,6 @@ export function chooseTarget(flags: AdminTargetFlags, canConnect: (path: string)
   return { addr: parseHostPort(DEFAULT_ADMIN_ADDR)! };
 }
 
-/** The URL of `path` on the agent at `address`. */
-export function adminUrl(address: HostPort, path: string): string {
-  return `http://${formatHostPort(address)}${path}`;
-}
-
 /** One POST of `monitoring`, in the order kmeshctl sends them. */
 export interface SwitchRequest {
   path: SwitchPath;
@@ -84,7 +79,7 @@ async function request(target: AdminTarget, method: "GET" | "POST" | "PUT", path
   const viaSocket = "socket" in target;
   try {
     const init = { method, signal: AbortSignal.timeout(timeoutMs), redirect: "manual", ...(body === undefined ? {} : { body, headers: { "Content-Type": "application/json" } }) } as const;
-    const response = viaSocket ? await fetch(`http://localhost${path}`, { ...init, unix: target.socket }) : await fetch(adminUrl(target.addr, path), init);
+    const response = viaSocket ? await fetch(`http://localhost${path}`, { ...init, unix: target.socket }) : await fetch(`http://${formatHostPort(target.addr)}${path}`, init);
     return { status: response.status, body: await response.text() };
   } catch (error) {
     const e = error as { name?: unknown; code?: unknown; message?: unknown };

@@ -197,15 +197,10 @@ export class AgentControl implements AdminBackend {
     const outputs = outputsOf(next);
     if (this.#kernel !== null) {
       this.#kernel.apply(outputs);
-      if (outputs.reportTimer) this.#startTimer();
-      else this.#stopTimer();
+      if (!outputs.reportTimer) this.#stopTimer();
+      else this.#timer ??= setInterval(() => this.#report(), this.#options.reportIntervalMs);
     }
     this.#switches = next;
-  }
-
-  #startTimer(): void {
-    if (this.#timer !== null) return;
-    this.#timer = setInterval(() => this.#report(), this.#options.reportIntervalMs);
   }
 
   #stopTimer(): void {

@@ -20,8 +20,7 @@ export class FiltersRefused extends Error {
   override name = "FiltersRefused";
 }
 
-const JSON_HEADERS = { "Content-Type": "application/json" };
-const json = (filters: Filters) => new Response(`${JSON.stringify(filters)}\n`, { status: 200, headers: JSON_HEADERS });
+const json = (filters: Filters) => new Response(`${JSON.stringify(filters)}\n`, { status: 200, headers: { "Content-Type": "application/json" } });
 const refuse = (why: string) => goError(`invalid filters: ${why}; nothing was changed`, 400);
 
 export function handleFilters(backend: FiltersBackend, method: string, body: Uint8Array): Response {

@@ -58,24 +58,21 @@ export function goQueryGet(rawQuery: string, key: string): Uint8Array {
   return new Uint8Array(0);
 }
 
-/** http.Error's body: the message and a newline. */
-export function goErrorBody(message: string): string {
-  return `${message}\n`;
-}
-
 /** Headers http.Error sets. */
 export const GO_ERROR_HEADERS = {
   "Content-Type": "text/plain; charset=utf-8",
   "X-Content-Type-Options": "nosniff",
 } as const;
 
-/** http.Error(w, message, status); `allow`: the Allow header of a 405. */
+/** http.Error(w, message, status): the message and a newline; `allow`: the Allow header of a 405. */
 export function goError(message: string, status: number, allow?: string): Response {
-  return new Response(goErrorBody(message), { status, headers: allow === undefined ? GO_ERROR_HEADERS : { ...GO_ERROR_HEADERS, Allow: allow } });
+  return goText(`${message}\n`, status, allow === undefined ? GO_ERROR_HEADERS : { ...GO_ERROR_HEADERS, Allow: allow });
 }
 
-/** What Go's content sniffing gives for text written without a Content-Type. */
-export const GO_SNIFFED_TEXT = { "Content-Type": "text/plain; charset=utf-8" } as const;
+/** Text written without a Content-Type: Go's content sniffing gives text/plain. */
+export function goText(body: string | Uint8Array, status: number, headers: Record<string, string> = { "Content-Type": "text/plain; charset=utf-8" }): Response {
+  return new Response(body, { status, headers });
+}
 
 /** One byte per UTF-16 unit (its low byte): the request target arrives percent-encoded, so it is ASCII. */
 const latin1Bytes = (text: string): Uint8Array => Buffer.from(text, "latin1");

@@ -23,13 +23,15 @@ export class LockPermissionError extends Error {
   override name = "LockPermissionError";
 }
 
-function tryFlock(fd: number): "locked" | "busy" {
+/** Locks `fd` (the file at `path`) if nobody holds it; closes it and throws when flock fails. */
+function tryFlock(fd: number, path: string): "locked" | "busy" {
   for (;;) {
     if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return "locked";
     const code = errno();
     if (code === EINTR) continue;
     if (code === EWOULDBLOCK) return "busy";
-    throw new Error(`flock: errno ${code}`);
+    closeSync(fd);
+    throw new Error(`cannot lock ${path}: flock: errno ${code}`);
   }
 }
 
@@ -77,13 +79,7 @@ export class InstanceLock {
       } catch (error) {
         throw lockError(path, error);
       }
-      let state: "locked" | "busy";
-      try {
-        state = tryFlock(fd);
-      } catch (error) {
-        closeSync(fd);
-        throw new Error(`cannot lock ${path}: ${error instanceof Error ? error.message : String(error)}`);
-      }
+      const state = tryFlock(fd, path);
       if (!sameFile(fd, path)) {
         closeSync(fd);
         continue;

@@ -12,7 +12,7 @@
 // logrus's seven levels are taken: panic and fatal set error (nothing here is said at those two
 // levels), trace sets debug; a GET then says what is in force.
 import type { LogLevel } from "../log.ts";
-import { concatBytes, GO_SNIFFED_TEXT, goError, goQueryGet } from "./go-compat.ts";
+import { concatBytes, goError, goQueryGet, goText as sniffed } from "./go-compat.ts";
 
 export const LOGGERS_PATH = "/debug/loggers";
 export const LOGGER_NAME = "default";
@@ -36,7 +36,6 @@ const FROM_LOGRUS: Readonly<Record<string, LogLevel>> = {
 };
 
 const utf8 = new TextEncoder();
-const sniffed = (body: string | Uint8Array, status: number) => new Response(body, { status, headers: GO_SNIFFED_TEXT });
 const unknownLogger = (name: Uint8Array) => sniffed(concatBytes(utf8.encode("\tlogger "), name, utf8.encode(" does not exist\n")), 400);
 const invalidBody = (why: string) => sniffed(`\tInvalid request body format: ${why}\n`, 400);
 

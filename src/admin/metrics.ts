@@ -42,10 +42,6 @@ export class MetricsRegistry {
     this.#metrics.set(metric.name, metric);
   }
 
-  get names(): string[] {
-    return [...this.#metrics.keys()];
-  }
-
   /** The exposition text, metrics in registration order. */
   render(): string {
     let text = "";
@@ -65,8 +61,7 @@ export class MetricsRegistry {
 }
 
 function formatLabels(labels: Readonly<Record<string, string>> | undefined): string {
-  if (labels === undefined) return "";
-  const entries = Object.entries(labels);
+  const entries = Object.entries(labels ?? {});
   if (entries.length === 0) return "";
   const parts = entries.map(([name, value]) => {
     if (!LABEL_NAME.test(name)) throw new Error(`invalid label name ${JSON.stringify(name)}`);
@@ -84,8 +79,8 @@ function escapeHelp(help: string): string {
   return help.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
 }
 
+/** Numbers as String() writes them (NaN too), but the infinities as Prometheus spells them. */
 function formatValue(value: number): string {
-  if (Number.isNaN(value)) return "NaN";
   if (value === Number.POSITIVE_INFINITY) return "+Inf";
   if (value === Number.NEGATIVE_INFINITY) return "-Inf";
   return String(value);

@@ -3,11 +3,11 @@
 // socket. The four switch paths answer exactly as Kmesh's status server does
 // (status, body and Content-Type), so that kmeshctl works against us unchanged:
 // docs/admin-api.md lists every answer.
-import { concatBytes, GO_ERROR_HEADERS, GO_SNIFFED_TEXT, goError, goQueryGet, latin1String, parseGoBool } from "./go-compat.ts";
+import { concatBytes, GO_ERROR_HEADERS, goError, goQueryGet, goText as text, latin1String, parseGoBool } from "./go-compat.ts";
 import { handleLoggers, type LoggerBackend, LOGGERS_PATH } from "./loggers.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { SWITCH_PATHS, changeSwitch, type SwitchName, type SwitchPath, type Switches } from "./switches.ts";
-import { versionBody, type VersionInfo } from "./version.ts";
+import type { VersionInfo } from "./version.ts";
 import { handleFilters, FILTERS_PATH, type FiltersBackend } from "./filters.ts";
 
 export type Readiness = { ready: true } | { ready: false; reason: string };
@@ -32,10 +32,7 @@ const UPDATE_FAILED: Readonly<Record<SwitchName, string>> = {
 };
 
 export const KNOWN_PATHS = [
-  "POST /monitoring?enable=true|false",
-  "POST /accesslog?enable=true|false",
-  "POST /connection_metrics?enable=true|false",
-  "POST /workload_metrics?enable=true|false",
+  ...Object.keys(SWITCH_PATHS).map((path) => `POST ${path}?enable=true|false`),
   "GET /version",
   "GET /debug/ready",
   "GET|POST /debug/loggers",
@@ -43,10 +40,6 @@ export const KNOWN_PATHS = [
   "GET /healthz",
   "GET /metrics",
 ];
-
-function text(body: string | Uint8Array, status: number, headers: Record<string, string> = GO_SNIFFED_TEXT): Response {
-  return new Response(body, { status, headers });
-}
 
 /** Splits a request URL (absolute, as Bun gives it) into its path and its raw query. */
 export function splitTarget(url: string): { path: string; rawQuery: string } {
@@ -71,7 +64,8 @@ export function handleAdminRequest(backend: AdminBackend, method: string, url: s
       return handleFilters(backend, method, body);
     // Kmesh answers these two whatever the method; so do we.
     case "/version":
-      return text(versionBody(backend.version()), 200);
+      // Go's json.MarshalIndent(v, "", "  "): two-space indent, no trailing newline.
+      return text(JSON.stringify(backend.version(), null, 2), 200);
     case "/debug/ready": {
       const readiness = backend.readiness();
       return readiness.ready ? text("OK", 200) : text(`not ready: ${readiness.reason}\n`, 503);

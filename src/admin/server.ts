@@ -38,11 +38,8 @@ export const METRICS_LISTENER: Listener = { name: "TCP metrics", flag: "--metric
 /** A request as the handlers see it: the body only for POST and PUT (the handlers read no other). */
 export type Handler = (method: string, url: string, body: Uint8Array, headers: Headers) => Response;
 
-export interface ServeOptions {
-  /** what every request that may change state passes (the admin API); none: served as it comes */
-  gate?: AccessGate | undefined;
-  log?: Logger | undefined;
-}
+/** `gate`: what every request that may change state passes (the admin API); none: served as it comes. */
+type ServeOptions = { gate?: AccessGate | undefined; log?: Logger | undefined };
 
 /** Bodies beyond this are refused by Bun with 413 (the largest one read is a small JSON object). */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -53,17 +50,13 @@ const isPermissionError = (error: unknown) => ["EACCES", "EPERM", "EROFS"].inclu
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 export class HttpServer {
-  readonly #server: Server<undefined>;
-  /** where it listens (`[::]` may have become 0.0.0.0 on a node without IPv6) */
-  readonly target: AdminTarget;
-  /** the socket file this server made (its inode), removed at stop if it is still the one */
-  readonly #socketIno: number | null;
-
-  private constructor(server: Server<undefined>, target: AdminTarget, socketIno: number | null) {
-    this.#server = server;
-    this.target = target;
-    this.#socketIno = socketIno;
-  }
+  private constructor(
+    private readonly server: Server<undefined>,
+    /** where it listens (`[::]` may have become 0.0.0.0 on a node without IPv6) */
+    readonly target: AdminTarget,
+    /** the socket file this server made (its inode), removed at stop if it is still the one */
+    private readonly socketIno: number | null,
+  ) {}
 
   /**
    * Listens on a TCP address (`::` also takes IPv4; on a node without IPv6 it falls back to
@@ -101,8 +94,7 @@ export class HttpServer {
         if (!(error instanceof ListenError) || codeOf(error.cause) !== "EADDRINUSE") throw error;
         const probe = address.host === "::" ? { host: "::1", port: address.port } : address;
         const other = await fetchAgentVersion({ addr: probe }, 1_000).catch(() => undefined);
-        if (other === undefined) throw error;
-        throw new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${describeTarget(target)}: stop it first`);
+        throw other === undefined ? error : anotherAgent(other, listener, describeTarget(target));
       }
     }
     const path = target.socket;
@@ -129,10 +121,10 @@ export class HttpServer {
 
   /** Stops listening, closes open connections, and removes its socket file. */
   async stop(): Promise<void> {
-    await this.#server.stop(true);
-    if (this.#socketIno === null || !("socket" in this.target)) return;
+    await this.server.stop(true);
+    if (this.socketIno === null || !("socket" in this.target)) return;
     try {
-      if (statSync(this.target.socket).ino === this.#socketIno) unlinkSync(this.target.socket);
+      if (statSync(this.target.socket).ino === this.socketIno) unlinkSync(this.target.socket);
     } catch {
       // already gone (Bun removes it too)
     }
@@ -210,12 +202,11 @@ async function clearStaleSocket(path: string, listener: Listener, log: Logger | 
     log?.info(`removed ${path}: no agent listened on it (one stopped without removing it, e.g. killed with SIGKILL)`);
     return;
   }
-  throw new ListenError(
-    other === undefined
-      ? `cannot serve the ${listener.name} on ${path}: another program answers on it (${fix})`
-      : `another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${path}: stop it first`,
-  );
+  throw other === undefined ? new ListenError(`cannot serve the ${listener.name} on ${path}: another program answers on it (${fix})`) : anotherAgent(other, listener, path);
 }
+
+const anotherAgent = (other: VersionInfo, listener: Listener, where: string) =>
+  new ListenError(`another ${other.program} agent (pid ${other.pid}) already serves the ${listener.name} on ${where}: stop it first`);
 
 /** What to do instead: another address or path, or none. */
 function remedy(target: AdminTarget, listener: Listener, inUse = false): string {

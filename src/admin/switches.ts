@@ -23,22 +23,17 @@ export const SWITCH_NAMES = ["monitoring", "accesslog", "connectionMetrics", "wo
 export type SwitchName = (typeof SWITCH_NAMES)[number];
 export type Switches = Readonly<Record<SwitchName, boolean>>;
 
-/** The admin paths, and which switch each one drives. */
-export const SWITCH_PATHS = {
-  "/monitoring": "monitoring",
-  "/accesslog": "accesslog",
-  "/connection_metrics": "connectionMetrics",
-  "/workload_metrics": "workloadMetrics",
-} as const satisfies Record<string, SwitchName>;
-export type SwitchPath = keyof typeof SWITCH_PATHS;
-
 /** snake_case, as in the paths and in /metrics labels. */
-export const SWITCH_LABELS: Readonly<Record<SwitchName, string>> = {
+export const SWITCH_LABELS = {
   monitoring: "monitoring",
   accesslog: "accesslog",
   connectionMetrics: "connection_metrics",
   workloadMetrics: "workload_metrics",
-};
+} as const satisfies Record<SwitchName, string>;
+
+/** The admin paths (`/` and the label), and which switch each one drives. */
+export type SwitchPath = `/${(typeof SWITCH_LABELS)[SwitchName]}`;
+export const SWITCH_PATHS = Object.fromEntries(SWITCH_NAMES.map((name) => [`/${SWITCH_LABELS[name]}`, name])) as Record<SwitchPath, SwitchName>;
 
 export type SwitchChange =
   | { ok: true; next: Switches }

@@ -22,8 +22,3 @@ export function versionInfo() {
 }
 
 export type VersionInfo = ReturnType<typeof versionInfo>;
-
-/** Go's json.MarshalIndent(v, "", "  "): two-space indent, no trailing newline. */
-export function versionBody(info: VersionInfo): string {
-  return JSON.stringify(info, null, 2);
-}

@@ -18,27 +18,32 @@ const NOUN: Record<FailureKind, string> = {
 };
 
 /**
- * The failure state of one source (the kubelet; one kind of object of the API server): one line
- * when a failure starts, one when it ends.
+ * The failure state of one source (the kubelet; one kind of object of the API server; the feed):
+ * one line when a failure starts, one when it ends. `nouns`: what this source calls a kind
+ * otherwise than NOUN does.
  */
-export class FailureState<Kind extends string> {
+export class FailureState<Kind extends FailureKind | "invalid-object"> {
   #kind: Kind | null = null;
 
   constructor(
     /** who fails, as the "… is over" line begins: "the kubelet at https://…" */
     private readonly where: string,
-    private readonly noun: (kind: Kind) => string,
     private readonly say: { notice: (message: string) => void; info: (message: string) => void },
+    private readonly nouns: Partial<Record<Kind, string>> = {},
   ) {}
 
   get kind(): Kind | null {
     return this.#kind;
   }
 
+  #over(kind: Kind): string {
+    return `${this.where}: ${this.nouns[kind] ?? NOUN[kind as FailureKind]} is over`;
+  }
+
   /** Enters the state `kind` and says `message()`, unless already in it (then nothing). */
   fail(kind: Kind, message: () => string): void {
     if (this.#kind === kind) return;
-    if (this.#kind !== null) this.say.info(`${this.where}: ${this.noun(this.#kind)} is over`);
+    if (this.#kind !== null) this.say.info(this.#over(this.#kind));
     this.#kind = kind;
     this.say.notice(message());
   }
@@ -46,7 +51,7 @@ export class FailureState<Kind extends string> {
   /** Leaves the failure state, saying so (followed by `more`); false when there was none. */
   recover(more = ""): boolean {
     if (this.#kind === null) return false;
-    this.say.info(`${this.where}: ${this.noun(this.#kind)} is over${more}`);
+    this.say.info(`${this.#over(this.#kind)}${more}`);
     this.#kind = null;
     return true;
   }
@@ -55,8 +60,6 @@ export class FailureState<Kind extends string> {
 // ── The kubelet ──────────────────────────────────────────────────────────────
 
 export type KubeletFailureKind = Exclude<FailureKind, "expired">;
-
-export const kubeletNoun = (kind: KubeletFailureKind) => (kind === "invalid" ? "the invalid pod list" : NOUN[kind]);
 
 /** What run says when a failure of the kubelet at `url` starts; `tokenFile`: the token in use. */
 export function kubeletFailureMessage(kind: KubeletFailureKind, detail: string, url: string, tokenFile: string | null): string {
@@ -111,8 +114,6 @@ export function kubeletFix(kind: KubeletFailureKind, tokenFile: string | null): 
 /** Its failure states: a failure kind, or an object skipped for failing its schema. */
 export type ApiFailureState = FailureKind | "invalid-object";
 
-export const apiNoun = (state: ApiFailureState) => (state === "invalid-object" ? "the invalid object" : NOUN[state]);
-
 /** What run says when a failure of the API server at `server` starts, for the objects `kind`. */
 export function apiFailureMessage(failure: FailureKind, detail: string, server: string, kind: string): string {
   const at = `the API server at ${server}`;
@@ -149,8 +150,6 @@ export function apiFix(kind: FailureKind): string {
 }
 
 // ── The feed (--feed) ────────────────────────────────────────────────────────
-
-export const feedNoun = (kind: FailureKind) => (kind === "invalid" ? "the invalid frame" : NOUN[kind]);
 
 /** What run says when the feed at `url` cannot be had; `fallback`: the API server watched meanwhile, if any. */
 export function feedFailureMessage(kind: FailureKind, detail: string, url: string, fallback: string | null): string {

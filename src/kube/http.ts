@@ -40,28 +40,24 @@ export const readText: ReadText = (path) => readFileSync(path, "utf8");
  * it could not be read or after expire() (a 401: the token may have been rotated).
  */
 export class CredentialFile {
-  readonly path: string;
-  readonly #use: (text: string) => string;
-  readonly #readText: ReadText;
-  readonly #now: () => number;
   #readAt = -Infinity;
   #value: string | null = null;
   #problem: string | null = null;
 
-  /** `use` turns the file's text into the value, or throws an Error saying why it cannot. */
-  constructor(path: string, use: (text: string) => string, read: ReadText = readText, now: () => number = Date.now) {
-    this.path = path;
-    this.#use = use;
-    this.#readText = read;
-    this.#now = now;
-  }
+  constructor(
+    readonly path: string,
+    /** turns the file's text into the value, or throws an Error saying why it cannot */
+    private readonly use: (text: string) => string,
+    private readonly readFile: ReadText = readText,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** The value, or the problem (one line) when the file cannot be read or used. */
   read(): { ok: true; value: string } | { ok: false; problem: string } {
-    if (this.#now() - this.#readAt >= CREDENTIALS_REREAD_MS) {
-      this.#readAt = this.#now();
+    if (this.now() - this.#readAt >= CREDENTIALS_REREAD_MS) {
+      this.#readAt = this.now();
       try {
-        this.#value = this.#use(this.#readText(this.path));
+        this.#value = this.use(this.readFile(this.path));
         this.#problem = null;
       } catch (error) {
         const e = error as NodeJS.ErrnoException;
@@ -83,6 +79,16 @@ export const bearerToken = (path: string) => (text: string) => {
   if (token === "") throw new Error(`the token file ${path} is empty`);
   return token;
 };
+
+/** A CA file: its text, which must hold a PEM certificate. */
+export const pemCertificate = (path: string) => (text: string) => {
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
+  return text;
+};
+
+/** A request's TLS options: verified against `ca` (null: the system's roots), or not at all. */
+export const tlsOptions = (insecureSkipVerify: boolean, ca: string | null) =>
+  insecureSkipVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === null ? {} : { ca }) };
 
 /** JSON.parse that never throws: the value, or the SyntaxError's message. */
 export function parseJson(text: string): { ok: true; json: unknown } | { ok: false; message: string } {
@@ -130,6 +136,16 @@ export function statusFailure(response: Response, said: string, { expires = fals
   const code = `${status}${statusText ? ` ${statusText}` : ""}`;
   const kind = status === 401 ? "unauthorized" : status === 403 ? "forbidden" : status === 410 && expires ? "expired" : "http";
   return { kind, detail: said === "" ? code : `${code}: ${said}` };
+}
+
+/**
+ * A non-200 answer → failure (statusFailure), `said` taking the message out of the body; after a
+ * 401 the token file is read again at the next request (it may have been rotated).
+ */
+export async function answerFailure(response: Response, token: CredentialFile | null, said = oneLine, expires = false): Promise<Failure> {
+  if (response.status === 401) token?.expire();
+  const text = said(await response.text().catch(() => ""));
+  return expires ? statusFailure(response, text, { expires }) : statusFailure(response, text);
 }
 
 /** Waits `ms`, or less when `signal` aborts (a source being stopped); never rejects. */

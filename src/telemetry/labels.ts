@@ -28,25 +28,12 @@ const TAIL = ["request_protocol", "response_flags", "connection_security_policy"
 /** The tail's values. */
 export const TAIL_VALUES = ["tcp", "-", UNKNOWN];
 
-export const WORKLOAD_LABELS: readonly string[] = [
-  "reporter",
-  ...SOURCE,
-  "destination_pod_address",
-  "destination_pod_namespace",
-  "destination_pod_name",
-  ...DESTINATION,
-  ...TAIL,
-];
+const DESTINATION_POD = ["destination_pod_address", "destination_pod_namespace", "destination_pod_name"];
+const DESTINATION_SERVICE = ["destination_service", "destination_service_namespace", "destination_service_name"];
 
-export const SERVICE_LABELS: readonly string[] = [
-  "reporter",
-  ...SOURCE,
-  "destination_service",
-  "destination_service_namespace",
-  "destination_service_name",
-  ...DESTINATION,
-  ...TAIL,
-];
+export const WORKLOAD_LABELS: readonly string[] = ["reporter", ...SOURCE, ...DESTINATION_POD, ...DESTINATION, ...TAIL];
+
+export const SERVICE_LABELS: readonly string[] = ["reporter", ...SOURCE, ...DESTINATION_SERVICE, ...DESTINATION, ...TAIL];
 
 export const CONNECTION_LABELS: readonly string[] = [
   "reporter",
@@ -54,12 +41,8 @@ export const CONNECTION_LABELS: readonly string[] = [
   ...SOURCE,
   "source_address",
   "destination_address",
-  "destination_pod_address",
-  "destination_pod_namespace",
-  "destination_pod_name",
-  "destination_service",
-  "destination_service_namespace",
-  "destination_service_name",
+  ...DESTINATION_POD,
+  ...DESTINATION_SERVICE,
   ...DESTINATION,
   ...TAIL,
 ];

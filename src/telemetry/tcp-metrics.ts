@@ -41,14 +41,9 @@ export interface TcpMetricsOptions extends PeerContext {
 
 type Kind = "workload" | "service" | "connection";
 
-/** One metric of a family: its name after `<prefix>_tcp_`, its help, the index of its value. */
-interface MetricSpec {
-  name: string;
-  help: string;
-}
-
-// Kmesh's names (its spelling "conntections" on purpose: dashboards look for it), our words.
-const FAMILIES: Readonly<Record<Kind, readonly MetricSpec[]>> = {
+// Each family's metrics: the name after `<prefix>_tcp_` (Kmesh's, its spelling "conntections" on
+// purpose: dashboards look for it) and our help; a metric's place is the index of its value.
+const FAMILIES: Readonly<Record<Kind, readonly { name: string; help: string }[]>> = {
   workload: [
     { name: "workload_connections_opened_total", help: "TCP connections opened, by source and destination workload." },
     { name: "workload_connections_closed_total", help: "TCP connections closed after being opened, by source and destination workload." },
@@ -318,8 +313,14 @@ export class TcpMetrics {
     let pair = byService.get(key);
     if (pair === undefined || pair.workload.dropped || pair.service.dropped) {
       const sourceText = src === undefined ? this.#unknownSource : this.#peerText(this.#sourceText, src, 1);
+      const destinationText = dst === undefined ? this.#unknownDestination : this.#peerText(this.#destinationText, dst, 12);
       const ends = { src, dst, service };
-      pair = { workload: this.#workloadSeries(r, reporter, sourceText, ends, nowMs), service: this.#serviceSeries(r, reporter, sourceText, ends, nowMs) };
+      const labels = (names: readonly string[], values: string[]) =>
+        `{reporter="${reporter}",${sourceText},${labelText(names, 9, values)},${destinationText},${TAIL}}`;
+      pair = {
+        workload: this.#seriesOf("workload", labels(WORKLOAD_LABELS, podValues(r, ends)), nowMs, { ...ends, service: undefined }),
+        service: this.#seriesOf("service", labels(SERVICE_LABELS, serviceValues(r, ends)), nowMs, ends),
+      };
       if (byService.size > MAX_PAIRS_PER_PEERS) byService.clear();
       byService.set(key, pair);
     }
@@ -337,47 +338,15 @@ export class TcpMetrics {
     return text;
   }
 
-  #destinationTextOf(dst: PodInfo | undefined): string {
-    return dst === undefined ? this.#unknownDestination : this.#peerText(this.#destinationText, dst, 12);
-  }
-
-  #workloadSeries(r: AccessRecord, reporter: string, sourceText: string, ends: Ends, nowMs: number): Series {
-    const { dst, service } = ends;
-    // destination_pod_address: a pod's IP; an address that is no pod and no Service; else unknown.
-    const podAddress = dst !== undefined || service === undefined ? r.dstAddr : UNKNOWN;
-    const labels =
-      `{reporter="${reporter}",${sourceText},` +
-      labelText(WORKLOAD_LABELS, 9, [podAddress, dst?.namespace ?? UNKNOWN, dst?.name ?? UNKNOWN]) +
-      `,${this.#destinationTextOf(dst)},${TAIL}}`;
-    return this.#seriesOf("workload", labels, 7, nowMs, { ...ends, service: undefined });
-  }
-
-  #serviceSeries(r: AccessRecord, reporter: string, sourceText: string, ends: Ends, nowMs: number): Series {
-    const { dst, service } = ends;
-    const labels =
-      `{reporter="${reporter}",${sourceText},` +
-      labelText(SERVICE_LABELS, 9, [r.dstService ?? r.dstAddr, service?.namespace ?? dst?.namespace ?? UNKNOWN, service?.name ?? UNKNOWN]) +
-      `,${this.#destinationTextOf(dst)},${TAIL}}`;
-    return this.#seriesOf("service", labels, 5, nowMs, ends);
-  }
-
-  #connectionSeriesOf(r: AccessRecord, reporter: string, { src, dst, service }: Ends, nowMs: number): Series {
+  #connectionSeriesOf(r: AccessRecord, reporter: string, ends: Ends, nowMs: number): Series {
+    const { src, dst } = ends;
     const host = (addr: string, port: number) => (r.family === 6 ? `[${addr}]:${port}` : `${addr}:${port}`);
     const startTime = r.startTime === null ? UNKNOWN : this.#times.goTime(r.startTime);
     const labels =
       `{reporter="${reporter}",` +
       labelText(CONNECTION_LABELS, 1, [startTime]) +
       `,${labelText(CONNECTION_LABELS, 2, peerValues(src, this.#o))},` +
-      labelText(CONNECTION_LABELS, 10, [
-        host(r.srcAddr, r.srcPort),
-        host(r.dstAddr, r.dstPort),
-        dst !== undefined || service === undefined ? r.dstAddr : UNKNOWN,
-        dst?.namespace ?? UNKNOWN,
-        dst?.name ?? UNKNOWN,
-        r.dstService ?? r.dstAddr,
-        service?.namespace ?? dst?.namespace ?? UNKNOWN,
-        service?.name ?? UNKNOWN,
-      ]) +
+      labelText(CONNECTION_LABELS, 10, [host(r.srcAddr, r.srcPort), host(r.dstAddr, r.dstPort), ...podValues(r, ends), ...serviceValues(r, ends)]) +
       `,${labelText(CONNECTION_LABELS, 18, peerValues(dst, this.#o))},${TAIL}}`;
     // Removed when its connection closes, not by the sweep: it names no entity.
     const series: Series = { kind: "connection", dropped: false, labels, values: [0, 0, 0, 0], entities: [], idleExpiry: false, lastUpdateMs: nowMs };
@@ -385,7 +354,7 @@ export class TcpMetrics {
     return series;
   }
 
-  #seriesOf(kind: Kind, labels: string, size: number, nowMs: number, { src, dst, service }: Ends): Series {
+  #seriesOf(kind: "workload" | "service", labels: string, nowMs: number, { src, dst, service }: Ends): Series {
     const map = this.#series[kind];
     let series = map.get(labels);
     if (series === undefined) {
@@ -393,7 +362,7 @@ export class TcpMetrics {
       if (src !== undefined) entities.push(this.#entity(`${src.namespace ?? ""}/${src.name}`, true));
       if (dst !== undefined) entities.push(this.#entity(`${dst.namespace ?? ""}/${dst.name}`, true));
       if (service !== undefined) entities.push(this.#entity(`${service.namespace}/${service.name}`, false));
-      series = { kind, dropped: false, labels, values: new Array<number>(size).fill(0), entities, idleExpiry: dst === undefined && service === undefined, lastUpdateMs: nowMs };
+      series = { kind, dropped: false, labels, values: new Array<number>(FAMILIES[kind].length).fill(0), entities, idleExpiry: dst === undefined && service === undefined, lastUpdateMs: nowMs };
       for (const entity of entities) entity.series.add(series);
       if (series.idleExpiry) this.#idle.add(series);
       map.set(labels, series);
@@ -425,6 +394,16 @@ export class TcpMetrics {
     }
     if (count) this.dropped++;
   }
+}
+
+/** destination_pod_address, _namespace and _name (labels.ts). */
+function podValues(r: AccessRecord, { dst, service }: Ends): string[] {
+  return [dst !== undefined || service === undefined ? r.dstAddr : UNKNOWN, dst?.namespace ?? UNKNOWN, dst?.name ?? UNKNOWN];
+}
+
+/** destination_service, _service_namespace and _service_name (labels.ts). */
+function serviceValues(r: AccessRecord, { dst, service }: Ends): string[] {
+  return [r.dstService ?? r.dstAddr, service?.namespace ?? dst?.namespace ?? UNKNOWN, service?.name ?? UNKNOWN];
 }
 
 /** The tail of every series: request_protocol, response_flags, connection_security_policy. */

@@ -10,7 +10,7 @@ import { versionInfo } from "../../src/admin/version.ts";
 import { type Filters, filtersOf } from "../../src/options.ts";
 import { EndpointSliceSchema, ServiceSchema } from "../../src/kube/apiserver/objects.ts";
 import type { KubeletFailure } from "../../src/kube/kubelet/client.ts";
-import { buildIndexData } from "../../src/kube/kubelet/pod-index.ts";
+import { PodIndex } from "../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import type { Scheduler } from "../../src/kube/kubelet/pod-source.ts";
 import type { Refresher, RefreshOutcome } from "../../src/kube/kubelet/refresh.ts";
@@ -321,7 +321,7 @@ export class FakeRefresher implements Refresher {
   async answer(pods: PodSpecOptions[]): Promise<void> {
     const list = checkPodList(podList(pods.map(pod)));
     if (!list.ok) throw new Error(list.problem);
-    await this.finish({ ok: true, index: buildIndexData(list.pods), bytes: 0, timings: { fetchMs: 1, parseMs: 1, indexMs: 1 } });
+    await this.finish({ ok: true, index: PodIndex.fromPods(list.pods), bytes: 0, timings: { fetchMs: 1, parseMs: 1, indexMs: 1 } });
   }
 
   async fail(failure: KubeletFailure): Promise<void> {

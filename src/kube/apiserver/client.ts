@@ -2,7 +2,7 @@
 // they are read. Every failure is a value (kind + one-line detail, no secrets); nothing prints.
 // The bearer token file is read again every minute and after a 401 (projected tokens rotate).
 import * as v from "valibot";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, parseJson, type ReadText, readText, statusFailure } from "../http.ts";
+import { answerFailure, bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, parseJson, type ReadText, readText, tlsOptions } from "../http.ts";
 import { ListSchema, StatusSchema } from "./objects.ts";
 import { LineSplitter, parseWatchEvent, type WatchEvent } from "./watch-stream.ts";
 
@@ -21,6 +21,12 @@ export interface ApiServerConfig {
   insecureSkipTlsVerify: boolean;
   /** where the settings came from, for messages: "in-cluster", "kubeconfig /root/.kube/config" */
   origin: string;
+}
+
+/** What a request sends to be let in: the bearer token's header and the TLS settings. */
+export interface Credentials {
+  headers: Record<string, string>;
+  tls: Record<string, unknown> | undefined;
 }
 
 export type ListPage = { ok: true; items: unknown[]; resourceVersion: string; continue: string | null } | { ok: false; failure: Failure };
@@ -43,16 +49,14 @@ export class ApiClient {
   }
 
   /** The bearer token (from its file, else the kubeconfig's) and TLS settings of a request, or a problem with them. */
-  credentials(): { ok: true; headers: Record<string, string>; tls: Record<string, unknown> | undefined } | { ok: false; failure: Failure } {
+  credentials(): ({ ok: true } & Credentials) | { ok: false; failure: Failure } {
     const fromFile = this.#tokenFile?.read();
     if (fromFile?.ok === false) return { ok: false, failure: { kind: "credentials", detail: fromFile.problem } };
     const token = fromFile?.value ?? this.config.token;
     const headers: Record<string, string> = { accept: "application/json" };
     if (token !== null) headers.authorization = `Bearer ${token}`;
     const c = this.config;
-    const tls = c.insecureSkipTlsVerify
-      ? { rejectUnauthorized: false, ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) }
-      : { rejectUnauthorized: true, ...(c.ca ? { ca: c.ca } : {}), ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) };
+    const tls = { ...tlsOptions(c.insecureSkipTlsVerify, c.ca || null), ...(c.cert && c.key ? { cert: c.cert, key: c.key } : {}) };
     return { ok: true, headers, tls: c.server.startsWith("https:") ? tls : undefined };
   }
 
@@ -66,43 +70,57 @@ export class ApiClient {
 
   /** `GET <path>` (a query included) of one object, as JSON. */
   getJson(path: string, timeoutMs = 10_000): Promise<JsonAnswer> {
-    return this.#json(path, null, timeoutMs);
+    return this.#json(path, timeoutMs);
   }
 
-  /** A non-200 answer → failure, with the message of the Status object the body holds. */
-  async #statusFailure(response: Response): Promise<Failure> {
-    if (response.status === 401) this.#tokenFile?.expire(); // maybe rotated: read it again
-    const text = await response.text().catch(() => "");
-    // The Status object's message, else the text itself.
-    const status = v.safeParse(v.pipe(v.string(), v.parseJson(), StatusSchema), text);
-    return statusFailure(response, oneLine(status.success && status.output.message ? status.output.message : text), { expires: true });
+  /** `POST <path>` of a JSON body; the answer's JSON when the status is 200 or 201 (the feed's TokenReviews). */
+  postJson(path: string, body: unknown, timeoutMs = 10_000): Promise<JsonAnswer> {
+    return this.#json(path, timeoutMs, { post: body });
+  }
+
+  /** A non-200 answer → failure, with the message of the Status object the body holds, else the body. */
+  #statusFailure(response: Response): Promise<Failure> {
+    return answerFailure(response, this.#tokenFile, (text) => {
+      const status = v.safeParse(v.pipe(v.string(), v.parseJson(), StatusSchema), text);
+      return oneLine(status.success && status.output.message ? status.output.message : text);
+    }, true);
   }
 
   /** One page of `GET <path>?limit=...&continue=...`; `signal` stops it early (then: a timeout failure). */
   async listPage(path: string, limit: number, continueToken: string | null, signal?: AbortSignal): Promise<ListPage> {
     const query = new URLSearchParams({ limit: String(limit) });
     if (continueToken !== null) query.set("continue", continueToken);
-    const timeout = AbortSignal.timeout(LIST_TIMEOUT_MS);
-    const request = this.#init(signal ? AbortSignal.any([signal, timeout]) : timeout);
+    const answer = await this.#json(`${path}?${query}`, LIST_TIMEOUT_MS, { signal, maxPageBytes: MAX_PAGE_BYTES });
+    if (!answer.ok) return answer;
+    const list = v.safeParse(ListSchema, answer.json);
+    if (!list.success || Array.isArray(answer.json)) return { ok: false, failure: { kind: "invalid", detail: "not a list" } };
+    return {
+      ok: true,
+      items: list.output.items ?? [],
+      resourceVersion: list.output.metadata?.resourceVersion ?? "",
+      continue: list.output.metadata?.continue || null,
+    };
+  }
+
+  /** GET (POST when `post` is given) of JSON; the answer's JSON on 200 (or 201 to a POST). */
+  async #json(path: string, timeoutMs: number, o: { post?: unknown; signal?: AbortSignal | undefined; maxPageBytes?: number } = {}): Promise<JsonAnswer> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const request = this.#init(o.signal ? AbortSignal.any([o.signal, timeout]) : timeout);
     if (!request.ok) return request;
-    let response: Response;
+    const init = request.init as RequestInit & { headers: Record<string, string> };
+    const post = "post" in o;
     try {
-      response = await fetch(`${this.config.server}${path}?${query}`, request.init);
-      if (response.status !== 200) return { ok: false, failure: await this.#statusFailure(response) };
+      const response = await fetch(
+        `${this.config.server}${path}`,
+        post ? { ...init, method: "POST", headers: { ...init.headers, "content-type": "application/json" }, body: JSON.stringify(o.post) } : init,
+      );
+      if (response.status !== 200 && !(post && response.status === 201)) return { ok: false, failure: await this.#statusFailure(response) };
       const declared = Number(response.headers.get("content-length") ?? Number.NaN);
-      if (declared > MAX_PAGE_BYTES) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };
+      if (declared > (o.maxPageBytes ?? Infinity)) return { ok: false, failure: { kind: "invalid", detail: `a list page of ${declared} bytes` } };
       const parsed = parseJson(await response.text());
-      if (!parsed.ok) return { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine(parsed.message)}` } };
-      const list = v.safeParse(ListSchema, parsed.json);
-      if (!list.success || Array.isArray(parsed.json)) return { ok: false, failure: { kind: "invalid", detail: "not a list" } };
-      return {
-        ok: true,
-        items: list.output.items ?? [],
-        resourceVersion: list.output.metadata?.resourceVersion ?? "",
-        continue: list.output.metadata?.continue || null,
-      };
+      return parsed.ok ? parsed : { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine(parsed.message)}` } };
     } catch (error) {
-      return { ok: false, failure: classifyFetchError(error, LIST_TIMEOUT_MS) };
+      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
 
@@ -154,31 +172,6 @@ export class ApiClient {
       if (signal.aborted) return null;
       const failure = classifyFetchError(error, (timeoutSeconds + 30) * 1000);
       return failure.kind === "unreachable" ? { kind: "unreachable", detail: `the watch broke: ${failure.detail}` } : failure;
-    }
-  }
-
-  /** `POST <path>` of a JSON body; the answer's JSON when the status is 200 or 201 (the feed's TokenReviews). */
-  postJson(path: string, body: unknown, timeoutMs = 10_000): Promise<JsonAnswer> {
-    return this.#json(path, { body }, timeoutMs);
-  }
-
-  /** GET (`post` null) or POST of JSON; the answer's JSON on 200 (or 201 to a POST). */
-  async #json(path: string, post: { body: unknown } | null, timeoutMs: number): Promise<JsonAnswer> {
-    const request = this.#init(AbortSignal.timeout(timeoutMs));
-    if (!request.ok) return request;
-    const init = request.init as RequestInit & { headers: Record<string, string> };
-    try {
-      const response = await fetch(
-        `${this.config.server}${path}`,
-        post === null
-          ? init
-          : { ...init, method: "POST", headers: { ...init.headers, "content-type": "application/json" }, body: JSON.stringify(post.body) },
-      );
-      if (response.status !== 200 && !(post !== null && response.status === 201)) return { ok: false, failure: await this.#statusFailure(response) };
-      const parsed = parseJson(await response.text());
-      return parsed.ok ? parsed : { ok: false, failure: { kind: "invalid", detail: `not JSON: ${oneLine(parsed.message)}` } };
-    } catch (error) {
-      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     }
   }
 }

@@ -16,10 +16,8 @@
 // pods claiming one IP the strongest claim wins (../pod.ts), the one seen first on a tie.
 import { DEFAULT_CLUSTER_DOMAIN } from "../../options.ts";
 import { NEVER, type Pod, type PodInfo } from "../pod.ts";
-import { ANY_PORT, objectKey, podEntry, type PodEntry, serviceEntry, type ServiceEntry, sliceEntry, type SliceEntry, splitKey } from "./entries.ts";
+import { ANY_PORT, type Counts, objectKey, podEntry, type PodEntry, serviceEntry, type ServiceEntry, sliceEntry, type SliceEntry, splitKey, type ResourceKind } from "./entries.ts";
 import type { EndpointSlice, Service } from "./objects.ts";
-
-export { objectKey } from "./entries.ts";
 
 export interface ServiceRef {
   name: string;
@@ -281,7 +279,7 @@ export class ClusterIndex {
   // ── Whole lists ───────────────────────────────────────────────────────────
 
   /** Keys currently held for a kind: to drop what a new list no longer has. */
-  keys(kind: "services" | "endpointslices" | "pods"): string[] {
+  keys(kind: ResourceKind): string[] {
     if (kind === "services") return [...this.#services.keys()];
     if (kind === "endpointslices") return [...this.#slices.keys()];
     const keys: string[] = [];
@@ -289,13 +287,13 @@ export class ClusterIndex {
     return keys;
   }
 
-  delete(kind: "services" | "endpointslices" | "pods", key: string): void {
+  delete(kind: ResourceKind, key: string): void {
     if (kind === "services") this.deleteService(key);
     else if (kind === "endpointslices") this.deleteSlice(key);
     else this.deletePod(key);
   }
 
-  get counts(): { services: number; endpointSlices: number; pods: number; podIps: number } {
+  get counts(): Counts {
     return { services: this.#services.size, endpointSlices: this.#slices.size, pods: this.#podCount, podIps: this.#podsByIp.size };
   }
 }

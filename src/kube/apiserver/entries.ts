@@ -9,6 +9,21 @@
 import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
 import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
 
+/** The objects naming reads from the API server, by the name of their list. */
+export const RESOURCE_KINDS = ["services", "endpointslices", "pods"] as const;
+export type ResourceKind = (typeof RESOURCE_KINDS)[number];
+
+/** What an index (or the feed's store) holds. */
+export interface Counts {
+  services: number;
+  endpointSlices: number;
+  pods: number;
+  podIps: number;
+}
+
+/** `3 services, 4 endpoint slices, 5 pods (6 pod IPs)`. */
+export const describeCounts = (c: Counts) => `${c.services} services, ${c.endpointSlices} endpoint slices, ${c.pods} pods (${c.podIps} pod IPs)`;
+
 /** A port number that stands for every port (an EndpointSlice port without a number). */
 export const ANY_PORT = -1;
 

@@ -11,17 +11,11 @@
 // also accept `v2.portforward.k8s.io`, SPDY inside the WebSocket, which this does not need.)
 import type { TCPSocketListener } from "bun";
 import type { HostPort } from "../../address.ts";
-import type { ApiServerConfig } from "./client.ts";
+import type { ApiServerConfig, Credentials } from "./client.ts";
 
 export const PORT_FORWARD_PROTOCOL = "v4.channel.k8s.io";
 const DATA = 0;
 const ERROR = 1;
-
-/** What to send with the upgrade: the bearer token and TLS settings of the API client. */
-export interface Credentials {
-  headers: Record<string, string>;
-  tls: Record<string, unknown> | undefined;
-}
 
 interface Pipe {
   ws: WebSocket;
@@ -45,7 +39,10 @@ export class PortForward {
     return { host: "127.0.0.1", port: this.#listener.port };
   }
 
-  /** Listens on a free local port; each connection opens its own port-forward to `namespace/pod:port`. */
+  /**
+   * Listens on a free local port; each connection opens its own port-forward to `namespace/pod:port`,
+   * sending the API client's `credentials` with the upgrade.
+   */
   static open(config: ApiServerConfig, credentials: Credentials, namespace: string, pod: string, port: number): PortForward {
     const base = config.server.replace(/^http/, "ws");
     const url = `${base}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/portforward?ports=${port}`;

@@ -12,6 +12,7 @@ import type { RunOptions } from "../../options.ts";
 import { readText as readFile, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
 import { opt } from "../pod.ts";
 import type { ApiServerConfig } from "./client.ts";
+import { describeIssues } from "./objects.ts";
 
 /** The API server was asked for (--kube-api, --kubeconfig) but cannot be used as given. */
 export class ApiConfigError extends ExitError {
@@ -69,10 +70,7 @@ export function kubeconfigSettings(file: string, readText = readFile): ApiServer
     throw new ApiConfigError(`the kubeconfig ${file} is not YAML: ${(error as Error).message.split("\n")[0]}`);
   }
   const parsed = v.safeParse(KubeconfigSchema, yaml);
-  if (!parsed.success) {
-    const path = v.getDotPath(parsed.issues[0]);
-    throw new ApiConfigError(`the kubeconfig ${file} is not valid: ${path ?? ""}${path ? ": " : ""}${parsed.issues[0].message}`);
-  }
+  if (!parsed.success) throw new ApiConfigError(`the kubeconfig ${file} is not valid: ${describeIssues(parsed.issues)}`);
   const config = parsed.output;
   const contexts = config.contexts ?? [];
   const current = config["current-context"];

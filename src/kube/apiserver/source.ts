@@ -15,19 +15,18 @@
 import * as v from "valibot";
 import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
-import { apiFailureMessage, apiNoun, type ApiFailureState, FailureState } from "../failures.ts";
+import { apiFailureMessage, type ApiFailureState, FailureState } from "../failures.ts";
 import { type Failure, sleepUnlessAborted } from "../http.ts";
 import { type Pod, PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
-import { ClusterIndex, objectKey } from "./cluster-index.ts";
+import { ClusterIndex } from "./cluster-index.ts";
+import { type Counts, describeCounts, objectKey, type ResourceKind } from "./entries.ts";
 import { describeIssues, type EndpointSlice, EndpointSliceSchema, objectLabel, type Service, ServiceSchema } from "./objects.ts";
 import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
 /** Objects of a list page checked and indexed between two turns of the event loop. */
 const APPLY_SLICE = 25;
-
-export type ResourceKind = "services" | "endpointslices" | "pods";
 
 /** Where the objects go: the agent's index (cluster-index.ts), or the feed's store (../feed/store.ts). */
 export interface ObjectSink {
@@ -37,7 +36,7 @@ export interface ObjectSink {
   delete(kind: ResourceKind, key: string): void;
   /** keys held for a kind: to drop what a new list no longer has */
   keys(kind: ResourceKind): string[];
-  readonly counts: { services: number; endpointSlices: number; pods: number; podIps: number };
+  readonly counts: Counts;
 }
 
 interface Resource {
@@ -93,7 +92,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     this.#o = { pageSize: 100, watchTimeoutS: 300, minBackoffMs: 500, maxBackoffMs: 30_000, ...options };
     this.index = options.index ?? (new ClusterIndex() as ObjectSink as Index);
     const say = { notice: this.#o.notice, info: this.#o.info ?? this.#o.notice };
-    const state = (kind: ResourceKind) => new FailureState(`the API server at ${this.server}: ${kind}`, apiNoun, say);
+    const state = (kind: ResourceKind) => new FailureState<ApiFailureState>(`the API server at ${this.server}: ${kind}`, say, { "invalid-object": "the invalid object" });
     this.#failure = { services: state("services"), endpointslices: state("endpointslices"), pods: state("pods") };
   }
 
@@ -125,7 +124,6 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     return sleepUnlessAborted(ms, this.#abort.signal);
   }
 
-
   async #run(resource: Resource): Promise<void> {
     let rv: string | null = null;
     let backoffMs = this.#o.minBackoffMs;
@@ -152,7 +150,6 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
         this.#succeeded(resource.kind);
         this.#listedOnce(resource.kind);
       }
-      let expired = false;
       let failure: Failure | null = null;
       this.stats.watches++;
       const watchStart = performance.now();
@@ -184,7 +181,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
               rv = event.resourceVersion ?? rv;
               break;
             case "EXPIRED":
-              expired = true;
+              failure = { kind: "expired", detail: event.message };
               return "stop";
             case "ERROR":
               failure = { kind: "http", detail: `an ERROR event${event.code === null ? "" : ` (code ${event.code})`}: ${event.message}` };
@@ -203,7 +200,7 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
       );
       if (this.#stopped) break;
       failure ??= ended;
-      if (expired || failure?.kind === "expired") {
+      if (failure?.kind === "expired") {
         this.stats.expired++;
         this.#o.debug?.(`the API server at ${this.server}: the ${resource.kind} watch expired (410): listing again`);
         rv = null;
@@ -247,10 +244,8 @@ export class ApiSource<Index extends ObjectSink = ClusterIndex> {
     this.#listed.add(kind);
     if (this.#announced || !this.synced) return;
     this.#announced = true;
-    const c = this.index.counts;
     (this.#o.info ?? this.#o.notice)(
-      `the API server at ${this.server} (${this.#o.client.config.origin}): ${c.services} services, ${c.endpointSlices} endpoint slices, ` +
-        `${c.pods} pods (${c.podIps} pod IPs) listed; watching for changes`,
+      `the API server at ${this.server} (${this.#o.client.config.origin}): ${describeCounts(this.index.counts)} listed; watching for changes`,
     );
   }
 

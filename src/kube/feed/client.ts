@@ -16,9 +16,10 @@ import type { RunOptions } from "../../options.ts";
 import type { ApiSource } from "../apiserver/source.ts";
 import { ClusterIndex } from "../apiserver/cluster-index.ts";
 import { LineSplitter } from "../apiserver/watch-stream.ts";
-import { FailureState, feedFailureMessage, feedNoun } from "../failures.ts";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, oneLine, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, statusFailure } from "../http.ts";
-import { FEED_PATH, type Frame, KIND_OF_TAG, type Kind, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
+import { FailureState, feedFailureMessage } from "../failures.ts";
+import { answerFailure, bearerToken, classifyFetchError, CredentialFile, type Failure, readText, SERVICE_ACCOUNT_TOKEN, sleepUnlessAborted, tlsOptions } from "../http.ts";
+import { describeCounts, type ResourceKind as Kind } from "../apiserver/entries.ts";
+import { FEED_PATH, type Frame, KIND_OF_TAG, parseFrame, podLabelsOf, SILENCE_LIMIT_MS } from "./protocol.ts";
 
 /** The longest the agent's thread applies frames before letting the event loop turn. */
 const SLICE_MS = 2;
@@ -57,7 +58,7 @@ export class FeedSource {
     this.#o = { minBackoffMs: 500, maxBackoffMs: 10_000, ...options };
     this.index = options.index;
     this.#token = options.tokenFile === null ? null : new CredentialFile(options.tokenFile, bearerToken(options.tokenFile));
-    this.#failure = new FailureState(`the feed at ${options.url}`, feedNoun, { notice: options.log.warn, info: options.log.info });
+    this.#failure = new FailureState(`the feed at ${options.url}`, { notice: options.log.warn, info: options.log.info }, { invalid: "the invalid frame" });
   }
 
   /** True once the feed (or the fallback) has given a whole view. */
@@ -107,15 +108,11 @@ export class FeedSource {
     const signal = AbortSignal.any([this.#abort.signal, silence.signal]);
     const headers: Record<string, string> = { accept: "application/x-ndjson" };
     if (token?.ok) headers.authorization = `Bearer ${token.value}`;
-    const tls = { rejectUnauthorized: true, ...(this.#o.ca === null ? {} : { ca: this.#o.ca }) };
     try {
       this.stats.connections++;
-      const response = await fetch(`${this.#o.url}${FEED_PATH}${query}`, { headers, signal, redirect: "error", tls } as RequestInit);
-      if (response.status !== 200) {
-        if (response.status === 401) this.#token?.expire();
-        return statusFailure(response, oneLine(await response.text().catch(() => "")));
-      }
-      const session = new Session(this);
+      const response = await fetch(`${this.#o.url}${FEED_PATH}${query}`, { headers, signal, redirect: "error", tls: tlsOptions(false, this.#o.ca) } as RequestInit);
+      if (response.status !== 200) return answerFailure(response, this.#token);
+      const session: Session = { hello: false, snapshot: false, since: this.seq, entries: 0, synced: false, seen: { services: new Set(), endpointslices: new Set(), pods: new Set() } };
       const splitter = new LineSplitter();
       let sliceStart = performance.now();
       let frames = 0;
@@ -129,13 +126,13 @@ export class FeedSource {
             sliceStart = performance.now();
           }
           const parsed = parseFrame(line);
-          const problem = parsed.ok ? session.apply(parsed.frame) : parsed.problem;
+          const wasSynced = session.synced;
+          const problem = parsed.ok ? this.#apply(session, parsed.frame) : parsed.problem;
           if (problem !== null) {
             await response.body?.cancel().catch(() => undefined);
             return { kind: "invalid", detail: problem };
           }
-          if (session.justSynced) {
-            session.justSynced = false;
+          if (session.synced && !wasSynced) {
             onSynced();
             await this.#caughtUp(session);
           }
@@ -161,10 +158,7 @@ export class FeedSource {
     const wasFallingBack = this.stats.fallback === 1;
     const recovered = this.#failure.recover(`; ${how}${wasFallingBack ? `; no longer watching the API server at ${fallback?.server}` : ""}`);
     if (!recovered && !this.#announced) {
-      const c = this.index.counts;
-      this.#o.log.info(
-        `the feed at ${this.#o.url}: ${c.services} services, ${c.endpointSlices} endpoint slices, ${c.pods} pods (${c.podIps} pod IPs) received; following its changes`,
-      );
+      this.#o.log.info(`the feed at ${this.#o.url}: ${describeCounts(this.index.counts)} received; following its changes`);
     }
     this.#announced = true;
     if (wasFallingBack) {
@@ -187,8 +181,50 @@ export class FeedSource {
     metric("version", "gauge", "The number of the last change applied from the feed.", () => this.seq);
   }
 
+  /** Applies a frame of `session`; a problem (one line) when it is out of place. */
+  #apply(session: Session, frame: Frame): string | null {
+    if (!session.hello) {
+      if (frame.t !== "hello") return `a "${frame.t}" frame before "hello"`;
+      session.hello = true;
+      session.snapshot = frame.snapshot;
+      if (!frame.snapshot && frame.feed !== this.feed) return `a resumption of another feed's history (${frame.feed})`;
+      if (frame.snapshot) this.stats.snapshots++;
+      else this.stats.resumes++;
+      this.feed = frame.feed;
+      return null;
+    }
+    switch (frame.t) {
+      case "hello":
+        return `a second "hello"`;
+      case "ping":
+        return null;
+      case "synced": {
+        if (session.synced) return null;
+        if (session.snapshot) {
+          for (const kind of Object.keys(session.seen) as Kind[]) {
+            for (const key of this.index.keys(kind)) if (!session.seen[kind].has(key)) this.index.delete(kind, key);
+          }
+        }
+        this.seq = frame.v;
+        session.synced = true;
+        return null;
+      }
+      default: {
+        // A change the snapshot or the resumption already held (sent again just after) is skipped.
+        if (frame.v !== undefined && frame.v <= this.seq) return null;
+        if (session.synced && frame.v === undefined) return `a "${frame.t}" change without its version`;
+        const { kind, key } = this.#applyEntry(frame);
+        if (session.snapshot && !session.synced) session.seen[kind].add(key);
+        if (frame.v !== undefined) this.seq = frame.v;
+        this.stats.applied++;
+        session.entries++;
+        return null;
+      }
+    }
+  }
+
   /** Applies one entry or deletion to the index. */
-  applyEntry(frame: Exclude<Frame, { t: "hello" | "synced" | "ping" }>): { kind: Kind; key: string } {
+  #applyEntry(frame: Exclude<Frame, { t: "hello" | "synced" | "ping" }>): { kind: Kind; key: string } {
     const index = this.index;
     switch (frame.t) {
       case "svc":
@@ -209,65 +245,15 @@ export class FeedSource {
   }
 }
 
-/** One connection's progress: hello, then the snapshot or the changes, synced, then live changes. */
-class Session {
-  readonly #source: FeedSource;
-  #hello = false;
-  snapshot = false;
-  since = 0;
-  entries = 0;
-  #synced = false;
-  justSynced = false;
+/** One connection's progress: hello, then the snapshot or the changes (from version `since`), synced, then live changes. */
+interface Session {
+  hello: boolean;
+  snapshot: boolean;
+  since: number;
+  entries: number;
+  synced: boolean;
   /** the keys a snapshot brought, per kind: what the index held and it lacks is gone */
-  readonly #seen: Record<Kind, Set<string>> = { services: new Set(), endpointslices: new Set(), pods: new Set() };
-
-  constructor(source: FeedSource) {
-    this.#source = source;
-    this.since = source.seq;
-  }
-
-  /** Applies a frame; a problem (one line) when it is out of place. */
-  apply(frame: Frame): string | null {
-    const source = this.#source;
-    if (!this.#hello) {
-      if (frame.t !== "hello") return `a "${frame.t}" frame before "hello"`;
-      this.#hello = true;
-      this.snapshot = frame.snapshot;
-      if (!frame.snapshot && frame.feed !== source.feed) return `a resumption of another feed's history (${frame.feed})`;
-      if (frame.snapshot) source.stats.snapshots++;
-      else source.stats.resumes++;
-      source.feed = frame.feed;
-      return null;
-    }
-    switch (frame.t) {
-      case "hello":
-        return `a second "hello"`;
-      case "ping":
-        return null;
-      case "synced": {
-        if (this.#synced) return null;
-        if (this.snapshot) {
-          for (const kind of Object.keys(this.#seen) as Kind[]) {
-            for (const key of source.index.keys(kind)) if (!this.#seen[kind].has(key)) source.index.delete(kind, key);
-          }
-        }
-        source.seq = frame.v;
-        this.#synced = this.justSynced = true;
-        return null;
-      }
-      default: {
-        // A change the snapshot or the resumption already held (sent again just after) is skipped.
-        if (frame.v !== undefined && frame.v <= source.seq) return null;
-        if (this.#synced && frame.v === undefined) return `a "${frame.t}" change without its version`;
-        const { kind, key } = source.applyEntry(frame);
-        if (this.snapshot && !this.#synced) this.#seen[kind].add(key);
-        if (frame.v !== undefined) source.seq = frame.v;
-        source.stats.applied++;
-        this.entries++;
-        return null;
-      }
-    }
-  }
+  seen: Record<Kind, Set<string>>;
 }
 
 /** The feed source a run asks for (--feed), not started; null without it. Its fallback is the run's API source. */

@@ -21,14 +21,14 @@
 import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
 import { parseJson } from "../http.ts";
-import { ANY_PORT, type PodEntry, type PodLabels, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
+import { describeIssues } from "../apiserver/objects.ts";
+import { ANY_PORT, type PodEntry, type PodLabels, type ResourceKind as Kind, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
 
 export const FEED_PATH = "/v1/feed";
 /** How often an idle connection carries a ping, and how long an agent waits for a byte before giving up. */
 export const PING_INTERVAL_MS = 10_000;
 export const SILENCE_LIMIT_MS = 3 * PING_INTERVAL_MS;
 
-export type Kind = "services" | "endpointslices" | "pods";
 export const TAG = { services: "svc", endpointslices: "eps", pods: "pod" } as const satisfies Record<Kind, string>;
 export const KIND_OF_TAG = { svc: "services", eps: "endpointslices", pod: "pods" } as const satisfies Record<string, Kind>;
 
@@ -85,10 +85,8 @@ export function parseFrame(line: string): { ok: true; frame: Frame } | { ok: fal
   const json = parsed.json;
   const result = v.safeParse(FrameSchema, json);
   if (result.success) return { ok: true, frame: result.output };
-  const [issue] = result.issues;
-  const path = v.getDotPath(issue);
   const type = typeof (json as { t?: unknown } | null)?.t === "string" ? `a "${(json as { t: string }).t}" frame` : "a frame";
-  return { ok: false, problem: `${type}: ${path === null ? "" : `${path}: `}${issue.message}` };
+  return { ok: false, problem: `${type}: ${describeIssues(result.issues)}` };
 }
 
 // ── Frames, as the feed writes them ──────────────────────────────────────────

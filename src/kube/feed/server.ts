@@ -110,21 +110,15 @@ export class FeedServer {
           agent = { controller, user };
           // What was asked for, all in this turn: consistent with store.seq, before any later change.
           const changes = feed === null || since === null ? null : store.changesSince(feed, since);
-          const parts: string[] = [`{"t":"hello","feed":"${store.id}","snapshot":${changes === null}}`];
-          let count = 0;
+          const parts = [`{"t":"hello","feed":"${store.id}","snapshot":${changes === null}}`, ...(changes ?? store.snapshot()), `{"t":"synced","v":${store.seq}}`];
+          const count = parts.length - 2;
           if (changes === null) {
             this.stats.snapshots++;
-            for (const frame of store.snapshot()) {
-              parts.push(frame);
-              count++;
-            }
             this.stats.snapshotEntries += count;
           } else {
             this.stats.resumes++;
-            this.stats.changesSent += changes.length;
-            for (const frame of changes) parts.push(frame);
+            this.stats.changesSent += count;
           }
-          parts.push(`{"t":"synced","v":${store.seq}}`);
           for (let i = 0, size = 0, from = 0; i < parts.length; i++) {
             size += parts[i]!.length + 1;
             if (size >= CHUNK_BYTES || i === parts.length - 1) {
@@ -134,7 +128,7 @@ export class FeedServer {
             }
           }
           this.#agents.add(agent);
-          this.#o.log.debug(`feed: ${user} connected (${changes === null ? `snapshot of ${count} entries` : `resumed from ${since}: ${changes.length} changes`})`);
+          this.#o.log.debug(`feed: ${user} connected (${changes === null ? `snapshot of ${count} entries` : `resumed from ${since}: ${count} changes`})`);
         },
         cancel: () => {
           if (agent !== null) this.#agents.delete(agent);

@@ -9,23 +9,23 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
+import { parseJson } from "../http.ts";
 import { type Pod } from "../pod.ts";
-import { objectKey, podEntry, serviceEntry, sliceEntry } from "../apiserver/entries.ts";
+import { type Counts, objectKey, podEntry, RESOURCE_KINDS as KINDS, type ResourceKind as Kind, serviceEntry, sliceEntry } from "../apiserver/entries.ts";
 import type { EndpointSlice, Service } from "../apiserver/objects.ts";
-import { deleteFrame, type Entry, entryFrame, type Kind, versioned } from "./protocol.ts";
+import { deleteFrame, type Entry, entryFrame, versioned } from "./protocol.ts";
 
 /** Changes kept for resuming; an agent further behind gets a snapshot. */
 export const DEFAULT_LOG_LIMIT = 200_000;
 
-const KINDS: readonly Kind[] = ["services", "endpointslices", "pods"];
-
-/** What a clean stop writes and the next start reads (--state-file). */
+/** What a clean stop writes and the next start reads (--state-file): each kind's frames by key. */
+const FramesSchema = v.array(v.tuple([v.string(), v.string()]));
 const StateSchema = v.object({
   feed: v.string(),
   seq: v.number(),
   logStart: v.number(),
   log: v.array(v.string()),
-  frames: v.object({ services: v.array(v.tuple([v.string(), v.string()])), endpointslices: v.array(v.tuple([v.string(), v.string()])), pods: v.array(v.tuple([v.string(), v.string()])) }),
+  frames: v.object({ services: FramesSchema, endpointslices: FramesSchema, pods: FramesSchema }),
 });
 
 export class FeedStore {
@@ -73,7 +73,7 @@ export class FeedStore {
     return [...this.#frames[kind].keys()];
   }
 
-  get counts(): { services: number; endpointSlices: number; pods: number; podIps: number } {
+  get counts(): Counts {
     const f = this.#frames;
     return { services: f.services.size, endpointSlices: f.endpointslices.size, pods: f.pods.size, podIps: this.#podIps };
   }
@@ -134,13 +134,9 @@ export class FeedStore {
       return { store: null, problem: code === "ENOENT" ? null : `cannot read ${path}: ${code}` };
     }
     rmSync(path, { force: true });
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      return { store: null, problem: `${path} is not JSON` };
-    }
-    const state = v.safeParse(StateSchema, json);
+    const parsed = parseJson(text);
+    if (!parsed.ok) return { store: null, problem: `${path} is not JSON` };
+    const state = v.safeParse(StateSchema, parsed.json);
     if (!state.success) return { store: null, problem: `${path} is not a feed's state` };
     const s = state.output;
     const store = new FeedStore({ id: s.feed, ...(logLimit === undefined ? {} : { logLimit }) });

@@ -4,6 +4,7 @@
 // is refused: the caller keeps its last good index rather than one built from a list it could not
 // read.
 import * as v from "valibot";
+import { parseJson } from "../http.ts";
 import { opt, type Pod, PodSchema } from "../pod.ts";
 
 const PodListSchema = v.object({
@@ -71,11 +72,6 @@ export function checkPodList(json: unknown): PodListResult {
 
 /** JSON text → checked PodList; a text that is not JSON is a problem too, never an exception. */
 export function parsePodList(text: string): PodListResult {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    return { ok: false, problem: `not JSON: ${(error as Error).message}` };
-  }
-  return checkPodList(json);
+  const parsed = parseJson(text);
+  return parsed.ok ? checkPodList(parsed.json) : { ok: false, problem: `not JSON: ${parsed.message}` };
 }

@@ -11,7 +11,7 @@
 // ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
 // still "completes": lines waiting for it are written with what is known, not held longer for a
 // kubelet that is not answering.
-import { FailureState, kubeletFailureMessage, kubeletNoun, type KubeletFailureKind } from "../failures.ts";
+import { FailureState, kubeletFailureMessage, type KubeletFailureKind } from "../failures.ts";
 import type { PodInfo } from "../pod.ts";
 import type { KubeletFailure } from "./client.ts";
 import { PodIndex } from "./pod-index.ts";
@@ -39,8 +39,6 @@ export interface PodSourceOptions {
   url: string;
   /** the token file in use, for the 401 message */
   tokenFile: string | null;
-  /** the request timeout, for the timeout message */
-  timeoutMs: number;
   refreshMs: number;
   /** least time between the starts of two refreshes asked for by lines (default 1 s) */
   minGapMs?: number;
@@ -55,11 +53,6 @@ export interface PodSourceOptions {
 const NS_PER_MS = 1e6;
 
 const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
-
-export interface PodSourceStats {
-  refreshes: number;
-  failures: number;
-}
 
 export class PodSource {
   #index: PodIndex = PodIndex.EMPTY;
@@ -77,11 +70,11 @@ export class PodSource {
   readonly #failure: FailureState<KubeletFailureKind>;
   #indexBuiltNs: number | null = null;
   #announced = false;
-  readonly stats: PodSourceStats = { refreshes: 0, failures: 0 };
+  readonly stats = { refreshes: 0, failures: 0 };
 
   constructor(options: PodSourceOptions) {
     this.#o = { minGapMs: 1000, info: options.notice, ...options };
-    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, kubeletNoun, { notice: this.#o.notice, info: this.#o.info });
+    this.#failure = new FailureState(`the kubelet at ${this.#o.url}`, { notice: this.#o.notice, info: this.#o.info }, { invalid: "the invalid pod list" });
   }
 
   get index(): PodIndex {
@@ -106,14 +99,10 @@ export class PodSource {
     return this.#failure.kind === null;
   }
 
-  /** True when a refresh that starts (or started) at or after `eventNs` is running or asked for. */
-  #refreshComing(eventNs: number): boolean {
-    return this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs);
-  }
-
-  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above). */
+  /** Asks for a refresh that starts at or after `eventNs` (see the scheduling rules above), unless one is running or asked for. */
   requestRefresh(eventNs: number): void {
-    if (!this.#running || !this.answering || this.completedStartNs >= eventNs || this.#refreshComing(eventNs)) return;
+    if (!this.#running || !this.answering || this.completedStartNs >= eventNs) return;
+    if (this.#wanted || (this.#inFlightStartNs !== null && this.#inFlightStartNs >= eventNs)) return;
     this.#wanted = true;
     this.#schedule();
   }
@@ -156,7 +145,7 @@ export class PodSource {
     if (!this.#running) return;
     this.stats.refreshes++;
     if (outcome.ok) {
-      this.#index = PodIndex.fromData(outcome.index);
+      this.#index = outcome.index;
       this.#indexBuiltNs = startNs;
       this.#succeeded();
     } else {
@@ -197,7 +186,6 @@ export function createPodSource(
   return new PodSource({
     url: settings.url,
     tokenFile: settings.tokenFile,
-    timeoutMs: settings.timeoutMs,
     refreshMs: settings.refreshMs,
     refresher: new KubeletRefresher(settings),
     scheduler: realScheduler(nowNs),

@@ -1,4 +1,4 @@
-// One refresh: fetch the pod list and build the index as plain arrays. The answer is read as it
+// One refresh: fetch the pod list and build the index. The answer is read as it
 // arrives (pod-list-reader.ts), one pod at a time, in slices of at most SLICE_MS with a turn of
 // the event loop in between: the lines' 10 ms timer never waits long for a list, however large
 // or slow, and memory never holds the list's whole object graph.
@@ -6,7 +6,7 @@
 // PodSource (pod-source.ts) runs refreshes through the Refresher interface, so that its scheduling
 // and messages are tested with a fake refresher; the agent's reads the kubelet.
 import { KubeletClient, type KubeletClientConfig, type KubeletFailure } from "./client.ts";
-import { buildIndexData, type PodIndexData } from "./pod-index.ts";
+import { PodIndex } from "./pod-index.ts";
 import { KnownPods, PodListReader } from "./pod-list-reader.ts";
 
 export interface RefreshTimings {
@@ -18,7 +18,7 @@ export interface RefreshTimings {
 }
 
 export type RefreshOutcome =
-  | { ok: true; index: PodIndexData; bytes: number; timings: RefreshTimings }
+  | { ok: true; index: PodIndex; bytes: number; timings: RefreshTimings }
   | { ok: false; failure: KubeletFailure };
 
 /** The longest the list is read without letting the event loop turn. */
@@ -60,7 +60,7 @@ export async function refreshOnce(client: KubeletClient, knownPods: KnownPods | 
   knownPods?.settle(list.ok);
   if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
   const t1 = performance.now();
-  const index = buildIndexData(list.pods);
+  const index = PodIndex.fromPods(list.pods);
   const indexMs = performance.now() - t1;
   return { ok: true, index, bytes: streamed.bytes, timings: { fetchMs: t1 - t0 - parseMs, parseMs, indexMs } };
 }

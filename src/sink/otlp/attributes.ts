@@ -72,22 +72,3 @@ export const RECORD_ATTRIBUTES: readonly AttributeSpec[] = [
   { key: "kmesh.start_time", kind: "time", value: (r) => r.startTime },
   { key: "kmesh.netns", kind: "int", value: (r) => r.netns },
 ];
-
-/** Who sends: the Resource of every request (string attributes, in this order). */
-export interface ResourceFacts {
-  serviceName: string;
-  serviceVersion: string;
-  hostName: string;
-  /** the Kubernetes node, when the agent knows it ($NODE_NAME) */
-  nodeName: string | null;
-}
-
-export function resourceAttributes(facts: ResourceFacts): [string, string][] {
-  const attributes: [string, string][] = [
-    ["service.name", facts.serviceName],
-    ["service.version", facts.serviceVersion],
-    ["host.name", facts.hostName],
-  ];
-  if (facts.nodeName !== null) attributes.push(["k8s.node.name", facts.nodeName]);
-  return attributes;
-}

@@ -265,22 +265,29 @@ export class LogsRequestWriter {
     return at + 8;
   }
 
+  /**
+   * The start of a KeyValue in LogRecord.attributes whose AnyValue takes `any` bytes: the field's
+   * tag and length, the key, the value's tag and length; returns where the AnyValue goes.
+   */
+  #keyValue(key: Uint8Array, any: number): number {
+    const out = this.#out;
+    out[this.#pos] = LOG_ATTRIBUTE;
+    const p = this.#varint(key.length + 1 + varintSize(any) + any, this.#pos + 1);
+    out.set(key, p);
+    out[p + key.length] = KEY_VALUE_VALUE;
+    return this.#varint(any, p + key.length + 1);
+  }
+
   /** One KeyValue in LogRecord.attributes, or nothing when the value is not known. */
   #attribute(spec: AttributeSpec, key: Uint8Array, r: AccessRecord): void {
     const out = this.#out;
-    let p = this.#pos;
     switch (spec.kind) {
       case "string": {
         const value = spec.value(r);
         if (value === null) return;
         const encoded = nonAscii(value);
         const length = encoded === null ? value.length : encoded.length;
-        const any = 1 + varintSize(length) + length;
-        out[p] = LOG_ATTRIBUTE;
-        p = this.#varint(key.length + 1 + varintSize(any) + any, p + 1);
-        out.set(key, p);
-        out[p + key.length] = KEY_VALUE_VALUE;
-        p = this.#varint(any, p + key.length + 1);
+        let p = this.#keyValue(key, 1 + varintSize(length) + length);
         out[p] = ANY_STRING;
         p = this.#varint(length, p + 1);
         if (encoded !== null) out.set(encoded, p);
@@ -291,33 +298,25 @@ export class LogsRequestWriter {
       case "int": {
         const value = spec.value(r);
         if (value === null) return;
-        const any = 1 + varintSize(value);
-        out[p] = LOG_ATTRIBUTE;
-        p = this.#varint(key.length + 2 + any, p + 1);
-        out.set(key, p);
-        out[p + key.length] = KEY_VALUE_VALUE;
-        out[p + key.length + 1] = any;
-        out[p + key.length + 2] = ANY_INT;
-        this.#pos = this.#varint(value, p + key.length + 3);
+        const p = this.#keyValue(key, 1 + varintSize(value));
+        out[p] = ANY_INT;
+        this.#pos = this.#varint(value, p + 1);
         return;
       }
       case "double": {
         const value = spec.value(r);
         if (value === null) return;
-        out[p] = LOG_ATTRIBUTE;
-        p = this.#varint(key.length + 2 + 9, p + 1);
-        out.set(key, p);
-        out[p + key.length] = KEY_VALUE_VALUE;
-        out[p + key.length + 1] = 9;
-        out[p + key.length + 2] = ANY_DOUBLE;
-        this.#view.setFloat64(p + key.length + 3, value, true);
-        this.#pos = p + key.length + 11;
+        const p = this.#keyValue(key, 9);
+        out[p] = ANY_DOUBLE;
+        this.#view.setFloat64(p + 1, value, true);
+        this.#pos = p + 9;
         return;
       }
       case "time": {
         const value = spec.value(r);
         if (value === null) return;
         // The text is at most 48 bytes: every length here is one byte.
+        const p = this.#pos;
         out[p] = LOG_ATTRIBUTE;
         const keyAt = p + 2;
         out.set(key, keyAt);

@@ -19,10 +19,10 @@ import { gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { type AccessRecord, KmeshText } from "../../accesslog/format.ts";
 import type { WallTime } from "../../kernel/clock.ts";
-import { classifyFetchError, oneLine } from "../../kube/http.ts";
+import { classifyFetchError, oneLine, tlsOptions } from "../../kube/http.ts";
 import type { Logger } from "../../log.ts";
 import { PROGRAM_NAME, VERSION } from "../../options.ts";
-import { RECORD_ATTRIBUTES, resourceAttributes } from "./attributes.ts";
+import { RECORD_ATTRIBUTES } from "./attributes.ts";
 import { LogsRequestWriter } from "./encode.ts";
 import { parseHeaders, type ExporterSettings } from "./settings.ts";
 
@@ -112,7 +112,7 @@ export class OtlpExporter {
     this.#settings = settings;
     this.#log = log;
     this.#deps = { fetch: deps.fetch ?? fetch, now: deps.now ?? wallNow, random: deps.random ?? Math.random };
-    this.#writer = new LogsRequestWriter(new KmeshText(), resourceAttributes(settings.resource), { name: PROGRAM_NAME, version: VERSION }, RECORD_ATTRIBUTES);
+    this.#writer = new LogsRequestWriter(new KmeshText(), settings.resource, { name: PROGRAM_NAME, version: VERSION }, RECORD_ATTRIBUTES);
     if (settings.insecureSkipVerify && settings.url.startsWith("https:")) {
       log.warn(
         `TLS verification of the OTLP collector at ${settings.url} is OFF (--otlp-insecure-skip-verify): ` +
@@ -281,7 +281,7 @@ export class OtlpExporter {
     if (extra !== undefined) for (const [name, value] of parseHeaders(extra.value, settings.headers!.path)) headers[name] = value;
     const ca = settings.ca?.read();
     if (ca?.ok === false) return { kind: "retry", problem: `--otlp-ca-file: ${ca.problem}`, afterMs: null };
-    const tls = settings.insecureSkipVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === undefined ? {} : { ca: ca.value }) };
+    const tls = tlsOptions(settings.insecureSkipVerify, ca?.value ?? null);
     let response: Response;
     let answer: Uint8Array;
     try {

@@ -3,7 +3,7 @@
 // cannot work is refused at start, before the probe loads, with exit code 2 (main.ts).
 import { hostname } from "node:os";
 import { EXIT_USAGE, ExitError } from "../../errors.ts";
-import { CredentialFile, type ReadText, readText } from "../../kube/http.ts";
+import { CredentialFile, pemCertificate, type ReadText, readText } from "../../kube/http.ts";
 import {
   DEFAULT_OTLP_BATCH_DELAY_S,
   DEFAULT_OTLP_BATCH_SIZE,
@@ -14,7 +14,6 @@ import {
   type RunOptions,
   VERSION,
 } from "../../options.ts";
-import type { ResourceFacts } from "./attributes.ts";
 
 /** A setting a flag names that cannot work (a headers file that is not headers, a CA that is not one). */
 export class OtlpConfigError extends ExitError {
@@ -38,7 +37,8 @@ export interface ExporterSettings {
   timeoutMs: number;
   /** at stop, how long what is queued may take to go */
   flushTimeoutMs: number;
-  resource: ResourceFacts;
+  /** who sends: the Resource's string attributes, in this order (k8s.node.name when known) */
+  resource: [string, string][];
 }
 
 /** Headers the exporter sets itself; a headers file may not replace them. */
@@ -69,11 +69,6 @@ export function parseHeaders(text: string, path: string): [string, string][] {
   return headers;
 }
 
-const pemCertificate = (path: string) => (text: string) => {
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
-  return text;
-};
-
 /**
  * The exporter's settings, or null without --otlp-endpoint. The files are read now: one that
  * cannot be read or used is an OtlpConfigError.
@@ -93,6 +88,8 @@ export function resolveExporterSettings(
   }
   // In a pod the host name is the pod's: the node's name comes from the downward API (NODE_NAME).
   const nodeName = env.NODE_NAME || null;
+  const resource: [string, string][] = [["service.name", PROGRAM_NAME], ["service.version", VERSION], ["host.name", nodeName ?? hostname()]];
+  if (nodeName !== null) resource.push(["k8s.node.name", nodeName]);
   return {
     url: options.otlpEndpoint,
     headers,
@@ -103,6 +100,6 @@ export function resolveExporterSettings(
     queueSize: options.otlpQueueSize ?? DEFAULT_OTLP_QUEUE_SIZE,
     timeoutMs: (options.otlpTimeout ?? DEFAULT_OTLP_TIMEOUT_S) * 1000,
     flushTimeoutMs: (options.otlpFlushTimeout ?? DEFAULT_OTLP_FLUSH_TIMEOUT_S) * 1000,
-    resource: { serviceName: PROGRAM_NAME, serviceVersion: VERSION, hostName: nodeName ?? hostname(), nodeName },
+    resource,
   };
 }

@@ -41,7 +41,6 @@ async function world(pods: PodSpecOptions[], o: { holdMs?: number; filter?: Part
   const source = new PodSource({
     url: "https://127.0.0.1:10250/pods",
     tokenFile: null,
-    timeoutMs: 5000,
     refreshMs: 5000,
     refresher,
     scheduler: clock,

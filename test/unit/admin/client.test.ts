@@ -3,17 +3,12 @@
 // failure to reach or convince the agent one line with exit 1.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import { adminUrl, chooseTarget } from "../../../src/admin/client.ts";
+import { chooseTarget } from "../../../src/admin/client.ts";
 import { handleAdminRequest } from "../../../src/admin/routes.ts";
 import { changeSwitch } from "../../../src/admin/switches.ts";
 import { versionInfo } from "../../../src/admin/version.ts";
 import { runCli } from "../../support/cli.ts";
 import { FakeBackend } from "../fixtures.ts";
-
-test("URLs bracket IPv6", () => {
-  expect(adminUrl({ host: "::1", port: 15200 }, "/version")).toBe("http://[::1]:15200/version");
-  expect(adminUrl({ host: "127.0.0.1", port: 15200 }, "/version")).toBe("http://127.0.0.1:15200/version");
-});
 
 test("which agent: --admin-addr, else --admin-socket, else the node's socket when this user may open it, else Kmesh's address", () => {
   const may = () => true;

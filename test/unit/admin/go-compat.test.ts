@@ -1,7 +1,7 @@
 // Go's strconv.ParseBool, url.ParseQuery + Values.Get and http.Error, as
 // Kmesh's admin API exposes them (the values Go accepts and the bytes it echoes).
 import { describe, expect, test } from "bun:test";
-import { goErrorBody, goQueryGet, latin1String, parseGoBool, queryUnescape } from "../../../src/admin/go-compat.ts";
+import { goError, goQueryGet, latin1String, parseGoBool, queryUnescape } from "../../../src/admin/go-compat.ts";
 
 describe("strconv.ParseBool", () => {
   test.each(["1", "t", "T", "TRUE", "true", "True"])("%j is true", (text) => expect(parseGoBool(text)).toBe(true));
@@ -44,8 +44,8 @@ describe("Request.URL.Query().Get(\"enable\")", () => {
   ])("%j → %j", (query, expected) => expect(latin1String(goQueryGet(query, "enable"))).toBe(expected));
 });
 
-test("http.Error ends the message with a newline", () => {
-  expect(goErrorBody("Method Not Allowed")).toBe("Method Not Allowed\n");
+test("http.Error ends the message with a newline", async () => {
+  expect(await goError("Method Not Allowed", 405).text()).toBe("Method Not Allowed\n");
 });
 
 // Why go-compat.ts is not URLSearchParams: on Kmesh's cases above it agrees but for these.

@@ -12,7 +12,7 @@ function source(tokenFile: string | null = "/var/run/secrets/kubernetes.io/servi
   const clock = new FakeClock();
   const refresher = new FakeRefresher(clock);
   const notices: string[] = [];
-  const src = new PodSource({ url: URL, tokenFile, timeoutMs: 5000, refreshMs: 5000, refresher, scheduler: clock, notice: (m) => notices.push(m) });
+  const src = new PodSource({ url: URL, tokenFile, refreshMs: 5000, refresher, scheduler: clock, notice: (m) => notices.push(m) });
   src.start();
   return { clock, refresher, notices, src };
 }

@@ -3,13 +3,18 @@
 // (test/support/otlp-receiver.ts), and each field compared with what the record holds.
 import { describe, expect, test } from "bun:test";
 import { type AccessRecord, KmeshText } from "../../../../src/accesslog/format.ts";
-import { CONNECTION_STATES, RECORD_ATTRIBUTES, resourceAttributes } from "../../../../src/sink/otlp/attributes.ts";
+import { CONNECTION_STATES, RECORD_ATTRIBUTES } from "../../../../src/sink/otlp/attributes.ts";
 import { LogsRequestWriter } from "../../../../src/sink/otlp/encode.ts";
 import { decodeLogsRequest, type ReceivedRecord } from "../../../support/otlp-receiver.ts";
 import { seededRandom } from "../../../support/random.ts";
 import { formatKmeshLine, SEED_RECORD, utc } from "../../fixtures.ts";
 
-const resource = resourceAttributes({ serviceName: "kmesh-accesslog", serviceVersion: "9.8.7", hostName: "node-a", nodeName: "node-a" });
+const resource: [string, string][] = [
+  ["service.name", "kmesh-accesslog"],
+  ["service.version", "9.8.7"],
+  ["host.name", "node-a"],
+  ["k8s.node.name", "node-a"],
+];
 const writer = () => new LogsRequestWriter(new KmeshText(), resource, { name: "kmesh-accesslog", version: "9.8.7" }, RECORD_ATTRIBUTES);
 const ns = (t: { sec: number; nsec: number }) => BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec);
 const OBSERVED = { sec: utc("2025-04-24T08:54:41Z"), nsec: 5 };

@@ -50,7 +50,7 @@ function exporter(fetch: typeof globalThis.fetch, settings: Partial<ExporterSett
       queueSize: 50,
       timeoutMs: 5_000,
       flushTimeoutMs: 1_000,
-      resource: { serviceName: "kmesh-accesslog", serviceVersion: "0", hostName: "h", nodeName: null },
+      resource: [["service.name", "kmesh-accesslog"], ["service.version", "0"], ["host.name", "h"]],
       ...settings,
     },
     log,

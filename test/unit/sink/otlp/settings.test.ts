@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { runOptions } from "../../../support/cli.ts";
 import { OtlpConfigError, parseHeaders, resolveExporterSettings } from "../../../../src/sink/otlp/settings.ts";
+import { VERSION } from "../../../../src/options.ts";
 
 const SECRET = "Bearer s3cr3t-t0ken";
 
@@ -52,7 +53,7 @@ describe("resolveExporterSettings", () => {
       queueSize: 100_000,
       timeoutMs: 10_000,
       flushTimeoutMs: 5_000,
-      resource: { serviceName: "kmesh-accesslog", hostName: "node-7", nodeName: "node-7" },
+      resource: [["service.name", "kmesh-accesslog"], ["service.version", VERSION], ["host.name", "node-7"], ["k8s.node.name", "node-7"]],
     });
   });
 
@@ -60,7 +61,7 @@ describe("resolveExporterSettings", () => {
     const s = resolveExporterSettings(runOptions("--otlp-endpoint", "https://c", "--otlp-headers-file", "/h", "--otlp-ca-file", "/ca"), {}, read)!;
     expect(s.headers?.read()).toEqual({ ok: true, value: files["/h"]! });
     expect(s.ca?.read()).toEqual({ ok: true, value: files["/ca"]! });
-    expect(s.resource.nodeName).toBeNull();
+    expect(s.resource.map(([key]) => key)).not.toContain("k8s.node.name");
   });
 
   test.each([
