@@ -239,6 +239,7 @@ async function round(mode: Mode): Promise<RoundResult> {
     // this tree's agent says whether it hooked conntrack (a build without the hook never does)
     await waitForStderr(started, ["capturing TCP connections", ...(api !== null && program === binary ? ["conntrack: "] : [])]);
     agent = started;
+    runningAgent = started;
   }
   const programsBefore = agent !== null && bpfStats ? programRuns() : new Map<number, ProgramRuns & { name: string }>();
   const rate = runWrk();
@@ -260,6 +261,7 @@ async function round(mode: Mode): Promise<RoundResult> {
   await Bun.sleep(100); // let the last close reports arrive before stopping
   agent.kill("SIGTERM");
   const exitCode = await agent.exited;
+  runningAgent = null;
   const stderr = agentStderr.get(agent) ?? "";
   if (exitCode !== 0) throw new Error(`agent exited with ${exitCode}: ${stderr}`);
   const usage = agent.resourceUsage();
@@ -316,6 +318,8 @@ const bpfStats = process.argv.includes("--bpf-stats");
 const BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled";
 /** programs loaded before this round's agent started: the others are its own */
 let loadedBefore = new Set<number>();
+/** the agent of the round under way, stopped on a signal */
+let runningAgent: Agent | null = null;
 
 /** Every loaded program's run count and time, by id (bpftool prog show). */
 function programRuns(): Map<number, ProgramRuns & { name: string }> {
@@ -387,16 +391,21 @@ async function waitForStderr(proc: Agent, needles: string[]): Promise<void> {
 }
 
 const statsWere = bpfStats ? readFileSync(BPF_STATS, "utf8").trim() : "";
+if (bpfStats) writeFileSync(BPF_STATS, "1");
+const nginx = startNginx();
 if (bpfStats) {
-  writeFileSync(BPF_STATS, "1");
+  // A signal skips the finally below: put the setting back and stop what runs.
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.on(signal, () => {
+    process.on(signal, async () => {
       writeFileSync(BPF_STATS, statsWere);
+      runningAgent?.kill("SIGTERM");
+      nginx.kill("SIGTERM");
+      await Promise.all([runningAgent?.exited, nginx.exited]);
+      rmSync(dir, { recursive: true, force: true });
       process.exit(130);
     });
   }
 }
-const nginx = startNginx();
 try {
   await waitForNginx();
   const results: RoundResult[] = [];
