@@ -192,6 +192,22 @@ static __always_inline void read_figures_probe(struct sock_figures *f, const str
 	f->remote_word = family == AF_INET ? *(const __u32 *)f->remote_addr : *(const __u32 *)&f->remote_addr[12];
 }
 
+/* Only what same_connection and identify compare (the ports and remote_word),
+ * read as read_figures_probe reads them: the accept programs need no more. */
+static __always_inline void read_ids_probe(struct sock_figures *f, const struct sock *sk, __u16 family)
+{
+	const struct in6_addr *v6;
+
+	f->local_port = BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
+	f->remote_port = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	if (family == AF_INET) {
+		f->remote_word = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	} else {
+		v6 = __builtin_preserve_access_index(&sk->__sk_common.skc_v6_daddr);
+		bpf_probe_read_kernel(&f->remote_word, sizeof(f->remote_word), (const __u8 *)v6 + 12);
+	}
+}
+
 /* The last 32 bits of the peer's address (the whole of an IPv4 one). */
 static __always_inline __u32 remote_word(const struct sock_figures *f, __u16 family)
 {
@@ -480,10 +496,22 @@ static __always_inline void owner_of_task(struct conn_owner *o, struct task_stru
 }
 
 /* The task running now: only where the kernel runs in the connect() or
- * accept() caller (a state change in softirq runs in whoever was there). */
+ * accept() caller (a state change in softirq runs in whoever was there).
+ * What owner_of_task reads, through helpers that need no read of the task's
+ * memory (the main thread's comm is the current one's when it runs itself). */
 static __always_inline void owner_of_current(struct conn_owner *o)
 {
-	owner_of_task(o, (struct task_struct *)bpf_get_current_task());
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct task_struct *task;
+
+	o->pid = pid_tgid >> 32;
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	if ((__u32)pid_tgid == o->pid) {
+		bpf_get_current_comm(&o->comm, sizeof(o->comm));
+		return;
+	}
+	task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&o->comm, task, group_leader, comm);
 }
 
 /*
@@ -560,12 +588,12 @@ static __always_inline int on_accept(long fd, const int in_storage)
 		st = bpf_map_lookup_elem(&connections, &key);
 		if (!st || st->direction != DIRECTION_INBOUND || st->owner.pid != 0)
 			return 0;
-		read_figures_probe(&figures, sk, family);
+		read_ids_probe(&figures, sk, family);
 		if (same_connection(st, &figures, family))
 			owner_of_current(&st->owner);
 		return 0;
 	}
-	read_figures_probe(&figures, sk, family);
+	read_ids_probe(&figures, sk, family);
 	__builtin_memset(&pending, 0, sizeof(pending));
 	identify(&pending, &figures, family);
 	owner_of_current(&pending.owner);
@@ -659,14 +687,13 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	}
 	if (newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk))
 		return 0;
-	now = bpf_ktime_get_ns();
 
 	if (newstate == BPF_TCP_SYN_SENT) {
 		if (dropped_at_start(DIRECTION_OUTBOUND, sk->__sk_common.skc_num,
 				     bpf_ntohs(sk->__sk_common.skc_dport)))
 			return 0;
 		__builtin_memset(&fresh, 0, sizeof(fresh));
-		fresh.start_ns = now;
+		fresh.start_ns = bpf_ktime_get_ns();
 		fresh.direction = DIRECTION_OUTBOUND;
 		identify_peer(&fresh, sk, family);
 		/* connect() runs this in its caller: the owner is the current task */
@@ -694,11 +721,18 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		return 0;
 	}
 
+	now = bpf_ktime_get_ns();
 	read_figures_direct(&figures, sk, tp, family);
 	/* To the stack and back, as in on_destroy: 5.10's verifier otherwise
 	 * follows the two families' paths crossed. */
 	asm volatile("" : : "r"(&figures) : "memory");
-	st = state_of(sk, in_storage);
+	/* A child that no accept() has taken yet (no struct socket) is no
+	 * connect()'s: nothing to look up, track() replaces what a socket
+	 * before it left at its address, and counts it. */
+	if (newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket)
+		st = NULL;
+	else
+		st = state_of(sk, in_storage);
 	if (st && !same_connection(st, &figures, family)) {
 		/* another connection's, whose close the probe never saw */
 		forget(sk, in_storage);

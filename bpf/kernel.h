@@ -49,6 +49,7 @@ struct sock {
 	int sk_err;
 	__u16 sk_protocol;
 	__u32 sk_max_ack_backlog;	/* set by listen(); an accepted socket is a copy of its listener */
+	struct socket *sk_socket;	/* NULL for a child no accept() has taken yet */
 } __attribute__((preserve_access_index));
 
 struct inet_sock {

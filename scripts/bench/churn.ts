@@ -27,8 +27,15 @@
 // every agent round fills), and it must write no line of nginx's port and read no record at all
 // but the odd one of the machine's other connections (the records the agent says it read at exit).
 //
-// --compare <binary> adds text and JSON rounds of another build of the agent (another commit, a
-// variant), alternating with this tree's, so that two builds are compared in one run.
+// --compare <binary> adds text and JSON rounds (and hooks rounds, with --hooks) of another build of
+// the agent (another commit, a variant), alternating with this tree's, so that two builds are
+// compared in one run.
+//
+// --bpf-stats: what each of the agent's BPF programs costs the kernel. kernel.bpf_stats_enabled is
+// set for the run (and put back after, whatever happens), and each agent round reads every
+// program's run count and run time (bpftool prog show) before and after wrk: a second table gives,
+// per program, its runs per connection, nanoseconds per run and per connection. The kernel's
+// clock reads around each run cost some churn of their own: take the rates from a run without it.
 //
 // --conntrack: what the conntrack hook (bpf/conntrack.bpf.c) costs when no NAT happens. The whole
 // run moves into a network namespace of its own whose nat table has a rule that never matches, so
@@ -36,7 +43,7 @@
 // agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary>] [--conntrack] [--short]
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary>] [--bpf-stats] [--conntrack] [--short]
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -70,13 +77,14 @@ if (conntrack && process.env[CHURN_NETNS] === undefined) {
 /** off: no agent; hooks: the agent attached with --accesslog=false (the kernel tracks every
  * connection but writes no record: the cost of the hooks alone); text, json: lines to a file;
  * text', json': the same with the --compare binary; bpftrace, tcplife: the peers. */
-type Mode = "off" | "hooks" | "filtered" | "text" | "json" | "text'" | "json'" | "bpftrace" | "tcplife";
+type Mode = "off" | "hooks" | "hooks'" | "filtered" | "text" | "json" | "text'" | "json'" | "bpftrace" | "tcplife";
 const peers = !process.argv.includes("--no-peers");
 const compareAt = process.argv.indexOf("--compare");
 const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 const MODES: readonly Mode[] = [
   "off",
   ...(process.argv.includes("--hooks") ? (["hooks"] as const) : []),
+  ...(process.argv.includes("--hooks") && compared !== undefined ? (["hooks'"] as const) : []),
   ...(process.argv.includes("--filtered") ? (["filtered"] as const) : []),
   "text",
   ...(compared === undefined ? [] : (["text'"] as const)),
@@ -87,7 +95,8 @@ const MODES: readonly Mode[] = [
 const isPeer = (mode: Mode) => mode === "bpftrace" || mode === "tcplife";
 type Agent = Bun.Subprocess<"ignore", Bun.BunFile, "pipe">;
 const isText = (mode: Mode) => mode === "text" || mode === "text'";
-const logs = (mode: Mode) => mode !== "off" && mode !== "hooks" && mode !== "filtered" && !isPeer(mode);
+const isHooks = (mode: Mode) => mode === "hooks" || mode === "hooks'";
+const logs = (mode: Mode) => mode !== "off" && !isHooks(mode) && mode !== "filtered" && !isPeer(mode);
 
 interface RoundResult {
   mode: Mode;
@@ -98,6 +107,13 @@ interface RoundResult {
   recordsLost: number;
   /** what the agent said it read at exit */
   recordsRead: number;
+  /** --bpf-stats: the agent's programs' runs and time in the kernel during wrk, by name */
+  programs: Map<string, ProgramRuns>;
+}
+
+interface ProgramRuns {
+  runs: number;
+  ns: number;
 }
 
 const short = process.argv.includes("--short");
@@ -211,9 +227,10 @@ async function round(mode: Mode): Promise<RoundResult> {
   rmSync(outPath, { force: true });
   let agent: Agent | null = null;
   if (mode !== "off") {
-    const output = isText(mode) || mode === "hooks" || mode === "filtered" ? "text" : "json";
-    const switches = mode === "hooks" ? ["--accesslog=false"] : mode === "filtered" ? ["--exclude-port", String(port)] : [];
+    const output = isText(mode) || isHooks(mode) || mode === "filtered" ? "text" : "json";
+    const switches = isHooks(mode) ? ["--accesslog=false"] : mode === "filtered" ? ["--exclude-port", String(port)] : [];
     const program = mode.endsWith("'") ? compared! : binary;
+    loadedBefore = bpfStats ? new Set(programRuns().keys()) : new Set();
     const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, ...apiArgs, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
       stdin: "ignore",
       stdout: Bun.file(outPath),
@@ -222,8 +239,11 @@ async function round(mode: Mode): Promise<RoundResult> {
     // this tree's agent says whether it hooked conntrack (a build without the hook never does)
     await waitForStderr(started, ["capturing TCP connections", ...(api !== null && program === binary ? ["conntrack: "] : [])]);
     agent = started;
+    runningAgent = started;
   }
+  const programsBefore = agent !== null && bpfStats ? programRuns() : new Map<number, ProgramRuns & { name: string }>();
   const rate = runWrk();
+  const programs = agent !== null && bpfStats ? runsSince(programsBefore) : new Map<string, ProgramRuns>();
   // nginx may still be accepting what wrk left in the backlog: read its counter until it moves
   // only by our own request (each read is one more connection, logged like the others).
   let after = await acceptedConnections();
@@ -236,17 +256,18 @@ async function round(mode: Mode): Promise<RoundResult> {
   }
   const connections = after - before;
   if (agent === null) {
-    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, recordsLost: 0, recordsRead: 0 };
+    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, recordsLost: 0, recordsRead: 0, programs };
   }
   await Bun.sleep(100); // let the last close reports arrive before stopping
   agent.kill("SIGTERM");
   const exitCode = await agent.exited;
+  runningAgent = null;
   const stderr = agentStderr.get(agent) ?? "";
   if (exitCode !== 0) throw new Error(`agent exited with ${exitCode}: ${stderr}`);
   const usage = agent.resourceUsage();
   const lost = Number(stderr.match(/(\d+) records lost in the kernel/)?.[1] ?? Number.NaN);
   const recordsRead = Number(stderr.match(/stopped: (\d+) records read/)?.[1] ?? Number.NaN);
-  const needle = isText(mode) || mode === "hooks" || mode === "filtered" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
+  const needle = isText(mode) || isHooks(mode) || mode === "filtered" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
   let lines = 0;
   for (const line of readFileSync(outPath, "utf8").split("\n")) if (line.includes(needle)) lines++;
   return {
@@ -257,6 +278,7 @@ async function round(mode: Mode): Promise<RoundResult> {
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     recordsLost: lost,
     recordsRead,
+    programs,
   };
 }
 
@@ -287,7 +309,58 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<RoundResult> {
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     recordsLost: 0,
     recordsRead: 0,
+    programs: new Map(),
   };
+}
+
+// --bpf-stats
+const bpfStats = process.argv.includes("--bpf-stats");
+const BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled";
+/** programs loaded before this round's agent started: the others are its own */
+let loadedBefore = new Set<number>();
+/** the agent of the round under way, stopped on a signal */
+let runningAgent: Agent | null = null;
+
+/** Every loaded program's run count and time, by id (bpftool prog show). */
+function programRuns(): Map<number, ProgramRuns & { name: string }> {
+  const shown = Bun.spawnSync(["bpftool", "--json", "prog", "show"], { stdout: "pipe", stderr: "pipe" });
+  if (shown.exitCode !== 0) throw new Error(`bpftool prog show: ${shown.stderr.toString()}`);
+  const list = JSON.parse(shown.stdout.toString()) as { id: number; name?: string; run_cnt?: number; run_time_ns?: number }[];
+  return new Map(list.map((p) => [p.id, { name: p.name ?? String(p.id), runs: p.run_cnt ?? 0, ns: p.run_time_ns ?? 0 }]));
+}
+
+/** The runs and time of the agent's programs since `before`, by program name. */
+function runsSince(before: Map<number, ProgramRuns & { name: string }>): Map<string, ProgramRuns> {
+  const byName = new Map<string, ProgramRuns>();
+  for (const [id, now] of programRuns()) {
+    const then = before.get(id);
+    if (loadedBefore.has(id) || then === undefined) continue;
+    const sum = byName.get(now.name) ?? { runs: 0, ns: 0 };
+    byName.set(now.name, { runs: sum.runs + now.runs - then.runs, ns: sum.ns + now.ns - then.ns });
+  }
+  return byName;
+}
+
+/** Per agent mode and program: runs per connection, ns per run, ns per connection (medians over the rounds). */
+function programTable(results: RoundResult[]): string {
+  const rows: string[][] = [];
+  for (const mode of MODES.filter((m) => m !== "off" && !isPeer(m))) {
+    const runs = results.filter((x) => x.mode === mode);
+    const names = [...new Set(runs.flatMap((x) => [...x.programs.keys()]))].sort();
+    const total = median(runs.map((x) => [...x.programs.values()].reduce((sum, p) => sum + p.ns, 0) / x.connections));
+    for (const name of names) {
+      const of = (x: RoundResult) => x.programs.get(name) ?? { runs: 0, ns: 0 };
+      rows.push([
+        mode,
+        name,
+        median(runs.map((x) => of(x).runs / x.connections)).toFixed(2),
+        median(runs.map((x) => (of(x).runs ? of(x).ns / of(x).runs : 0))).toFixed(0),
+        median(runs.map((x) => of(x).ns / x.connections)).toFixed(0),
+      ]);
+    }
+    rows.push([mode, "all", "", "", total.toFixed(0)]);
+  }
+  return table(["agent", "program", "runs per connection", "ns per run", "ns per connection"], rows);
 }
 
 const agentStderr = new WeakMap<object, string>();
@@ -317,7 +390,22 @@ async function waitForStderr(proc: Agent, needles: string[]): Promise<void> {
   })();
 }
 
+const statsWere = bpfStats ? readFileSync(BPF_STATS, "utf8").trim() : "";
+if (bpfStats) writeFileSync(BPF_STATS, "1");
 const nginx = startNginx();
+if (bpfStats) {
+  // A signal skips the finally below: put the setting back and stop what runs.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, async () => {
+      writeFileSync(BPF_STATS, statsWere);
+      runningAgent?.kill("SIGTERM");
+      nginx.kill("SIGTERM");
+      await Promise.all([runningAgent?.exited, nginx.exited]);
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(130);
+    });
+  }
+}
 try {
   await waitForNginx();
   const results: RoundResult[] = [];
@@ -340,8 +428,8 @@ try {
     const unread = runs.every((x) => x.lines === 0 && x.recordsRead < x.connections / 100);
     const readCounts = runs.map((x) => `${x.recordsRead} read/${x.connections} connections`).join(", ");
     return [
-      mode === "hooks"
-        ? "hooks only (--accesslog=false)"
+      isHooks(mode)
+        ? `hooks only (--accesslog=false)${mode.endsWith("'") ? `, ${compared}` : ""}`
         : filtered
           ? `text, --exclude-port ${port} (every connection)`
         : mode === "bpftrace"
@@ -362,10 +450,12 @@ try {
   const where = conntrack ? `loopback of a namespace where conntrack tracks every connection and translates none (this tree's agent: ${hookState()})` : "loopback";
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", "agent CPU s/100k conns", "records lost", "lines = 2 x connections"], rows));
+  if (bpfStats) console.log(`BPF programs (kernel.bpf_stats_enabled=1 during the run)\n${programTable(results)}`);
   console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const failed = rows.some((row) => row[6]?.startsWith("NO") || row[6]?.includes("no record: NO") || (row[5] !== "-" && row[5] !== "0"));
   process.exitCode = failed ? 1 : 0;
 } finally {
+  if (bpfStats) writeFileSync(BPF_STATS, statsWere);
   nginx.kill("SIGTERM");
   await nginx.exited;
   await api?.[Symbol.asyncDispose]();
