@@ -3,13 +3,18 @@
 // close is one record (both ends of each connection are on this node), so the kernel queues
 // 200,000 records faster than any steady load would. Reported: the ring buffer size, how long the
 // closes took, records lost in the kernel (the agent's stop summary), and whether there is
-// exactly one line per socket. Each size given in --ring-buffer-sizes is one run.
+// exactly one line per socket: the lines are diffed against every socket opened (4-tuple and
+// side), and the sockets without one are printed by side, holder and place in the close order,
+// with the agent's stderr. Each size given in --ring-buffer-sizes is one run. BURST_DEBUG=1 keeps
+// the lines, the list of sockets without one and an `ss` snapshot, and says where.
 //
 // The kernel skips the tracepoint program when it is already running on that CPU (a socket
 // closed in a softirq that interrupted it, which a burst makes common) and counts that as the
 // program's recursion_misses, shown here from bpftool for the state-change program and for the
 // one at each socket's end (which writes the closes the first one missed). A socket without a
-// line is one whose close reached neither. Exit status 1 means the agent's part failed: records
+// line is one whose close reached neither: skipped by both, or (seen in bursts) run by neither
+// with no skip counted; with the hash map its state is then left there, and counted here.
+// Exit status 1 means the agent's part failed: records
 // lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
 //   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--connection-state hash-map] [--binary <build>] [--short]
