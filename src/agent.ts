@@ -53,6 +53,12 @@ const RING_RECORD_BYTES = RECORD_SIZE + 8;
 const LOSS_QUIET_NS = 1e9;
 /** How often the kernel's count of skipped probe runs is read (two system calls). */
 const SKIPS_CHECK_INTERVAL_MS = 1_000;
+/**
+ * How often the hash map is swept for states whose close reached neither of the probe's programs
+ * (report_one in bpf/accesslog.bpf.c takes them out and counts them in closes_missed): the kernel
+ * does not always run them, nor count that (README, "A burst of closes"). Also once at stop.
+ */
+const STATES_SWEEP_INTERVAL_MS = 60_000;
 /** No run skipped for this long: the next skip is told on stderr again. */
 const SKIPS_QUIET_NS = 60e9;
 /**
@@ -266,6 +272,7 @@ export class Agent {
       }, METRICS_SWEEP_INTERVAL_MS),
     );
     if (agent.#skipsSeen !== null) agent.#timers.push(setInterval(() => agent.#watchSkips(), SKIPS_CHECK_INTERVAL_MS));
+    if (probe.stateKeeping === "hash map") agent.#timers.push(setInterval(() => agent.#sweepStates(), STATES_SWEEP_INTERVAL_MS));
     return agent;
   }
 
@@ -473,6 +480,21 @@ export class Agent {
     this.#lastSkipNs = now;
   }
 
+  /**
+   * Takes out of the hash map the states of connections closed without either program seeing it,
+   * so that they are counted (closes_missed) and said on stderr; with socket storage they go with
+   * their socket, uncounted. `quiet`: at stop, whose summary says it.
+   */
+  #sweepStates(quiet = false): void {
+    if (this.#probe.stateKeeping !== "hash map") return;
+    const before = this.#probe.counters().closesMissed;
+    this.#probe.reportOpenConnections(() => undefined);
+    const found = this.#probe.counters().closesMissed - before;
+    if (found > 0 && !quiet) {
+      this.#log.warn(`${found} connections closed without their close reaching the probe (found in its hash map): they have no close line`);
+    }
+  }
+
   /** NAT translations the conntrack hook saw; 0 while it is not attached. */
   get conntrackTranslations(): number {
     return this.#conntrack?.hook?.translations() ?? 0;
@@ -493,6 +515,8 @@ export class Agent {
     for (const timer of this.#timers.splice(0)) clearInterval(timer);
     if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
     this.#drainTimer = null;
+    // while the programs still run: a close after they go would look like one they missed
+    this.#sweepStates(true);
     this.#control.detach();
     this.#probe.detach();
     this.#drain();
@@ -517,7 +541,7 @@ export class Agent {
     }
     if (counters.closesMissed > 0) {
       this.#log.warn(
-        `${counters.closesMissed} connections closed without their close reaching the probe (the kernel skips it under bursts of closes): they have no close line`,
+        `${counters.closesMissed} connections closed without their close reaching the probe (the kernel skipped it, or ran neither of its programs, under bursts of closes): they have no close line`,
       );
     }
   }

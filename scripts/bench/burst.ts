@@ -3,13 +3,18 @@
 // close is one record (both ends of each connection are on this node), so the kernel queues
 // 200,000 records faster than any steady load would. Reported: the ring buffer size, how long the
 // closes took, records lost in the kernel (the agent's stop summary), and whether there is
-// exactly one line per socket. Each size given in --ring-buffer-sizes is one run.
+// exactly one line per socket: the lines are diffed against every socket opened (4-tuple and
+// side), and the sockets without one are printed by side, holder and place in the close order,
+// with the agent's stderr. Each size given in --ring-buffer-sizes is one run. BURST_DEBUG=1 keeps
+// the lines, the list of sockets without one and an `ss` snapshot, and says where.
 //
 // The kernel skips the tracepoint program when it is already running on that CPU (a socket
 // closed in a softirq that interrupted it, which a burst makes common) and counts that as the
 // program's recursion_misses, shown here from bpftool for the state-change program and for the
 // one at each socket's end (which writes the closes the first one missed). A socket without a
-// line is one whose close reached neither. Exit status 1 means the agent's part failed: records
+// line is one whose close reached neither: skipped by both, or (seen in bursts) run by neither
+// with no skip counted; with the hash map its state is then left there, and counted here.
+// Exit status 1 means the agent's part failed: records
 // lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
 //   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--connection-state hash-map] [--binary <build>] [--short]
@@ -17,7 +22,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureBinary, option, table } from "./common.ts";
-import { openConnections } from "./connections.ts";
+import { type OpenConnections, openConnections } from "./connections.ts";
 import { RECORD_SIZE } from "../../src/kernel/record.ts";
 
 const short = process.argv.includes("--short");
@@ -58,15 +63,9 @@ async function readUntil(stream: ReadableStream<Uint8Array>, needle: string, sin
   })();
 }
 
-/**
- * How often the kernel skipped the agent's programs because they were already running on that
- * CPU (a close in a softirq that interrupted one: its recursion guard), read from the agent's own
- * programs (found through its file descriptors) with bpftool: the state-change program's and the
- * socket-end program's; null without bpftool.
- */
-function recursionMisses(pid: number): { stateChange: number; socketEnd: number } | null {
-  if (Bun.which("bpftool") === null) return null;
-  const misses = { stateChange: 0, socketEnd: 0 };
+/** The agent's BPF objects of one kind ("prog" or "map"), each once, by id, from its file descriptors. */
+function agentObjects(pid: number, kind: "prog" | "map"): number[] {
+  const ids = new Set<number>();
   for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
     let info: string;
     try {
@@ -74,15 +73,46 @@ function recursionMisses(pid: number): { stateChange: number; socketEnd: number 
     } catch {
       continue;
     }
-    const id = /^prog_id:\s*(\d+)/m.exec(info)?.[1];
-    if (id === undefined) continue;
-    const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", id], { stdout: "pipe", stderr: "ignore" });
+    // a program's fd and its link's both name the program: counted once
+    const id = new RegExp(`^${kind}_id:\\s*(\\d+)`, "m").exec(info)?.[1];
+    if (id !== undefined) ids.add(Number(id));
+  }
+  return [...ids];
+}
+
+/**
+ * How often the kernel skipped the agent's programs because they were already running on that
+ * CPU (a close in a softirq that interrupted one: its recursion guard), read with bpftool: the
+ * state-change program's and the socket-end program's; null without bpftool.
+ */
+function recursionMisses(pid: number): { stateChange: number; socketEnd: number } | null {
+  if (Bun.which("bpftool") === null) return null;
+  const misses = { stateChange: 0, socketEnd: 0 };
+  for (const id of agentObjects(pid, "prog")) {
+    const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
     // handle_set_state(_sk), handle_destroy(_sk) (bpftool may show the kernel's 15-character name)
     if (prog.name?.startsWith("handle_set_stat")) misses.stateChange += prog.recursion_misses ?? 0;
     if (prog.name?.startsWith("handle_destroy")) misses.socketEnd += prog.recursion_misses ?? 0;
   }
   return misses;
+}
+
+/**
+ * States the kernel still keeps in the agent's hash map (connections) once every socket of the
+ * burst has closed: beside the node's other open connections, each is a close that reached
+ * neither the state-change program nor the socket-end one (skipped or not, they would have
+ * taken it out). null without bpftool or with socket storage (freed with its socket: nothing left).
+ */
+function statesLeft(pid: number): number | null {
+  if (Bun.which("bpftool") === null || connectionState !== "hash-map") return null;
+  for (const id of agentObjects(pid, "map")) {
+    const shown = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString() || "{}") as { name?: string };
+    if (shown.name !== "connections") continue;
+    const dumped = Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
+    return (JSON.parse(dumped.stdout.toString() || "[]") as unknown[]).length;
+  }
+  return null;
 }
 
 /**
@@ -120,6 +150,61 @@ async function settled(path: string, quietMs: number, timeoutMs: number): Promis
   return grewAt;
 }
 
+/** A socket of the burst: which side of which holder's connection, and where in its close order. */
+interface Socket {
+  side: "connecting" | "accepting";
+  holder: number;
+  /** the connection's place in its holder's order (connected in it; clients closed in it, then servers) */
+  index: number;
+  clientPort: number;
+}
+
+/**
+ * Our lines (both ends of connections to the holders' ports, on loopback) against the sockets
+ * opened, by 4-tuple and side: how many lines, the sockets without one, and lines beyond one a
+ * socket.
+ */
+function diff(output: string, connections: OpenConnections): { lines: number; unlined: Socket[]; duplicates: number } {
+  const holderOf = new Map(connections.ports.map((port, holder) => [port, holder]));
+  const seen = new Map<string, number>();
+  let lines = 0;
+  const line = /src\.addr=127\.0\.0\.1:(\d+),.* dst\.addr=127\.0\.0\.1:(\d+),.* direction=(INBOUND|OUTBOUND),/;
+  for (const text of output.split("\n")) {
+    const m = line.exec(text);
+    if (!m || !holderOf.has(Number(m[2]))) continue;
+    lines++;
+    const key = `${m[1]}>${m[2]} ${m[3]}`;
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  const unlined: Socket[] = [];
+  let duplicates = 0;
+  connections.clientPorts.forEach((clientPorts, holder) => {
+    const port = connections.ports[holder]!;
+    clientPorts.forEach((clientPort, index) => {
+      for (const [side, direction] of [["connecting", "OUTBOUND"], ["accepting", "INBOUND"]] as const) {
+        const n = seen.get(`${clientPort}>${port} ${direction}`) ?? 0;
+        if (n === 0) unlined.push({ side, holder, index, clientPort });
+        duplicates += Math.max(0, n - 1);
+      }
+    });
+  });
+  return { lines, unlined, duplicates };
+}
+
+/** The sockets without a line, grouped by side and holder: how many, and where in the close order. */
+function pattern(unlined: Socket[], connections: OpenConnections): string[] {
+  const groups = new Map<string, Socket[]>();
+  for (const s of unlined) {
+    const key = `${s.side} side, holder ${s.holder} (port ${connections.ports[s.holder]}, ${connections.clientPorts[s.holder]!.length} pairs)`;
+    groups.set(key, [...(groups.get(key) ?? []), s]);
+  }
+  return [...groups].map(([key, sockets]) => {
+    const indexes = sockets.map((s) => s.index);
+    const shown = sockets.slice(0, 8).map((s) => `#${s.index} :${s.clientPort}`).join(", ");
+    return `  ${sockets.length} on the ${key}: connections #${Math.min(...indexes)}-#${Math.max(...indexes)} (${shown}${sockets.length > 8 ? ", ..." : ""})`;
+  });
+}
+
 async function run(size: string) {
   const out = join(dir, `lines-${size}.txt`);
   const agent = Bun.spawn(
@@ -140,10 +225,12 @@ async function run(size: string) {
       // after a timeout. The agent is stopped only once every socket has reached its close.
       kernelClosed = ((await allClosed(connections.ports, 120_000)) - closing) / 1000;
       drained = ((await settled(out, 1000, 60_000)) - closing) / 1000;
+      if (process.env.BURST_DEBUG) await Bun.write(join(dir, "ss.txt"), Bun.spawnSync(["ss", "-taneoi"]).stdout);
     } finally {
       await connections.dispose();
     }
     const missed = recursionMisses(agent.pid);
+    const left = statesLeft(agent.pid);
     agent.kill("SIGTERM");
     const code = await agent.exited;
     if (code !== 0) throw new Error(`the agent exited with ${code}: ${stderr.text}`);
@@ -153,10 +240,8 @@ async function run(size: string) {
     // said at stop when not 0 (and by builds that write them)
     const atEnd = Number(/(\d+) closes the kernel skipped the probe for were written when their socket ended/.exec(stderr.text)?.[1] ?? 0);
     const usage = agent.resourceUsage();
-    // Our lines: both ends of connections to the holders' ports, on loopback.
-    const needles = connections.ports.map((port) => `dst.addr=127.0.0.1:${port},`);
-    let lines = 0;
-    for (const line of (await Bun.file(out).text()).split("\n")) if (needles.some((n) => line.includes(n))) lines++;
+    const { lines, unlined, duplicates } = diff(await Bun.file(out).text(), connections);
+    if (process.env.BURST_DEBUG) await Bun.write(join(dir, `unlined-${size}.json`), JSON.stringify(unlined));
     return {
       size,
       closed: close.closed,
@@ -167,8 +252,13 @@ async function run(size: string) {
       dropped,
       read,
       missed,
+      left,
       atEnd,
       lines,
+      connections,
+      unlined,
+      duplicates,
+      stderr: stderr.text,
       agentCpu: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 : Number.NaN,
     };
   } finally {
@@ -179,10 +269,17 @@ async function run(size: string) {
 
 try {
   const rows: string[][] = [];
+  const reports: string[] = [];
   let failed = false;
   for (const size of sizes) {
     const r = await run(size);
-    const exact = r.lines === r.closed;
+    const exact = r.lines === r.closed && r.unlined.length === 0 && r.duplicates === 0;
+    reports.push(
+      `${size}: ${r.unlined.length} sockets without a line, ${r.duplicates} lines beyond one a socket`,
+      ...pattern(r.unlined, r.connections),
+      "  the agent's stderr:",
+      ...r.stderr.trimEnd().split("\n").map((l) => `    ${l}`),
+    );
     // The agent's part: nothing lost in the ring buffer, a line for every record it read (the
     // records read include other connections on the node, hence at least our lines).
     failed ||= r.lost !== 0 || r.dropped !== 0 || r.read < r.lines;
@@ -197,6 +294,7 @@ try {
       `${exact ? "yes" : "NO"} (${r.lines.toLocaleString("en-US")}/${r.closed.toLocaleString("en-US")})`,
       r.missed === null ? "? (no bpftool)" : `${r.missed.stateChange} / ${r.missed.socketEnd}`,
       r.atEnd.toLocaleString("en-US"),
+      r.left === null ? "-" : r.left.toLocaleString("en-US"),
       r.agentCpu.toFixed(2),
     ]);
   }
@@ -216,11 +314,13 @@ try {
         "one line per socket",
         "runs skipped (recursion): state change / socket end",
         "closes written at the socket's end",
+        "states left in the kernel",
         "agent CPU s",
       ],
       rows,
     ),
   );
+  console.log(reports.join("\n"));
   process.exitCode = failed ? 1 : 0;
 } finally {
   if (process.env.BURST_DEBUG) console.error(`kept ${dir}`);

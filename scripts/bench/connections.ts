@@ -5,7 +5,7 @@
 //
 // A holder process (openConnections() starts as many as the file limit needs):
 //   bun scripts/bench/connections.ts <pairs>
-// prints {"port":…} once every pair is connected and accepted, then reads commands on stdin:
+// prints {"port":…,"clientPorts":[…]} once every pair is connected and accepted, then reads commands on stdin:
 // "close" closes every socket (clients first, then servers) and prints {"closed":…}. At the
 // end of stdin it closes what is left and exits, so a parent that dies cleans up too.
 import { dlopen, ptr } from "bun:ffi";
@@ -19,6 +19,8 @@ const SO_REUSEADDR = 2;
 export interface OpenConnections {
   /** the listening ports on 127.0.0.1 (one per holder process) */
   ports: number[];
+  /** per holder (as in `ports`), its clients' local ports, in the order they connected and close */
+  clientPorts: number[][];
   pairs: number;
   /** holder processes (each within the per-process file limit) */
   holders: number;
@@ -96,6 +98,7 @@ export async function openConnections(pairs: number): Promise<OpenConnections> {
   };
   return {
     ports: ready.map((r) => r.port as number),
+    clientPorts: ready.map((r) => r.clientPorts as number[]),
     pairs,
     holders: holders.length,
     openSeconds,
@@ -158,7 +161,13 @@ function hold(pairs: number): void {
     servers[i] = check("accept", libc.accept(listener, null, null));
   }
   libc.close(listener);
-  console.log(JSON.stringify({ port }));
+  const clientPorts: number[] = [];
+  const name = new Uint8Array(16);
+  for (let i = 0; i < pairs; i++) {
+    check("getsockname", libc.getsockname(clients[i]!, ptr(name), ptr(Uint32Array.of(16))));
+    clientPorts.push(new DataView(name.buffer).getUint16(2, false));
+  }
+  console.log(JSON.stringify({ port, clientPorts }));
 
   let open = true;
   const closeAll = () => {
