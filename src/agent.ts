@@ -542,22 +542,29 @@ export class Agent {
   }
 }
 
-/** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
+/**
+ * Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. The signals are
+ * heard from the start: one that comes while the agent starts (its lock already taken) stops it
+ * cleanly once started, instead of killing it half-loaded.
+ */
 export async function runAgent(options: AgentOptions): Promise<number> {
-  const agent = await Agent.start(options, createLogger(options.logLevel));
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      process.off("SIGINT", done);
-      process.off("SIGTERM", done);
-      clearTimeout(timeout);
-      resolve();
-    };
-    process.on("SIGINT", done);
-    process.on("SIGTERM", done);
-    const timeout = options.duration === undefined ? undefined : setTimeout(done, options.duration * 1000);
+  let stop = () => undefined as void;
+  const stopped = new Promise<void>((resolve) => {
+    stop = resolve;
   });
-  await agent.stop();
-  return 0;
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  try {
+    const agent = await Agent.start(options, createLogger(options.logLevel));
+    const timeout = options.duration === undefined ? undefined : setTimeout(stop, options.duration * 1000);
+    await stopped;
+    clearTimeout(timeout);
+    await agent.stop();
+    return 0;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
 }
 
 // ── /metrics ─────────────────────────────────────────────────────────────────
