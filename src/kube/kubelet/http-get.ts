@@ -29,6 +29,12 @@ export interface GetOptions {
 
 /** The longest head we read (status line and headers). */
 const MAX_HEAD_BYTES = 64 * 1024;
+/**
+ * How much of the body is read ahead of the caller: enough that the kubelet keeps sending while
+ * the caller reads (stopping at every chunk made a 12 MB list over TLS outlast a 1 s timeout on
+ * a busy machine), little enough that the list does not pile up here.
+ */
+const READ_AHEAD_BYTES = 1 << 20;
 /** The longest chunk-size or trailer line. */
 const MAX_LINE_BYTES = 4096;
 
@@ -69,6 +75,7 @@ export class HttpAnswer {
   #line = "";
   /** body bytes that arrived and were not handed over yet */
   readonly #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
   #ended = false;
   #error: unknown = null;
   #paused = false;
@@ -126,7 +133,7 @@ export class HttpAnswer {
           socket.terminate();
           return;
         }
-        if (this.#queue.length > 0) this.#pause(true);
+        if (this.#queuedBytes >= READ_AHEAD_BYTES) this.#pause(true);
         this.#wakeUp();
       },
       end: () => this.#closed(),
@@ -148,6 +155,8 @@ export class HttpAnswer {
     await this.#until(() => this.#queue.length > 0 || this.#ended);
     const chunk = this.#queue.shift() ?? null;
     if (chunk === null) this.close();
+    else this.#queuedBytes -= chunk.byteLength;
+    if (this.#queuedBytes < READ_AHEAD_BYTES) this.#pause(false);
     return chunk;
   }
 
@@ -258,10 +267,10 @@ export class HttpAnswer {
     const framing = this.#framing;
     if (this.#ended || chunk.byteLength === 0) return;
     if (framing.kind === "close") {
-      this.#queue.push(chunk);
+      this.#enqueue(chunk);
     } else if (framing.kind === "length") {
       const take = Math.min(framing.left, chunk.byteLength);
-      this.#queue.push(chunk.subarray(0, take));
+      this.#enqueue(chunk.subarray(0, take));
       framing.left -= take;
       if (framing.left === 0) this.#ended = true;
     } else {
@@ -269,12 +278,17 @@ export class HttpAnswer {
     }
   }
 
+  #enqueue(bytes: Uint8Array): void {
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.byteLength;
+  }
+
   #unchunk(chunk: Uint8Array): void {
     let at = 0;
     while (at < chunk.byteLength && !this.#ended) {
       if (this.#chunked === Chunked.Data) {
         const take = Math.min(this.#chunkLeft, chunk.byteLength - at);
-        this.#queue.push(chunk.subarray(at, at + take));
+        this.#enqueue(chunk.subarray(at, at + take));
         at += take;
         this.#chunkLeft -= take;
         if (this.#chunkLeft === 0) this.#chunked = Chunked.DataEnd;
