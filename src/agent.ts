@@ -547,10 +547,15 @@ export class Agent {
   }
 }
 
-/** Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. */
+/**
+ * Runs until SIGINT, SIGTERM or the end of --duration; returns the exit code. The signals are
+ * heard from the start: one that comes while the agent starts (its lock already taken) stops it
+ * cleanly once started, instead of killing it half-loaded.
+ */
 export async function runAgent(options: RunOptions): Promise<number> {
+  const signalled = untilStopped();
   const agent = await Agent.start(options);
-  await untilStopped(options.duration);
+  await (options.duration === undefined ? signalled : Promise.race([signalled, Bun.sleep(options.duration * 1000)]));
   await agent.stop();
   return 0;
 }

@@ -129,9 +129,9 @@ export function classifyFetchError(error: unknown, timeoutMs: number): Failure<"
  * `expires` (the API server's watch and list), else http; the detail is the status and `said`
  * (the body's message, one line).
  */
-export function statusFailure(response: Response, said: string): Failure<"unauthorized" | "forbidden" | "http">;
-export function statusFailure(response: Response, said: string, options: { expires: true }): Failure<"unauthorized" | "forbidden" | "http" | "expired">;
-export function statusFailure(response: Response, said: string, { expires = false } = {}): Failure {
+export function statusFailure(response: Pick<Response, "status" | "statusText">, said: string): Failure<"unauthorized" | "forbidden" | "http">;
+export function statusFailure(response: Pick<Response, "status" | "statusText">, said: string, options: { expires: true }): Failure<"unauthorized" | "forbidden" | "http" | "expired">;
+export function statusFailure(response: Pick<Response, "status" | "statusText">, said: string, { expires = false } = {}): Failure {
   const { status, statusText } = response;
   const code = `${status}${statusText ? ` ${statusText}` : ""}`;
   const kind = status === 401 ? "unauthorized" : status === 403 ? "forbidden" : status === 410 && expires ? "expired" : "http";

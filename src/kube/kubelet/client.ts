@@ -6,6 +6,7 @@
 // The timeout counts the time spent waiting for the kubelet (connecting, its headers, each part of
 // the body), not the time the caller spends reading what has arrived: on a busy node, reading a
 // large list can take longer than the timeout, and that is not the kubelet's fault.
+import { HttpAnswer, NotHttp } from "./http-get.ts";
 import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
 
 /** A failure of the kubelet (never "expired": that is the API server's). */
@@ -75,36 +76,30 @@ export class KubeletClient {
     }
     const { timeoutMs } = this.config;
     const waiting = new WaitingTime(timeoutMs);
-    let response: Response;
+    let answer: HttpAnswer | null = null;
     try {
-      response = await fetch(this.config.url, { headers, signal: waiting.signal, redirect: "error", ...(tls ? { tls } : {}) });
-    } catch (error) {
-      waiting.stop();
-      return { ok: false, failure: classifyFetchError(error, timeoutMs) };
-    }
-    try {
-      if (response.status !== 200) {
-        if (response.status === 401) this.#token?.expire(); // maybe rotated: read it again
-        return { ok: false, failure: statusFailure(response, oneLine(await response.text())) };
+      answer = await HttpAnswer.get(new URL(this.config.url), { headers, signal: waiting.signal, ...(tls ? { tls } : {}) });
+      if (answer.status !== 200) {
+        if (answer.status === 401) this.#token?.expire(); // maybe rotated: read it again
+        return { ok: false, failure: statusFailure(answer, oneLine(await answer.text())) };
       }
-      const declared = Number(response.headers.get("content-length") ?? Number.NaN);
+      const declared = Number(answer.headers.get("content-length") ?? Number.NaN);
       if (declared > MAX_ANSWER_BYTES) return tooLarge(declared);
       let bytes = 0;
-      for await (const chunk of response.body ?? []) {
+      for (let chunk = await answer.next(); chunk !== null; chunk = await answer.next()) {
         bytes += chunk.byteLength;
-        if (bytes > MAX_ANSWER_BYTES) {
-          await response.body?.cancel().catch(() => undefined);
-          return tooLarge(bytes);
-        }
+        if (bytes > MAX_ANSWER_BYTES) return tooLarge(bytes);
         waiting.stop();
         await consume(chunk);
         waiting.start();
       }
       return { ok: true, bytes };
     } catch (error) {
+      if (error instanceof NotHttp) return { ok: false, failure: { kind: "invalid", detail: `not an HTTP/1.1 answer: ${error.message}` } };
       return { ok: false, failure: classifyFetchError(error, timeoutMs) };
     } finally {
       waiting.stop();
+      answer?.close();
     }
   }
 }
