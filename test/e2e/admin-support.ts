@@ -217,6 +217,12 @@ export async function metrics(adminAddr: string): Promise<Map<string, number>> {
   return values;
 }
 
+/** The probe's close counters from /metrics: closes written when their socket ended, closes missed. */
+export async function closeCounts(adminAddr: string): Promise<{ atEnd: number; missed: number }> {
+  const m = await metrics(adminAddr);
+  return { atEnd: m.get("kmesh_accesslog_kernel_closes_at_end_total")!, missed: m.get("kmesh_accesslog_kernel_closes_missed_total")! };
+}
+
 export const switchMetric = (name: string) => `kmesh_accesslog_switch_enabled{switch="${name}"}`;
 
 /** The four switches as /metrics reports them. */

@@ -6,7 +6,7 @@
  * the object's BTF by test/kernel/record-layout.test.ts).
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { CONN_STATE_FIELDS, CONN_STATE_SIZE } from "../../src/kernel/probe.ts";
+import { CONN_STATE_FIELDS, CONN_STATE_SIZE, PROBE_SWITCHES_FIELDS, PROBE_SWITCHES_SIZE } from "../../src/kernel/probe.ts";
 import { run } from "./node.ts";
 
 export interface ConnState {
@@ -110,4 +110,12 @@ export function deleteEntry(mapId: number, key: bigint): void {
 
 export function hasEntry(mapId: number, key: bigint): boolean {
   return dumpConnections(mapId).some((e) => e.key === key);
+}
+
+/** Sets the probe's switches (its .data map) of agent `pid`: output on, closes of `port` ignored (0: none). */
+export function ignoreCloses(pid: number, port: number): void {
+  const value = new DataView(new ArrayBuffer(PROBE_SWITCHES_SIZE));
+  value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, 1, true);
+  value.setUint16(PROBE_SWITCHES_FIELDS.ignore_close_port.offset, port, true);
+  run(["bpftool", "map", "update", "id", String(agentMapId(pid, "kmesh_ac.data")), "key", "0", "0", "0", "0", "value", ...hex(new Uint8Array(value.buffer))]);
 }

@@ -6,9 +6,11 @@
  * containerStatuses. Both ways of keeping state (hash map, socket storage) and the OTLP export
  * must name, on each side, the process that called connect() or accept(): pid, command, container
  * id and container name, exactly. A connection open before the agents started is named after the
- * process that holds each socket (what the kernel can tell), never anything else.
+ * process that holds each socket (what the kernel can tell), never anything else. A close the
+ * probe skipped, written when its socket ends (test/e2e/skipped-close.test.ts), names the same
+ * processes: with socket storage the accept() side's owner waits in accept_owners until then.
  *
- * Needs root, python3, openssl, a cgroup2 mount and dist/kmesh-accesslog. Also part of the kernel
+ * Needs root, python3, openssl, a cgroup2 mount, bpftool and dist/kmesh-accesslog. Also part of the kernel
  * matrix (test/kernels/subset.ts). Run: `bun test test/e2e/processes.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -18,11 +20,13 @@ import { join } from "node:path";
 import { cgroup2Mounts } from "../../src/kernel/cgroups.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { type OtlpReceiver, startReceiver } from "../support/otlp-receiver.ts";
+import { closeCounts, freePort } from "./admin-support.ts";
 import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection } from "./agent.ts";
 import { waitUntilCapturing } from "./exchange.ts";
 import { podEntry, startKubeletAgent } from "./kubelet-agent.ts";
 import { createTestNode, type Pod, type PodProcess, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
+import { ignoreCloses } from "./probe-maps.ts";
 
 const CGROUP2 = (() => {
   try {
@@ -46,7 +50,13 @@ const ready = prerequisitesMet(
   netnsUnavailableReason() ??
     agentUnavailableReason() ??
     kubeletUnavailableReason() ??
-    (PYTHON === null ? "python3 is not installed" : CGROUP2 === null ? "no cgroup2 file system is mounted" : null),
+    (PYTHON === null
+      ? "python3 is not installed"
+      : CGROUP2 === null
+        ? "no cgroup2 file system is mounted"
+        : Bun.which("bpftool")
+          ? null
+          : "bpftool is not installed (scripts/setup installs it)"),
 );
 
 /** The commands as the kernel will name them (its comm: the name the program was started by). */
@@ -198,12 +208,14 @@ describe.skipIf(!ready)("the process behind each socket", () => {
   });
 
   /**
-   * One connection between the peers; both processes, and the connection's 4-tuple. `done` closes
-   * a held connection and resolves once both peers have exited.
+   * One connection between the peers; both processes, and the connection's 4-tuple. `listening`
+   * runs once the server's port is known, before the client connects. `done` closes a held
+   * connection and resolves once both peers have exited.
    */
-  async function connection(hold: boolean) {
+  async function connection(hold: boolean, listening: (port: number) => void = () => {}) {
     const srv = startPeer(server, bin, SERVER_COMMAND, serverCgroup, SERVER, [server.ip4, 5000, 1000]);
     const port = await srv.firstLine;
+    listening(port);
     const cli = startPeer(client, bin, CLIENT_COMMAND, clientCgroup, CLIENT, [server.ip4, port, 1000, 5000, hold ? 1 : 0]);
     const localPort = await cli.firstLine;
     const key = { srcAddr: client.ip4, srcPort: localPort, dstAddr: server.ip4, dstPort: port };
@@ -259,6 +271,34 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     }
     // The text line never says: its bytes are Kmesh's (test/e2e/capture.test.ts).
     expect(receiver.malformed).toEqual([]);
+  }, 90_000);
+
+  test("closes the probe skipped, written when each socket ends: the same callers on both lines, with either state keeping", async () => {
+    const [hashMapAdmin, storageAdmin] = [`127.0.0.1:${freePort()}`, `127.0.0.1:${freePort()}`];
+    await using hashMap = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "hash-map", "--admin-addr", hashMapAdmin] });
+    await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage", "--admin-addr", storageAdmin] });
+    const agents = [
+      { agent: hashMap, adminAddr: hashMapAdmin },
+      { agent: storage, adminAddr: storageAdmin },
+    ];
+    for (const { agent } of agents) await waitUntilCapturing(agent, client, server);
+    const before = await Promise.all(agents.map(({ adminAddr }) => closeCounts(adminAddr)));
+    const { cli, srv, key, done } = await connection(false, (port) => {
+      for (const { agent } of agents) ignoreCloses(agent.proc.pid, port);
+    });
+    await done();
+    const want = expected(cli, srv);
+    for (const [i, { adminAddr, agent }] of agents.entries()) {
+      const lines = await closeLines(agent, key);
+      for (const direction of ["OUTBOUND", "INBOUND"] as const) {
+        const line = lines[direction];
+        expect({ line: line.raw, owner: identity(line) }).toEqual({ line: line.raw, owner: want[direction] });
+        expect([line.sentBytes, line.receivedBytes]).toEqual(direction === "OUTBOUND" ? [1000, 5000] : [5000, 1000]);
+      }
+      // Both lines were written when the sockets ended, none by the state-change program.
+      const after = await closeCounts(adminAddr);
+      expect({ atEnd: after.atEnd - before[i]!.atEnd, missed: after.missed - before[i]!.missed }).toEqual({ atEnd: 2, missed: 0 });
+    }
   }, 90_000);
 
   test("a connection open before the agents started: the process that holds each socket, on both lines", async () => {

@@ -9,36 +9,24 @@
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AdminAgent, metrics, startAdminAgent } from "./admin-support.ts";
+import { type AdminAgent, closeCounts, startAdminAgent } from "./admin-support.ts";
 import { agentUnavailableReason } from "./agent.ts";
 import { closeLines, keyOf, problemsWith } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
-import { createTestNode, type Pod, run, type TestNode } from "./node.ts";
+import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { agentMapId } from "./probe-maps.ts";
-import { PROBE_SWITCHES_FIELDS, PROBE_SWITCHES_SIZE } from "../../src/kernel/probe.ts";
+import { ignoreCloses } from "./probe-maps.ts";
 
 const ready = prerequisitesMet(
   "skipped closes",
   netnsUnavailableReason() ?? agentUnavailableReason() ?? (Bun.which("bpftool") ? null : "bpftool is not installed (scripts/setup installs it)"),
 );
 
-const AT_END = "kmesh_accesslog_kernel_closes_at_end_total";
-const MISSED = "kmesh_accesslog_kernel_closes_missed_total";
 /**
  * Times against the peers' own clocks: under qemu's TCG (the kernel matrix), on a busy host, a peer
  * has been seen to take its clock 340 ms before its connect(). The figures are what this tests.
  */
 const TOLERANCE_MS = 1_000;
-
-/** Sets the probe's switches (its .data map) of agent `pid`: output on, closes of `port` ignored (0: none). */
-function ignoreCloses(pid: number, port: number): void {
-  const value = new DataView(new ArrayBuffer(PROBE_SWITCHES_SIZE));
-  value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, 1, true);
-  value.setUint16(PROBE_SWITCHES_FIELDS.ignore_close_port.offset, port, true);
-  const hex = Array.from(new Uint8Array(value.buffer), (b) => `0x${b.toString(16).padStart(2, "0")}`);
-  run(["bpftool", "map", "update", "id", String(agentMapId(pid, "kmesh_ac.data")), "key", "0", "0", "0", "0", "value", ...hex]);
-}
 
 for (const state of ["hash-map", "socket-storage"] as const) {
   describe.skipIf(!ready)(`a close the probe skipped, --connection-state ${state}`, () => {
@@ -61,7 +49,7 @@ for (const state of ["hash-map", "socket-storage"] as const) {
 
     for (const [family, closeFirst, port] of [[4, "client", 7_101], [6, "server", 7_102]] as const) {
       test(`IPv${family}, the ${closeFirst} closes first: one line per side when the socket ends, exact bytes`, async () => {
-        const before = await metrics(agent.adminAddr);
+        const before = await closeCounts(agent.adminAddr);
         ignoreCloses(agent.agent.proc.pid, port);
         try {
           const { client: c, server: s } = await exchange(client, server, { family, clientSend: 1000, serverSend: 5000, closeFirst, serverPort: port });
@@ -73,8 +61,8 @@ for (const state of ["hash-map", "socket-storage"] as const) {
         } finally {
           ignoreCloses(agent.agent.proc.pid, 0);
         }
-        const after = await metrics(agent.adminAddr);
-        expect({ atEnd: after.get(AT_END)! - before.get(AT_END)!, missed: after.get(MISSED)! - before.get(MISSED)! }).toEqual({ atEnd: 2, missed: 0 });
+        const after = await closeCounts(agent.adminAddr);
+        expect({ atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({ atEnd: 2, missed: 0 });
       });
     }
   });

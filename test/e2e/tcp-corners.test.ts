@@ -9,7 +9,7 @@
  */
 import { statSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AdminAgent, metrics, startAdminAgent } from "./admin-support.ts";
+import { type AdminAgent, closeCounts, startAdminAgent } from "./admin-support.ts";
 import { type AccessLogEntry, agentUnavailableReason, matchConnection } from "./agent.ts";
 import { exchange, runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
@@ -22,7 +22,6 @@ const ready = prerequisitesMet(
 );
 
 const SOCKETS = `${import.meta.dir}/sockets.ts`;
-const CLOSES_MISSED = "kmesh_accesslog_kernel_closes_missed_total";
 const OUTBOUND = 1;
 const INBOUND = 2;
 
@@ -88,7 +87,7 @@ describe.skipIf(!ready)("TCP corners", () => {
     startKnown: e.startNs !== null,
   });
 
-  const closesMissed = async () => (await metrics(agent.adminAddr)).get(CLOSES_MISSED)!;
+  const closesMissed = async () => (await closeCounts(agent.adminAddr)).missed;
 
   beforeAll(async () => {
     node = await createTestNode({ pods: ["client", "server", "raw", "stale"] });

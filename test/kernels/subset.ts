@@ -10,8 +10,9 @@
  * kprobes, as on every kernel of the matrix); a full ring buffer drained exactly
  * (test/e2e/ring-buffer.test.ts); the filters the kernel decides, with each way of keeping state
  * (test/e2e/kernel-filters.test.ts); the process behind each socket, connect() and accept() side,
- * with either way of keeping state (test/e2e/processes.test.ts: the accept() tracepoints must
- * attach on every kernel of the matrix); and, last, that the kernel neither got tainted nor
+ * with either way of keeping state, also on closes written when their socket ends
+ * (test/e2e/processes.test.ts: the accept() tracepoints must attach on every kernel of the
+ * matrix); and, last, that the kernel neither got tainted nor
  * logged a warning while all that ran.
  *
  * Not named *.test.ts, so the host's `bun test` leaves it out (the host's own e2e files cover all of
