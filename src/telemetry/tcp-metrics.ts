@@ -122,15 +122,13 @@ interface Ends {
 }
 
 interface SeriesPair {
-  reporter: string;
-  dstService: string | null;
   workload: Series;
   service: Series;
 }
 
 /** Stands for an unknown pod or no Service in the pair cache's keys. */
 const NOBODY = {};
-/** Destination addresses remembered per source, destination pod and Service (outside addresses can be many). */
+/** Destinations remembered per source, destination pod and Service (outside addresses can be many). */
 const MAX_PAIRS_PER_PEERS = 4096;
 
 /** A connection not reported for this many sweeps of a periodic read has closed unseen. */
@@ -144,7 +142,7 @@ export class TcpMetrics {
   readonly #idle = new Set<Series>();
   readonly #connections = new Map<string, Connection>();
   /** source pod → destination pod → Service → reporter, address, dst.service → the record's series */
-  #pairs = new WeakMap<object, WeakMap<object, WeakMap<object, Map<string, SeriesPair[]>>>>();
+  #pairs = new WeakMap<object, WeakMap<object, WeakMap<object, Map<string, SeriesPair>>>>();
   /** label text of a pod as source or destination, computed once per pod object */
   readonly #sourceText = new WeakMap<PodInfo, string>();
   readonly #destinationText = new WeakMap<PodInfo, string>();
@@ -301,9 +299,8 @@ export class TcpMetrics {
   /**
    * The workload and service series of a record. Their label texts are long (23 labels), so the
    * pair is also found by the objects that make them, the pods and the Service as the indexes
-   * hold them (new objects at each change), then by the destination address (the record's own
-   * string) and the few pairs there: most records cost four map lookups, and none builds a label
-   * text or a key (a key string per record was garbage of every periodic report).
+   * hold them (new objects at each change), and the few strings beside: most records cost four
+   * map lookups, none builds a label text.
    */
   #pairOf(r: AccessRecord, reporter: string, src: PodInfo | undefined, dst: PodInfo | undefined, service: ServiceRef | undefined, nowMs: number): SeriesPair {
     let bySrc = this.#pairs.get(src ?? NOBODY);
@@ -312,15 +309,8 @@ export class TcpMetrics {
     if (byDst === undefined) bySrc.set(dst ?? NOBODY, (byDst = new WeakMap()));
     let byService = byDst.get(service ?? NOBODY);
     if (byService === undefined) byDst.set(service ?? NOBODY, (byService = new Map()));
-    const dstService = r.dstService ?? null;
-    let pairs = byService.get(r.dstAddr);
-    let at = -1;
-    if (pairs !== undefined) {
-      for (let i = 0; i < pairs.length; i++) {
-        if (pairs[i]!.reporter === reporter && pairs[i]!.dstService === dstService) at = i;
-      }
-    }
-    let pair = at < 0 ? undefined : pairs![at];
+    const key = `${reporter} ${r.dstAddr} ${r.dstService ?? ""}`;
+    let pair = byService.get(key);
     if (pair === undefined || pair.workload.dropped || pair.service.dropped) {
       const sourceText = src === undefined ? this.#unknownSource : this.#peerText(this.#sourceText, src, 1);
       const destinationText = dst === undefined ? this.#unknownDestination : this.#peerText(this.#destinationText, dst, 12);
@@ -328,17 +318,11 @@ export class TcpMetrics {
       const labels = (names: readonly string[], values: string[]) =>
         `{reporter="${reporter}",${sourceText},${labelText(names, 9, values)},${destinationText},${TAIL}}`;
       pair = {
-        reporter,
-        dstService,
         workload: this.#seriesOf("workload", labels(WORKLOAD_LABELS, podValues(r, ends)), nowMs, { ...ends, service: undefined }),
         service: this.#seriesOf("service", labels(SERVICE_LABELS, serviceValues(r, ends)), nowMs, ends),
       };
-      if (pairs === undefined) {
-        if (byService.size > MAX_PAIRS_PER_PEERS) byService.clear();
-        byService.set(r.dstAddr, (pairs = []));
-      }
-      if (at < 0) pairs.push(pair);
-      else pairs[at] = pair;
+      if (byService.size > MAX_PAIRS_PER_PEERS) byService.clear();
+      byService.set(key, pair);
     }
     pair.workload.lastUpdateMs = nowMs;
     pair.service.lastUpdateMs = nowMs;
