@@ -10,41 +10,13 @@
 import { isLoopbackOrUnspecified } from "../../address.ts";
 import { claim, containerStatuses, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
 
-/**
- * What the index takes from one pod, and no more: a pod unchanged since the last list keeps this
- * (pod-list-reader.ts, KnownPods) instead of the whole checked pod.
- */
-export interface IndexedPod {
-  /** `namespace/name` */
-  readonly key: string;
-  /** runtime container id, name, id, name, ... */
-  readonly containers: readonly string[];
-  /** status.hostIP(s) */
-  readonly hostIps: readonly string[];
-  readonly ips: readonly string[];
-  readonly hostNetwork: boolean;
-  readonly claim: number;
-  readonly info: PodInfo;
-}
+/** Each checked pod's PodInfo, made once: a pod unchanged since the last list is the same Pod (pod-list-reader.ts). */
+const infoCache = new WeakMap<Pod, PodInfo>();
 
-export function indexedPod(pod: Pod): IndexedPod {
-  const containers: string[] = [];
-  for (const status of containerStatuses(pod)) {
-    const id = runtimeContainerId(status.containerID);
-    if (id !== null) containers.push(id, status.name);
-  }
-  const hostIps: string[] = [];
-  for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) hostIps.push(entry.ip);
-  if (pod.status?.hostIP) hostIps.push(pod.status.hostIP);
-  return {
-    key: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}`,
-    containers,
-    hostIps,
-    ips: podIps(pod),
-    hostNetwork: pod.spec?.hostNetwork === true,
-    claim: claim(pod),
-    info: podInfo(pod),
-  };
+function infoOf(pod: Pod): PodInfo {
+  let info = infoCache.get(pod);
+  if (info === undefined) infoCache.set(pod, (info = podInfo(pod)));
+  return info;
 }
 
 export class PodIndex {
@@ -59,23 +31,29 @@ export class PodIndex {
   /** pods in the list this index was built from, indexed or not */
   readonly podCount: number;
 
-  private constructor(pods: readonly IndexedPod[]) {
+  private constructor(pods: readonly Pod[]) {
     this.podCount = pods.length;
     const claims = new Map<string, number>();
     for (const pod of pods) {
-      this.#podKeys.add(pod.key);
-      for (let i = 0; i < pod.containers.length; i += 2) this.#containerNames.set(pod.containers[i]!, pod.containers[i + 1]!);
-      for (const ip of pod.hostIps) this.#nodeAddresses.add(ip);
-      if (pod.hostNetwork) {
-        for (const ip of pod.ips) this.#nodeAddresses.add(ip);
+      this.#podKeys.add(`${pod.metadata.namespace ?? ""}/${pod.metadata.name}`);
+      for (const status of containerStatuses(pod)) {
+        const id = runtimeContainerId(status.containerID);
+        if (id !== null) this.#containerNames.set(id, status.name);
+      }
+      for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) this.#nodeAddresses.add(entry.ip);
+      if (pod.status?.hostIP) this.#nodeAddresses.add(pod.status.hostIP);
+
+      const ips = podIps(pod);
+      if (pod.spec?.hostNetwork === true) {
+        for (const ip of ips) this.#nodeAddresses.add(ip);
         continue;
       }
-      const strength = pod.claim;
+      const strength = claim(pod);
       if (strength === NEVER) continue;
-      for (const ip of pod.ips) {
+      for (const ip of ips) {
         if ((claims.get(ip) ?? NEVER) >= strength) continue;
         claims.set(ip, strength);
-        this.#byIp.set(ip, pod.info);
+        this.#byIp.set(ip, infoOf(pod));
       }
     }
     // An address that is the node's own (a hostNetwork pod's) is never a pod IP.
@@ -83,10 +61,6 @@ export class PodIndex {
   }
 
   static fromPods(pods: readonly Pod[]): PodIndex {
-    return new PodIndex(pods.map(indexedPod));
-  }
-
-  static fromIndexed(pods: readonly IndexedPod[]): PodIndex {
     return new PodIndex(pods);
   }
 

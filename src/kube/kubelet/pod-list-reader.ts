@@ -11,11 +11,9 @@
 // fails the schema names its index, pod and path; a document that is not JSON is "not JSON: ...".
 // Work is done in slices (`work(deadline)`), so the caller can let the event loop turn in between.
 //
-// A pod whose bytes are exactly those of a pod in the last good list is not read again: what the
-// index takes from it (IndexedPod) is taken from KnownPods. A node's list changes little from one
-// refresh to the next, and decoding every pod again each time was most of the garbage a refresh
-// left; keeping whole checked pods instead of what the index takes cost memory (README, "Footprint").
-// A reader given KnownPods keeps only IndexedPods (indexed()), not the checked pods.
+// A pod whose bytes are exactly those of a pod in the last good list is not read again: its checked
+// Pod is taken from KnownPods. A node's list changes little from one refresh to the next, and
+// decoding every pod again each time was most of the garbage a refresh left (README, "Footprint").
 import * as v from "valibot";
 import {
   BACKSLASH,
@@ -32,33 +30,32 @@ import {
   selectionOf,
 } from "./json-pick.ts";
 import { type Pod, PodSchema } from "../pod.ts";
-import { type IndexedPod, indexedPod } from "./pod-index.ts";
 import { checkPodList, describeItemProblem, parsePodList, type PodListResult } from "./pod-list.ts";
 
 /** What is read of each pod: the fields PodSchema declares (json-pick.ts). */
 const POD_SELECTION = selectionOf(PodSchema);
 
 /**
- * What the index took from each pod of the last good list, by a 64-bit hash of their bytes (wyhash, seeded at random
+ * The checked pods of the last good list, by a 64-bit hash of their bytes (wyhash, seeded at random
  * per process, so that nobody who writes a pod spec can make it collide with another pod's).
  */
 export class KnownPods {
   readonly #seed = crypto.getRandomValues(new BigUint64Array(1))[0]!;
-  #known = new Map<bigint, IndexedPod>();
+  #known = new Map<bigint, Pod>();
   /** the pods of the list being read */
-  #seen = new Map<bigint, IndexedPod>();
+  #seen = new Map<bigint, Pod>();
   #hash = 0n;
 
-  /** What the index took from the pod whose bytes were exactly bytes[start, end) in the last good list. */
-  find(bytes: Uint8Array, start: number, end: number): IndexedPod | undefined {
+  /** The checked pod whose bytes were exactly bytes[start, end) in the last good list. */
+  find(bytes: Uint8Array, start: number, end: number): Pod | undefined {
     this.#hash = BigInt(Bun.hash.wyhash(bytes.subarray(start, end), this.#seed));
     const pod = this.#known.get(this.#hash);
     if (pod !== undefined) this.#seen.set(this.#hash, pod);
     return pod;
   }
 
-  /** What the index takes from the pod whose bytes find() was given last, checked. */
-  add(pod: IndexedPod): void {
+  /** The pod whose bytes find() was given last, checked. */
+  add(pod: Pod): void {
     this.#seen.set(this.#hash, pod);
   }
 
@@ -122,10 +119,7 @@ export class PodListReader {
   readonly #members: Record<string, unknown> = {};
   #itemsStreamed = false;
   #itemCount = 0;
-  /** the checked pods (without KnownPods) */
   readonly #pods: Pod[] = [];
-  /** what the index takes from each (with KnownPods) */
-  readonly #indexed: IndexedPod[] = [];
   #firstBadItem = "";
   #badItems = 0;
   readonly #decoder = new TextDecoder();
@@ -198,17 +192,6 @@ export class PodListReader {
       return { ok: false, problem: `${this.#firstBadItem}${more}` };
     }
     return { ok: true, pods: this.#itemsStreamed ? this.#pods : head.pods };
-  }
-
-  /**
-   * With KnownPods: what the index takes from each pod of a good list, in order (result() then
-   * has no pods). Without: taken from result()'s pods.
-   */
-  indexed(): readonly IndexedPod[] {
-    const result = this.result();
-    if (!result.ok) return [];
-    if (this.#knownPods === null || !this.#itemsStreamed) return result.pods.map(indexedPod);
-    return this.#indexed;
   }
 
   #fail(problem: string): false {
@@ -388,7 +371,6 @@ export class PodListReader {
     this.#itemsStreamed = false;
     this.#itemCount = 0;
     this.#pods.length = 0;
-    this.#indexed.length = 0;
     this.#badItems = 0;
     this.#firstBadItem = "";
   }
@@ -396,30 +378,23 @@ export class PodListReader {
   #checkItem(item: unknown): void {
     const index = this.#itemCount++;
     if (item instanceof KnownPod) {
-      if (this.#badItems === 0) this.#indexed.push(item.pod);
+      if (this.#badItems === 0) this.#pods.push(item.pod);
       return;
     }
     const pod = v.safeParse(PodSchema, item);
     if (pod.success) {
-      if (this.#knownPods === null) {
-        if (this.#badItems === 0) this.#pods.push(pod.output);
-        return;
-      }
-      const indexed = indexedPod(pod.output);
-      this.#knownPods.add(indexed);
-      if (this.#badItems === 0) this.#indexed.push(indexed);
+      this.#knownPods?.add(pod.output);
+      if (this.#badItems === 0) this.#pods.push(pod.output);
       return;
     }
     if (++this.#badItems === 1) this.#firstBadItem = describeItemProblem(index, item, pod.issues[0]);
-    // the list is refused: no need to keep what it had
-    this.#pods.length = 0;
-    this.#indexed.length = 0;
+    this.#pods.length = 0; // the list is refused: no need to keep what it had
   }
 }
 
 /** What #value returns for a pod read before (never a value JSON.parse makes). */
 class KnownPod {
-  constructor(readonly pod: IndexedPod) {}
+  constructor(readonly pod: Pod) {}
 }
 
 /** What #value returns for a value that is not JSON. */

@@ -6,7 +6,6 @@ import { NotJson, pick, type Selection, selectionOf } from "../../../../src/kube
 import { parsePodList, type PodListResult } from "../../../../src/kube/kubelet/pod-list.ts";
 import { PodSchema } from "../../../../src/kube/pod.ts";
 import { KnownPods, PodListReader } from "../../../../src/kube/kubelet/pod-list-reader.ts";
-import { type IndexedPod, indexedPod } from "../../../../src/kube/kubelet/pod-index.ts";
 import { busyNodePodList, pod, podList } from "../../../support/kubelet-pods.ts";
 
 const encode = (text: string) => new TextEncoder().encode(text);
@@ -147,55 +146,54 @@ describe("the pod list read as it arrives", () => {
 
 describe("pods unchanged since the last good list", () => {
   /** One refresh's read, as refresh.ts does it: the known pods settle with the verdict. */
-  function readWith(known: KnownPods, list: unknown): readonly IndexedPod[] | null {
+  function readWith(known: KnownPods, list: unknown): PodListResult {
     const reader = new PodListReader(known);
-    reader.push(encode(typeof list === "string" ? list : JSON.stringify(list)));
+    reader.push(encode(JSON.stringify(list)));
     reader.end();
     reader.work();
     const result = reader.result();
     known.settle(result.ok);
-    return result.ok ? reader.indexed() : null;
+    return result;
   }
-  /** What the index takes from each pod, read without KnownPods. */
-  const indexedOf = (list: unknown) => {
-    const result = readPodList(encode(JSON.stringify(list)));
-    return result.ok ? result.pods.map(indexedPod) : null;
-  };
+  const pods = (r: PodListResult) => (r.ok ? r.pods : []);
 
-  test("are taken as they were indexed (the same objects), and only they: the result is the whole read's", () => {
+  test("are taken as they were checked (the same objects), and only they: the result is the whole read's", () => {
     const list = busyNodePodList(300) as { items: Record<string, unknown>[] };
     const known = new KnownPods();
-    const first = readWith(known, list)!;
-    expect(first).toHaveLength(300);
-    expect(first).toEqual(indexedOf(list)!);
+    const first = readWith(known, list);
+    expect(pods(first)).toHaveLength(300);
 
     // pod 7 changes (a new IP), the rest is byte for byte the same
     const changed = structuredClone(list);
     (changed.items[7]!.status as { podIP: string }).podIP = "10.244.200.7";
-    const second = readWith(known, changed)!;
-    expect(second).toEqual(indexedOf(changed)!);
+    const second = readWith(known, changed);
+    expect(second).toEqual(readPodList(encode(JSON.stringify(changed))));
     // (the generated list repeats some pods byte for byte: those share one object)
-    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), first[i]]));
-    second.forEach((p, i) => {
-      if (i === 7) expect(p).not.toBe(first[7]);
+    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), pods(first)[i]]));
+    pods(second).forEach((p, i) => {
+      if (i === 7) expect(p).not.toBe(pods(first)[7]);
       else expect(p).toBe(byBytes.get(JSON.stringify(list.items[i]))!);
     });
 
     // a refused list changes nothing known; the next good one still finds every pod
     const broken = structuredClone(changed);
     (broken.items[0]!.status as { podIP: unknown }).podIP = 42;
-    expect(readWith(known, broken)).toBeNull();
-    const third = readWith(known, changed)!;
-    third.forEach((p, i) => expect(p).toBe(second[i]!));
+    expect(readWith(known, broken).ok).toBe(false);
+    const third = readWith(known, changed);
+    pods(third).forEach((p, i) => expect(p).toBe(pods(second)[i]!));
   });
 
   test("a pod known from an earlier list is not taken when its bytes differ at all", () => {
     const known = new KnownPods();
-    const before = readWith(known, podList([web]))!;
+    const before = readWith(known, podList([web]));
     const spaced = `{"kind":"PodList","items":[${JSON.stringify(web).replace('"name":', '"name" :')}]}`;
-    const after = readWith(known, spaced)!;
+    const reader = new PodListReader(known);
+    reader.push(encode(spaced));
+    reader.end();
+    reader.work();
+    const after = reader.result();
     expect(after).toEqual(before);
-    expect(after[0]).not.toBe(before[0]);
+    expect(pods(after)[0]).not.toBe(pods(before)[0]);
   });
 });
 
