@@ -136,7 +136,7 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
   ];
   const argv = [
     "qemu-system-x86_64",
-    ...["-nodefaults", "-no-reboot", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2G"],
+    ...["-nodefaults", "-no-reboot", "-machine", "q35", "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "2G"],
     ...["-display", "none", "-monitor", "none", "-serial", o.interactive ? "mon:stdio" : "stdio"],
     ...["-kernel", o.kernel.vmlinuz, "-initrd", initrd],
     // panic=-1 with -no-reboot: a panic ends qemu at once instead of waiting for the timeout.
