@@ -11,7 +11,7 @@ import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { AccessRecordPool } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
-import { METRIC_PREFIX, type MetricsRegistry, type Sample } from "./admin/metrics.ts";
+import type { MetricsRegistry, MetricType, Sample } from "./admin/metrics.ts";
 import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
@@ -585,19 +585,13 @@ function kubeView(pods: PodSource | null, cluster: ClusterIndex | null): KubeVie
   };
 }
 
-/** Registers one of the agent's metrics, named with our prefix. */
-const metricOf =
-  (registry: MetricsRegistry, prefix = "") =>
-  (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
-    registry.register({ name: `${METRIC_PREFIX}${prefix}${name}`, type, help, read });
-
 /**
  * What the agent, its pod sources and its naming of lines count, read at every scrape (after the
  * control's own metrics, admin/control.ts). The kubelet's metrics come with its pod source, the
  * API server's with its source.
  */
 function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, tcpMetrics: TcpMetrics, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
-  const metric = metricOf(registry);
+  const metric = registry.add.bind(registry);
   const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
@@ -662,7 +656,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
 
 /** What the OTLP exporter counts (src/sink/otlp/exporter.ts), after the agent's own. */
 function registerOtlpMetrics(registry: MetricsRegistry, stats: Readonly<ExporterStats>): void {
-  const metric = metricOf(registry, "otlp_");
+  const metric = (name: string, type: MetricType, help: string, read: () => number | Sample[]) => registry.add(`otlp_${name}`, type, help, read);
   metric("records_queued", "gauge", "Reports accepted for the OTLP collector and not yet delivered or dropped (at most --otlp-queue-size).", () => stats.queued);
   metric("records_sent_total", "counter", "Reports the OTLP collector accepted.", () => stats.sent);
   metric("records_dropped_total", "counter", "Reports not delivered to the OTLP collector: the queue was full, the collector refused them, or they were still queued when the flush at stop ran out.", () => [
