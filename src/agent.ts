@@ -11,7 +11,7 @@ import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
 import { AccessRecordPool } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
-import { METRIC_PREFIX, type MetricsRegistry, type Sample } from "./admin/metrics.ts";
+import type { MetricsRegistry, MetricType, Sample } from "./admin/metrics.ts";
 import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
@@ -82,16 +82,10 @@ const CLOSE_STATE = "BPF_TCP_CLOSE";
 const collectGarbage = () => Bun.gc(true);
 
 export class Agent {
-  readonly #clock: Clock;
-  readonly #probe: Probe;
-  readonly #sink: Sinks;
-  readonly #control: AgentControl;
-  readonly #log: Logger;
   #timers: Timer[] = [];
   #drainTimer: Timer | null = null;
   #drainPauseMs = DRAIN_INTERVAL_MS;
   readonly #idlePauseMs: number;
-  readonly #ringBytes: number;
   /** Records the kernel had lost at the last drain; whether it is losing them now, since when. */
   #lostSeen = 0;
   #lostAtStart = 0;
@@ -118,9 +112,6 @@ export class Agent {
   /** The records of a batch, filled again batch after batch (no object per record either). */
   readonly #records = new AccessRecordPool(BATCH_RECORDS);
   #lastInvalid = "";
-  /** Kmesh's TCP metrics, fed while the switches say so, served on --metrics-addr meanwhile. */
-  readonly #metrics: TcpMetrics;
-  readonly #metricsAddress: MetricsAddress;
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
   /** Which reports are written (AgentControl applies the flags', then PUT /filters'). */
@@ -131,24 +122,17 @@ export class Agent {
   #servicesKnown = false;
 
   private constructor(
-    clock: Clock,
-    probe: Probe,
-    sink: Sinks,
-    control: AgentControl,
-    log: Logger,
-    metrics: TcpMetrics,
-    metricsAddress: MetricsAddress,
-    ringBufferBytes: number,
+    private readonly clock: Clock,
+    private readonly probe: Probe,
+    private readonly sink: Sinks,
+    private readonly control: AgentControl,
+    private readonly log: Logger,
+    /** Kmesh's TCP metrics, fed while the switches say so, served on --metrics-addr meanwhile. */
+    private readonly metrics: TcpMetrics,
+    private readonly metricsAddress: MetricsAddress,
+    private readonly ringBytes: number,
   ) {
-    this.#ringBytes = ringBufferBytes;
-    this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBufferBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
-    this.#control = control;
-    this.#log = log;
-    this.#clock = clock;
-    this.#probe = probe;
-    this.#sink = sink;
-    this.#metrics = metrics;
-    this.#metricsAddress = metricsAddress;
+    this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
     this.#outputs = outputsOf(control.switches());
     this.#filter = new ReportFilter(control.filters());
   }
@@ -178,23 +162,19 @@ export class Agent {
     // Served only while the TCP metrics are on; when they are on from the start, a taken port is
     // refused now, before anything loads.
     const metricsAddress = new MetricsAddress(options.metricsAddr, metrics, log);
-    try {
-      metricsAddress.serve(outputsOf(switches.switches).tcpMetrics);
-    } catch (error) {
-      await control.stop();
-      throw error;
-    }
     const clock = createClock();
-    // Before the probe: the first pod list is read while the BPF object loads.
     const kubelet = resolveKubeletSettings(options);
-    if (kubelet !== null) for (const notice of settingsNotices(kubelet)) log.warn(notice);
-    const pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
-    pods?.start();
+    let pods: PodSource | null = null;
     let api: ApiSource | null = null;
     let feed: FeedSource | null = null;
     let probe: Probe;
     let otlp: OtlpExporter | null = null;
     try {
+      metricsAddress.serve(outputsOf(switches.switches).tcpMetrics);
+      // Before the probe: the first pod list is read while the BPF object loads.
+      if (kubelet !== null) for (const notice of settingsNotices(kubelet)) log.warn(notice);
+      pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
+      pods?.start();
       // A headers or CA file that cannot work is refused before the probe loads.
       const otlpSettings = resolveExporterSettings(options);
       otlp = otlpSettings === null ? null : new OtlpExporter(otlpSettings, log);
@@ -279,10 +259,10 @@ export class Agent {
   /** The switches changed (or were first applied): the kernel's global, lines, metrics. */
   #apply(outputs: Outputs): void {
     // First what can fail: a refused change changes nothing.
-    void this.#metricsAddress.serve(outputs.tcpMetrics);
-    this.#probe.setEmitEnabled(outputs.kernelEmit);
-    if (!outputs.tcpMetrics && this.#outputs.tcpMetrics) this.#metrics.clear();
-    this.#metrics.setConnectionSeries(outputs.connectionSeries);
+    void this.metricsAddress.serve(outputs.tcpMetrics);
+    this.probe.setEmitEnabled(outputs.kernelEmit);
+    if (!outputs.tcpMetrics && this.#outputs.tcpMetrics) this.metrics.clear();
+    this.metrics.setConnectionSeries(outputs.connectionSeries);
     this.#outputs = outputs;
     this.#applyKernelFilter();
   }
@@ -290,7 +270,7 @@ export class Agent {
   /** Hands the kernel the filters it may apply now (the filters or the switches changed). */
   #applyKernelFilter(): void {
     const { closeLines, tcpMetrics, periodicReports } = this.#outputs;
-    this.#probe.setFilterRules(kernelRules(this.#filter.filters, { closeLines, tcpMetrics, periodicReports, servicesKnown: this.#servicesKnown }));
+    this.probe.setFilterRules(kernelRules(this.#filter.filters, { closeLines, tcpMetrics, periodicReports, servicesKnown: this.#servicesKnown }));
   }
 
   /** One record, read where it lies (in the ring buffer, or in a periodic report's batch). */
@@ -301,7 +281,7 @@ export class Agent {
       // Without an enricher the record is done with once emitted: one record serves every line.
       if (this.#enricher === null) this.#records.reset();
       else if (this.#records.full) this.#endBatch();
-      const record = this.#records.fill(event, this.#clock);
+      const record = this.#records.fill(event, this.clock);
       if (record.pid !== null) record.containerId = this.#containers.containerOf(event.ownerCgroupId);
       if (this.#outputs.tcpMetrics) {
         const start = event.start;
@@ -320,10 +300,10 @@ export class Agent {
     const outputs = this.#outputs;
     // Named now, after any wait for the pod list: a new container's status may come with it.
     if (record.containerId !== null) record.containerName = this.#pods?.containerName(record.containerId) ?? null;
-    if (outputs.tcpMetrics) this.#metrics.observe(record, performance.now(), src, dst, service);
+    if (outputs.tcpMetrics) this.metrics.observe(record, performance.now(), src, dst, service);
     if (!(record.state === CLOSE_STATE ? outputs.closeLines : outputs.periodicReports)) return;
     const dropped = this.#filter.drops(record);
-    if (dropped === null) this.#sink.add(record);
+    if (dropped === null) this.sink.add(record);
     else this.filtered[dropped]++;
   };
 
@@ -338,8 +318,8 @@ export class Agent {
     });
     if (pods !== null) {
       pods.onRefreshed = () => {
-        enricher.release(this.#clock.nowMonotonicNs());
-        this.#sink.flush();
+        enricher.release(this.clock.nowMonotonicNs());
+        this.sink.flush();
         collectGarbage();
       };
     }
@@ -354,7 +334,7 @@ export class Agent {
    * back to the INBOUND line of a backend on this node (accesslog/enrich.ts).
    */
   #translateClusterIps(enricher: Enricher, libbpfPath: string | undefined): void {
-    const log = this.#log;
+    const log = this.log;
     this.#conntrack = new ConntrackWatch(libbpfPath, {
       hooked: (hook) => {
         enricher.nat = hook;
@@ -375,7 +355,7 @@ export class Agent {
     const enricher = this.#enricher;
     while (enricher !== null && enricher.holding > 0) {
       await Bun.sleep(DRAIN_INTERVAL_MS);
-      enricher.release(this.#clock.nowMonotonicNs());
+      enricher.release(this.clock.nowMonotonicNs());
     }
     this.#pods?.stop();
     await this.#feed?.stop();
@@ -385,10 +365,10 @@ export class Agent {
   /** Reports of every open connection (lines, metrics), after what the kernel had queued before. */
   #reportOpenConnections(): number {
     this.#drain();
-    const count = this.#probe.reportOpenConnections(this.#onRecord);
+    const count = this.probe.reportOpenConnections(this.#onRecord);
     this.#endBatch();
-    if (this.#outputs.tcpMetrics) this.#metrics.scanned();
-    this.#sink.flush();
+    if (this.#outputs.tcpMetrics) this.metrics.scanned();
+    this.sink.flush();
     collectGarbage();
     return count;
   }
@@ -398,23 +378,23 @@ export class Agent {
     // One line per kind of bad record, not one per record.
     if (message !== this.#lastInvalid) {
       this.#lastInvalid = message;
-      this.#log.warn(`skipped a malformed ring-buffer record (${message}); ${this.#recordsInvalid} skipped so far`);
+      this.log.warn(`skipped a malformed ring-buffer record (${message}); ${this.#recordsInvalid} skipped so far`);
     }
   }
 
   /** Names and writes the batch's lines (or holds some): the pool's records are free again. */
   #endBatch(): void {
-    this.#enricher?.endBatch(this.#clock.nowMonotonicNs());
+    this.#enricher?.endBatch(this.clock.nowMonotonicNs());
     this.#records.reset();
   }
 
   /** Drains everything queued; returns how many records were read. */
   #drain(): number {
     // Held lines past their deadline go before anything newer (the order rule of enrich.ts).
-    this.#enricher?.release(this.#clock.nowMonotonicNs());
-    const read = this.#probe.drain(this.#onRecord);
+    this.#enricher?.release(this.clock.nowMonotonicNs());
+    const read = this.probe.drain(this.#onRecord);
     this.#endBatch();
-    this.#sink.flush();
+    this.sink.flush();
     this.#watchLoss();
     return read;
   }
@@ -428,7 +408,7 @@ export class Agent {
     const read = this.#drain();
     if (read > 0) this.#drainPauseMs = DRAIN_INTERVAL_MS;
     else this.#drainPauseMs = Math.min(2 * this.#drainPauseMs, this.#idlePauseMs);
-    this.#scheduleDrain(this.#probe.pendingBytes() * 4 >= this.#ringBytes ? 0 : this.#drainPauseMs);
+    this.#scheduleDrain(this.probe.pendingBytes() * 4 >= this.ringBytes ? 0 : this.#drainPauseMs);
   };
 
   #scheduleDrain(ms: number): void {
@@ -440,14 +420,14 @@ export class Agent {
    * stopped (no loss for LOSS_QUIET_NS), each time with the count and the fix.
    */
   #watchLoss(): void {
-    const lost = this.#probe.recordsLost();
-    const now = this.#clock.nowMonotonicNs();
+    const lost = this.probe.recordsLost();
+    const now = this.clock.nowMonotonicNs();
     if (lost > this.#lostSeen) {
       if (!this.#losing) {
         this.#losing = true;
         this.#lostAtStart = this.#lostSeen;
-        this.#log.warn(
-          `the kernel is losing records: the ring buffer (${this.#ringBytes} bytes) is full; ${lost - this.#lostSeen} lost so far in this loss ` +
+        this.log.warn(
+          `the kernel is losing records: the ring buffer (${this.ringBytes} bytes) is full; ${lost - this.#lostSeen} lost so far in this loss ` +
             `— fix: raise --ring-buffer-size, and let the agent have CPU (it drains what the kernel queues)`,
         );
       }
@@ -455,9 +435,9 @@ export class Agent {
       this.#lastLossNs = now;
     } else if (this.#losing && now - this.#lastLossNs >= LOSS_QUIET_NS) {
       this.#losing = false;
-      this.#log.warn(
+      this.log.warn(
         `the kernel has stopped losing records: ${lost - this.#lostAtStart} were lost in this loss, ${lost} since the start ` +
-          `— fix: raise --ring-buffer-size (now ${this.#ringBytes} bytes), and let the agent have CPU`,
+          `— fix: raise --ring-buffer-size (now ${this.ringBytes} bytes), and let the agent have CPU`,
       );
     }
   }
@@ -467,11 +447,11 @@ export class Agent {
    * changed state in a softirq while the probe ran on the same CPU), once per spell of skips.
    */
   #watchSkips(): void {
-    const skipped = this.#probe.runsSkipped();
+    const skipped = this.probe.runsSkipped();
     if (skipped === null || this.#skipsSeen === null || skipped <= this.#skipsSeen) return;
-    const now = this.#clock.nowMonotonicNs();
+    const now = this.clock.nowMonotonicNs();
     if (this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS) {
-      this.#log.warn(
+      this.log.warn(
         `the kernel is skipping runs of the probe (${skipped - this.#skipsSeen} so far: a socket changed state in a softirq while the probe ran on the same CPU, ` +
           `as under bursts of closes); a close it skips is written when its socket ends, a start it skips makes start_time unknown`,
       );
@@ -486,12 +466,12 @@ export class Agent {
    * their socket, uncounted. `quiet`: at stop, whose summary says it.
    */
   #sweepStates(quiet = false): void {
-    if (this.#probe.stateKeeping !== "hash map") return;
-    const before = this.#probe.counters().closesMissed;
-    this.#probe.reportOpenConnections(() => undefined);
-    const found = this.#probe.counters().closesMissed - before;
+    if (this.probe.stateKeeping !== "hash map") return;
+    const before = this.probe.counters().closesMissed;
+    this.probe.reportOpenConnections(() => undefined);
+    const found = this.probe.counters().closesMissed - before;
     if (found > 0 && !quiet) {
-      this.#log.warn(`${found} connections closed without their close reaching the probe (found in its hash map): they have no close line`);
+      this.log.warn(`${found} connections closed without their close reaching the probe (found in its hash map): they have no close line`);
     }
   }
 
@@ -502,11 +482,11 @@ export class Agent {
 
   counters(): AgentCounters {
     return {
-      ...this.#probe.counters(),
+      ...this.probe.counters(),
       recordsRead: this.#recordsRead,
       recordsInvalid: this.#recordsInvalid,
-      linesWritten: this.#sink.linesWritten,
-      linesDropped: this.#sink.linesDropped,
+      linesWritten: this.sink.linesWritten,
+      linesDropped: this.sink.linesDropped,
     };
   }
 
@@ -517,30 +497,30 @@ export class Agent {
     this.#drainTimer = null;
     // while the programs still run: a close after they go would look like one they missed
     this.#sweepStates(true);
-    this.#control.detach();
-    this.#probe.detach();
+    this.control.detach();
+    this.probe.detach();
     this.#drain();
     await this.#stopNaming();
     this.#conntrack?.stop();
     const counters = this.counters();
-    this.#probe.close();
-    await this.#sink.close();
-    await this.#metricsAddress.close();
+    this.probe.close();
+    await this.sink.close();
+    await this.metricsAddress.close();
     // Lines the sink still held when the counters were read are out (or dropped) by now.
-    counters.linesWritten = this.#sink.linesWritten;
-    counters.linesDropped = this.#sink.linesDropped;
-    await this.#control.stop();
-    this.#log.info(
+    counters.linesWritten = this.sink.linesWritten;
+    counters.linesDropped = this.sink.linesDropped;
+    await this.control.stop();
+    this.log.info(
       `stopped: ${counters.recordsRead} records read, ${counters.linesWritten} lines written, ` +
         `${counters.recordsLost} records lost in the kernel, ${counters.linesDropped} lines dropped`,
     );
-    if (counters.recordsLost > 0) this.#log.warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
-    if (counters.trackingFailed > 0) this.#log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
+    if (counters.recordsLost > 0) this.log.warn(`${counters.recordsLost} records were lost in the kernel (ring buffer full): raise --ring-buffer-size`);
+    if (counters.trackingFailed > 0) this.log.warn(`${counters.trackingFailed} connections could not be tracked from their start: raise --max-connections`);
     if (counters.closesAtDestroy > 0) {
-      this.#log.info(`${counters.closesAtDestroy} closes the kernel skipped the probe for were written when their socket ended`);
+      this.log.info(`${counters.closesAtDestroy} closes the kernel skipped the probe for were written when their socket ended`);
     }
     if (counters.closesMissed > 0) {
-      this.#log.warn(
+      this.log.warn(
         `${counters.closesMissed} connections closed without their close reaching the probe (the kernel skipped it, or ran neither of its programs, under bursts of closes): they have no close line`,
       );
     }
@@ -567,25 +547,22 @@ export async function runAgent(options: RunOptions): Promise<number> {
  * they are off (so a node's port 15020 is taken only by an agent that serves metrics).
  */
 class MetricsAddress {
-  readonly #address: HostPort | null;
-  readonly #metrics: TcpMetrics;
-  readonly #log: Logger;
   #server: HttpServer | null = null;
 
-  constructor(address: HostPort | null, metrics: TcpMetrics, log: Logger) {
-    this.#address = address;
-    this.#metrics = metrics;
-    this.#log = log;
-  }
+  constructor(
+    private readonly address: HostPort | null,
+    private readonly metrics: TcpMetrics,
+    private readonly log: Logger,
+  ) {}
 
   /** Listens (at once; throws ListenError when it cannot) or stops listening. */
   serve(on: boolean): Promise<void> {
-    if (on && this.#server === null && this.#address !== null) {
+    if (on && this.#server === null && this.address !== null) {
       // Read-only: no access gate (a POST is answered 405).
-      this.#server = HttpServer.listen(this.#address, METRICS_LISTENER, (method, url, _body, headers) => handleMetricsRequest(() => this.#metrics.render(), method, url, headers.get("accept-encoding")), { log: this.#log });
-      this.#log.info(`TCP metrics on http://${this.#server.where}/status/metric (and /metrics)`);
+      this.#server = HttpServer.listen(this.address, METRICS_LISTENER, (method, url, _body, headers) => handleMetricsRequest(() => this.metrics.render(), method, url, headers.get("accept-encoding")), { log: this.log });
+      this.log.info(`TCP metrics on http://${this.#server.where}/status/metric (and /metrics)`);
     } else if (!on && this.#server !== null) {
-      this.#log.info(`TCP metrics off: no longer serving http://${this.#server.where}/status/metric`);
+      this.log.info(`TCP metrics off: no longer serving http://${this.#server.where}/status/metric`);
       return this.close();
     }
     return Promise.resolve();
@@ -608,19 +585,13 @@ function kubeView(pods: PodSource | null, cluster: ClusterIndex | null): KubeVie
   };
 }
 
-/** Registers one of the agent's metrics, named with our prefix. */
-const metricOf =
-  (registry: MetricsRegistry, prefix = "") =>
-  (name: string, type: "counter" | "gauge", help: string, read: () => number | Sample[]) =>
-    registry.register({ name: `${METRIC_PREFIX}${prefix}${name}`, type, help, read });
-
 /**
  * What the agent, its pod sources and its naming of lines count, read at every scrape (after the
  * control's own metrics, admin/control.ts). The kubelet's metrics come with its pod source, the
  * API server's with its source.
  */
 function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, tcpMetrics: TcpMetrics, pods: PodSource | null, api: ApiSource | null, enricher: Enricher | null): void {
-  const metric = metricOf(registry);
+  const metric = registry.add.bind(registry);
   const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
@@ -685,7 +656,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
 
 /** What the OTLP exporter counts (src/sink/otlp/exporter.ts), after the agent's own. */
 function registerOtlpMetrics(registry: MetricsRegistry, stats: Readonly<ExporterStats>): void {
-  const metric = metricOf(registry, "otlp_");
+  const metric = (name: string, type: MetricType, help: string, read: () => number | Sample[]) => registry.add(`otlp_${name}`, type, help, read);
   metric("records_queued", "gauge", "Reports accepted for the OTLP collector and not yet delivered or dropped (at most --otlp-queue-size).", () => stats.queued);
   metric("records_sent_total", "counter", "Reports the OTLP collector accepted.", () => stats.sent);
   metric("records_dropped_total", "counter", "Reports not delivered to the OTLP collector: the queue was full, the collector refused them, or they were still queued when the flush at stop ran out.", () => [

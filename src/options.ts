@@ -167,6 +167,8 @@ const countFlag = (max: number, what: string) =>
     expected: `${what} from 1 to ${max}`,
     placeholder: "<n>",
   }) as const;
+/** A user or group id, repeatable. */
+const idFlag = (what: string, placeholder: string) => ({ kind: "list", schema: IdSchema, read: whole, expected: `a numeric ${what} id`, placeholder }) as const;
 // The filters that come in pairs (only / exclude).
 const NAMESPACE_FILTER = {
   kind: "list",
@@ -348,19 +350,11 @@ export const FLAGS = {
     description: 'Do not serve the admin API on a Unix socket (the same as --admin-socket "")',
   },
   adminAllowUid: {
-    kind: "list",
-    schema: IdSchema,
-    read: whole,
-    expected: "a numeric user id",
-    placeholder: "<uid>",
+    ...idFlag("user", "<uid>"),
     description: "Let this user change the switches too (POST and every other method but GET and HEAD); root always may (repeatable)",
   },
   adminAllowGid: {
-    kind: "list",
-    schema: IdSchema,
-    read: whole,
-    expected: "a numeric group id",
-    placeholder: "<gid>",
+    ...idFlag("group", "<gid>"),
     description: "Let processes in this group (effective or supplementary) change the switches too (repeatable)",
   },
   lockFile: {

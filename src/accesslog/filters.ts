@@ -94,11 +94,6 @@ export class ReportFilter {
     });
   }
 
-  /** Whether any filter is set (none: every report is kept). */
-  get active(): boolean {
-    return this.#tests.length > 0;
-  }
-
   /** The first filter that drops `r`, or null when it is kept. */
   drops(r: AccessRecord): FilterName | null {
     for (const { name, test } of this.#tests) if (!test(r)) return name;

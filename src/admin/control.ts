@@ -8,7 +8,7 @@ import type { Logger, LogLevel } from "../log.ts";
 import { formatHostPort, type HostPort } from "../address.ts";
 import { AccessGate, type AccessPolicy, REFUSAL_REASONS, whoMayChange } from "./access.ts";
 import { InstanceLock, LockPermissionError } from "./instance-lock.ts";
-import { METRIC_PREFIX, type MetricDefinition, MetricsRegistry, type MetricType } from "./metrics.ts";
+import { MetricsRegistry } from "./metrics.ts";
 import { type AdminBackend, handleAdminRequest, type Readiness } from "./routes.ts";
 import { ADMIN_LISTENER, ADMIN_SOCKET_LISTENER, type Handler, HttpServer, SocketPermissionError } from "./server.ts";
 import { SWITCH_LABELS, SWITCH_NAMES, describeOutputs, outputsOf, type Outputs, type Switches } from "./switches.ts";
@@ -233,8 +233,7 @@ export class AgentControl implements AdminBackend {
   }
 
   #registerMetrics(): void {
-    const metric = (name: string, type: MetricType, help: string, read: MetricDefinition["read"]) =>
-      this.metrics.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
+    const metric = this.metrics.add.bind(this.metrics);
     const output = (key: keyof Outputs) => () => (this.#kernel !== null && outputsOf(this.#switches)[key] ? 1 : 0);
     metric("build_info", "gauge", "Always 1; the version of the agent in a label.", () => [{ labels: { version: versionInfo().gitVersion }, value: 1 }]);
     metric("switch_enabled", "gauge", "1 when the admin API switch is on, 0 when off (monitoring, accesslog, connection_metrics, workload_metrics).", () =>

@@ -42,6 +42,11 @@ export class MetricsRegistry {
     this.#metrics.set(metric.name, metric);
   }
 
+  /** Adds our metric `kmesh_accesslog_<name>`. */
+  add(name: string, type: MetricType, help: string, read: MetricDefinition["read"]): void {
+    this.register({ name: `${METRIC_PREFIX}${name}`, type, help, read });
+  }
+
   /** The exposition text, metrics in registration order. */
   render(): string {
     let text = "";

@@ -55,7 +55,7 @@ export async function feedCommand(options: FeedOptions): Promise<number> {
   } catch (error) {
     throw new FeedError(`cannot listen on ${formatHostPort(options.listen)}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, 1);
   }
-  server.metrics.register({ name: "kmesh_accesslog_feed_token_reviews_total", type: "counter", help: "TokenReviews asked of the API server.", read: () => reviewer.reviews });
+  server.metrics.add("feed_token_reviews_total", "counter", "TokenReviews asked of the API server.", () => reviewer.reviews);
   source.start();
   log.info(
     `feed: serving agents on ${server} (history ${store.id}, ${loaded.store === null ? "new" : `version ${store.seq} read from ${options.stateFile}`}); ` +

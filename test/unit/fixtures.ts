@@ -8,13 +8,15 @@ import type { AdminBackend, Readiness } from "../../src/admin/routes.ts";
 import type { Switches } from "../../src/admin/switches.ts";
 import { versionInfo } from "../../src/admin/version.ts";
 import { type Filters, filtersOf } from "../../src/options.ts";
-import { EndpointSliceSchema, ServiceSchema } from "../../src/kube/apiserver/objects.ts";
+import { objectKey, podEntry, serviceEntry, sliceEntry } from "../../src/kube/apiserver/entries.ts";
+import { type EndpointSlice, EndpointSliceSchema, type Service, ServiceSchema } from "../../src/kube/apiserver/objects.ts";
+import type { ObjectSink } from "../../src/kube/apiserver/source.ts";
 import type { KubeletFailure } from "../../src/kube/kubelet/client.ts";
 import { PodIndex } from "../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../src/kube/kubelet/pod-list.ts";
 import type { Scheduler } from "../../src/kube/kubelet/pod-source.ts";
 import type { Refresher, RefreshOutcome } from "../../src/kube/kubelet/refresh.ts";
-import { type PodInfo, podInfo, PodSchema } from "../../src/kube/pod.ts";
+import { type Pod, type PodInfo, podInfo, PodSchema } from "../../src/kube/pod.ts";
 import type { WallTime } from "../../src/kernel/clock.ts";
 import type { LogLevel } from "../../src/log.ts";
 import { AF_INET, BPF_TCP, type ConnEvent, DIRECTION_OUTBOUND, RECORD_ESTABLISHED, RECORD_SIZE, RecordView } from "../../src/kernel/record.ts";
@@ -401,6 +403,13 @@ export const apiPod = (ns: string, name: string, ip: string, extra: { phase?: st
     spec: { nodeName: "other-node", hostNetwork: extra.hostNetwork ?? false },
     status: { phase: extra.phase ?? "Running", podIP: ip, podIPs: [{ ip }] },
   });
+
+/** Puts an API object into the cluster index or the feed's store, as the API-server source does. */
+export const put = {
+  service: (sink: ObjectSink, s: Service) => sink.put("services", objectKey(s.metadata), serviceEntry(s)),
+  slice: (sink: ObjectSink, s: EndpointSlice) => sink.put("endpointslices", objectKey(s.metadata), sliceEntry(s)),
+  pod: (sink: ObjectSink, p: Pod) => sink.put("pods", objectKey(p.metadata), podEntry(p)),
+};
 
 /** What the indexes tell about a pod without labels, owner or service account (its own workload). */
 export const bareInfo = (name: string, namespace: string | null): PodInfo =>

@@ -15,9 +15,8 @@
 // ClusterIP:port, the one seen first keeps it (a second keeps it once the first is gone). Among
 // pods claiming one IP the strongest claim wins (../pod.ts), the one seen first on a tie.
 import { DEFAULT_CLUSTER_DOMAIN } from "../../options.ts";
-import { NEVER, type Pod, type PodInfo } from "../pod.ts";
-import { ANY_PORT, type Counts, objectKey, podEntry, type PodEntry, serviceEntry, type ServiceEntry, sliceEntry, type SliceEntry, splitKey, type ResourceKind } from "./entries.ts";
-import type { EndpointSlice, Service } from "./objects.ts";
+import { NEVER, type PodInfo } from "../pod.ts";
+import { ANY_PORT, type Counts, type Entry, type PodEntry, type ServiceEntry, type SliceEntry, splitKey, type ResourceKind } from "./entries.ts";
 
 export interface ServiceRef {
   name: string;
@@ -131,10 +130,6 @@ export class ClusterIndex {
 
   // ── Services ──────────────────────────────────────────────────────────────
 
-  setService(service: Service): void {
-    this.putService(objectKey(service.metadata), serviceEntry(service));
-  }
-
   putService(key: string, entry: ServiceEntry): void {
     this.deleteService(key);
     const { namespace, name } = splitKey(key);
@@ -157,10 +152,6 @@ export class ClusterIndex {
   }
 
   // ── EndpointSlices ────────────────────────────────────────────────────────
-
-  setSlice(slice: EndpointSlice): void {
-    this.putSlice(objectKey(slice.metadata), sliceEntry(slice));
-  }
 
   putSlice(key: string, entry: SliceEntry): void {
     this.deleteSlice(key);
@@ -202,10 +193,6 @@ export class ClusterIndex {
   }
 
   // ── Pods ──────────────────────────────────────────────────────────────────
-
-  setPod(pod: Pod): void {
-    this.putPod(objectKey(pod.metadata), podEntry(pod));
-  }
 
   putPod(key: string, entry: PodEntry): void {
     this.deletePod(key);
@@ -285,6 +272,13 @@ export class ClusterIndex {
     const keys: string[] = [];
     for (const [namespace, names] of this.#pods) for (const name of names.keys()) keys.push(`${namespace}/${name}`);
     return keys;
+  }
+
+  /** An entry of `kind` (the API-server source's, or the feed's), in place of the key's old one. */
+  put(kind: ResourceKind, key: string, entry: Entry): void {
+    if (kind === "services") this.putService(key, entry as ServiceEntry);
+    else if (kind === "endpointslices") this.putSlice(key, entry as SliceEntry);
+    else this.putPod(key, entry as PodEntry);
   }
 
   delete(kind: ResourceKind, key: string): void {

@@ -52,8 +52,14 @@ export interface PodEntry {
   labels: PodLabels;
 }
 
+/** What the index and the feed's store keep of one object, whatever its kind. */
+export type Entry = ServiceEntry | SliceEntry | PodEntry;
+
+/** What every object's key is made of. */
+export type Metadata = { name: string; namespace?: string | null };
+
 /** `namespace/name`: the key of every object. */
-export const objectKey = (metadata: { name: string; namespace?: string | null }) => `${metadata.namespace ?? ""}/${metadata.name}`;
+export const objectKey = (metadata: Metadata) => `${metadata.namespace ?? ""}/${metadata.name}`;
 
 /** A key's namespace and name. */
 export function splitKey(key: string): { namespace: string; name: string } {

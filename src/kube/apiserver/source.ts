@@ -17,11 +17,11 @@ import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
 import { apiFailureMessage, type ApiFailureState, FailureState } from "../failures.ts";
 import { type Failure, sleepUnlessAborted } from "../http.ts";
-import { type Pod, PodSchema } from "../pod.ts";
+import { PodSchema } from "../pod.ts";
 import { ApiClient } from "./client.ts";
 import { ClusterIndex } from "./cluster-index.ts";
-import { type Counts, describeCounts, objectKey, type ResourceKind } from "./entries.ts";
-import { describeIssues, type EndpointSlice, EndpointSliceSchema, objectLabel, type Service, ServiceSchema } from "./objects.ts";
+import { type Counts, describeCounts, type Entry, type Metadata, objectKey, podEntry, type ResourceKind, serviceEntry, sliceEntry } from "./entries.ts";
+import { describeIssues, EndpointSliceSchema, objectLabel, ServiceSchema } from "./objects.ts";
 import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
@@ -30,9 +30,7 @@ const APPLY_SLICE = 25;
 
 /** Where the objects go: the agent's index (cluster-index.ts), or the feed's store (../feed/store.ts). */
 export interface ObjectSink {
-  setService(service: Service): void;
-  setSlice(slice: EndpointSlice): void;
-  setPod(pod: Pod): void;
+  put(kind: ResourceKind, key: string, entry: Entry): void;
   delete(kind: ResourceKind, key: string): void;
   /** keys held for a kind: to drop what a new list no longer has */
   keys(kind: ResourceKind): string[];
@@ -46,19 +44,21 @@ interface Resource {
   apply(index: ObjectSink, object: unknown): string | null;
 }
 
-function applier<S extends v.GenericSchema>(schema: S, set: (index: ObjectSink, object: v.InferOutput<S>) => void) {
-  return (index: ObjectSink, object: unknown): string | null => {
+/** A kind of object: checked by `schema`, put into the index as its `entry`. */
+function resource<S extends v.GenericSchema<unknown, { metadata: Metadata }>>(kind: ResourceKind, path: string, schema: S, entry: (object: v.InferOutput<S>) => Entry): Resource {
+  const apply = (index: ObjectSink, object: unknown): string | null => {
     const result = v.safeParse(schema, object);
     if (!result.success) return `${objectLabel(object)}: ${describeIssues(result.issues)}`;
-    set(index, result.output);
+    index.put(kind, objectKey(result.output.metadata), entry(result.output));
     return null;
   };
+  return { kind, path, apply };
 }
 
 export const RESOURCES: readonly Resource[] = [
-  { kind: "services", path: "/api/v1/services", apply: applier(ServiceSchema, (i, o) => i.setService(o)) },
-  { kind: "endpointslices", path: "/apis/discovery.k8s.io/v1/endpointslices", apply: applier(EndpointSliceSchema, (i, o) => i.setSlice(o)) },
-  { kind: "pods", path: "/api/v1/pods", apply: applier(PodSchema, (i, o) => i.setPod(o)) },
+  resource("services", "/api/v1/services", ServiceSchema, serviceEntry),
+  resource("endpointslices", "/apis/discovery.k8s.io/v1/endpointslices", EndpointSliceSchema, sliceEntry),
+  resource("pods", "/api/v1/pods", PodSchema, podEntry),
 ];
 
 export interface ApiSourceOptions<Index extends ObjectSink = ClusterIndex> {

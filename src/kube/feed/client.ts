@@ -9,7 +9,7 @@
 // (the fallback); it asks the feed again after a backoff (0.5 s doubling to 10 s, ±20 %), and once
 // the feed has brought it up to date, stops the fallback and says so once.
 import { existsSync } from "node:fs";
-import type { MetricsRegistry } from "../../admin/metrics.ts";
+import type { MetricsRegistry, MetricType } from "../../admin/metrics.ts";
 import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { RunOptions } from "../../options.ts";
@@ -170,8 +170,7 @@ export class FeedSource {
   /** What it counts, on the agent's /metrics. */
   registerMetrics(registry: MetricsRegistry): void {
     const s = this.stats;
-    const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number) =>
-      registry.register({ name: `kmesh_accesslog_feed_${name}`, type, help, read });
+    const metric = (name: string, type: MetricType, help: string, read: () => number) => registry.add(`feed_${name}`, type, help, read);
     metric("connections_total", "counter", "Connections to the feed (--feed), failed ones included.", () => s.connections);
     metric("snapshots_total", "counter", "Whole snapshots received from the feed.", () => s.snapshots);
     metric("resumes_total", "counter", "Connections that resumed from the version held (only the changes since).", () => s.resumes);

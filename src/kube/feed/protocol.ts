@@ -22,7 +22,7 @@ import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
 import { parseJson } from "../http.ts";
 import { describeIssues } from "../apiserver/objects.ts";
-import { ANY_PORT, type PodEntry, type PodLabels, type ResourceKind as Kind, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
+import { ANY_PORT, type Entry, type PodEntry, type PodLabels, type ResourceKind as Kind, type ServiceEntry, type SliceEntry, splitKey } from "../apiserver/entries.ts";
 
 export const FEED_PATH = "/v1/feed";
 /** How often an idle connection carries a ping, and how long an agent waits for a byte before giving up. */
@@ -90,8 +90,6 @@ export function parseFrame(line: string): { ok: true; frame: Frame } | { ok: fal
 }
 
 // ── Frames, as the feed writes them ──────────────────────────────────────────
-
-export type Entry = ServiceEntry | SliceEntry | PodEntry;
 
 /** The frame of one entry, without a version. */
 export function entryFrame(kind: Kind, key: string, entry: Entry): string {

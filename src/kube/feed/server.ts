@@ -8,7 +8,7 @@
 // back and resumes from its version.
 import type { Server } from "bun";
 import { formatHostPort, type HostPort } from "../../address.ts";
-import { METRIC_PREFIX, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../../admin/metrics.ts";
+import { MetricsRegistry, type MetricType, PROMETHEUS_CONTENT_TYPE } from "../../admin/metrics.ts";
 import type { Logger } from "../../log.ts";
 import { FEED_PATH, PING_INTERVAL_MS } from "./protocol.ts";
 import type { FeedStore } from "./store.ts";
@@ -181,8 +181,7 @@ export class FeedServer {
 
   #registerMetrics(): void {
     const s = this.stats;
-    const metric = (name: string, type: "counter" | "gauge", help: string, read: () => number) =>
-      this.metrics.register({ name: `${METRIC_PREFIX}feed_${name}`, type, help, read });
+    const metric = (name: string, type: MetricType, help: string, read: () => number) => this.metrics.add(`feed_${name}`, type, help, read);
     metric("requests_total", "counter", "Requests for the feed (GET /v1/feed), refused ones included.", () => s.requests);
     metric("refused_total", "counter", "Requests for the feed refused (401, 403, 503 from the token review).", () => s.refused);
     metric("snapshots_total", "counter", "Agents sent a whole snapshot.", () => s.snapshots);

@@ -10,10 +10,8 @@ import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
 import { parseJson } from "../http.ts";
-import { type Pod } from "../pod.ts";
-import { type Counts, objectKey, podEntry, RESOURCE_KINDS as KINDS, type ResourceKind as Kind, serviceEntry, sliceEntry } from "../apiserver/entries.ts";
-import type { EndpointSlice, Service } from "../apiserver/objects.ts";
-import { deleteFrame, type Entry, entryFrame, versioned } from "./protocol.ts";
+import { type Counts, type Entry, RESOURCE_KINDS as KINDS, type ResourceKind as Kind } from "../apiserver/entries.ts";
+import { deleteFrame, entryFrame, versioned } from "./protocol.ts";
 
 /** Changes kept for resuming; an agent further behind gets a snapshot. */
 export const DEFAULT_LOG_LIMIT = 200_000;
@@ -49,16 +47,13 @@ export class FeedStore {
 
   // ── What the API-server source writes (the ObjectSink of ../apiserver/source.ts) ──
 
-  setService(service: Service): void {
-    this.#put("services", objectKey(service.metadata), serviceEntry(service));
-  }
-
-  setSlice(slice: EndpointSlice): void {
-    this.#put("endpointslices", objectKey(slice.metadata), sliceEntry(slice));
-  }
-
-  setPod(pod: Pod): void {
-    this.#put("pods", objectKey(pod.metadata), podEntry(pod));
+  put(kind: Kind, key: string, entry: Entry): void {
+    const frame = entryFrame(kind, key, entry);
+    const old = this.#frames[kind].get(key);
+    if (old === frame) return;
+    this.#frames[kind].set(key, frame);
+    if (kind === "pods") this.#podIps += ipCount(frame) - (old === undefined ? 0 : ipCount(old));
+    this.#append(frame);
   }
 
   delete(kind: Kind, key: string): void {
@@ -76,15 +71,6 @@ export class FeedStore {
   get counts(): Counts {
     const f = this.#frames;
     return { services: f.services.size, endpointSlices: f.endpointslices.size, pods: f.pods.size, podIps: this.#podIps };
-  }
-
-  #put(kind: Kind, key: string, entry: Entry): void {
-    const frame = entryFrame(kind, key, entry);
-    const old = this.#frames[kind].get(key);
-    if (old === frame) return;
-    this.#frames[kind].set(key, frame);
-    if (kind === "pods") this.#podIps += ipCount(frame) - (old === undefined ? 0 : ipCount(old));
-    this.#append(frame);
   }
 
   #append(frame: string): void {

@@ -7,7 +7,7 @@
 // the body), not the time the caller spends reading what has arrived: on a busy node, reading a
 // large list can take longer than the timeout, and that is not the kubelet's fault.
 import { HttpAnswer, NotHttp } from "./http-get.ts";
-import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, type ReadText, readText, statusFailure } from "../http.ts";
+import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, pemCertificate, type ReadText, readText, statusFailure, tlsOptions } from "../http.ts";
 
 /** A failure of the kubelet (never "expired": that is the API server's). */
 export type KubeletFailure = Failure<Exclude<FailureKind, "expired">>;
@@ -27,11 +27,6 @@ export type StreamResult = { ok: true; bytes: number } | { ok: false; failure: K
 
 /** A pod list larger than this is refused (a 1,000-pod list is about 10 MiB). */
 export const MAX_ANSWER_BYTES = 256 << 20;
-
-const pemCertificate = (path: string) => (text: string) => {
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`no PEM certificate in ${path}`);
-  return text;
-};
 
 export class KubeletClient {
   readonly config: KubeletClientConfig;
@@ -72,7 +67,7 @@ export class KubeletClient {
       const ca = this.#ca?.read();
       if (ca?.ok === false) return { ok: false, failure: { kind: "credentials", detail: ca.problem } };
       if (token !== undefined) headers.authorization = `Bearer ${token.value}`;
-      tls = this.config.insecureSkipTlsVerify ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(ca === undefined ? {} : { ca: ca.value }) };
+      tls = tlsOptions(this.config.insecureSkipTlsVerify, ca?.value ?? null);
     }
     const { timeoutMs } = this.config;
     const waiting = new WaitingTime(timeoutMs);

@@ -8,7 +8,7 @@ import { ClusterIndex } from "../../../src/kube/apiserver/cluster-index.ts";
 import { PodIndex } from "../../../src/kube/kubelet/pod-index.ts";
 import { checkPodList } from "../../../src/kube/kubelet/pod-list.ts";
 import { pod as kubeletPod, podList } from "../../support/kubelet-pods.ts";
-import { apiPod as pod, bareInfo, MS, record, service, slice } from "../fixtures.ts";
+import { apiPod as pod, bareInfo, MS, put, record, service, slice } from "../fixtures.ts";
 
 const CLIENT_IP = "10.244.1.2";
 const BACKEND_IP = "10.244.1.3";
@@ -35,11 +35,11 @@ function kubelet(local = [
 
 function cluster(): ClusterIndex {
   const index = new ClusterIndex();
-  index.setService(service("shop", "web", CLUSTER_IP, [{ port: 80 }]));
-  index.setSlice(slice("shop", "web", "web-1", [BACKEND_IP, REMOTE_IP], [8080]));
-  index.setPod(pod("shop", "web-0", BACKEND_IP));
-  index.setPod(pod("shop", "web-remote", REMOTE_IP));
-  index.setPod(pod("shop", "api-says-client", CLIENT_IP));
+  put.service(index, service("shop", "web", CLUSTER_IP, [{ port: 80 }]));
+  put.slice(index, slice("shop", "web", "web-1", [BACKEND_IP, REMOTE_IP], [8080]));
+  put.pod(index, pod("shop", "web-0", BACKEND_IP));
+  put.pod(index, pod("shop", "web-remote", REMOTE_IP));
+  put.pod(index, pod("shop", "api-says-client", CLIENT_IP));
   return index;
 }
 

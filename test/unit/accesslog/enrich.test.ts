@@ -397,8 +397,9 @@ describe("filters", () => {
   test("--exclude-pod drops lines where either end is that pod", async () => {
     expect(await kept({ excludePod: ["c-0"] })).toEqual(["a-0>b-0", "a-0>-"]);
   });
-  test("no filter given: no filter at all", () => {
-    expect(new ReportFilter(filtersOf({})).active).toBe(false);
-    expect(new ReportFilter(filtersOf({ namespace: [], pod: [] })).active).toBe(false);
+  test("no filter given, or empty lists: every line is kept", async () => {
+    const every = ["a-0>b-0", "b-0>c-0", "->c-0", "a-0>-"];
+    expect(await kept({})).toEqual(every);
+    expect(await kept({ namespace: [], pod: [] })).toEqual(every);
   });
 });

@@ -89,9 +89,8 @@ describe("together", () => {
     expect(drops(all, at({ srcNamespace: "x" }))).toBe("namespace");
     expect(drops({ ...all, excludePod: ["a-0"] })).toBe("excludePod");
   });
-  test("no filter: inactive, keeps everything", () => {
+  test("no filter: keeps everything", () => {
     const none = new ReportFilter(filtersOf({}));
-    expect(none.active).toBe(false);
     expect(none.drops(base)).toBeNull();
   });
   test("FILTER_ORDER names every filter of the flag table once; labels are snake_case", () => {

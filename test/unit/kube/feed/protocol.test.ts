@@ -10,7 +10,7 @@ import { parseFrame, podLabelsOf } from "../../../../src/kube/feed/protocol.ts";
 import { FeedStore } from "../../../../src/kube/feed/store.ts";
 import * as v from "valibot";
 import { PodSchema, podInfo } from "../../../../src/kube/pod.ts";
-import { apiPod as pod, service, slice } from "../../fixtures.ts";
+import { apiPod as pod, put, service, slice } from "../../fixtures.ts";
 
 /** A Deployment's pod with the labels the TCP metrics read, and a service account. */
 const labelled = (name: string, ip: string, labels: Record<string, string>, serviceAccountName?: string) =>
@@ -72,9 +72,9 @@ describe("the feed's store", () => {
     const store = new FeedStore({ id: "0123456789abcdef" });
     const sent: string[] = [];
     store.onChange = (frame) => sent.push(frame);
-    store.setPod(pod("shop", "web-0", "10.244.1.5"));
-    store.setPod(pod("shop", "web-0", "10.244.1.5"));
-    store.setService(service("shop", "web", "10.96.0.10", [{ port: 80 }, { port: 53, protocol: "UDP" }]));
+    put.pod(store, pod("shop", "web-0", "10.244.1.5"));
+    put.pod(store, pod("shop", "web-0", "10.244.1.5"));
+    put.service(store, service("shop", "web", "10.96.0.10", [{ port: 80 }, { port: 53, protocol: "UDP" }]));
     store.delete("pods", "shop/web-0");
     store.delete("pods", "shop/web-0");
     expect(sent).toEqual([
@@ -88,7 +88,7 @@ describe("the feed's store", () => {
 
   test("changes since a version: this history's only, and only while the log holds them all", () => {
     const store = new FeedStore({ id: "0123456789abcdef", logLimit: 4 });
-    for (let i = 1; i <= 3; i++) store.setPod(pod("ns", `p${i}`, `10.0.0.${i}`));
+    for (let i = 1; i <= 3; i++) put.pod(store, pod("ns", `p${i}`, `10.0.0.${i}`));
     expect(store.changesSince("0123456789abcdef", 1)).toEqual([
       `{"v":2,"t":"pod","k":"ns/p2","ips":["10.0.0.2"],"c":3}`,
       `{"v":3,"t":"pod","k":"ns/p3","ips":["10.0.0.3"],"c":3}`,
@@ -96,7 +96,7 @@ describe("the feed's store", () => {
     expect(store.changesSince("0123456789abcdef", 3)).toEqual([]);
     expect(store.changesSince("fedcba9876543210", 1)).toBeNull();
     expect(store.changesSince("0123456789abcdef", 4)).toBeNull();
-    for (let i = 4; i <= 10; i++) store.setPod(pod("ns", `p${i}`, `10.0.0.${i}`));
+    for (let i = 4; i <= 10; i++) put.pod(store, pod("ns", `p${i}`, `10.0.0.${i}`));
     // the oldest changes are gone: from before them, a snapshot is due
     expect(store.changesSince("0123456789abcdef", 1)).toBeNull();
     expect(store.changesSince("0123456789abcdef", 8)).toHaveLength(2);
@@ -107,8 +107,8 @@ describe("the feed's store", () => {
     dirs.push(dir);
     const path = join(dir, "state.json");
     const store = new FeedStore();
-    store.setSlice(slice("shop", "web", "web-x1", ["10.244.1.5"], [8080, null]));
-    store.setPod(pod("shop", "web-0", "10.244.1.5"));
+    put.slice(store, slice("shop", "web", "web-x1", ["10.244.1.5"], [8080, null]));
+    put.pod(store, pod("shop", "web-0", "10.244.1.5"));
     store.save(path);
     const { store: back, problem } = FeedStore.load(path);
     expect(problem).toBeNull();
@@ -125,8 +125,8 @@ describe("the feed's store", () => {
     const store = new FeedStore({ id: "0123456789abcdef" });
     const plain = labelled("web-5f6d7c8b9a-k8s2p", "10.244.1.5", {});
     const full = labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2", "service.istio.io/canonical-name": "web-canon" }, "web-sa");
-    store.setPod(plain);
-    store.setPod(full);
+    put.pod(store, plain);
+    put.pod(store, full);
     const frames = [...store.snapshot()];
     expect(frames).toEqual([
       `{"t":"pod","k":"shop/web-5f6d7c8b9a-k8s2p","ips":["10.244.1.5"],"c":3,"w":"web"}`,
@@ -143,11 +143,11 @@ describe("the feed's store", () => {
   test("an agent's index fed the snapshot's frames names what the API server's objects name", () => {
     const store = new FeedStore();
     const objects = [
-      () => store.setService(service("shop", "web", "10.96.0.10", [{ port: 80 }])),
-      () => store.setSlice(slice("shop", "web", "web-x1", ["10.244.1.5"], [8080])),
-      () => store.setPod(pod("shop", "web-0", "10.244.1.5")),
-      () => store.setPod(pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true })),
-      () => store.setPod(labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa")),
+      () => put.service(store, service("shop", "web", "10.96.0.10", [{ port: 80 }])),
+      () => put.slice(store, slice("shop", "web", "web-x1", ["10.244.1.5"], [8080])),
+      () => put.pod(store, pod("shop", "web-0", "10.244.1.5")),
+      () => put.pod(store, pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true })),
+      () => put.pod(store, labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa")),
     ];
     for (const put of objects) put();
     const fed = new ClusterIndex();
@@ -160,11 +160,11 @@ describe("the feed's store", () => {
       else if (f.t === "pod") fed.putPod(f.k, { ips: f.ips, claim: f.c, labels: podLabelsOf(f) });
     }
     const direct = new ClusterIndex();
-    direct.setService(service("shop", "web", "10.96.0.10", [{ port: 80 }]));
-    direct.setSlice(slice("shop", "web", "web-x1", ["10.244.1.5"], [8080]));
-    direct.setPod(pod("shop", "web-0", "10.244.1.5"));
-    direct.setPod(pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true }));
-    direct.setPod(labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa"));
+    put.service(direct, service("shop", "web", "10.96.0.10", [{ port: 80 }]));
+    put.slice(direct, slice("shop", "web", "web-x1", ["10.244.1.5"], [8080]));
+    put.pod(direct, pod("shop", "web-0", "10.244.1.5"));
+    put.pod(direct, pod("kube-system", "proxy", "192.168.1.10", { hostNetwork: true }));
+    put.pod(direct, labelled("web-5f6d7c8b9a-x1x2x", "10.244.1.6", { app: "shop-web", version: "v2" }, "web-sa"));
     expect(fed.serviceAtClusterIp("10.96.0.10", 80)).toEqual(direct.serviceAtClusterIp("10.96.0.10", 80)!);
     expect(fed.serviceAtEndpoint("10.244.1.5", 8080)).toEqual(direct.serviceAtEndpoint("10.244.1.5", 8080)!);
     expect(fed.lookupPod("10.244.1.5")).toEqual(direct.lookupPod("10.244.1.5")!);
