@@ -74,6 +74,13 @@ describe("benchmarks, short mode", () => {
     expectTable(r.stdout, "agent");
   }, 120_000);
 
+  testIf(IS_ROOT, needsRoot)("syscalls", async () => {
+    const r = await runBench("syscalls.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "agent");
+    expect(r.stdout).toContain("| hooks only (--accesslog=false) ");
+  }, 120_000);
+
   // Installs wrk and nginx-light with apt-get when they are missing.
   testIf(IS_ROOT, needsRoot)("churn", async () => {
     const r = await runBench("churn.ts");
