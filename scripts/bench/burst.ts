@@ -15,8 +15,9 @@
 // line is one whose close reached neither: skipped by both, or run by neither with no skip
 // counted; with the hash map its state is then left there, and counted here. --witness records
 // every close in the kernel's own trace (a tracefs instance, no BPF) and says in which task's
-// context the closes of the sockets without a line ran: on this project's test machine, all of
-// them in a softirq on top of one thread of the VM's init, where no BPF program runs (README).
+// context the closes of the sockets without a line ran: on this project's test machine, those the
+// ring buffer did not lose closed in a softirq on top of a thread of the VM's init (process 1),
+// where the kernel runs no BPF program (README, "A burst of closes").
 // Exit status 1 means the agent's part failed: records
 // lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
