@@ -1,6 +1,6 @@
 // Connection churn: what the agent costs a node that opens a fresh TCP
 // connection per request. nginx (keepalive off) on loopback and wrk
-// (`Connection: close`) run in alternation with the agent off, logging text
+// (`Connection: close`) run in alternation (every other round in reverse order) with the agent off, logging text
 // to a file, and logging JSON to a file. For each: connections/s, the ratio
 // to "off", the agent's CPU per 100k lines (from when it has attached to its exit, and again from
 // the first second of load to its stop, without the JIT's warm-up), records lost in the kernel, and
@@ -448,8 +448,10 @@ if (bpfStats) {
 try {
   await waitForNginx();
   const results: RoundResult[] = [];
+  // Every other round runs the modes in reverse (ABBA), so that no mode always follows the same
+  // one: a round right after "off" ran a little worse than others (README, Connection churn).
   for (let r = 0; r < rounds; r++) {
-    for (const mode of MODES) results.push(await round(mode));
+    for (const mode of r % 2 === 0 ? MODES : MODES.toReversed()) results.push(await round(mode));
   }
   const offRate = median(results.filter((x) => x.mode === "off").map((x) => x.connectionsPerSecond));
   const rows = MODES.map((mode) => {
