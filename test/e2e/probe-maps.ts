@@ -26,6 +26,11 @@ export interface ConnEntry {
   state: ConnState;
 }
 
+/** Why these helpers cannot run here (they drive bpftool), or null. */
+export function bpftoolUnavailableReason(): string | null {
+  return Bun.which("bpftool") ? null : "bpftool is not installed (scripts/setup installs it)";
+}
+
 /** The id of the map called `name` that process `pid` holds open. */
 export function agentMapId(pid: number, name: string): number {
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {

@@ -26,7 +26,7 @@ import { waitUntilCapturing } from "./exchange.ts";
 import { podEntry, startKubeletAgent } from "./kubelet-agent.ts";
 import { createTestNode, type Pod, type PodProcess, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { ignoreCloses } from "./probe-maps.ts";
+import { bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
 
 const CGROUP2 = (() => {
   try {
@@ -54,9 +54,7 @@ const ready = prerequisitesMet(
       ? "python3 is not installed"
       : CGROUP2 === null
         ? "no cgroup2 file system is mounted"
-        : Bun.which("bpftool")
-          ? null
-          : "bpftool is not installed (scripts/setup installs it)"),
+        : bpftoolUnavailableReason()),
 );
 
 /** The commands as the kernel will name them (its comm: the name the program was started by). */

@@ -15,11 +15,11 @@ import { closeLines, keyOf, problemsWith } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { ignoreCloses } from "./probe-maps.ts";
+import { bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
 
 const ready = prerequisitesMet(
   "skipped closes",
-  netnsUnavailableReason() ?? agentUnavailableReason() ?? (Bun.which("bpftool") ? null : "bpftool is not installed (scripts/setup installs it)"),
+  netnsUnavailableReason() ?? agentUnavailableReason() ?? bpftoolUnavailableReason(),
 );
 
 /**

@@ -12,18 +12,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type AdminAgent, closeCounts, startAdminAgent } from "./admin-support.ts";
 import { type AccessLogEntry, agentUnavailableReason, matchConnection } from "./agent.ts";
 import { exchange, runClient, startServer, waitUntilCapturing } from "./exchange.ts";
+import { DIRECTION_INBOUND, DIRECTION_OUTBOUND } from "../../src/kernel/record.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { agentMapId, type ConnEntry, deleteEntry, dumpConnections, entriesTo, hasEntry, ipv4Word, writeEntry } from "./probe-maps.ts";
+import { agentMapId, bpftoolUnavailableReason, type ConnEntry, deleteEntry, dumpConnections, entriesTo, hasEntry, ipv4Word, writeEntry } from "./probe-maps.ts";
 
 const ready = prerequisitesMet(
   "TCP corners",
-  netnsUnavailableReason() ?? agentUnavailableReason() ?? (Bun.which("bpftool") ? null : "bpftool is not installed (scripts/setup installs it)"),
+  netnsUnavailableReason() ?? agentUnavailableReason() ?? bpftoolUnavailableReason(),
 );
 
 const SOCKETS = `${import.meta.dir}/sockets.ts`;
-const OUTBOUND = 1;
-const INBOUND = 2;
 
 type Key = { srcAddr: string; srcPort: number; dstAddr: string; dstPort: number };
 const isClose = (e: AccessLogEntry) => e.state === "BPF_TCP_CLOSE";
@@ -192,11 +191,11 @@ describe.skipIf(!ready)("TCP corners", () => {
     );
     void done.catch(() => undefined);
     const outbound = await eventually("the OUTBOUND entry", () =>
-      entriesTo(mapId, server.ip4, peer.port).find((e) => e.state.direction === OUTBOUND),
+      entriesTo(mapId, server.ip4, peer.port).find((e) => e.state.direction === DIRECTION_OUTBOUND),
     );
     const inbound = await eventually("the INBOUND entry", () =>
       dumpConnections(mapId).find(
-        (e) => e.state.direction === INBOUND && e.state.localPort === peer.port && e.state.remoteAddr === ipv4Word(client.ip4),
+        (e) => e.state.direction === DIRECTION_INBOUND && e.state.localPort === peer.port && e.state.remoteAddr === ipv4Word(client.ip4),
       ),
     );
     return { port: peer.port, outbound, inbound, done };
@@ -242,7 +241,7 @@ describe.skipIf(!ready)("TCP corners", () => {
     try {
       const attempt = runClient(stale, { host: server.ip4, port });
       const entry = await eventually("the attempt's entry", () =>
-        entriesTo(mapId, server.ip4, port).find((e) => e.state.direction === OUTBOUND),
+        entriesTo(mapId, server.ip4, port).find((e) => e.state.direction === DIRECTION_OUTBOUND),
       );
       expect(entry.state.localPort).toBe(0);
       const report = await attempt;

@@ -13,16 +13,15 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type AdminAgent, startAdminAgent } from "./admin-support.ts";
 import { agentUnavailableReason, matchConnection } from "./agent.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
+import { DIRECTION_INBOUND } from "../../src/kernel/record.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { agentMapId, dumpConnections, ipv4Word, writeEntry } from "./probe-maps.ts";
+import { agentMapId, bpftoolUnavailableReason, dumpConnections, ipv4Word, writeEntry } from "./probe-maps.ts";
 
 const ready = prerequisitesMet(
   "closes no program saw",
-  netnsUnavailableReason() ?? agentUnavailableReason() ?? (Bun.which("bpftool") ? null : "bpftool is not installed (scripts/setup installs it)"),
+  netnsUnavailableReason() ?? agentUnavailableReason() ?? bpftoolUnavailableReason(),
 );
-
-const INBOUND = 2;
 
 describe.skipIf(!ready)("a close neither program saw", () => {
   let node: TestNode;
@@ -50,7 +49,7 @@ describe.skipIf(!ready)("a close neither program saw", () => {
     void done.catch(() => undefined);
     // the accepting side's state, taken while the connection is open
     const isInbound = (e: ReturnType<typeof dumpConnections>[number]) =>
-      e.state.direction === INBOUND && e.state.localPort === peer.port && e.state.remoteAddr === ipv4Word(client.ip4);
+      e.state.direction === DIRECTION_INBOUND && e.state.localPort === peer.port && e.state.remoteAddr === ipv4Word(client.ip4);
     let inbound: ReturnType<typeof dumpConnections>[number] | undefined;
     for (const deadline = Date.now() + 5_000; inbound === undefined && Date.now() < deadline; await Bun.sleep(50)) {
       inbound = dumpConnections(mapId).find(isInbound);
