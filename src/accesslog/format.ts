@@ -502,39 +502,6 @@ const CLOSE = "BPF_TCP_CLOSE";
  */
 const TEXT_FIXED_BYTES = 768;
 
-// A connection pair's runs of a text line (KmeshText.#pair): ` src.addr=<host>:` and, after the
-// source port, everything up to `start_time=`, with the values they were made of. A node's
-// connections go between a few hundred pairs; a slot taken by another pair is written over. Each
-// slot has room for PAIR_WORDS words of runs in one array (made once: a miss allocates nothing);
-// a pair whose runs are longer is written afresh each time.
-const PAIR_SLOTS = 2048;
-const PAIR_WORDS = 48;
-
-class PairSlot {
-  srcAddr = "";
-  dstAddr = "";
-  dstPort = -1;
-  family = 0;
-  srcWorkload: string | null = null;
-  srcNamespace: string | null = null;
-  dstService: string | null = null;
-  dstWorkload: string | null = null;
-  dstNamespace: string | null = null;
-  /** bytes of the head run, and of the tail run (which starts at the next word after the head) */
-  headLength = 0;
-  tailLength = 0;
-}
-
-/** The slot of a pair, from the ends of its addresses (where they differ most) and the port. */
-function pairSlot(src: string, dst: string, dstPort: number): number {
-  const s = src.length;
-  const d = dst.length;
-  let h = Math.imul(dstPort ^ (s << 16) ^ (d << 24), 0x9e3779b1);
-  h = Math.imul(h ^ src.charCodeAt(s - 1) ^ (src.charCodeAt(s - 2) << 8) ^ (src.charCodeAt(s - 3) << 16) ^ (src.charCodeAt(s - 4) << 24), 0x85ebca6b);
-  h = Math.imul(h ^ dst.charCodeAt(d - 1) ^ (dst.charCodeAt(d - 2) << 8) ^ (dst.charCodeAt(d - 3) << 16) ^ (dst.charCodeAt(d - 4) << 24), 0xc2b2ae35);
-  return (h ^ (h >>> 15)) & (PAIR_SLOTS - 1);
-}
-
 /**
  * Kmesh's access-log line. Written without a trailing newline:
  * `accesslog: <report time> src.addr=<ip:port>, src.workload=<pod>, ..., duration=<ms>ms`,
@@ -543,9 +510,6 @@ function pairSlot(src: string, dst: string, dstPort: number): number {
  */
 export class KmeshText extends ByteFormat {
   readonly #names = new PieceCache(escapedBytes, NAME_CACHE_LIMIT);
-  readonly #pairs = Array.from({ length: PAIR_SLOTS }, () => new PairSlot());
-  readonly #pairWords = new Float64Array(PAIR_SLOTS * PAIR_WORDS);
-  readonly #pairInts = new Int32Array(this.#pairWords.buffer);
 
   /** The value as it appears in a text line (see the escaping rules above). */
   escape(value: string): string {
@@ -570,95 +534,21 @@ export class KmeshText extends ByteFormat {
     return this.put(value === null ? UNKNOWN : this.#names.get(value), at);
   }
 
-  /**
-   * From ` src.addr=` to `start_time=`: the connection pair's two runs with the source port between
-   * them, as #pairText writes it. A pair's runs are kept in a direct-mapped table, found by a hash
-   * of its addresses and destination port, and used only when every value they were made of is
-   * the record's own (names included, so a renamed or gone pod makes new runs); else they are
-   * written afresh and replace the slot's.
-   */
-  #pair(r: AccessRecord, at: number): number {
-    const src = r.srcAddr;
-    const dst = r.dstAddr;
-    const index = pairSlot(src, dst, r.dstPort);
-    const slot = this.#pairs[index]!;
-    const from = index * PAIR_WORDS;
-    if (
-      slot.srcAddr === src &&
-      slot.dstAddr === dst &&
-      slot.dstPort === r.dstPort &&
-      slot.family === r.family &&
-      slot.srcWorkload === r.srcWorkload &&
-      slot.srcNamespace === r.srcNamespace &&
-      slot.dstService === r.dstService &&
-      slot.dstWorkload === r.dstWorkload &&
-      slot.dstNamespace === r.dstNamespace
-    ) {
-      const headWords = (slot.headLength + 7) >>> 3;
-      const p = this.writeNumber(r.srcPort, this.#putWords(from, headWords, slot.headLength, at));
-      return this.#putWords(from + headWords, (slot.tailLength + 7) >>> 3, slot.tailLength, p);
-    }
-    const port = this.#hostPort(src, r.family, at);
-    const tail = this.writeNumber(r.srcPort, port);
-    const end = this.#pairText(r, tail);
-    const headWords = (port - at + 7) >>> 3;
-    // Runs too long are not kept. (A line that does not fit has thrown by now: #pairText ends
-    // with a put(), whose DataView stores throw past the chunk's end.)
-    if (headWords + ((end - tail + 7) >>> 3) > PAIR_WORDS) return end;
-    slot.dstPort = -1; // matches nothing until its words are whole again
-    this.#keep(at, port - at, from);
-    this.#keep(tail, end - tail, from + headWords);
-    slot.srcAddr = src;
-    slot.dstAddr = dst;
-    slot.dstPort = r.dstPort;
-    slot.family = r.family;
-    slot.srcWorkload = r.srcWorkload;
-    slot.srcNamespace = r.srcNamespace;
-    slot.dstService = r.dstService;
-    slot.dstWorkload = r.dstWorkload;
-    slot.dstNamespace = r.dstNamespace;
-    slot.headLength = port - at;
-    slot.tailLength = end - tail;
-    return end;
-  }
-
-  /**
-   * Copies `length` bytes of the chunk from `at` on into the pair runs' words from word `from` on,
-   * as 4-byte integers (which no engine changes) and with the last word's spare bytes zeroed, so
-   * that no word is a NaN (see Piece).
-   */
-  #keep(at: number, length: number, from: number): void {
-    const view = this.view;
-    const ints = this.#pairInts;
-    const n = (length + 3) >>> 2;
-    for (let i = 0; i < n; i++) ints[2 * from + i] = view.getInt32(at + 4 * i, true);
-    const spare = 4 * n - length;
-    if (spare > 0) ints[2 * from + n - 1]! &= 0xffffffff >>> (8 * spare);
-    if (n % 2 === 1) ints[2 * from + n] = 0;
-  }
-
-  /** `length` bytes of the pair runs' words from word `from` on (as put()). */
-  #putWords(from: number, n: number, length: number, at: number): number {
-    const view = this.view;
-    const words = this.#pairWords;
-    for (let i = 0; i < n; i++) view.setFloat64(at + 8 * i, words[from + i]!, true);
-    return at + length;
-  }
-
-  /** ` src.addr=<host>:` */
-  #hostPort(addr: string, family: 4 | 6, at: number): number {
+  #hostPort(addr: string, port: number, family: 4 | 6, at: number): number {
     const out = this.out;
-    let p = this.put(T_SRC_ADDR, at);
+    let p = at;
     if (family === 6) out[p++] = 0x5b; // [
     p = this.writeRaw(addr, p);
     if (family === 6) out[p++] = 0x5d; // ]
     out[p++] = 0x3a; // :
-    return p;
+    return this.writeNumber(port, p);
   }
 
-  /** After the source port, up to and including `start_time=`. */
-  #pairText(r: AccessRecord, at: number): number {
-    let p = at;
+  protected writeLine(r: AccessRecord, at: number): number {
+    let p = this.put(T_HEAD, at);
+    p = this.writeGoTime(r.reportTime, p);
+    p = this.put(T_SRC_ADDR, p);
+    p = this.#hostPort(r.srcAddr, r.srcPort, r.family, p);
     if (r.srcWorkload === null && r.srcNamespace === null) {
       p = this.put(T_SRC_UNNAMED, p);
     } else {
@@ -668,26 +558,18 @@ export class KmeshText extends ByteFormat {
       p = this.#value(r.srcNamespace, p);
       p = this.put(T_DST_ADDR, p);
     }
-    const out = this.out;
-    if (r.family === 6) out[p++] = 0x5b; // [
-    p = this.writeRaw(r.dstAddr, p);
-    if (r.family === 6) out[p++] = 0x5d; // ]
-    out[p++] = 0x3a; // :
-    p = this.writeNumber(r.dstPort, p);
+    p = this.#hostPort(r.dstAddr, r.dstPort, r.family, p);
     p = this.put(T_DST_SERVICE, p);
     p = r.dstService === null ? this.writeRaw(r.dstAddr, p) : this.put(this.#names.get(r.dstService), p);
-    if (r.dstWorkload === null && r.dstNamespace === null) return this.put(T_DST_UNNAMED, p);
-    p = this.put(T_DST_WORKLOAD, p);
-    p = this.#value(r.dstWorkload, p);
-    p = this.put(T_DST_NAMESPACE, p);
-    p = this.#value(r.dstNamespace, p);
-    return this.put(T_START_TIME, p);
-  }
-
-  protected writeLine(r: AccessRecord, at: number): number {
-    let p = this.put(T_HEAD, at);
-    p = this.writeGoTime(r.reportTime, p);
-    p = this.#pair(r, p);
+    if (r.dstWorkload === null && r.dstNamespace === null) {
+      p = this.put(T_DST_UNNAMED, p);
+    } else {
+      p = this.put(T_DST_WORKLOAD, p);
+      p = this.#value(r.dstWorkload, p);
+      p = this.put(T_DST_NAMESPACE, p);
+      p = this.#value(r.dstNamespace, p);
+      p = this.put(T_START_TIME, p);
+    }
     p = r.startTime === null ? this.put(UNKNOWN, p) : this.writeGoTime(r.startTime, p);
     if (r.state === CLOSE) {
       p = this.put(r.direction === "OUTBOUND" ? T_OUTBOUND_CLOSE : T_INBOUND_CLOSE, p);
