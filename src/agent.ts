@@ -188,6 +188,9 @@ export class Agent {
         maxConnections: options.maxConnections,
         libbpfPath: options.libbpf,
         connectionState: options.connectionState,
+        // Only JSON lines and OTLP name the process behind a socket (accesslog/format.ts,
+        // sink/otlp/attributes.ts); the output is fixed for the run.
+        nameAcceptCallers: options.output === "json" || otlp !== null,
       });
     } catch (error) {
       pods?.stop();

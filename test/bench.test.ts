@@ -78,7 +78,7 @@ describe("benchmarks, short mode", () => {
     const r = await runBench("syscalls.ts");
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expectTable(r.stdout, "agent");
-    expect(r.stdout).toContain("| hooks only (--accesslog=false) ");
+    expect(r.stdout).toContain("| hooks only (--accesslog=false --output text) ");
   }, 120_000);
 
   // Installs wrk and nginx-light with apt-get when they are missing.

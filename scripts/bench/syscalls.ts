@@ -2,8 +2,10 @@
 // syscalls:sys_exit_accept4 and sys_exit_accept (bpf/accesslog.bpf.c), and while any syscall
 // tracepoint is in use the kernel sends every system call of every task through its slow path (the
 // syscall-tracing work at entry and exit): a cost outside the programs' own run time, which churn's
-// --bpf-stats reads. This times two calls in a loop, in alternating rounds of no agent and the agent
-// attached with --accesslog=false (the kernel hooks alone):
+// --bpf-stats reads. The agent attaches them only when an output names processes (--output json,
+// OTLP): --json runs it with --output json, to time what that costs. This times two calls in a
+// loop, in alternating rounds of no agent and the agent attached with --accesslog=false (the kernel
+// hooks alone):
 // - getppid(), which none of our programs runs at: what every system call pays;
 // - accept4() on an empty non-blocking listener (EAGAIN): what an accept() pays besides, the
 //   tracepoint's dispatch to a program that returns at once.
@@ -12,7 +14,7 @@
 //
 // --compare <binary> adds rounds of another build (another commit, a variant), alternating.
 //
-//   bun scripts/bench/syscalls.ts [--rounds 7] [--calls 2000000] [--compare <binary>] [--short]
+//   bun scripts/bench/syscalls.ts [--rounds 7] [--calls 2000000] [--json] [--compare <binary>] [--short]
 import { dlopen, ptr } from "bun:ffi";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,6 +26,8 @@ const rounds = option("rounds", short ? 1 : 7);
 const calls = option("calls", short ? 100_000 : 2_000_000);
 /** accept4() costs some 15 times a getppid(): fewer calls keep the loops' time alike */
 const acceptCalls = Math.max(1, Math.round(calls / 10));
+/** The agent's output: json attaches the accept programs, text (the default) does not. */
+const output = process.argv.includes("--json") ? "json" : "text";
 const compareAt = process.argv.indexOf("--compare");
 const compared = compareAt > 0 && process.argv[compareAt + 1] !== undefined ? resolve(process.argv[compareAt + 1]!) : undefined;
 
@@ -66,7 +70,7 @@ const binary = ensureBinary();
 
 /** The agent attached with --accesslog=false, once it says it captures. */
 async function startAgent(program: string): Promise<Bun.Subprocess<"ignore", "ignore", "pipe">> {
-  const agent = Bun.spawn([program, "run", "--accesslog=false", "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
+  const agent = Bun.spawn([program, "run", "--accesslog=false", "--output", output, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
     stdin: "ignore",
     stdout: "ignore",
     stderr: "pipe",
@@ -109,7 +113,7 @@ try {
 const off = results.get("off")!;
 const rows = modes.map((mode) => {
   const r = results.get(mode)!;
-  const name = mode === "off" ? "off" : `hooks only (--accesslog=false)${mode === "hooks'" ? `, ${compared}` : ""}`;
+  const name = mode === "off" ? "off" : `hooks only (--accesslog=false --output ${output})${mode === "hooks'" ? `, ${compared}` : ""}`;
   const delta = (mine: number[], base: number[]) => {
     const ns = median(mine) - median(base);
     return mode === "off" ? "-" : `${ns < 0 ? "" : "+"}${ns.toFixed(1)}`;

@@ -62,7 +62,8 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
   const taintBefore = readProcNumber("/proc/sys/kernel/tainted");
   let probe: Probe;
   try {
-    probe = await Probe.open({ ringBufferBytes: TRY_RING_BUFFER_BYTES, maxConnections: TRY_MAX_CONNECTIONS, libbpfPath });
+    // With the accept() programs, which `run` attaches with --output json or --otlp-endpoint: the node's capability.
+    probe = await Probe.open({ ringBufferBytes: TRY_RING_BUFFER_BYTES, maxConnections: TRY_MAX_CONNECTIONS, libbpfPath, nameAcceptCallers: true });
   } catch (error) {
     if (!(error instanceof ProbeLoadError)) throw error;
     // The verifier's log follows the first line: --json keeps it, the text line does not.
@@ -90,15 +91,19 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
 }
 
 /**
- * The processes line: whether the process behind each connection can be named on both sides
- * (`acceptCallersUnknown`: Probe's, undefined when the probe did not load).
+ * The processes line: whether the process behind each connection can be named on both sides on
+ * this node (`acceptCallersUnknown`: Probe's, loaded with the accept() programs; undefined when
+ * the probe did not load).
  */
 export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
   const processes = checkLine("processes", "processes");
   if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
-  if (acceptCallersUnknown === null) return processes.ok("the process that called connect() and the one that called accept() are named (JSON and OTLP)");
+  if (acceptCallersUnknown === null) {
+    // `run` attaches the accept() side only for the outputs that show processes.
+    return processes.ok("the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)");
+  }
   return processes.warn(
-    `only the process that called connect() is named, not the one that called accept(): ${acceptCallersUnknown}`,
+    `only the process that called connect() can be named, not the one that called accept(): ${acceptCallersUnknown}`,
     "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
   );
 }

@@ -32,6 +32,13 @@ export interface ProbeOptions {
   libbpfPath?: string | undefined;
   /** "socket-storage": keep the state with each socket where the kernel allows it (default "hash-map"). */
   connectionState?: "hash-map" | "socket-storage";
+  /**
+   * Name the process that accepted each connection: attach the programs at accept()'s exit. Only
+   * JSON lines and OTLP show it, and while they are attached every system call on the node takes
+   * the kernel's syscall-tracing path (README, "The kernel's cost per connection"); without them
+   * they are not loaded. The connecting side is named either way.
+   */
+  nameAcceptCallers: boolean;
 }
 
 export interface ProbeCounters {
@@ -214,8 +221,9 @@ export class Probe {
   socketStorageRefusal: string | null = null;
 
   /**
-   * Why the process that accepted a connection is not known on this kernel (its accept()
-   * tracepoints could not be attached), or null: then only the connecting side names its process.
+   * Why the process that accepted a connection is not known though ProbeOptions.nameAcceptCallers
+   * asked for it (its accept() tracepoints could not be attached: only the connecting side names
+   * its process), or null: attached, or not asked for.
    */
   acceptCallersUnknown: string | null = null;
 
@@ -274,8 +282,9 @@ export class Probe {
     this.#object = new BpfObject(this.#bpf, objectBytes, "kmesh_accesslog", VERIFIER_LOG_BYTES, "open the BPF object");
     this.stateKeeping = keeping;
     for (const [way, programs] of Object.entries(PROGRAMS)) {
-      for (const program of Object.values(programs).flat()) {
-        status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), way === keeping));
+      for (const [role, names] of Object.entries(programs)) {
+        const wanted = way === keeping && (role !== "accept" || options.nameAcceptCallers);
+        for (const program of [names].flat()) status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), wanted));
       }
     }
     status(
@@ -290,8 +299,9 @@ export class Probe {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
     }
-    // With the hash map the accept programs write the connection's entry itself: one entry.
-    const acceptOwners = keeping === "socket storage" ? ACCEPT_OWNERS_WITH_STORAGE : 1;
+    // With the hash map the accept programs write the connection's entry itself, and without them
+    // nothing writes it: one entry.
+    const acceptOwners = keeping === "socket storage" && options.nameAcceptCallers ? ACCEPT_OWNERS_WITH_STORAGE : 1;
     status("size the accept owners map", lib.bpf_map__set_max_entries(this.#map("accept_owners"), acceptOwners));
     status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
     const programs = PROGRAMS[keeping];
@@ -299,7 +309,7 @@ export class Probe {
     if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
 
     // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
-    this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
+    if (options.nameAcceptCallers) this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
     for (const name of [programs.track, programs.end]) {
       this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
       this.#attachedFds.push(status(`find program ${name}`, lib.bpf_program__fd(this.#program(name))));

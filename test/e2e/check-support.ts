@@ -69,7 +69,7 @@ export function probeOk(libbpf: string): string {
 }
 export const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
 /** Every kernel of the matrix has the accept() tracepoints (docs/kernels.md). */
-export const PROCESSES_OK = "✔ processes: the process that called connect() and the one that called accept() are named (JSON and OTLP)";
+export const PROCESSES_OK = "✔ processes: the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)";
 export const PROCESSES_SKIPPED = "- processes: not tried (probe failed)";
 export const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
 export const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";

@@ -3,7 +3,8 @@
  * map in the state the kernel would leave it in when it skips the probe: an entry the probe's run
  * at ESTABLISHED never touched, an entry whose close was never seen, an entry whose socket's
  * memory now holds another connection. The entry layout is CONN_STATE_FIELDS (checked against
- * the object's BTF by test/kernel/record-layout.test.ts).
+ * the object's BTF by test/kernel/record-layout.test.ts). Also what the kernel says of an agent's
+ * probe: the events its programs are attached to, a map's size.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { CONN_STATE_FIELDS, CONN_STATE_SIZE, PROBE_SWITCHES_FIELDS, PROBE_SWITCHES_SIZE } from "../../src/kernel/probe.ts";
@@ -47,6 +48,22 @@ export function agentMapId(pid: number, name: string): number {
     if (shown.name === name) return Number(id);
   }
   throw new Error(`process ${pid} holds no BPF map called ${name}`);
+}
+
+/** The size (max_entries) of the map called `name` that process `pid` holds open. */
+export function agentMapSize(pid: number, name: string): number {
+  const shown = JSON.parse(run(["bpftool", "-j", "map", "show", "id", String(agentMapId(pid, name))]).stdout) as { max_entries: number };
+  return shown.max_entries;
+}
+
+/**
+ * The kernel events process `pid`'s BPF programs are attached to, as the kernel lists them
+ * (bpftool perf: each attachment it holds, e.g. "tracepoint sys_exit_accept4",
+ * "raw_tracepoint inet_sock_set_state"), sorted.
+ */
+export function attachedEvents(pid: number): string[] {
+  const attached = JSON.parse(run(["bpftool", "-j", "perf", "list"]).stdout) as { pid: number; fd_type: string; tracepoint?: string; func?: string }[];
+  return attached.filter((a) => a.pid === pid).map((a) => `${a.fd_type} ${a.tracepoint ?? a.func ?? "?"}`).sort();
 }
 
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => `0x${b.toString(16).padStart(2, "0")}`);

@@ -9,15 +9,19 @@
  * process that holds each socket (what the kernel can tell), never anything else. A close the
  * probe skipped, written when its socket ends (test/e2e/skipped-close.test.ts), names the same
  * processes: with socket storage the accept() side's owner waits in accept_owners until then.
+ * The programs at accept()'s exit are attached only when an output names processes (JSON lines,
+ * OTLP): the text line never does, and while they are attached every system call on the node is
+ * slower (README, "The kernel's cost per connection").
  *
  * Needs root, python3, openssl, a cgroup2 mount, bpftool and dist/kmesh-accesslog. Also part of the kernel
  * matrix (test/kernels/subset.ts). Run: `bun test test/e2e/processes.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { cgroup2Mounts } from "../../src/kernel/cgroups.ts";
+import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { type OtlpReceiver, startReceiver } from "../support/otlp-receiver.ts";
 import { closeCounts, freePort } from "./admin-support.ts";
@@ -26,7 +30,7 @@ import { waitUntilCapturing } from "./exchange.ts";
 import { podEntry, startKubeletAgent } from "./kubelet-agent.ts";
 import { createTestNode, type Pod, type PodProcess, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
+import { agentMapSize, attachedEvents, bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
 
 const CGROUP2 = (() => {
   try {
@@ -241,6 +245,23 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     return lines;
   }
 
+  /** The OTLP records of `key`, each checked to name `want`'s process of its side. */
+  async function expectOtlpOwners(receiver: OtlpReceiver, key: Parameters<typeof matchConnection>[0], want: ReturnType<typeof expected>) {
+    for (const direction of ["OUTBOUND", "INBOUND"] as const) {
+      const [record] = await receiver.waitForRecords(
+        (r) => r.attributes["source.port"] === BigInt(key.srcPort) && r.attributes["destination.port"] === BigInt(key.dstPort) && r.attributes["kmesh.direction"] === direction,
+      );
+      const w = want[direction];
+      expect({
+        pid: record!.attributes["process.pid"],
+        command: record!.attributes["process.executable.name"],
+        containerId: record!.attributes["container.id"],
+        containerName: record!.attributes["k8s.container.name"],
+      }).toEqual({ pid: BigInt(w.pid), command: w.command, containerId: w.containerId, containerName: w.containerName });
+    }
+    expect(receiver.malformed).toEqual([]);
+  }
+
   /** connection()'s exchange: the client sends 1000 bytes, the server 5000. */
   const expectExchanged = (lines: Awaited<ReturnType<typeof ownedCloseLines>>) =>
     expect([lines.OUTBOUND.sentBytes, lines.OUTBOUND.receivedBytes, lines.INBOUND.sentBytes, lines.INBOUND.receivedBytes]).toEqual([1000, 5000, 5000, 1000]);
@@ -258,20 +279,35 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     await done();
     const want = expected(cli, srv);
     for (const agent of [hashMap, storage]) expectExchanged(await ownedCloseLines(agent, key, want));
-    for (const direction of ["OUTBOUND", "INBOUND"] as const) {
-      const [record] = await receiver.waitForRecords(
-        (r) => r.attributes["source.port"] === BigInt(key.srcPort) && r.attributes["destination.port"] === BigInt(key.dstPort) && r.attributes["kmesh.direction"] === direction,
-      );
-      const w = want[direction];
-      expect({
-        pid: record!.attributes["process.pid"],
-        command: record!.attributes["process.executable.name"],
-        containerId: record!.attributes["container.id"],
-        containerName: record!.attributes["k8s.container.name"],
-      }).toEqual({ pid: BigInt(w.pid), command: w.command, containerId: w.containerId, containerName: w.containerName });
-    }
     // The text line never says: its bytes are Kmesh's (test/e2e/capture.test.ts).
-    expect(receiver.malformed).toEqual([]);
+    await expectOtlpOwners(receiver, key, want);
+  }, 90_000);
+
+  test("the accept() programs are attached only for an output that names processes: not for text, for JSON and for OTLP", async () => {
+    await using receiver: OtlpReceiver = await startReceiver();
+    const storage = ["--connection-state", "socket-storage"];
+    await using text = startKubeletAgent(kubelet, { args: storage });
+    await using json = startKubeletAgent(kubelet, { output: "json", args: storage });
+    await using otlp = startKubeletAgent(kubelet, { args: ["--connection-state", "hash-map", "--otlp-endpoint", receiver.endpoint, "--otlp-batch-delay", "0.1"] });
+    for (const agent of [text, json, otlp]) await waitUntilCapturing(agent, client, server);
+    // The state-change and socket-end programs (tp_btf) are always attached; the accept side is two syscall tracepoints.
+    const hooks = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"];
+    const withAccept = [...hooks, "tracepoint sys_exit_accept", "tracepoint sys_exit_accept4"];
+    expect({ text: attachedEvents(text.pid), json: attachedEvents(json.pid), otlp: attachedEvents(otlp.pid) }).toEqual({ text: hooks, json: withAccept, otlp: withAccept });
+    // With socket storage the accept programs' table of owners has one entry when nothing writes it.
+    const ownersTable = socketStorageFromTracing(release()) ? 16384 : 1;
+    expect({ text: agentMapSize(text.pid, "accept_owners"), json: agentMapSize(json.pid, "accept_owners") }).toEqual({ text: 1, json: ownersTable });
+
+    const { cli, srv, key, done } = await connection(false);
+    await done();
+    const want = expected(cli, srv);
+    expectExchanged(await ownedCloseLines(json, key, want));
+    await expectOtlpOwners(receiver, key, want);
+    // The text agent wrote both lines, and said nothing of the accept side: it did not need it.
+    const [out] = await text.waitForLines((e) => matchConnection(key, "OUTBOUND")(e) && e.state === "BPF_TCP_CLOSE", 1, 15_000);
+    const [inb] = await text.waitForLines((e) => matchConnection(key, "INBOUND")(e) && e.state === "BPF_TCP_CLOSE", 1, 15_000);
+    expectExchanged({ OUTBOUND: out!, INBOUND: inb! });
+    expect([...text.stderrLines, ...json.stderrLines, ...otlp.stderrLines].filter((line) => line.includes("accepted a connection"))).toEqual([]);
   }, 90_000);
 
   test("closes the probe skipped, written when each socket ends: the same callers on both lines, with either state keeping", async () => {

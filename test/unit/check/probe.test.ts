@@ -69,11 +69,11 @@ describe("connection state kept with each socket (socket storage from a tracing 
 describe("processesLine", () => {
   test("both sides named, only the connecting side (no accept() tracepoints), or not tried", () => {
     expect(formatCheckLine(processesLine(null))).toBe(
-      "✔ processes: the process that called connect() and the one that called accept() are named (JSON and OTLP)",
+      "✔ processes: the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)",
     );
     const missing = processesLine("cannot attach to the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory)");
     expect(formatCheckLine(missing)).toBe(
-      "⚠ processes: only the process that called connect() is named, not the one that called accept(): cannot attach to the " +
+      "⚠ processes: only the process that called connect() can be named, not the one that called accept(): cannot attach to the " +
         "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory) " +
         "— fix: a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
     );
