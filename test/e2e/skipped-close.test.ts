@@ -5,10 +5,10 @@
  * make happen at will; the probe's test-only switch ignore_close_port (bpf/accesslog.h), written
  * here with bpftool, makes the tracepoint program ignore the closes of one port's sockets the same
  * way. Both ways of keeping the state, both close orders, IPv4 and IPv6; and the ends where our
- * FIN decides the bytes sent (bytes_acked counts it once acknowledged, and the record takes it
- * off only when it went out): none, a RST after data either way, a FIN then a RST, a FIN never
+ * FIN decides the bytes sent (bytes_acked counts it once acknowledged; the record takes it off
+ * only if it went out): a RST after data either way (no FIN), a FIN then a RST, a FIN never
  * acknowledged, no payload, Fast Open, retransmissions, and data the sender's own host dropped
- * (which tcp_sock.bytes_sent counts each time it tried).
+ * (which tcp_sock.bytes_sent counts at each try: README, "The kernel's cost per connection").
  *
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
