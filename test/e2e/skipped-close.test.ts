@@ -4,7 +4,11 @@
  * when a softirq interrupts it on the same CPU (README, "A burst of closes"), which no test can
  * make happen at will; the probe's test-only switch ignore_close_port (bpf/accesslog.h), written
  * here with bpftool, makes the tracepoint program ignore the closes of one port's sockets the same
- * way. Both ways of keeping the state, both close orders, IPv4 and IPv6.
+ * way. Both ways of keeping the state, both close orders, IPv4 and IPv6; and the ends where our
+ * FIN decides the bytes sent (bytes_acked counts it once acknowledged; the record takes it off
+ * only if it went out): a RST after data either way (no FIN), a FIN then a RST, a FIN never
+ * acknowledged, no payload, Fast Open, retransmissions, and data the sender's own host dropped
+ * (which tcp_sock.bytes_sent counts at each try: README, "The kernel's cost per connection").
  *
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
@@ -16,6 +20,18 @@ import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 import { bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
+
+const SOCKETS = `${import.meta.dir}/sockets.ts`;
+
+type Side = { port: number; written: number; received: number };
+
+/** Runs `sockets.ts <args>` in the pod to completion and returns its JSON report. */
+async function sockets<T>(pod: Pod, args: string[]): Promise<T> {
+  const proc = pod.exec([process.execPath, SOCKETS, ...args]);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`sockets.ts ${args[0]} in ${pod.name} exited ${code}: ${stderr.trim()}`);
+  return JSON.parse(stdout.trim()) as T;
+}
 
 const ready = prerequisitesMet(
   "skipped closes",
@@ -63,6 +79,130 @@ for (const state of ["hash-map", "socket-storage"] as const) {
         }
         const after = await closeCounts(agent.adminAddr);
         expect({ atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({ atEnd: 2, missed: 0 });
+      });
+    }
+
+    /**
+     * Runs `connect` (which makes one connection to `port` of the client pod, or of the server pod
+     * from the client pod) with the closes of `port` ignored, and checks both sides' lines against
+     * what each side wrote and what reached it, and that both were written at the socket's end.
+     */
+    async function bothSides(port: number, family: 4 | 6, connect: () => Promise<{ client: Side; server: Side; serverHost?: string }>) {
+      const before = await closeCounts(agent.adminAddr);
+      ignoreCloses(agent.agent.proc.pid, port);
+      let r: Awaited<ReturnType<typeof connect>>;
+      let lines: Awaited<ReturnType<typeof closeLines>>;
+      try {
+        r = await connect();
+        const host = client.ip(family);
+        // (a side may close after its peer has reported: a FIN or its ACK lost)
+        lines = await closeLines(agent.agent, { srcAddr: host, srcPort: r.client.port, dstAddr: r.serverHost ?? host, dstPort: port });
+      } finally {
+        ignoreCloses(agent.agent.proc.pid, 0);
+      }
+      const { out, inb } = lines;
+      expect([out.raw, out.sentBytes, out.receivedBytes, out.error]).toEqual([out.raw, r.client.written, r.client.received, null]);
+      expect([inb.raw, inb.sentBytes, inb.receivedBytes, inb.error]).toEqual([inb.raw, r.server.written, r.server.received, null]);
+      const after = await closeCounts(agent.adminAddr);
+      expect({ atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({ atEnd: 2, missed: 0 });
+    }
+
+    /** One connection in the client pod, ended by sockets.ts as `how` says (see its usage). */
+    const ending = (family: 4 | 6, port: number, how: string, first: "client" | "server") =>
+      sockets<{ client: Side; server: Side }>(client, ["ending", "--host", client.ip(family), "--port", String(port), "--case", how, "--first", first]);
+
+    const ENDINGS = [
+      ["zero", "client", 4],
+      ["zero", "server", 6],
+      ["reset", "client", 4],
+      ["reset", "server", 6],
+      ["shutdown-reset", "client", 6],
+      ["shutdown-reset", "server", 4],
+      ["fin-unacked", "client", 4],
+      ["fin-unacked", "server", 6],
+    ] as const;
+    for (const [[how, first, family], i] of ENDINGS.map((e, i) => [e, i] as const)) {
+      test(`${how}, ${first} first, IPv${family}: exact bytes on both sides`, async () => {
+        const port = 7_110 + i;
+        // fin-unacked: the first side's FINs never arrive
+        const dropFin = ["INPUT", "-p", "tcp", first === "client" ? "--dport" : "--sport", String(port), "--tcp-flags", "FIN", "FIN", "-j", "DROP"];
+        if (how === "fin-unacked") client.iptables(["-A", ...dropFin], family);
+        try {
+          await bothSides(port, family, () => ending(family, port, how, first));
+        } finally {
+          if (how === "fin-unacked") client.iptables(["-D", ...dropFin], family);
+        }
+      });
+    }
+
+    test("Fast Open with data, IPv4: exact bytes on both sides", async () => {
+      const port = 7_120;
+      client.run(["sysctl", "-qw", "net.ipv4.tcp_fastopen=0x207"]);
+      const before = client.tcpCounters();
+      await bothSides(port, 4, async () => {
+        const r = await sockets<{ clientPort: number; client: { written: number; read: number }; server: { written: number; read: number } }>(
+          client,
+          ["fastopen", "--host", client.ip4, "--port", String(port), "--syn-data", "10", "--more", "90", "--reply", "500", "--close-first", "client"],
+        );
+        return {
+          client: { port: r.clientPort, written: r.client.written, received: r.client.read },
+          server: { port, written: r.server.written, received: r.server.read },
+        };
+      });
+      expect(client.tcpCounters().TcpExtTCPFastOpenActive! - before.TcpExtTCPFastOpenActive!).toBe(1);
+    });
+
+    /** An exchange between the pods (peer.ts), as the two sides reported it. */
+    const exchanged = async (family: 4 | 6, port: number, clientSend: number, serverSend: number) => {
+      const { client: c, server: s } = await exchange(client, server, { family, clientSend, serverSend, closeFirst: "client", serverPort: port });
+      return {
+        client: { port: c.localPort, written: c.bytesWritten, received: c.bytesRead },
+        server: { port, written: s.bytesWritten, received: s.bytesRead },
+        serverHost: server.ip(family),
+      };
+    };
+
+    /** An iptables rule that drops the first packet of 500 bytes or more from or to `port`. */
+    const dropFirstBig = (chain: string, dir: string, port: number) => [chain, "-p", "tcp", dir, String(port), "-m", "length", "--length", "500:65535",
+      "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "0", "-j", "DROP"];
+
+    /** Whether each rule of `rules` dropped its packet (a rule is in one of the two iptables backends). */
+    const droppedOnce = (rules: readonly (readonly [Pod, string[]])[], family: 4 | 6) => {
+      const tool = family === 4 ? "iptables" : "ip6tables";
+      return rules.map(([pod, rule]) => {
+        const listed = [tool, `${tool}-legacy`].map((t) => pod.run([t, "-L", rule[0]!, "-v", "-x", "-n"], true).stdout).join("");
+        return /^\s*1\s+\d+\s+DROP/m.test(listed);
+      });
+    };
+
+    test("retransmissions (the first data packet each way lost on arrival), IPv4: exact bytes on both sides", async () => {
+      const port = 7_121;
+      const rules = [[server, dropFirstBig("INPUT", "--dport", port)], [client, dropFirstBig("INPUT", "--sport", port)]] as const;
+      const retransmitted = () => [client.tcpCounters().TcpRetransSegs!, server.tcpCounters().TcpRetransSegs!];
+      const before = retransmitted();
+      for (const [pod, rule] of rules) pod.iptables(["-A", ...rule]);
+      try {
+        await bothSides(port, 4, () => exchanged(4, port, 100_000, 300_000));
+        expect(droppedOnce(rules, 4)).toEqual([true, true]);
+      } finally {
+        for (const [pod, rule] of rules) pod.iptables(["-D", ...rule]);
+      }
+      const after = retransmitted();
+      expect([after[0]! > before[0]!, after[1]! > before[1]!]).toEqual([true, true]);
+    });
+
+    for (const [family, port] of [[4, 7_122], [6, 7_123]] as const) {
+      test(`data its own host dropped once on the way out (sent again, not retransmitted), IPv${family}: exact bytes`, async () => {
+        // The first packet of 500 bytes or more each side sends: the sender's own iptables drops
+        // it, and TCP sends it again later as new data (tcp_sock.bytes_sent counts it twice).
+        const rules = [[client, dropFirstBig("OUTPUT", "--dport", port)], [server, dropFirstBig("OUTPUT", "--sport", port)]] as const;
+        for (const [pod, rule] of rules) pod.iptables(["-A", ...rule], family);
+        try {
+          await bothSides(port, family, () => exchanged(family, port, 1000, 5000));
+          expect(droppedOnce(rules, family)).toEqual([true, true]);
+        } finally {
+          for (const [pod, rule] of rules) pod.iptables(["-D", ...rule], family);
+        }
       });
     }
   });

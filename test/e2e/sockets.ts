@@ -3,10 +3,11 @@
  * sockets over bun:ffi, run inside a pod as their own process (`bun test/e2e/sockets.ts <what>`),
  * printing one JSON report on stdout.
  *
- *   sockets.ts fastopen --host <addr> --syn-data <n> --more <n> --reply <n> --close-first client|server
- *     A Fast Open listener and client in one process: the client's SYN carries --syn-data bytes,
- *     it writes --more after; the server answers --reply bytes. Needs net.ipv4.tcp_fastopen with
- *     the server and client bits and "no cookie" (0x207) in the pod.
+ *   sockets.ts fastopen --host <addr> [--port <p>] --syn-data <n> --more <n> --reply <n> --close-first client|server
+ *     A Fast Open listener (on --port, else one the kernel picks) and client in one process: the
+ *     client's SYN carries --syn-data bytes, it writes --more after; the server answers --reply
+ *     bytes. Needs net.ipv4.tcp_fastopen with the server and client bits and "no cookie" (0x207)
+ *     in the pod.
  *   sockets.ts fastopen-client --host <addr> --port <p> --syn-data <n>
  *     A Fast Open client whose SYN carries --syn-data bytes; it reads to the end, then closes with
  *     a RST (SO_LINGER 0), and prints its port and what it read.
@@ -19,6 +20,15 @@
  *   sockets.ts self-connect --host <addr> --bytes <n>
  *     A socket bound to a port connects to that same address and port (a simultaneous open with
  *     itself), writes --bytes, reads them back, and closes.
+ *   sockets.ts ending --host <addr> --port <p> --case <case> --first client|server
+ *     A listener on --port and a client of it, each step's data acknowledged before the next;
+ *     unless --case is zero, the client writes 1000 bytes and the server 5000. Then, with "first"
+ *     the side --first names and "second" the other:
+ *       zero, fin: first shuts down, second reads to the end and shuts down (zero: no payload);
+ *       reset: first writes 10 bytes that second never reads; second closes: a RST, no FIN;
+ *       shutdown-reset: as reset, but first shuts down before second closes (its FIN acknowledged);
+ *       fin-unacked: as shutdown-reset, but first's FIN never arrives (the test's iptables rule).
+ *     Prints each side's port, the bytes it wrote, and the bytes that reached it (read or not).
  *   sockets.ts fin-in-synack --host <own IPv4> --port <p> --data <n>
  *     A raw stand-in for a Fast Open server of another system: answers the first SYN to --port
  *     with a SYN-ACK that carries --data bytes and the FIN (Linux servers never do), and
@@ -40,6 +50,7 @@ const libc = dlopen("libc.so.6", {
   shutdown: { args: ["i32", "i32"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
   getsockname: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
   __errno_location: { args: [], returns: "ptr" },
 }).symbols;
 
@@ -54,6 +65,9 @@ const SO_LINGER = 13;
 const TCP_FASTOPEN = 23;
 const MSG_FASTOPEN = 0x20000000;
 const SHUT_WR = 1;
+const TCP_INFO = 11;
+const MSG_PEEK = 0x2;
+const MSG_DONTWAIT = 0x40;
 
 function check(what: string, result: number | bigint): number {
   const n = Number(result);
@@ -96,10 +110,10 @@ function localPort(fd: number): number {
   return new DataView(address.buffer).getUint16(2, false);
 }
 
-function listener(host: string, fastOpen: boolean): number {
+function listener(host: string, fastOpen: boolean, port = 0): number {
   const fd = tcpSocket(host);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-  const address = sockaddr(host, 0);
+  const address = sockaddr(host, port);
   check("bind", libc.bind(fd, address, address.byteLength));
   if (fastOpen) setInt(fd, IPPROTO_TCP, TCP_FASTOPEN, 16);
   check("listen", libc.listen(fd, 16));
@@ -123,9 +137,9 @@ function readUpTo(fd: number, count: number): number {
   return got;
 }
 
-function fastOpen(host: string, synData: number, more: number, reply: number, closeFirst: string) {
-  const server = listener(host, true);
-  const port = localPort(server);
+function fastOpen(host: string, synData: number, more: number, reply: number, closeFirst: string, port = 0) {
+  const server = listener(host, true, port);
+  port = localPort(server);
   const client = tcpSocket(host);
   // The SYN carries synData bytes; the call returns once the handshake is done.
   let clientWritten = writeAll(client, synData, MSG_FASTOPEN, sockaddr(host, port));
@@ -148,6 +162,77 @@ function fastOpen(host: string, synData: number, more: number, reply: number, cl
     client: { written: clientWritten, read: clientRead },
     server: { written: serverWritten, read: serverRead + extra },
   };
+}
+
+/** Waits until all but `outstanding` of the segments `fd` sent are acknowledged (tcp_info's tcpi_unacked). */
+function waitAcked(fd: number, outstanding = 0): void {
+  const info = new Uint8Array(104);
+  const view = new DataView(info.buffer);
+  for (const deadline = Date.now() + 10_000; ; Bun.sleepSync(5)) {
+    check("getsockopt", libc.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, new Uint32Array([info.byteLength])));
+    const unacked = view.getUint32(24, true);
+    if (unacked === outstanding) return;
+    if (Date.now() > deadline) throw new Error(`${unacked} segments unacknowledged, expected ${outstanding}`);
+  }
+}
+
+/** Waits until `count` bytes wait unread on `fd` (they are left there). */
+function waitUnread(fd: number, count: number): void {
+  const buffer = new Uint8Array(count + 1);
+  for (const deadline = Date.now() + 10_000; ; Bun.sleepSync(5)) {
+    const n = Number(libc.recv(fd, buffer, buffer.byteLength, MSG_PEEK | MSG_DONTWAIT));
+    if (n === count) return;
+    if (Date.now() > deadline) throw new Error(`${n} bytes unread, expected ${count}`);
+  }
+}
+
+function ending(host: string, port: number, how: string, firstSide: string) {
+  const server = listener(host, false, port);
+  const client = tcpSocket(host);
+  const to = sockaddr(host, port);
+  check("connect", libc.connect(client, to, to.byteLength));
+  const accepted = check("accept", libc.accept(server, null, null));
+  libc.close(server);
+  const sides = {
+    client: { port: localPort(client), fd: client, written: 0, received: 0 },
+    server: { port, fd: accepted, written: 0, received: 0 },
+  };
+  const [first, second] = firstSide === "client" ? [sides.client, sides.server] : [sides.server, sides.client];
+  const send = (from: typeof first, to: typeof first, count: number) => {
+    from.written += writeAll(from.fd, count);
+    to.received += readUpTo(to.fd, count);
+    waitAcked(from.fd);
+  };
+  if (how !== "zero") {
+    send(sides.client, sides.server, 1000);
+    send(sides.server, sides.client, 5000);
+  }
+  if (how === "zero" || how === "fin") {
+    check("shutdown", libc.shutdown(first.fd, SHUT_WR));
+    second.received += readUpTo(second.fd, Infinity);
+    check("shutdown", libc.shutdown(second.fd, SHUT_WR));
+    first.received += readUpTo(first.fd, Infinity);
+    waitAcked(second.fd);
+    libc.close(first.fd);
+    libc.close(second.fd);
+  } else {
+    // 10 bytes the second side leaves unread: its close() sends a RST instead of a FIN.
+    first.written += writeAll(first.fd, 10);
+    waitUnread(second.fd, 10);
+    waitAcked(first.fd);
+    second.received += 10;
+    if (how === "shutdown-reset" || how === "fin-unacked") {
+      check("shutdown", libc.shutdown(first.fd, SHUT_WR));
+      waitAcked(first.fd, how === "fin-unacked" ? 1 : 0);
+    } else if (how !== "reset") {
+      throw new Error(`--case ${how}: not a case`);
+    }
+    libc.close(second.fd);
+    libc.recv(first.fd, new Uint8Array(1), 1, 0); // returns at the RST (ECONNRESET)
+    libc.close(first.fd);
+  }
+  const report = ({ port, written, received }: typeof first) => ({ port, written, received });
+  return { client: report(sides.client), server: report(sides.server) };
 }
 
 function fastOpenClient(host: string, port: number, synData: number) {
@@ -261,7 +346,7 @@ if (import.meta.main) {
   try {
     const report =
       what === "fastopen"
-        ? fastOpen(option(args, "--host"), int("--syn-data"), int("--more"), int("--reply"), option(args, "--close-first"))
+        ? fastOpen(option(args, "--host"), int("--syn-data"), int("--more"), int("--reply"), option(args, "--close-first"), args.includes("--port") ? int("--port") : 0)
         : what === "fastopen-client"
           ? fastOpenClient(option(args, "--host"), int("--port"), int("--syn-data"))
           : what === "self-connect"
@@ -272,8 +357,10 @@ if (import.meta.main) {
                 ? synData(option(args, "--host"), option(args, "--to"), int("--port"), int("--data"))
                 : what === "fastopen-server"
                   ? fastOpenServer(option(args, "--host"))
+                  : what === "ending"
+                    ? ending(option(args, "--host"), int("--port"), option(args, "--case"), option(args, "--first"))
               : null;
-    if (report === null) throw new Error(`usage: sockets.ts fastopen|fastopen-client|fastopen-server|syn-data|self-connect|fin-in-synack [options] (got ${what})`);
+    if (report === null) throw new Error(`usage: sockets.ts fastopen|fastopen-client|fastopen-server|syn-data|self-connect|fin-in-synack|ending [options] (got ${what})`);
     process.stdout.write(`${JSON.stringify(report)}\n`);
     process.exit(0);
   } catch (error) {
