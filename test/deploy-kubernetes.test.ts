@@ -194,7 +194,6 @@ describe("Kubernetes objects", () => {
     if (invocation.command !== "run") throw new Error(`args start ${invocation.command}, not run`);
     expect(invocation.options.adminAddr).toEqual({ host: "127.0.0.1", port: 15200 });
     expect(invocation.options.noKubelet).toBeUndefined();
-    expect(invocation.options.ringBufferSize).toBe(16 * 1024 * 1024);
     expect(agent.env).toEqual([
       { name: "NODE_IP", valueFrom: { fieldRef: { fieldPath: "status.hostIP" } } },
       { name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } },
@@ -203,8 +202,8 @@ describe("Kubernetes objects", () => {
     expect(pod.hostNetwork).toBe(false);
     expect(pod.hostPID).toBe(false);
     expect(ds.spec.updateStrategy?.rollingUpdate?.maxSurge).toBeUndefined();
-    // README, "A burst of closes": the weight (and ring) that lost no record in a burst
-    expect(agent.resources?.requests).toEqual({ cpu: "500m", memory: "160Mi" });
+    // README, "A burst of closes": the weight that lost no record in a burst
+    expect(agent.resources?.requests).toEqual({ cpu: "1000m", memory: "160Mi" });
     expect(agent.resources?.limits).toEqual({ memory: "512Mi" });
   });
 
