@@ -192,7 +192,8 @@ class Witness {
  * Two sibling CPU cgroups under one of our own, "agent" and "closers", on the machine's cpu
  * controller: cgroup v1's cpu hierarchy (cpu.shares) or cgroup v2 with cpu enabled (cpu.weight).
  * Weights as the kubelet sets a pod's from its CPU request (shares = millicores * 1024 / 1000,
- * at least 2; v2 weight = 1 + (shares - 2) * 9999 / 262142).
+ * at least 2; v2 weight = 1 + (shares - 2) * 9999 / 262142, the long-standing conversion: newer
+ * container runtimes map shares to weight on a curve instead, 1000m to 100 and 50m to 11).
  */
 class CpuGroups {
   readonly root: string;
