@@ -199,6 +199,8 @@ class CpuGroups {
   readonly root: string;
   readonly v2: boolean;
   readonly #home: string;
+  readonly #mount: string;
+  readonly #enabled: boolean;
 
   constructor() {
     const mounts = readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" "));
@@ -207,12 +209,17 @@ class CpuGroups {
     const mount = v1?.[1] ?? v2?.[1];
     if (mount === undefined) throw new Error("--agent-cpu: no cpu controller here (neither cgroup v1's cpu nor cgroup2's)");
     this.v2 = v1 === undefined;
+    this.#mount = mount;
     this.root = `${mount}/kal-burst`;
     // this script's own group, to go back to: "N:cpu,cpuacct:/path" (v1) or "0::/path" (v2)
     const own = readFileSync("/proc/self/cgroup", "utf8").split("\n").map((l) => l.split(":"));
     const path = (this.v2 ? own.find((l) => l[0] === "0") : own.find((l) => l[1]?.split(",").includes("cpu")))?.[2] ?? "/";
     this.#home = `${mount}${path === "/" ? "" : path}`;
     CpuGroups.remove(this.root, this.#home); // left by a run killed before its cleanup
+    // v2: the controller enabled in the mount's root (for our group; disabled again at the end if
+    // it was not) and in our group (for its two)
+    this.#enabled = this.v2 && !readFileSync(`${mount}/cgroup.subtree_control`, "utf8").split(/\s+/).includes("cpu");
+    if (this.#enabled) writeFileSync(`${mount}/cgroup.subtree_control`, "+cpu");
     mkdirSync(this.root);
     if (this.v2) writeFileSync(`${this.root}/cgroup.subtree_control`, "+cpu");
     for (const group of ["agent", "closers"]) mkdirSync(`${this.root}/${group}`);
@@ -239,6 +246,7 @@ class CpuGroups {
   /** This script back in its own group, and whatever else is left; the groups removed. */
   dispose(): void {
     CpuGroups.remove(this.root, this.#home);
+    if (this.#enabled) writeFileSync(`${this.#mount}/cgroup.subtree_control`, "-cpu");
   }
 
   static remove(root: string, home: string): void {
