@@ -202,7 +202,8 @@ describe("Kubernetes objects", () => {
     expect(pod.hostNetwork).toBe(false);
     expect(pod.hostPID).toBe(false);
     expect(ds.spec.updateStrategy?.rollingUpdate?.maxSurge).toBeUndefined();
-    expect(agent.resources?.requests).toEqual({ cpu: "50m", memory: "160Mi" });
+    // README, "A burst of closes": the weight that lost no record in a burst
+    expect(agent.resources?.requests).toEqual({ cpu: "1000m", memory: "160Mi" });
     expect(agent.resources?.limits).toEqual({ memory: "512Mi" });
   });
 

@@ -81,6 +81,12 @@ describe("the systemd unit", () => {
     expect(unit.get("Install")?.get("WantedBy")).toEqual(["multi-user.target"]);
   });
 
+  test("weighs the agent in a cpu cgroup of its own, twice a default service's weight, without Nice=", () => {
+    // README, "A burst of closes": between cgroups the weight decides, nice does not.
+    expect(one("CPUWeight")).toBe("200");
+    expect(service.has("Nice")).toBe(false);
+  });
+
   const withAnalyze = testIf(hasCommand("systemd-analyze"), "needs systemd-analyze (Debian: systemd)");
 
   withAnalyze("systemd-analyze verify accepts it", () => {

@@ -18,10 +18,15 @@
 // context the closes of the sockets without a line ran: on this project's test machine, those the
 // ring buffer did not lose closed in a softirq on top of a thread of the VM's init (process 1),
 // where the kernel runs no BPF program (README, "A burst of closes").
-// Exit status 1 means the agent's part failed: records
+// --agent-cpu 50m,1000m runs the agent and the closing side (this script and its holders) in two
+// sibling CPU cgroups, as on a node where the agent's pod or unit has a cgroup of its own: the
+// agent's weighted as a pod requesting that much CPU, the closers' as one requesting 1000m (the
+// kubelet's conversion: cgroup v1 cpu.shares, v2 cpu.weight); "none" leaves both in this
+// script's cgroup, where nice ranks them. Each value is one run; --rounds repeats the list, so
+// that values alternate. Exit status 1 means the agent's part failed: records
 // lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
-//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--connection-state hash-map] [--binary <build>] [--witness] [--short]
+//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--agent-cpu none] [--rounds 1] [--connection-state hash-map] [--binary <build>] [--witness] [--short]
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -36,6 +41,9 @@ const sizesAt = process.argv.indexOf("--ring-buffer-sizes");
 const sizes = sizesAt > 0 ? (process.argv[sizesAt + 1] ?? "8M").split(",") : ["8M"];
 const stateAt = process.argv.indexOf("--connection-state");
 const connectionState = stateAt > 0 ? (process.argv[stateAt + 1] ?? "hash-map") : "hash-map";
+const cpuAt = process.argv.indexOf("--agent-cpu");
+const agentCpus = cpuAt > 0 ? (process.argv[cpuAt + 1] ?? "none").split(",") : ["none"];
+const rounds = option("rounds", 1);
 const RECORD_BYTES = RECORD_SIZE + 8; // conn_record and the ring buffer's own header per record
 
 const binaryAt = process.argv.indexOf("--binary");
@@ -181,6 +189,83 @@ class Witness {
 }
 
 /**
+ * Two sibling CPU cgroups under one of our own, "agent" and "closers", on the machine's cpu
+ * controller: cgroup v1's cpu hierarchy (cpu.shares) or cgroup v2 with cpu enabled (cpu.weight).
+ * Weights as the kubelet sets a pod's from its CPU request (shares = millicores * 1024 / 1000,
+ * at least 2; v2 weight = 1 + (shares - 2) * 9999 / 262142, the long-standing conversion: newer
+ * container runtimes map shares to weight on a curve instead, 1000m to 100 and 50m to 11).
+ */
+class CpuGroups {
+  readonly root: string;
+  readonly v2: boolean;
+  readonly #home: string;
+  readonly #mount: string;
+  readonly #enabled: boolean;
+
+  constructor() {
+    const mounts = readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" "));
+    const v1 = mounts.find((m) => m[2] === "cgroup" && m[3]!.split(",").includes("cpu"));
+    const v2 = mounts.find((m) => m[2] === "cgroup2" && readFileSync(`${m[1]}/cgroup.controllers`, "utf8").split(/\s+/).includes("cpu"));
+    const mount = v1?.[1] ?? v2?.[1];
+    if (mount === undefined) throw new Error("--agent-cpu: no cpu controller here (neither cgroup v1's cpu nor cgroup2's)");
+    this.v2 = v1 === undefined;
+    this.#mount = mount;
+    this.root = `${mount}/kal-burst`;
+    // this script's own group, to go back to: "N:cpu,cpuacct:/path" (v1) or "0::/path" (v2)
+    const own = readFileSync("/proc/self/cgroup", "utf8").split("\n").map((l) => l.split(":"));
+    const path = (this.v2 ? own.find((l) => l[0] === "0") : own.find((l) => l[1]?.split(",").includes("cpu")))?.[2] ?? "/";
+    this.#home = `${mount}${path === "/" ? "" : path}`;
+    CpuGroups.remove(this.root, this.#home); // left by a run killed before its cleanup
+    // v2: the controller enabled in the mount's root (for our group; disabled again at the end if
+    // it was not) and in our group (for its two)
+    this.#enabled = this.v2 && !readFileSync(`${mount}/cgroup.subtree_control`, "utf8").split(/\s+/).includes("cpu");
+    if (this.#enabled) writeFileSync(`${mount}/cgroup.subtree_control`, "+cpu");
+    mkdirSync(this.root);
+    if (this.v2) writeFileSync(`${this.root}/cgroup.subtree_control`, "+cpu");
+    for (const group of ["agent", "closers"]) mkdirSync(`${this.root}/${group}`);
+    this.weigh("closers", "1000m");
+    // the holders this script starts inherit its group
+    writeFileSync(`${this.root}/closers/cgroup.procs`, String(process.pid));
+  }
+
+  /** Weighs a group as a pod with this CPU request; says what was written. */
+  weigh(group: "agent" | "closers", request: string): string {
+    const m = /^(\d+)m$/.exec(request);
+    if (!m) throw new Error(`--agent-cpu takes millicores (50m) or none, got ${request}`);
+    const shares = Math.max(2, Math.floor((Number(m[1]) * 1024) / 1000));
+    const [file, value] = this.v2 ? ["cpu.weight", 1 + Math.floor(((shares - 2) * 9999) / 262142)] : ["cpu.shares", shares];
+    writeFileSync(`${this.root}/${group}/${file}`, String(value));
+    return `${file} ${value}`;
+  }
+
+  /** The command, moved into the agent's group before it runs. */
+  wrap(command: string[]): string[] {
+    return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', `${this.root}/agent/cgroup.procs`, ...command];
+  }
+
+  /** This script back in its own group, and whatever else is left; the groups removed. */
+  dispose(): void {
+    CpuGroups.remove(this.root, this.#home);
+    if (this.#enabled) writeFileSync(`${this.#mount}/cgroup.subtree_control`, "-cpu");
+  }
+
+  static remove(root: string, home: string): void {
+    if (!existsSync(root)) return;
+    for (const group of ["agent", "closers"].map((g) => `${root}/${g}`).filter((g) => existsSync(g))) {
+      for (const pid of readFileSync(`${group}/cgroup.procs`, "utf8").split("\n").filter(Boolean)) {
+        try {
+          writeFileSync(`${home}/cgroup.procs`, pid);
+        } catch {
+          // exited meanwhile
+        }
+      }
+      rmdirSync(group);
+    }
+    rmdirSync(root);
+  }
+}
+
+/**
  * Where the closes of the sockets without a line ran, by the task that was current (and its
  * process): how many of that task's closes in the burst had no line.
  */
@@ -293,12 +378,12 @@ function pattern(unlined: Socket[], connections: OpenConnections): string[] {
   });
 }
 
-async function run(size: string) {
+async function run(size: string, agentCpu: string) {
   const out = join(dir, `lines-${size}.txt`);
-  const agent = Bun.spawn(
-    [binary, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock"), "--ring-buffer-size", size, "--connection-state", connectionState],
-    { stdin: "ignore", stdout: Bun.file(out), stderr: "pipe" },
-  );
+  const command = [binary, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock"), "--ring-buffer-size", size, "--connection-state", connectionState];
+  // "none": in the closers' group (or this script's), beside them
+  const weight = cpuGroups === null || agentCpu === "none" ? null : cpuGroups.weigh("agent", agentCpu);
+  const agent = Bun.spawn(weight === null ? command : cpuGroups!.wrap(command), { stdin: "ignore", stdout: Bun.file(out), stderr: "pipe" });
   const stderr = { text: "" };
   try {
     await readUntil(agent.stderr, "capturing TCP connections", stderr);
@@ -336,6 +421,7 @@ async function run(size: string) {
     if (process.env.BURST_DEBUG) await Bun.write(join(dir, `unlined-${size}.json`), JSON.stringify(unlined));
     return {
       size,
+      share: weight === null ? "none (beside the closers)" : `${agentCpu}: ${weight}, closers' ${cpuGroups!.v2 ? 39 : 1024}`,
       closed: close.closed,
       closeSeconds: close.closeSeconds,
       drained,
@@ -360,15 +446,24 @@ async function run(size: string) {
   }
 }
 
+const cpuGroups = agentCpus.some((c) => c !== "none") ? new CpuGroups() : null;
+// Ctrl-C or a kill: the groups go too (the finally below does not run then).
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    cpuGroups?.dispose();
+    process.exit(130);
+  });
+}
 try {
   const rows: string[][] = [];
   const reports: string[] = [];
   let failed = false;
-  for (const size of sizes) {
-    const r = await run(size);
+  const runs = Array.from({ length: rounds }, () => sizes.flatMap((size) => agentCpus.map((agentCpu) => ({ size, agentCpu })))).flat();
+  for (const { size, agentCpu } of runs) {
+    const r = await run(size, agentCpu);
     const exact = r.lines === r.closed && r.unlined.length === 0 && r.duplicates === 0;
     reports.push(
-      `${size}: ${r.unlined.length} sockets without a line, ${r.duplicates} lines beyond one a socket`,
+      `${size}, agent's CPU ${r.share}: ${r.unlined.length} sockets without a line, ${r.duplicates} lines beyond one a socket`,
       ...pattern(r.unlined, r.connections),
       ...r.witnessed,
       "  the agent's stderr:",
@@ -379,6 +474,7 @@ try {
     failed ||= r.lost !== 0 || r.dropped !== 0 || r.read < r.lines;
     rows.push([
       `${size} (${Math.floor(bytesOf(size) / RECORD_BYTES).toLocaleString("en-US")} records)`,
+      r.share,
       r.closed.toLocaleString("en-US"),
       `${r.closeSeconds.toFixed(2)} s (${Math.round(r.closed / r.closeSeconds).toLocaleString("en-US")}/s)`,
       `${r.kernelClosed.toFixed(2)} s`,
@@ -399,6 +495,7 @@ try {
     table(
       [
         "ring buffer",
+        "agent's CPU weight",
         "sockets closed",
         "closes took",
         "all closed in the kernel after",
@@ -417,6 +514,7 @@ try {
   console.log(reports.join("\n"));
   process.exitCode = failed ? 1 : 0;
 } finally {
+  cpuGroups?.dispose();
   if (process.env.BURST_DEBUG) console.error(`kept ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
 }
