@@ -46,6 +46,13 @@ describe("benchmarks, short mode", () => {
     for (const row of ["ours, gzip 1", "otlp-transformer, gzip 1", "protobufjs, gzip 1", "ours, encode only"]) expect(r.stdout).toContain(`| ${row} `);
   }, 180_000);
 
+  test("write", async () => {
+    const r = await runBench("write.ts");
+    expect(r.code, r.stderr).toBe(0);
+    expectTable(r.stdout, "target");
+    for (const row of ["the same, preallocated 8 MiB ahead (KEEP_SIZE)", "file in /dev/shm (tmpfs)", "/dev/null"]) expect(r.stdout).toContain(`| ${row} `);
+  }, 120_000);
+
   const needsRoot = "the benchmarks load the agent's BPF probe: they need root";
 
   testIf(IS_ROOT, needsRoot)("burst", async () => {
