@@ -17,18 +17,19 @@ import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
 import { KERNEL_FILTERS, Probe, type ProbeCounters } from "./kernel/probe.ts";
-import { CONNTRACK_FUNCTION, ConntrackWatch } from "./kernel/conntrack.ts";
+import type { ConntrackWatch } from "./kernel/conntrack.ts";
 import { ContainerIds } from "./kernel/cgroups.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
 import type { ClusterIndex, ServiceRef } from "./kube/apiserver/cluster-index.ts";
-import { type ApiSource, createApiSource } from "./kube/apiserver/source.ts";
-import { createFeedSource, type FeedSource } from "./kube/feed/client.ts";
+import { resolveApiSettings } from "./kube/apiserver/settings.ts";
+import type { ApiSource } from "./kube/apiserver/source.ts";
+import type { FeedSource } from "./kube/feed/client.ts";
 import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
 import type { PodInfo } from "./kube/pod.ts";
 import type { HostPort } from "./address.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { type ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
+import type { ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
 import { resolveExporterSettings } from "./sink/otlp/settings.ts";
 import { Sinks } from "./sink/sinks.ts";
 import { untilStopped } from "./stop.ts";
@@ -175,11 +176,14 @@ export class Agent {
       if (kubelet !== null) for (const notice of settingsNotices(kubelet)) log.warn(notice);
       pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
       pods?.start();
-      // A headers or CA file that cannot work is refused before the probe loads.
+      // A headers or CA file that cannot work is refused before the probe loads. The OTLP
+      // exporter, the API server's source, the feed's client and the conntrack hook are loaded
+      // only when a run asks for them: code never loaded costs no memory (README, "Footprint").
       const otlpSettings = resolveExporterSettings(options);
-      otlp = otlpSettings === null ? null : new OtlpExporter(otlpSettings, log);
-      api = createApiSource(options, log);
-      feed = createFeedSource(options, api, log);
+      otlp = otlpSettings === null ? null : new (await import("./sink/otlp/exporter.ts")).OtlpExporter(otlpSettings, log);
+      const apiSettings = resolveApiSettings(options);
+      api = apiSettings === null ? null : (await import("./kube/apiserver/source.ts")).createApiSource(apiSettings, options.clusterDomain, log);
+      feed = options.feed === undefined ? null : (await import("./kube/feed/client.ts")).createFeedSource(options, api, log);
       if (feed !== null) feed.start();
       else api?.start();
       control.namesKnown = pods !== null || api !== null || feed !== null;
@@ -218,7 +222,7 @@ export class Agent {
     agent.#servicesKnown = api !== null || feed !== null;
     const enricher = pods === null && api === null && feed === null ? null : agent.#nameLines(pods, feed?.index ?? api?.index ?? null, holdNs);
     // Services are known (API server or feed): ClusterIP lines can be told apart.
-    if ((api !== null || feed !== null) && enricher !== null) agent.#translateClusterIps(enricher, options.libbpf);
+    if ((api !== null || feed !== null) && enricher !== null) await agent.#translateClusterIps(enricher, options.libbpf);
     registerMetrics(control.metrics, agent, probe, metrics, pods, api, enricher);
     if (otlp !== null) registerOtlpMetrics(control.metrics, otlp.stats);
     feed?.registerMetrics(control.metrics);
@@ -336,8 +340,9 @@ export class Agent {
    * lines to a ClusterIP name the backend the NAT chose wherever it runs; without it they fall
    * back to the INBOUND line of a backend on this node (accesslog/enrich.ts).
    */
-  #translateClusterIps(enricher: Enricher, libbpfPath: string | undefined): void {
+  async #translateClusterIps(enricher: Enricher, libbpfPath: string | undefined): Promise<void> {
     const log = this.log;
+    const { CONNTRACK_FUNCTION, ConntrackWatch } = await import("./kernel/conntrack.ts");
     this.#conntrack = new ConntrackWatch(libbpfPath, {
       hooked: (hook) => {
         enricher.nat = hook;

@@ -14,15 +14,13 @@
 // the kubelet source). While failing, what was known stays in the index.
 import * as v from "valibot";
 import type { Logger } from "../../log.ts";
-import type { RunOptions } from "../../options.ts";
 import { apiFailureMessage, type ApiFailureState, FailureState } from "../failures.ts";
 import { type Failure, sleepUnlessAborted } from "../http.ts";
 import { PodSchema } from "../pod.ts";
-import { ApiClient } from "./client.ts";
+import { ApiClient, type ApiServerConfig } from "./client.ts";
 import { ClusterIndex } from "./cluster-index.ts";
 import { type Counts, describeCounts, type Entry, type Metadata, objectKey, podEntry, type ResourceKind, serviceEntry, sliceEntry } from "./entries.ts";
 import { describeIssues, EndpointSliceSchema, objectLabel, ServiceSchema } from "./objects.ts";
-import { resolveApiSettings } from "./settings.ts";
 import type { WatchEvent } from "./watch-stream.ts";
 
 /** Objects of a list page checked and indexed between two turns of the event loop. */
@@ -267,19 +265,14 @@ function resourceVersionOf(object: unknown): string | null {
   return typeof rv === "string" && rv !== "" ? rv : null;
 }
 
-/**
- * The API-server source a run asks for, not started; null when off. Throws ApiConfigError when it
- * is asked for by a flag and cannot be set up (an unreadable kubeconfig, no cluster around).
- */
-export function createApiSource(options: Partial<RunOptions> & { clusterDomain: string }, log: Logger, env = process.env): ApiSource | null {
-  const settings = resolveApiSettings(options, env);
-  if (settings === null) return null;
+/** The API-server source of a run's settings (resolveApiSettings), not started. */
+export function createApiSource(settings: ApiServerConfig, clusterDomain: string, log: Logger): ApiSource {
   if (settings.insecureSkipTlsVerify) {
     log.warn(`TLS verification of the API server at ${settings.server} is OFF (insecure-skip-tls-verify in ${settings.origin})`);
   }
   return new ApiSource({
     client: new ApiClient(settings),
-    index: new ClusterIndex(options.clusterDomain),
+    index: new ClusterIndex(clusterDomain),
     notice: log.warn,
     info: log.info,
     debug: log.debug,
