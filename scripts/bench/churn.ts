@@ -38,6 +38,10 @@
 // per program, its runs per connection, nanoseconds per run and per connection. The kernel's
 // clock reads around each run cost some churn of their own: take the rates from a run without it.
 //
+// Single test files run without the machine's lock, and their agents put their programs on the same
+// tracepoints: the table is followed by how many rounds began or ended with another agent's
+// state-change program loaded (a WARNING when any did).
+//
 // --conntrack: what the conntrack hook (bpf/conntrack.bpf.c) costs when no NAT happens. The whole
 // run moves into a network namespace of its own whose nat table has a rule that never matches, so
 // that conntrack tracks every connection (and the hook runs for each) but translates none; the
@@ -112,6 +116,8 @@ interface RoundResult {
   recordsRead: number;
   /** --bpf-stats: the agent's programs' runs and time in the kernel during wrk, by name */
   programs: Map<string, ProgramRuns>;
+  /** state-change programs of other agents loaded when the round began (see otherAgents) */
+  otherAgents: number;
 }
 
 interface ProgramRuns {
@@ -242,6 +248,29 @@ function cpuSecondsSoFar(pid: number): number {
 }
 
 async function round(mode: Mode): Promise<RoundResult> {
+  const others = await otherAgents();
+  const result = await measureRound(mode);
+  return { ...result, otherAgents: Math.max(others, await otherAgents()) };
+}
+
+/**
+ * The state-change programs of other kmesh-accesslog agents (another engineer's test or run) loaded
+ * now. Their programs run at every connection of every round, "off" included, so a round with them
+ * measures no clean ratio (README, The kernel's cost per connection). The programs of this bench's
+ * agent that has just exited stay listed for a moment (the kernel frees them after an RCU grace
+ * period): the least count seen over up to a second.
+ */
+async function otherAgents(): Promise<number> {
+  const loaded = () => [...programRuns().values()].filter((p) => p.name === "handle_set_state" || p.name === "handle_set_state_sk").length;
+  let least = loaded();
+  for (let poll = 0; poll < 10 && least > 0; poll++) {
+    await Bun.sleep(100);
+    least = Math.min(least, loaded());
+  }
+  return least;
+}
+
+async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents">> {
   if (isPeer(mode)) return peerRound(mode as "bpftrace" | "tcplife");
   const before = await acceptedConnections();
   const outPath = join(dir, `lines-${mode}.txt`);
@@ -319,7 +348,7 @@ async function round(mode: Mode): Promise<RoundResult> {
   };
 }
 
-async function peerRound(mode: "bpftrace" | "tcplife"): Promise<RoundResult> {
+async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult, "otherAgents">> {
   const outPath = join(dir, `lines-${mode}.txt`);
   rmSync(outPath, { force: true });
   const peer = await startPeer(mode, outPath);
@@ -495,6 +524,12 @@ try {
   console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", `after the first ${WARM_UP_MS / 1000} s`, "agent CPU s/100k conns", "records lost", "lines = 2 x connections"], rows));
   if (bpfStats) console.log(`BPF programs (kernel.bpf_stats_enabled=1 during the run)\n${programTable(results)}`);
+  const disturbed = results.filter((x) => x.otherAgents > 0);
+  console.log(
+    disturbed.length === 0
+      ? "other agents' programs on the state-change tracepoint: none in any round"
+      : `WARNING: other agents' programs (up to ${Math.max(...disturbed.map((x) => x.otherAgents))}) were on the state-change tracepoint in ${disturbed.length} of ${results.length} rounds: those rounds, "off" too, paid for them; measure again when they are gone`,
+  );
   console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const failed = rows.some((row) => row[7]?.startsWith("NO") || row[7]?.includes("no record: NO") || (row[6] !== "-" && row[6] !== "0"));
   process.exitCode = failed ? 1 : 0;
