@@ -38,31 +38,61 @@ const POD_SELECTION = selectionOf(PodSchema);
 /**
  * The checked pods of the last good list, by a 64-bit hash of their bytes (wyhash, seeded at random
  * per process, so that nobody who writes a pod spec can make it collide with another pod's).
+ *
+ * The pods read (not known) are copied once the whole list has been read, in one go: read pod by
+ * pod, they lie among the reading's garbage, and the engine hands a heap block back only once all
+ * of it is free (README, "Footprint").
  */
 export class KnownPods {
   readonly #seed = crypto.getRandomValues(new BigUint64Array(1))[0]!;
   #known = new Map<bigint, Pod>();
   /** the pods of the list being read */
   #seen = new Map<bigint, Pod>();
+  /** the hashes of the list being read, in its order; of the last good list */
+  #order: bigint[] = [];
+  #lastOrder: bigint[] = [];
+  /** the hashes of the pods read (not known) in the list being read */
+  #fresh: bigint[] = [];
   #hash = 0n;
 
   /** The checked pod whose bytes were exactly bytes[start, end) in the last good list. */
   find(bytes: Uint8Array, start: number, end: number): Pod | undefined {
     this.#hash = BigInt(Bun.hash.wyhash(bytes.subarray(start, end), this.#seed));
     const pod = this.#known.get(this.#hash);
-    if (pod !== undefined) this.#seen.set(this.#hash, pod);
+    if (pod !== undefined) {
+      this.#seen.set(this.#hash, pod);
+      this.#order.push(this.#hash);
+    }
     return pod;
   }
 
   /** The pod whose bytes find() was given last, checked. */
   add(pod: Pod): void {
     this.#seen.set(this.#hash, pod);
+    this.#order.push(this.#hash);
+    this.#fresh.push(this.#hash);
+  }
+
+  /** The list's `items` start again (a second `items` member: the last one counts). */
+  restart(): void {
+    this.#order.length = 0;
   }
 
   /** The list has been read: when it was good, its pods are the known ones from now on. */
   settle(good: boolean): void {
-    if (good) [this.#known, this.#seen] = [this.#seen, this.#known];
+    if (good) {
+      for (const hash of this.#fresh) this.#seen.set(hash, structuredClone(this.#seen.get(hash)!));
+      [this.#known, this.#seen] = [this.#seen, this.#known];
+      [this.#lastOrder, this.#order] = [this.#order, []];
+    }
     this.#seen.clear();
+    this.#order.length = 0;
+    this.#fresh.length = 0;
+  }
+
+  /** The last good list's pods, in its order (the copies, for the index). */
+  pods(): Pod[] {
+    return this.#lastOrder.map((hash) => this.#known.get(hash)!);
   }
 }
 
@@ -368,6 +398,7 @@ export class PodListReader {
   }
 
   #forgetItems(): void {
+    this.#knownPods?.restart();
     this.#itemsStreamed = false;
     this.#itemCount = 0;
     this.#pods.length = 0;

@@ -60,7 +60,8 @@ export async function refreshOnce(client: KubeletClient, knownPods: KnownPods | 
   knownPods?.settle(list.ok);
   if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
   const t1 = performance.now();
-  const index = PodIndex.fromPods(list.pods);
+  // The pods KnownPods keeps (copies made once the list was read) rather than the reader's.
+  const index = PodIndex.fromPods(knownPods === null ? list.pods : knownPods.pods());
   const indexMs = performance.now() - t1;
   return { ok: true, index, bytes: streamed.bytes, timings: { fetchMs: t1 - t0 - parseMs, parseMs, indexMs } };
 }

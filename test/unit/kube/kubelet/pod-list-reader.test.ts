@@ -157,11 +157,15 @@ describe("pods unchanged since the last good list", () => {
   }
   const pods = (r: PodListResult) => (r.ok ? r.pods : []);
 
-  test("are taken as they were checked (the same objects), and only they: the result is the whole read's", () => {
+  test("are taken as they were kept (the same objects), and only they: the result is the whole read's", () => {
     const list = busyNodePodList(300) as { items: Record<string, unknown>[] };
     const known = new KnownPods();
     const first = readWith(known, list);
     expect(pods(first)).toHaveLength(300);
+    // what is kept: copies of the pods read, made once the list was read, in the list's order
+    const kept = known.pods();
+    expect(kept).toEqual(pods(first));
+    kept.forEach((p, i) => expect(p).not.toBe(pods(first)[i]!));
 
     // pod 7 changes (a new IP), the rest is byte for byte the same
     const changed = structuredClone(list);
@@ -169,18 +173,36 @@ describe("pods unchanged since the last good list", () => {
     const second = readWith(known, changed);
     expect(second).toEqual(readPodList(encode(JSON.stringify(changed))));
     // (the generated list repeats some pods byte for byte: those share one object)
-    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), pods(first)[i]]));
+    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), kept[i]]));
     pods(second).forEach((p, i) => {
-      if (i === 7) expect(p).not.toBe(pods(first)[7]);
+      if (i === 7) expect(p).not.toBe(kept[7]);
       else expect(p).toBe(byBytes.get(JSON.stringify(list.items[i]))!);
     });
+    const keptSecond = known.pods();
+    expect(keptSecond).toEqual(pods(second));
+    keptSecond.forEach((p, i) => (i === 7 ? expect(p).not.toBe(pods(second)[7]) : expect(p).toBe(pods(second)[i]!)));
 
     // a refused list changes nothing known; the next good one still finds every pod
     const broken = structuredClone(changed);
     (broken.items[0]!.status as { podIP: unknown }).podIP = 42;
     expect(readWith(known, broken).ok).toBe(false);
+    expect(known.pods()).toEqual(keptSecond);
     const third = readWith(known, changed);
-    pods(third).forEach((p, i) => expect(p).toBe(pods(second)[i]!));
+    pods(third).forEach((p, i) => expect(p).toBe(keptSecond[i]!));
+  });
+
+  test("a second `items` member: the last one is what is kept", () => {
+    const known = new KnownPods();
+    const other = pod({ name: "other", namespace: "shop", ip4: "10.244.1.6" });
+    const text = `{"kind":"PodList","items":[${JSON.stringify(other)}],"items":[${JSON.stringify(web)}]}`;
+    const reader = new PodListReader(known);
+    reader.push(encode(text));
+    reader.end();
+    reader.work();
+    const result = reader.result();
+    known.settle(result.ok);
+    expect(pods(result).map((p) => p.metadata.name)).toEqual(["web-0"]);
+    expect(known.pods().map((p) => p.metadata.name)).toEqual(["web-0"]);
   });
 
   test("a pod known from an earlier list is not taken when its bytes differ at all", () => {
