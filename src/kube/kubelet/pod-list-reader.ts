@@ -73,9 +73,11 @@ export class KnownPods {
     this.#fresh.push(this.#hash);
   }
 
-  /** The list's `items` start again (a second `items` member: the last one counts). */
+  /** The list's `items` start again (a second `items` member: the last one counts), or it has been read. */
   restart(): void {
+    this.#seen.clear();
     this.#order.length = 0;
+    this.#fresh.length = 0;
   }
 
   /** The list has been read: when it was good, its pods are the known ones from now on. */
@@ -85,9 +87,7 @@ export class KnownPods {
       [this.#known, this.#seen] = [this.#seen, this.#known];
       [this.#lastOrder, this.#order] = [this.#order, []];
     }
-    this.#seen.clear();
-    this.#order.length = 0;
-    this.#fresh.length = 0;
+    this.restart();
   }
 
   /** The last good list's pods, in its order (the copies, for the index). */

@@ -203,6 +203,10 @@ describe("pods unchanged since the last good list", () => {
     known.settle(result.ok);
     expect(pods(result).map((p) => p.metadata.name)).toEqual(["web-0"]);
     expect(known.pods().map((p) => p.metadata.name)).toEqual(["web-0"]);
+    // the first member's pod is not kept either: the next list reads it again
+    const bytesOf = (p: unknown) => encode(JSON.stringify(p));
+    expect(known.find(bytesOf(other), 0, bytesOf(other).length)).toBeUndefined();
+    expect(known.find(bytesOf(web), 0, bytesOf(web).length)?.metadata.name).toBe("web-0");
   });
 
   test("a pod known from an earlier list is not taken when its bytes differ at all", () => {
