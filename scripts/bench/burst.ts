@@ -198,6 +198,8 @@ class Witness {
 class CpuGroups {
   readonly root: string;
   readonly v2: boolean;
+  /** what the closers' group was weighed, e.g. "cpu.shares 1024" */
+  readonly closers: string;
   readonly #home: string;
   readonly #mount: string;
   readonly #enabled: boolean;
@@ -223,7 +225,7 @@ class CpuGroups {
     mkdirSync(this.root);
     if (this.v2) writeFileSync(`${this.root}/cgroup.subtree_control`, "+cpu");
     for (const group of ["agent", "closers"]) mkdirSync(`${this.root}/${group}`);
-    this.weigh("closers", "1000m");
+    this.closers = this.weigh("closers", "1000m");
     // the holders this script starts inherit its group
     writeFileSync(`${this.root}/closers/cgroup.procs`, String(process.pid));
   }
@@ -421,7 +423,7 @@ async function run(size: string, agentCpu: string) {
     if (process.env.BURST_DEBUG) await Bun.write(join(dir, `unlined-${size}.json`), JSON.stringify(unlined));
     return {
       size,
-      share: weight === null ? "none (beside the closers)" : `${agentCpu}: ${weight}, closers' ${cpuGroups!.v2 ? 39 : 1024}`,
+      share: weight === null ? "none (beside the closers)" : `${agentCpu}: ${weight}, closers' ${cpuGroups!.closers}`,
       closed: close.closed,
       closeSeconds: close.closeSeconds,
       drained,

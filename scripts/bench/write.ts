@@ -16,13 +16,14 @@ import { dlopen } from "bun:ffi";
 import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_CHUNK_BYTES } from "../../src/accesslog/sink.ts";
 import { median, option, table } from "./common.ts";
 
 const short = process.argv.includes("--short");
 const paced = process.argv.includes("--paced");
 const rounds = option("rounds", short ? 1 : 5);
 const megabytes = option("mb", short ? 16 : 256);
-const CHUNK = 256 << 10; // the sink's chunk (src/accesslog/sink.ts)
+const CHUNK = DEFAULT_CHUNK_BYTES;
 const LINE_BYTES = 453; // a churn text line
 const PREALLOCATE_STEP = 8 << 20;
 const FALLOC_FL_KEEP_SIZE = 1;

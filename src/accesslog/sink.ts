@@ -27,7 +27,7 @@ export interface LineSinkOptions {
   chunkBytes?: number;
 }
 
-const DEFAULT_CHUNK_BYTES = 256 << 10;
+export const DEFAULT_CHUNK_BYTES = 256 << 10;
 /**
  * Room kept free for the next line: lines are some hundred bytes; one with very long names that
  * does not fit is written again into a chunk sized by the format's bound.
