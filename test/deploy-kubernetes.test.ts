@@ -96,6 +96,7 @@ const DaemonSet = v.strictObject({
       metadata: v.strictObject({ labels: Labels }),
       spec: v.strictObject({
         serviceAccountName: v.string(),
+        priorityClassName: v.optional(v.string()),
         automountServiceAccountToken: v.optional(v.boolean()),
         hostNetwork: v.optional(v.boolean()),
         hostPID: v.optional(v.boolean()),
@@ -110,7 +111,18 @@ const DaemonSet = v.strictObject({
     }),
   }),
 });
-const KINDS = { Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, DaemonSet } as const;
+const ResourceQuota = v.strictObject({
+  apiVersion: v.literal("v1"),
+  kind: v.literal("ResourceQuota"),
+  metadata: Metadata,
+  spec: v.strictObject({
+    hard: v.record(v.string(), Quantity),
+    scopeSelector: v.strictObject({
+      matchExpressions: v.array(v.strictObject({ scopeName: v.string(), operator: v.picklist(["In", "NotIn", "Exists", "DoesNotExist"]), values: v.array(v.string()) })),
+    }),
+  }),
+});
+const KINDS = { Namespace, ResourceQuota, ServiceAccount, ClusterRole, ClusterRoleBinding, DaemonSet } as const;
 type Kind = keyof typeof KINDS;
 
 interface Loaded {
@@ -142,6 +154,7 @@ describe("Kubernetes objects", () => {
     expect(YAML_FILES).toEqual(["00-namespace.yaml", "10-rbac.yaml", "20-daemonset.yaml"]);
     expect(loaded.map((item) => `${item.file}: ${item.kind}`)).toEqual([
       "00-namespace.yaml: Namespace",
+      "00-namespace.yaml: ResourceQuota",
       "10-rbac.yaml: ServiceAccount",
       "10-rbac.yaml: ClusterRole",
       "10-rbac.yaml: ClusterRoleBinding",
@@ -158,6 +171,16 @@ describe("Kubernetes objects", () => {
     expect(ns).toBe("kmesh-accesslog");
     expect(only("ServiceAccount").metadata.namespace).toBe(ns);
     expect(only("DaemonSet").metadata.namespace).toBe(ns);
+    expect(only("ResourceQuota").metadata.namespace).toBe(ns);
+  });
+
+  test("the DaemonSet's pods are node-critical, and the namespace's quota admits that class where a cluster asks for one", () => {
+    const priorityClass = only("DaemonSet").spec.template.spec.priorityClassName;
+    expect(priorityClass).toBe("system-node-critical");
+    expect(only("ResourceQuota").spec).toEqual({
+      hard: { pods: "10000" },
+      scopeSelector: { matchExpressions: [{ scopeName: "PriorityClass", operator: "In", values: [priorityClass!] }] },
+    });
   });
 
   test("RBAC: the DaemonSet's service account is bound to get on nodes/pods and nodes/proxy, list and watch on what the API-server source reads, nothing else", () => {
