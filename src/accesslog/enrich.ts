@@ -8,8 +8,8 @@
 // release them are monotone in report time, so a later line is never released before an earlier
 // one. A line whose remote end is an address a held line waits for (a new pod of this node) waits
 // for the same refresh, so that both lines of a same-node connection name the new pod. No line
-// waits when a refresh that started after its report time has completed, when its local end is
-// loopback or the node's own address, or while the kubelet is failing.
+// waits when a refresh that started at or after its report time has completed, when its local
+// end is loopback or the node's own address, or while the kubelet is failing.
 import { isLoopbackOrUnspecified } from "../address.ts";
 import { nsBetween } from "../kernel/clock.ts";
 import type { ServiceRef } from "../kube/apiserver/cluster-index.ts";

@@ -1,8 +1,8 @@
 // The agent's side of the feed (--feed <url>, protocol.ts): one long HTTPS request whose answer
 // keeps the cluster index (../apiserver/cluster-index.ts) up to date, the one the API-server source
 // would fill, so names come out alike whichever path they came by. When the feed cannot be had,
-// the API server is watched meanwhile (README, "A cluster feed for large clusters"); the feed is
-// asked again after a backoff, 0.5 s doubling to 10 s, ±20 %.
+// the agent's API server, if it has one, is watched meanwhile (README, "A cluster feed for large
+// clusters"); the feed is asked again after a backoff, 0.5 s doubling to 10 s, ±20 %.
 import { existsSync } from "node:fs";
 import type { MetricsRegistry, MetricType } from "../../admin/metrics.ts";
 import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
