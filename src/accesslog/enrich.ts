@@ -1,48 +1,15 @@
-// Names on both ends of a line, from the pod index (the filters come after: filters.ts).
+// Names on both ends of a line, from the pod index and the API server's view (the filters come
+// after: filters.ts). What each name is: docs/accesslog-format.md; when a line waits for a pod
+// list or for its ClusterIP backend, and the order lines come out in: docs/kubernetes.md ("A new
+// pod's first lines", "The backend of a ClusterIP connection") and docs/accesslog-format.md ("When
+// lines are written").
 //
-// Names (docs/accesslog-format.md, docs/kubernetes.md): src.workload/src.namespace are the pod
-// name and namespace at the source address; dst.workload/dst.namespace those at the destination
-// address (dst.namespace is the destination pod's namespace, or the Service's when one is known).
-//
-// Holding back a new pod's first lines. A pod can connect within milliseconds of starting, before
-// the next poll has seen it. So when the *local* end of a line (src for OUTBOUND, dst for INBOUND)
-// is not in the index, the line is held and a refresh is asked for (the pod source starts at most
-// one per second however many ask). A held line is written when a refresh that started at or after
-// its report time has completed (the list it read knew every pod that existed at that moment),
-// or at its deadline, report time + hold (default 2 s), whichever comes first, with what is known
-// then. A line is not held when such a refresh has already completed (its local end is then
-// simply not a pod: host-network traffic is never delayed), when its local end is loopback or an
-// address of the node itself, when its deadline has already passed, or while the kubelet is
-// failing (the last refresh failed: no line waits for a kubelet that does not answer, and misses
-// do not ask for extra refreshes; the periodic ones go on, and holding resumes once one succeeds).
-//
-// The other line of the same connection: when the remote end of a line is an address that a held
-// line is waiting for (the peer is a new pod on this node), that line waits too, for the same
-// refresh, so that both lines of a same-node connection name the new pod.
-//
-// Order. Lines that are not held are written at once, in the order they are read. Held lines are
-// kept sorted by report time and written in that order (the conditions above are monotone in
-// report time, so a later line is never released before an earlier one). Before each batch of
-// new records, every held line whose deadline has passed is written: so a held line is never
-// written after a line whose report time is more than `hold` later than its own. Lines whose
-// local end is known are never delayed; a held line can be overtaken only by lines reported
-// within `hold` after it.
-//
-// Services (with the API server, kube/apiserver/cluster-index.ts). dst.service is the Service's hostname
-// and dst.namespace its namespace when the destination is one of its ClusterIP:port pairs, or
-// exactly an IP:port one of its EndpointSlices lists; else the destination IP, as before. A
-// ClusterIP connection's socket only knows the ClusterIP (the NAT to a backend happens after it),
-// so its OUTBOUND line names the backend pod only when it can be learned:
-// - from the kernel's connection tracking (`nat`, kernel/conntrack.ts), which saw where the NAT
-//   sent the connection, wherever the backend runs; taken only when conntrack confirmed it while
-//   this connection was open (between its start and this report), never from an earlier
-//   connection of the same addresses and ports;
-// - else, when the backend is on this node, from its INBOUND line of the same connection, which
-//   has the same client ip:port and the backend address as its destination. Such an OUTBOUND line
-//   waits for that INBOUND line (at most `pairHold`, and only when one of the Service's endpoints
-//   is a pod the kubelet lists here, or when there is no kubelet to tell); INBOUND lines are
-//   remembered for a few seconds for an OUTBOUND line that comes after them.
-// Unlearned, dst.addr stays the ClusterIP:port and dst.workload is '-'.
+// Held lines are kept sorted by report time and written in that order: the conditions that
+// release them are monotone in report time, so a later line is never released before an earlier
+// one. A line whose remote end is an address a held line waits for (a new pod of this node) waits
+// for the same refresh, so that both lines of a same-node connection name the new pod. No line
+// waits when a refresh that started at or after its report time has completed, when its local
+// end is loopback or the node's own address, or while the kubelet is failing.
 import { isLoopbackOrUnspecified } from "../address.ts";
 import { nsBetween } from "../kernel/clock.ts";
 import type { ServiceRef } from "../kube/apiserver/cluster-index.ts";

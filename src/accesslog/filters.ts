@@ -1,10 +1,6 @@
-// Which named reports are written: the filters of the flags (--namespace, --port, --cidr, ...) and
-// of PUT /filters, one model (options.ts declares each filter once, as a flag). Every kind given
-// must pass (AND); within a kind, one value is enough (OR). "Either end": a line's src or dst.
-// The filters apply to every sink (lines on stdout, OTLP records), after the pods are named; Kmesh's
-// TCP metrics count every connection whatever the filters say (they are the node's counters).
-//
-// A dropped report is counted under the first filter, in FILTER_ORDER, that drops it.
+// Which named reports are written: the filters of the flags and of PUT /filters, one model
+// (options.ts declares each filter once, as a flag; what each keeps: README, "Filters"). A dropped
+// report is counted under the first filter, in FILTER_ORDER, that drops it.
 //
 // The kernel applies the first of them, those a connection's direction, ports and failure decide
 // (KERNEL_FILTERS in src/kernel/probe.ts, the same order), itself when it may (kernelRules): a

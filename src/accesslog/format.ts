@@ -1,23 +1,14 @@
 // AccessRecord → one output line, in Kmesh's text layout (KmeshText) or as JSON (JsonLines). What
 // each field means, and the pitfalls of each: docs/accesslog-format.md.
 //
-// This runs once per event. Building a line as a JS string is cheap, but turning it into bytes
-// for the write costs as much again (a string of ~40 pieces, flattened, then UTF-8 encoded). So a
-// line is written as bytes, straight into the chunk the sink will hand to the writer:
-// - fixed text is pre-encoded and copied four bytes at a time (DataView stores, which the JIT
-//   turns into plain moves; byte-by-byte copies cost twice as much);
-// - names (pod, namespace, service, error) are escaped and encoded once and cached, as are the
-//   date-time texts of recent seconds;
-// - integers are written three digits at a time from a table, so that a 9-digit number takes
-//   three short divisions instead of a chain of nine.
-// Word-wide stores write up to WRITE_SLACK bytes past the end of the piece they copy; the next
-// piece overwrites them, and the sink keeps that much room after the last line of a chunk. Against
-// the plain string formatter the tests keep as their oracle, this doubles the lines per CPU-second
-// and keeps about 8 points of connection churn on a 2-core node (README, "Performance").
-//
-// A format object holds the chunk it writes into and its caches: one per sink, nothing shared and
-// nothing kept by the module. Its string forms (line, goTime, escape) decode these same bytes, so
-// each layout has one implementation.
+// A line is written as bytes straight into the chunk the sink hands to the writer, since encoding
+// a string of ~40 pieces costs as much as building it: fixed text is pre-encoded and stored eight
+// bytes at a time, names and recent seconds' date-times are encoded once and cached, integers are
+// written three digits at a time. Word-wide stores may write WRITE_SLACK bytes past a piece's end
+// (the next piece overwrites them; the sink keeps that room after a chunk's last line). Against
+// the string formatter the tests keep as their oracle: README, "The byte writer against the
+// string formatter". A format object holds its chunk and caches (one per sink, nothing kept by the
+// module); its string forms (line, goTime, escape) decode these same bytes.
 
 import type { WallTime } from "../kernel/clock.ts";
 import { goFloatText } from "./go-float.ts";
@@ -428,15 +419,8 @@ abstract class ByteFormat implements LineFormat {
 
 // ── Kmesh's text line ────────────────────────────────────────────────────────
 
-// Escaping of values that come from outside (pod, namespace and service names, the error text).
-//
-// A value is written as is when every character is printable ASCII (0x21..0x7E) other than
-// `,` `=` `\` and `%`. Otherwise each offending character is replaced by the percent-encoding of
-// its UTF-8 bytes (`%` followed by two uppercase hex digits, as in RFC 3986): a space becomes
-// `%20`, `,` `%2C`, `=` `%3D`, `\` `%5C`, `%` `%25`, `é` `%C3%A9`. A value that is exactly `-`
-// is written `%2D` so that it cannot be read as "unknown". JavaScript's decodeURIComponent (or
-// Go's url.PathUnescape) gives back the original value. A lone UTF-16 surrogate, which has no
-// UTF-8 form, is written as U+FFFD (`%EF%BF%BD`).
+// Escaping of values that come from outside (names, the error text): docs/accesslog-format.md,
+// "Escaping".
 function isPlainCode(c: number): boolean {
   return c > 0x20 && c < 0x7f && c !== 0x2c /* , */ && c !== 0x3d /* = */ && c !== 0x5c /* \ */ && c !== 0x25 /* % */;
 }
@@ -502,12 +486,7 @@ const CLOSE = "BPF_TCP_CLOSE";
  */
 const TEXT_FIXED_BYTES = 768;
 
-/**
- * Kmesh's access-log line. Written without a trailing newline:
- * `accesslog: <report time> src.addr=<ip:port>, src.workload=<pod>, ..., duration=<ms>ms`,
- * followed by `, error=<errno name>` for a failed connection attempt. Unknown values are `-`;
- * with no service known, dst.service is the destination IP, as Kmesh does.
- */
+/** Kmesh's access-log line, without a trailing newline: docs/accesslog-format.md, "The text line". */
 export class KmeshText extends ByteFormat {
   readonly #names = new PieceCache(escapedBytes, NAME_CACHE_LIMIT);
 
@@ -651,32 +630,7 @@ const J_INBOUND_CLOSE = ascii(',"direction":"INBOUND","state":"BPF_TCP_CLOSE","s
 /** As TEXT_FIXED_BYTES: about 380 bytes of keys, two quoted times, eleven numbers. */
 const JSON_FIXED_BYTES = 1024;
 
-/**
- * One JSON object per line, written without a trailing newline. Keys, always present and in this order:
- *   time            string  report time, RFC 3339 in UTC with nine fraction digits
- *   src_addr        string  address without port (IPv6 without brackets)
- *   src_port        number
- *   src_workload    string | null
- *   src_namespace   string | null
- *   dst_addr        string
- *   dst_port        number
- *   dst_service     string | null  (null when unknown: no IP stand-in as in the text line)
- *   dst_workload    string | null
- *   dst_namespace   string | null
- *   start_time      string | null  RFC 3339, as time
- *   direction       "OUTBOUND" | "INBOUND"
- *   state           string  BPF_TCP_*
- *   sent_bytes, received_bytes, packet_loss, retransmissions, srtt_us, min_rtt_us   number
- *   duration_ms     number | null
- *   error           string | null  errno name of a failed attempt
- *   netns           number  inode number of the reporting socket's network namespace
- *   process_pid     number | null  the process behind the socket (AccessRecord.pid)
- *   process_command string | null  its command name
- *   container_id    string | null  its container's id
- *   container_name  string | null  that container's name in its pod (from the kubelet)
- * Values are not percent-escaped here: JSON's own escaping keeps them on one line. The bytes are
- * those of JSON.stringify of that object.
- */
+/** One JSON object per line, without a trailing newline: docs/accesslog-format.md, "The JSON line". */
 export class JsonLines extends ByteFormat {
   readonly #names = new PieceCache(jsonBytes, NAME_CACHE_LIMIT);
 

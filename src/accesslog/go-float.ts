@@ -1,20 +1,13 @@
 // Go's `%v` of a float64, which is strconv.FormatFloat(x, 'g', -1, 64): Kmesh prints a line's
-// duration with it, and a byte-identical line needs the same text.
+// duration with it, and a byte-identical line needs the same text (docs/accesslog-format.md,
+// "duration"; test/unit/accesslog/go-float.test.ts holds values Go printed).
 //
 // The digits are the shortest that read back as x, the one nearest x when several are as short:
 // the digits JavaScript's String(x) gives too (ECMAScript asks for the same). Only the layout
-// differs. With d the decimal exponent of the first digit (x = 0.d1d2... x 10^(d+1)), Go writes
-// the exponent form when d < -4 or d >= 6 (strconv/ftoa.go: for the shortest digits it decides
-// with precision 6, whatever their number), else the plain decimal; the exponent has a sign and
-// at least two digits. JavaScript switches at d < -6 and d >= 21, and writes `e+6`:
-//
-//   x            Go           String(x)
-//   1200000      1.2e+06      1200000
-//   123456.7     123456.7     123456.7
-//   0.0001       0.0001       0.0001
-//   0.00005      5e-05        0.00005
-//   1e21         1e+21        1e+21
-//   0            0            0          (-0 is "-0" in Go, "0" in JavaScript)
+// differs. With d the decimal exponent of the first digit, Go writes the exponent form when d < -4
+// or d >= 6 (for the shortest digits it decides with precision 6, whatever their number), with a
+// sign and at least two exponent digits (`5e-05`, `1.2e+06`); JavaScript switches at d < -6 and
+// d >= 21, and writes `e+6`. -0 is "-0" in Go, "0" in JavaScript.
 
 /** The shortest digits of |x| (no leading or trailing zeros) and d, the exponent of the first. */
 function shortestDigits(x: number): { digits: string; exponent: number } {

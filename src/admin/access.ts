@@ -1,11 +1,8 @@
-// Who may change what over the admin API: one rule, by method, in one place. GET and HEAD only
-// read (metrics, version, readiness, health, the log level) and stay open to whoever can connect.
-// Every other method may change the agent's state (each POST of Kmesh's switch paths and of
-// /debug/loggers, any PUT or DELETE a later route adds) and is served only to root, to a uid or
-// group the operator named (--admin-allow-uid, --admin-allow-gid), or through the Unix socket,
-// whose mode (0600, the agent's own) already let only its owner and root connect. Anyone else,
-// and a TCP peer the agent cannot identify, gets 403 with the reason and the remedy. Each such
-// request, served or refused, is one audit line on stderr; refusals are counted for /metrics.
+// Who may change what over the admin API: one rule, by method, in one place (docs/admin-api.md,
+// "Who may change state"). GET and HEAD stay open to whoever can connect; any other method is
+// served to root, to the uids and groups given, or through the Unix socket, else refused with 403,
+// the reason and the remedy. Each such request, served or refused, is one audit line on stderr;
+// refusals are counted for /metrics.
 import type { Logger, LogLevel } from "../log.ts";
 import { goError } from "./go-compat.ts";
 import { LOGGERS_PATH } from "./loggers.ts";

@@ -1,16 +1,7 @@
 // Kmesh's /debug/loggers, which `kmeshctl log` drives: the agent's --log-level as Kmesh's logger
-// "default", read and set at run time, with Kmesh's answers (its status server; the levels are
-// logrus's, whose names differ from ours in one place: warn is "warning").
-//
-//   GET  /debug/loggers                      200, the names as Go's json.MarshalIndent(v, "", "    ")
-//   GET  /debug/loggers?name=default         200, {"name": "default", "level": "info"}, indented the same
-//   GET  /debug/loggers?name=<other>         400, "\tlogger <other> does not exist\n"
-//   POST /debug/loggers {"name","level"}     200 "OK"; 400 "\tInvalid request body format: <why>\n" for a
-//                                            body or level that is not one, "\tlogger <name> does not exist\n"
-//   any other method                         405, http.Error's "Method Not Allowed"
-//
-// logrus's seven levels are taken: panic and fatal set error (nothing here is said at those two
-// levels), trace sets debug; a GET then says what is in force.
+// "default", read and set at run time, with Kmesh's answers (docs/admin-api.md). The levels are
+// logrus's, whose names differ from ours in one place (warn is "warning"); panic and fatal set
+// error (nothing here is said at those two levels), trace sets debug.
 import type { LogLevel } from "../log.ts";
 import { concatBytes, goError, goQueryGet, goText as sniffed } from "./go-compat.ts";
 

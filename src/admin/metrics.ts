@@ -1,10 +1,7 @@
-// The agent's own metrics, in the Prometheus text exposition format (0.0.4).
-// Every part of the agent registers what it counts here, once, with a
-// function that reads the current value: nothing is copied on the hot path,
-// values are read when /metrics is scraped.
-//
-//   registry.register({ name: "kmesh_accesslog_kubelet_refreshes_total", type: "counter",
-//                       help: "Pod lists fetched from the kubelet.", read: () => kube.refreshes });
+// The agent's own metrics, in the Prometheus text exposition format (0.0.4). Every part of the
+// agent registers what it counts here, once (`registry.add(name, type, help, read)`), with a
+// function that reads the current value: nothing is copied on the hot path, values are read when
+// /metrics is scraped.
 
 export const METRIC_PREFIX = "kmesh_accesslog_";
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,15 +1,8 @@
-// Who is at the other end of an admin API connection over TCP, from the kernel. A peer in the
-// agent's own network namespace (a client on 127.0.0.1, a port-forward into the pod) has its
-// socket in that namespace's table, /proc/self/net/tcp or tcp6: the row whose local end is the
-// request's remote address and port, and whose remote port is the admin port, holds the socket's
-// owner (uid) and inode. The process holding that inode (a `socket:[inode]` link under
-// /proc/<pid>/fd) gives the pid, the command name and the groups, when the agent may see it
-// (not across a PID namespace, nor under systemd's ProtectProc=invisible).
-//
-// The table is read as text rather than asked over sock_diag (netlink): the systemd unit allows
-// only AF_UNIX, AF_INET and AF_INET6 sockets, and a read needs nothing. It is read off the event
-// loop's thread, searched with indexOf for the one address, and only on requests that may
-// change state (access.ts).
+// Who is at the other end of an admin API connection over TCP, from the kernel: the row of
+// /proc/self/net/tcp (or tcp6) for the request's addresses gives the socket's owner and inode, a
+// `socket:[inode]` link under /proc/<pid>/fd the process (docs/admin-api.md, "Who may change
+// state"). The table is read as text, not over sock_diag, because the systemd unit allows no
+// netlink socket; off the event loop's thread, and only for requests that may change state.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { endianness } from "node:os";

@@ -1,23 +1,6 @@
-// The four observability switches of Kmesh's admin API and the rules that
-// change them, as a pure state machine: the admin server asks it what a POST
-// means, the Agent applies the answer. No I/O here.
-//
-// Kmesh's rules (its status server; docs/admin-api.md):
-//   /monitoring?enable=X          sets all four switches to X (on enables them all again)
-//   /accesslog?enable=X           sets accesslog; enabling while monitoring is off is refused (400)
-//   /connection_metrics?enable=X  the same for connection metrics
-//   /workload_metrics?enable=X    the same for workload metrics
-//   disabling is always allowed.
-//
-// What the switches do here (Kmesh prints an access-log line for every record its kernel side
-// sends while accesslog is on: close records always, periodic records only while its periodic
-// report, i.e. connection metrics, is on; its workload metrics count every record):
-//   close lines        need monitoring && accesslog
-//   periodic lines     need monitoring && accesslog && connectionMetrics
-//   TCP metrics        need monitoring && workloadMetrics (src/telemetry/); the per-connection
-//                      series also connectionMetrics
-//   the kernel writes records while lines or metrics need them, and nothing otherwise; the open
-//   connections are read every report interval while periodic lines or metrics need them.
+// The four observability switches of Kmesh's admin API and the rules that change them, as a pure
+// state machine: the admin server asks it what a POST means, the Agent applies the answer. No I/O
+// here. The rules, and what each switch turns on: docs/admin-api.md, "The switches".
 
 export const SWITCH_NAMES = ["monitoring", "accesslog", "connectionMetrics", "workloadMetrics"] as const;
 export type SwitchName = (typeof SWITCH_NAMES)[number];

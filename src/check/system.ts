@@ -89,7 +89,7 @@ export function capabilitiesCheck(facts: CapabilityFacts): CheckResult {
 
 // ── cgroup v2 ───────────────────────────────────────────────────────────────
 
-/** /proc/mounts escapes space, tab, newline and backslash as octal. */
+/** The cgroup v2 line, from /proc/mounts (null: it could not be read). */
 export function cgroupCheck(mounts: string | null): CheckResult {
   const cgroupLine = checkLine("cgroup2", "cgroup v2");
   const found = mounts === null ? [] : cgroup2Mounts(mounts);

@@ -1,9 +1,7 @@
-// Which agents `accesslog`, `monitoring` and `status` drive, and how each is reached: the one
-// --admin-addr or --admin-socket names, else this node's (client.ts: its Unix socket when this user
-// may use it, else 127.0.0.1:15200), or, with --kubeconfig or --in-cluster, every pod of the
-// DaemonSet (or the one named) through the API server's port-forward to its admin port, as
-// kmeshctl does. One result line per agent: on stdout when it did what was asked, on stderr when
-// it could not be reached or refused; the exit code is 1 when any did.
+// Which agents `accesslog`, `monitoring` and `status` drive, and how each is reached (README,
+// "kmeshctl"): the one named, this node's (client.ts), or every agent pod through the API server's
+// port-forward. One result line per agent: on stdout when it did what was asked, on stderr when it
+// could not be reached or refused; the exit code is 1 when any did.
 import * as v from "valibot";
 import { type AdminTarget, AdminClientError, chooseTarget, describeTarget } from "../admin/client.ts";
 import { PROGRAM_NAME } from "../options.ts";

@@ -1,20 +1,6 @@
-// The label sets of Kmesh's TCP metrics, names and order as Kmesh declares them
-// (pkg/controller/telemetry/utils.go), and what each value is made of here, as Istio defines the
-// standard labels. A value that is not known is `unknown`, never empty.
-//
-//   reporter              `source` for an OUTBOUND record (the connecting side reports), `destination` for INBOUND
-//   <peer>_workload       the pod's controller (a Deployment, StatefulSet, ...; kube/pod.ts), else the pod
-//   <peer>_canonical_service, _canonical_revision, _app, _version
-//                         from the pod's labels with Istio's fallbacks (kube/pod.ts)
-//   <peer>_workload_namespace  the pod's namespace
-//   <peer>_principal      spiffe://<--trust-domain>/ns/<namespace>/sa/<service account>
-//   <peer>_cluster        --cluster-name
-//   destination_pod_address    the destination pod's IP (no port); the destination IP when it is
-//                              no pod and no Service; unknown for a Service whose backend is not known
-//   destination_service   the line's dst.service: the Service's hostname, else the destination IP
-//   request_protocol      tcp
-//   response_flags        - (Istio's "no flags")
-//   connection_security_policy  unknown (whether the bytes were TLS is not seen here)
+// The label sets of Kmesh's TCP metrics, names and order as Kmesh declares them. What each value
+// is made of (as Istio defines the standard labels; `unknown`, never empty, when not known):
+// README, "Kmesh's TCP metrics (Prometheus)".
 import { escapeLabelValue } from "../admin/metrics.ts";
 import type { PodInfo } from "../kube/pod.ts";
 

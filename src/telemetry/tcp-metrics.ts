@@ -1,19 +1,8 @@
 // Kmesh's TCP metrics, kept from the access records the agent names: per workload pair, per
-// Service, and per long-lived connection (labels.ts says what each label is). Unlike Kmesh's:
-//
-// - Exact. Reports carry each connection's figures since it began (a periodic report while it is
-//   open, the close report at the end); a series adds what changed since that connection's
-//   previous report, so once a connection has closed, its series hold exactly the figures of its
-//   close lines, and while it is open, those of its latest report. Opened counts a connection at
-//   its first report, closed at its close report (so opened - closed is what is open now), failed
-//   counts attempts that never became established (their lines carry `error=`). Counters only
-//   grow; a series that is dropped starts again from 0, which Prometheus reads as a reset.
-// - Bounded. A series names at most two pods and a Service; once one of them has been gone for
-//   the grace period (--metrics-grace), the series goes. A series whose destination is neither a
-//   pod nor a Service (an address outside the cluster) goes once idle that long. The per-connection
-//   series exist only for connections open longer than the report interval, and only until they
-//   close. Per open connection one small entry holds its last figures.
-// - No address with a port in the workload and service series.
+// Service, and per long-lived connection (labels.ts says what each label is). How they are exact
+// and bounded, unlike Kmesh's: README, "Kmesh's TCP metrics (Prometheus)". A series adds what
+// changed since its connection's previous report; once one of its pods or its Service has been
+// gone (or its outside address idle) for the grace period, it goes.
 //
 // The agent hands every named record to observe() while the TCP metrics are on (with the pods and
 // Service its enricher found), calls sweep() every second and serves render().

@@ -1,11 +1,7 @@
 // What naming needs of each object, and nothing else: the entries the cluster index keeps and the
 // feed (../feed/) sends. An API-server object becomes its entry here, once, whichever path it came
-// by (a watch of the API server, or the feed), so both paths name alike.
-//
-// Rules (docs/kubernetes.md): TCP ports only (a port without a protocol is TCP); `None` and missing
-// ClusterIPs are not kept (headless, ExternalName); an EndpointSlice port without a number stands
-// for every port (ANY_PORT); a slice without the service-name label names nothing; hostNetwork pods
-// and finished pods claim no IP (../pod.ts).
+// by (a watch of the API server, or the feed), so both paths name alike. The rules:
+// docs/kubernetes.md, "Services" (claims: ../pod.ts).
 import { claim, NEVER, type Pod, type PodInfo, podInfo, podIps } from "../pod.ts";
 import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from "./objects.ts";
 

@@ -1,14 +1,9 @@
 // A pod's port, reached through the API server's port-forward over WebSocket, behind a local TCP
-// address: what `kubectl port-forward` and kmeshctl do, without SPDY.
-//
-// The protocol (Kubernetes' kubelet, pkg/cri/streaming/portforward/websocket.go; the API server
-// passes such an upgrade through to the kubelet): `GET
-// /api/v1/namespaces/<ns>/pods/<pod>/portforward?ports=<port>` upgraded to a WebSocket with the
-// subprotocol `v4.channel.k8s.io`. Each binary message starts with a channel byte: 0 carries the
-// port's data both ways, 1 the server's error text. The server's first message on each channel is
-// the port, two bytes little-endian, before any data. One WebSocket is one TCP connection to the
-// port: each connection accepted on the local address gets its own. (Kubernetes 1.30 and later
-// also accept `v2.portforward.k8s.io`, SPDY inside the WebSocket, which this does not need.)
+// address: what `kubectl port-forward` and kmeshctl do, without SPDY. The request is
+// `GET /api/v1/namespaces/<ns>/pods/<pod>/portforward?ports=<port>` upgraded to a WebSocket with
+// the subprotocol `v4.channel.k8s.io`. Each binary message starts with a channel byte: 0 carries
+// the port's data both ways, 1 the server's error text; the server's first message on each channel
+// is the port, two bytes little-endian. One WebSocket is one TCP connection to the port.
 import type { TCPSocketListener } from "bun";
 import type { HostPort } from "../../address.ts";
 import type { ApiServerConfig, Credentials } from "./client.ts";

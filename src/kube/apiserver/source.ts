@@ -1,17 +1,8 @@
 // The API-server source: lists, then watches, Services, EndpointSlices and Pods cluster-wide, and
-// keeps a ClusterIndex (cluster-index.ts) up to date one event at a time (docs/kubernetes.md).
-//
-// Per kind, one loop (a "reflector"): list in pages of 100, replace what the index held for that
-// kind, then watch from the list's resourceVersion with bookmarks, remembering the
-// resourceVersion of every event and bookmark. A stream the server ends (timeoutSeconds) is
-// resumed from the last resourceVersion at once; a broken one after a backoff (0.5 s doubling to
-// 30 s, reset by success). 410 Gone (as the HTTP status or as an ERROR event) means the
-// resourceVersion is too old: list again. An object that fails its schema is skipped (and said,
-// once per failure state); the rest of the stream goes on.
-//
-// Messages: one line when all three kinds have been listed for the first time, and for each kind
-// one line when a failure starts and one when it ends, never one per attempt (../failures.ts, as
-// the kubelet source). While failing, what was known stays in the index.
+// keeps a ClusterIndex (cluster-index.ts) up to date one event at a time. Per kind, one loop (a
+// "reflector"); how it lists, watches, resumes and backs off, and how its failures are said:
+// docs/kubernetes.md, "The API server" and "When a source fails". While failing, what was known
+// stays in the index.
 import * as v from "valibot";
 import type { Logger } from "../../log.ts";
 import { apiFailureMessage, type ApiFailureState, FailureState } from "../failures.ts";

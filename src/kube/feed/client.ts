@@ -1,13 +1,8 @@
-// The agent's side of the feed (--feed <url>): one long HTTPS request whose answer keeps the
-// cluster index (../apiserver/cluster-index.ts) up to date: first a snapshot, or after a break
-// only the changes since the version the agent holds, then each change as it happens
-// (protocol.ts). The index is the one the API-server source would fill: names come out alike
-// whichever path they came by.
-//
-// When the feed cannot be had (unreachable, refused, silent for SILENCE_LIMIT_MS, a bad frame),
-// the agent says so once and, when it has an API server, lists and watches it itself meanwhile
-// (the fallback); it asks the feed again after a backoff (0.5 s doubling to 10 s, ±20 %), and once
-// the feed has brought it up to date, stops the fallback and says so once.
+// The agent's side of the feed (--feed <url>, protocol.ts): one long HTTPS request whose answer
+// keeps the cluster index (../apiserver/cluster-index.ts) up to date, the one the API-server source
+// would fill, so names come out alike whichever path they came by. When the feed cannot be had,
+// the agent's API server, if it has one, is watched meanwhile (README, "A cluster feed for large
+// clusters"); the feed is asked again after a backoff, 0.5 s doubling to 10 s, ±20 %.
 import { existsSync } from "node:fs";
 import type { MetricsRegistry, MetricType } from "../../admin/metrics.ts";
 import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";

@@ -1,23 +1,12 @@
 // The feed's protocol: what `kmesh-accesslog feed` sends an agent, one JSON object per line
-// (NDJSON) on one long HTTPS answer to `GET /v1/feed[?feed=<id>&since=<seq>]`:
-//
-//   {"t":"hello","feed":"<id>","snapshot":true|false}     first; snapshot: every entry follows,
-//                                                          else only the changes after `since`
-//   {"t":"svc","k":"<ns>/<name>","ips":[...],"ports":[...]}          a Service (entries.ts)
-//   {"t":"eps","k":"<ns>/<slice>","svc":"<name>","ips":[...],"ports":[...]}   an EndpointSlice
-//   {"t":"pod","k":"<ns>/<name>","ips":[...],"c":<claim>,"w":...}     a pod, with the TCP metrics'
-//                                                          labels: each left out when it is what
-//                                                          it would default to (podLabelsOf)
-//   {"t":"del","kind":"svc|eps|pod","k":"<ns>/<name>"}                 gone
-//   {"t":"synced","v":<seq>}                               the agent now has the feed's state at seq
-//   {"t":"ping","v":<seq>}                                 every PING_INTERVAL_MS, so that a silent
-//                                                          connection is known dead
-// After `synced`, each change carries its sequence number "v"; (feed id, seq) is the version an
-// agent resumes from after a break. A feed id names one history of changes: a feed started afresh
-// has a new one (a feed stopped cleanly with --state-file keeps its own: ../../commands/feed.ts).
-//
-// Every frame an agent reads is checked here (valibot): a bad one ends the connection with a
-// one-line problem, and the agent resumes from the last version it applied.
+// (NDJSON, FrameSchema below) on one long HTTPS answer to `GET /v1/feed[?feed=<id>&since=<seq>]`.
+// First `hello` (snapshot: every entry follows, else only the changes after `since`), then `svc`,
+// `eps`, `pod` (an entry: ../apiserver/entries.ts) and `del` frames, `synced` once the agent has
+// the feed's state, and a `ping` every PING_INTERVAL_MS so that a silent connection is known dead.
+// After `synced` each change carries its sequence number `v`; (feed id, seq) is the version an
+// agent resumes from after a break. A feed id names one history of changes (a feed stopped
+// cleanly with --state-file keeps its own: ../../commands/feed.ts). A frame that fails its schema
+// ends the connection with a one-line problem; the agent resumes from the last version it applied.
 import * as v from "valibot";
 import { canonicalIp } from "../../address.ts";
 import { parseJson } from "../http.ts";
@@ -115,10 +104,7 @@ export const deleteFrame = (kind: Kind, key: string) => JSON.stringify({ t: "del
 export const versioned = (frame: string, seq: number) => `{"v":${seq},${frame.slice(1)}`;
 
 // ── A pod's labels, compactly ────────────────────────────────────────────────
-// Each is left out of the frame when it is what it would default to, as ../pod.ts podInfo()
-// derives it when labels are missing: the workload is the pod's name, the canonical service the
-// workload, the canonical revision "latest", the app the canonical service, the version the
-// canonical revision, and no service account.
+// Each is left out when it is what ../pod.ts podInfo() would default it to.
 
 type PodFrame = Extract<Frame, { t: "pod" }>;
 

@@ -1,11 +1,8 @@
 // What the feed holds: every object's entry as the frame it is sent as (one string per object:
-// the snapshot is these strings, a change is detected by comparing them), and the log of recent
-// changes, numbered, from which an agent resumes. The API-server source (../apiserver/source.ts)
-// writes into it as it would into the agent's index; `onChange` hands each change on to the
-// server (server.ts), in order.
-//
-// An object that the API server reports again unchanged (a re-list, a MODIFIED of fields naming
-// does not read: status conditions, annotations...) is no change: nothing is logged or sent.
+// the snapshot is these strings, a change is detected by comparing them, so an object reported
+// again unchanged is no change), and the log of recent changes, numbered, from which an agent
+// resumes. The API-server source (../apiserver/source.ts) writes into it as it would into the
+// agent's index; `onChange` hands each change on to the server (server.ts), in order.
 import { randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as v from "valibot";

@@ -1,11 +1,7 @@
 // One `GET /pods` from the kubelet, with every way it can fail turned into a value (../http.ts):
 // a failure kind (for one stderr line per kind, see pod-source.ts) and a short detail. Nothing
-// here throws or prints. The bearer token is read from its file, re-read every minute and after a
-// 401 (the kubelet rotates projected tokens), sent only over https, and never put into any message.
-//
-// The timeout counts the time spent waiting for the kubelet (connecting, its headers, each part of
-// the body), not the time the caller spends reading what has arrived: on a busy node, reading a
-// large list can take longer than the timeout, and that is not the kubelet's fault.
+// here throws or prints. The token, the timeout that counts only the waiting for the kubelet:
+// docs/kubernetes.md, "The kubelet".
 import { HttpAnswer, NotHttp } from "./http-get.ts";
 import { bearerToken, classifyFetchError, CredentialFile, type Failure, type FailureKind, oneLine, pemCertificate, type ReadText, readText, statusFailure, tlsOptions } from "../http.ts";
 

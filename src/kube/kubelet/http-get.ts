@@ -1,9 +1,7 @@
 // One HTTP/1.1 GET on a connection of our own (Bun.connect, TLS or not), its answer's body handed
-// over chunk by chunk as it arrives: the kubelet's pod list. Our own rather than fetch() (or an
-// npm client, which in Bun runs on fetch or on the same sockets) for memory: after a 6 MB answer,
-// fetch keeps about 5 MB of buffers in the process for good, this about 0.5 MB
-// (README, "Footprint"). The socket is read at most READ_AHEAD_BYTES ahead of the caller; beyond
-// that the kubelet's bytes wait in the kernel, not in our memory.
+// over chunk by chunk as it arrives: the kubelet's pod list. Our own rather than fetch() for
+// memory (docs/kubernetes.md, "The kubelet"; README, "Footprint"). The socket is read at most
+// READ_AHEAD_BYTES ahead of the caller; beyond that the kubelet's bytes wait in the kernel.
 //
 // What it speaks: `Connection: close`, no compression asked for; a body framed by Content-Length,
 // chunked, or by the end of the connection. Anything else in the answer's head, a malformed head

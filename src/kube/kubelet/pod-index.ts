@@ -1,12 +1,5 @@
-// IP → pod, built from one complete pod list. The index is built from scratch on every refresh and
-// replaces the previous one whole, so an entry never outlives the list that contained it.
-//
-// Rules (docs/kubernetes.md; claims: ../pod.ts):
-// - a pod is reachable under every address in `status.podIPs` and `status.podIP` (both families);
-// - hostNetwork pods are never indexed by IP: they report the node's address, shared by many;
-//   their addresses and every pod's `status.hostIP(s)` are remembered as the node's own addresses;
-// - among pods claiming one IP the strongest claim wins; on a tie the first one in the list keeps
-//   the IP, so the result does not depend on anything but the list.
+// IP → pod, built from scratch from one complete pod list and swapped in whole. Which pod an
+// address belongs to: docs/kubernetes.md, "Which pod an address belongs to" (claims: ../pod.ts).
 import { isLoopbackOrUnspecified } from "../../address.ts";
 import { claim, containerStatuses, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
 

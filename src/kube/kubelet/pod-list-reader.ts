@@ -1,19 +1,12 @@
-// The kubelet's pod list, read as it arrives. A busy node's list is megabytes of JSON, and parsing
-// it whole builds an object graph several times that size, every refresh. Here a byte scanner
+// The kubelet's pod list, read as it arrives (docs/kubernetes.md, "The list"): a byte scanner
 // follows the document's outer structure (the top-level object and its `items` array) and hands
-// each pod's bytes, once complete, to JSON.parse and the schema on their own: memory holds the
-// unread bytes and one pod, and the checked pods keep only the fields the agent uses.
-//
-// Of each pod, only the fields the schema declares are decoded (json-pick.ts): the rest (managed
-// fields, container specs...) is stepped over, never turned into strings or objects.
-//
-// The verdict is the one checkPodList gives for the whole document (same messages): an item that
-// fails the schema names its index, pod and path; a document that is not JSON is "not JSON: ...".
-// Work is done in slices (`work(deadline)`), so the caller can let the event loop turn in between.
+// each pod's bytes, once complete, to the schema through json-pick.ts, so that memory holds the
+// unread bytes and one pod, never the list's object graph. The verdict is the one checkPodList
+// gives for the whole document (same messages). Work is done in slices (`work(deadline)`).
 //
 // A pod whose bytes are exactly those of a pod in the last good list is not read again: its checked
-// Pod is taken from KnownPods. A node's list changes little from one refresh to the next, and
-// decoding every pod again each time was most of the garbage a refresh left (README, "Footprint").
+// Pod is taken from KnownPods. Decoding every pod again each refresh was most of the garbage a
+// refresh left (README, "Footprint").
 import * as v from "valibot";
 import {
   BACKSLASH,

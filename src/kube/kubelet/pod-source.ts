@@ -1,16 +1,11 @@
 // The pod source: keeps the pod index fresh and says, once per change, how the kubelet is doing
-// (docs/kubernetes.md).
+// (docs/kubernetes.md, "The kubelet" and "When a source fails").
 //
-// Scheduling. A refresh runs at start, then every `refreshMs` after the previous one started. A
-// line whose local end is not in the index asks for one at once (requestRefresh): it starts as
-// soon as no refresh is running and at least `minGapMs` (1 s) has passed since the previous start,
-// however many lines ask; the periodic cadence restarts from it. Only one refresh runs at a time.
-// While the kubelet is failing, lines ask for nothing: only the periodic refreshes try again.
-//
-// Failures. Each kind of failure (../failures.ts) prints one line when it starts and one when it
-// ends, never one per attempt; while failing, the last good index is kept. A refresh that fails
-// still "completes": lines waiting for it are written with what is known, not held longer for a
-// kubelet that is not answering.
+// A refresh runs at start, then every `refreshMs` after the previous one started; one asked for
+// (requestRefresh) starts as soon as none is running and `minGapMs` has passed since the previous
+// start, and the periodic cadence restarts from it. While the kubelet is failing, lines ask for
+// nothing. A refresh that fails still "completes": lines waiting for it are written with what is
+// known, not held longer for a kubelet that is not answering.
 import { FailureState, kubeletFailureMessage, type KubeletFailureKind } from "../failures.ts";
 import type { PodInfo } from "../pod.ts";
 import type { KubeletFailure } from "./client.ts";

@@ -1,21 +1,14 @@
 // Reports → the protobuf bytes of one OTLP ExportLogsServiceRequest, written by hand after the
-// official definitions (opentelemetry-proto: collector/logs/v1/logs_service.proto, logs/v1/logs.proto,
-// common/v1/common.proto, resource/v1/resource.proto): one ResourceLogs (the agent), one ScopeLogs,
-// one LogRecord per report, each written straight into the request's buffer as it comes.
+// official definitions (opentelemetry-proto's collector/logs/v1/logs_service.proto and what it
+// imports): one ResourceLogs (the agent), one ScopeLogs, one LogRecord per report, each written
+// straight into the request's buffer as it comes. Why our own encoder: README, "OTLP export".
+// The tests decode what this writes with the official definitions, never with this.
 //
-// Why our own encoder and not @opentelemetry/otlp-transformer (the maintained one): that package
-// serializes the SDK's ReadableLogRecord objects, so each report would first become an object
-// with an attribute map and its text line a string, then be walked again; scripts/bench/otlp.ts
-// measured it at 79,000-91,000 reports per CPU-second with gzip against this encoder's 219,000-
-// 227,000, where 200,000 is the headroom the exporter must leave over churn's line rate (README,
-// "OTLP encoding"). The tests decode
-// what this writes with the official definitions (test/support/otlp-receiver.ts), never with this.
-//
-// Wire format, as the .proto files define it: a field is a tag (field number << 3 | wire type)
-// and its value; LEN fields (messages, strings) are a varint length and the bytes. Every tag used
-// here is below 128, one byte. A message's length is known only once it is written: two bytes are
-// kept for it (lengths 128..16383, what a LogRecord and its body are), and the message is moved
-// by a byte or two in the rare case its length needs another size.
+// A field is a tag (field number << 3 | wire type) and its value; LEN fields (messages, strings)
+// are a varint length and the bytes. Every tag used here is below 128, one byte. A message's
+// length is known only once it is written: two bytes are kept for it (lengths 128..16383, what a
+// LogRecord and its body are), and the message is moved by a byte or two in the rare case its
+// length needs another size.
 import type { AccessRecord, KmeshText } from "../../accesslog/format.ts";
 import type { WallTime } from "../../kernel/clock.ts";
 import type { AttributeSpec } from "./attributes.ts";

@@ -1,20 +1,7 @@
 // Reports → an OpenTelemetry collector, as OTLP log records over HTTP (protobuf, gzip), without
 // ever making the ring-buffer reader wait: add() writes the report into the batch being filled
-// (encode.ts) and returns; compression runs on a worker thread, requests are asynchronous.
-//
-// The queue: every report accepted and not yet delivered counts (the batch being filled, batches
-// waiting, requests in flight), up to --otlp-queue-size. Beyond it a new report is dropped and
-// counted; one notice when dropping starts and one when the queue is below half again. A batch
-// goes when it holds --otlp-batch-size reports or its first report has waited --otlp-batch-delay.
-//
-// Delivery, as OTLP/HTTP specifies it: 2xx is delivered (a partial success's rejected records are
-// counted as such); 429, 502, 503, 504 and network failures are retried, after the Retry-After
-// the collector gave, else after a backoff of 1 s doubling to 30 s (with jitter), while requests
-// pause; any other answer means the collector will never take that batch: it is dropped and
-// counted. Each kind of failure is said once when it starts, and once when delivery works again.
-//
-// At stop, what is queued goes within --otlp-flush-timeout; what has not gone by then is dropped
-// and counted, and said.
+// (encode.ts) and returns; compression runs on a worker thread, requests are asynchronous. The
+// queue, delivery and retries, and the flush at stop: README, "OTLP export".
 import { gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { type AccessRecord, KmeshText } from "../../accesslog/format.ts";
