@@ -137,7 +137,7 @@ function parseArgv(argv: string[]) {
         strictCommand("feed", flagsOf(Object.entries(FEED_FLAGS)), "reject", {
           description:
             "Serve agents (run --feed) the names of every pod and Service of the cluster, from one list and watch of the API server " +
-            "(a Deployment of two replicas: scripts/deploy/30-feed.yaml)",
+            "(a Deployment of two replicas: scripts/deploy/feed/)",
           usage: [`${PROGRAM_NAME} feed --tls-cert-file <path> --tls-key-file <path> [--listen <host:port>] [--allow-service-account <namespace:name>]`],
         }),
       ],
