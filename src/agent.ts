@@ -247,7 +247,8 @@ export class Agent {
       log.warn(`connection state kept in a hash map, not with each socket: the kernel refused to walk socket storage (${probe.socketStorageRefusal})`);
     }
     if (probe.acceptCallersUnknown !== null) {
-      log.warn(`the process that accepted a connection is not named (only the connecting one is): ${probe.acceptCallersUnknown}`);
+      const { reason, fix } = probe.acceptCallersUnknown;
+      log.warn(`the process that accepted a connection is not named (only the connecting one is): ${reason} — fix: ${fix}`);
     }
     agent.#lostSeen = probe.recordsLost();
     agent.#skipsSeen = probe.runsSkipped();

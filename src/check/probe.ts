@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { MIN_LIBBPF, openLibbpf, recentEnough, type LibbpfOrigin } from "../kernel/libbpf.ts";
 import { release } from "node:os";
-import { Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
+import { type AcceptUnattached, Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
 import { type CheckResult, checkLine } from "./report.ts";
 
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
@@ -95,7 +95,7 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
  * this node (`acceptCallersUnknown`: Probe's, loaded with the accept() programs; undefined when
  * the probe did not load).
  */
-export function processesLine(acceptCallersUnknown: string | null | undefined): CheckResult {
+export function processesLine(acceptCallersUnknown: AcceptUnattached | null | undefined): CheckResult {
   const processes = checkLine("processes", "processes");
   if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
   if (acceptCallersUnknown === null) {
@@ -103,8 +103,8 @@ export function processesLine(acceptCallersUnknown: string | null | undefined): 
     return processes.ok("the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)");
   }
   return processes.warn(
-    `only the process that called connect() can be named, not the one that called accept(): ${acceptCallersUnknown}`,
-    "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+    `only the process that called connect() can be named, not the one that called accept(): ${acceptCallersUnknown.reason}`,
+    acceptCallersUnknown.fix,
   );
 }
 

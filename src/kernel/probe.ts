@@ -64,6 +64,15 @@ export type StateKeeping = "socket storage" | "hash map";
 class IteratorRefused extends Error {}
 
 /** The probe could not be loaded or attached; the message is the diagnosis. */
+/** Why the accept() programs did not attach, and what would attach them. */
+export interface AcceptUnattached {
+  reason: string;
+  fix: string;
+}
+
+/** Where libbpf reads a tracepoint's id: tracefs, or tracefs inside debugfs. */
+const TRACEFS_EVENTS = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+
 export class ProbeLoadError extends ExitError {
   override name = "ProbeLoadError";
   override readonly context = "cannot start the kernel probe";
@@ -225,7 +234,7 @@ export class Probe {
    * asked for it (its accept() tracepoints could not be attached: only the connecting side names
    * its process), or null: attached, or not asked for.
    */
-  acceptCallersUnknown: string | null = null;
+  acceptCallersUnknown: AcceptUnattached | null = null;
 
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
@@ -372,10 +381,10 @@ export class Probe {
 
   /**
    * The programs at the exit of accept4() and accept() (syscalls:sys_exit_accept4, sys_exit_accept);
-   * a kernel without those tracepoints (built without CONFIG_FTRACE_SYSCALLS) leaves the accepting
-   * side's process unknown, and the reason is returned (null: both attached).
+   * when they cannot attach, the accepting side's process is unknown, and why is returned (null:
+   * both attached).
    */
-  #attachAcceptPrograms(names: readonly string[]): string | null {
+  #attachAcceptPrograms(names: readonly string[]): AcceptUnattached | null {
     const { lib, pointer } = this.#bpf;
     const attached: Pointer[] = [];
     try {
@@ -383,7 +392,14 @@ export class Probe {
     } catch (error) {
       for (const link of attached) lib.bpf_link__destroy(link);
       const tracepoint = "the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints";
-      return `cannot attach to ${tracepoint} (${error instanceof Error ? error.message : String(error)})`;
+      const why = error instanceof Error ? error.message : String(error);
+      if (!TRACEFS_EVENTS.some((dir) => existsSync(dir))) {
+        return {
+          reason: `cannot attach to ${tracepoint}: tracefs is not mounted, and libbpf finds tracepoints there (${why})`,
+          fix: "mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's /sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)",
+        };
+      }
+      return { reason: `cannot attach to ${tracepoint} (${why})`, fix: "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both" };
     }
     this.#links.push(...attached);
     return null;

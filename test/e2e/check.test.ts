@@ -53,6 +53,21 @@ describe("check", () => {
     expect(result.exitCode).toBe(0);
   });
 
+  it("without tracefs (a pod that does not mount it): the accept() side is a warning whose fix is to mount it, exit 0", async () => {
+    // A mount namespace of the check's own, tracefs unmounted there (wherever it is) and only there.
+    const unmount = "for m in /sys/kernel/debug/tracing /sys/kernel/tracing; do while umount $m 2>/dev/null; do :; done; done; exec \"$@\"";
+    const result = await check(["--no-kubelet"], ["unshare", "--mount", "--propagation", "private", "sh", "-c", unmount, "sh"]);
+    const expected = rootCheckLines();
+    expected[expected.indexOf(PROCESSES_OK)] =
+      "⚠ processes: only the process that called connect() can be named, not the one that called accept(): cannot attach to the " +
+      "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints: tracefs is not mounted, and libbpf finds tracepoints there " +
+      "(attach handle_accept4: No such file or directory) — fix: mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's " +
+      "/sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)";
+    expected[expected.length - 1] = "the agent can run on this node (1 warning, ⚠ above)";
+    expect(result.lines).toEqual(expected);
+    expect(result.exitCode).toBe(0);
+  });
+
   it("--json: one object, the same verdicts", () => {
     const proc = Bun.spawnSync([AGENT_BINARY, "check", "--json", "--no-kubelet"], { stdout: "pipe", stderr: "pipe" });
     expect(proc.exitCode).toBe(0);

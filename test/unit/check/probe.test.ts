@@ -71,7 +71,10 @@ describe("processesLine", () => {
     expect(formatCheckLine(processesLine(null))).toBe(
       "✔ processes: the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)",
     );
-    const missing = processesLine("cannot attach to the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory)");
+    const missing = processesLine({
+      reason: "cannot attach to the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory)",
+      fix: "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+    });
     expect(formatCheckLine(missing)).toBe(
       "⚠ processes: only the process that called connect() can be named, not the one that called accept(): cannot attach to the " +
         "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (attach handle_accept4: No such file or directory) " +
