@@ -243,17 +243,19 @@ describe("Kubernetes objects", () => {
     });
   });
 
-  test("mounts: the kernel's BTF and the node's cgroups read-only, the lock directory writable, no bpffs", () => {
+  test("mounts: the kernel's BTF, the node's cgroups and tracefs read-only, the lock directory writable, no bpffs", () => {
     const pod = only("DaemonSet").spec.template.spec;
     const mounts = pod.containers[0]!.volumeMounts!;
     expect(mounts).toEqual([
       { name: "btf", mountPath: "/sys/kernel/btf", readOnly: true },
       { name: "cgroup", mountPath: "/sys/fs/cgroup", readOnly: true },
+      { name: "tracing", mountPath: "/sys/kernel/tracing", readOnly: true },
       { name: "run", mountPath: dirname(DEFAULT_LOCK_FILE) },
     ]);
     expect(pod.volumes).toEqual([
       { name: "btf", hostPath: { path: "/sys/kernel/btf", type: "Directory" } },
       { name: "cgroup", hostPath: { path: "/sys/fs/cgroup", type: "Directory" } },
+      { name: "tracing", hostPath: { path: "/sys/kernel/tracing", type: "Directory" } },
       { name: "run", emptyDir: { medium: "Memory", sizeLimit: "1Mi" } },
     ]);
   });
