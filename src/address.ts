@@ -2,7 +2,43 @@
 // both become the same canonical text (dotted quad; RFC 5952 for IPv6; IPv4-mapped IPv6 as plain
 // IPv4 where both ends agree), so that a connection's address and a pod's IP compare as plain
 // strings; and `host:port` as the admin API flag takes it.
-import { isIPv4, isIPv6 } from "node:net";
+
+// ── What is an address ───────────────────────────────────────────────────────
+// What node:net's isIPv4 and isIPv6 accept (test/unit/address.test.ts holds the two to each other),
+// checked here: node:net is not loaded for two functions (1.3 MB: README, "Footprint").
+
+/** 0 to 255 in decimal, without a leading zero. */
+const DECIMAL_BYTE = /^(?:0|[1-9]\d{0,2})$/;
+const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
+const ZONE = /^[0-9a-zA-Z.:-]+$/;
+
+/** A dotted quad: four decimal numbers of 0 to 255, none with a leading zero. */
+export function isIPv4(text: string): boolean {
+  const parts = text.split(".");
+  return parts.length === 4 && parts.every((part) => DECIMAL_BYTE.test(part) && Number(part) <= 255);
+}
+
+/**
+ * IPv6 text: eight groups of 1-4 hex digits, or fewer around one `::` (which stands for at least
+ * one zero group); the last two groups may be a dotted quad; a `%zone` may follow.
+ */
+export function isIPv6(text: string): boolean {
+  const percent = text.indexOf("%");
+  if (percent >= 0 && !ZONE.test(text.slice(percent + 1))) return false;
+  const halves = (percent < 0 ? text : text.slice(0, percent)).split("::");
+  if (halves.length > 2) return false;
+  let groups = 0;
+  for (let h = 0; h < halves.length; h++) {
+    if (halves[h] === "") continue;
+    const parts = halves[h]!.split(":");
+    for (let i = 0; i < parts.length; i++) {
+      if (HEX_GROUP.test(parts[i]!)) groups += 1;
+      else if (h === halves.length - 1 && i === parts.length - 1 && isIPv4(parts[i]!)) groups += 2;
+      else return false;
+    }
+  }
+  return halves.length === 2 ? groups <= 7 : groups === 8;
+}
 
 // ── From bytes (network byte order) ──────────────────────────────────────────
 
@@ -130,7 +166,7 @@ const DOTTED_QUAD = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/;
 
 /**
  * The bytes of an IP address's text in network byte order (4 for a dotted quad, 16 for IPv6), or
- * null. node:net decides what is an address (no leading zeros in a dotted quad, as Go's
+ * null. isIPv4 and isIPv6 decide what is an address (no leading zeros in a dotted quad, as Go's
  * net.ParseIP), but for zones (`%eth0`), which are not addresses here.
  */
 export function ipBytes(text: string): Uint8Array | null {
