@@ -7,15 +7,31 @@
 // What node:net's isIPv4 and isIPv6 accept (test/unit/address.test.ts holds the two to each other),
 // checked here: node:net is not loaded for two functions (1.3 MB: README, "Footprint").
 
-/** 0 to 255 in decimal, without a leading zero. */
-const DECIMAL_BYTE = /^(?:0|[1-9]\d{0,2})$/;
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
+const DOT = 0x2e;
+const COLON = 0x3a;
 const ZONE = /^[0-9a-zA-Z.:-]+$/;
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+const isHexDigit = (c: number) => isDigit(c) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66);
 
 /** A dotted quad: four decimal numbers of 0 to 255, none with a leading zero. */
 export function isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 && parts.every((part) => DECIMAL_BYTE.test(part) && Number(part) <= 255);
+  let parts = 0;
+  let value = 0;
+  let digits = 0;
+  // The end of the text closes the last number as a dot would.
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : DOT;
+    if (c === DOT) {
+      if (digits === 0 || value > 255 || ++parts > 4) return false;
+      value = 0;
+      digits = 0;
+    } else if (isDigit(c) && !(digits === 1 && value === 0) && ++digits <= 3) {
+      value = value * 10 + c - 0x30;
+    } else {
+      return false;
+    }
+  }
+  return parts === 4;
 }
 
 /**
@@ -23,21 +39,40 @@ export function isIPv4(text: string): boolean {
  * one zero group); the last two groups may be a dotted quad; a `%zone` may follow.
  */
 export function isIPv6(text: string): boolean {
-  const percent = text.indexOf("%");
-  if (percent >= 0 && !ZONE.test(text.slice(percent + 1))) return false;
-  const halves = (percent < 0 ? text : text.slice(0, percent)).split("::");
-  if (halves.length > 2) return false;
+  let end = text.indexOf("%");
+  if (end < 0) end = text.length;
+  else if (!ZONE.test(text.slice(end + 1))) return false;
   let groups = 0;
-  for (let h = 0; h < halves.length; h++) {
-    if (halves[h] === "") continue;
-    const parts = halves[h]!.split(":");
-    for (let i = 0; i < parts.length; i++) {
-      if (HEX_GROUP.test(parts[i]!)) groups += 1;
-      else if (h === halves.length - 1 && i === parts.length - 1 && isIPv4(parts[i]!)) groups += 2;
-      else return false;
+  let elided = false;
+  let i = 0;
+  if (text.charCodeAt(0) === COLON) {
+    if (text.charCodeAt(1) !== COLON) return false;
+    elided = true;
+    i = 2;
+  }
+  while (i < end) {
+    let j = i;
+    while (j < end && isHexDigit(text.charCodeAt(j))) j++;
+    if (j < end && text.charCodeAt(j) === DOT) {
+      // A dotted quad, the last thing there is.
+      if (!isIPv4(text.slice(i, end))) return false;
+      groups += 2;
+      break;
+    }
+    if (j === i || j - i > 4) return false;
+    groups++;
+    if (j === end) break;
+    if (text.charCodeAt(j) !== COLON) return false;
+    if (text.charCodeAt(j + 1) === COLON && j + 1 < end) {
+      if (elided) return false;
+      elided = true;
+      i = j + 2;
+    } else {
+      i = j + 1;
+      if (i === end) return false; // a group must follow a single colon
     }
   }
-  return halves.length === 2 ? groups <= 7 : groups === 8;
+  return elided ? groups <= 7 : groups === 8;
 }
 
 // ── From bytes (network byte order) ──────────────────────────────────────────
