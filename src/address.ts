@@ -2,7 +2,78 @@
 // both become the same canonical text (dotted quad; RFC 5952 for IPv6; IPv4-mapped IPv6 as plain
 // IPv4 where both ends agree), so that a connection's address and a pod's IP compare as plain
 // strings; and `host:port` as the admin API flag takes it.
-import { isIPv4, isIPv6 } from "node:net";
+
+// ── What is an address ───────────────────────────────────────────────────────
+// What node:net's isIPv4 and isIPv6 accept (test/unit/address.test.ts holds the two to each other),
+// checked here: node:net is not loaded for two functions (1.3 MB: README, "Footprint").
+
+const DOT = 0x2e;
+const COLON = 0x3a;
+const ZONE = /^[0-9a-zA-Z.:-]+$/;
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+const isHexDigit = (c: number) => isDigit(c) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66);
+
+/** A dotted quad: four decimal numbers of 0 to 255, none with a leading zero. */
+export function isIPv4(text: string): boolean {
+  let parts = 0;
+  let value = 0;
+  let digits = 0;
+  // The end of the text closes the last number as a dot would.
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : DOT;
+    if (c === DOT) {
+      if (digits === 0 || value > 255 || ++parts > 4) return false;
+      value = 0;
+      digits = 0;
+    } else if (isDigit(c) && !(digits === 1 && value === 0) && ++digits <= 3) {
+      value = value * 10 + c - 0x30;
+    } else {
+      return false;
+    }
+  }
+  return parts === 4;
+}
+
+/**
+ * IPv6 text: eight groups of 1-4 hex digits, or fewer around one `::` (which stands for at least
+ * one zero group); the last two groups may be a dotted quad; a `%zone` may follow.
+ */
+export function isIPv6(text: string): boolean {
+  let end = text.indexOf("%");
+  if (end < 0) end = text.length;
+  else if (!ZONE.test(text.slice(end + 1))) return false;
+  let groups = 0;
+  let elided = false;
+  let i = 0;
+  if (text.charCodeAt(0) === COLON) {
+    if (text.charCodeAt(1) !== COLON) return false;
+    elided = true;
+    i = 2;
+  }
+  while (i < end) {
+    let j = i;
+    while (j < end && isHexDigit(text.charCodeAt(j))) j++;
+    if (j < end && text.charCodeAt(j) === DOT) {
+      // A dotted quad, the last thing there is.
+      if (!isIPv4(text.slice(i, end))) return false;
+      groups += 2;
+      break;
+    }
+    if (j === i || j - i > 4) return false;
+    groups++;
+    if (j === end) break;
+    if (text.charCodeAt(j) !== COLON) return false;
+    if (text.charCodeAt(j + 1) === COLON && j + 1 < end) {
+      if (elided) return false;
+      elided = true;
+      i = j + 2;
+    } else {
+      i = j + 1;
+      if (i === end) return false; // a group must follow a single colon
+    }
+  }
+  return elided ? groups <= 7 : groups === 8;
+}
 
 // ── From bytes (network byte order) ──────────────────────────────────────────
 
@@ -130,7 +201,7 @@ const DOTTED_QUAD = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/;
 
 /**
  * The bytes of an IP address's text in network byte order (4 for a dotted quad, 16 for IPv6), or
- * null. node:net decides what is an address (no leading zeros in a dotted quad, as Go's
+ * null. isIPv4 and isIPv6 decide what is an address (no leading zeros in a dotted quad, as Go's
  * net.ParseIP), but for zones (`%eth0`), which are not addresses here.
  */
 export function ipBytes(text: string): Uint8Array | null {

@@ -177,11 +177,12 @@ export class Agent {
       pods = kubelet === null ? null : createPodSource(kubelet, () => clock.nowMonotonicNs(), log);
       pods?.start();
       // A headers or CA file that cannot work is refused before the probe loads. The OTLP
-      // exporter, the API server's source, the feed's client and the conntrack hook are loaded
-      // only when a run asks for them: code never loaded costs no memory (README, "Footprint").
+      // exporter, the API server's source (and the YAML parser, for a kubeconfig), the feed's
+      // client and the conntrack hook are loaded only when a run asks for them: code never loaded
+      // costs no memory (README, "Footprint"; test/unit/on-demand.test.ts).
       const otlpSettings = resolveExporterSettings(options);
       otlp = otlpSettings === null ? null : new (await import("./sink/otlp/exporter.ts")).OtlpExporter(otlpSettings, log);
-      const apiSettings = resolveApiSettings(options);
+      const apiSettings = await resolveApiSettings(options);
       api = apiSettings === null ? null : (await import("./kube/apiserver/source.ts")).createApiSource(apiSettings, options.clusterDomain, log);
       feed = options.feed === undefined ? null : (await import("./kube/feed/client.ts")).createFeedSource(options, api, log);
       if (feed !== null) feed.start();

@@ -75,7 +75,7 @@ async function measure(pods: number): Promise<string[]> {
     const before = gcHeap();
     const index = new ClusterIndex();
     const source = new ApiSource({
-      client: new ApiClient(kubeconfigSettings(kubeconfig)),
+      client: new ApiClient(await kubeconfigSettings(kubeconfig)),
       index,
       notice: console.error,
       info: () => undefined,

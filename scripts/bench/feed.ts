@@ -396,7 +396,7 @@ async function churn(pods: number, seconds: number, among: number): Promise<stri
   const viaFeed = new TimedIndex();
   const fed = new FeedSource({ url, ca: readFileSync(api.caFile, "utf8"), tokenFile: api.agentTokenFile, index: viaFeed, fallback: null, log: quiet });
   const viaApi = new TimedIndex();
-  const direct = new ApiSource({ client: new ApiClient(kubeconfigSettings(api.kubeconfig)), index: viaApi, notice: quiet.warn });
+  const direct = new ApiSource({ client: new ApiClient(await kubeconfigSettings(api.kubeconfig)), index: viaApi, notice: quiet.warn });
   try {
     fed.start();
     direct.start();

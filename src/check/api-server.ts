@@ -26,9 +26,9 @@ export function apiServerVerdict(server: string, origin: string, pages: readonly
 }
 
 export async function apiServerCheck(flags: Partial<RunOptions>, env: Record<string, string | undefined> = process.env): Promise<CheckResult> {
-  let settings: ReturnType<typeof resolveApiSettings>;
+  let settings: Awaited<ReturnType<typeof resolveApiSettings>>;
   try {
-    settings = resolveApiSettings(flags, env);
+    settings = await resolveApiSettings(flags, env);
   } catch (error) {
     if (!(error instanceof ApiConfigError)) throw error;
     return apiServerLine.fail(error.message, "give a usable --kubeconfig, or run with --no-kube-api");

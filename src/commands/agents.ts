@@ -41,7 +41,7 @@ export async function forEachAgent(target: AgentTarget, action: AgentAction): Pr
     process.stdout.write(`${await action(local, describeTarget(local))}\n`);
     return 0;
   }
-  const config = target.kubeconfig === null ? inClusterSettings() : kubeconfigSettings(target.kubeconfig);
+  const config = target.kubeconfig === null ? inClusterSettings() : await kubeconfigSettings(target.kubeconfig);
   if (config === null) throw new ApiConfigError("--in-cluster: not in a cluster (no KUBERNETES_SERVICE_HOST/_PORT and service-account token): give --kubeconfig <file>");
   const client = new ApiClient(config);
   const pods = await agentPods(client, target.pod);

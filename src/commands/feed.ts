@@ -33,7 +33,7 @@ function readPem(path: string | undefined, what: string): string {
 
 export async function feedCommand(options: FeedOptions): Promise<number> {
   const log = createLogger(options.logLevel);
-  const settings = resolveApiSettings({ kubeApi: true, kubeconfig: options.kubeconfig });
+  const settings = await resolveApiSettings({ kubeApi: true, kubeconfig: options.kubeconfig });
   if (settings === null) throw new FeedError("no API server: run it in a cluster, or give --kubeconfig");
   const tls = { cert: readPem(options.tlsCertFile, "TLS certificate"), key: readPem(options.tlsKeyFile, "TLS key") };
   const loaded = options.stateFile === undefined ? { store: null, problem: null } : FeedStore.load(options.stateFile);

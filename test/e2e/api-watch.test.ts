@@ -19,9 +19,9 @@ import { kubeletUnavailableReason } from "../support/kubelet-server.ts";
 
 const ready = requirement(kubeletUnavailableReason() === null, kubeletUnavailableReason() ?? "") === null;
 
-function source(api: LocalApiServer, notices: string[], pageSize = 500) {
+async function source(api: LocalApiServer, notices: string[], pageSize = 500) {
   const s = new ApiSource({
-    client: new ApiClient(kubeconfigSettings(api.kubeconfig)),
+    client: new ApiClient(await kubeconfigSettings(api.kubeconfig)),
     index: new ClusterIndex(),
     notice: (m) => notices.push(`warn: ${m}`),
     info: (m) => notices.push(`info: ${m}`),
@@ -41,7 +41,7 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
     api.put("endpointslices", sliceObject("shop", "svc-1", [{ ip: "10.244.9.2", pod: "web-0" }], 8080));
     api.put("pods", pod({ name: "web-0", namespace: "shop", ip4: "10.244.9.2" }) as Record<string, unknown>);
     const notices: string[] = [];
-    const s = source(api, notices, 3);
+    const s = await source(api, notices, 3);
     s.start();
     try {
       await until("the first lists", () => s.synced, 5_000);
@@ -106,7 +106,7 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
     api.put("services", svc(1));
     api.listStatus.pods = 403;
     const notices: string[] = [];
-    const s = source(api, notices);
+    const s = await source(api, notices);
     s.start();
     try {
       await until("the 403 line", () => notices.some((n) => n.includes("403")), 5_000);
@@ -126,7 +126,7 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
   test("an invalid object is skipped with one line and the stream goes on; a rotated token is read again after the 401", async () => {
     await using api = await startApiServer();
     const notices: string[] = [];
-    const s = source(api, notices);
+    const s = await source(api, notices);
     s.start();
     try {
       await until("the first lists", () => s.synced, 5_000);
@@ -155,7 +155,7 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
   test("stopping during a slow list returns at once", async () => {
     await using api = await startApiServer();
     api.listDelayMs = 20_000;
-    const s = source(api, []);
+    const s = await source(api, []);
     s.start();
     await until("the lists asked for", () => api.requests.length === 3, 5_000);
     const t0 = performance.now();
@@ -166,7 +166,7 @@ describe.skipIf(!ready)("API-server source against a local API server", () => {
   test("watches that end at once are not asked for again in a tight loop", async () => {
     await using api = await startApiServer();
     api.endWatchesAtOnce = true;
-    const s = source(api, []);
+    const s = await source(api, []);
     s.start();
     try {
       await until("the first lists", () => s.synced, 5_000);

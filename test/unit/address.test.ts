@@ -1,7 +1,9 @@
 // Addresses as text (src/address.ts): the kernel's bytes as dotted quads and RFC 5952 text, cached
-// or not; Kubernetes' texts made canonical; host:port as --admin-addr takes it.
+// or not; Kubernetes' texts made canonical; host:port as --admin-addr takes it; what is an address
+// (as node:net says, without loading it).
 import { describe, expect, test } from "bun:test";
-import { AddressTexts, canonicalIp, formatHostPort, ipv4Text, ipv6Text, parseHostPort } from "../../src/address.ts";
+import * as net from "node:net";
+import { AddressTexts, canonicalIp, formatHostPort, ipv4Text, ipv6Text, isIPv4, isIPv6, parseHostPort } from "../../src/address.ts";
 import { v6 } from "./fixtures.ts";
 
 /** RFC 5952 text of 8 groups, through the record decoder's cache (which checks it against ipv6Text). */
@@ -83,6 +85,69 @@ describe("IP texts as Kubernetes writes them", () => {
     for (const bad of ["010.1.1.1", "256.1.1.1", "1::2::3", "fe80::1%eth0", "10.0.0.0/8", "1:2:3:4:5:6:7:8:9", ""]) {
       expect(canonicalIp(bad)).toBeNull();
     }
+  });
+});
+
+describe("what is an address: what node:net's isIPv4 and isIPv6 say", () => {
+  test.each([
+    ["1.2.3.4", true, false],
+    ["0.0.0.0", true, false],
+    ["255.255.255.255", true, false],
+    ["256.1.1.1", false, false],
+    ["01.2.3.4", false, false],
+    ["1.2.3", false, false],
+    ["1.2.3.4.5", false, false],
+    ["::", false, true],
+    ["::1", false, true],
+    ["1::", false, true],
+    ["1:2:3:4:5:6:7:8", false, true],
+    ["1:2:3:4:5:6:7::", false, true],
+    ["1:2:3:4:5:6:7:8:9", false, false],
+    ["1:2:3:4:5:6:7::8", false, false],
+    ["1::2::3", false, false],
+    [":::", false, false],
+    ["12345::", false, false],
+    ["::ffff:1.2.3.4", false, true],
+    ["1:2:3:4:5:6:1.2.3.4", false, true],
+    ["1:2:3:4:5:6::1.2.3.4", false, false],
+    ["1.2.3.4::", false, false],
+    ["::1.2.3.4:1", false, false],
+    ["fe80::1%eth0", false, true],
+    ["fe80::1%a.b:c-d", false, true],
+    ["fe80::1%", false, false],
+    ["fe80::1%e%0", false, false],
+    ["1.2.3.4%eth0", false, false],
+  ])("%j: IPv4 %p, IPv6 %p", (text, v4, v6) => {
+    expect([isIPv4(text), isIPv6(text)]).toEqual([v4, v6]);
+    expect([net.isIPv4(text), net.isIPv6(text)]).toEqual([v4, v6]);
+  });
+
+  test("the same verdicts on 200,000 texts made from addresses, some of them broken", () => {
+    let seed = 12345;
+    const next = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const chars = "0123456789abcdefABCDEFg:.%-";
+    const group = () => (next(6) === 0 ? `${next(270)}.${next(270)}.${next(270)}.${next(270)}` : next(0x12000).toString(16).padStart(next(6), "0"));
+    const differ: string[] = [];
+    let v4 = 0;
+    let v6 = 0;
+    for (let i = 0; i < 200_000; i++) {
+      let text = Array.from({ length: 1 + next(9) }, () => (next(8) === 0 ? "" : group())).join(":");
+      if (next(3) === 0) text = text.replace(/:(?=[^:]*$)/, "::"); // a `::` before the last group
+      if (next(4) === 0) text = `${text}%${"eth0.:-".slice(0, next(8))}`;
+      for (let edits = next(3); edits > 0; edits--) {
+        const at = next(text.length + 1);
+        text = `${text.slice(0, at)}${chars[next(chars.length)]}${text.slice(at + next(2))}`;
+      }
+      if (net.isIPv4(text)) v4++;
+      if (net.isIPv6(text)) v6++;
+      if (isIPv4(text) !== net.isIPv4(text) || isIPv6(text) !== net.isIPv6(text)) differ.push(text);
+    }
+    expect(differ).toEqual([]);
+    // Both kinds are among them (the texts are the same on every run).
+    expect([v4, v6]).toEqual([698, 5773]);
   });
 });
 

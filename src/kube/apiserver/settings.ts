@@ -6,7 +6,6 @@
 import { existsSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
-import { parse as parseYaml } from "yaml";
 import { EXIT_USAGE, ExitError, readOr } from "../../errors.ts";
 import type { RunOptions } from "../../options.ts";
 import { readText as readFile, SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN } from "../http.ts";
@@ -60,9 +59,14 @@ const KubeconfigSchema = v.object({
 
 const fromBase64 = (data: string) => Buffer.from(data, "base64").toString("utf8");
 
-/** A kubeconfig file's current context → settings. Throws ApiConfigError with a clear message. */
-export function kubeconfigSettings(file: string, readText = readFile): ApiServerConfig {
+/**
+ * A kubeconfig file's current context → settings. Rejects with ApiConfigError with a clear
+ * message. The YAML parser is loaded only here: a run without a kubeconfig never loads it
+ * (README, "Footprint").
+ */
+export async function kubeconfigSettings(file: string, readText = readFile): Promise<ApiServerConfig> {
   const text = readOr(readText, file, (why) => new ApiConfigError(`cannot read the kubeconfig ${file}: ${why}`));
+  const { parse: parseYaml } = await import("yaml");
   let yaml: unknown;
   try {
     yaml = parseYaml(text);
@@ -133,14 +137,14 @@ export function inClusterSettings(
 
 /**
  * The settings of a run: null when off (--no-kube-api, or neither --kube-api/--kubeconfig nor a
- * cluster around). Throws ApiConfigError when asked for (--kube-api, --kubeconfig) but unusable.
+ * cluster around). Rejects with ApiConfigError when asked for (--kube-api, --kubeconfig) but unusable.
  */
-export function resolveApiSettings(
+export async function resolveApiSettings(
   flags: Partial<RunOptions>,
   env: Record<string, string | undefined> = process.env,
   exists: (path: string) => boolean = existsSync,
   readText = readFile,
-): ApiServerConfig | null {
+): Promise<ApiServerConfig | null> {
   if (flags.noKubeApi) return null;
   if (flags.kubeconfig !== undefined) return kubeconfigSettings(flags.kubeconfig, readText);
   const inCluster = inClusterSettings(env, exists, readText);

@@ -16,20 +16,20 @@ describe("settings", () => {
     return files[p]!;
   };
 
-  test("in a cluster: on by default, from the service account; off with --no-kube-api; off outside one", () => {
-    expect(resolveApiSettings({}, env, exists, read)).toMatchObject({
+  test("in a cluster: on by default, from the service account; off with --no-kube-api; off outside one", async () => {
+    await expect(resolveApiSettings({}, env, exists, read)).resolves.toMatchObject({
       server: "https://10.96.0.1:443",
       tokenFile: SERVICE_ACCOUNT_TOKEN,
       ca: files[SERVICE_ACCOUNT_CA],
       origin: "in-cluster",
     });
-    expect(resolveApiSettings({ noKubeApi: true }, env, exists, read)).toBeNull();
-    expect(resolveApiSettings({}, {}, exists, read)).toBeNull();
-    expect(() => resolveApiSettings({ kubeApi: true }, {}, exists, read)).toThrow(ApiConfigError);
-    expect(resolveApiSettings({}, { ...env, KUBERNETES_SERVICE_HOST: "fd00::1" }, exists, read)?.server).toBe("https://[fd00::1]:443");
+    await expect(resolveApiSettings({ noKubeApi: true }, env, exists, read)).resolves.toBeNull();
+    await expect(resolveApiSettings({}, {}, exists, read)).resolves.toBeNull();
+    await expect(resolveApiSettings({ kubeApi: true }, {}, exists, read)).rejects.toThrow(ApiConfigError);
+    expect((await resolveApiSettings({}, { ...env, KUBERNETES_SERVICE_HOST: "fd00::1" }, exists, read))?.server).toBe("https://[fd00::1]:443");
   });
 
-  test("kubeconfig: token user, client-certificate user (files relative to the kubeconfig, and inline data)", () => {
+  test("kubeconfig: token user, client-certificate user (files relative to the kubeconfig, and inline data)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kubeconfig-"));
     try {
       writeFileSync(join(dir, "client.crt"), "CERT");
@@ -60,7 +60,7 @@ users:
 preferences: {}
 `,
       );
-      expect(kubeconfigSettings(file)).toEqual({
+      await expect(kubeconfigSettings(file)).resolves.toEqual({
         server: "https://127.0.0.1:6443",
         token: null,
         tokenFile: null,
@@ -71,17 +71,17 @@ preferences: {}
         origin: `kubeconfig ${file}`,
       });
       writeFileSync(file, readFileSync(file, "utf8").replace("current-context: certs", "current-context: tok"));
-      expect(kubeconfigSettings(file)).toMatchObject({ token: "abc", cert: null, key: null });
+      await expect(kubeconfigSettings(file)).resolves.toMatchObject({ token: "abc", cert: null, key: null });
       writeFileSync(file, "users: [\n");
-      expect(() => kubeconfigSettings(file)).toThrow(/is not YAML/);
+      await expect(kubeconfigSettings(file)).rejects.toThrow(/is not YAML/);
       writeFileSync(file, "current-context: x\ncontexts: []\n");
-      expect(() => kubeconfigSettings(file)).toThrow('has no context named "x"');
+      await expect(kubeconfigSettings(file)).rejects.toThrow('has no context named "x"');
       writeFileSync(
         file,
         "contexts: [{name: e, context: {cluster: c, user: u}}]\nclusters: [{name: c, cluster: {server: 'https://h'}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n",
       );
-      expect(() => kubeconfigSettings(file)).toThrow(/exec or auth-provider plugin/);
-      expect(() => kubeconfigSettings(join(dir, "missing"))).toThrow(/cannot read the kubeconfig .*ENOENT/);
+      await expect(kubeconfigSettings(file)).rejects.toThrow(/exec or auth-provider plugin/);
+      await expect(kubeconfigSettings(join(dir, "missing"))).rejects.toThrow(/cannot read the kubeconfig .*ENOENT/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
