@@ -245,7 +245,7 @@ export class Agent {
         `${probe.seededConnections} already open)`,
     );
     if (probe.socketStorageRefusal !== null) {
-      log.warn(`connection state kept in a hash map, not with each socket: the kernel refused to walk socket storage (${probe.socketStorageRefusal})`);
+      log.warn(`connection state kept in a hash map, not with each socket: the kernel refused socket storage (${probe.socketStorageRefusal})`);
     }
     if (probe.acceptCallersUnknown !== null) {
       const { reason, fix } = probe.acceptCallersUnknown;

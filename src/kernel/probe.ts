@@ -60,10 +60,12 @@ export type { RecordHandler };
  */
 export type StateKeeping = "socket storage" | "hash map";
 
-/** The kernel would not let the agent walk the socket storage: the hash map is used instead. */
-class IteratorRefused extends Error {}
+/**
+ * The kernel would not let the agent keep state in socket storage (its verifier refused the
+ * programs that use it, or it refused to walk it): the hash map is used instead.
+ */
+class SocketStorageRefused extends Error {}
 
-/** The probe could not be loaded or attached; the message is the diagnosis. */
 /** Why the accept() programs did not attach, and what would attach them. */
 export interface AcceptUnattached {
   reason: string;
@@ -72,6 +74,8 @@ export interface AcceptUnattached {
 
 /** Where libbpf reads a tracepoint's id: tracefs, or tracefs inside debugfs. */
 const TRACEFS_EVENTS = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+
+/** The probe could not be loaded or attached; the message is the diagnosis. */
 
 export class ProbeLoadError extends ExitError {
   override name = "ProbeLoadError";
@@ -278,7 +282,7 @@ export class Probe {
         this.#loadAs("socket storage", objectBytes, options);
         return;
       } catch (error) {
-        if (!(error instanceof IteratorRefused)) throw error;
+        if (!(error instanceof SocketStorageRefused)) throw error;
         this.socketStorageRefusal = error.message;
         this.close();
       }
@@ -312,7 +316,14 @@ export class Probe {
     // nothing writes it: one entry.
     const acceptOwners = keeping === "socket storage" && options.nameAcceptCallers ? ACCEPT_OWNERS_WITH_STORAGE : 1;
     status("size the accept owners map", lib.bpf_map__set_max_entries(this.#map("accept_owners"), acceptOwners));
-    status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
+    try {
+      status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
+    } catch (error) {
+      // Some kernels' verifiers refuse the socket behind an open file as socket storage's key.
+      const reason = verifierReason(this.#object.verifierLog());
+      if (keeping !== "socket storage" || reason === null) throw error;
+      throw new SocketStorageRefused(`its verifier refused the programs that use it: ${reason}`);
+    }
     const programs = PROGRAMS[keeping];
     // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
     if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
@@ -352,7 +363,7 @@ export class Probe {
   /**
    * The iterator that walks the socket storage for periodic reports, tried once (an empty walk):
    * never assumed, since some kernels refuse map-element iterators even to root. A refusal is an
-   * IteratorRefused, and the hash map is used instead.
+   * SocketStorageRefused, and the hash map is used instead.
    */
   #attachReportIterator(program: string): Pointer {
     const { lib, status, libcStatus, pointer } = this.#bpf;
@@ -365,7 +376,7 @@ export class Probe {
     try {
       link = pointer(`attach ${program} to the connection storage`, lib.bpf_program__attach_iter(this.#program(program), opts.bytes));
     } catch (error) {
-      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+      throw new SocketStorageRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
     }
     try {
       fd = status("walk the connection storage", lib.bpf_iter_create(lib.bpf_link__fd(link)));
@@ -373,7 +384,7 @@ export class Probe {
       return link;
     } catch (error) {
       lib.bpf_link__destroy(link);
-      throw new IteratorRefused(error instanceof Error ? error.message : String(error));
+      throw new SocketStorageRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
     } finally {
       if (fd >= 0) libc.close(fd);
     }
@@ -713,6 +724,13 @@ function ownStatus(): string {
 }
 
 /** One line (plus the verifier's own words when it refused) a user can act on. */
+/** The verifier's reason in its log: the line before its closing count ("processed N insns ..."). */
+function verifierReason(verifierLog: string): string | null {
+  const lines = verifierLog.trimEnd().split("\n");
+  const end = lines.findLastIndex((line) => line.startsWith("processed "));
+  return end > 0 ? lines[end - 1]!.trim() : null;
+}
+
 function diagnose(error: unknown, verifierLog: string): string {
   if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
   if ((error.errno === EPERM || error.errno === EACCES) && !mayLoadBpf(effectiveCapabilities(ownStatus()))) {

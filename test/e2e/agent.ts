@@ -9,7 +9,10 @@
  */
 import { atRunEnd } from "../support/cleanup.ts";
 import { accessSync, constants, existsSync, rmSync } from "node:fs";
+import { release } from "node:os";
 import { resolve } from "node:path";
+import { expect } from "bun:test";
+import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
 import type { Subprocess } from "bun";
 import * as v from "valibot";
 import { LineCollector } from "./lines.ts";
@@ -426,6 +429,21 @@ export class Agent implements AsyncDisposable {
 }
 
 /** Why the agent cannot be run here, or null if it can. */
+/**
+ * Whether an agent asked for --connection-state socket-storage got it: from Linux 5.11 on, unless
+ * it said the kernel refused it (some kernels' verifiers refuse its programs), in exactly the form
+ * it says that.
+ */
+export function keptWithEachSocket(stderrLines: readonly string[]): boolean {
+  const refusals = stderrLines.filter((line) => line.includes("the kernel refused socket storage"));
+  for (const line of refusals) {
+    expect(line).toMatch(
+      /^kmesh-accesslog: connection state kept in a hash map, not with each socket: the kernel refused socket storage \((its verifier refused the programs that use it|it refused to walk it): .+\)$/,
+    );
+  }
+  return socketStorageFromTracing(release()) && refusals.length === 0;
+}
+
 export function agentUnavailableReason(): string | null {
   if (process.getuid?.() !== 0) return "end-to-end tests need root (BPF programs and network namespaces)";
   if (!existsSync(AGENT_BINARY)) return `the agent binary ${AGENT_BINARY} does not exist: run scripts/build first`;

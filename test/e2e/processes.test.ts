@@ -18,14 +18,13 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { release, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cgroup2Mounts } from "../../src/kernel/cgroups.ts";
-import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { type OtlpReceiver, startReceiver } from "../support/otlp-receiver.ts";
 import { closeCounts, freePort } from "./admin-support.ts";
-import { type AccessLogEntry, type Agent, agentUnavailableReason, matchConnection } from "./agent.ts";
+import { type AccessLogEntry, type Agent, agentUnavailableReason, keptWithEachSocket, matchConnection } from "./agent.ts";
 import { waitUntilCapturing } from "./exchange.ts";
 import { podEntry, startKubeletAgent } from "./kubelet-agent.ts";
 import { createTestNode, type Pod, type PodProcess, type TestNode } from "./node.ts";
@@ -295,7 +294,7 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     const withAccept = [...hooks, "tracepoint sys_exit_accept", "tracepoint sys_exit_accept4"];
     expect({ text: attachedEvents(text.pid), json: attachedEvents(json.pid), otlp: attachedEvents(otlp.pid) }).toEqual({ text: hooks, json: withAccept, otlp: withAccept });
     // With socket storage the accept programs' table of owners has one entry when nothing writes it.
-    const ownersTable = socketStorageFromTracing(release()) ? 16384 : 1;
+    const ownersTable = keptWithEachSocket(json.stderrLines) ? 16384 : 1;
     expect({ text: agentMapSize(text.pid, "accept_owners"), json: agentMapSize(json.pid, "accept_owners") }).toEqual({ text: 1, json: ownersTable });
 
     const { cli, srv, key, done } = await connection(false);
