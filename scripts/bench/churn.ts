@@ -49,7 +49,7 @@
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
 //   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary>] [--bpf-stats] [--conntrack] [--short]
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
@@ -237,14 +237,22 @@ async function startPeer(mode: "bpftrace" | "tcplife", outPath: string): Promise
 }
 
 /**
- * CPU seconds (user + system) a process has used so far, from /proc (in clock ticks of 10 ms).
- * Taken once a process is attached, so that the CPU per line leaves out its start (loading and
- * attaching the probe, compiling: some 0.1-0.2 s for the agent, more for bpftrace), which is no
- * cost per line.
+ * CPU seconds (user + system) a process has used so far: the sum of its threads' run time in ns
+ * (the first field of /proc/<pid>/task/<tid>/schedstat; /proc/<pid>/stat counts in ticks of 10 ms,
+ * a tenth of a steady window's 0.1 s). Taken once a process is attached, so that the CPU per line
+ * leaves out its start (loading and attaching the probe, compiling: some 0.1-0.2 s for the agent,
+ * more for bpftrace), which is no cost per line.
  */
 function cpuSecondsSoFar(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime; USER_HZ is 100 on Linux
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread has just exited
+    }
+  }
+  return ns / 1e9;
 }
 
 async function round(mode: Mode): Promise<RoundResult> {
