@@ -111,7 +111,7 @@ export class Agent {
   /** The container of each record's process, from its cgroup. */
   readonly #containers = new ContainerIds();
   /** The records of a batch, filled again batch after batch (no object per record either). */
-  readonly #records = new AccessRecordPool(BATCH_RECORDS);
+  readonly #records: AccessRecordPool;
   #lastInvalid = "";
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
@@ -132,7 +132,10 @@ export class Agent {
     private readonly metrics: TcpMetrics,
     private readonly metricsAddress: MetricsAddress,
     private readonly ringBytes: number,
+    /** An output shows the process behind each socket (and its container): else neither is looked up. */
+    showsProcesses: boolean,
   ) {
+    this.#records = new AccessRecordPool(BATCH_RECORDS, showsProcesses);
     this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
     this.#outputs = outputsOf(control.switches());
     this.#filter = new ReportFilter(control.filters());
@@ -170,6 +173,7 @@ export class Agent {
     let feed: FeedSource | null = null;
     let probe: Probe;
     let otlp: OtlpExporter | null = null;
+    let showsProcesses = false;
     try {
       metricsAddress.serve(outputsOf(switches.switches).tcpMetrics);
       // Before the probe: the first pod list is read while the BPF object loads.
@@ -187,14 +191,15 @@ export class Agent {
       if (feed !== null) feed.start();
       else api?.start();
       control.namesKnown = pods !== null || api !== null || feed !== null;
+      // Only JSON lines and OTLP name the process behind a socket (accesslog/format.ts,
+      // sink/otlp/attributes.ts); the output is fixed for the run.
+      showsProcesses = options.output === "json" || otlp !== null;
       probe = await Probe.open({
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
         libbpfPath: options.libbpf,
         connectionState: options.connectionState,
-        // Only JSON lines and OTLP name the process behind a socket (accesslog/format.ts,
-        // sink/otlp/attributes.ts); the output is fixed for the run.
-        nameAcceptCallers: options.output === "json" || otlp !== null,
+        nameAcceptCallers: showsProcesses,
       });
     } catch (error) {
       pods?.stop();
@@ -213,7 +218,7 @@ export class Agent {
             notice: (message) => log.warn(message),
           });
     const sink = new Sinks(lines, otlp);
-    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize);
+    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize, showsProcesses);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
