@@ -39,8 +39,14 @@ import { adminSocketBeside, DEFAULT_KUBELET_HOLD_S, DEFAULT_MAX_BUFFERED_OUTPUT_
 /** What the agent counts (the probe's counters and its own). */
 export type AgentCounters = ProbeCounters & { recordsRead: number; recordsInvalid: number; linesWritten: number; linesDropped: number };
 
-/** How often the ring buffer is drained while records come. The kernel does not wake us per record. */
-const DRAIN_INTERVAL_MS = 10;
+/**
+ * How often the ring buffer is drained while records come. The kernel does not wake us per record,
+ * and a drain has a cost of its own, whatever it reads (the timer, the switch back, the write of the
+ * lines: README, "Reading the ring buffer, and when"): fewer drains, less CPU per line.
+ */
+const DRAIN_INTERVAL_MS = 20;
+/** The pause while records come, for a ring that a burst at BURST_RECORDS_PER_MS would half fill sooner than DRAIN_INTERVAL_MS. */
+const MIN_DRAIN_INTERVAL_MS = 10;
 /**
  * While none come, the pause doubles up to this: idle, the agent wakes ten times a second. (It is
  * shorter for rings that a burst at BURST_RECORDS_PER_MS would half fill sooner.)
@@ -85,8 +91,10 @@ const collectGarbage = () => Bun.gc(true);
 export class Agent {
   #timers: Timer[] = [];
   #drainTimer: Timer | null = null;
-  #drainPauseMs = DRAIN_INTERVAL_MS;
+  /** The pause after a drain that read records; the longest one while none come; the next one. */
+  readonly #busyPauseMs: number;
   readonly #idlePauseMs: number;
+  #drainPauseMs: number;
   /** Records the kernel had lost at the last drain; whether it is losing them now, since when. */
   #lostSeen = 0;
   #lostAtStart = 0;
@@ -111,7 +119,7 @@ export class Agent {
   /** The container of each record's process, from its cgroup. */
   readonly #containers = new ContainerIds();
   /** The records of a batch, filled again batch after batch (no object per record either). */
-  readonly #records = new AccessRecordPool(BATCH_RECORDS);
+  readonly #records: AccessRecordPool;
   #lastInvalid = "";
   /** What the switches ask for now (AgentControl applies them). */
   #outputs: Outputs;
@@ -132,8 +140,14 @@ export class Agent {
     private readonly metrics: TcpMetrics,
     private readonly metricsAddress: MetricsAddress,
     private readonly ringBytes: number,
+    /** An output shows the process behind each socket (and its container): else neither is looked up. */
+    showsProcesses: boolean,
   ) {
-    this.#idlePauseMs = Math.max(DRAIN_INTERVAL_MS, Math.min(IDLE_DRAIN_INTERVAL_MS, ringBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS));
+    this.#records = new AccessRecordPool(BATCH_RECORDS, showsProcesses);
+    const pauses = drainPauses(ringBytes);
+    this.#busyPauseMs = pauses.busyMs;
+    this.#idlePauseMs = pauses.idleMs;
+    this.#drainPauseMs = pauses.busyMs;
     this.#outputs = outputsOf(control.switches());
     this.#filter = new ReportFilter(control.filters());
   }
@@ -170,6 +184,7 @@ export class Agent {
     let feed: FeedSource | null = null;
     let probe: Probe;
     let otlp: OtlpExporter | null = null;
+    let showsProcesses = false;
     try {
       metricsAddress.serve(outputsOf(switches.switches).tcpMetrics);
       // Before the probe: the first pod list is read while the BPF object loads.
@@ -188,14 +203,15 @@ export class Agent {
       if (feed !== null) feed.start();
       else api?.start();
       control.namesKnown = pods !== null || api !== null || feed !== null;
+      // Only JSON lines and OTLP name the process behind a socket (accesslog/format.ts,
+      // sink/otlp/attributes.ts); the output is fixed for the run.
+      showsProcesses = options.output === "json" || otlp !== null;
       probe = await Probe.open({
         ringBufferBytes: options.ringBufferSize,
         maxConnections: options.maxConnections,
         libbpfPath: options.libbpf,
         connectionState: options.connectionState,
-        // Only JSON lines and OTLP name the process behind a socket (accesslog/format.ts,
-        // sink/otlp/attributes.ts); the output is fixed for the run.
-        nameAcceptCallers: options.output === "json" || otlp !== null,
+        nameAcceptCallers: showsProcesses,
       });
     } catch (error) {
       pods?.stop();
@@ -214,7 +230,7 @@ export class Agent {
             notice: (message) => log.warn(message),
           });
     const sink = new Sinks(lines, otlp);
-    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize);
+    const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize, showsProcesses);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
@@ -253,7 +269,7 @@ export class Agent {
     }
     agent.#lostSeen = probe.recordsLost();
     agent.#skipsSeen = probe.runsSkipped();
-    agent.#scheduleDrain(DRAIN_INTERVAL_MS);
+    agent.#scheduleDrain(agent.#busyPauseMs);
     agent.#timers.push(
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
       setInterval(() => {
@@ -364,7 +380,7 @@ export class Agent {
   async #stopNaming(): Promise<void> {
     const enricher = this.#enricher;
     while (enricher !== null && enricher.holding > 0) {
-      await Bun.sleep(DRAIN_INTERVAL_MS);
+      await Bun.sleep(MIN_DRAIN_INTERVAL_MS);
       enricher.release(this.clock.nowMonotonicNs());
     }
     this.#pods?.stop();
@@ -416,7 +432,7 @@ export class Agent {
   #drainAndReschedule = (): void => {
     this.#drainTimer = null;
     const read = this.#drain();
-    if (read > 0) this.#drainPauseMs = DRAIN_INTERVAL_MS;
+    if (read > 0) this.#drainPauseMs = this.#busyPauseMs;
     else this.#drainPauseMs = Math.min(2 * this.#drainPauseMs, this.#idlePauseMs);
     this.#scheduleDrain(this.probe.pendingBytes() * 4 >= this.ringBytes ? 0 : this.#drainPauseMs);
   };
@@ -535,6 +551,17 @@ export class Agent {
       );
     }
   }
+}
+
+/**
+ * The pauses between drains for a ring of `ringBytes`: after a drain that read records (busyMs), and
+ * the longest while none come (idleMs). A ring that a burst at BURST_RECORDS_PER_MS would half fill
+ * sooner than these gets shorter ones, down to MIN_DRAIN_INTERVAL_MS.
+ */
+export function drainPauses(ringBytes: number): { busyMs: number; idleMs: number } {
+  const halfFillMs = ringBytes / 2 / RING_RECORD_BYTES / BURST_RECORDS_PER_MS;
+  const busyMs = Math.max(MIN_DRAIN_INTERVAL_MS, Math.min(DRAIN_INTERVAL_MS, halfFillMs));
+  return { busyMs, idleMs: Math.max(busyMs, Math.min(IDLE_DRAIN_INTERVAL_MS, halfFillMs)) };
 }
 
 /**

@@ -8,8 +8,8 @@ import { hasCommand, IS_ROOT, testIf } from "./support/require.ts";
 const ROOT = join(import.meta.dir, "..");
 const bun = process.execPath;
 
-async function runBench(script: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([bun, join(ROOT, "scripts/bench", script), "--short"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+async function runBench(script: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([bun, join(ROOT, "scripts/bench", script), "--short", ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { code, stdout, stderr };
 }
@@ -93,5 +93,14 @@ describe("benchmarks, short mode", () => {
     const r = await runBench("churn.ts");
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expectTable(r.stdout, "agent");
+  }, 300_000);
+
+  // The build against itself: both agents at once, each line counted in both files.
+  testIf(IS_ROOT, needsRoot)("churn --side-by-side", async () => {
+    const r = await runBench("churn.ts", "--no-peers", "--compare", join(ROOT, "dist/kmesh-accesslog"), "--side-by-side");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "output");
+    expect(r.stdout).toContain("| text ");
+    expect(r.stdout).toContain("| json ");
   }, 300_000);
 });

@@ -42,14 +42,21 @@
 // tracepoints: the table is followed by how many rounds began or ended with another agent's
 // state-change program loaded (a WARNING when any did).
 //
+// --side-by-side (with --compare): instead of the rounds above, rounds of text and of JSON where both
+// builds' agents are attached at once to the same load, each writing its own file: the CPU per line
+// of each from the first second of load to its stop, and their ratio, round by round. Alternating
+// rounds compare two builds at different moments, and on a shared VM the rate (and with it the CPU
+// per line) moved by up to half between two rounds; side by side, both read the same records at
+// the same time. Each pays for the other's kernel programs and for sharing the cores, alike.
+//
 // --conntrack: what the conntrack hook (bpf/conntrack.bpf.c) costs when no NAT happens. The whole
 // run moves into a network namespace of its own whose nat table has a rule that never matches, so
 // that conntrack tracks every connection (and the hook runs for each) but translates none; the
 // agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary>] [--bpf-stats] [--conntrack] [--short]
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary> [--side-by-side]] [--bpf-stats] [--conntrack] [--short]
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
@@ -237,14 +244,22 @@ async function startPeer(mode: "bpftrace" | "tcplife", outPath: string): Promise
 }
 
 /**
- * CPU seconds (user + system) a process has used so far, from /proc (in clock ticks of 10 ms).
- * Taken once a process is attached, so that the CPU per line leaves out its start (loading and
- * attaching the probe, compiling: some 0.1-0.2 s for the agent, more for bpftrace), which is no
- * cost per line.
+ * CPU seconds (user + system) a process has used so far: the sum of its threads' run time in ns
+ * (the first field of /proc/<pid>/task/<tid>/schedstat; /proc/<pid>/stat counts in ticks of 10 ms,
+ * a tenth of a steady window's 0.1 s). Taken once a process is attached, so that the CPU per line
+ * leaves out its start (loading and attaching the probe, compiling: some 0.1-0.2 s for the agent,
+ * more for bpftrace), which is no cost per line.
  */
 function cpuSecondsSoFar(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime; USER_HZ is 100 on Linux
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread has just exited
+    }
+  }
+  return ns / 1e9;
 }
 
 async function round(mode: Mode): Promise<RoundResult> {
@@ -270,6 +285,18 @@ async function otherAgents(): Promise<number> {
   return least;
 }
 
+/** Starts `program` writing lines to `outPath` (`output`: --output's value, then more flags); returns once it has attached. */
+async function startAgent(program: string, [output, ...switches]: string[], outPath: string, lockName: string): Promise<Agent> {
+  const started: Agent = Bun.spawn([program, "run", "--output", output!, ...switches, ...apiArgs, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, lockName)], {
+    stdin: "ignore",
+    stdout: Bun.file(outPath),
+    stderr: "pipe",
+  });
+  // this tree's agent says whether it hooked conntrack (a build without the hook never does)
+  await waitForStderr(started, ["capturing TCP connections", ...(api !== null && program === binary ? ["conntrack: "] : [])]);
+  return started;
+}
+
 async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents">> {
   if (isPeer(mode)) return peerRound(mode as "bpftrace" | "tcplife");
   const before = await acceptedConnections();
@@ -283,13 +310,7 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
     const switches = isHooks(mode) ? ["--accesslog=false"] : mode === "filtered" ? ["--exclude-port", String(port)] : [];
     const program = mode.endsWith("'") ? compared! : binary;
     loadedBefore = bpfStats ? new Set(programRuns().keys()) : new Set();
-    const started: Agent = Bun.spawn([program, "run", "--output", output, ...switches, ...apiArgs, "--no-kubelet", "--admin-addr", "", "--lock-file", join(dir, "agent.lock")], {
-      stdin: "ignore",
-      stdout: Bun.file(outPath),
-      stderr: "pipe",
-    });
-    // this tree's agent says whether it hooked conntrack (a build without the hook never does)
-    await waitForStderr(started, ["capturing TCP connections", ...(api !== null && program === binary ? ["conntrack: "] : [])]);
+    const started = await startAgent(program, [output, ...switches], outPath, "agent.lock");
     agent = started;
     runningAgent = started;
     cpuAtStart = cpuSecondsSoFar(started.pid);
@@ -379,6 +400,73 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
     recordsRead: 0,
     programs: new Map(),
   };
+}
+
+// --side-by-side
+const sideBySide = process.argv.includes("--side-by-side");
+if (sideBySide && compared === undefined) throw new Error("--side-by-side compares two builds: give --compare <binary>");
+
+/** A round of both builds at once: each one's steady CPU per line, its lines, the round's rate. */
+interface PairedRound {
+  output: "text" | "json";
+  connectionsPerSecond: number;
+  /** this tree's build, then the compared one */
+  steadyCpuPerLine: [number, number];
+  exact: [boolean, boolean];
+}
+
+/** Both builds' agents on the same load at once (this tree's first in even rounds): --side-by-side. */
+async function pairedRound(output: "text" | "json", r: number): Promise<PairedRound> {
+  const programs = [binary, compared!];
+  const outPaths = programs.map((_, i) => join(dir, `lines-${output}-${i}.txt`));
+  for (const path of outPaths) rmSync(path, { force: true });
+  const before = await acceptedConnections();
+  const agents: Agent[] = new Array(2);
+  for (const i of r % 2 === 0 ? [0, 1] : [1, 0]) agents[i] = await startAgent(programs[i]!, [output], outPaths[i]!, `agent-${i}.lock`);
+  const warm = { cpu: [0, 0], connections: 0 };
+  const rate = await runWrk(async () => {
+    await Bun.sleep(WARM_UP_MS);
+    warm.cpu = agents.map((a) => cpuSecondsSoFar(a.pid));
+    warm.connections = await acceptedConnections();
+  });
+  let after = await acceptedConnections();
+  for (let again = 0; again < 50; again++) {
+    await Bun.sleep(100);
+    const now = await acceptedConnections();
+    const settled = now === after + 1;
+    after = now;
+    if (settled) break;
+  }
+  await Bun.sleep(100);
+  const steady = agents.map((a, i) => (cpuSecondsSoFar(a.pid) - warm.cpu[i]!) / (2 * (after - warm.connections)));
+  for (const a of agents) a.kill("SIGTERM");
+  await Promise.all(agents.map((a) => a.exited));
+  const needle = output === "text" ? `dst.addr=127.0.0.1:${port},` : `"dst_port":${port},`;
+  const exact = outPaths.map((path) => readFileSync(path, "utf8").split("\n").filter((line) => line.includes(needle)).length === 2 * (after - before));
+  return { output, connectionsPerSecond: rate, steadyCpuPerLine: [steady[0]!, steady[1]!], exact: [exact[0]!, exact[1]!] };
+}
+
+async function sideBySideRounds(): Promise<void> {
+  const results: PairedRound[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const output of r % 2 === 0 ? (["text", "json"] as const) : (["json", "text"] as const)) {
+      const x = await pairedRound(output, r);
+      results.push(x);
+      const [a, b] = x.steadyCpuPerLine;
+      console.log(`round ${r + 1} ${output}: ${x.connectionsPerSecond.toFixed(0)} conn/s; us per line after the first ${WARM_UP_MS / 1000} s: this tree ${(a * 1e6).toFixed(3)}, ${compared} ${(b * 1e6).toFixed(3)}, ratio ${(a / b).toFixed(3)}`);
+    }
+  }
+  const rows = (["text", "json"] as const).map((output) => {
+    const runs = results.filter((x) => x.output === output);
+    const us = (i: 0 | 1) => median(runs.map((x) => x.steadyCpuPerLine[i] * 1e6)).toFixed(3);
+    const exact = (i: 0 | 1) => (runs.every((x) => x.exact[i]) ? "yes" : "NO");
+    const ratios = runs.map((x) => x.steadyCpuPerLine[0] / x.steadyCpuPerLine[1]);
+    return [output, median(runs.map((x) => x.connectionsPerSecond)).toFixed(0), us(0), us(1), median(ratios).toFixed(3), `${Math.min(...ratios).toFixed(3)}-${Math.max(...ratios).toFixed(3)}`, `${exact(0)}, ${exact(1)}`];
+  });
+  console.log(`churn side by side: ${rounds} rounds of ${seconds}s, both builds' agents at once, wrk -c${concurrency}`);
+  console.log(table(["output", "conn/s (median)", "this tree: us/line after the first 1 s", `${compared}`, "ratio (median)", "ratio (range)", "lines = 2 x connections"], rows));
+  console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+  process.exitCode = rows.some((row) => row[6]!.includes("NO")) ? 1 : 0;
 }
 
 // --bpf-stats
@@ -474,8 +562,8 @@ if (bpfStats) {
     });
   }
 }
-try {
-  await waitForNginx();
+/** The usual run: every kind of round in turn, then the table. */
+async function alternatingRounds(): Promise<void> {
   const results: RoundResult[] = [];
   // Every other round runs the modes in reverse (ABBA), so that no mode always follows the same
   // one: a round right after "off" ran a little worse than others (README, Connection churn).
@@ -533,6 +621,11 @@ try {
   console.log(`load average when done: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
   const failed = rows.some((row) => row[7]?.startsWith("NO") || row[7]?.includes("no record: NO") || (row[6] !== "-" && row[6] !== "0"));
   process.exitCode = failed ? 1 : 0;
+}
+
+try {
+  await waitForNginx();
+  await (sideBySide ? sideBySideRounds() : alternatingRounds());
 } finally {
   if (bpfStats) writeFileSync(BPF_STATS, statsWere);
   nginx.kill("SIGTERM");

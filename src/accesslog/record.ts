@@ -52,9 +52,10 @@ function blankAccessRecord(): AccessRecord {
 
 /**
  * Writes the line's view of `ev` into `r` (every field; names null) and returns it: no new object.
- * The start time, when known, is written into `startTime` and put in the record.
+ * The start time, when known, is written into `startTime` and put in the record. Without
+ * `processes` the process behind the socket is left unknown (null), unread.
  */
-export function fillAccessRecord(r: AccessRecord, ev: RecordFields, clock: Clock, startTime: WallTime): AccessRecord {
+export function fillAccessRecord(r: AccessRecord, ev: RecordFields, clock: Clock, startTime: WallTime, processes = true): AccessRecord {
   const report = ev.report;
   const start = ev.start;
   clock.toWallInto(report, r.reportTime);
@@ -83,7 +84,7 @@ export function fillAccessRecord(r: AccessRecord, ev: RecordFields, clock: Clock
   r.error = ev.flags & RECORD_ESTABLISHED ? null : errnoName(ev.error);
   r.family = ev.family;
   r.netns = ev.netns;
-  const pid = ev.ownerPid;
+  const pid = processes ? ev.ownerPid : 0;
   r.pid = pid === 0 ? null : pid;
   r.command = pid === 0 ? null : ev.ownerCommand;
   // The container is the agent's to find (from the cgroup id: kernel/cgroups.ts), its name the pod list's.
@@ -101,14 +102,18 @@ export function copyAccessRecord(r: AccessRecord): AccessRecord {
 /**
  * AccessRecords filled again and again, so that the line path makes no object per record: the
  * records of one batch, each lent (to the sink, to the enricher) until reset(). Whoever keeps one
- * past that keeps a copy (copyAccessRecord).
+ * past that keeps a copy (copyAccessRecord). `processes`: whether the records name the process
+ * behind the socket (only outputs that show it need it: fillAccessRecord).
  */
 export class AccessRecordPool {
   readonly #records: AccessRecord[] = [];
   readonly #startTimes: WallTime[] = [];
   #used = 0;
 
-  constructor(readonly capacity: number) {}
+  constructor(
+    readonly capacity: number,
+    readonly processes = true,
+  ) {}
 
   /** Every record of the batch is out: reset() before the next fill(). */
   get full(): boolean {
@@ -122,7 +127,7 @@ export class AccessRecordPool {
       this.#records.push(blankAccessRecord());
       this.#startTimes.push({ sec: 0, nsec: 0 });
     }
-    return fillAccessRecord(this.#records[i]!, ev, clock, this.#startTimes[i]!);
+    return fillAccessRecord(this.#records[i]!, ev, clock, this.#startTimes[i]!, this.processes);
   }
 
   /** A new batch: every record may be filled again. */

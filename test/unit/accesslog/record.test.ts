@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { toAccessRecord } from "../../../src/accesslog/record.ts";
+import { AccessRecordPool, toAccessRecord } from "../../../src/accesslog/record.ts";
 import { makeClock } from "../../../src/kernel/clock.ts";
 import { type ConnEvent, RECORD_ESTABLISHED, RecordView } from "../../../src/kernel/record.ts";
 import { decodeRecord, formatKmeshLine, rawRecord, SEED_LINE, UNNAMED_SEED_RECORD } from "../fixtures.ts";
@@ -81,4 +81,14 @@ test("duration is exact in milliseconds", () => {
   const r = toAccessRecord({ ...event, start: { sec: 1, nsec: 0 }, report: { sec: 1, nsec: 2_236_000 } }, clock);
   expect(r.durationMs).toBe(2.236);
   expect(formatKmeshLine(r)).toContain(", duration=2.236ms");
+});
+
+test("a pool for outputs that show no process leaves the process unknown; the others name it", () => {
+  const owned = { ...event, ownerPid: 4242, ownerCommand: "wrk", ownerCgroupId: 77 };
+  const unnamed = new AccessRecordPool(2, false).fill(owned, clock);
+  expect(unnamed).toEqual(UNNAMED_SEED_RECORD);
+  expect(unnamed.pid).toBeNull();
+  expect(unnamed.command).toBeNull();
+  const named = new AccessRecordPool(2).fill(owned, clock);
+  expect(named).toEqual({ ...UNNAMED_SEED_RECORD, pid: 4242, command: "wrk" });
 });
