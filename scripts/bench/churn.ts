@@ -185,6 +185,23 @@ async function acceptedConnections(): Promise<number> {
   return Number(match[1]);
 }
 
+/**
+ * nginx's count once it is settled: nginx may still be accepting what wrk left in the backlog, so
+ * its counter is read until it moves only by our own request (each read is one more connection,
+ * logged like the others).
+ */
+async function settledAcceptedConnections(): Promise<number> {
+  let after = await acceptedConnections();
+  for (let again = 0; again < 50; again++) {
+    await Bun.sleep(100);
+    const now = await acceptedConnections();
+    const settled = now === after + 1;
+    after = now;
+    if (settled) break;
+  }
+  return after;
+}
+
 async function waitForNginx(): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
@@ -328,16 +345,7 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
         },
   );
   const programs = agent !== null && bpfStats ? runsSince(programsBefore) : new Map<string, ProgramRuns>();
-  // nginx may still be accepting what wrk left in the backlog: read its counter until it moves
-  // only by our own request (each read is one more connection, logged like the others).
-  let after = await acceptedConnections();
-  for (let again = 0; again < 50; again++) {
-    await Bun.sleep(100);
-    const now = await acceptedConnections();
-    const settled = now === after + 1;
-    after = now;
-    if (settled) break;
-  }
+  const after = await settledAcceptedConnections();
   const connections = after - before;
   if (agent === null) {
     return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, steadyCpuPerLine: Number.NaN, recordsLost: 0, recordsRead: 0, programs };
@@ -429,14 +437,7 @@ async function pairedRound(output: "text" | "json", r: number): Promise<PairedRo
     warm.cpu = agents.map((a) => cpuSecondsSoFar(a.pid));
     warm.connections = await acceptedConnections();
   });
-  let after = await acceptedConnections();
-  for (let again = 0; again < 50; again++) {
-    await Bun.sleep(100);
-    const now = await acceptedConnections();
-    const settled = now === after + 1;
-    after = now;
-    if (settled) break;
-  }
+  const after = await settledAcceptedConnections();
   await Bun.sleep(100);
   const steady = agents.map((a, i) => (cpuSecondsSoFar(a.pid) - warm.cpu[i]!) / (2 * (after - warm.connections)));
   for (const a of agents) a.kill("SIGTERM");
