@@ -256,11 +256,24 @@ describe.skipIf(!ready)("Kmesh's TCP metrics", () => {
     // the same series (a value may have moved in between: the node's other connections count too)
     expect(parseExposition(unzipped).filter((s) => ours([s]).length > 0)).toEqual(parseExposition(text).filter((s) => ours([s]).length > 0));
     expect(checkMetrics(text)).toEqual({ exitCode: 0, output: "" });
-    const samples = parseExposition(text);
-    const seriesOf = (name: string) => samples.filter((s) => s.name === name).length;
-    const admin = await metrics(adminAddr);
-    expect(admin.get("kmesh_accesslog_tcp_metric_workload_series")).toBe(seriesOf("kmesh_tcp_workload_sent_bytes_total"));
-    expect(admin.get("kmesh_accesslog_tcp_metric_service_series")).toBe(seriesOf("kmesh_tcp_sent_bytes_total"));
+    // The counts on /metrics against the series of an exposition read before and after them: the
+    // scrapes are connections too, whose close may add a series in between (the agent drains the
+    // ring every 20 ms), so the three are read again until the series stand still.
+    const seriesOf = (exposition: string, name: string) => parseExposition(exposition).filter((s) => s.name === name).length;
+    const counts = (exposition: string) => [seriesOf(exposition, "kmesh_tcp_workload_sent_bytes_total"), seriesOf(exposition, "kmesh_tcp_sent_bytes_total")];
+    const scrapeText = async () => (await fetch(`http://${metricsAddr}/status/metric`)).text();
+    let admin = await metrics(adminAddr);
+    for (let tries = 0; tries < 20; tries++) {
+      const before = counts(await scrapeText());
+      admin = await metrics(adminAddr);
+      const after = counts(await scrapeText());
+      if (Bun.deepEquals(before, after)) {
+        expect([admin.get("kmesh_accesslog_tcp_metric_workload_series"), admin.get("kmesh_accesslog_tcp_metric_service_series")]).toEqual(after);
+        break;
+      }
+      expect(tries).toBeLessThan(19);
+      await Bun.sleep(100);
+    }
     expect(admin.get("kmesh_accesslog_tcp_metrics_enabled")).toBe(1);
     for (const line of text.split("\n").filter((l) => l.startsWith("# TYPE"))) expect(line).toEndWith(" counter");
     // every scrape so far: a series never shows less than it did before
