@@ -2,7 +2,7 @@
 // way a request fails becomes the right failure kind; the token is sent only over https, re-read
 // after a 401; a large list is read without holding the event loop.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { KubeletClient, type KubeletClientConfig } from "../../../../src/kube/kubelet/client.ts";
 import { refreshOnce } from "../../../../src/kube/kubelet/refresh.ts";
@@ -155,30 +155,37 @@ describe("the kubelet client", () => {
 describe("a large list", () => {
   // Not a speed target (see scripts/bench/kubelet-refresh.ts): the event loop must keep turning
   // while a list is read. This list, parsed whole, holds the thread 50-90 ms on this project's VM;
-  // read as it arrives, the worst gap is 7-16 ms.
-  it("is read while a 5 ms timer keeps firing: no gap of 50 ms, every pod indexed", async () => {
+  // read as it arrives, 7-16 ms at most pass between two turns. What is measured is the thread's
+  // own CPU time between two ticks of a timer, not the clock's: a busy host that leaves the test
+  // waiting for a core (as CI's does beside its VMs) is no work of ours.
+  it("is read while a 5 ms timer keeps firing: no 50 ms of work between two ticks, every pod indexed", async () => {
     await using big = await startKubelet({ plainHttp: true });
     big.listText = JSON.stringify(busyNodePodList(3000)); // serialized now, not while measuring
     const client = new KubeletClient({ url: big.url, tokenFile: null, caFile: null, insecureSkipTlsVerify: false, timeoutMs: 30_000 });
     expect((await refreshOnce(client)).ok).toBe(true); // warm: the first run compiles the reader
-    let last = performance.now();
-    let worstGap = 0;
+    let last = threadCpuMs();
+    let worstWork = 0;
     const timer = setInterval(() => {
-      const now = performance.now();
-      worstGap = Math.max(worstGap, now - last);
+      const now = threadCpuMs();
+      worstWork = Math.max(worstWork, now - last);
       last = now;
     }, 5);
     try {
       const r = await refreshOnce(client);
-      await Bun.sleep(30); // a stall at the very end shows as the next gap
+      await Bun.sleep(30); // a stall at the very end shows at the next tick
       expect(r.ok && r.index.podCount).toBe(3000);
       expect(r.ok && r.bytes).toBeGreaterThan(15_000_000);
-      expect(worstGap).toBeLessThan(50);
+      expect(worstWork).toBeLessThan(50);
     } finally {
       clearInterval(timer);
     }
   }, 60_000);
 });
+
+/** This thread's CPU time in ms (the first field of its schedstat, in ns). */
+function threadCpuMs(): number {
+  return Number(readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]) / 1e6;
+}
 
 describe("plain HTTP (the read-only port)", () => {
   it("works without TLS and never sends the token", async () => {
