@@ -76,7 +76,6 @@ export interface AcceptUnattached {
 const TRACEFS_EVENTS = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
 
 /** The probe could not be loaded or attached; the message is the diagnosis. */
-
 export class ProbeLoadError extends ExitError {
   override name = "ProbeLoadError";
   override readonly context = "cannot start the kernel probe";
@@ -723,7 +722,6 @@ function ownStatus(): string {
   }
 }
 
-/** One line (plus the verifier's own words when it refused) a user can act on. */
 /** The verifier's reason in its log: the line before its closing count ("processed N insns ..."). */
 function verifierReason(verifierLog: string): string | null {
   const lines = verifierLog.trimEnd().split("\n");
@@ -731,6 +729,7 @@ function verifierReason(verifierLog: string): string | null {
   return end > 0 ? lines[end - 1]!.trim() : null;
 }
 
+/** One line (plus the verifier's own words when it refused) a user can act on. */
 function diagnose(error: unknown, verifierLog: string): string {
   if (!(error instanceof LibbpfError)) return error instanceof Error ? error.message : String(error);
   if ((error.errno === EPERM || error.errno === EACCES) && !mayLoadBpf(effectiveCapabilities(ownStatus()))) {
