@@ -29,6 +29,7 @@ import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings
 import type { PodInfo } from "./kube/pod.ts";
 import type { HostPort } from "./address.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { stdoutSink } from "./output.ts";
 import type { ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
 import { resolveExporterSettings } from "./sink/otlp/settings.ts";
 import { Sinks } from "./sink/sinks.ts";
@@ -225,7 +226,7 @@ export class Agent {
     const lines =
       options.output === "none"
         ? null
-        : new LineSink(Bun.stdout.writer(), options.output === "json" ? new JsonLines() : new KmeshText(), {
+        : new LineSink(stdoutSink(), options.output === "json" ? new JsonLines() : new KmeshText(), {
             maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
             notice: (message) => log.warn(message),
           });

@@ -1,13 +1,15 @@
 // Entry point: read the command line, run the command, and turn whatever went wrong into one
 // message and an exit code (errors.ts). This is the only place that does.
-import { parseCommandLine, type Invocation } from "./cli.ts";
+import type { Invocation } from "./cli.ts";
 import { EXIT_FAILURE, ExitError } from "./errors.ts";
+import { loadCli } from "./load-cli.ts";
 import { PROGRAM_NAME, VERSION } from "./options.ts";
+import { writeStderr, writeStdout } from "./output.ts";
 
 async function dispatch(invocation: Invocation): Promise<number> {
   switch (invocation.command) {
     case "version":
-      process.stdout.write(`${VERSION}\n`);
+      writeStdout(`${VERSION}\n`);
       return 0;
     // Each command is loaded only when needed: --help, --version and a wrong flag never touch
     // bun:ffi or libbpf, so they work on any machine.
@@ -36,9 +38,10 @@ function describe(error: unknown): string {
 
 let exitCode: number;
 try {
-  exitCode = await dispatch(parseCommandLine(process.argv.slice(2)));
+  const argv = process.argv.slice(2);
+  exitCode = await dispatch((await loadCli(argv)).parseCommandLine(argv));
 } catch (error) {
-  process.stderr.write(`${PROGRAM_NAME}: ${describe(error)}\n`);
+  writeStderr(`${PROGRAM_NAME}: ${describe(error)}\n`);
   exitCode = error instanceof ExitError ? error.exitCode : EXIT_FAILURE;
 }
 // Exit explicitly: the command has finished and cleaned up; a forgotten timer or

@@ -5,6 +5,7 @@
 import * as v from "valibot";
 import { type AdminTarget, AdminClientError, chooseTarget, describeTarget } from "../admin/client.ts";
 import { PROGRAM_NAME } from "../options.ts";
+import { writeStderr, writeStdout } from "../output.ts";
 import { ApiClient } from "../kube/apiserver/client.ts";
 import { PortForward } from "../kube/apiserver/port-forward.ts";
 import { ApiConfigError, inClusterSettings, kubeconfigSettings } from "../kube/apiserver/settings.ts";
@@ -38,7 +39,7 @@ export type AgentAction = (target: AdminTarget, where: string) => Promise<string
 export async function forEachAgent(target: AgentTarget, action: AgentAction): Promise<number> {
   if (target.kind === "local") {
     const local = chooseTarget(target.flags);
-    process.stdout.write(`${await action(local, describeTarget(local))}\n`);
+    writeStdout(`${await action(local, describeTarget(local))}\n`);
     return 0;
   }
   const config = target.kubeconfig === null ? inClusterSettings() : await kubeconfigSettings(target.kubeconfig);
@@ -64,8 +65,8 @@ export async function forEachAgent(target: AgentTarget, action: AgentAction): Pr
     }),
   );
   for (const { ok, line } of results) {
-    if (ok) process.stdout.write(`${line}\n`);
-    else process.stderr.write(`${PROGRAM_NAME}: ${line}\n`);
+    if (ok) writeStdout(`${line}\n`);
+    else writeStderr(`${PROGRAM_NAME}: ${line}\n`);
   }
   return results.every((r) => r.ok) ? 0 : 1;
 }

@@ -6,6 +6,7 @@
 import { openSync, closeSync, fstatSync, readFileSync } from "node:fs";
 import { release } from "node:os";
 import type { CheckOptions } from "../options.ts";
+import { writeStdout } from "../output.ts";
 import { apiServerCheck } from "../check/api-server.ts";
 import { probeBpfSyscall } from "../check/bpf-syscall.ts";
 import { kubeletCheck } from "../check/kubelet.ts";
@@ -40,7 +41,7 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   const results: CheckResult[] = [];
   const add = (result: CheckResult) => {
     results.push(result);
-    if (!options.json) process.stdout.write(`${formatCheckLine(result)}\n`);
+    if (!options.json) writeStdout(`${formatCheckLine(result)}\n`);
     return result;
   };
   const failed = () => results.filter((result) => result.status === "fail");
@@ -65,7 +66,7 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   add(await apiServerCheck(options));
   add(await conntrackCheck(options.libbpf, results));
 
-  if (options.json) process.stdout.write(checkReportJson(results));
-  else process.stdout.write(`${verdict(results)}\n`);
+  if (options.json) writeStdout(checkReportJson(results));
+  else writeStdout(`${verdict(results)}\n`);
   return canRun(results) ? 0 : 1;
 }

@@ -25,10 +25,15 @@ export function usageError(...argv: string[]): string {
 }
 
 /** `bun src/main.ts <args>`: stdout, stderr and exit code. */
-export async function runCli(...args: string[]) {
+export function runCli(...args: string[]) {
+  return runCliWith({ ...process.env, NO_COLOR: "1" }, args);
+}
+
+/** `bun src/main.ts <args>` with this environment. */
+export async function runCliWith(env: Record<string, string | undefined>, args: string[]) {
   await using child = Bun.spawn([process.execPath, "src/main.ts", ...args], {
     cwd: REPO,
-    env: { ...process.env, NO_COLOR: "1" },
+    env,
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",

@@ -9,7 +9,8 @@ import packageJson from "../../package.json" with { type: "json" };
 import { parseCommandLine, type Invocation } from "../../src/cli.ts";
 import { UsageError } from "../../src/errors.ts";
 import { DEFAULT_MAX_BUFFERED_OUTPUT_BYTES } from "../../src/options.ts";
-import { runCli, runOptions, usageError } from "../support/cli.ts";
+import { mayAskForHelp } from "../../src/load-cli.ts";
+import { runCli, runCliWith, runOptions, usageError } from "../support/cli.ts";
 
 describe("a mistake is one line on stderr and exit code 2", () => {
   const cases: [args: string[], message: string][] = [
@@ -59,6 +60,21 @@ describe("--help and --version", () => {
     expect({ exitCode, stderr }).toEqual({ exitCode: 0, stderr: "" });
     for (const flag of runFlags) expect(stdout).toContain(flag);
     expect(stdout).toContain(`v${packageJson.version}`);
+  });
+
+  // cleye is loaded with FORCE_COLOR=1 when the command line cannot ask for help (src/load-cli.ts):
+  // help itself must still be coloured only on a terminal.
+  const HELP = [["--help"], ["-h"], ["--help=true"], ["run", "--help"], ["status", "-h"], ["--duration", "5", "-h"]];
+  test.concurrent.each(HELP.map((args) => [args]))("%j on a pipe, no colour asked for or refused: help without escapes", async (args) => {
+    const { FORCE_COLOR: _force, NO_COLOR: _no, ...env } = process.env;
+    const { stdout, exitCode } = await runCliWith(env, args);
+    expect({ exitCode, usage: stdout.includes("USAGE:"), escapes: stdout.includes("\x1b[") }).toEqual({ exitCode: 0, usage: true, escapes: false });
+  });
+
+  test("what can ask for help, and what a run is given, are told apart", () => {
+    expect(HELP.filter((args) => !mayAskForHelp(args))).toEqual([]);
+    const runs = [[], ["run", "--output", "json", "--duration", "60"], ["--connection-metrics", "--report-interval", "10", "--admin-addr", "[::1]:15200"], ["--kubelet-host", "node-1"]];
+    expect(runs.filter(mayAskForHelp)).toEqual([]);
   });
 
   test.concurrent("the top-level help names the run command", async () => {
