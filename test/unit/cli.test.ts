@@ -66,7 +66,8 @@ describe("--help and --version", () => {
   // help itself must still be coloured only on a terminal.
   const HELP = [["--help"], ["-h"], ["--help=true"], ["run", "--help"], ["status", "-h"], ["--duration", "5", "-h"]];
   test.concurrent.each(HELP.map((args) => [args]))("%j on a pipe, no colour asked for or refused: help without escapes", async (args) => {
-    const { FORCE_COLOR: _force, NO_COLOR: _no, ...env } = process.env;
+    // ansis colours whatever the terminal when CI or COLORTERM is set (CI runs with CI=true).
+    const { FORCE_COLOR: _force, NO_COLOR: _no, CI: _ci, COLORTERM: _colorterm, ...env } = process.env;
     const { stdout, exitCode } = await runCliWith(env, args);
     expect({ exitCode, usage: stdout.includes("USAGE:"), escapes: stdout.includes("\x1b[") }).toEqual({ exitCode: 0, usage: true, escapes: false });
   });
