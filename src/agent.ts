@@ -28,6 +28,7 @@ import { createPodSource, type PodSource } from "./kube/kubelet/pod-source.ts";
 import { resolveKubeletSettings, settingsNotices } from "./kube/kubelet/settings.ts";
 import type { PodInfo } from "./kube/pod.ts";
 import type { HostPort } from "./address.ts";
+import { ExitError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { stdoutSink } from "./output.ts";
 import type { ExporterStats, OtlpExporter } from "./sink/otlp/exporter.ts";
@@ -130,6 +131,8 @@ export class Agent {
   readonly filtered = Object.fromEntries(FILTER_ORDER.map((name) => [name, 0])) as Record<FilterName, number>;
   /** Services are known (API server or feed): the kernel leaves the filters to this side (kernelRules). */
   #servicesKnown = false;
+  /** Resolves when stdout can no longer be written (accesslog/sink.ts): the run ends. */
+  outputEnded: Promise<OutputEnd> = new Promise(() => undefined);
 
   private constructor(
     private readonly clock: Clock,
@@ -223,18 +226,24 @@ export class Agent {
       throw error;
     }
     metrics.kube = kubeView(pods, feed?.index ?? api?.index ?? null);
+    let outputFailed: (error: unknown) => void = () => undefined;
+    const outputEnded = new Promise<OutputEnd>((resolve) => {
+      outputFailed = (error) => resolve(outputEnd(error, log));
+    });
     const lines =
       options.output === "none"
         ? null
         : new LineSink(stdoutSink(), options.output === "json" ? new JsonLines() : new KmeshText(), {
             maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
             notice: (message) => log.warn(message),
+            failed: outputFailed,
           });
     const sink = new Sinks(lines, otlp);
     const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize, showsProcesses);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
+    agent.outputEnded = outputEnded;
     agent.#api = api;
     agent.#feed = feed;
     agent.#servicesKnown = api !== null || feed !== null;
@@ -573,9 +582,33 @@ export function drainPauses(ringBytes: number): { busyMs: number; idleMs: number
 export async function runAgent(options: RunOptions): Promise<number> {
   const signalled = untilStopped();
   const agent = await Agent.start(options);
-  await (options.duration === undefined ? signalled : Promise.race([signalled, Bun.sleep(options.duration * 1000)]));
+  const ends: Promise<OutputEnd | void>[] = [signalled, agent.outputEnded];
+  if (options.duration !== undefined) ends.push(Bun.sleep(options.duration * 1000));
+  const end = await Promise.race(ends);
   await agent.stop();
+  if (end !== undefined && end.error !== null) throw end.error;
   return 0;
+}
+
+/** How a run ends when stdout fails: its reader gone (EPIPE) is a normal end, anything else an error. */
+export interface OutputEnd {
+  error: OutputError | null;
+}
+
+/** stdout could not be written (a full disk, an I/O error). */
+export class OutputError extends ExitError {
+  override name = "OutputError";
+  override readonly context = "cannot write access-log lines to stdout";
+}
+
+function outputEnd(error: unknown, log: Logger): OutputEnd {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === "EPIPE") {
+    log.info("stdout's reader has gone (EPIPE): stopping");
+    return { error: null };
+  }
+  const why = error instanceof Error ? error.message : String(error);
+  return { error: new OutputError(`${why}: the agent stopped; the lines it could not write are counted in "lines dropped"`) };
 }
 
 // ── /metrics ─────────────────────────────────────────────────────────────────

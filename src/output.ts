@@ -15,7 +15,8 @@ export function stdoutSink(): FileSink {
 
 function write(sink: FileSink, text: string): void {
   try {
-    sink.write(text);
+    const written = sink.write(text);
+    if (written instanceof Promise) written.catch(() => undefined);
     const flushed = sink.flush();
     if (flushed instanceof Promise) flushed.catch(() => undefined);
   } catch {

@@ -7,13 +7,17 @@
 // the next lines accumulate in chunks, up to a bound on the bytes held (in our chunks and in the
 // writer's hands together); past it, lines are dropped and counted, with one notice when
 // dropping starts and one when the reader has caught up again (the bytes held fell below half
-// the bound).
+// the bound). A write that fails (EPIPE: the reader has gone) ends the sink: its lines and all
+// that follow are dropped, and `failed` is told once.
 import { type AccessRecord, type LineFormat, WRITE_SLACK } from "./format.ts";
 
 /** What the sink needs of Bun's FileSink. */
 export interface ByteWriter {
-  /** Must be done with `bytes` when it returns: FileSink copies what it cannot write at once. */
-  write(bytes: Uint8Array): unknown;
+  /**
+   * Must be done with `bytes` when it returns: FileSink copies what it cannot write at once. A
+   * Promise when the writing goes on after it returns; it rejects if that fails (EPIPE).
+   */
+  write(bytes: Uint8Array): number | Promise<number>;
   /** A number when everything is written, a Promise while the reader is behind. */
   flush(): number | Promise<number>;
 }
@@ -25,6 +29,8 @@ export interface LineSinkOptions {
   notice: (message: string) => void;
   /** Size of the chunks lines are written into (default 256 KiB). */
   chunkBytes?: number;
+  /** Told once, when a write fails: nothing more is written. */
+  failed?: (error: unknown) => void;
 }
 
 export const DEFAULT_CHUNK_BYTES = 256 << 10;
@@ -45,6 +51,7 @@ export class LineSink {
   readonly #writer: ByteWriter;
   readonly #format: LineFormat;
   readonly #notice: (message: string) => void;
+  readonly #failed: (error: unknown) => void;
   readonly #maxBuffered: number;
   readonly #chunkBytes: number;
   /** Where lines are written now; filled up to #used. */
@@ -59,7 +66,10 @@ export class LineSink {
   #buffered = 0;
   #inFlight: Promise<unknown> | null = null;
   #inFlightBytes = 0;
+  #inFlightLines = 0;
   #dropping = false;
+  /** A write failed: the sink takes no more. */
+  #broken = false;
   linesWritten = 0;
   linesDropped = 0;
 
@@ -67,6 +77,7 @@ export class LineSink {
     this.#writer = writer;
     this.#format = format;
     this.#notice = options.notice;
+    this.#failed = options.failed ?? (() => undefined);
     this.#maxBuffered = options.maxBufferedBytes;
     this.#chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.#chunk = new Uint8Array(this.#chunkBytes);
@@ -79,6 +90,7 @@ export class LineSink {
 
   /** Queues the line of one record. */
   add(record: AccessRecord): void {
+    if (this.#broken) return void this.linesDropped++;
     this.#makeRoom();
     // A full buffer is the common case while the reader is stopped: no formatting for nothing.
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
@@ -105,6 +117,7 @@ export class LineSink {
 
   /** Queues one line given as text (without its newline). */
   write(line: string): void {
+    if (this.#broken) return void this.linesDropped++;
     this.#makeRoom();
     if (this.#buffered >= this.#maxBuffered) return this.#drop();
     const room = 3 * line.length + 1; // UTF-8 bytes per UTF-16 unit at most, and the newline
@@ -171,32 +184,54 @@ export class LineSink {
 
   /** Hands what is queued to the writer unless a write is still in flight. */
   flush(): void {
-    if (this.#inFlight !== null || this.#queuedLines === 0) return;
-    for (const chunk of this.#full) {
-      this.#writer.write(chunk);
-      this.#reuse(chunk);
-    }
+    if (this.#inFlight !== null || this.#queuedLines === 0 || this.#broken) return;
+    const full = this.#full;
     this.#full = [];
-    if (this.#used > 0) this.#writer.write(this.#chunk.subarray(0, this.#used));
+    const last = this.#chunk.subarray(0, this.#used);
     this.#used = 0;
     this.linesWritten += this.#queuedLines;
+    this.#inFlightLines = this.#queuedLines;
     this.#queuedLines = 0;
     this.#inFlightBytes = this.#buffered;
-    const flushed = this.#writer.flush();
-    if (flushed instanceof Promise) {
-      // What came in meanwhile goes as soon as the reader has taken this.
-      const settled = () => {
+    // The writer's Promises: what it has not taken yet (a write's may reject later: EPIPE).
+    const pending: Promise<number>[] = [];
+    const wait = (result: number | Promise<number>) => void (result instanceof Promise && pending.push(result));
+    try {
+      for (const chunk of full) {
+        wait(this.#writer.write(chunk));
+        this.#reuse(chunk);
+      }
+      if (last.length > 0) wait(this.#writer.write(last));
+      wait(this.#writer.flush());
+    } catch (error) {
+      return this.#fail(error);
+    }
+    if (pending.length === 0) return this.#settled();
+    // What came in meanwhile goes as soon as the reader has taken this.
+    this.#inFlight = Promise.all(pending).then(
+      () => {
         this.#settled();
         this.flush();
-      };
-      this.#inFlight = flushed.then(settled, settled);
-    } else {
-      this.#settled();
-    }
+      },
+      (error: unknown) => this.#fail(error),
+    );
+  }
+
+  /** The lines handed to the failed write, and those queued, count as dropped; no more are taken. */
+  #fail(error: unknown): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    this.#inFlight = null;
+    this.linesWritten -= this.#inFlightLines;
+    this.linesDropped += this.#inFlightLines + this.#queuedLines;
+    this.#inFlightLines = this.#queuedLines = this.#buffered = this.#inFlightBytes = 0;
+    this.#full = [];
+    this.#failed(error);
   }
 
   #settled(): void {
     this.#inFlight = null;
+    this.#inFlightLines = 0;
     this.#buffered -= this.#inFlightBytes;
     this.#inFlightBytes = 0;
     if (this.#dropping && this.#buffered < this.#maxBuffered / 2) {
@@ -209,10 +244,15 @@ export class LineSink {
   async close(): Promise<void> {
     for (;;) {
       if (this.#inFlight !== null) await this.#inFlight;
-      else if (this.#queuedLines > 0) this.flush();
+      else if (this.#queuedLines > 0 && !this.#broken) this.flush();
       else break;
     }
-    await this.#writer.flush();
+    if (this.#broken) return;
+    try {
+      await this.#writer.flush();
+    } catch (error) {
+      this.#fail(error);
+    }
   }
 }
 

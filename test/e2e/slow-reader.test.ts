@@ -1,6 +1,8 @@
 // A reader that stops reading the agent's stdout must not stop the agent: it keeps draining the
 // kernel (no record lost), holds lines up to --max-buffered-output, then drops them with a
 // counter and one notice, and says so again when the reader has caught up; lines flow again.
+// A reader that goes away (`run | head`) ends the run: one line says so, exit 0; stdout that
+// cannot be written (a full disk: /dev/full) ends it with exit 1 and the reason.
 //
 // The agent's stdout is a FIFO read by `cat` into a file; the test stops `cat` (SIGSTOP) to stop
 // the reading and resumes it (SIGCONT). Connections are made on loopback by this process.
@@ -170,5 +172,89 @@ describe.skipIf(!ready)("a slow reader of the agent's stdout", () => {
     const duringLines = all.filter((l) => l.includes(`dst.addr=127.0.0.1:${duringPort},`)).length;
     expect(duringLines).toBeLessThan(2 * made);
     expect(duringLines).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe.skipIf(!ready)("a reader of the agent's stdout that goes away", () => {
+  test("`run | head -n 4`: four whole lines, one line on stderr, the agent stops by itself with exit 0", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kal-gone-reader-"));
+    const out = join(dir, "head.txt");
+    const fifo = join(dir, "stdout.fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const loopback = new Loopback();
+    let agent: Bun.Subprocess<"ignore", number, "pipe"> | null = null;
+    const head = Bun.spawn(["sh", "-c", `exec head -n 4 < '${fifo}' > '${out}'`], { stdout: "ignore", stderr: "inherit" });
+    try {
+      const fd = openSync(fifo, "w"); // waits for head to open it
+      agent = Bun.spawn([AGENT_BINARY, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", privateLockFile()], {
+        cwd: REPO_ROOT,
+        stdin: "ignore",
+        stdout: fd,
+        stderr: "pipe",
+      });
+      closeSync(fd);
+      const stderrText = new Response(agent.stderr).text();
+      // Connections until the agent has stopped on its own (head took 4 lines and left).
+      for (let i = 0; i < 200 && agent.exitCode === null; i++) {
+        await loopback.connect(10);
+        await Bun.sleep(50);
+      }
+      expect(await agent.exited).toBe(0);
+      expect(await head.exited).toBe(0);
+      const stderr = await stderrText;
+      expect(stderr.match(/stdout's reader has gone \(EPIPE\): stopping/g), stderr).toHaveLength(1);
+      // nothing but the agent's own lines: no stack of an error nobody caught
+      for (const line of stderr.split("\n").slice(0, -1)) expect(line, stderr).toStartWith("kmesh-accesslog: ");
+      const summary = /stopped: (\d+) records read, (\d+) lines written, (\d+) records lost in the kernel, (\d+) lines dropped/.exec(stderr);
+      expect(summary, stderr).not.toBeNull();
+      const [read, written, lost, dropped] = summary!.slice(1).map(Number) as [number, number, number, number];
+      expect([lost, written + dropped]).toEqual([0, read]);
+      expect(written).toBeGreaterThanOrEqual(4);
+      expect(dropped).toBeGreaterThan(0);
+      const lines = readFileSync(out, "utf8").split("\n");
+      expect(lines).toHaveLength(5); // four and the empty text after the last newline
+      expect(lines[4]).toBe("");
+      for (const line of lines.slice(0, 4)) parseTextLine(line);
+    } finally {
+      loopback.stop();
+      if (agent !== null && agent.exitCode === null) agent.kill("SIGKILL");
+      head.kill("SIGKILL");
+      await agent?.exited;
+      await head.exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("`run > /dev/full`: the agent stops at its first line with exit 1, saying why and how many lines it dropped", async () => {
+    const loopback = new Loopback();
+    const full = openSync("/dev/full", "w");
+    const agent = Bun.spawn([AGENT_BINARY, "run", "--no-kubelet", "--admin-addr", "", "--lock-file", privateLockFile()], {
+      cwd: REPO_ROOT,
+      stdin: "ignore",
+      stdout: full,
+      stderr: "pipe",
+    });
+    closeSync(full);
+    try {
+      const stderrText = new Response(agent.stderr).text();
+      for (let i = 0; i < 100 && agent.exitCode === null; i++) {
+        await loopback.connect(1);
+        await Bun.sleep(50);
+      }
+      expect(await agent.exited).toBe(1);
+      const stderr = (await stderrText).split("\n").slice(0, -1);
+      const [read, written, lost, dropped] = /stopped: (\d+) records read, (\d+) lines written, (\d+) records lost in the kernel, (\d+) lines dropped/
+        .exec(stderr.at(-2) ?? "")!
+        .slice(1)
+        .map(Number);
+      expect([written, lost, dropped]).toEqual([0, 0, read]);
+      expect(stderr.at(-1)).toBe(
+        'kmesh-accesslog: cannot write access-log lines to stdout: ENOSPC: no space left on device, write: the agent stopped; the lines it could not write are counted in "lines dropped"',
+      );
+    } finally {
+      loopback.stop();
+      if (agent.exitCode === null) agent.kill("SIGKILL");
+      await agent.exited;
+    }
   }, 60_000);
 });

@@ -1,5 +1,6 @@
 // The line sink: bytes in order, bounded while the reader is slow, drops counted with one notice
-// each way, and lines flowing again once the reader catches up.
+// each way, and lines flowing again once the reader catches up; a failed write (the reader gone)
+// ends it, said once, every line after it counted as dropped.
 import { describe, expect, test } from "bun:test";
 import { type AccessRecord, KmeshText } from "../../../src/accesslog/format.ts";
 import { type ByteWriter, LineSink } from "../../../src/accesslog/sink.ts";
@@ -210,5 +211,74 @@ describe("LineSink", () => {
     await writer.resume();
     await sink.close();
     expect(writer.lines()).toEqual([nth(0), nth(1)].map(formatKmeshLine));
+  });
+
+  test("a write that throws (EPIPE) ends the sink: said once, its lines and all later ones dropped", async () => {
+    const epipe = Object.assign(new Error("EPIPE: broken pipe, write"), { code: "EPIPE" });
+    let writes = 0;
+    const failures: unknown[] = [];
+    const sink = new LineSink(
+      {
+        write: () => {
+          writes++;
+          throw epipe;
+        },
+        flush: () => 0,
+      },
+      new KmeshText(),
+      { maxBufferedBytes: 1 << 20, notice: () => undefined, failed: (e) => failures.push(e) },
+    );
+    for (let i = 0; i < 3; i++) sink.add(nth(i));
+    sink.flush();
+    sink.write("a text line");
+    sink.add(nth(3));
+    sink.flush();
+    await sink.close();
+    expect(failures).toEqual([epipe]);
+    expect(writes).toBe(1);
+    expect([sink.linesWritten, sink.linesDropped, sink.bufferedBytes]).toEqual([0, 5, 0]);
+  });
+
+  test("a flush that rejects ends the sink once the write in flight fails; lines written before stay counted", async () => {
+    const writer = new FakeWriter();
+    const failures: unknown[] = [];
+    const sink = new LineSink(writer, new KmeshText(), { maxBufferedBytes: 1 << 20, notice: () => undefined, failed: (e) => failures.push(e) });
+    sink.add(nth(0));
+    sink.flush(); // taken at once
+    let reject: (e: unknown) => void = () => undefined;
+    writer.flush = () => new Promise((_, r) => (reject = r));
+    sink.add(nth(1));
+    sink.add(nth(2));
+    sink.flush(); // in flight
+    sink.add(nth(3)); // queued behind it
+    expect([sink.linesWritten, sink.linesDropped]).toEqual([3, 0]);
+    const gone = new Error("EPIPE");
+    reject(gone);
+    await sink.close();
+    expect(failures).toEqual([gone]);
+    expect([sink.linesWritten, sink.linesDropped, sink.bufferedBytes]).toEqual([1, 3, 0]);
+    sink.add(nth(4));
+    expect([sink.linesWritten, sink.linesDropped]).toEqual([1, 4]);
+    expect(writer.lines()).toEqual([formatKmeshLine(nth(0))]);
+  });
+
+  test("a write that fails after it returned (FileSink's Promise on a pipe): its lines were in flight, and are dropped", async () => {
+    const failures: unknown[] = [];
+    const gone = Object.assign(new Error("EPIPE: broken pipe, write"), { code: "EPIPE" });
+    let writes = 0;
+    const sink = new LineSink(
+      { write: () => (++writes === 1 ? 1 : Promise.reject(gone)), flush: () => 0 },
+      new KmeshText(),
+      { maxBufferedBytes: 1 << 20, notice: () => undefined, failed: (e) => failures.push(e) },
+    );
+    sink.add(nth(0));
+    sink.flush();
+    sink.add(nth(1));
+    sink.flush(); // in flight until the write's Promise settles
+    sink.add(nth(2)); // queued behind it
+    await sink.close();
+    expect(failures).toEqual([gone]);
+    expect(writes).toBe(2);
+    expect([sink.linesWritten, sink.linesDropped]).toEqual([1, 2]);
   });
 });
