@@ -3,13 +3,39 @@
 import { isLoopbackOrUnspecified } from "../../address.ts";
 import { claim, containerStatuses, NEVER, type Pod, type PodInfo, podInfo, podIps, runtimeContainerId } from "../pod.ts";
 
-/** Each checked pod's PodInfo, made once: a pod unchanged since the last list is the same Pod (pod-list-reader.ts). */
-const infoCache = new WeakMap<Pod, PodInfo>();
+/**
+ * What the index takes of a pod, made once per pod: KnownPods (pod-list-reader.ts) keeps these from
+ * list to list rather than the checked Pods, which hold about twice as much.
+ */
+export interface IndexedPod {
+  /** `namespace/name` */
+  readonly key: string;
+  /** its containers' runtime ids and names */
+  readonly containers: readonly (readonly [id: string, name: string])[];
+  /** the node's addresses it names: its host IPs, and its own when it is on the host's network */
+  readonly nodeAddresses: readonly string[];
+  /** the IPs it claims, how strongly, and what a line is told about it; null when it claims none */
+  readonly claim: { readonly ips: readonly string[]; readonly strength: number; readonly info: PodInfo } | null;
+}
 
-function infoOf(pod: Pod): PodInfo {
-  let info = infoCache.get(pod);
-  if (info === undefined) infoCache.set(pod, (info = podInfo(pod)));
-  return info;
+export function indexedPod(pod: Pod): IndexedPod {
+  const containers: [string, string][] = [];
+  for (const status of containerStatuses(pod)) {
+    const id = runtimeContainerId(status.containerID);
+    if (id !== null) containers.push([id, status.name]);
+  }
+  const nodeAddresses: string[] = [];
+  for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) nodeAddresses.push(entry.ip);
+  if (pod.status?.hostIP) nodeAddresses.push(pod.status.hostIP);
+  const hostNetwork = pod.spec?.hostNetwork === true;
+  if (hostNetwork) nodeAddresses.push(...podIps(pod));
+  const strength = hostNetwork ? NEVER : claim(pod);
+  return {
+    key: `${pod.metadata.namespace ?? ""}/${pod.metadata.name}`,
+    containers,
+    nodeAddresses,
+    claim: strength === NEVER ? null : { ips: podIps(pod), strength, info: podInfo(pod) },
+  };
 }
 
 export class PodIndex {
@@ -24,36 +50,32 @@ export class PodIndex {
   /** pods in the list this index was built from, indexed or not */
   readonly podCount: number;
 
-  private constructor(pods: readonly Pod[]) {
+  private constructor(pods: readonly IndexedPod[]) {
     this.podCount = pods.length;
     const claims = new Map<string, number>();
     for (const pod of pods) {
-      this.#podKeys.add(`${pod.metadata.namespace ?? ""}/${pod.metadata.name}`);
-      for (const status of containerStatuses(pod)) {
-        const id = runtimeContainerId(status.containerID);
-        if (id !== null) this.#containerNames.set(id, status.name);
-      }
-      for (const entry of pod.status?.hostIPs ?? []) if (entry.ip) this.#nodeAddresses.add(entry.ip);
-      if (pod.status?.hostIP) this.#nodeAddresses.add(pod.status.hostIP);
-
-      const ips = podIps(pod);
-      if (pod.spec?.hostNetwork === true) {
-        for (const ip of ips) this.#nodeAddresses.add(ip);
-        continue;
-      }
-      const strength = claim(pod);
-      if (strength === NEVER) continue;
+      this.#podKeys.add(pod.key);
+      for (const [id, name] of pod.containers) this.#containerNames.set(id, name);
+      for (const ip of pod.nodeAddresses) this.#nodeAddresses.add(ip);
+      if (pod.claim === null) continue;
+      const { ips, strength, info } = pod.claim;
       for (const ip of ips) {
         if ((claims.get(ip) ?? NEVER) >= strength) continue;
         claims.set(ip, strength);
-        this.#byIp.set(ip, infoOf(pod));
+        this.#byIp.set(ip, info);
       }
     }
     // An address that is the node's own (a hostNetwork pod's) is never a pod IP.
     for (const ip of this.#nodeAddresses) this.#byIp.delete(ip);
   }
 
+  /** The index of checked pods (the check command's, the tests'). */
   static fromPods(pods: readonly Pod[]): PodIndex {
+    return new PodIndex(pods.map(indexedPod));
+  }
+
+  /** The index of pods already taken apart (KnownPods'). */
+  static fromIndexed(pods: readonly IndexedPod[]): PodIndex {
     return new PodIndex(pods);
   }
 

@@ -4,8 +4,8 @@
 // unread bytes and one pod, never the list's object graph. The verdict is the one checkPodList
 // gives for the whole document (same messages). Work is done in slices (`work(deadline)`).
 //
-// A pod whose bytes are exactly those of a pod in the last good list is not read again: its checked
-// Pod is taken from KnownPods. Decoding every pod again each refresh was most of the garbage a
+// A pod whose bytes are exactly those of a pod in the last good list is not read again: what the
+// index took of it is in KnownPods. Decoding every pod again each refresh was most of the garbage a
 // refresh left (README, "Footprint").
 import * as v from "valibot";
 import {
@@ -23,14 +23,16 @@ import {
   selectionOf,
 } from "./json-pick.ts";
 import { type Pod, PodSchema } from "../pod.ts";
+import { type IndexedPod, indexedPod } from "./pod-index.ts";
 import { checkPodList, describeItemProblem, parsePodList, type PodListResult } from "./pod-list.ts";
 
 /** What is read of each pod: the fields PodSchema declares (json-pick.ts). */
 const POD_SELECTION = selectionOf(PodSchema);
 
 /**
- * The checked pods of the last good list, by a 64-bit hash of their bytes (wyhash, seeded at random
- * per process, so that nobody who writes a pod spec can make it collide with another pod's).
+ * The pods of the last good list as the index takes them (IndexedPod), by a 64-bit hash of their
+ * bytes (wyhash, seeded at random per process, so that nobody who writes a pod spec can make it
+ * collide with another pod's). A reader given KnownPods hands its pods here, not to its result.
  *
  * The pods read (not known) are copied once the whole list has been read, in one go: read pod by
  * pod, they lie among the reading's garbage, and the engine hands a heap block back only once all
@@ -38,9 +40,9 @@ const POD_SELECTION = selectionOf(PodSchema);
  */
 export class KnownPods {
   readonly #seed = crypto.getRandomValues(new BigUint64Array(1))[0]!;
-  #known = new Map<bigint, Pod>();
+  #known = new Map<bigint, IndexedPod>();
   /** the pods of the list being read */
-  #seen = new Map<bigint, Pod>();
+  #seen = new Map<bigint, IndexedPod>();
   /** the hashes of the list being read, in its order; of the last good list */
   #order: bigint[] = [];
   #lastOrder: bigint[] = [];
@@ -48,8 +50,8 @@ export class KnownPods {
   #fresh: bigint[] = [];
   #hash = 0n;
 
-  /** The checked pod whose bytes were exactly bytes[start, end) in the last good list. */
-  find(bytes: Uint8Array, start: number, end: number): Pod | undefined {
+  /** The pod whose bytes were exactly bytes[start, end) in the last good list (it is in this list too). */
+  find(bytes: Uint8Array, start: number, end: number): IndexedPod | undefined {
     this.#hash = BigInt(Bun.hash.wyhash(bytes.subarray(start, end), this.#seed));
     const pod = this.#known.get(this.#hash);
     if (pod !== undefined) {
@@ -61,7 +63,7 @@ export class KnownPods {
 
   /** The pod whose bytes find() was given last, checked. */
   add(pod: Pod): void {
-    this.#seen.set(this.#hash, pod);
+    this.#seen.set(this.#hash, indexedPod(pod));
     this.#order.push(this.#hash);
     this.#fresh.push(this.#hash);
   }
@@ -84,7 +86,7 @@ export class KnownPods {
   }
 
   /** The last good list's pods, in its order (the copies, for the index). */
-  pods(): Pod[] {
+  pods(): IndexedPod[] {
     return this.#lastOrder.map((hash) => this.#known.get(hash)!);
   }
 }
@@ -142,6 +144,7 @@ export class PodListReader {
   readonly #members: Record<string, unknown> = {};
   #itemsStreamed = false;
   #itemCount = 0;
+  /** the pods read, when there is no KnownPods to hand them to */
   readonly #pods: Pod[] = [];
   #firstBadItem = "";
   #badItems = 0;
@@ -197,7 +200,10 @@ export class PodListReader {
     return true;
   }
 
-  /** The verdict, once end() was called and work() has read everything. */
+  /**
+   * The verdict, once end() was called and work() has read everything. With KnownPods, a good
+   * list's pods are there (KnownPods.pods() once settled) and `pods` is empty.
+   */
   result(): PodListResult {
     if (this.#problem !== null) return { ok: false, problem: this.#problem };
     if (this.#phase === Phase.Whole) {
@@ -380,7 +386,7 @@ export class PodListReader {
     try {
       if (isPod) {
         const known = this.#knownPods?.find(buffer, scan.start, end);
-        return known === undefined ? pick(buffer, scan.start, end, POD_SELECTION) : new KnownPod(known);
+        return known === undefined ? pick(buffer, scan.start, end, POD_SELECTION) : KNOWN;
       }
       return JSON.parse(this.#decoder.decode(buffer.subarray(scan.start, end)));
     } catch (error) {
@@ -401,14 +407,11 @@ export class PodListReader {
 
   #checkItem(item: unknown): void {
     const index = this.#itemCount++;
-    if (item instanceof KnownPod) {
-      if (this.#badItems === 0) this.#pods.push(item.pod);
-      return;
-    }
+    if (item === KNOWN) return;
     const pod = v.safeParse(PodSchema, item);
     if (pod.success) {
-      this.#knownPods?.add(pod.output);
-      if (this.#badItems === 0) this.#pods.push(pod.output);
+      if (this.#knownPods !== null) this.#knownPods.add(pod.output);
+      else if (this.#badItems === 0) this.#pods.push(pod.output);
       return;
     }
     if (++this.#badItems === 1) this.#firstBadItem = describeItemProblem(index, item, pod.issues[0]);
@@ -416,10 +419,8 @@ export class PodListReader {
   }
 }
 
-/** What #value returns for a pod read before (never a value JSON.parse makes). */
-class KnownPod {
-  constructor(readonly pod: Pod) {}
-}
+/** What #value returns for a pod KnownPods found (never a value JSON.parse makes). */
+const KNOWN: unique symbol = Symbol("known pod");
 
 /** What #value returns for a value that is not JSON. */
 const FAILED: unique symbol = Symbol("not JSON");

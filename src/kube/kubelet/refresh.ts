@@ -60,8 +60,7 @@ export async function refreshOnce(client: KubeletClient, knownPods: KnownPods | 
   knownPods?.settle(list.ok);
   if (!list.ok) return { ok: false, failure: { kind: "invalid", detail: list.problem } };
   const t1 = performance.now();
-  // The pods KnownPods keeps (copies made once the list was read) rather than the reader's.
-  const index = PodIndex.fromPods(knownPods === null ? list.pods : knownPods.pods());
+  const index = knownPods === null ? PodIndex.fromPods(list.pods) : PodIndex.fromIndexed(knownPods.pods());
   const indexMs = performance.now() - t1;
   return { ok: true, index, bytes: streamed.bytes, timings: { fetchMs: t1 - t0 - parseMs, parseMs, indexMs } };
 }

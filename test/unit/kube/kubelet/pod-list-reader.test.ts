@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { NotJson, pick, type Selection, selectionOf } from "../../../../src/kube/kubelet/json-pick.ts";
 import { parsePodList, type PodListResult } from "../../../../src/kube/kubelet/pod-list.ts";
 import { PodSchema } from "../../../../src/kube/pod.ts";
+import { indexedPod } from "../../../../src/kube/kubelet/pod-index.ts";
 import { KnownPods, PodListReader } from "../../../../src/kube/kubelet/pod-list-reader.ts";
 import { busyNodePodList, pod, podList } from "../../../support/kubelet-pods.ts";
 
@@ -147,79 +148,76 @@ describe("the pod list read as it arrives", () => {
 describe("pods unchanged since the last good list", () => {
   /** One refresh's read, as refresh.ts does it: the known pods settle with the verdict. */
   function readWith(known: KnownPods, list: unknown): PodListResult {
-    const reader = new PodListReader(known);
-    reader.push(encode(JSON.stringify(list)));
-    reader.end();
-    reader.work();
-    const result = reader.result();
-    known.settle(result.ok);
-    return result;
+    return readTextWith(known, JSON.stringify(list));
   }
-  const pods = (r: PodListResult) => (r.ok ? r.pods : []);
-
-  test("are taken as they were kept (the same objects), and only they: the result is the whole read's", () => {
-    const list = busyNodePodList(300) as { items: Record<string, unknown>[] };
-    const known = new KnownPods();
-    const first = readWith(known, list);
-    expect(pods(first)).toHaveLength(300);
-    // what is kept: copies of the pods read, made once the list was read, in the list's order
-    const kept = known.pods();
-    expect(kept).toEqual(pods(first));
-    kept.forEach((p, i) => expect(p).not.toBe(pods(first)[i]!));
-
-    // pod 7 changes (a new IP), the rest is byte for byte the same
-    const changed = structuredClone(list);
-    (changed.items[7]!.status as { podIP: string }).podIP = "10.244.200.7";
-    const second = readWith(known, changed);
-    expect(second).toEqual(readPodList(encode(JSON.stringify(changed))));
-    // (the generated list repeats some pods byte for byte: those share one object)
-    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), kept[i]]));
-    pods(second).forEach((p, i) => {
-      if (i === 7) expect(p).not.toBe(kept[7]);
-      else expect(p).toBe(byBytes.get(JSON.stringify(list.items[i]))!);
-    });
-    const keptSecond = known.pods();
-    expect(keptSecond).toEqual(pods(second));
-    keptSecond.forEach((p, i) => (i === 7 ? expect(p).not.toBe(pods(second)[7]) : expect(p).toBe(pods(second)[i]!)));
-
-    // a refused list changes nothing known; the next good one still finds every pod
-    const broken = structuredClone(changed);
-    (broken.items[0]!.status as { podIP: unknown }).podIP = 42;
-    expect(readWith(known, broken).ok).toBe(false);
-    expect(known.pods()).toEqual(keptSecond);
-    const third = readWith(known, changed);
-    pods(third).forEach((p, i) => expect(p).toBe(keptSecond[i]!));
-  });
-
-  test("a second `items` member: the last one is what is kept", () => {
-    const known = new KnownPods();
-    const other = pod({ name: "other", namespace: "shop", ip4: "10.244.1.6" });
-    const text = `{"kind":"PodList","items":[${JSON.stringify(other)}],"items":[${JSON.stringify(web)}]}`;
+  function readTextWith(known: KnownPods, text: string): PodListResult {
     const reader = new PodListReader(known);
     reader.push(encode(text));
     reader.end();
     reader.work();
     const result = reader.result();
     known.settle(result.ok);
-    expect(pods(result).map((p) => p.metadata.name)).toEqual(["web-0"]);
-    expect(known.pods().map((p) => p.metadata.name)).toEqual(["web-0"]);
+    return result;
+  }
+  /** What the index takes of each pod of a list read whole, without KnownPods. */
+  const indexedWhole = (list: unknown) => {
+    const whole = readPodList(encode(JSON.stringify(list)));
+    return whole.ok ? whole.pods.map(indexedPod) : [];
+  };
+
+  test("are taken as they were kept (the same objects), and only they: what is kept is what a whole read gives", () => {
+    const list = busyNodePodList(300) as { items: Record<string, unknown>[] };
+    const known = new KnownPods();
+    // the pods go to KnownPods, not to the result
+    expect(readWith(known, list)).toEqual({ ok: true, pods: [] });
+    // what is kept: what the index takes of each pod read, in the list's order
+    const kept = known.pods();
+    expect(kept).toHaveLength(300);
+    expect(kept).toEqual(indexedWhole(list));
+
+    // pod 7 changes (a new IP), the rest is byte for byte the same
+    const changed = structuredClone(list);
+    (changed.items[7]!.status as { podIP: string }).podIP = "10.244.200.7";
+    expect(readWith(known, changed)).toEqual({ ok: true, pods: [] });
+    const keptSecond = known.pods();
+    expect(keptSecond).toEqual(indexedWhole(changed));
+    expect(keptSecond[7]!.claim?.ips).toContain("10.244.200.7");
+    // (the generated list repeats some pods byte for byte: those share one object)
+    const byBytes = new Map(list.items.map((item, i) => [JSON.stringify(item), kept[i]]));
+    keptSecond.forEach((p, i) => {
+      if (i === 7) expect(p).not.toBe(kept[7]);
+      else expect(p).toBe(byBytes.get(JSON.stringify(list.items[i]))!);
+    });
+
+    // a refused list changes nothing known; the next good one still finds every pod
+    const broken = structuredClone(changed);
+    (broken.items[0]!.status as { podIP: unknown }).podIP = 42;
+    expect(readWith(known, broken).ok).toBe(false);
+    known.pods().forEach((p, i) => expect(p).toBe(keptSecond[i]!));
+    readWith(known, changed);
+    known.pods().forEach((p, i) => expect(p).toBe(keptSecond[i]!));
+  });
+
+  test("a second `items` member: the last one is what is kept", () => {
+    const known = new KnownPods();
+    const other = pod({ name: "other", namespace: "shop", ip4: "10.244.1.6" });
+    const result = readTextWith(known, `{"kind":"PodList","items":[${JSON.stringify(other)}],"items":[${JSON.stringify(web)}]}`);
+    expect(result.ok).toBe(true);
+    expect(known.pods().map((p) => p.key)).toEqual(["shop/web-0"]);
     // the first member's pod is not kept either: the next list reads it again
     const bytesOf = (p: unknown) => encode(JSON.stringify(p));
     expect(known.find(bytesOf(other), 0, bytesOf(other).length)).toBeUndefined();
-    expect(known.find(bytesOf(web), 0, bytesOf(web).length)?.metadata.name).toBe("web-0");
+    expect(known.find(bytesOf(web), 0, bytesOf(web).length)?.key).toBe("shop/web-0");
   });
 
   test("a pod known from an earlier list is not taken when its bytes differ at all", () => {
     const known = new KnownPods();
-    const before = readWith(known, podList([web]));
-    const spaced = `{"kind":"PodList","items":[${JSON.stringify(web).replace('"name":', '"name" :')}]}`;
-    const reader = new PodListReader(known);
-    reader.push(encode(spaced));
-    reader.end();
-    reader.work();
-    const after = reader.result();
-    expect(after).toEqual(before);
-    expect(pods(after)[0]).not.toBe(pods(before)[0]);
+    readWith(known, podList([web]));
+    const [before] = known.pods();
+    readTextWith(known, `{"kind":"PodList","items":[${JSON.stringify(web).replace('"name":', '"name" :')}]}`);
+    const [after] = known.pods();
+    expect(after).toEqual(before!);
+    expect(after).not.toBe(before);
   });
 });
 
