@@ -1,8 +1,9 @@
 // stdout and stderr, each through one of Bun's FileSinks. process.stdout and process.stderr are
 // Node streams whose classes cost a compiled program 2 MB the moment either is touched (README,
 // "Footprint"): nothing but cleye's --help goes near them. As with the streams, a write never
-// blocks (what a slow reader has not taken yet is kept and written as it can), and text that
-// cannot be written (EPIPE: the reader has gone) is lost without a word.
+// blocks (what a slow reader has not taken yet is kept and written as it can), and text written
+// here that cannot be written (EPIPE: the reader has gone) is lost without a word. Access-log lines
+// go through stdoutSink, whose failures end the run (accesslog/sink.ts).
 import type { FileSink } from "bun";
 
 let stdout: FileSink | null = null;
