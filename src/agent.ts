@@ -684,7 +684,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
   const counter = (name: string, help: string, read: (c: AgentCounters) => number) => metric(name, "counter", help, () => read(agent.counters()));
   counter("records_read_total", "Records read from the kernel (close reports and periodic reports).", (c) => c.recordsRead);
   counter("lines_written_total", "Access-log lines written to stdout.", (c) => c.linesWritten);
-  counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough.", (c) => c.linesDropped);
+  counter("lines_dropped_total", "Access-log lines dropped because stdout was not read fast enough or could not be written.", (c) => c.linesDropped);
   metric("lines_filtered_total", "counter", "Reports not written (to any sink) because a filter dropped them (--port, --namespace, ... or PUT /filters), by the first filter that did, here or in the kernel.", () => {
     const inKernel: Partial<Record<FilterName, number>> = probe.filterDrops();
     return FILTER_ORDER.map((name) => ({ labels: { filter: filterLabel(name) }, value: agent.filtered[name] + (inKernel[name] ?? 0) }));

@@ -26,7 +26,7 @@ export class Sinks {
     return this.lines?.linesWritten ?? 0;
   }
 
-  /** Lines dropped because stdout was not read fast enough. */
+  /** Lines dropped because stdout was not read fast enough or could not be written. */
   get linesDropped(): number {
     return this.lines?.linesDropped ?? 0;
   }
