@@ -242,24 +242,21 @@ export class Agent {
       throw error;
     }
     metrics.kube = kubeView(pods, feed?.index ?? api?.index ?? null);
-    let outputFailed: (error: unknown) => void = () => undefined;
-    const outputEnded = new Promise<OutputEnd>((resolve) => {
-      outputFailed = (error) => resolve(outputEnd(error, log));
-    });
+    const outputEnded = Promise.withResolvers<OutputEnd>();
     const lines =
       options.output === "none"
         ? null
         : new LineSink(stdoutSink(), options.output === "json" ? new JsonLines() : new KmeshText(), {
             maxBufferedBytes: options.maxBufferedOutput ?? DEFAULT_MAX_BUFFERED_OUTPUT_BYTES,
             notice: (message) => log.warn(message),
-            failed: outputFailed,
+            failed: (error) => outputEnded.resolve(outputEnd(error, log)),
           });
     const sink = new Sinks(lines, otlp);
     const agent = new Agent(clock, probe, sink, control, log, metrics, metricsAddress, options.ringBufferSize, showsProcesses);
     // Lines are named with the kubelet, the API server, or both. How long lines may wait (for the
     // pod list, for a ClusterIP line's INBOUND pair), ns:
     const holdNs = (kubelet?.holdMs ?? DEFAULT_KUBELET_HOLD_S * 1000) * 1e6;
-    agent.outputEnded = outputEnded;
+    agent.outputEnded = outputEnded.promise;
     agent.#api = api;
     agent.#feed = feed;
     agent.#servicesKnown = api !== null || feed !== null;

@@ -243,10 +243,9 @@ describe.skipIf(!ready)("a reader of the agent's stdout that goes away", () => {
       }
       expect(await agent.exited).toBe(1);
       const stderr = (await stderrText).split("\n").slice(0, -1);
-      const [read, written, lost, dropped] = /stopped: (\d+) records read, (\d+) lines written, (\d+) records lost in the kernel, (\d+) lines dropped/
-        .exec(stderr.at(-2) ?? "")!
-        .slice(1)
-        .map(Number);
+      const summary = /stopped: (\d+) records read, (\d+) lines written, (\d+) records lost in the kernel, (\d+) lines dropped/.exec(stderr.at(-2) ?? "");
+      expect(summary, stderr.join("\n")).not.toBeNull();
+      const [read, written, lost, dropped] = summary!.slice(1).map(Number);
       expect([written, lost, dropped]).toEqual([0, 0, read]);
       expect(stderr.at(-1)).toBe(
         'kmesh-accesslog: cannot write access-log lines to stdout: ENOSPC: no space left on device, write: the agent stopped; the lines it could not write are counted in "lines dropped"',
