@@ -62,9 +62,10 @@ describe("benchmarks, short mode", () => {
   }, 120_000);
 
   testIf(IS_ROOT, needsRoot)("footprint", async () => {
-    const r = await runBench("footprint.ts");
+    const r = await runBench("footprint.ts", "--hold", "2");
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expectTable(r.stdout, "agent");
+    expect(r.stdout).toMatch(/^\| \+ 2 s more \(\d+ refreshes, \d+ reports\) /m);
     expectTable(r.stdout, "exec → GET /debug/ready 200");
   }, 120_000);
 

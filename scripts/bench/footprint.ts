@@ -13,7 +13,11 @@
 // server, fetch, optimized JIT code). Own memory moves with each refresh and report: it is sampled
 // every 250 ms for one 5 s cycle, and the median and the highest are shown.
 //
-//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--short] [--binary <path>]
+// --hold <seconds>: the agent with the pods and the connections keeps running that long more and
+// is sampled again (a last row): whether the figure holds once its periodic work (a refresh and a
+// report every 5 s) has run many more times, as on a node after hours.
+//
+//   bun scripts/bench/footprint.ts [--connections 20000] [--starts 5] [--hold 0] [--short] [--binary <path>]
 // (--binary: another build of the agent, e.g. of an earlier commit, for a before/after)
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +31,7 @@ const short = process.argv.includes("--short");
 const PODS = 1000;
 const pairs = option("connections", short ? 1000 : 20_000);
 const starts = option("starts", short ? 2 : 5);
+const holdS = option("hold", 0);
 const reportInterval = short ? 1 : 5;
 const settleMs = short ? 1500 : 3000;
 
@@ -230,6 +235,18 @@ try {
           memory,
         ),
       );
+      if (holdS > 0) {
+        const [refreshes, reports] = [await agent.metric("kubelet_refreshes_total"), await agent.metric("periodic_report_runs_total")];
+        await Bun.sleep(holdS * 1000);
+        const held = await sampled(agent.proc.pid);
+        const more = async (name: string, before: number) => ((await agent.metric(name)) - before).toLocaleString("en-US");
+        rows.push(
+          memoryRow(
+            `+ ${holdS} s more (${await more("kubelet_refreshes_total", refreshes)} refreshes, ${await more("periodic_report_runs_total", reports)} reports)`,
+            held,
+          ),
+        );
+      }
     } finally {
       await connections.closeAll();
       await connections.dispose();
