@@ -399,6 +399,7 @@ export class Enricher {
     if (src !== undefined) {
       r.srcWorkload = src.name;
       r.srcNamespace = src.namespace;
+      r.srcPod = src;
     }
     const cluster = this.#o.cluster;
     let service: ServiceRef | undefined;
@@ -421,6 +422,7 @@ export class Enricher {
     if (dst !== undefined) {
       r.dstWorkload = dst.name;
       r.dstNamespace = dst.namespace;
+      r.dstPod = dst;
     }
     if (service !== undefined) {
       r.dstService = service.host;

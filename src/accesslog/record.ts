@@ -25,11 +25,13 @@ function blankAccessRecord(): AccessRecord {
     srcPort: 0,
     srcWorkload: null,
     srcNamespace: null,
+    srcPod: undefined,
     dstAddr: "",
     dstPort: 0,
     dstService: null,
     dstWorkload: null,
     dstNamespace: null,
+    dstPod: undefined,
     direction: "OUTBOUND",
     state: "",
     sentBytes: 0,
@@ -64,11 +66,13 @@ export function fillAccessRecord(r: AccessRecord, ev: RecordFields, clock: Clock
   r.srcPort = ev.srcPort;
   r.srcWorkload = null;
   r.srcNamespace = null;
+  r.srcPod = undefined;
   r.dstAddr = ev.dstAddr;
   r.dstPort = ev.dstPort;
   r.dstService = null;
   r.dstWorkload = null;
   r.dstNamespace = null;
+  r.dstPod = undefined;
   r.direction = ev.direction;
   r.state = tcpStateName(ev.state);
   r.sentBytes = ev.sentBytes;

@@ -313,7 +313,17 @@ describe("output order", () => {
     lent.reportTime.sec = 0;
     await w.clock.advance(0);
     await w.refresher.answer([SERVER, NEWPOD]);
-    expect(w.out).toEqual([{ ...expected, srcWorkload: NEWPOD.name, srcNamespace: "batch", dstWorkload: SERVER.name, dstNamespace: "shop" }]);
+    expect(w.out).toEqual([
+      {
+        ...expected,
+        srcWorkload: NEWPOD.name,
+        srcNamespace: "batch",
+        srcPod: expect.objectContaining({ name: NEWPOD.name, namespace: "batch" }),
+        dstWorkload: SERVER.name,
+        dstNamespace: "shop",
+        dstPod: expect.objectContaining({ name: SERVER.name, namespace: "shop" }),
+      },
+    ]);
   });
 
   test("a held line comes before every line reported more than `hold` after it", async () => {

@@ -1,9 +1,11 @@
 // The byte formatter writes exactly the bytes of today's string formatter (format-reference.ts,
 // kept verbatim), on many random records: IPv4 and IPv6, names that need escaping (including
-// non-ASCII and lone surrogates), unknown values, failed attempts, huge and odd numbers.
+// non-ASCII and lone surrogates), unknown values, failed attempts, huge and odd numbers, and ends
+// named from a pod (srcPod/dstPod), whose names the line may or may not still carry.
 import { describe, expect, test } from "bun:test";
 import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../../src/accesslog/format.ts";
 import type { WallTime } from "../../../src/kernel/clock.ts";
+import type { PodInfo } from "../../../src/kube/pod.ts";
 import { escapeValue, formatGoTime, formatJsonLine, formatKmeshLine } from "../fixtures.ts";
 import { type Random, seededRandom as random } from "../../support/random.ts";
 import { reference } from "./format-reference.ts";
@@ -84,6 +86,42 @@ function duration(rng: Random): number | null {
   ])();
 }
 
+/** A pod with a name (pods always have one) and a namespace that may be unknown. */
+function pod(rng: Random): PodInfo {
+  const podName = name(rng) ?? "pod";
+  return {
+    name: podName,
+    namespace: name(rng),
+    workload: podName,
+    canonicalService: podName,
+    canonicalRevision: "latest",
+    app: podName,
+    version: "latest",
+    serviceAccount: null,
+  };
+}
+
+/**
+ * `r` with its ends named from pods of `pods` (the same objects again and again, as the index
+ * hands them out): mostly the pod's own names, sometimes not (a service's namespace on the
+ * destination, names set otherwise), so that the formatter must check before it uses a pod's piece.
+ */
+function namedFromPods(rng: Random, r: AccessRecord, pods: readonly PodInfo[]): AccessRecord {
+  if (rng.chance(0.6)) {
+    const src = rng.pick(pods);
+    [r.srcWorkload, r.srcNamespace, r.srcPod] = [src.name, src.namespace, src];
+    if (rng.chance(0.1)) r.srcNamespace = name(rng);
+    if (rng.chance(0.05)) r.srcWorkload = name(rng);
+  }
+  if (rng.chance(0.6)) {
+    const dst = rng.pick(pods);
+    [r.dstWorkload, r.dstNamespace, r.dstPod] = [dst.name, dst.namespace, dst];
+    if (rng.chance(0.1)) r.dstNamespace = name(rng);
+    if (rng.chance(0.05)) r.dstWorkload = name(rng);
+  }
+  return r;
+}
+
 function record(rng: Random): AccessRecord {
   const family = rng.chance(0.3) ? 6 : 4;
   const address = family === 6 ? ipv6 : ipv4;
@@ -149,8 +187,9 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
 
   test.each([1, 2, 3])("Kmesh text, %d", (seed) => {
     const rng = random(seed * 7919);
+    const pods = Array.from({ length: 200 }, () => pod(rng));
     for (let i = 0; i < RECORDS; i++) {
-      const r = record(rng);
+      const r = namedFromPods(rng, record(rng), pods);
       const expected = utf8.encode(reference.formatKmeshLine(r));
       sameBytes(written(text, r, rng.int(8)), expected, () => JSON.stringify(r));
     }
@@ -158,8 +197,9 @@ describe("the byte formatter writes the bytes of the string formatter", () => {
 
   test.each([1, 2, 3])("JSON, %d", (seed) => {
     const rng = random(seed * 104729);
+    const pods = Array.from({ length: 200 }, () => pod(rng));
     for (let i = 0; i < RECORDS; i++) {
-      const r = record(rng);
+      const r = namedFromPods(rng, record(rng), pods);
       const expected = utf8.encode(reference.formatJsonLine(r));
       sameBytes(written(json, r, rng.int(8)), expected, () => JSON.stringify(r));
     }
