@@ -541,7 +541,7 @@ export class KmeshText extends ByteFormat {
       const bytes = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
       let at = 0;
       for (const part of parts) {
-        bytes.set(part.bytes.subarray(0, part.length), at);
+        bytes.set(part.bytes, at);
         at += part.length;
       }
       piece = pieceOf(bytes);

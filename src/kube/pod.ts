@@ -54,8 +54,9 @@ export type Pod = v.InferOutput<typeof PodSchema>;
  * the workload metrics' labels say of it (src/telemetry/labels.ts), as Istio derives each.
  */
 export interface PodInfo {
-  name: string;
-  namespace: string | null;
+  /** Fixed for the object's life: text lines cache their bytes per PodInfo (accesslog/format.ts). */
+  readonly name: string;
+  readonly namespace: string | null;
   /** the controller that owns it (a Deployment, StatefulSet, ...), else the pod itself (workloadName) */
   workload: string;
   /** label service.istio.io/canonical-name, else app.kubernetes.io/name, else app, else the workload */
