@@ -1,6 +1,7 @@
 // Entry point: read the command line, run the command, and turn whatever went wrong into one
 // message and an exit code (errors.ts). This is the only place that does.
 import type { Invocation } from "./cli.ts";
+import { restartWithEngineSettings } from "./engine.ts";
 import { EXIT_FAILURE, ExitError } from "./errors.ts";
 import { loadCli } from "./load-cli.ts";
 import { PROGRAM_NAME, VERSION } from "./options.ts";
@@ -14,6 +15,7 @@ async function dispatch(invocation: Invocation): Promise<number> {
     // Each command is loaded only when needed: --help, --version and a wrong flag never touch
     // bun:ffi or libbpf, so they work on any machine.
     case "run":
+      restartWithEngineSettings();
       return (await import("./agent.ts")).runAgent(invocation.options);
     case "accesslog":
       return (await import("./commands/accesslog.ts")).accesslogCommand(invocation.enable, invocation.target);
@@ -26,6 +28,7 @@ async function dispatch(invocation: Invocation): Promise<number> {
     case "check":
       return (await import("./commands/check.ts")).checkCommand(invocation.options);
     case "feed":
+      restartWithEngineSettings();
       return (await import("./commands/feed.ts")).feedCommand(invocation.options);
   }
 }

@@ -1,0 +1,44 @@
+// The compiled agent runs with the engine's settings of src/engine.ts: it executes itself again
+// (the same pid, the same arguments) with them in its environment, and the engine's helper
+// threads (JIT workers, a second GC marker, the heap's warm-up thread) are not there. An
+// operator's own value for one of them is kept.
+import { describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { ENGINE_SETTINGS } from "../../src/engine.ts";
+import { type Agent, agentUnavailableReason, startAgent } from "./agent.ts";
+import { prerequisitesMet } from "./prereq.ts";
+
+const ready = prerequisitesMet("engine settings", agentUnavailableReason());
+
+/** The agent's process, once it has started capturing (after any restart). */
+async function started(agent: Agent) {
+  await agent.waitForStderr((line) => line.includes("capturing TCP connections"));
+  const proc = `/proc/${agent.pid}`;
+  const split = (file: string) => readFileSync(`${proc}/${file}`, "utf8").split("\0").slice(0, -1);
+  return {
+    cmdline: split("cmdline"),
+    engineEnv: split("environ").filter((entry) => entry.startsWith("BUN_JSC_")).sort(),
+    threads: readdirSync(`${proc}/task`).map((tid) => readFileSync(`${proc}/task/${tid}/comm`, "utf8").trim()).sort(),
+  };
+}
+
+describe.skipIf(!ready)("the engine's settings", () => {
+  test("run executes itself again with them, its arguments unchanged; no JIT worker, GC helper or warm-up thread", async () => {
+    await using agent = startAgent({ args: ["--no-kubelet"] });
+    const seen = await started(agent);
+    expect(seen.cmdline).toEqual(agent.argv);
+    expect(seen.engineEnv).toEqual(Object.entries(ENGINE_SETTINGS).map(([name, value]) => `${name}=${value}`).sort());
+    expect(seen.threads).toEqual(["kmesh-accesslog", "mi-scavenger"]);
+    expect((await agent.stop()).exitCode).toBe(0);
+  });
+
+  test("a value the operator set is kept, and the others are added", async () => {
+    await using agent = startAgent({ args: ["--no-kubelet"], env: { BUN_JSC_useConcurrentJIT: "1" } });
+    const seen = await started(agent);
+    expect(seen.engineEnv).toEqual(["BUN_JSC_numberOfGCMarkers=1", "BUN_JSC_useConcurrentJIT=1", "BUN_JSC_useWarmUpMarkedBlocks=0"]);
+    // With the JIT concurrent again, its workers are back (started with the engine).
+    expect(seen.threads).toContain("JITWorker");
+    expect(seen.threads).not.toContain("HeapHelper");
+    expect((await agent.stop()).exitCode).toBe(0);
+  });
+});
