@@ -10,6 +10,9 @@ import { prerequisitesMet } from "./prereq.ts";
 
 const ready = prerequisitesMet("engine settings", agentUnavailableReason());
 
+/** The engine's helper threads, by the names it gives them. */
+const ENGINE_THREADS = ["JITWorker", "HeapHelper", "JSCWarmUp"];
+
 /** The agent's process, once it has started capturing (after any restart). */
 async function started(agent: Agent) {
   await agent.waitForStderr((line) => line.includes("capturing TCP connections"));
@@ -28,7 +31,9 @@ describe.skipIf(!ready)("the engine's settings", () => {
     const seen = await started(agent);
     expect(seen.cmdline).toEqual(agent.argv);
     expect(seen.engineEnv).toEqual(Object.entries(ENGINE_SETTINGS).map(([name, value]) => `${name}=${value}`).sort());
-    expect(seen.threads).toEqual(["kmesh-accesslog", "mi-scavenger"]);
+    // Which other threads exist by then depends on timing (mimalloc's scavenger, a thread of
+    // Bun's own): only the engine's helpers are checked.
+    expect(seen.threads.filter((name) => ENGINE_THREADS.includes(name))).toEqual([]);
     expect((await agent.stop()).exitCode).toBe(0);
   });
 
