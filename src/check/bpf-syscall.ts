@@ -1,9 +1,9 @@
 // Tries the bpf() system call in a child process, so that a seccomp filter that kills the caller
 // (systemd's SystemCallFilter= without SystemCallErrorNumber=, for one) kills the child, not
-// `check`. The child is this same executable: the compiled binary runs as the Bun CLI when
-// BUN_BE_BUN=1 is set, and `bun src/main.ts` has Bun itself as process.execPath. A child
+// `check`. The child is this same executable, run as the Bun CLI (self.ts). A child
 // inherits the parent's seccomp filters, capabilities and security labels, so it meets the
 // same rules the agent would.
+import { runtimeCommand } from "../self.ts";
 import type { BpfSyscallFacts } from "./system.ts";
 
 const SYS_BPF: Partial<Record<string, number>> = { x64: 321, arm64: 280 };
@@ -45,7 +45,7 @@ export function probeBpfSyscall(): BpfSyscallFacts {
   let child: ReturnType<typeof Bun.spawnSync>;
   try {
     child = Bun.spawnSync({
-      cmd: [process.execPath, "-e", childScript(nr)],
+      cmd: [...runtimeCommand(), "-e", childScript(nr)],
       env: { ...process.env, BUN_BE_BUN: "1" },
       stdin: "ignore",
       stdout: "pipe",

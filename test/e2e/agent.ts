@@ -8,7 +8,7 @@
  *   const { exitCode, stderr } = await agent.stop();
  */
 import { atRunEnd } from "../support/cleanup.ts";
-import { accessSync, constants, existsSync, rmSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, rmSync } from "node:fs";
 import { release } from "node:os";
 import { resolve } from "node:path";
 import { expect } from "bun:test";
@@ -19,6 +19,27 @@ import { LineCollector } from "./lines.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const AGENT_BINARY = resolve(REPO_ROOT, "dist/kmesh-accesslog");
+
+/**
+ * The dynamic loader the binary names (its ELF header's PT_INTERP): `<loader> <binary> ...` runs
+ * it as one on a noexec mount is run.
+ */
+export function dynamicLoader(binary = AGENT_BINARY): string {
+  const head = Buffer.alloc(65536);
+  const fd = openSync(binary, "r");
+  try {
+    readSync(fd, head, 0, head.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const [table, entrySize, entries] = [Number(head.readBigUInt64LE(0x20)), head.readUInt16LE(0x36), head.readUInt16LE(0x38)];
+  for (let at = table; at < table + entries * entrySize; at += entrySize) {
+    if (head.readUInt32LE(at) !== 3 /* PT_INTERP */) continue;
+    const from = Number(head.readBigUInt64LE(at + 8));
+    return head.toString("latin1", from, from + Number(head.readBigUInt64LE(at + 32)) - 1); // without its NUL
+  }
+  throw new Error(`${binary} names no dynamic loader (no PT_INTERP)`);
+}
 
 /** Field names of a text line, in the order Kmesh prints them; `error` is optional and last. */
 export const TEXT_FIELDS = [
@@ -297,6 +318,10 @@ export interface AgentOptions {
   env?: Record<string, string>;
   /** run inside this network namespace (`ip netns exec`, which execs: the pid is the agent's) */
   netns?: string;
+  /** words before the binary that exec it, the same pid (a dynamic loader, a shell) */
+  prefix?: string[];
+  /** another copy of the agent's binary */
+  binary?: string;
 }
 
 /** A lock path no other agent uses (the directory is created by the agent); its admin socket goes beside it. */
@@ -320,7 +345,12 @@ export class Agent implements AsyncDisposable {
   #lockFile: string | null = null;
 
   constructor(options: AgentOptions) {
-    this.argv = [...(options.netns === undefined ? [] : ["ip", "netns", "exec", options.netns]), AGENT_BINARY, "run"];
+    this.argv = [
+      ...(options.netns === undefined ? [] : ["ip", "netns", "exec", options.netns]),
+      ...(options.prefix ?? []),
+      options.binary ?? AGENT_BINARY,
+      "run",
+    ];
     if (options.output) this.argv.push("--output", options.output);
     if (options.duration !== undefined) this.argv.push("--duration", String(options.duration));
     const args = options.args ?? [];

@@ -8,7 +8,7 @@ import { describe, expect } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { AGENT_BINARY } from "./agent.ts";
+import { AGENT_BINARY, dynamicLoader } from "./agent.ts";
 import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-server.ts";
 import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
@@ -48,6 +48,13 @@ const withSeccomp = testIf(
 describe("check", () => {
   it("as root on this machine: every prerequisite is there, exit 0", async () => {
     const result = await check(["--no-kubelet"]);
+    expect(result.lines).toEqual(rootCheckLines());
+    expect(result.stderr).toBe("");
+    expect(result.exitCode).toBe(0);
+  });
+
+  it("started through the dynamic loader (as on a noexec mount): the same lines, bpf() tried in a child started the same way", async () => {
+    const result = await check(["--no-kubelet"], [dynamicLoader()]);
     expect(result.lines).toEqual(rootCheckLines());
     expect(result.stderr).toBe("");
     expect(result.exitCode).toBe(0);

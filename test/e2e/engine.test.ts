@@ -1,17 +1,23 @@
 // The compiled agent runs with the engine's settings of src/engine.ts: it executes itself again
 // (the same pid, the same arguments) with them in its environment, and the engine's helper
 // threads (JIT workers, a second GC marker, the heap's warm-up thread) are not there. An
-// operator's own value for one of them is kept.
+// operator's own value for one of them is kept. It runs again what the kernel ran, with the same
+// words: started through the dynamic loader (as on a noexec mount), through the loader again; its
+// file removed since it started, that file all the same.
 import { describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ENGINE_SETTINGS } from "../../src/engine.ts";
-import { type Agent, agentUnavailableReason, startAgent } from "./agent.ts";
+import { AGENT_BINARY, type Agent, agentUnavailableReason, dynamicLoader, startAgent } from "./agent.ts";
 import { prerequisitesMet } from "./prereq.ts";
 
 const ready = prerequisitesMet("engine settings", agentUnavailableReason());
 
 /** The engine's helper threads, by the names it gives them. */
 const ENGINE_THREADS = ["JITWorker", "HeapHelper", "JSCWarmUp"];
+/** Every setting, as /proc/<pid>/environ has it, sorted. */
+const ALL_SETTINGS = Object.entries(ENGINE_SETTINGS).map(([name, value]) => `${name}=${value}`).sort();
 
 /** The agent's process, once it has started capturing (after any restart). */
 async function started(agent: Agent) {
@@ -30,11 +36,37 @@ describe.skipIf(!ready)("the engine's settings", () => {
     await using agent = startAgent({ args: ["--no-kubelet"] });
     const seen = await started(agent);
     expect(seen.cmdline).toEqual(agent.argv);
-    expect(seen.engineEnv).toEqual(Object.entries(ENGINE_SETTINGS).map(([name, value]) => `${name}=${value}`).sort());
+    expect(seen.engineEnv).toEqual(ALL_SETTINGS);
     // Which other threads exist by then depends on timing (mimalloc's scavenger, a thread of
     // Bun's own): only the engine's helpers are checked.
     expect(seen.threads.filter((name) => ENGINE_THREADS.includes(name))).toEqual([]);
     expect((await agent.stop()).exitCode).toBe(0);
+  });
+
+  test("started through the dynamic loader, it runs itself again through the loader", async () => {
+    await using agent = startAgent({ args: ["--no-kubelet"], prefix: [dynamicLoader()] });
+    const seen = await started(agent);
+    expect(seen.cmdline).toEqual(agent.argv);
+    expect(seen.engineEnv).toEqual(ALL_SETTINGS);
+    expect(seen.threads.filter((name) => ENGINE_THREADS.includes(name))).toEqual([]);
+    expect((await agent.stop()).exitCode).toBe(0);
+  });
+
+  test("its file removed since it started, it runs that file again", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kal-engine-"));
+    try {
+      const binary = join(dir, "kmesh-accesslog");
+      copyFileSync(AGENT_BINARY, binary);
+      // The shell opens the file, removes it, and executes what it opened.
+      const removeAndRun = ["bash", "-c", 'exec 3<"$0" && rm "$0" && exec /proc/self/fd/3 "$@"'];
+      await using agent = startAgent({ args: ["--no-kubelet"], prefix: removeAndRun, binary });
+      const seen = await started(agent);
+      expect(readlinkSync(`/proc/${agent.pid}/exe`)).toBe(`${binary} (deleted)`);
+      expect(seen.engineEnv).toEqual(ALL_SETTINGS);
+      expect((await agent.stop()).exitCode).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a value the operator set is kept, and the others are added", async () => {
