@@ -84,6 +84,17 @@ function dottedQuad(word: number): string {
   return `${DEC_BYTE[word >>> 24]!}.${DEC_BYTE[(word >>> 16) & 255]!}.${DEC_BYTE[(word >>> 8) & 255]!}.${DEC_BYTE[word & 255]!}`;
 }
 
+/**
+ * A dotted quad as the number its 4 bytes make read big-endian (0 to 2^32 - 1: what ipv4Text
+ * and the record view read), or -1 when `text` is not one.
+ */
+export function ipv4Number(text: string): number {
+  if (!isIPv4(text)) return -1;
+  let n = 0;
+  for (const part of text.split(".")) n = n * 256 + Number(part);
+  return n;
+}
+
 /** Dotted-quad text of the 4 bytes at `at`. */
 export function ipv4Text(view: DataView, at: number): string {
   return dottedQuad(view.getUint32(at, false));

@@ -336,7 +336,7 @@ export class Agent {
         record.connection = `${event.netns} ${event.direction} ${event.srcAddr} ${event.srcPort} ${event.dstAddr} ${event.dstPort} ${start === null ? "-" : `${start.sec}.${start.nsec}`}`;
       }
       if (this.#enricher === null) this.#emit(record);
-      else this.#enricher.accept(record, event.reportNs);
+      else this.#enricher.accept(record, event.reportNs, event.srcV4, event.dstV4);
     } catch (error) {
       if (!(error instanceof RecordError)) throw error;
       this.#invalidRecord(error.message);

@@ -267,6 +267,7 @@ async function child(format: "text" | "json", formatter: Formatter, stage: Stage
   const index = podIndex();
   const source: NameSource = {
     lookup: (ip) => index.lookup(ip),
+    lookupV4: (address) => index.lookupV4(address),
     isNodeAddress: (ip) => index.isNodeAddress(ip),
     completedStartNs: 0, // the last refresh completed before these records: a miss is not a new pod
     answering: true,
@@ -328,7 +329,7 @@ async function child(format: "text" | "json", formatter: Formatter, stage: Stage
       if (pool.full) endBatch();
       const r = pool.fill(ev, clock);
       if (stage === "record") kept = r;
-      else enricher.accept(r, ev.reportNs);
+      else enricher.accept(r, ev.reportNs, ev.srcV4, ev.dstV4);
     } catch (error) {
       if (!(error instanceof RecordError)) throw error;
       invalid++;

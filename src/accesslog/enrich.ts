@@ -39,6 +39,8 @@ const INBOUND_MEMORY_NS = 5_000_000_000;
 /** What the enricher needs from the pod source (kube/kubelet/pod-source.ts). */
 export interface NameSource {
   lookup(ip: string): PodInfo | undefined;
+  /** lookup() of an IPv4 address given as its number (ipv4Number in address.ts) */
+  lookupV4(address: number): PodInfo | undefined;
   isNodeAddress(ip: string): boolean;
   /** start (monotonic ns) of the latest completed refresh; -Infinity before the first */
   readonly completedStartNs: number;
@@ -51,6 +53,7 @@ export interface NameSource {
 /** Names without a kubelet: nothing local is known, so no line waits for a pod list. */
 export const NO_KUBELET: NameSource = {
   lookup: () => undefined,
+  lookupV4: () => undefined,
   isNodeAddress: isLoopbackOrUnspecified,
   completedStartNs: Number.POSITIVE_INFINITY,
   answering: true,
@@ -74,6 +77,9 @@ export interface EnricherOptions {
 interface Entry {
   record: AccessRecord;
   reportNs: number;
+  /** the record's addresses as numbers when IPv4 (ipv4Number), else -1: the source's quicker look-up */
+  srcV4: number;
+  dstV4: number;
   /** the local address it waits for, when its own local end is unknown */
   awaits: string | null;
   hold: boolean;
@@ -108,6 +114,8 @@ export interface EnricherStats {
 const blankEntry = (): Entry => ({
   record: null as unknown as AccessRecord,
   reportNs: 0,
+  srcV4: -1,
+  dstV4: -1,
   awaits: null,
   hold: false,
   kubeWait: false,
@@ -150,9 +158,10 @@ export class Enricher {
   /**
    * Queues one record of the current batch; endBatch() decides about all of them. The record is
    * only lent until endBatch() returns (the agent fills it again after): a line held longer is
-   * kept as a copy.
+   * kept as a copy. `srcV4` and `dstV4`: its IPv4 addresses as numbers (the record view has
+   * them), for the quicker look-up; -1 when not given.
    */
-  accept(record: AccessRecord, reportNs: number): void {
+  accept(record: AccessRecord, reportNs: number, srcV4 = -1, dstV4 = -1): void {
     let entry = this.#batch[this.#batchLength];
     if (entry === undefined) {
       entry = blankEntry();
@@ -169,11 +178,15 @@ export class Enricher {
     }
     entry.record = record;
     entry.reportNs = reportNs;
+    entry.srcV4 = srcV4;
+    entry.dstV4 = dstV4;
     this.#batchLength++;
   }
 
-  #lookup(ip: string): PodInfo | undefined {
-    return this.#o.source.lookup(ip) ?? this.#o.cluster?.lookupPod(ip);
+  /** The pod at `ip`; `v4`, when not -1, is the same address as a number. */
+  #lookup(ip: string, v4 = -1): PodInfo | undefined {
+    const { source } = this.#o;
+    return (v4 === -1 ? source.lookup(ip) : source.lookupV4(v4)) ?? this.#o.cluster?.lookupPod(ip);
   }
 
   #known(ip: string): boolean {
@@ -288,8 +301,9 @@ export class Enricher {
       if (!answering) break;
       const entry = batch[i]!;
       const r = entry.record;
-      const local = r.direction === "OUTBOUND" ? r.srcAddr : r.dstAddr;
-      const pod = this.#lookup(local);
+      const outbound = r.direction === "OUTBOUND";
+      const local = outbound ? r.srcAddr : r.dstAddr;
+      const pod = this.#lookup(local, outbound ? entry.srcV4 : entry.dstV4);
       entry.localPod = pod ?? null; // #write's, if the line is written in this batch
       if (pod !== undefined || source.isNodeAddress(local) || source.completedStartNs >= entry.reportNs) continue;
       source.requestRefresh(entry.reportNs);
@@ -395,7 +409,7 @@ export class Enricher {
     // The local end's pod as endBatch found it, for a line written in its batch (the index is the
     // same); a held line looks again.
     const local = entry.hold ? undefined : entry.localPod;
-    const src = outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.srcAddr);
+    const src = outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.srcAddr, entry.srcV4);
     if (src !== undefined) {
       r.srcWorkload = src.name;
       r.srcNamespace = src.namespace;
@@ -410,6 +424,7 @@ export class Enricher {
         if (entry.backend !== null) {
           r.dstAddr = entry.backend.addr;
           r.dstPort = entry.backend.port;
+          entry.dstV4 = -1; // the ClusterIP's
           this.stats.backendsLearned++;
           if (entry.translated) this.stats.backendsFromConntrack++;
         }
@@ -418,7 +433,7 @@ export class Enricher {
       }
     }
     const clusterIpUnresolved = service !== undefined && entry.backend === null && r.direction === "OUTBOUND" && cluster!.serviceAtClusterIp(r.dstAddr, r.dstPort) === service;
-    const dst = clusterIpUnresolved ? undefined : !outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.dstAddr);
+    const dst = clusterIpUnresolved ? undefined : !outbound && local !== undefined ? (local ?? undefined) : this.#lookup(r.dstAddr, entry.dstV4);
     if (dst !== undefined) {
       r.dstWorkload = dst.name;
       r.dstNamespace = dst.namespace;

@@ -191,6 +191,9 @@ export class RecordView implements ConnEvent {
   family: 4 | 6 = 4;
   srcAddr = "";
   dstAddr = "";
+  /** The IPv4 addresses as numbers (ipv4Number): the pod index's look-up key; -1 for IPv6. */
+  srcV4 = -1;
+  dstV4 = -1;
   direction: "OUTBOUND" | "INBOUND" = "OUTBOUND";
   state = 0;
   flags = 0;
@@ -222,18 +225,16 @@ export class RecordView implements ConnEvent {
     const src = offset + SRC_ADDR;
     const dst = offset + DST_ADDR;
     if (rawFamily === AF_INET) {
-      this.family = 4;
-      this.srcAddr = this.#texts.ipv4(view, src);
-      this.dstAddr = this.#texts.ipv4(view, dst);
+      this.#ipv4(view, src, dst);
     } else if (rawFamily === AF_INET6) {
       if (isMappedPair(view, src, dst)) {
-        this.family = 4;
-        this.srcAddr = this.#texts.ipv4(view, src + 12);
-        this.dstAddr = this.#texts.ipv4(view, dst + 12);
+        this.#ipv4(view, src + 12, dst + 12);
       } else {
         this.family = 6;
         this.srcAddr = this.#texts.ipv6(view, src);
         this.dstAddr = this.#texts.ipv6(view, dst);
+        this.srcV4 = -1;
+        this.dstV4 = -1;
       }
     } else {
       throw new RecordError("family", `unknown address family ${rawFamily}`);
@@ -243,6 +244,14 @@ export class RecordView implements ConnEvent {
     this.#view = view;
     this.#at = offset;
     return this;
+  }
+
+  #ipv4(view: DataView, src: number, dst: number): void {
+    this.family = 4;
+    this.srcAddr = this.#texts.ipv4(view, src);
+    this.dstAddr = this.#texts.ipv4(view, dst);
+    this.srcV4 = view.getUint32(src, false);
+    this.dstV4 = view.getUint32(dst, false);
   }
 
   get start(): Timespec | null {

@@ -3,7 +3,7 @@
 // (as node:net says, without loading it).
 import { describe, expect, test } from "bun:test";
 import * as net from "node:net";
-import { AddressTexts, canonicalIp, formatHostPort, ipv4Text, ipv6Text, isIPv4, isIPv6, parseHostPort } from "../../src/address.ts";
+import { AddressTexts, canonicalIp, formatHostPort, ipv4Number, ipv4Text, ipv6Text, isIPv4, isIPv6, parseHostPort } from "../../src/address.ts";
 import { v6 } from "./fixtures.ts";
 
 /** RFC 5952 text of 8 groups, through the record decoder's cache (which checks it against ipv6Text). */
@@ -67,6 +67,7 @@ test("address texts stay right when cached addresses collide", () => {
     view.setUint32(0, x);
     expect(texts.ipv4(view, 0)).toBe(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
     expect(ipv4Text(view, 0)).toBe(`${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`);
+    expect(ipv4Number(ipv4Text(view, 0))).toBe(x); // the number the record view reads
   }
   for (let i = 0; i < 20_000; i++) {
     const groups = Array.from({ length: 8 }, (_, g) => (g < 4 && i % 2 === 0 ? 0 : (i * 7919 + g * 104729) & 0xffff));
@@ -74,6 +75,11 @@ test("address texts stay right when cached addresses collide", () => {
     if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") continue;
     expect(v6Text(...groups)).toBe(new URL(`http://[${groups.map((g) => g.toString(16)).join(":")}]/`).hostname.slice(1, -1));
   }
+});
+
+test("a dotted quad as a number: its bytes read big-endian; -1 for anything else", () => {
+  expect([ipv4Number("10.244.1.5"), ipv4Number("255.255.255.255"), ipv4Number("0.0.0.0")]).toEqual([0x0af40105, 0xffffffff, 0]);
+  for (const bad of ["010.1.1.1", "256.1.1.1", "::1", "::ffff:10.1.2.3", "10.0.0.0/8", ""]) expect(ipv4Number(bad)).toBe(-1);
 });
 
 describe("IP texts as Kubernetes writes them", () => {

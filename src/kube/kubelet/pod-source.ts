@@ -80,6 +80,10 @@ export class PodSource {
     return this.#index.lookup(ip);
   }
 
+  lookupV4(address: number): PodInfo | undefined {
+    return this.#index.lookupV4(address);
+  }
+
   /** The name of a container of this node's pods, by its runtime id. */
   containerName(id: string): string | undefined {
     return this.#index.containerName(id);

@@ -3,6 +3,7 @@
 // kubelet winning for local pods.
 import { describe, expect, test } from "bun:test";
 import { Enricher, type NameSource } from "../../../src/accesslog/enrich.ts";
+import { ipv4Number } from "../../../src/address.ts";
 import type { AccessRecord } from "../../../src/accesslog/format.ts";
 import { ClusterIndex } from "../../../src/kube/apiserver/cluster-index.ts";
 import { PodIndex } from "../../../src/kube/kubelet/pod-index.ts";
@@ -26,6 +27,7 @@ function kubelet(local = [
   const index = PodIndex.fromPods(list.pods);
   return {
     lookup: (ip) => index.lookup(ip),
+    lookupV4: (address) => index.lookupV4(address),
     isNodeAddress: (ip) => index.isNodeAddress(ip),
     completedStartNs: T0,
     answering: true,
@@ -67,6 +69,22 @@ describe("services on lines", () => {
       ["OUTBOUND", BACKEND_IP, 8080, "web.shop.svc.cluster.local", "web-0", "shop", "client-0"],
     ]);
     expect(enricher.stats.backendsLearned).toBe(1);
+  });
+
+  test("the addresses as numbers, as the agent gives them: the backend found in the ClusterIP's place is named by the kubelet", () => {
+    const out: AccessRecord[] = [];
+    const index = cluster();
+    index.deletePod("shop/web-0"); // only the kubelet can name the backend
+    const enricher = new Enricher({ source: kubelet(), holdNs: 2000 * MS, emit: (r) => out.push(r), cluster: index });
+    const accept = (r: AccessRecord, at: number) => enricher.accept(r, at, ipv4Number(r.srcAddr), ipv4Number(r.dstAddr));
+    const o = toClusterIp(T0 + 10 * MS);
+    accept(o, T0 + 10 * MS);
+    accept(inboundOf(o, T0 + 12 * MS), T0 + 12 * MS);
+    enricher.endBatch(T0 + 13 * MS);
+    expect(out.map((r) => [r.direction, r.srcWorkload, r.dstAddr, r.dstPort, r.dstWorkload, r.dstService])).toEqual([
+      ["OUTBOUND", "client-0", BACKEND_IP, 8080, "web-0", "web.shop.svc.cluster.local"],
+      ["INBOUND", "client-0", BACKEND_IP, 8080, "web-0", "web.shop.svc.cluster.local"],
+    ]);
   });
 
   test("INBOUND first: the OUTBOUND line is resolved at once", () => {
@@ -123,6 +141,7 @@ describe("services on lines", () => {
   test("without a kubelet: API names for both ends, and ClusterIP lines wait for their pair", () => {
     const none: NameSource = {
       lookup: () => undefined,
+      lookupV4: () => undefined,
       isNodeAddress: () => false,
       completedStartNs: Number.POSITIVE_INFINITY,
       answering: true,
@@ -148,6 +167,9 @@ describe("services on lines", () => {
     const asked: number[] = [];
     const source = {
       lookup: (ip: string) => known.get(ip),
+      lookupV4: () => {
+        throw new Error("no address is given as a number here");
+      },
       isNodeAddress: () => false,
       completedStartNs: T0,
       answering: true,

@@ -364,7 +364,7 @@ describe("output order", () => {
     const clock = new FakeClock();
     const out: AccessRecord[] = [];
     const enricher = new Enricher({
-      source: { lookup: () => undefined, isNodeAddress: () => false, completedStartNs: 0, answering: true, requestRefresh: () => {} },
+      source: { lookup: () => undefined, lookupV4: () => undefined, isNodeAddress: () => false, completedStartNs: 0, answering: true, requestRefresh: () => {} },
       holdNs: 2000 * MS,
       emit: (r) => out.push(r),
       maxHeld: 3,

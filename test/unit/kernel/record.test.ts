@@ -16,6 +16,7 @@ import {
   RecordView,
   tcpStateName,
 } from "../../../src/kernel/record.ts";
+import { ipv4Number } from "../../../src/address.ts";
 import { decodeRecord, rawRecord as build, v6 } from "../fixtures.ts";
 
 function rejection(view: DataView, offset?: number, length?: number): RecordError {
@@ -348,6 +349,20 @@ describe("RecordView", () => {
         if (record[key] !== expected[key]) expect(`${i}: ${key} = ${String(record[key])}`).toBe(`${i}: ${key} = ${String(expected[key])}`);
       }
     }
+  });
+
+  test("its IPv4 addresses as numbers, -1 for IPv6 ones, whatever record came before", () => {
+    const view = batch(5_000, 11);
+    const record = new RecordView();
+    const numbers = { 4: 0, 6: 0 };
+    for (let i = 0; i < 5_000; i++) {
+      const r = record.select(view, i * RECORD_SIZE, RECORD_SIZE);
+      const expected = r.family === 4 ? [ipv4Number(r.srcAddr), ipv4Number(r.dstAddr)] : [-1, -1];
+      if (r.srcV4 !== expected[0] || r.dstV4 !== expected[1]) expect(`${i}: ${r.srcV4} ${r.dstV4}`).toBe(`${i}: ${expected.join(" ")}`);
+      numbers[r.family]++;
+    }
+    expect(numbers[4]).toBeGreaterThan(3_000); // IPv4 and IPv4-mapped
+    expect(numbers[6]).toBeGreaterThan(1_000);
   });
 
   test("rejects what decodeRecord rejects, and reads the next good record after", () => {
