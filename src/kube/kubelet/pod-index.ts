@@ -54,15 +54,18 @@ class Ipv4Table {
   readonly #shift: number;
 
   constructor(byIp: ReadonlyMap<string, PodInfo>) {
+    const v4: [number, PodInfo][] = [];
+    for (const [ip, pod] of byIp) {
+      const address = ipv4Number(ip);
+      if (address >= 0) v4.push([address, pod]);
+    }
     let bits = 4;
-    while (1 << bits < 2 * byIp.size) bits++;
+    while (1 << bits < 2 * v4.length) bits++;
     this.#keys = new Int32Array(1 << bits);
     this.#slots = new Int32Array(1 << bits);
     this.#shift = 32 - bits;
     const mask = (1 << bits) - 1;
-    for (const [ip, pod] of byIp) {
-      const address = ipv4Number(ip);
-      if (address < 0) continue;
+    for (const [address, pod] of v4) {
       let slot = Math.imul(address, 0x9e3779b1) >>> this.#shift;
       while (this.#slots[slot] !== 0) slot = (slot + 1) & mask;
       this.#keys[slot] = address;
