@@ -89,10 +89,8 @@ function dottedQuad(word: number): string {
  * and the record view read), or -1 when `text` is not one.
  */
 export function ipv4Number(text: string): number {
-  if (!isIPv4(text)) return -1;
-  let n = 0;
-  for (const part of text.split(".")) n = n * 256 + Number(part);
-  return n;
+  const bytes = ipBytes(text);
+  return bytes?.length === 4 ? new DataView(bytes.buffer).getUint32(0, false) : -1;
 }
 
 /** Dotted-quad text of the 4 bytes at `at`. */

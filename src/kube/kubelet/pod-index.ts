@@ -164,4 +164,3 @@ export class PodIndex {
     return this.#byIp.size;
   }
 }
-

@@ -14,10 +14,9 @@ function indexOf(list: Record<string, unknown>): PodIndex {
 }
 
 test("by number, every IPv4 address finds what its text finds: pods, claims lost, the node's own, none", () => {
-  const list = busyNodePodList(1000);
-  const index = indexOf(list);
-  const checked = checkPodList(list);
+  const checked = checkPodList(busyNodePodList(1000));
   if (!checked.ok) throw new Error(checked.problem);
+  const index = PodIndex.fromPods(checked.pods);
   const texts = new Set(checked.pods.flatMap(podIps));
   // the node's addresses, and addresses near the pods' that no pod has
   for (const p of checked.pods) for (const h of p.status?.hostIPs ?? []) texts.add(h.ip);
