@@ -8,7 +8,7 @@
 import { Enricher, NO_KUBELET } from "./accesslog/enrich.ts";
 import { filterLabel, FILTER_ORDER, kernelRules, ReportFilter } from "./accesslog/filters.ts";
 import { type AccessRecord, JsonLines, KmeshText } from "./accesslog/format.ts";
-import { AccessRecordPool } from "./accesslog/record.ts";
+import { AccessRecordPool, BATCH_RECORDS } from "./accesslog/record.ts";
 import { LineSink } from "./accesslog/sink.ts";
 import { AgentControl } from "./admin/control.ts";
 import type { MetricsRegistry, MetricType, Sample } from "./admin/metrics.ts";
@@ -70,11 +70,6 @@ const SKIPS_CHECK_INTERVAL_MS = 1_000;
 const STATES_SWEEP_INTERVAL_MS = 60_000;
 /** No run skipped for this long: the next skip is told on stderr again. */
 const SKIPS_QUIET_NS = 60e9;
-/**
- * Records named as one batch (enrich.ts) at most: the pool of records the line path fills again
- * and again holds this many.
- */
-const BATCH_RECORDS = 1024;
 /** How often the monotonic → wall clock offset is measured again (NTP steps). */
 const RECALIBRATE_INTERVAL_MS = 60_000;
 /** How often the TCP metrics look for series of pods and Services that are gone. */

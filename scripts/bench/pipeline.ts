@@ -38,7 +38,7 @@ import { Enricher, type NameSource } from "../../src/accesslog/enrich.ts";
 import { ReportFilter } from "../../src/accesslog/filters.ts";
 import { filtersOf } from "../../src/options.ts";
 import { type AccessRecord, JsonLines, KmeshText, type LineFormat, WRITE_SLACK } from "../../src/accesslog/format.ts";
-import { AccessRecordPool } from "../../src/accesslog/record.ts";
+import { AccessRecordPool, BATCH_RECORDS } from "../../src/accesslog/record.ts";
 import { LineSink } from "../../src/accesslog/sink.ts";
 import { makeClock } from "../../src/kernel/clock.ts";
 import { RINGBUF_DISCARD_BIT, RINGBUF_HEADER_BYTES, RingBufferReader } from "../../src/kernel/ring-buffer.ts";
@@ -65,7 +65,6 @@ const short = process.argv.includes("--short");
 const PODS = 1000;
 const HOST_IP = "172.18.0.3"; // busyNodePodList's node
 const BATCH = 4096; // records the agent reads from the ring buffer per read (RECORDS_PER_READ)
-const POOL = 1024; // records named as one batch (the agent's BATCH_RECORDS)
 const NOW_SEC = 1_764_000_000;
 
 /** CPU seconds this process has used (user + system, every thread). */
@@ -294,7 +293,7 @@ async function child(format: "text" | "json", formatter: Formatter, stage: Stage
   const emit = stage === "full" ? (r: AccessRecord) => void (filter.drops(r) === null && sink.add(r)) : (r: AccessRecord) => void (kept = r);
   const enricher = new Enricher({ source, holdNs: 2e9, emit });
   const record = new RecordView();
-  const pool = new AccessRecordPool(POOL);
+  const pool = new AccessRecordPool(BATCH_RECORDS);
   let invalid = 0;
 
   // The records in a ring buffer as the kernel lays them out, the last one followed by a discarded
