@@ -4,8 +4,9 @@
  * tests rely on it.
  */
 import { describe, expect, test } from "bun:test";
-import { parseAddr, parseJsonLine, parseRfc3339, parseTextLine, parseTime } from "./agent.ts";
-import { exchange, runClient, startServer } from "./exchange.ts";
+import { nsToMs, parseAddr, parseJsonLine, parseRfc3339, parseTextLine, parseTime } from "./agent.ts";
+import { problemsWith, serverBegan } from "./connection-checks.ts";
+import { type ConnectionReport, exchange, runClient, startServer } from "./exchange.ts";
 import { createTestNode, listNamespaces, NETNS_PREFIX, run, sweepStaleNamespaces } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
 
@@ -114,6 +115,45 @@ describe("line parser", () => {
     expect(() => parseJsonLine(JSON.stringify({ ...json, sent_bytes: "3" }))).toThrow(/sent_bytes/);
     expect(() => parseJsonLine(JSON.stringify({ ...json, process_pid: "4242" }))).toThrow(/process_pid/);
     expect(() => parseJsonLine(JSON.stringify({ ...json, container_id: "not-an-id" }))).toThrow(/container_id/);
+  });
+});
+
+describe("a line's times against the peers' clocks", () => {
+  // The seed line as the server's INBOUND line of a connection that lived 50 s.
+  const line = parseTextLine(SEED.replace("direction=OUTBOUND", "direction=INBOUND"));
+  const kernelStartMs = nsToMs(line.startNs!);
+  const report = (event: "client" | "server", startMs: number): ConnectionReport => ({
+    event,
+    localAddress: "10.244.2.78",
+    localPort: 8080,
+    remoteAddress: "10.244.2.79",
+    remotePort: 41978,
+    bytesWritten: 3,
+    bytesRead: 227,
+    startMs,
+    connectedMs: null,
+    payloadMs: null,
+    closedMs: nsToMs(line.timeNs!),
+    firstFin: null,
+    error: null,
+  });
+
+  test("a server's accept callback late by 435 ms is no problem: its line is judged from the client's start", () => {
+    const server = report("server", kernelStartMs + 435);
+    expect(problemsWith(line, server, 250)).toEqual(["start_time is 435.000ms before the server began"]);
+    expect(problemsWith(line, server, 250, serverBegan(report("client", kernelStartMs - 1), server))).toEqual([]);
+  });
+
+  test("a start_time before the client began connecting is still a problem", () => {
+    const server = report("server", kernelStartMs + 435);
+    expect(problemsWith(line, server, 250, serverBegan(report("client", kernelStartMs + 300), server))).toEqual([
+      "start_time is 300.000ms before the client began connecting",
+    ]);
+    // A client whose start came after the server's: the server's own start is the bound.
+    const sooner = report("server", kernelStartMs + 260);
+    expect(problemsWith(line, sooner, 250, serverBegan(report("client", kernelStartMs + 300), sooner))).toEqual([
+      "start_time is 260.000ms before the server began",
+    ]);
   });
 });
 

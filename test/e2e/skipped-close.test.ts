@@ -15,7 +15,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type AdminAgent, closeCounts, startAdminAgent } from "./admin-support.ts";
 import { agentUnavailableReason } from "./agent.ts";
-import { closeLines, keyOf, problemsWith } from "./connection-checks.ts";
+import { closeLines, keyOf, problemsWith, serverBegan } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
@@ -71,7 +71,7 @@ for (const state of ["hash-map", "socket-storage"] as const) {
           const { client: c, server: s } = await exchange(client, server, { family, clientSend: 1000, serverSend: 5000, closeFirst, serverPort: port });
           const { out, inb } = await closeLines(agent.agent, keyOf(c, s));
           expect({ line: out.raw, problems: problemsWith(out, c, TOLERANCE_MS) }).toEqual({ line: out.raw, problems: [] });
-          expect({ line: inb.raw, problems: problemsWith(inb, s, TOLERANCE_MS) }).toEqual({ line: inb.raw, problems: [] });
+          expect({ line: inb.raw, problems: problemsWith(inb, s, TOLERANCE_MS, serverBegan(c, s)) }).toEqual({ line: inb.raw, problems: [] });
           expect([out.direction, out.sentBytes, out.receivedBytes]).toEqual(["OUTBOUND", 1000, 5000]);
           expect([inb.direction, inb.sentBytes, inb.receivedBytes]).toEqual(["INBOUND", 5000, 1000]);
         } finally {
