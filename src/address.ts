@@ -141,28 +141,77 @@ export function ipv6Text(view: DataView, at: number): string {
 }
 
 /**
+ * One family's slots in AddressTexts: `width` 32-bit words of address and a text per slot.
+ * It starts small and grows four-fold (emptied) each time it has missed half as many times as it
+ * has slots, up to `2 ** maxBits` slots: an agent whose node talks to few addresses keeps a few
+ * KiB, a busy node's mix gets the room it needs.
+ */
+class AddressSlots {
+  /** Right shift of a 32-bit hash that leaves a slot number: 32 minus the slots' bits. */
+  shift = 0;
+  words = new Int32Array(0);
+  texts: (string | undefined)[] = [];
+  #bits = 0;
+  #misses = 0;
+
+  constructor(
+    readonly width: number,
+    bits: number,
+    readonly maxBits: number,
+  ) {
+    this.#empty(bits);
+  }
+
+  get slots(): number {
+    return this.texts.length;
+  }
+
+  /** Counts a miss; may grow, so a slot is found again after it. */
+  missed(): void {
+    if (this.#bits === this.maxBits || ++this.#misses < this.slots >> 1) return;
+    this.#empty(Math.min(this.#bits + 2, this.maxBits));
+  }
+
+  #empty(bits: number): void {
+    this.#bits = bits;
+    this.shift = 32 - bits;
+    this.words = new Int32Array(this.width << bits);
+    this.texts = new Array<string | undefined>(1 << bits).fill(undefined);
+    this.#misses = 0;
+  }
+}
+
+/**
  * ipv4Text and ipv6Text, remembered. A node talks to the same few thousand addresses over and
  * over: the same string instance each time means no new string per record, and Map lookups by
  * address (the pod index) that hash it once. Direct-mapped by a hash of the address bytes, so that
  * a lookup is a multiplication and a compare, and a node that sees many distinct addresses only
- * replaces entries (a new string for an address that lost its slot).
+ * replaces entries (a new string for an address that lost its slot). Each family's slots grow
+ * with the addresses seen (AddressSlots): 1,024 IPv4 and 256 IPv6 slots at first, at most 16,384
+ * and 4,096.
  */
 export class AddressTexts {
-  static readonly #V4_SLOTS = 1 << 14;
-  static readonly #V6_SLOTS = 1 << 12;
-  readonly #v4Words = new Float64Array(AddressTexts.#V4_SLOTS).fill(-1); // never a u32
-  readonly #v4Texts: string[] = new Array<string>(AddressTexts.#V4_SLOTS).fill("");
-  readonly #v6Words = new Int32Array(AddressTexts.#V6_SLOTS * 4);
-  readonly #v6Texts: (string | undefined)[] = new Array<string | undefined>(AddressTexts.#V6_SLOTS).fill(undefined);
+  readonly #v4 = new AddressSlots(1, 10, 14);
+  readonly #v6 = new AddressSlots(4, 8, 12);
+
+  /** The slots each family has now. */
+  get slots(): { v4: number; v6: number } {
+    return { v4: this.#v4.slots, v6: this.#v6.slots };
+  }
 
   /** ipv4Text of the 4 bytes at `at`. */
   ipv4(view: DataView, at: number): string {
-    const word = view.getUint32(at, false);
-    const slot = Math.imul(word, 0x9e3779b1) >>> 18; // Fibonacci hashing: the top 14 bits
-    if (this.#v4Words[slot] === word) return this.#v4Texts[slot]!;
+    const word = view.getInt32(at, false);
+    const hash = Math.imul(word, 0x9e3779b1); // Fibonacci hashing: a slot is its top bits
+    const v4 = this.#v4;
+    const slot = hash >>> v4.shift;
+    const cached = v4.texts[slot];
+    if (cached !== undefined && v4.words[slot] === word) return cached;
     const text = dottedQuad(word);
-    this.#v4Words[slot] = word;
-    this.#v4Texts[slot] = text;
+    v4.missed();
+    const to = hash >>> v4.shift;
+    v4.words[to] = word;
+    v4.texts[to] = text;
     return text;
   }
 
@@ -172,19 +221,24 @@ export class AddressTexts {
     const w1 = view.getInt32(at + 4, false);
     const w2 = view.getInt32(at + 8, false);
     const w3 = view.getInt32(at + 12, false);
-    const slot = Math.imul(w0 ^ Math.imul(w1, 31) ^ Math.imul(w2, 961) ^ Math.imul(w3, 0x9e3779b1), 0x9e3779b1) >>> 20;
+    const hash = Math.imul(w0 ^ Math.imul(w1, 31) ^ Math.imul(w2, 961) ^ Math.imul(w3, 0x9e3779b1), 0x9e3779b1);
+    const v6 = this.#v6;
+    const slot = hash >>> v6.shift;
     const i = slot * 4;
-    const words = this.#v6Words;
-    const cached = this.#v6Texts[slot];
+    const words = v6.words;
+    const cached = v6.texts[slot];
     if (cached !== undefined && words[i] === w0 && words[i + 1] === w1 && words[i + 2] === w2 && words[i + 3] === w3) {
       return cached;
     }
     const text = ipv6Text(view, at);
-    words[i] = w0;
-    words[i + 1] = w1;
-    words[i + 2] = w2;
-    words[i + 3] = w3;
-    this.#v6Texts[slot] = text;
+    v6.missed();
+    const to = hash >>> v6.shift;
+    const j = to * 4;
+    v6.words[j] = w0;
+    v6.words[j + 1] = w1;
+    v6.words[j + 2] = w2;
+    v6.words[j + 3] = w3;
+    v6.texts[to] = text;
     return text;
   }
 }

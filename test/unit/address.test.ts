@@ -77,6 +77,49 @@ test("address texts stay right when cached addresses collide", () => {
   }
 });
 
+describe("address texts' slots grow with the addresses seen", () => {
+  const view = new DataView(new ArrayBuffer(16));
+  /** Looks up 10.0.0.0 + n (IPv4) or fd00::n (IPv6) and checks the text. */
+  function v4(cache: AddressTexts, n: number): void {
+    view.setUint32(0, 0x0a000000 + n);
+    expect(cache.ipv4(view, 0)).toBe(ipv4Text(view, 0));
+  }
+  function v6(cache: AddressTexts, n: number): void {
+    view.setUint32(0, 0xfd000000);
+    view.setUint32(12, n);
+    expect(cache.ipv6(view, 0)).toBe(ipv6Text(view, 0));
+  }
+
+  test("1,024 IPv4 and 256 IPv6 slots at first; hits never grow them", () => {
+    const cache = new AddressTexts();
+    expect(cache.slots).toEqual({ v4: 1024, v6: 256 });
+    for (let i = 0; i < 100_000; i++) {
+      v4(cache, 7);
+      v6(cache, 7);
+    }
+    expect(cache.slots).toEqual({ v4: 1024, v6: 256 });
+  });
+
+  test.each([
+    ["IPv4", v4, "v4", [1024, 4096, 16384]],
+    ["IPv6", v6, "v6", [256, 1024, 4096]],
+  ] as const)("%s: four-fold at each half-slots' misses, up to a cap", (_, look, family, sizes) => {
+    const cache = new AddressTexts();
+    let n = 0;
+    for (const [from, to] of [[sizes[0], sizes[1]], [sizes[1], sizes[2]]] as const) {
+      for (let i = 1; i < from / 2; i++) look(cache, ++n);
+      expect(cache.slots[family]).toBe(from);
+      look(cache, ++n); // the miss that reaches half the slots
+      expect(cache.slots[family]).toBe(to);
+      // The address that grew the slots is in the new ones: looking it up again is no miss (the
+      // next step counts the misses that grow them again exactly).
+      for (let i = 0; i < 1000; i++) look(cache, n);
+    }
+    for (let i = 0; i < 100_000; i++) look(cache, ++n);
+    expect(cache.slots[family]).toBe(sizes[2]!);
+  });
+});
+
 test("a dotted quad as a number: its bytes read big-endian; -1 for anything else", () => {
   expect([ipv4Number("10.244.1.5"), ipv4Number("255.255.255.255"), ipv4Number("0.0.0.0")]).toEqual([0x0af40105, 0xffffffff, 0]);
   for (const bad of ["010.1.1.1", "256.1.1.1", "::1", "::ffff:10.1.2.3", "10.0.0.0/8", ""]) expect(ipv4Number(bad)).toBe(-1);
