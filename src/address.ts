@@ -143,8 +143,8 @@ export function ipv6Text(view: DataView, at: number): string {
 /**
  * One family's slots in AddressTexts: `width` 32-bit words of address and a text per slot.
  * It starts small and grows four-fold (emptied) each time it has missed half as many times as it
- * has slots, up to `2 ** maxBits` slots: an agent whose node talks to few addresses keeps a few
- * KiB, a busy node's mix gets the room it needs.
+ * has slots, up to `2 ** maxBits` slots: an agent whose node talks to few addresses keeps under
+ * 20 KiB of slots (0.3 MB at the caps), a busy node's mix gets the room it needs.
  */
 class AddressSlots {
   /** Right shift of a 32-bit hash that leaves a slot number: 32 minus the slots' bits. */
