@@ -11,14 +11,19 @@
  * the connections that were already open (every TCP socket some process
  * holds). No per-packet hook.
  *
- * Two ways to keep the state, one loaded per kernel (src/kernel/probe.ts):
- * - socket-local storage (conn_storage), from Linux 5.11, where tracing
- *   programs may use it: freed with the socket, no hashing, no allocation
- *   in a map of ours per connection, never stale; periodic reports walk it
- *   with a map-element iterator (report_sk). The *_sk programs.
+ * Three ways to keep the state, one loaded per kernel (src/kernel/probe.ts):
+ * - the socket table (conn_table) in front of the hash map, from Linux 5.12
+ *   (compare-and-exchange): an array indexed by a hash of the socket's
+ *   address, whose entries are claimed and given back with no allocation and
+ *   no lock; a socket whose entry another holds goes to the hash map.
+ *   Periodic reports walk the table (report_table), then the map. The
+ *   *_table programs.
  * - a hash map keyed by the socket's address (connections), for older
- *   kernels and for those that refuse the iterator: periodic reports look up
- *   the keys the agent reads (report_open).
+ *   kernels: periodic reports look up the keys the agent reads (report_open).
+ * - socket-local storage (conn_storage), from Linux 5.11, where tracing
+ *   programs may use it: freed with the socket, never stale, but an
+ *   allocation at every connection; periodic reports walk it with a
+ *   map-element iterator (report_sk). The *_sk programs.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -53,6 +58,11 @@ struct conn_state {
 #define STATE_FIN_UNCOUNTED 0x2	/* the peer's FIN came with its SYN: not in bytes_received */
 #define STATE_FIN_SENT 0x4	/* our FIN is in the sequence space (FIN_WAIT1 or LAST_ACK seen) */
 
+/* Where a program keeps the state (a constant: each program uses one). */
+#define KEEP_MAP 0	/* the hash map */
+#define KEEP_STORAGE 1	/* socket-local storage */
+#define KEEP_TABLE 2	/* the socket table, then the hash map */
+
 /* Whether our FIN is in the sequence space, from the state the socket is in
  * (or was in just before it closed): these states are entered by sending it. */
 static __always_inline int fin_sent(int state)
@@ -85,6 +95,30 @@ struct {
 	__type(key, __u64);
 	__type(value, struct conn_state);
 } connections SEC(".maps");
+
+/*
+ * The socket table: entry i holds the state of the socket whose address
+ * hashes to i, when that socket claimed it first. `sock` is 0 while the entry
+ * is free, and the socket's address once its state is written; a socket
+ * claiming it writes its address with the low bit set first (socket
+ * addresses are even), so that no reader takes the entry as that socket's
+ * before its state is there. A socket's state is in the table or in the hash
+ * map, never in both.
+ */
+#define TABLE_BITS 14
+#define TABLE_CLAIMING 1ULL
+
+struct conn_entry {
+	__u64 sock;
+	struct conn_state st;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << TABLE_BITS);
+	__type(key, __u32);
+	__type(value, struct conn_entry);
+} conn_table SEC(".maps");
 
 /* The same, kept with the socket itself (see the top of this file). */
 struct {
@@ -417,25 +451,92 @@ static __always_inline void identify(struct conn_state *st, const struct sock_fi
 	st->local_port = f->local_port;
 }
 
-/* The state kept for sk's connection, or NULL; `in_storage`: socket-local
- * storage, else the hash map (a constant: each program uses one). */
-static __always_inline struct conn_state *state_of(const struct sock *sk, const int in_storage)
+/* The table entry of the socket `offset` bytes from counters. */
+static __always_inline struct conn_entry *table_entry_at(__u32 offset)
 {
-	__u64 key = (__u64)sk;
+	__u32 index = (offset * 0x9E3779B9U) >> (32 - TABLE_BITS);
 
-	if (in_storage)
-		return bpf_sk_storage_get(&conn_storage, (struct sock *)sk, 0, 0);
+	return bpf_map_lookup_elem(&conn_table, &index);
+}
+
+/* The table entry sk's address picks (sk: a pointer the verifier knows the
+ * type of). The verifier allows no arithmetic on such a pointer, but the
+ * difference of two pointers is a number (to a loader with CAP_PERFMON, which
+ * tracing needs anyway). */
+static __always_inline struct conn_entry *table_entry(const struct sock *sk)
+{
+	return table_entry_at((__u64)sk - (__u64)&counters);
+}
+
+/* The same for a socket known only by its address as a number (read with
+ * bpf_probe_read_kernel): counters' address is read as a number too. */
+static __always_inline struct conn_entry *table_entry_of(__u64 key)
+{
+	const void *at = &counters;
+	__u64 base = 0;
+
+	bpf_probe_read_kernel(&base, sizeof(base), &at);
+	return table_entry_at(key - base);
+}
+
+/* The state of the socket at `key`: in `entry`, its table entry, if it holds
+ * it, else in the hash map (not looked up while the map holds none); or NULL. */
+static __always_inline struct conn_state *entry_or_map(struct conn_entry *entry, __u64 key)
+{
+	if (entry && entry->sock == key)
+		return &entry->st;
+	if (!counters.in_map)
+		return 0;
 	return bpf_map_lookup_elem(&connections, &key);
 }
 
-static __always_inline void forget(const struct sock *sk, const int in_storage)
+/* The state kept for sk's connection, or NULL. */
+static __always_inline struct conn_state *state_of(const struct sock *sk, const int keep)
 {
 	__u64 key = (__u64)sk;
 
-	if (in_storage)
+	if (keep == KEEP_STORAGE)
+		return bpf_sk_storage_get(&conn_storage, (struct sock *)sk, 0, 0);
+	if (keep == KEEP_TABLE)
+		return entry_or_map(table_entry(sk), key);
+	return bpf_map_lookup_elem(&connections, &key);
+}
+
+/* The same for a socket known only by its address as a number (not with
+ * socket storage). */
+static __always_inline struct conn_state *state_at(__u64 key, const int keep)
+{
+	if (keep == KEEP_TABLE)
+		return entry_or_map(table_entry_of(key), key);
+	return bpf_map_lookup_elem(&connections, &key);
+}
+
+/* Deletes key's state from the hash map. */
+static __always_inline int unmap(__u64 key, const int keep)
+{
+	if (bpf_map_delete_elem(&connections, &key))
+		return 0;
+	if (keep == KEEP_TABLE)
+		__sync_fetch_and_add(&counters.in_map, -1);
+	return 1;
+}
+
+static __always_inline void forget(const struct sock *sk, const int keep)
+{
+	__u64 key = (__u64)sk;
+	struct conn_entry *entry;
+
+	if (keep == KEEP_STORAGE) {
 		bpf_sk_storage_delete(&conn_storage, (struct sock *)sk);
-	else
-		bpf_map_delete_elem(&connections, &key);
+		return;
+	}
+	if (keep == KEEP_TABLE) {
+		entry = table_entry(sk);
+		/* an atomic, so that the state is read before the entry is free */
+		if (entry && __sync_val_compare_and_swap(&entry->sock, key, 0) == key)
+			return;
+	}
+	unmap(key, keep);
 }
 
 /*
@@ -445,12 +546,13 @@ static __always_inline void forget(const struct sock *sk, const int in_storage)
  * is replaced. (The kernel skips a tracing program that is already running on
  * the CPU when a softirq interrupts it: see the README's performance section.)
  */
-static __always_inline void track(const struct sock *sk, const struct conn_state *st, const int in_storage)
+static __always_inline void track(const struct sock *sk, const struct conn_state *st, const int keep)
 {
 	__u64 key = (__u64)sk;
+	struct conn_entry *entry;
 	struct conn_state *kept;
 
-	if (in_storage) {
+	if (keep == KEEP_STORAGE) {
 		/* Created holding *st; one already there is another connection's
 		 * (its start differs: this one's is now). */
 		kept = bpf_sk_storage_get(&conn_storage, (struct sock *)sk, (void *)st,
@@ -463,8 +565,29 @@ static __always_inline void track(const struct sock *sk, const struct conn_state
 		}
 		return;
 	}
-	if (bpf_map_update_elem(&connections, &key, st, BPF_NOEXIST) == 0)
+	if (keep == KEEP_TABLE) {
+		entry = table_entry(sk);
+		if (entry && entry->sock == key) {
+			/* an earlier connection of this socket, whose close was missed */
+			entry->st = *st;
+			__sync_fetch_and_add(&counters.closes_missed, 1);
+			return;
+		}
+		if (entry && entry->sock == 0 &&
+		    __sync_val_compare_and_swap(&entry->sock, 0, key + TABLE_CLAIMING) == 0) {
+			entry->st = *st;
+			__sync_lock_test_and_set(&entry->sock, key);
+			/* an earlier connection of this address, in the map */
+			if (counters.in_map && unmap(key, keep))
+				__sync_fetch_and_add(&counters.closes_missed, 1);
+			return;
+		}
+	}
+	if (bpf_map_update_elem(&connections, &key, st, BPF_NOEXIST) == 0) {
+		if (keep == KEEP_TABLE)
+			__sync_fetch_and_add(&counters.in_map, 1);
 		return;
+	}
 	if (bpf_map_update_elem(&connections, &key, st, BPF_ANY) == 0)
 		__sync_fetch_and_add(&counters.closes_missed, 1);
 	else
@@ -519,8 +642,9 @@ static __always_inline void owner_of_current(struct conn_owner *o)
  * at accept()'s exit (tracepoints) may not use it: kept here by the socket's
  * address until the connection's state takes them (its close, a periodic
  * report). An LRU map: preallocated (tracepoints may not allocate on older
- * kernels), sized by the agent (1 entry with the hash map, which the accept
- * programs write directly); beyond its size the oldest owners are forgotten.
+ * kernels), sized by the agent (1 entry with the hash map or the socket
+ * table, whose accept programs write the state directly); beyond its size the
+ * oldest owners are forgotten.
  * Each names its connection, as struct conn_state does.
  */
 struct {
@@ -553,7 +677,7 @@ static __always_inline void take_accept_owner(const struct sock *sk, struct conn
  * then (the accepted socket reached ESTABLISHED before accept() could take it,
  * a Fast Open child excepted: it is still in SYN_RECV and gets no owner).
  */
-static __always_inline int on_accept(long fd, const int in_storage)
+static __always_inline int on_accept(long fd, const int keep)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct sock_figures figures;
@@ -583,9 +707,9 @@ static __always_inline int on_accept(long fd, const int in_storage)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	key = (__u64)sk;
-	if (!in_storage) {
+	if (keep != KEEP_STORAGE) {
 		/* only a connection tracked from its start and not named yet */
-		st = bpf_map_lookup_elem(&connections, &key);
+		st = state_at(key, keep);
 		if (!st || st->direction != DIRECTION_INBOUND || st->owner.pid != 0)
 			return 0;
 		read_ids_probe(&figures, sk, family);
@@ -604,25 +728,37 @@ static __always_inline int on_accept(long fd, const int in_storage)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int handle_accept4(struct syscall_exit_args *ctx)
 {
-	return on_accept(ctx->ret, 0);
+	return on_accept(ctx->ret, KEEP_MAP);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int handle_accept(struct syscall_exit_args *ctx)
 {
-	return on_accept(ctx->ret, 0);
+	return on_accept(ctx->ret, KEEP_MAP);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int handle_accept4_sk(struct syscall_exit_args *ctx)
 {
-	return on_accept(ctx->ret, 1);
+	return on_accept(ctx->ret, KEEP_STORAGE);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int handle_accept_sk(struct syscall_exit_args *ctx)
 {
-	return on_accept(ctx->ret, 1);
+	return on_accept(ctx->ret, KEEP_STORAGE);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_accept4_table(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, KEEP_TABLE);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_accept_table(struct syscall_exit_args *ctx)
+{
+	return on_accept(ctx->ret, KEEP_TABLE);
 }
 
 /* Whether the tests' switch ignore_close_port names one of sk's ports. (The
@@ -654,7 +790,7 @@ static __always_inline int ignored_by_test(const struct sock *sk)
  * a socket closes from.
  */
 static __always_inline int on_state_change(const struct sock *sk, const int oldstate, const int newstate,
-					   const int in_storage)
+					   const int keep)
 {
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
@@ -680,7 +816,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	if (newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_LAST_ACK) {
-		st = state_of(sk, in_storage);
+		st = state_of(sk, keep);
 		if (st)
 			st->flags |= STATE_FIN_SENT;
 		return 0;
@@ -698,7 +834,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		identify_peer(&fresh, sk, family);
 		/* connect() runs this in its caller: the owner is the current task */
 		owner_of_current(&fresh.owner);
-		track(sk, &fresh, in_storage);
+		track(sk, &fresh, keep);
 		return 0;
 	}
 
@@ -715,7 +851,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		 * rcv_nxt moved past the bytes not read yet. */
 		if ((__u32)(tp->rcv_nxt - tp->copied_seq) != (__u32)tp->bytes_received + 1)
 			return 0;
-		st = state_of(sk, in_storage);
+		st = state_of(sk, keep);
 		if (st)
 			st->flags |= STATE_FIN_UNCOUNTED;
 		return 0;
@@ -732,10 +868,10 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	if (newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket)
 		st = NULL;
 	else
-		st = state_of(sk, in_storage);
+		st = state_of(sk, keep);
 	if (st && !same_connection(st, &figures, family)) {
 		/* another connection's, whose close the probe never saw */
-		forget(sk, in_storage);
+		forget(sk, keep);
 		__sync_fetch_and_add(&counters.closes_missed, 1);
 		st = NULL;
 	}
@@ -753,7 +889,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_INBOUND;
 		identify(&fresh, &figures, family);
-		track(sk, &fresh, in_storage);
+		track(sk, &fresh, keep);
 		return 0;
 	}
 
@@ -772,24 +908,30 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		init_unknown(&fresh, sk->sk_max_ack_backlog);
 		st = &fresh;
 	}
-	if (in_storage)
+	if (keep == KEEP_STORAGE)
 		take_accept_owner(sk, st, &figures, family, 1);
 	emit(sk, st, &figures, family, fin_sent(oldstate), attempting(oldstate), now);
 	if (st != &fresh)
-		forget(sk, in_storage);
+		forget(sk, keep);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_state_change(sk, oldstate, newstate, 0);
+	return on_state_change(sk, oldstate, newstate, KEEP_MAP);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_state_change(sk, oldstate, newstate, 1);
+	return on_state_change(sk, oldstate, newstate, KEEP_STORAGE);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state_change(sk, oldstate, newstate, KEEP_TABLE);
 }
 
 /*
@@ -805,7 +947,7 @@ int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, con
  * was sent from the state kept (STATE_FIN_SENT). A close that was seen left
  * no state: nothing to do.
  */
-static __always_inline int on_destroy(const struct sock *sk, const int in_storage)
+static __always_inline int on_destroy(const struct sock *sk, const int keep)
 {
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
@@ -813,7 +955,7 @@ static __always_inline int on_destroy(const struct sock *sk, const int in_storag
 	__u16 family;
 	int failed;
 
-	st = state_of(sk, in_storage);
+	st = state_of(sk, keep);
 	if (!st)
 		return 0;
 	family = sk->__sk_common.skc_family;
@@ -827,7 +969,7 @@ static __always_inline int on_destroy(const struct sock *sk, const int in_storag
 	 * both, follows crossed. */
 	asm volatile("" : : "r"(&figures) : "memory");
 	failed = st->direction == DIRECTION_OUTBOUND && figures.acked == 0;
-	if (in_storage)
+	if (keep == KEEP_STORAGE)
 		take_accept_owner(sk, st, &figures, family, 1);
 	if (!same_connection(st, &figures, family) || (failed && !figures.err)) {
 		/* A freed socket's state, whose close and end were both skipped;
@@ -838,20 +980,26 @@ static __always_inline int on_destroy(const struct sock *sk, const int in_storag
 		emit(sk, st, &figures, family, st->flags & STATE_FIN_SENT, failed, bpf_ktime_get_ns());
 		__sync_fetch_and_add(&counters.closes_at_destroy, 1);
 	}
-	forget(sk, in_storage);
+	forget(sk, keep);
 	return 0;
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy, const struct sock *sk)
 {
-	return on_destroy(sk, 0);
+	return on_destroy(sk, KEEP_MAP);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy_sk, const struct sock *sk)
 {
-	return on_destroy(sk, 1);
+	return on_destroy(sk, KEEP_STORAGE);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(handle_destroy_table, const struct sock *sk)
+{
+	return on_destroy(sk, KEEP_TABLE);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */
@@ -864,28 +1012,27 @@ struct {
 
 /*
  * Periodic reports, run by the agent (BPF_PROG_TEST_RUN) and never attached:
- * one record per key of report_batch whose connection is still tracked and
- * established, state and cumulative counters as they are now, each in its
- * key's slot (a slot left with state 0 has no report). The records come back
+ * one record per connection still tracked and established, state and
+ * cumulative counters as they are now, each in its slot of report_batch (a
+ * slot left with state 0 has no report). report_open reports the keys of the
+ * hash map the agent wrote into the batch's sock_id fields; report_table a
+ * run of REPORT_BATCH entries of the socket table. The records come back
  * through the map, not the ring buffer, so a full ring cannot lose
  * them. The socket is read through bpf_probe_read_kernel only: a connection
  * may close while it is read, and then reports what its socket last held.
  * (A map-element iterator would walk the map in the kernel, but some kernels
  * refuse those iterators to every caller; this runs wherever raw tracepoint
- * programs may.) report_one is a global function so that the verifier checks
- * it once rather than once per turn of the loop; its arguments are scalars,
- * as Linux 5.10 requires of global functions.
+ * programs may.) report_one and report_entry are global functions so that the
+ * verifier checks each once rather than once per turn of the loop; their
+ * arguments are scalars, as Linux 5.10 requires of global functions.
  */
-__noinline int report_one(__u64 key, __u32 slot, __u64 now)
+
+/* The batch's record for `slot`, emptied (state 0: no report), or NULL. */
+static __always_inline struct conn_record *report_slot(__u32 slot)
 {
-	const struct sock *sk = (const struct sock *)key;
-	struct sock_figures figures;
 	struct report_batch *batch;
 	struct conn_record *rec;
-	struct conn_state *st;
 	__u32 zero = 0;
-	__u16 family;
-	__u8 state;
 
 	batch = bpf_map_lookup_elem(&report_batch, &zero);
 	if (!batch || slot >= REPORT_BATCH)
@@ -895,32 +1042,63 @@ __noinline int report_one(__u64 key, __u32 slot, __u64 now)
 	 * narrow, and drop a mask the test makes redundant, but for the barrier. */
 	barrier_var(slot);
 	rec = &batch->records[slot & (REPORT_BATCH - 1)];
-	rec->state = 0; /* no report unless filled below */
-	st = bpf_map_lookup_elem(&connections, &key);
-	if (!st)
-		return 0; /* closed since */
+	rec->state = 0;
+	return rec;
+}
+
+/* Fills rec for the socket at `key` whose state is st: 1 if reported, 0 if
+ * there is nothing to report now, -1 if the state outlived its connection. */
+static __always_inline int report_state(struct conn_record *rec, __u64 key, struct conn_state *st, __u64 now)
+{
+	const struct sock *sk = (const struct sock *)key;
+	struct sock_figures figures;
+	__u16 family;
+	__u8 state;
+
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (attempting(state) && st->local_port == 0)
 		return 0; /* an attempt still under way: not a connection yet */
 	read_figures_probe(&figures, sk, family);
-	if (!connected(state) || !same_connection(st, &figures, family)) {
-		/* The entry outlived its connection (or attempt): the kernel
-		 * never ran the probe for its close, and the socket is closed,
-		 * or its memory is some other socket's now. */
-		if (bpf_map_delete_elem(&connections, &key) == 0)
-			__sync_fetch_and_add(&counters.closes_missed, 1);
-		return 0;
-	}
+	/* The state outlived its connection (or attempt): the kernel never ran
+	 * the probe for its close, and the socket is closed, or its memory is
+	 * some other socket's now. */
+	if (!connected(state) || !same_connection(st, &figures, family))
+		return -1;
 	st->local_port = figures.local_port;
 	fill_record(rec, sk, st, &figures, family, state, fin_sent(state), 0, now);
 	return 1;
 }
 
+/* `keep`: KEEP_MAP or KEEP_TABLE, whichever way the programs loaded keep state. */
+__noinline int report_one(__u64 key, __u32 slot, __u64 now, __u32 keep)
+{
+	struct conn_record *rec;
+	struct conn_state *st;
+	int reported;
+
+	rec = report_slot(slot);
+	if (!rec)
+		return 0;
+	st = bpf_map_lookup_elem(&connections, &key);
+	if (!st)
+		return 0; /* closed since */
+	reported = report_state(rec, key, st, now);
+	if (reported >= 0)
+		return reported;
+	if (bpf_map_delete_elem(&connections, &key) == 0) {
+		__sync_fetch_and_add(&counters.closes_missed, 1);
+		if (keep == KEEP_TABLE)
+			__sync_fetch_and_add(&counters.in_map, -1);
+	}
+	return 0;
+}
+
+/* ctx: how many keys, and the way state is kept (report_one's `keep`). */
 SEC("raw_tp")
 int report_open(__u64 *ctx)
 {
-	__u32 zero = 0, count = ctx[0], i;
+	__u32 zero = 0, count = ctx[0], keep = ctx[1], i;
 	struct report_batch *batch;
 	__u64 now = bpf_ktime_get_ns();
 
@@ -928,7 +1106,41 @@ int report_open(__u64 *ctx)
 	if (!batch)
 		return 0;
 	for (i = 0; i < REPORT_BATCH && i < count; i++)
-		report_one(batch->records[i].sock_id, i, now);
+		report_one(batch->records[i].sock_id, i, now, keep);
+	return 0;
+}
+
+__noinline int report_entry(__u32 index, __u32 slot, __u64 now)
+{
+	struct conn_entry *entry;
+	struct conn_record *rec;
+	int reported;
+	__u64 key;
+
+	rec = report_slot(slot);
+	entry = bpf_map_lookup_elem(&conn_table, &index);
+	if (!rec || !entry)
+		return 0;
+	key = entry->sock;
+	if (key == 0 || (key & TABLE_CLAIMING))
+		return 0; /* free, or its state not written yet */
+	reported = report_state(rec, key, &entry->st, now);
+	if (reported >= 0)
+		return reported;
+	if (__sync_val_compare_and_swap(&entry->sock, key, 0) == key)
+		__sync_fetch_and_add(&counters.closes_missed, 1);
+	return 0;
+}
+
+/* ctx: the first entry of the run. */
+SEC("raw_tp")
+int report_table(__u64 *ctx)
+{
+	__u32 first = ctx[0], i;
+	__u64 now = bpf_ktime_get_ns();
+
+	for (i = 0; i < REPORT_BATCH; i++)
+		report_entry(first + i, i, now);
 	return 0;
 }
 
@@ -940,8 +1152,7 @@ int report_open(__u64 *ctx)
  * counts them). Sockets of processes outside the agent's PID namespace are
  * not seen here; they are still reported when they close.
  */
-SEC("iter/task_file")
-int seed_open(struct bpf_iter__task_file *ctx)
+static __always_inline int seed(struct bpf_iter__task_file *ctx, const int keep)
 {
 	struct file *file = ctx->file;
 	struct sock_figures figures;
@@ -972,11 +1183,29 @@ int seed_open(struct bpf_iter__task_file *ctx)
 	if (state == BPF_TCP_SYN_SENT)
 		st.local_port = 0; /* an attempt's entry names its peer only */
 	key = (__u64)sk;
-	/* BPF_NOEXIST: a socket shared by several processes is added once, and
-	 * one the tracepoint already tracks keeps what it knows. */
-	if (bpf_map_update_elem(&connections, &key, &st, BPF_NOEXIST) == 0)
+	/* A socket shared by several processes is added once, and one the
+	 * tracepoint already tracks keeps what it knows: in the table, or in
+	 * the map (BPF_NOEXIST). */
+	if (keep == KEEP_TABLE && state_at(key, keep))
+		return 0;
+	if (bpf_map_update_elem(&connections, &key, &st, BPF_NOEXIST) == 0) {
+		if (keep == KEEP_TABLE)
+			__sync_fetch_and_add(&counters.in_map, 1);
 		bpf_seq_write(ctx->meta->seq, &state, 1);
+	}
 	return 0;
+}
+
+SEC("iter/task_file")
+int seed_open(struct bpf_iter__task_file *ctx)
+{
+	return seed(ctx, KEEP_MAP);
+}
+
+SEC("iter/task_file")
+int seed_open_table(struct bpf_iter__task_file *ctx)
+{
+	return seed(ctx, KEEP_TABLE);
 }
 
 /*

@@ -61,6 +61,7 @@ struct probe_counters {
 	__u64 tracking_failed;	/* connections map full: a connection was not tracked from its start */
 	__u64 closes_missed;	/* a tracked connection's close never reached the probe (found later) */
 	__u64 closes_at_destroy; /* a close the tracepoint program missed, recorded when the socket ended */
+	__u64 in_map;		/* with the socket table: states in the hash map (their entry was taken) */
 };
 
 /*

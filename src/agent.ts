@@ -275,11 +275,12 @@ export class Agent {
     if (!outputsOf(control.switches()).kernelEmit) probe.drain(() => undefined);
     log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
-        `${probe.stateKeeping === "socket storage" ? "connection state kept with each socket" : `up to ${options.maxConnections} open connections tracked`}, ` +
+        `${keepingText(probe, options.maxConnections)}, ` +
         `${probe.seededConnections} already open)`,
     );
-    if (probe.socketStorageRefusal !== null) {
-      log.warn(`connection state kept in a hash map, not with each socket: the kernel refused socket storage (${probe.socketStorageRefusal})`);
+    if (probe.keepingRefusal !== null) {
+      const refused = options.connectionState === "socket-storage" ? "with each socket: the kernel refused socket storage" : "in the socket table: the kernel refused it";
+      log.warn(`connection state kept in a hash map, not ${refused} (${probe.keepingRefusal})`);
     }
     if (probe.acceptCallersUnknown !== null) {
       const { reason, fix } = probe.acceptCallersUnknown;
@@ -295,7 +296,7 @@ export class Agent {
       }, METRICS_SWEEP_INTERVAL_MS),
     );
     if (agent.#skipsSeen !== null) agent.#timers.push(setInterval(() => agent.#watchSkips(), SKIPS_CHECK_INTERVAL_MS));
-    if (probe.stateKeeping === "hash map") agent.#timers.push(setInterval(() => agent.#sweepStates(), STATES_SWEEP_INTERVAL_MS));
+    if (probe.stateKeeping !== "socket storage") agent.#timers.push(setInterval(() => agent.#sweepStates(), STATES_SWEEP_INTERVAL_MS));
     return agent;
   }
 
@@ -507,17 +508,17 @@ export class Agent {
   }
 
   /**
-   * Takes out of the hash map the states of connections closed without either program seeing it,
-   * so that they are counted (closes_missed) and said on stderr; with socket storage they go with
-   * their socket, uncounted. `quiet`: at stop, whose summary says it.
+   * Takes out of the socket table and the hash map the states of connections closed without either
+   * program seeing it, so that they are counted (closes_missed) and said on stderr; with socket
+   * storage they go with their socket, uncounted. `quiet`: at stop, whose summary says it.
    */
   #sweepStates(quiet = false): void {
-    if (this.probe.stateKeeping !== "hash map") return;
+    if (this.probe.stateKeeping === "socket storage") return;
     const before = this.probe.counters().closesMissed;
     this.probe.reportOpenConnections(() => undefined);
     const found = this.probe.counters().closesMissed - before;
     if (found > 0 && !quiet) {
-      this.log.warn(`${found} connections closed without their close reaching the probe (found in its hash map): they have no close line`);
+      this.log.warn(`${found} connections closed without their close reaching the probe (found in its table or hash map): they have no close line`);
     }
   }
 
@@ -609,6 +610,13 @@ export interface OutputEnd {
 export class OutputError extends ExitError {
   override name = "OutputError";
   override readonly context = "cannot write access-log lines to stdout";
+}
+
+/** Where the start-up line says the kernel keeps connection state. */
+function keepingText(probe: Probe, maxConnections: number): string {
+  if (probe.stateKeeping === "socket storage") return "connection state kept with each socket";
+  const table = probe.stateKeeping === "socket table" ? ` (in a table of ${probe.tableEntries} entries, then a hash map)` : "";
+  return `up to ${maxConnections} open connections tracked${table}`;
 }
 
 function outputEnd(error: unknown, log: Logger): OutputEnd {

@@ -233,10 +233,10 @@ export const FLAGS = {
     default: 262_144,
   },
   connectionState: {
-    ...choice(["hash-map", "socket-storage"]),
+    ...choice(["socket-table", "hash-map", "socket-storage"]),
     description:
-      "Where the kernel keeps each connection's state: hash-map (a map of --max-connections entries, the faster under churn) or socket-storage (with each socket, where the kernel allows it: Linux 5.11 and later)",
-    default: "hash-map",
+      "Where the kernel keeps each connection's state: socket-table (a table indexed by the socket in front of the hash map, the fastest under churn: Linux 5.12 and later, else the hash map), hash-map (a map of --max-connections entries) or socket-storage (with each socket: Linux 5.11 and later)",
+    default: "socket-table",
   },
   maxBufferedOutput: {
     kind: "value",

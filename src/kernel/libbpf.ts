@@ -29,6 +29,7 @@ const LIBBPF_SYMBOLS = {
   bpf_link__destroy: { args: ["ptr"], returns: "i32" },
   bpf_map__fd: { args: ["ptr"], returns: "i32" },
   bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
+  bpf_map__max_entries: { args: ["ptr"], returns: "u32" },
   bpf_map__map_flags: { args: ["ptr"], returns: "u32" },
   bpf_map__set_map_flags: { args: ["ptr", "u32"], returns: "i32" },
   // int bpf_map_lookup_elem(int fd, const void *key, void *value)

@@ -30,8 +30,8 @@ export interface ProbeOptions {
   /** How many open connections the kernel can track at once. */
   maxConnections: number;
   libbpfPath?: string | undefined;
-  /** "socket-storage": keep the state with each socket where the kernel allows it (default "hash-map"). */
-  connectionState?: "hash-map" | "socket-storage";
+  /** Where to keep each connection's state, where the kernel allows it (default "socket-table"; see StateKeeping). */
+  connectionState?: "socket-table" | "hash-map" | "socket-storage";
   /**
    * Name the process that accepted each connection: attach the programs at accept()'s exit. Only
    * JSON lines and OTLP show it, and while they are attached every system call on the node takes
@@ -55,16 +55,17 @@ export interface ProbeCounters {
 export type { RecordHandler };
 
 /**
- * Where the kernel keeps each connection's state (bpf/accesslog.bpf.c): beside the socket
- * (socket-local storage, from Linux 5.11), or in a hash map keyed by the socket's address.
+ * Where the kernel keeps each connection's state (bpf/accesslog.bpf.c): in a table indexed by a
+ * hash of the socket's address, then a hash map keyed by it (from Linux 5.12); in the hash map
+ * alone; or beside the socket (socket-local storage, from Linux 5.11).
  */
-export type StateKeeping = "socket storage" | "hash map";
+export type StateKeeping = "socket table" | "hash map" | "socket storage";
 
 /**
- * The kernel would not let the agent keep state in socket storage (its verifier refused the
- * programs that use it, or it refused to walk it): the hash map is used instead.
+ * The kernel would not let the agent keep state the way asked (its verifier refused the programs
+ * that use it, or it refused to walk socket storage): the hash map is used instead.
  */
-class SocketStorageRefused extends Error {}
+class KeepingRefused extends Error {}
 
 /** Why the accept() programs did not attach, and what would attach them. */
 export interface AcceptUnattached {
@@ -87,8 +88,9 @@ export const PROBE_COUNTERS_FIELDS = {
   tracking_failed: { offset: 8, size: 8 },
   closes_missed: { offset: 16, size: 8 },
   closes_at_destroy: { offset: 24, size: 8 },
+  in_map: { offset: 32, size: 8 },
 } as const;
-export const PROBE_COUNTERS_SIZE = 32;
+export const PROBE_COUNTERS_SIZE = 40;
 export const PROBE_SWITCHES_FIELDS = {
   emit_enabled: { offset: 0, size: 4 },
   ignore_close_port: { offset: 4, size: 2 },
@@ -168,17 +170,29 @@ const RECORDS_PER_READ = 4096;
 const SEED_READ_BYTES = 64 << 10;
 /** Periodic reports over socket storage: bytes read from the iterator at a time (its own buffer is 8 pages). */
 const REPORT_READ_BYTES = 64 << 10;
-/** The programs of each way of keeping state; the others are not loaded. `end`: at each socket's end. */
-const PROGRAMS: Record<StateKeeping, { track: string; end: string; seed: string; report: string; accept: readonly string[] }> = {
+/**
+ * The programs of each way of keeping state; the others are not loaded. `end`: at each socket's
+ * end. `report`: periodic reports (with the socket table: its entries, then the hash map's keys).
+ */
+const PROGRAMS: Record<StateKeeping, { track: string; end: string; seed: string; report: readonly string[]; accept: readonly string[] }> = {
+  "socket table": {
+    track: "handle_set_state_table",
+    end: "handle_destroy_table",
+    seed: "seed_open_table",
+    report: ["report_table", "report_open"],
+    accept: ["handle_accept4_table", "handle_accept_table"],
+  },
+  "hash map": { track: "handle_set_state", end: "handle_destroy", seed: "seed_open", report: ["report_open"], accept: ["handle_accept4", "handle_accept"] },
   "socket storage": {
     track: "handle_set_state_sk",
     end: "handle_destroy_sk",
     seed: "seed_open_sk",
-    report: "report_sk",
+    report: ["report_sk"],
     accept: ["handle_accept4_sk", "handle_accept_sk"],
   },
-  "hash map": { track: "handle_set_state", end: "handle_destroy", seed: "seed_open", report: "report_open", accept: ["handle_accept4", "handle_accept"] },
 };
+/** report_open's second argument: where its keys' states are (KEEP_* in bpf/accesslog.bpf.c). */
+const KEEP: Record<Exclude<StateKeeping, "socket storage">, bigint> = { "hash map": 0n, "socket table": 2n };
 /** Owners of accepted connections waiting for their socket's state (socket storage only; bpf/accesslog.bpf.c). */
 const ACCEPT_OWNERS_WITH_STORAGE = 16384;
 
@@ -187,6 +201,8 @@ export class Probe {
   #object: BpfObject | null = null;
   #links: Pointer[] = [];
   #reportProgramFd = -1;
+  /** With the socket table: report_table's fd. */
+  #reportTableFd = -1;
   /** Periodic reports over socket storage: the iterator link of report_sk. */
   #reportLink: Pointer | null = null;
   #reportRead = new Uint8Array(REPORT_READ_BYTES);
@@ -221,7 +237,7 @@ export class Probe {
   #batchOpts = new OptionStruct(BPF_MAP_BATCH_OPTS).bytes;
   #reportBytes = new Uint8Array(RECORD_SIZE * REPORT_BATCH);
   #reportView = new DataView(this.#reportBytes.buffer);
-  #reportArgs = new BigUint64Array(1);
+  #reportArgs = new BigUint64Array(2);
   #testRunOpts = new OptionStruct(BPF_TEST_RUN_OPTS);
   /** The attached programs' fds, for their run counts (struct bpf_prog_info). */
   #attachedFds: number[] = [];
@@ -234,8 +250,10 @@ export class Probe {
 
   /** Where the kernel keeps each connection's state. */
   stateKeeping: StateKeeping = "hash map";
-  /** Why socket storage is not used on a kernel that has it (the kernel refused its iterator), or null. */
-  socketStorageRefusal: string | null = null;
+  /** The socket table's entries; 0 without it. */
+  tableEntries = 0;
+  /** Why the way asked for is not used on a kernel that has it (the kernel refused its programs or iterator), or null. */
+  keepingRefusal: string | null = null;
 
   /**
    * Why the process that accepted a connection is not known though ProbeOptions.nameAcceptCallers
@@ -281,13 +299,20 @@ export class Probe {
     // it and report failures ourselves (errno text and the verifier log).
     this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
-    if (options.connectionState === "socket-storage" && socketStorageFromTracing(release())) {
+    const asked = options.connectionState ?? "socket-table";
+    const preferred: StateKeeping | null =
+      asked === "socket-storage" && socketStorageFromTracing(release())
+        ? "socket storage"
+        : asked === "socket-table" && socketTableFromTracing(release())
+          ? "socket table"
+          : null;
+    if (preferred !== null) {
       try {
-        this.#loadAs("socket storage", objectBytes, options);
+        this.#loadAs(preferred, objectBytes, options);
         return;
       } catch (error) {
-        if (!(error instanceof SocketStorageRefused)) throw error;
-        this.socketStorageRefusal = error.message;
+        if (!(error instanceof KeepingRefused)) throw error;
+        this.keepingRefusal = error.message;
         this.close();
       }
     }
@@ -298,20 +323,27 @@ export class Probe {
     const { lib, pointer, status } = this.#bpf;
     this.#object = new BpfObject(this.#bpf, objectBytes, "kmesh_accesslog", VERIFIER_LOG_BYTES, "open the BPF object");
     this.stateKeeping = keeping;
-    for (const [way, programs] of Object.entries(PROGRAMS)) {
-      for (const [role, names] of Object.entries(programs)) {
-        const wanted = way === keeping && (role !== "accept" || options.nameAcceptCallers);
-        for (const program of [names].flat()) status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), wanted));
+    // Ways share programs: each is loaded when the way in use has it.
+    const wanted = new Set<string>();
+    for (const [role, names] of Object.entries(PROGRAMS[keeping])) {
+      if (role !== "accept" || options.nameAcceptCallers) for (const program of [names].flat()) wanted.add(program);
+    }
+    for (const programs of Object.values(PROGRAMS)) {
+      for (const program of Object.values(programs).flat()) {
+        status(`choose program ${program}`, lib.bpf_program__set_autoload(this.#program(program), wanted.has(program)));
       }
     }
     status(
       "size the ring buffer",
       lib.bpf_map__set_max_entries(this.#map("events"), options.ringBufferBytes),
     );
-    // With socket storage the hash map is not used: one entry.
+    // With socket storage the hash map is not used, and the table only with the table: one entry.
     const connections = this.#map("connections");
-    const entries = keeping === "hash map" ? options.maxConnections : 1;
+    const entries = keeping === "socket storage" ? 1 : options.maxConnections;
     status("size the connections map", lib.bpf_map__set_max_entries(connections, entries));
+    const table = this.#map("conn_table");
+    if (keeping !== "socket table") status("size the socket table", lib.bpf_map__set_max_entries(table, 1));
+    this.tableEntries = keeping === "socket table" ? lib.bpf_map__max_entries(table) : 0;
     if (!runTimeAllocationAllowed(release())) {
       const flags = lib.bpf_map__map_flags(connections) & ~BPF_F_NO_PREALLOC;
       status("preallocate the connections map", lib.bpf_map__set_map_flags(connections, flags));
@@ -323,14 +355,15 @@ export class Probe {
     try {
       status("load the BPF object", lib.bpf_object__load(this.#object.pointer));
     } catch (error) {
-      // Some kernels' verifiers refuse the socket behind an open file as socket storage's key.
+      // Some kernels' verifiers refuse the socket behind an open file as socket storage's key;
+      // a kernel's may lack what the socket table needs.
       const reason = verifierReason(this.#object.verifierLog());
-      if (keeping !== "socket storage" || reason === null) throw error;
-      throw new SocketStorageRefused(`its verifier refused the programs that use it: ${reason}`);
+      if (keeping === "hash map" || reason === null) throw error;
+      throw new KeepingRefused(`its verifier refused the programs that use it: ${reason}`);
     }
     const programs = PROGRAMS[keeping];
     // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
-    if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report);
+    if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report[0]!);
 
     // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
     if (options.nameAcceptCallers) this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
@@ -338,12 +371,14 @@ export class Probe {
       this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
       this.#attachedFds.push(status(`find program ${name}`, lib.bpf_program__fd(this.#program(name))));
     }
-    if (keeping === "hash map") {
-      // report_open is never attached: reportOpenConnections() runs it.
+    if (keeping !== "socket storage") {
+      // report_open and report_table are never attached: reportOpenConnections() runs them.
       this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
+      if (keeping === "socket table") this.#reportTableFd = status("find program report_table", lib.bpf_program__fd(this.#program("report_table")));
+      this.#reportArgs[1] = KEEP[keeping];
       this.#connectionsFd = status("find the connections map", lib.bpf_map__fd(connections));
       this.#reportBatchFd = status("find the report batch", lib.bpf_map__fd(this.#map("report_batch")));
-      // report_open's one argument
+      // report_open's and report_table's arguments
       this.#testRunOpts.set("ctx_in", ptr(this.#reportArgs)).set("ctx_size_in", this.#reportArgs.byteLength);
     }
     this.seededConnections = this.#seedOpenConnections(programs.seed);
@@ -367,7 +402,7 @@ export class Probe {
   /**
    * The iterator that walks the socket storage for periodic reports, tried once (an empty walk):
    * never assumed, since some kernels refuse map-element iterators even to root. A refusal is an
-   * SocketStorageRefused, and the hash map is used instead.
+   * KeepingRefused, and the hash map is used instead.
    */
   #attachReportIterator(program: string): Pointer {
     const { lib, status, libcStatus, pointer } = this.#bpf;
@@ -380,7 +415,7 @@ export class Probe {
     try {
       link = pointer(`attach ${program} to the connection storage`, lib.bpf_program__attach_iter(this.#program(program), opts.bytes));
     } catch (error) {
-      throw new SocketStorageRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
+      throw new KeepingRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
     }
     try {
       fd = status("walk the connection storage", lib.bpf_iter_create(lib.bpf_link__fd(link)));
@@ -388,7 +423,7 @@ export class Probe {
       return link;
     } catch (error) {
       lib.bpf_link__destroy(link);
-      throw new SocketStorageRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
+      throw new KeepingRefused(`it refused to walk it: ${error instanceof Error ? error.message : String(error)}`);
     } finally {
       if (fd >= 0) libc.close(fd);
     }
@@ -487,15 +522,18 @@ export class Probe {
    * cumulative counters as they are), through the same handler as the ring
    * buffer. Returns how many were reported. Over socket storage the kernel
    * walks every socket holding a state (report_sk) and the records are read
-   * from the iterator, 64 KiB at a time. Over the hash map its keys are read
-   * KEYS_PER_LOOKUP at a time, and report_open fills the records of
-   * REPORT_BATCH of them per run: for 20,000 sockets, 20 lookups and 79 runs
-   * of three system calls each. Either on the calling thread.
+   * from the iterator, 64 KiB at a time. With the socket table, report_table
+   * fills the records of REPORT_BATCH of its entries per run (64 runs of two
+   * system calls each for its 16,384 entries). Then the hash map's keys are
+   * read KEYS_PER_LOOKUP at a time, and report_open fills the records of
+   * REPORT_BATCH of them per run: for 20,000 sockets in the map alone, 20
+   * lookups and 79 runs of three system calls each. On the calling thread.
    */
   reportOpenConnections(onRecord: RecordHandler): number {
     if (this.#reportLink !== null) return this.#reportFromStorage(this.#reportLink, onRecord);
     if (this.#reportProgramFd < 0) return 0;
     let total = 0;
+    for (let first = 0; first < this.tableEntries; first += REPORT_BATCH) total += this.#reportTable(first, onRecord);
     let [token, nextToken] = this.#batchTokens;
     for (let first = true; ; first = false) {
       this.#keyCount[0] = KEYS_PER_LOOKUP;
@@ -549,13 +587,29 @@ export class Probe {
   // records it filled (a slot left with state 0 had no connection to report).
   #reportKeys(start: number, count: number, onRecord: RecordHandler): number {
     const { lib, status } = this.#bpf;
-    const bytes = this.#reportBytes;
     const view = this.#reportView;
     const keys = this.#keys;
     for (let i = 0; i < count; i++) view.setBigUint64(i * RECORD_SIZE + RECORD_FIELDS.sock_id.offset, keys[start + i]!, true);
-    status("hand the open connections to the kernel", lib.bpf_map_update_elem(this.#reportBatchFd, this.#zeroKey, bytes, 0));
+    status("hand the open connections to the kernel", lib.bpf_map_update_elem(this.#reportBatchFd, this.#zeroKey, this.#reportBytes, 0));
     this.#reportArgs[0] = BigInt(count);
     status("run report_open", lib.bpf_prog_test_run_opts(this.#reportProgramFd, this.#testRunOpts.bytes));
+    return this.#handReport(count, onRecord);
+  }
+
+  // Runs report_table on the socket table's entries [first, first + REPORT_BATCH).
+  #reportTable(first: number, onRecord: RecordHandler): number {
+    const { lib, status } = this.#bpf;
+    this.#reportArgs[0] = BigInt(first);
+    status("run report_table", lib.bpf_prog_test_run_opts(this.#reportTableFd, this.#testRunOpts.bytes));
+    return this.#handReport(REPORT_BATCH, onRecord);
+  }
+
+  // Reads the batch the last run filled and hands over its first `count` records but those left
+  // with state 0 (no connection to report).
+  #handReport(count: number, onRecord: RecordHandler): number {
+    const { lib, status } = this.#bpf;
+    const bytes = this.#reportBytes;
+    const view = this.#reportView;
     status("read the report of open connections", lib.bpf_map_lookup_elem(this.#reportBatchFd, this.#zeroKey, bytes));
     let reported = 0;
     for (let i = 0; i < count; i++) {
@@ -703,6 +757,15 @@ export class Probe {
 export function runTimeAllocationAllowed(release: string): boolean {
   const version = parseKernelRelease(release);
   return version !== null && atLeast(version, { major: 6, minor: 1 });
+}
+
+/**
+ * Whether the socket table may be used on this kernel: its programs claim entries with BPF's
+ * compare-and-exchange (Linux 5.12). `release` as for runTimeAllocationAllowed.
+ */
+export function socketTableFromTracing(release: string): boolean {
+  const version = parseKernelRelease(release);
+  return version !== null && atLeast(version, { major: 5, minor: 12 });
 }
 
 /**

@@ -6,13 +6,14 @@
  * Needs root and dist/kmesh-accesslog (scripts/build). Run: `bun test test/e2e/admin-periodic.test.ts`.
  */
 import { describe, expect, test } from "bun:test";
-import { agentUnavailableReason, type AccessLogEntry } from "./agent.ts";
+import { agentUnavailableReason, keptInTable, type AccessLogEntry } from "./agent.ts";
 import { adminRequest, metrics, startAdminAgent } from "./admin-support.ts";
 import { checkPeriodic, CLOSE, ESTABLISHED, idleConnection, linesOf } from "./connection-checks.ts";
 import { waitUntilCapturing } from "./exchange.ts";
 import { createTestNode } from "./node.ts";
 import { openConnections } from "../../scripts/bench/connections.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
+import { agentMapId, dumpConnections } from "./probe-maps.ts";
 
 const ready = prerequisitesMet("periodic reports", netnsUnavailableReason() ?? agentUnavailableReason());
 
@@ -82,8 +83,10 @@ describe.skipIf(!ready)("periodic reports", () => {
 
   // The agent reads the kernel's connection keys 4,096 at a time and has the kernel fill 256
   // records per run: 3,000 pairs (6,000 sockets) take two reads and 24 runs per round.
-  // Both ways of keeping state: the hash map's keys read in batches, socket storage walked by an iterator.
-  for (const state of ["hash-map", "socket-storage"] as const) {
+  // Each way of keeping state: the hash map's keys read in batches; the socket table walked in runs of
+  // report_table, then the keys of the sockets whose entry another held (about a sixth of 6,000
+  // sockets in 16,384 entries); socket storage walked by an iterator.
+  for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
     test(`3,000 open connections, ${state}: every socket once in every round, none twice, none missed`, async () => {
       const PAIRS = 3_000;
       await using agent = await startAdminAgent({ args: ["--report-interval", "0.5", "--connection-state", state] });
@@ -109,6 +112,20 @@ describe.skipIf(!ready)("periodic reports", () => {
         // Every socket (both ends of each pair) in every round, the holders' listeners never.
         expect({ sockets: perSocket.size, reportsPerSocket: [...counts] }).toEqual({ sockets: 2 * PAIRS, reportsPerSocket: [[runs, 2 * PAIRS]] });
         expect(runs).toBeGreaterThanOrEqual(3);
+        if (state === "socket-table" && keptInTable(agent.agent.stderrLines)) {
+          // Both parts walked: the sockets whose entry another socket held are in the hash map.
+          const inMap = dumpConnections(agentMapId(agent.agent.pid, "connections")).filter(
+            (e) => ports.has(e.state.remotePort) || ports.has(e.state.localPort),
+          ).length;
+          expect(inMap).toBeGreaterThan(0);
+          expect(inMap).toBeLessThan(PAIRS);
+        }
+        // Then every socket's close, from wherever its state was: one line each, its start known.
+        await held.closeAll();
+        const closes = (e: AccessLogEntry) => e.state === CLOSE && e.dstAddr === "127.0.0.1" && ports.has(e.dstPort!);
+        await agent.agent.waitForLines(closes, 2 * PAIRS, 30_000);
+        const closed = new Set(agent.agent.filter((e) => closes(e) && e.startNs !== null).map((e) => `${e.direction} ${e.srcPort} ${e.dstPort}`));
+        expect({ lines: agent.agent.filter(closes).length, socketsWithStart: closed.size }).toEqual({ lines: 2 * PAIRS, socketsWithStart: 2 * PAIRS });
       } finally {
         await held.dispose();
       }

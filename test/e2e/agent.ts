@@ -12,7 +12,7 @@ import { accessSync, closeSync, constants, existsSync, openSync, readSync, rmSyn
 import { release } from "node:os";
 import { resolve } from "node:path";
 import { expect } from "bun:test";
-import { socketStorageFromTracing } from "../../src/kernel/probe.ts";
+import { socketStorageFromTracing, socketTableFromTracing } from "../../src/kernel/probe.ts";
 import type { Subprocess } from "bun";
 import * as v from "valibot";
 import { LineCollector } from "./lines.ts";
@@ -472,6 +472,22 @@ export function keptWithEachSocket(stderrLines: readonly string[]): boolean {
     );
   }
   return socketStorageFromTracing(release()) && refusals.length === 0;
+}
+
+/**
+ * Whether an agent asked for --connection-state socket-table (the default) got it: from Linux 5.12
+ * on, unless it said the kernel refused it, in exactly the form it says that. The start-up line
+ * says which, either way.
+ */
+export function keptInTable(stderrLines: readonly string[]): boolean {
+  const refusals = stderrLines.filter((line) => line.includes("not in the socket table"));
+  for (const line of refusals) {
+    expect(line).toMatch(/^kmesh-accesslog: connection state kept in a hash map, not in the socket table: the kernel refused it \(its verifier refused the programs that use it: .+\)$/);
+  }
+  const inTable = socketTableFromTracing(release()) && refusals.length === 0;
+  const capturing = stderrLines.find((line) => line.includes("capturing TCP connections")) ?? "";
+  expect(capturing.includes("open connections tracked (in a table of 16384 entries, then a hash map)")).toBe(inTable);
+  return inTable;
 }
 
 export function agentUnavailableReason(): string | null {

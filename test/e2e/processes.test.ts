@@ -265,19 +265,19 @@ describe.skipIf(!ready)("the process behind each socket", () => {
   const expectExchanged = (lines: Awaited<ReturnType<typeof ownedCloseLines>>) =>
     expect([lines.OUTBOUND.sentBytes, lines.OUTBOUND.receivedBytes, lines.INBOUND.sentBytes, lines.INBOUND.receivedBytes]).toEqual([1000, 5000, 5000, 1000]);
 
-  test("connect() and accept() callers: pid, command, container id and name on both lines, with either state keeping, and in OTLP", async () => {
+  test("connect() and accept() callers: pid, command, container id and name on both lines, with each way of keeping state, and in OTLP", async () => {
     await using receiver: OtlpReceiver = await startReceiver();
     await using hashMap = startKubeletAgent(kubelet, {
       output: "json",
       args: ["--connection-state", "hash-map", "--otlp-endpoint", receiver.endpoint, "--otlp-batch-delay", "0.1"],
     });
     await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage"] });
-    await waitUntilCapturing(hashMap, client, server);
-    await waitUntilCapturing(storage, client, server);
+    await using table = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-table"] });
+    for (const agent of [hashMap, storage, table]) await waitUntilCapturing(agent, client, server);
     const { cli, srv, key, done } = await connection(false);
     await done();
     const want = expected(cli, srv);
-    for (const agent of [hashMap, storage]) expectExchanged(await ownedCloseLines(agent, key, want));
+    for (const agent of [hashMap, storage, table]) expectExchanged(await ownedCloseLines(agent, key, want));
     // The text line never says: its bytes are Kmesh's (test/e2e/capture.test.ts).
     await expectOtlpOwners(receiver, key, want);
   }, 90_000);
@@ -309,13 +309,15 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     expect([...text.stderrLines, ...json.stderrLines, ...otlp.stderrLines].filter((line) => line.includes("accepted a connection"))).toEqual([]);
   }, 90_000);
 
-  test("closes the probe skipped, written when each socket ends: the same callers on both lines, with either state keeping", async () => {
-    const [hashMapAdmin, storageAdmin] = [`127.0.0.1:${freePort()}`, `127.0.0.1:${freePort()}`];
+  test("closes the probe skipped, written when each socket ends: the same callers on both lines, with each way of keeping state", async () => {
+    const [hashMapAdmin, storageAdmin, tableAdmin] = [`127.0.0.1:${freePort()}`, `127.0.0.1:${freePort()}`, `127.0.0.1:${freePort()}`];
     await using hashMap = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "hash-map", "--admin-addr", hashMapAdmin] });
     await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage", "--admin-addr", storageAdmin] });
+    await using table = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-table", "--admin-addr", tableAdmin] });
     const agents = [
       { agent: hashMap, adminAddr: hashMapAdmin },
       { agent: storage, adminAddr: storageAdmin },
+      { agent: table, adminAddr: tableAdmin },
     ];
     for (const { agent } of agents) await waitUntilCapturing(agent, client, server);
     const before = await Promise.all(agents.map(({ adminAddr }) => closeCounts(adminAddr)));
@@ -337,11 +339,11 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     await Bun.sleep(300); // the exchange is over; the connection idles until done()
     await using hashMap = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "hash-map"] });
     await using storage = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-storage"] });
-    await waitUntilCapturing(hashMap, client, server);
-    await waitUntilCapturing(storage, client, server);
+    await using table = startKubeletAgent(kubelet, { output: "json", args: ["--connection-state", "socket-table"] });
+    for (const agent of [hashMap, storage, table]) await waitUntilCapturing(agent, client, server);
     await done();
     const want = expected(cli, srv);
-    for (const agent of [hashMap, storage]) {
+    for (const agent of [hashMap, storage, table]) {
       const lines = await ownedCloseLines(agent, key, want);
       // open before the agents: its start is not known
       expect([lines.OUTBOUND.startTime, lines.INBOUND.startTime]).toEqual(["null", "null"]);

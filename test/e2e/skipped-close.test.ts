@@ -44,7 +44,7 @@ const ready = prerequisitesMet(
  */
 const TOLERANCE_MS = 1_000;
 
-for (const state of ["hash-map", "socket-storage"] as const) {
+for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
   describe.skipIf(!ready)(`a close the probe skipped, --connection-state ${state}`, () => {
     let node: TestNode;
     let agent: AdminAgent;

@@ -113,7 +113,7 @@ describe("good values become RunOptions", () => {
   test("defaults", () => {
     expect(parseCommandLine([])).toEqual<Invocation>({
       command: "run",
-      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144, connectionState: "hash-map", ...control },
+      options: { output: "text", duration: undefined, ringBufferSize: 8 * 1024 * 1024, maxConnections: 262_144, connectionState: "socket-table", ...control },
     });
     expect(parseCommandLine(["run"])).toEqual(parseCommandLine([]));
   });
