@@ -6,9 +6,10 @@
 // from the machine independently of the code under test.
 import { describe, expect } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { AGENT_BINARY, dynamicLoader } from "./agent.ts";
+import { socketTableFromTracing } from "../../src/kernel/probe.ts";
 import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-server.ts";
 import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
@@ -65,10 +66,12 @@ describe("check", () => {
     const unmount = "for m in /sys/kernel/debug/tracing /sys/kernel/tracing; do while umount $m 2>/dev/null; do :; done; done; exec \"$@\"";
     const result = await check(["--no-kubelet"], ["unshare", "--mount", "--propagation", "private", "sh", "-c", unmount, "sh"]);
     const expected = rootCheckLines();
+    // check loads the default way of keeping state: the socket table's programs where the kernel has it
+    const acceptProgram = socketTableFromTracing(release()) ? "handle_accept4_table" : "handle_accept4";
     expected[expected.indexOf(PROCESSES_OK)] =
       "⚠ processes: only the process that called connect() can be named, not the one that called accept(): cannot attach to the " +
       "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints: tracefs is not mounted, and libbpf finds tracepoints there " +
-      "(attach handle_accept4: No such file or directory) — fix: mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's " +
+      `(attach ${acceptProgram}: No such file or directory) — fix: mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's ` +
       "/sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)";
     expected[expected.length - 1] = "the agent can run on this node (1 warning, ⚠ above)";
     expect(result.lines).toEqual(expected);
