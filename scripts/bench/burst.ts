@@ -13,11 +13,12 @@
 // program's recursion_misses, shown here from bpftool for the state-change program and for the
 // one at each socket's end (which writes the closes the first one missed). A socket without a
 // line is one whose close reached neither: skipped by both, or run by neither with no skip
-// counted; with the hash map its state is then left there, and counted here. --witness records
-// every close in the kernel's own trace (a tracefs instance, no BPF) and says in which task's
-// context the closes of the sockets without a line ran: on this project's test machine, those the
-// ring buffer did not lose closed in a softirq on top of a thread of the VM's init (process 1),
-// where the kernel runs no BPF program (README, "A burst of closes").
+// counted; its state is then left in the socket table or the hash map, and counted here.
+// --witness records every close in the kernel's own trace (a tracefs instance, no BPF; tracefs is
+// mounted when missing) and says in which task's context the closes of the sockets without a line
+// ran: on this project's test machine, those the ring buffer did not lose closed in a softirq on
+// top of a thread of the VM's init (process 1), where the kernel runs no BPF program (README, "A
+// burst of closes").
 // --agent-cpu 50m,1000m runs the agent and the closing side (this script and its holders) in two
 // sibling CPU cgroups, as on a node where the agent's pod or unit has a cgroup of its own: the
 // agent's weighted as a pod requesting that much CPU, the closers' as one requesting 1000m (the
@@ -26,11 +27,11 @@
 // that values alternate. Exit status 1 means the agent's part failed: records
 // lost in the ring buffer, lines dropped, or fewer lines than records read.
 //
-//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--agent-cpu none] [--rounds 1] [--connection-state hash-map] [--binary <build>] [--witness] [--short]
+//   bun scripts/bench/burst.ts [--pairs 100000] [--ring-buffer-sizes 8M] [--agent-cpu none] [--rounds 1] [--connection-state socket-table] [--binary <build>] [--witness] [--short]
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ensureBinary, option, table } from "./common.ts";
+import { ensureBinary, ensureTracefs, option, table } from "./common.ts";
 import { type OpenConnections, openConnections } from "./connections.ts";
 import { RECORD_SIZE } from "../../src/kernel/record.ts";
 
@@ -40,7 +41,7 @@ const pairs = option("pairs", short ? 5_000 : 100_000);
 const sizesAt = process.argv.indexOf("--ring-buffer-sizes");
 const sizes = sizesAt > 0 ? (process.argv[sizesAt + 1] ?? "8M").split(",") : ["8M"];
 const stateAt = process.argv.indexOf("--connection-state");
-const connectionState = stateAt > 0 ? (process.argv[stateAt + 1] ?? "hash-map") : "hash-map";
+const connectionState = stateAt > 0 ? (process.argv[stateAt + 1] ?? "socket-table") : "socket-table";
 const cpuAt = process.argv.indexOf("--agent-cpu");
 const agentCpus = cpuAt > 0 ? (process.argv[cpuAt + 1] ?? "none").split(",") : ["none"];
 const rounds = option("rounds", 1);
@@ -112,20 +113,26 @@ function recursionMisses(pid: number): { stateChange: number; socketEnd: number 
 }
 
 /**
- * States the kernel still keeps in the agent's hash map (connections) once every socket of the
- * burst has closed: beside the node's other open connections, each is a close that reached
- * neither the state-change program nor the socket-end one (skipped or not, they would have
- * taken it out). null without bpftool or with socket storage (freed with its socket: nothing left).
+ * States the kernel still keeps for the agent (the socket table's taken entries and the hash map's
+ * elements) once every socket of the burst has closed: beside the node's other open connections,
+ * each is a close that reached neither the state-change program nor the socket-end one (skipped
+ * or not, they would have taken it out). null without bpftool or with socket storage (freed with
+ * its socket: nothing left).
  */
 function statesLeft(pid: number): number | null {
-  if (Bun.which("bpftool") === null || connectionState !== "hash-map") return null;
+  if (Bun.which("bpftool") === null || connectionState === "socket-storage") return null;
+  let left = 0;
   for (const id of agentObjects(pid, "map")) {
     const shown = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString() || "{}") as { name?: string };
-    if (shown.name !== "connections") continue;
+    if (shown.name !== "connections" && shown.name !== "conn_table") continue;
     const dumped = Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
-    return (JSON.parse(dumped.stdout.toString() || "[]") as unknown[]).length;
+    // each entry's value as bytes ("0x2a"), beside BTF's "formatted" form
+    const entries = JSON.parse(dumped.stdout.toString() || "[]") as { value: string[] }[];
+    // The table's entries all exist: a taken one holds its socket's address in its first 8 bytes.
+    const taken = (value: string[]) => value.slice(0, 8).some((byte) => Number(byte) !== 0);
+    left += shown.name === "connections" ? entries.length : entries.filter((e) => taken(e.value)).length;
   }
-  return null;
+  return left;
 }
 
 /**
@@ -155,6 +162,7 @@ class Witness {
   readonly #event = `${Witness.dir}/events/sock/inet_sock_set_state`;
 
   constructor() {
+    ensureTracefs();
     if (!existsSync(Witness.dir)) mkdirSync(Witness.dir);
     writeFileSync(`${Witness.dir}/buffer_size_kb`, "65536"); // per CPU: 200,000 closes fit
     writeFileSync(`${this.#event}/filter`, "newstate == 7");

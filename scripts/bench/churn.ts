@@ -56,10 +56,10 @@
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
 //   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary> [--side-by-side]] [--bpf-stats] [--conntrack] [--short]
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ensureBinary, ensurePackages, median, option, table } from "./common.ts";
+import { ensureBinary, ensurePackages, ensureTracefs, median, option, table } from "./common.ts";
 import { startApiServer } from "../../test/e2e/api-server.ts";
 
 const conntrack = process.argv.includes("--conntrack");
@@ -139,10 +139,7 @@ const concurrency = option("connections", 32);
 const port = 18000 + Math.floor(Math.random() * 1000);
 
 ensurePackages({ wrk: "wrk", nginx: "nginx-light", ...(peers ? { bpftrace: "bpftrace", tcplife: "libbpf-tools" } : {}) });
-if (peers && !existsSync("/sys/kernel/tracing/events")) {
-  const mounted = Bun.spawnSync(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], { stderr: "pipe" });
-  if (mounted.exitCode !== 0) throw new Error(`could not mount tracefs at /sys/kernel/tracing: ${mounted.stderr.toString()}`);
-}
+if (peers) ensureTracefs();
 const binary = ensureBinary();
 const dir = mkdtempSync(join(tmpdir(), "kal-churn-"));
 /** --conntrack: an empty cluster, so that the agents use an API server (and this one hooks conntrack) */

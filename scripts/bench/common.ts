@@ -42,6 +42,13 @@ export function ensurePackages(commandToPackage: Record<string, string>): void {
   if (install.exitCode !== 0) throw new Error(`could not install ${missing.map(([, p]) => p).join(" ")}`);
 }
 
+/** Mounts tracefs at /sys/kernel/tracing when it is not there (machines of this kind boot without it). */
+export function ensureTracefs(): void {
+  if (existsSync("/sys/kernel/tracing/events")) return;
+  const mounted = Bun.spawnSync(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], { stderr: "pipe" });
+  if (mounted.exitCode !== 0) throw new Error(`could not mount tracefs at /sys/kernel/tracing: ${mounted.stderr.toString()}`);
+}
+
 /** The compiled agent, built when missing. */
 export function ensureBinary(): string {
   const binary = join(ROOT, "dist/kmesh-accesslog");
