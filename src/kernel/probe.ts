@@ -401,7 +401,7 @@ export class Probe {
 
   /**
    * The iterator that walks the socket storage for periodic reports, tried once (an empty walk):
-   * never assumed, since some kernels refuse map-element iterators even to root. A refusal is an
+   * never assumed, since some kernels refuse map-element iterators even to root. A refusal is a
    * KeepingRefused, and the hash map is used instead.
    */
   #attachReportIterator(program: string): Pointer {
