@@ -1,9 +1,9 @@
-// The JavaScript engine's settings for the long-running commands (`run`, `feed`): no helper
-// threads of the engine's own. The JIT compiles on the main thread, the collector marks with one
-// thread, and no thread keeps heap blocks warm ahead of need. Each such thread holds memory of
-// its own; without them the agent with 1,000 pods and 20,000 connections keeps 2-3 MB less.
-// Text lines cost the same; JSON lines up to 1.2× in the first seconds of load, while the main
-// thread compiles their path itself (README, "Footprint").
+// The JavaScript engine's settings for the long-running commands (`run`, `feed`): the fewest
+// helper threads of the engine's own. The JIT compiles on one worker thread, the collector marks
+// with one thread, and no thread keeps heap blocks warm ahead of need. Each such thread holds
+// memory of its own; without them the agent with 1,000 pods and 20,000 connections keeps 2-3 MB
+// less. The JIT's one worker stays: compiling on the main thread stalls the drain while a cold
+// line path compiles, and a burst of closes then overflows the ring buffer (README, "Footprint").
 //
 // JavaScriptCore reads these only from its environment when the process starts. So the command
 // executes itself once more (the same pid, the same file and words: self.ts) with them added,
@@ -13,7 +13,8 @@ import { sameCommand } from "./self.ts";
 
 /** The engine's settings, as environment variables. */
 export const ENGINE_SETTINGS: Readonly<Record<string, string>> = {
-  BUN_JSC_useConcurrentJIT: "0",
+  BUN_JSC_minNumberOfWorklistThreads: "1",
+  BUN_JSC_maxNumberOfWorklistThreads: "1",
   BUN_JSC_numberOfGCMarkers: "1",
   BUN_JSC_useWarmUpMarkedBlocks: "0",
 };
