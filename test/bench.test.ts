@@ -61,6 +61,17 @@ describe("benchmarks, short mode", () => {
     expectTable(r.stdout, "ring buffer");
   }, 120_000);
 
+  testIf(IS_ROOT, needsRoot)("report-walk", async () => {
+    const r = await runBench("report-walk.ts");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expectTable(r.stdout, "keeping");
+    // Every socket of the 200 connections, and the machine's other connections, seeded at start.
+    for (const way of ["socket-table", "hash-map"]) {
+      const reported = new RegExp(`^\\| ${way} +\\| 200 +\\| ([\\d,]+) `, "m").exec(r.stdout)?.[1];
+      expect(Number(reported?.replaceAll(",", "")), r.stdout).toBeGreaterThanOrEqual(400);
+    }
+  }, 120_000);
+
   testIf(IS_ROOT, needsRoot)("footprint", async () => {
     const r = await runBench("footprint.ts", "--hold", "2");
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);

@@ -6,14 +6,17 @@
 // walk's time (median, lowest and highest of --walks) and its CPU, user and system, a walk.
 // The probe is loaded in this process, attached as the agent attaches it, and closed after each.
 //
-//   bun scripts/bench/report-walk.ts [--walks 20] [--pairs 0,1000,20000]
+// --short (CI): 3 walks, with 0 and 200 connections.
+//
+//   bun scripts/bench/report-walk.ts [--walks 20] [--pairs 0,1000,20000] [--short]
 import { type OpenConnections, openConnections } from "./connections.ts";
 import { median, option, table } from "./common.ts";
 import { Probe } from "../../src/kernel/probe.ts";
 
-const walks = option("walks", 20);
+const short = process.argv.includes("--short");
+const walks = option("walks", short ? 3 : 20);
 const pairsAt = process.argv.indexOf("--pairs");
-const pairsList = (pairsAt > 0 ? (process.argv[pairsAt + 1] ?? "") : "0,1000,20000").split(",").map(Number);
+const pairsList = (pairsAt > 0 ? (process.argv[pairsAt + 1] ?? "") : short ? "0,200" : "0,1000,20000").split(",").map(Number);
 const WAYS = ["socket-table", "hash-map"] as const;
 
 const rows: string[][] = [];
