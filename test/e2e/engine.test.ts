@@ -70,11 +70,14 @@ describe.skipIf(!ready)("the engine's settings", () => {
   });
 
   test("a value the operator set is kept, and the others are added", async () => {
-    // The JIT on the main thread: no worker at all, for less memory (README, "Footprint").
-    await using agent = startAgent({ args: ["--no-kubelet"], env: { BUN_JSC_useConcurrentJIT: "0" } });
+    // One of ours set otherwise, and the JIT on the main thread: no worker at all, for less
+    // memory (README, "Footprint").
+    const env = { BUN_JSC_numberOfGCMarkers: "2", BUN_JSC_useConcurrentJIT: "0" };
+    await using agent = startAgent({ args: ["--no-kubelet"], env });
     const seen = await started(agent);
-    expect(seen.engineEnv).toEqual([...ALL_SETTINGS, "BUN_JSC_useConcurrentJIT=0"].sort());
-    expect(seen.threads.filter((name) => ENGINE_THREADS.includes(name))).toEqual([]);
+    const ours = ALL_SETTINGS.filter((entry) => !entry.startsWith("BUN_JSC_numberOfGCMarkers="));
+    expect(seen.engineEnv).toEqual([...ours, "BUN_JSC_numberOfGCMarkers=2", "BUN_JSC_useConcurrentJIT=0"].sort());
+    expect(seen.threads).not.toContain("JITWorker");
     expect((await agent.stop()).exitCode).toBe(0);
   });
 });
