@@ -393,6 +393,7 @@ export class Agent implements AsyncDisposable {
     this.#out.setEndReason("the agent's stdout closed (did it exit?)");
     this.#err = new LineCollector(this.proc.stderr, (line) => line, (line) => line);
     this.#err.setEndReason("the agent's stderr closed (did it exit?)");
+    this.#out.setFailureContext(() => `\nthe agent's stderr, last lines:\n${this.#err.lines.slice(-10).map((l) => "  " + l).join("\n")}`);
   }
 
   get pid(): number {

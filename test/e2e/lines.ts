@@ -12,6 +12,9 @@ interface Waiter<T> {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** Matching lines a failed wait lists. */
+const MATCHES_SHOWN = 20;
+
 export class LineCollector<T> {
   /** every line, in order */
   readonly lines: string[] = [];
@@ -21,6 +24,8 @@ export class LineCollector<T> {
   readonly done: Promise<void>;
   #ended = false;
   #endReason = "the stream ended";
+  /** more for a failed wait's message (the agent's stderr beside its stdout) */
+  #context: () => string = () => "";
   readonly #waiters = new Set<Waiter<T>>();
 
   constructor(
@@ -71,12 +76,20 @@ export class LineCollector<T> {
     clearTimeout(w.timer);
     this.#waiters.delete(w);
     const seen = this.items.filter(w.predicate);
+    // A wait for thousands of lines lists only its first matches, so that the count stays in sight.
+    const shown = seen.slice(0, MATCHES_SHOWN).map((i) => "  " + this.describe(i));
+    if (seen.length > MATCHES_SHOWN) shown.push(`  ... and ${seen.length - MATCHES_SHOWN} more`);
     w.reject(
       new Error(
-        `${why}; ${seen.length} matched:\n${seen.map((i) => "  " + this.describe(i)).join("\n")}` +
-          `\nlast lines:\n${this.lines.slice(-5).map((l) => "  " + l).join("\n")}`,
+        `${why}; ${seen.length} of ${w.count} matched:\n${shown.join("\n")}` +
+          `\nlast lines:\n${this.lines.slice(-5).map((l) => "  " + l).join("\n")}${this.#context()}`,
       ),
     );
+  }
+
+  /** Adds what `context` returns to the message of every failed wait. */
+  setFailureContext(context: () => string): void {
+    this.#context = context;
   }
 
   /** Says why the stream ended, for the messages of waits that can no longer succeed. */
