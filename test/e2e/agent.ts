@@ -15,7 +15,7 @@ import { expect } from "bun:test";
 import { socketStorageFromTracing, socketTableFromTracing } from "../../src/kernel/probe.ts";
 import type { Subprocess } from "bun";
 import * as v from "valibot";
-import { LineCollector } from "./lines.ts";
+import { indented, LineCollector } from "./lines.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const AGENT_BINARY = resolve(REPO_ROOT, "dist/kmesh-accesslog");
@@ -393,7 +393,7 @@ export class Agent implements AsyncDisposable {
     this.#out.setEndReason("the agent's stdout closed (did it exit?)");
     this.#err = new LineCollector(this.proc.stderr, (line) => line, (line) => line);
     this.#err.setEndReason("the agent's stderr closed (did it exit?)");
-    this.#out.setFailureContext(() => `\nthe agent's stderr, last lines:\n${this.#err.lines.slice(-10).map((l) => "  " + l).join("\n")}`);
+    this.#out.setFailureContext(() => `\nthe agent's stderr, last lines:\n${indented(this.#err.lines.slice(-10))}`);
   }
 
   get pid(): number {

@@ -15,6 +15,9 @@ interface Waiter<T> {
 /** Matching lines a failed wait lists. */
 const MATCHES_SHOWN = 20;
 
+/** Lines as a failure message lists them: one a line, indented. */
+export const indented = (lines: readonly string[]): string => lines.map((l) => "  " + l).join("\n");
+
 export class LineCollector<T> {
   /** every line, in order */
   readonly lines: string[] = [];
@@ -77,13 +80,10 @@ export class LineCollector<T> {
     this.#waiters.delete(w);
     const seen = this.items.filter(w.predicate);
     // A wait for thousands of lines lists only its first matches, so that the count stays in sight.
-    const shown = seen.slice(0, MATCHES_SHOWN).map((i) => "  " + this.describe(i));
-    if (seen.length > MATCHES_SHOWN) shown.push(`  ... and ${seen.length - MATCHES_SHOWN} more`);
+    const shown = seen.slice(0, MATCHES_SHOWN).map((i) => this.describe(i));
+    if (seen.length > MATCHES_SHOWN) shown.push(`... and ${seen.length - MATCHES_SHOWN} more`);
     w.reject(
-      new Error(
-        `${why}; ${seen.length} of ${w.count} matched:\n${shown.join("\n")}` +
-          `\nlast lines:\n${this.lines.slice(-5).map((l) => "  " + l).join("\n")}${this.#context()}`,
-      ),
+      new Error(`${why}; ${seen.length} of ${w.count} matched:\n${indented(shown)}\nlast lines:\n${indented(this.lines.slice(-5))}${this.#context()}`),
     );
   }
 

@@ -15,7 +15,7 @@ test("a timed-out wait for thousands of lines gives the count, its first matches
   const text = Array.from({ length: 3_000 }, (_, i) => `line ${i}\n`).join("");
   const lines = new LineCollector(streamOf(text), (line) => line, (line) => line);
   lines.setFailureContext(() => "\nstderr: the agent's last words");
-  await Bun.sleep(10);
+  await lines.waitFor(() => true, 3_000); // every line read
   const error = await lines.waitFor((l) => l.startsWith("line"), 5_000, 20).catch((e: Error) => e);
   const message = (error as Error).message.split("\n");
   expect(message[0]).toBe("timed out after 20 ms waiting for 5000 line(s); 3000 of 5000 matched:");
