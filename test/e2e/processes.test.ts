@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { cgroup2Mounts } from "../../src/kernel/cgroups.ts";
 import { kubeletUnavailableReason, type LocalKubelet, startKubelet } from "../support/kubelet-server.ts";
 import { type OtlpReceiver, startReceiver } from "../support/otlp-receiver.ts";
-import { closeCounts, freePort } from "./admin-support.ts";
+import { closeCounts, closesSince, freePort } from "./admin-support.ts";
 import { type AccessLogEntry, type Agent, agentUnavailableReason, keptWithEachSocket, matchConnection } from "./agent.ts";
 import { waitUntilCapturing } from "./exchange.ts";
 import { podEntry, startKubeletAgent } from "./kubelet-agent.ts";
@@ -330,7 +330,7 @@ describe.skipIf(!ready)("the process behind each socket", () => {
       expectExchanged(await ownedCloseLines(agent, key, want));
       // Both lines were written when the sockets ended, none by the state-change program.
       const after = await closeCounts(adminAddr);
-      expect({ atEnd: after.atEnd - before[i]!.atEnd, missed: after.missed - before[i]!.missed }).toEqual({ atEnd: 2, missed: 0 });
+      expect(closesSince(before[i]!, after, 2)).toEqual({ atEnd: 2, missed: 0 });
     }
   }, 90_000);
 

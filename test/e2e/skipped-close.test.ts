@@ -13,7 +13,7 @@
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AdminAgent, closeCounts, startAdminAgent } from "./admin-support.ts";
+import { type AdminAgent, closeCounts, closesSince, startAdminAgent } from "./admin-support.ts";
 import { agentUnavailableReason } from "./agent.ts";
 import { closeLines, keyOf, problemsWith, serverBegan } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
@@ -78,7 +78,7 @@ for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
           ignoreCloses(agent.agent.proc.pid, 0);
         }
         const after = await closeCounts(agent.adminAddr);
-        expect({ atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({ atEnd: 2, missed: 0 });
+        expect(closesSince(before, after, 2)).toEqual({ atEnd: 2, missed: 0 });
       });
     }
 
@@ -104,7 +104,7 @@ for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
       expect([out.raw, out.sentBytes, out.receivedBytes, out.error]).toEqual([out.raw, r.client.written, r.client.received, null]);
       expect([inb.raw, inb.sentBytes, inb.receivedBytes, inb.error]).toEqual([inb.raw, r.server.written, r.server.received, null]);
       const after = await closeCounts(agent.adminAddr);
-      expect({ atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({ atEnd: 2, missed: 0 });
+      expect(closesSince(before, after, 2)).toEqual({ atEnd: 2, missed: 0 });
     }
 
     /** One connection in the client pod, ended by sockets.ts as `how` says (see its usage). */
