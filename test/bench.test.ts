@@ -107,6 +107,15 @@ describe("benchmarks, short mode", () => {
     expectTable(r.stdout, "agent");
   }, 300_000);
 
+  // Each round after an unmeasured load: the line count still covers both loads.
+  testIf(IS_ROOT, needsRoot)("churn --warm", async () => {
+    const r = await runBench("churn.ts", "--no-peers", "--warm", "1");
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toContain("rounds of 1s after 1s of the same load (unmeasured)");
+    expectTable(r.stdout, "agent");
+    for (const mode of ["off", "text", "json"]) expect(r.stderr).toMatch(new RegExp(`^round 1, ${mode}: \\d+ connections/s$`, "m"));
+  }, 300_000);
+
   // The build against itself: both agents at once, each line counted in both files.
   testIf(IS_ROOT, needsRoot)("churn --side-by-side", async () => {
     const r = await runBench("churn.ts", "--no-peers", "--compare", join(ROOT, "dist/kmesh-accesslog"), "--side-by-side");

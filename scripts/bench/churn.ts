@@ -42,6 +42,11 @@
 // tracepoints: the table is followed by how many rounds began or ended with another agent's
 // state-change program loaded (a WARNING when any did).
 //
+// --warm <seconds>: every round (no agent, each agent, each peer) first runs the same load that
+// long, unmeasured, once the tool has attached: the rate and the CPU per line are then those of a
+// tool that has been running, as on a node, without its start-up (the agent's JIT compiling its
+// line path, some 0.2 s of CPU once per process). The line count still covers the whole round.
+//
 // --side-by-side (with --compare): instead of the rounds above, rounds of text and of JSON where both
 // builds' agents are attached at once to the same load, each writing its own file: the CPU per line
 // of each from the first second of load to its stop, and their ratio, round by round. Alternating
@@ -55,7 +60,7 @@
 // agents get a local, empty API server (test/e2e/api-server.ts), since only with one does the
 // agent hook conntrack. Compare with --compare <a build without the hook>.
 //
-//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary> [--side-by-side]] [--bpf-stats] [--conntrack] [--short]
+//   bun scripts/bench/churn.ts [--rounds 3] [--seconds 5] [--warm 0] [--connections 32] [--hooks] [--filtered] [--no-peers] [--compare <binary> [--side-by-side]] [--bpf-stats] [--conntrack] [--short]
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -115,6 +120,9 @@ interface RoundResult {
   connectionsPerSecond: number;
   connections: number;
   lines: number;
+  /** what the CPU is divided by: all the lines and connections, or with --warm those of the measured load */
+  cpuLines: number;
+  cpuConnections: number;
   agentCpuSeconds: number;
   /** the agent's CPU per line from WARM_UP_MS into the load to its stop (NaN: not measured) */
   steadyCpuPerLine: number;
@@ -135,6 +143,7 @@ interface ProgramRuns {
 const short = process.argv.includes("--short");
 const rounds = option("rounds", short ? 1 : 3);
 const seconds = option("seconds", short ? 1 : 5);
+const warmSeconds = option("warm", 0);
 const concurrency = option("connections", 32);
 const port = 18000 + Math.floor(Math.random() * 1000);
 
@@ -211,9 +220,9 @@ async function waitForNginx(): Promise<void> {
   throw new Error("nginx did not start");
 }
 
-/** Runs wrk for the round; `meanwhile` runs while it does. */
-async function runWrk(meanwhile?: () => Promise<void>): Promise<number> {
-  const wrk = Bun.spawn(["wrk", "-t1", `-c${concurrency}`, `-d${seconds}s`, "-H", "Connection: close", `http://127.0.0.1:${port}/`], {
+/** Runs wrk for the round (or `forSeconds`); `meanwhile` runs while it does. */
+async function runWrk(meanwhile?: () => Promise<void>, forSeconds = seconds): Promise<number> {
+  const wrk = Bun.spawn(["wrk", "-t1", `-c${concurrency}`, `-d${forSeconds}s`, "-H", "Connection: close", `http://127.0.0.1:${port}/`], {
     stdout: "pipe",
     stderr: "pipe",
   });
@@ -229,6 +238,12 @@ async function runWrk(meanwhile?: () => Promise<void>): Promise<number> {
  * once per process: README, Connection churn); the CPU per line after it is the steady cost.
  */
 const WARM_UP_MS = 1_000;
+
+/** --warm: the unmeasured load before the round's own. */
+async function warmUp(): Promise<void> {
+  await runWrk(undefined, warmSeconds);
+  await Bun.sleep(500); // its last closes reach the tool's output
+}
 
 /** The lines of a peer's output that name nginx's port (one per socket closed: two per connection). */
 function peerLines(path: string): number {
@@ -327,10 +342,12 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
     const started = await startAgent(program, [output, ...switches], outPath, "agent.lock");
     agent = started;
     runningAgent = started;
-    cpuAtStart = cpuSecondsSoFar(started.pid);
   }
+  if (warmSeconds > 0) await warmUp();
+  const measuredFrom = warmSeconds > 0 ? await acceptedConnections() : before;
+  if (agent !== null) cpuAtStart = cpuSecondsSoFar(agent.pid);
   const programsBefore = agent !== null && bpfStats ? programRuns() : new Map<number, ProgramRuns & { name: string }>();
-  const warmAgent = agent !== null && logs(mode) && seconds * 1000 >= 2 * WARM_UP_MS ? agent : null;
+  const warmAgent = agent !== null && logs(mode) && warmSeconds === 0 && seconds * 1000 >= 2 * WARM_UP_MS ? agent : null;
   const warm = { cpu: Number.NaN, connections: Number.NaN };
   const rate = await runWrk(
     warmAgent === null
@@ -345,7 +362,7 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
   const after = await settledAcceptedConnections();
   const connections = after - before;
   if (agent === null) {
-    return { mode, connectionsPerSecond: rate, connections, lines: 0, agentCpuSeconds: 0, steadyCpuPerLine: Number.NaN, recordsLost: 0, recordsRead: 0, programs };
+    return { mode, connectionsPerSecond: rate, connections, lines: 0, cpuLines: 0, cpuConnections: 0, agentCpuSeconds: 0, steadyCpuPerLine: Number.NaN, recordsLost: 0, recordsRead: 0, programs };
   }
   await Bun.sleep(100); // let the last close reports arrive before stopping
   // two lines per connection (both ends are local), this bench's own status requests included
@@ -366,6 +383,8 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
     connectionsPerSecond: rate,
     connections,
     lines,
+    cpuLines: warmSeconds > 0 ? 2 * (after - measuredFrom) : lines,
+    cpuConnections: after - measuredFrom,
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
     steadyCpuPerLine,
     recordsLost: lost,
@@ -378,12 +397,16 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
   const outPath = join(dir, `lines-${mode}.txt`);
   rmSync(outPath, { force: true });
   const peer = await startPeer(mode, outPath);
-  const cpuAtStart = cpuSecondsSoFar(peer.pid);
-  const attachedLines = peerLines(outPath);
-  const before = await acceptedConnections();
+  let cpuAtStart = 0;
+  let attachedLines = 0;
+  let before = 0;
   let rate: number;
   let after: number;
   try {
+    if (warmSeconds > 0) await warmUp();
+    cpuAtStart = cpuSecondsSoFar(peer.pid);
+    attachedLines = peerLines(outPath);
+    before = await acceptedConnections();
     rate = await runWrk();
     after = await acceptedConnections();
     await Bun.sleep(500); // the last closes reach the peer's output
@@ -399,6 +422,8 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
     connectionsPerSecond: rate,
     connections: after - before,
     lines: peerLines(outPath) - attachedLines,
+    cpuLines: peerLines(outPath) - attachedLines,
+    cpuConnections: after - before,
     agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
     steadyCpuPerLine: Number.NaN,
     recordsLost: 0,
@@ -410,6 +435,7 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
 // --side-by-side
 const sideBySide = process.argv.includes("--side-by-side");
 if (sideBySide && compared === undefined) throw new Error("--side-by-side compares two builds: give --compare <binary>");
+if (sideBySide && warmSeconds > 0) throw new Error("--warm is for the alternating rounds: leave it out with --side-by-side");
 
 /** A round of both builds at once: each one's steady CPU per line, its lines, the round's rate. */
 interface PairedRound {
@@ -566,7 +592,11 @@ async function alternatingRounds(): Promise<void> {
   // Every other round runs the modes in reverse (ABBA), so that no mode always follows the same
   // one: a round right after "off" ran a little worse than others (README, Connection churn).
   for (let r = 0; r < rounds; r++) {
-    for (const mode of r % 2 === 0 ? MODES : MODES.toReversed()) results.push(await round(mode));
+    for (const mode of r % 2 === 0 ? MODES : MODES.toReversed()) {
+      const result = await round(mode);
+      results.push(result);
+      console.error(`round ${r + 1}, ${mode}: ${result.connectionsPerSecond.toFixed(0)} connections/s`);
+    }
   }
   const offRate = median(results.filter((x) => x.mode === "off").map((x) => x.connectionsPerSecond));
   const rows = MODES.map((mode) => {
@@ -576,12 +606,12 @@ async function alternatingRounds(): Promise<void> {
     const peer = isPeer(mode);
     const exact = runs.every((x) => !logging || x.lines === 2 * x.connections);
     const lost = runs.reduce((sum, x) => sum + x.recordsLost, 0);
-    const cpu = logging || peer ? median(runs.map((x) => (x.agentCpuSeconds / x.lines) * 1e5)).toFixed(3) : "-";
+    const cpu = logging || peer ? median(runs.map((x) => (x.agentCpuSeconds / x.cpuLines) * 1e5)).toFixed(3) : "-";
     const steady = median(runs.map((x) => x.steadyCpuPerLine * 1e5));
     const cpuSteady = Number.isNaN(steady) ? "-" : steady.toFixed(3);
     const counts = runs.map((x) => `${x.lines}/${2 * x.connections}`).join(", ");
     const agentRound = mode !== "off" && !peer;
-    const cpuPerConnection = agentRound ? median(runs.map((x) => (x.agentCpuSeconds / x.connections) * 1e5)).toFixed(3) : "-";
+    const cpuPerConnection = agentRound ? median(runs.map((x) => (x.agentCpuSeconds / x.cpuConnections) * 1e5)).toFixed(3) : "-";
     const filtered = mode === "filtered";
     const unread = runs.every((x) => x.lines === 0 && x.recordsRead < x.connections / 100);
     const readCounts = runs.map((x) => `${x.recordsRead} read/${x.connections} connections`).join(", ");
@@ -607,7 +637,8 @@ async function alternatingRounds(): Promise<void> {
     ];
   });
   const where = conntrack ? `loopback of a namespace where conntrack tracks every connection and translates none (this tree's agent: ${hookState()})` : "loopback";
-  console.log(`churn: ${rounds} alternating rounds of ${seconds}s, wrk -c${concurrency}, nginx keepalive off, ${where}`);
+  const warmed = warmSeconds > 0 ? ` after ${warmSeconds}s of the same load (unmeasured)` : "";
+  console.log(`churn: ${rounds} alternating rounds of ${seconds}s${warmed}, wrk -c${concurrency}, nginx keepalive off, ${where}`);
   console.log(table(["agent", "conn/s (median)", "vs off", "agent CPU s/100k lines", `after the first ${WARM_UP_MS / 1000} s`, "agent CPU s/100k conns", "records lost", "lines = 2 x connections"], rows));
   if (bpfStats) console.log(`BPF programs (kernel.bpf_stats_enabled=1 during the run)\n${programTable(results)}`);
   const disturbed = results.filter((x) => x.otherAgents > 0);
