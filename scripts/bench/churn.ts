@@ -45,7 +45,8 @@
 // --warm <seconds>: every round (no agent, each agent, each peer) first runs the same load that
 // long, unmeasured, once the tool has attached: the rate and the CPU per line are then those of a
 // tool that has been running, as on a node, without its start-up (the agent's JIT compiling its
-// line path, some 0.2 s of CPU once per process). The line count still covers the whole round.
+// line path, some 0.2 s of CPU once per process) and without its stop (the CPU is read before it
+// is told to stop). The line count still covers the whole round.
 //
 // --side-by-side (with --compare): instead of the rounds above, rounds of text and of JSON where both
 // builds' agents are attached at once to the same load, each writing its own file: the CPU per line
@@ -366,7 +367,8 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
   }
   await Bun.sleep(100); // let the last close reports arrive before stopping
   // two lines per connection (both ends are local), this bench's own status requests included
-  const steadyCpuPerLine = (cpuSecondsSoFar(agent.pid) - warm.cpu) / (2 * (after - warm.connections));
+  const cpuBeforeStop = cpuSecondsSoFar(agent.pid);
+  const steadyCpuPerLine = (cpuBeforeStop - warm.cpu) / (2 * (after - warm.connections));
   agent.kill("SIGTERM");
   const exitCode = await agent.exited;
   runningAgent = null;
@@ -385,7 +387,7 @@ async function measureRound(mode: Mode): Promise<Omit<RoundResult, "otherAgents"
     lines,
     cpuLines: warmSeconds > 0 ? 2 * (after - measuredFrom) : lines,
     cpuConnections: after - measuredFrom,
-    agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
+    agentCpuSeconds: warmSeconds > 0 ? cpuBeforeStop - cpuAtStart : usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
     steadyCpuPerLine,
     recordsLost: lost,
     recordsRead,
@@ -398,6 +400,7 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
   rmSync(outPath, { force: true });
   const peer = await startPeer(mode, outPath);
   let cpuAtStart = 0;
+  let cpuBeforeStop = 0;
   let attachedLines = 0;
   let before = 0;
   let rate: number;
@@ -410,6 +413,7 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
     rate = await runWrk();
     after = await acceptedConnections();
     await Bun.sleep(500); // the last closes reach the peer's output
+    cpuBeforeStop = cpuSecondsSoFar(peer.pid);
   } finally {
     peer.kill("SIGINT");
     const timer = setTimeout(() => peer.kill("SIGKILL"), 10_000);
@@ -424,7 +428,7 @@ async function peerRound(mode: "bpftrace" | "tcplife"): Promise<Omit<RoundResult
     lines: peerLines(outPath) - attachedLines,
     cpuLines: peerLines(outPath) - attachedLines,
     cpuConnections: after - before,
-    agentCpuSeconds: usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
+    agentCpuSeconds: warmSeconds > 0 ? cpuBeforeStop - cpuAtStart : usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpuAtStart : Number.NaN,
     steadyCpuPerLine: Number.NaN,
     recordsLost: 0,
     recordsRead: 0,
