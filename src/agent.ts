@@ -16,7 +16,7 @@ import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
-import { KERNEL_FILTERS, Probe, type ProbeCounters } from "./kernel/probe.ts";
+import { KERNEL_FILTERS, Probe, type ProbeCounters, type RunsSkipped } from "./kernel/probe.ts";
 import type { ConntrackWatch } from "./kernel/conntrack.ts";
 import { ContainerIds } from "./kernel/cgroups.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
@@ -114,8 +114,10 @@ export class Agent {
   #losing = false;
   #lastLossNs = 0;
   /** Probe runs the kernel had skipped at the last look (null: it does not count them); when it last did. */
-  #skipsSeen: number | null = null;
+  #skipsSeen: RunsSkipped | null = null;
   #lastSkipNs: number | null = null;
+  /** The socket-end program's skips were told in this spell of skips. */
+  #endSkipsTold = false;
   /** The pod list and the names it gives lines; null with --no-kubelet. */
   #pods: PodSource | null = null;
   /** Services and every pod, from the API server; null when off. */
@@ -489,20 +491,16 @@ export class Agent {
     }
   }
 
-  /**
-   * Says on stderr when the kernel starts skipping the probe's runs (its recursion guard: a socket
-   * changed state in a softirq while the probe ran on the same CPU), once per spell of skips.
-   */
+  /** Says on stderr when the kernel skips the probe's runs (skipNotices). */
   #watchSkips(): void {
     const skipped = this.probe.runsSkipped();
-    if (skipped === null || this.#skipsSeen === null || skipped <= this.#skipsSeen) return;
+    const seen = this.#skipsSeen;
+    if (skipped === null || seen === null || skipped.stateChange + skipped.socketEnd <= seen.stateChange + seen.socketEnd) return;
     const now = this.clock.nowMonotonicNs();
-    if (this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS) {
-      this.log.warn(
-        `the kernel is skipping runs of the probe (${skipped - this.#skipsSeen} so far: a socket changed state in a softirq while the probe ran on the same CPU, ` +
-          `as under bursts of closes); a close it skips is written when its socket ends, a start it skips makes start_time unknown`,
-      );
-    }
+    const spellBegins = this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS;
+    if (spellBegins) this.#endSkipsTold = false;
+    for (const notice of skipNotices(seen, skipped, spellBegins, this.#endSkipsTold)) this.log.warn(notice);
+    if (skipped.socketEnd > seen.socketEnd) this.#endSkipsTold = true;
     this.#skipsSeen = skipped;
     this.#lastSkipNs = now;
   }
@@ -572,6 +570,31 @@ export class Agent {
       );
     }
   }
+}
+
+/**
+ * What the agent says on stderr about the probe's runs the kernel skipped between two readings
+ * (its recursion guard: README, "A burst of closes"): once when a spell of skips begins (no skip
+ * for SKIPS_QUIET_NS before), and once in a spell when the socket-end program's runs are skipped
+ * too, since a close whose socket-end run is also skipped has no line.
+ */
+export function skipNotices(seen: RunsSkipped, now: RunsSkipped, spellBegins: boolean, endSkipsTold: boolean): string[] {
+  const notices: string[] = [];
+  if (spellBegins) {
+    const skipped = now.stateChange + now.socketEnd - seen.stateChange - seen.socketEnd;
+    notices.push(
+      `the kernel is skipping runs of the probe (${skipped} so far: the probe was already running on that CPU, interrupted by a softirq or, ` +
+        `where tracepoints run their programs preemptibly as on Linux 7, preempted; as under bursts of closes); a close it skips is written when its socket ends, ` +
+        `a start it skips makes start_time unknown`,
+    );
+  }
+  if (!endSkipsTold && now.socketEnd > seen.socketEnd) {
+    notices.push(
+      `the kernel skipped ${now.socketEnd - seen.socketEnd} runs of the probe at a socket's end too: a socket whose close was skipped as well ` +
+        `has no close line (README, "A burst of closes")`,
+    );
+  }
+  return notices;
 }
 
 /**
@@ -711,7 +734,10 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
       "kernel_runs_skipped_total",
       "counter",
       "Runs of the probe the kernel skipped because it was already running on that CPU (its programs' recursion_misses; Linux 5.12 and later).",
-      () => probe.runsSkipped() ?? 0,
+      () => {
+        const skipped = probe.runsSkipped();
+        return skipped === null ? 0 : skipped.stateChange + skipped.socketEnd;
+      },
     );
   }
   if (pods !== null && enricher !== null) {

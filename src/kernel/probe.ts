@@ -41,6 +41,14 @@ export interface ProbeOptions {
   nameAcceptCallers: boolean;
 }
 
+/** Runs of the probe's programs the kernel skipped (Probe.runsSkipped), by program. */
+export interface RunsSkipped {
+  /** the tracepoint program on each state change (a skipped close is written at the socket's end) */
+  stateChange: number;
+  /** the program at each socket's end (a skipped close whose end is skipped too has no line) */
+  socketEnd: number;
+}
+
 export interface ProbeCounters {
   /** Records the kernel could not queue (ring buffer full). */
   recordsLost: number;
@@ -239,7 +247,7 @@ export class Probe {
   #reportView = new DataView(this.#reportBytes.buffer);
   #reportArgs = new BigUint64Array(2);
   #testRunOpts = new OptionStruct(BPF_TEST_RUN_OPTS);
-  /** The attached programs' fds, for their run counts (struct bpf_prog_info). */
+  /** The state-change and socket-end programs' fds, in that order, for their run counts (struct bpf_prog_info). */
   #attachedFds: number[] = [];
   #progInfo = new Uint8Array(BPF_PROG_INFO.size);
   #progInfoView = new DataView(this.#progInfo.buffer);
@@ -631,22 +639,23 @@ export class Probe {
   }
 
   /**
-   * Runs of the attached programs the kernel skipped because the same program was already running
-   * on that CPU (its recursion guard: a softirq interrupted it), summed; null where the kernel does
-   * not count them (before Linux 5.12). Two system calls.
+   * Runs of the state-change and socket-end programs the kernel skipped because the same program
+   * was already running on that CPU (its recursion guard: a softirq interrupted it, or, where
+   * tracepoints run their programs preemptibly, as on Linux 7, its task was preempted in it); null
+   * where the kernel does not count them (before Linux 5.12). Two system calls.
    */
-  runsSkipped(): number | null {
+  runsSkipped(): RunsSkipped | null {
     const { lib, status } = this.#bpf;
     const field = BPF_PROG_INFO.fields.recursion_misses;
-    let skipped = 0;
+    const skipped: number[] = [];
     for (const fd of this.#attachedFds) {
       this.#progInfo.fill(0);
       this.#progInfoLength[0] = this.#progInfo.byteLength;
       status("read a program's run counts", lib.bpf_obj_get_info_by_fd(fd, this.#progInfo, this.#progInfoLength));
       if (this.#progInfoLength[0]! < field.offset + field.size) return null;
-      skipped += u64(this.#progInfoView, field.offset);
+      skipped.push(u64(this.#progInfoView, field.offset));
     }
-    return skipped;
+    return { stateChange: skipped[0] ?? 0, socketEnd: skipped[1] ?? 0 };
   }
 
   /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */

@@ -1,7 +1,8 @@
 // When the agent drains the ring buffer (src/agent.ts, drainPauses; README, "Reading the ring
-// buffer, and when"), and when it shrinks its memory (shrinkAfterFirstPods; README, "Footprint").
+// buffer, and when"), when it shrinks its memory (shrinkAfterFirstPods; README, "Footprint"), and
+// what it says of the probe's runs the kernel skipped (skipNotices; README, "A burst of closes").
 import { describe, expect, test } from "bun:test";
-import { drainPauses, shrinkAfterFirstPods } from "../../src/agent.ts";
+import { drainPauses, shrinkAfterFirstPods, skipNotices } from "../../src/agent.ts";
 
 describe("the pauses between drains", () => {
   test("the default 8 MiB ring: 20 ms while records come, up to 55 ms while none do", () => {
@@ -31,5 +32,28 @@ describe("the engine's memory given back", () => {
       return shrunk;
     };
     expect([0, 0, 3, 3, 0, 1000].map(after)).toEqual([0, 0, 1, 1, 1, 1]);
+  });
+});
+
+describe("the probe's runs the kernel skipped, said on stderr", () => {
+  const SPELL =
+    "the kernel is skipping runs of the probe (5 so far: the probe was already running on that CPU, interrupted by a softirq or, " +
+    "where tracepoints run their programs preemptibly as on Linux 7, preempted; as under bursts of closes); a close it skips is written when its socket ends, " +
+    "a start it skips makes start_time unknown";
+  const ends = (n: number) =>
+    `the kernel skipped ${n} runs of the probe at a socket's end too: a socket whose close was skipped as well has no close line (README, "A burst of closes")`;
+
+  test("a spell begins with state changes skipped: one notice, every skip counted", () => {
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false)).toEqual([SPELL]);
+  });
+
+  test("a spell begins with socket ends skipped too: a second notice, with their count", () => {
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 12, socketEnd: 5 }, true, false)).toEqual([SPELL, ends(3)]);
+  });
+
+  test("later in the spell: socket ends skipped are said once", () => {
+    expect(skipNotices({ stateChange: 15, socketEnd: 2 }, { stateChange: 20, socketEnd: 9 }, false, false)).toEqual([ends(7)]);
+    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 12 }, false, true)).toEqual([]);
+    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 9 }, false, false)).toEqual([]);
   });
 });
