@@ -139,6 +139,56 @@ struct {
 volatile struct probe_switches switches = { .emit_enabled = 1 };
 struct probe_counters counters;
 
+/*
+ * Stand-ins (docs/kernels.md, "Preemptible tracepoints"). The kernel runs a
+ * tracing program at most once at a time per CPU and skips a run that comes
+ * meanwhile. Where tracepoints run their programs preemptibly (Linux 7), a
+ * task preempted inside a program keeps it running on that CPU (migration
+ * stays off), and every other task's run there is skipped. There the agent
+ * attaches STAND_INS more programs beside each of the two, one behind the
+ * other, and turns switches.mark_runs on: each program marks this CPU's
+ * run_marks for the length of each run it makes, and the k-th stand-in makes
+ * a run only while the marks of the first and of the stand-ins before it are
+ * all up, which is when the kernel skips them all.
+ */
+#define STAND_INS 2
+
+struct run_marks {
+	__u8 state_change[STAND_INS + 1];	/* [0]: the first program; [k]: its k-th stand-in */
+	__u8 socket_end[STAND_INS + 1];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct run_marks);
+} run_marks SEC(".maps");
+
+/* This CPU's marks; NULL while the programs do not mark their runs. */
+static __always_inline struct run_marks *marks_here(void)
+{
+	__u32 zero = 0;
+
+	if (!switches.mark_runs)
+		return NULL;
+	return bpf_map_lookup_elem(&run_marks, &zero);
+}
+
+static __always_inline void set_mark(__u8 *mark, __u8 up)
+{
+	*(volatile __u8 *)mark = up;
+}
+
+/* Whether the programs before `level` all run on this CPU now. */
+static __always_inline int all_up(const __u8 *marks, const int level)
+{
+	for (int i = 0; i < level; i++)
+		if (!marks[i])
+			return 0;
+	return 1;
+}
+
 /* Puts struct conn_record and struct conn_state into the object's BTF for
  * the layout tests. */
 struct conn_record *const unused_record_type __attribute__((unused));
@@ -773,6 +823,34 @@ static __always_inline int ignored_by_test(const struct sock *sk)
 }
 
 /*
+ * Tests only: the closes the first program ignored (switches.ignore_close_port)
+ * while the stand-ins are attached. The stand-in makes them, as it would a
+ * run the kernel skipped.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} handed_to_stand_in SEC(".maps");
+
+static __always_inline void hand_to_stand_in(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	__u8 one = 1;
+
+	bpf_map_update_elem(&handed_to_stand_in, &key, &one, BPF_ANY);
+}
+
+/* Whether sk's close was handed to the stand-in (taking it). */
+static __always_inline int handed_over(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	return bpf_map_delete_elem(&handed_to_stand_in, &key) == 0;
+}
+
+/*
  * The state changes that make a connection's life here:
  * - SYN_SENT: connect(); the entry starts OUTBOUND.
  * - ESTABLISHED from SYN_RECV: an accepted socket (which the kernel creates in
@@ -790,7 +868,7 @@ static __always_inline int ignored_by_test(const struct sock *sk)
  * a socket closes from.
  */
 static __always_inline int on_state_change(const struct sock *sk, const int oldstate, const int newstate,
-					   const int keep)
+					   const int keep, const int stand_in)
 {
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
@@ -821,10 +899,16 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 			st->flags |= STATE_FIN_SENT;
 		return 0;
 	}
-	if (newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk))
+	if (!stand_in && newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk)) {
+		if (switches.mark_runs)
+			hand_to_stand_in(sk);
 		return 0;
+	}
 
 	if (newstate == BPF_TCP_SYN_SENT) {
+		/* A stand-in finding a state: the first made this change */
+		if (stand_in && state_of(sk, keep))
+			return 0;
 		if (dropped_at_start(DIRECTION_OUTBOUND, sk->__sk_common.skc_num,
 				     bpf_ntohs(sk->__sk_common.skc_dport)))
 			return 0;
@@ -865,7 +949,7 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	/* A child that no accept() has taken yet (no struct socket) is no
 	 * connect()'s: nothing to look up, track() replaces what a socket
 	 * before it left at its address, and counts it. */
-	if (newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket)
+	if (newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket && !stand_in)
 		st = NULL;
 	else
 		st = state_of(sk, keep);
@@ -878,6 +962,8 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 
 	if (newstate == BPF_TCP_ESTABLISHED) {
 		/* from SYN_RECV */
+		if (st && stand_in)
+			return 0;
 		if (st && st->direction == DIRECTION_OUTBOUND) {
 			st->local_port = figures.local_port; /* simultaneous open */
 			return 0;
@@ -897,6 +983,8 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	 * attached (or the probe's run at its start was skipped): it is
 	 * reported with what is known. */
 	if (!st) {
+		if (stand_in)
+			return 0;
 		/* A child that dies in SYN_RECV was never accepted: a duplicate
 		 * the kernel discards while the real one goes on, or one whose
 		 * setup failed. Only a Fast Open child was a connection its
@@ -916,22 +1004,87 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	return 0;
 }
 
+/*
+ * on_state_change, by the first program (level 0) or its stand-in at `level`,
+ * which makes the run only while the programs before it all run on this CPU.
+ * Where a task is preempted between two programs, the marks may be another
+ * task's and the change already made: a stand-in then finds its state (a
+ * start) or none (a close), and does nothing; so it also leaves alone a close
+ * not tracked, which the first would have written with what is known.
+ */
+static __always_inline int state_change_at(const struct sock *sk, const int oldstate, const int newstate,
+					   const int keep, const int level)
+{
+	struct run_marks *marks = marks_here();
+
+	if (level > 0) {
+		if (!marks)
+			return 0;
+		if (!all_up(marks->state_change, level) &&
+		    !(level == 1 && newstate == BPF_TCP_CLOSE && switches.ignore_close_port && handed_over(sk)))
+			return 0;
+		__sync_fetch_and_add(&counters.changes_stood_in, 1);
+	}
+	if (marks)
+		set_mark(&marks->state_change[level], 1);
+	on_state_change(sk, oldstate, newstate, keep, level > 0);
+	if (marks)
+		set_mark(&marks->state_change[level], 0);
+	return 0;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_state_change(sk, oldstate, newstate, KEEP_MAP);
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 0);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_state_change(sk, oldstate, newstate, KEEP_STORAGE);
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 0);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_state_change(sk, oldstate, newstate, KEEP_TABLE);
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 0);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 1);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in2_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 2);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 1);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in2_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 2);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 1);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in2_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 2);
 }
 
 /*
@@ -984,22 +1137,76 @@ static __always_inline int on_destroy(const struct sock *sk, const int keep)
 	return 0;
 }
 
+/* on_destroy, by the first program or its stand-in at `level`, as state_change_at. */
+static __always_inline int destroy_at(const struct sock *sk, const int keep, const int level)
+{
+	struct run_marks *marks = marks_here();
+
+	if (level > 0) {
+		if (!marks || !all_up(marks->socket_end, level))
+			return 0;
+		__sync_fetch_and_add(&counters.ends_stood_in, 1);
+	}
+	if (marks)
+		set_mark(&marks->socket_end[level], 1);
+	on_destroy(sk, keep);
+	if (marks)
+		set_mark(&marks->socket_end[level], 0);
+	return 0;
+}
+
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy, const struct sock *sk)
 {
-	return on_destroy(sk, KEEP_MAP);
+	return destroy_at(sk, KEEP_MAP, 0);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy_sk, const struct sock *sk)
 {
-	return on_destroy(sk, KEEP_STORAGE);
+	return destroy_at(sk, KEEP_STORAGE, 0);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy_table, const struct sock *sk)
 {
-	return on_destroy(sk, KEEP_TABLE);
+	return destroy_at(sk, KEEP_TABLE, 0);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in_destroy, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_MAP, 1);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in2_destroy, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_MAP, 2);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in_destroy_sk, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_STORAGE, 1);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in2_destroy_sk, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_STORAGE, 2);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in_destroy_table, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_TABLE, 1);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in2_destroy_table, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_TABLE, 2);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */

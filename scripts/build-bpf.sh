@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuilds the BPF objects, bpf/accesslog.bpf.o and bpf/conntrack.bpf.o, from
-# bpf/*.c and bpf/*.h.
+# Rebuilds the BPF objects, bpf/accesslog.bpf.o, bpf/conntrack.bpf.o and
+# bpf/preemption.bpf.o, from bpf/*.c and bpf/*.h.
 # The objects are committed, so building the agent needs no clang; this script
 # is for changing the kernel side. It is reproducible: the same sources and the
 # same compiler (Debian 12's clang 14) give the same bytes, wherever the clone
@@ -16,7 +16,7 @@ command -v "$strip" >/dev/null || strip=llvm-strip
 arch_include=/usr/include/$(uname -m)-linux-gnu
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-for name in accesslog conntrack; do
+for name in accesslog conntrack preemption; do
   "$clang" -g -O2 -target bpf -D__TARGET_ARCH_x86 \
     -I"$arch_include" -Ibpf \
     -fdebug-prefix-map="$PWD"=. -fno-ident \

@@ -16,7 +16,7 @@ import { handleMetricsRequest } from "./admin/routes.ts";
 import { HttpServer, METRICS_LISTENER } from "./admin/server.ts";
 import { type Outputs, outputsOf, startupSwitches } from "./admin/switches.ts";
 import { createClock, type Clock } from "./kernel/clock.ts";
-import { KERNEL_FILTERS, Probe, type ProbeCounters, type RunsSkipped } from "./kernel/probe.ts";
+import { KERNEL_FILTERS, Probe, type ProbeCounters, type RunsSkipped, totalSkipped } from "./kernel/probe.ts";
 import type { ConntrackWatch } from "./kernel/conntrack.ts";
 import { ContainerIds } from "./kernel/cgroups.ts";
 import { RecordError, RECORD_SIZE, RecordView } from "./kernel/record.ts";
@@ -278,7 +278,7 @@ export class Agent {
     log.info(
       `capturing TCP connections (libbpf ${probe.libbpfVersion} ${probe.libbpfOrigin}, ring buffer ${options.ringBufferSize} bytes, ` +
         `${keepingText(probe, options.maxConnections)}, ` +
-        `${probe.seededConnections} already open)`,
+        `${probe.seededConnections} already open${standInsText(probe)})`,
     );
     if (probe.keepingRefusal !== null) {
       const refused = options.connectionState === "socket-storage" ? "with each socket: the kernel refused socket storage" : "in the socket table: the kernel refused it";
@@ -289,7 +289,7 @@ export class Agent {
       log.warn(`the process that accepted a connection is not named (only the connecting one is): ${reason} — fix: ${fix}`);
     }
     agent.#lostSeen = probe.recordsLost();
-    agent.#skipsSeen = probe.runsSkipped();
+    agent.#skipsSeen = probe.runsNotMade();
     agent.#scheduleDrain(agent.#busyPauseMs);
     agent.#timers.push(
       setInterval(() => clock.recalibrate(), RECALIBRATE_INTERVAL_MS),
@@ -493,9 +493,9 @@ export class Agent {
 
   /** Says on stderr when the kernel skips the probe's runs (skipNotices). */
   #watchSkips(): void {
-    const skipped = this.probe.runsSkipped();
+    const skipped = this.probe.runsNotMade();
     const seen = this.#skipsSeen;
-    if (skipped === null || seen === null || skipped.stateChange + skipped.socketEnd <= seen.stateChange + seen.socketEnd) return;
+    if (skipped === null || seen === null || totalSkipped(skipped) <= totalSkipped(seen)) return;
     const now = this.clock.nowMonotonicNs();
     const spellBegins = this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS;
     if (spellBegins) this.#endSkipsTold = false;
@@ -581,7 +581,7 @@ export class Agent {
 export function skipNotices(seen: RunsSkipped, now: RunsSkipped, spellBegins: boolean, endSkipsTold: boolean): string[] {
   const notices: string[] = [];
   if (spellBegins) {
-    const skipped = now.stateChange + now.socketEnd - seen.stateChange - seen.socketEnd;
+    const skipped = totalSkipped(now) - totalSkipped(seen);
     notices.push(
       `the kernel is skipping runs of the probe (${skipped} so far: the probe was already running on that CPU, interrupted by a softirq or, ` +
         `where tracepoints run their programs preemptibly as on Linux 7, preempted; as under bursts of closes); a close it skips is written when its socket ends, ` +
@@ -633,6 +633,13 @@ export interface OutputEnd {
 export class OutputError extends ExitError {
   override name = "OutputError";
   override readonly context = "cannot write access-log lines to stdout";
+}
+
+/** What the start-up line says of the stand-ins (bpf/accesslog.bpf.c), when they are attached. */
+function standInsText(probe: Probe): string {
+  if (!probe.standIns) return "";
+  const why = probe.tracepointPreemption === "yes" ? "this kernel's tracepoints run programs preemptibly" : "asked for";
+  return `, stand-in programs attached: ${why}`;
 }
 
 /** Where the start-up line says the kernel keeps connection state. */
@@ -726,7 +733,7 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
   );
   counter(
     "kernel_closes_at_end_total",
-    "Closes the kernel skipped the probe for (a softirq interrupted it on the same CPU), written when their socket ended: they have their close line.",
+    "Closes the kernel skipped the probe for (a softirq interrupted it on the same CPU, or a task was preempted in it where tracepoints are preemptible), written when their socket ended: they have their close line.",
     (c) => c.closesAtDestroy,
   );
   if (probe.runsSkipped() !== null) {
@@ -736,10 +743,19 @@ function registerMetrics(registry: MetricsRegistry, agent: Agent, probe: Probe, 
       "Runs of the probe the kernel skipped because it was already running on that CPU (its programs' recursion_misses; Linux 5.12 and later).",
       () => {
         const skipped = probe.runsSkipped();
-        return skipped === null ? 0 : skipped.stateChange + skipped.socketEnd;
+        return skipped === null ? 0 : totalSkipped(skipped);
       },
     );
   }
+  metric("kernel_stand_ins_attached", "gauge", "1 where the stand-in programs are attached (tracepoints that run their programs preemptibly, as on Linux 7), else 0.", () =>
+    probe.standIns ? 1 : 0,
+  );
+  metric(
+    "kernel_runs_stood_in_total",
+    "counter",
+    "Runs of the probe the kernel skipped that a stand-in program made instead (where they are attached): their work was done.",
+    () => totalSkipped(probe.runsStoodIn()),
+  );
   if (pods !== null && enricher !== null) {
     metric("kubelet_refreshes_total", "counter", "Pod lists read from the kubelet.", () => pods.stats.refreshes);
     metric("kubelet_refresh_failures_total", "counter", "Pod list reads that failed (unreachable, timeout, TLS, 401, 403, invalid).", () => pods.stats.failures);

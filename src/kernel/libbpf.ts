@@ -321,7 +321,9 @@ export class BpfObject {
       .set("kernel_log_level", 0); // 0: libbpf retries a failed load with the log on
     this.#bpf = bpf;
     this.#log = log;
-    this.#keepAlive = [bytes, cName, opts.bytes];
+    // Not `bytes`: libbpf copies what it needs from the ELF while it opens it (a buffer zeroed
+    // after the open still loads), and the probe's object is 0.6 MB.
+    this.#keepAlive = [cName, opts.bytes];
     this.#object = bpf.pointer(step, bpf.lib.bpf_object__open_mem(bytes, bytes.byteLength, opts.bytes));
   }
 

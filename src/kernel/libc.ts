@@ -18,6 +18,10 @@ export const libc = dlopen("libc.so.6", {
   write: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
+  // int socket(int domain, int type, int protocol)
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  // int listen(int sockfd, int backlog)
+  listen: { args: ["i32", "i32"], returns: "i32" },
   // int getpagesize(void)
   getpagesize: { args: [], returns: "i32" },
   // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset): MAP_FAILED is -1

@@ -21,6 +21,7 @@ import {
 } from "./libbpf.ts";
 import { atLeast, BTF_PATH, effectiveCapabilities, HOST_LE, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
+import { type TracepointPreemption, tracepointPreemption } from "./preemption.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 import { mapRingBuffer, type MappedRingBuffer, type RecordHandler, RingBufferReader } from "./ring-buffer.ts";
 
@@ -41,12 +42,17 @@ export interface ProbeOptions {
   nameAcceptCallers: boolean;
 }
 
-/** Runs of the probe's programs the kernel skipped (Probe.runsSkipped), by program. */
+/** Runs of the probe's two programs (Probe.runsSkipped, runsStoodIn, runsNotMade), by program. */
 export interface RunsSkipped {
   /** the tracepoint program on each state change (a skipped close is written at the socket's end) */
   stateChange: number;
   /** the program at each socket's end (a skipped close whose end is skipped too has no line) */
   socketEnd: number;
+}
+
+/** All the runs in `r`. */
+export function totalSkipped(r: RunsSkipped): number {
+  return r.stateChange + r.socketEnd;
 }
 
 export interface ProbeCounters {
@@ -81,6 +87,9 @@ export interface AcceptUnattached {
   fix: string;
 }
 
+/** Tests only: "always" attaches the stand-ins whatever the kernel (test/e2e/skipped-close.test.ts). */
+export const STAND_INS_ENV = "KMESH_ACCESSLOG_STAND_INS";
+
 /** Where libbpf reads a tracepoint's id: tracefs, or tracefs inside debugfs. */
 const TRACEFS_EVENTS = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
 
@@ -97,12 +106,15 @@ export const PROBE_COUNTERS_FIELDS = {
   closes_missed: { offset: 16, size: 8 },
   closes_at_destroy: { offset: 24, size: 8 },
   in_map: { offset: 32, size: 8 },
+  changes_stood_in: { offset: 40, size: 8 },
+  ends_stood_in: { offset: 48, size: 8 },
 } as const;
-export const PROBE_COUNTERS_SIZE = 40;
+export const PROBE_COUNTERS_SIZE = 56;
 export const PROBE_SWITCHES_FIELDS = {
   emit_enabled: { offset: 0, size: 4 },
   ignore_close_port: { offset: 4, size: 2 },
-  reserved: { offset: 6, size: 2 },
+  mark_runs: { offset: 6, size: 1 },
+  reserved: { offset: 7, size: 1 },
 } as const;
 export const PROBE_SWITCHES_SIZE = 8;
 
@@ -182,18 +194,30 @@ const REPORT_READ_BYTES = 64 << 10;
  * The programs of each way of keeping state; the others are not loaded. `end`: at each socket's
  * end. `report`: periodic reports (with the socket table: its entries, then the hash map's keys).
  */
-const PROGRAMS: Record<StateKeeping, { track: string; end: string; seed: string; report: readonly string[]; accept: readonly string[] }> = {
+const PROGRAMS: Record<
+  StateKeeping,
+  { track: string; end: string; standIns: readonly string[]; seed: string; report: readonly string[]; accept: readonly string[] }
+> = {
   "socket table": {
     track: "handle_set_state_table",
     end: "handle_destroy_table",
+    standIns: ["stand_in_set_state_table", "stand_in_destroy_table", "stand_in2_set_state_table", "stand_in2_destroy_table"],
     seed: "seed_open_table",
     report: ["report_table", "report_open"],
     accept: ["handle_accept4_table", "handle_accept_table"],
   },
-  "hash map": { track: "handle_set_state", end: "handle_destroy", seed: "seed_open", report: ["report_open"], accept: ["handle_accept4", "handle_accept"] },
+  "hash map": {
+    track: "handle_set_state",
+    end: "handle_destroy",
+    standIns: ["stand_in_set_state", "stand_in_destroy", "stand_in2_set_state", "stand_in2_destroy"],
+    seed: "seed_open",
+    report: ["report_open"],
+    accept: ["handle_accept4", "handle_accept"],
+  },
   "socket storage": {
     track: "handle_set_state_sk",
     end: "handle_destroy_sk",
+    standIns: ["stand_in_set_state_sk", "stand_in_destroy_sk", "stand_in2_set_state_sk", "stand_in2_destroy_sk"],
     seed: "seed_open_sk",
     report: ["report_sk"],
     accept: ["handle_accept4_sk", "handle_accept_sk"],
@@ -263,6 +287,11 @@ export class Probe {
   /** Why the way asked for is not used on a kernel that has it (the kernel refused its programs or iterator), or null. */
   keepingRefusal: string | null = null;
 
+  /** Whether tracepoints run their programs preemptibly here; "yes": the stand-ins are attached. */
+  tracepointPreemption: TracepointPreemption = "unknown";
+  /** Whether the stand-ins are attached (bpf/accesslog.bpf.c): where tracepoints are preemptible. */
+  standIns = false;
+
   /**
    * Why the process that accepted a connection is not known though ProbeOptions.nameAcceptCallers
    * asked for it (its accept() tracepoints could not be attached: only the connecting side names
@@ -307,6 +336,8 @@ export class Probe {
     // it and report failures ourselves (errno text and the verifier log).
     this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
+    this.tracepointPreemption = await tracepointPreemption(this.#bpf);
+    this.standIns = this.tracepointPreemption === "yes" || process.env[STAND_INS_ENV] === "always";
     const asked = options.connectionState ?? "socket-table";
     const preferred: StateKeeping | null =
       asked === "socket-storage" && socketStorageFromTracing(release())
@@ -334,7 +365,8 @@ export class Probe {
     // Ways share programs: each is loaded when the way in use has it.
     const wanted = new Set<string>();
     for (const [role, names] of Object.entries(PROGRAMS[keeping])) {
-      if (role !== "accept" || options.nameAcceptCallers) for (const program of [names].flat()) wanted.add(program);
+      const used = role === "accept" ? options.nameAcceptCallers : role === "standIns" ? this.standIns : true;
+      if (used) for (const program of [names].flat()) wanted.add(program);
     }
     for (const programs of Object.values(PROGRAMS)) {
       for (const program of Object.values(programs).flat()) {
@@ -373,12 +405,23 @@ export class Probe {
     // Before anything is attached: a kernel that refuses the iterator gets the hash map instead.
     if (keeping === "socket storage") this.#reportLink = this.#attachReportIterator(programs.report[0]!);
 
+    this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
+    status("read the switches", lib.bpf_map_lookup_elem(this.#switchesFd, this.#zeroKey, this.#switchesBytes));
+    const bss = this.#map(".bss");
+    this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
+    if (this.standIns) {
+      this.#switchesValue.setUint8(PROBE_SWITCHES_FIELDS.mark_runs.offset, 1);
+      this.#writeSwitches();
+    }
+
     // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
     if (options.nameAcceptCallers) this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
     for (const name of [programs.track, programs.end]) {
       this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
       this.#attachedFds.push(status(`find program ${name}`, lib.bpf_program__fd(this.#program(name))));
     }
+    // After the programs they stand in for, whose marks they read.
+    if (this.standIns) for (const name of programs.standIns) this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
     if (keeping !== "socket storage") {
       // report_open and report_table are never attached: reportOpenConnections() runs them.
       this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
@@ -391,9 +434,6 @@ export class Probe {
     }
     this.seededConnections = this.#seedOpenConnections(programs.seed);
 
-    const bss = this.#map(".bss");
-    this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
-    this.#switchesFd = status("find the switches", lib.bpf_map__fd(this.#map(".data")));
     this.#filterUseFd = status("find the filter in use", lib.bpf_map__fd(this.#map("filter_use")));
     this.#filterRulesFd = status("find the filter rules", lib.bpf_map__fd(this.#map("filter_rules")));
     this.#filterDropsFd = status("find the filter counters", lib.bpf_map__fd(this.#map("filter_drops")));
@@ -658,6 +698,24 @@ export class Probe {
     return { stateChange: skipped[0] ?? 0, socketEnd: skipped[1] ?? 0 };
   }
 
+  /** Runs the kernel skipped that a stand-in made (0 where none is attached). */
+  runsStoodIn(): RunsSkipped {
+    const counters = this.#readCounters();
+    return {
+      stateChange: u64(counters, PROBE_COUNTERS_FIELDS.changes_stood_in.offset),
+      socketEnd: u64(counters, PROBE_COUNTERS_FIELDS.ends_stood_in.offset),
+    };
+  }
+
+  /** Runs the kernel skipped that no stand-in made: their work was not done; null as for runsSkipped. */
+  runsNotMade(): RunsSkipped | null {
+    // The stand-ins' first: each run one made was counted skipped before.
+    const stoodIn = this.runsStoodIn();
+    const skipped = this.runsSkipped();
+    if (skipped === null) return null;
+    return { stateChange: skipped.stateChange - stoodIn.stateChange, socketEnd: skipped.socketEnd - stoodIn.socketEnd };
+  }
+
   /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */
   recordsLost(): number {
     return u64(this.#readCounters(), PROBE_COUNTERS_FIELDS.records_lost.offset);
@@ -673,9 +731,12 @@ export class Probe {
 
   /** Turns record output in the kernel on or off (nothing is queued while off). */
   setEmitEnabled(enabled: boolean): void {
+    this.#switchesValue.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, enabled ? 1 : 0, true);
+    this.#writeSwitches();
+  }
+
+  #writeSwitches(): void {
     const { lib, status } = this.#bpf;
-    const value = this.#switchesValue;
-    value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, enabled ? 1 : 0, true);
     status("set the probe switches", lib.bpf_map_update_elem(this.#switchesFd, this.#zeroKey, this.#switchesBytes, 0));
   }
 

@@ -42,6 +42,8 @@ export interface AdminAgentOptions {
   waitReady?: boolean;
   /** run the agent in this network namespace */
   netns?: string;
+  /** more environment for the agent */
+  env?: Record<string, string>;
 }
 
 const lockDirs: string[] = [];
@@ -73,6 +75,7 @@ export async function startAdminAgent(options: AdminAgentOptions = {}): Promise<
     output: options.output ?? "text",
     args: ["--admin-addr", adminAddr, "--lock-file", lockFile, ...args],
     ...(options.netns === undefined ? {} : { netns: options.netns }),
+    ...(options.env === undefined ? {} : { env: options.env }),
   });
   const handle: AdminAgent = {
     agent,
@@ -217,12 +220,19 @@ export async function metrics(adminAddr: string): Promise<Map<string, number>> {
   return values;
 }
 
-/** The probe's close counters from /metrics: closes written when their socket ended, closes missed. */
+/**
+ * The probe's close counters from /metrics: closes written when their socket ended, closes missed,
+ * and the stand-ins' (bpf/accesslog.bpf.c).
+ */
 export interface CloseCounts {
   atEnd: number;
   missed: number;
   /** runs of the probe the kernel skipped (0 where it does not count them: before Linux 5.12) */
   skipped: number;
+  /** runs a stand-in made */
+  stoodIn: number;
+  /** whether the stand-ins are attached */
+  standIns: boolean;
 }
 
 export async function closeCounts(adminAddr: string): Promise<CloseCounts> {
@@ -231,19 +241,35 @@ export async function closeCounts(adminAddr: string): Promise<CloseCounts> {
     atEnd: m.get("kmesh_accesslog_kernel_closes_at_end_total")!,
     missed: m.get("kmesh_accesslog_kernel_closes_missed_total")!,
     skipped: m.get("kmesh_accesslog_kernel_runs_skipped_total") ?? 0,
+    stoodIn: m.get("kmesh_accesslog_kernel_runs_stood_in_total") ?? 0,
+    standIns: m.get("kmesh_accesslog_kernel_stand_ins_attached") === 1,
   };
 }
 
+/** What the probe makes of closes it ignores between two counts: written at their end, by a stand-in, missed. */
+export interface ClosesMade {
+  atEnd: number;
+  stoodIn: number;
+  missed: number;
+}
+
 /**
- * The closes written at their socket's end, and those missed, between two counts, for a test that
- * had the probe ignore the closes of its `own` sockets. Another socket's close that the kernel
- * skipped on its own meanwhile (a softirq over the program, as in a slow VM) is written at its end
- * too: closes beyond `own` are set aside as far as the runs skipped account for them.
+ * The closes written at their socket's end, those a stand-in made, and those missed, between two
+ * counts, for a test that had the probe ignore the closes of its `own` sockets (with the stand-ins
+ * attached, they go to the stand-in). Another socket's close that the kernel skipped on its own
+ * meanwhile (a softirq over the program, as in a slow VM) is written at its end too: closes beyond
+ * `own` are set aside as far as the runs skipped account for them; and the stand-ins' runs count
+ * every state change they made, of which those beyond `own` are set aside.
  */
-export function closesSince(before: CloseCounts, after: CloseCounts, own: number): { atEnd: number; missed: number } {
+export function closesSince(before: CloseCounts, after: CloseCounts, own: number): ClosesMade {
   const atEnd = after.atEnd - before.atEnd;
   const others = Math.min(Math.max(atEnd - own, 0), after.skipped - before.skipped);
-  return { atEnd: atEnd - others, missed: after.missed - before.missed };
+  return { atEnd: atEnd - others, stoodIn: Math.min(after.stoodIn - before.stoodIn, own), missed: after.missed - before.missed };
+}
+
+/** closesSince's answer when each of `own` ignored closes was made as it should: by the stand-in where attached, else at the socket's end. */
+export function closesMadeRight(counts: CloseCounts, own: number): ClosesMade {
+  return counts.standIns ? { atEnd: 0, stoodIn: own, missed: 0 } : { atEnd: own, stoodIn: 0, missed: 0 };
 }
 
 export const switchMetric = (name: string) => `kmesh_accesslog_switch_enabled{switch="${name}"}`;

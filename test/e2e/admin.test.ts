@@ -216,6 +216,8 @@ describe.skipIf(!ready)("admin API: Kmesh's answers, every combination", () => {
       "kernel_closes_missed_total",
       "kernel_closes_at_end_total",
       "kernel_runs_skipped_total",
+      "kernel_stand_ins_attached",
+      "kernel_runs_stood_in_total",
       "connections_open",
       "periodic_reports_total",
     ]) {

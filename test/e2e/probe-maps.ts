@@ -7,7 +7,7 @@
  * probe: the events its programs are attached to, a map's size.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { CONN_STATE_FIELDS, CONN_STATE_SIZE, PROBE_SWITCHES_FIELDS, PROBE_SWITCHES_SIZE } from "../../src/kernel/probe.ts";
+import { CONN_STATE_FIELDS, CONN_STATE_SIZE, PROBE_SWITCHES_FIELDS } from "../../src/kernel/probe.ts";
 import { run } from "./node.ts";
 
 export interface ConnState {
@@ -134,10 +134,14 @@ export function hasEntry(mapId: number, key: bigint): boolean {
   return dumpConnections(mapId).some((e) => e.key === key);
 }
 
-/** Sets the probe's switches (its .data map) of agent `pid`: output on, closes of `port` ignored (0: none). */
+/**
+ * Sets the test switch of agent `pid`'s probe (its .data map): the closes of `port` ignored (0:
+ * none). The other switches keep their values.
+ */
 export function ignoreCloses(pid: number, port: number): void {
-  const value = new DataView(new ArrayBuffer(PROBE_SWITCHES_SIZE));
-  value.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, 1, true);
-  value.setUint16(PROBE_SWITCHES_FIELDS.ignore_close_port.offset, port, true);
-  run(["bpftool", "map", "update", "id", String(agentMapId(pid, "kmesh_ac.data")), "key", "0", "0", "0", "0", "value", ...hex(new Uint8Array(value.buffer))]);
+  const id = String(agentMapId(pid, "kmesh_ac.data"));
+  const shown = JSON.parse(run(["bpftool", "-j", "map", "lookup", "id", id, "key", "0", "0", "0", "0"]).stdout) as { value: string[] };
+  const value = fromHex(shown.value);
+  new DataView(value.buffer).setUint16(PROBE_SWITCHES_FIELDS.ignore_close_port.offset, port, true);
+  run(["bpftool", "map", "update", "id", id, "key", "0", "0", "0", "0", "value", ...hex(value)]);
 }

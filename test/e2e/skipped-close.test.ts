@@ -4,7 +4,10 @@
  * when a softirq interrupts it on the same CPU (README, "A burst of closes"), which no test can
  * make happen at will; the probe's test-only switch ignore_close_port (bpf/accesslog.h), written
  * here with bpftool, makes the tracepoint program ignore the closes of one port's sockets the same
- * way. Both ways of keeping the state, both close orders, IPv4 and IPv6; and the ends where our
+ * way. Where the stand-ins are attached (tracepoints that run their programs preemptibly, or
+ * asked for here), the close the program ignored is made by the stand-in instead, right away, as
+ * one the kernel skipped would be. Every way of keeping the state, both close orders, IPv4 and
+ * IPv6; and the ends where our
  * FIN decides the bytes sent (bytes_acked counts it once acknowledged; the record takes it off
  * only if it went out): a RST after data either way (no FIN), a FIN then a RST, a FIN never
  * acknowledged, no payload, Fast Open, retransmissions, and data the sender's own host dropped
@@ -13,8 +16,9 @@
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AdminAgent, closeCounts, closesSince, startAdminAgent } from "./admin-support.ts";
-import { agentUnavailableReason } from "./agent.ts";
+import { STAND_INS_ENV } from "../../src/kernel/probe.ts";
+import { type AdminAgent, closeCounts, closesMadeRight, closesSince, startAdminAgent } from "./admin-support.ts";
+import { agentUnavailableReason, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
 import { closeLines, keyOf, problemsWith, serverBegan } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
@@ -44,8 +48,20 @@ const ready = prerequisitesMet(
  */
 const TOLERANCE_MS = 1_000;
 
-for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
-  describe.skipIf(!ready)(`a close the probe skipped, --connection-state ${state}`, () => {
+/**
+ * Each way of keeping state; and once with the stand-ins attached where the kernel would not attach
+ * them (bpf/accesslog.bpf.c): there each close ignored goes to the stand-in, as a run the kernel
+ * skipped does where tracepoints are preemptible (where they are, every variant has them).
+ */
+const VARIANTS = [
+  { state: "socket-table", standIns: false },
+  { state: "hash-map", standIns: false },
+  { state: "socket-storage", standIns: false },
+  { state: "socket-table", standIns: true },
+] as const;
+
+for (const { state, standIns } of VARIANTS) {
+  describe.skipIf(!ready)(`a close the probe skipped, --connection-state ${state}${standIns ? ", stand-ins attached" : ""}`, () => {
     let node: TestNode;
     let agent: AdminAgent;
     let client: Pod;
@@ -54,13 +70,17 @@ for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
     beforeAll(async () => {
       node = await createTestNode({ pods: ["client", "server"] });
       [client, server] = [node.pod("client"), node.pod("server")];
-      agent = await startAdminAgent({ output: "json", args: ["--connection-state", state] });
+      agent = await startAdminAgent({ output: "json", args: ["--connection-state", state], ...(standIns ? { env: { [STAND_INS_ENV]: "always" } } : {}) });
       await waitUntilCapturing(agent.agent, client, server);
     }, 60_000);
 
     afterAll(async () => {
       await agent?.[Symbol.asyncDispose]();
       await node?.[Symbol.asyncDispose]();
+    });
+
+    test(standIns ? "the stand-ins are attached, as asked" : "the stand-ins are attached where tracepoints are preemptible, and only there", async () => {
+      expect((await closeCounts(agent.adminAddr)).standIns).toBe(standIns || PREEMPTIBLE_TRACEPOINTS);
     });
 
     for (const [family, closeFirst, port] of [[4, "client", 7_101], [6, "server", 7_102]] as const) {
@@ -78,7 +98,7 @@ for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
           ignoreCloses(agent.agent.proc.pid, 0);
         }
         const after = await closeCounts(agent.adminAddr);
-        expect(closesSince(before, after, 2)).toEqual({ atEnd: 2, missed: 0 });
+        expect(closesSince(before, after, 2)).toEqual(closesMadeRight(after, 2));
       });
     }
 
@@ -104,7 +124,7 @@ for (const state of ["socket-table", "hash-map", "socket-storage"] as const) {
       expect([out.raw, out.sentBytes, out.receivedBytes, out.error]).toEqual([out.raw, r.client.written, r.client.received, null]);
       expect([inb.raw, inb.sentBytes, inb.receivedBytes, inb.error]).toEqual([inb.raw, r.server.written, r.server.received, null]);
       const after = await closeCounts(agent.adminAddr);
-      expect(closesSince(before, after, 2)).toEqual({ atEnd: 2, missed: 0 });
+      expect(closesSince(before, after, 2)).toEqual(closesMadeRight(after, 2));
     }
 
     /** One connection in the client pod, ended by sockets.ts as `how` says (see its usage). */

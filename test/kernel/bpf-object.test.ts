@@ -9,13 +9,13 @@ import { hasCommand, testIf } from "../support/require.ts";
 const ROOT = new URL("../..", import.meta.url).pathname;
 const it = testIf(hasCommand("clang"), "clang is not installed (scripts/setup installs it)");
 
-it("bpf/accesslog.bpf.o and bpf/conntrack.bpf.o are up to date with their sources", () => {
+it("bpf/accesslog.bpf.o, bpf/conntrack.bpf.o and bpf/preemption.bpf.o are up to date with their sources", () => {
   const dir = mkdtempSync(join(tmpdir(), "kal-bpf-"));
   try {
     const build = Bun.spawnSync([join(ROOT, "scripts/build-bpf.sh"), dir], { stderr: "pipe" });
     expect(build.stderr.toString()).toBe("");
     expect(build.exitCode).toBe(0);
-    for (const object of ["accesslog.bpf.o", "conntrack.bpf.o"]) {
+    for (const object of ["accesslog.bpf.o", "conntrack.bpf.o", "preemption.bpf.o"]) {
       const committed = readFileSync(join(ROOT, "bpf", object));
       const fresh = readFileSync(join(dir, object));
       if (!committed.equals(fresh)) {

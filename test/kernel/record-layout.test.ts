@@ -24,11 +24,13 @@ import {
   NAT_KEY_FIELDS,
   NAT_KEY_SIZE,
 } from "../../src/kernel/conntrack.ts";
+import { PREEMPTION_SEEN_FIELDS, PREEMPTION_SEEN_SIZE } from "../../src/kernel/preemption.ts";
 import { readBtf } from "../support/btf.ts";
 import { hasCommand, testIf } from "../support/require.ts";
 
 const OBJECT = new URL("../../bpf/accesslog.bpf.o", import.meta.url).pathname;
 const CONNTRACK_OBJECT = new URL("../../bpf/conntrack.bpf.o", import.meta.url).pathname;
+const PREEMPTION_OBJECT = new URL("../../bpf/preemption.bpf.o", import.meta.url).pathname;
 const it = testIf(hasCommand("bpftool"), "bpftool is not installed (scripts/setup installs it)");
 
 describe("record layout", () => {
@@ -104,5 +106,15 @@ describe("conntrack layout", () => {
     const counters = btf.struct("nat_counters");
     expect(counters.size).toBe(NAT_COUNTERS_SIZE);
     expect(counters.layout).toEqual(structuredClone(NAT_COUNTERS_FIELDS) as never);
+  });
+});
+
+describe("preemption probe layout", () => {
+  it("what it saw is the only .bss variable and matches its mirror", async () => {
+    const btf = await readBtf(PREEMPTION_OBJECT);
+    expect(btf.section(".bss")).toEqual([{ name: "seen", offset: 0, size: PREEMPTION_SEEN_SIZE, type: "preemption_seen" }]);
+    const seen = btf.struct("preemption_seen");
+    expect(seen.size).toBe(PREEMPTION_SEEN_SIZE);
+    expect(seen.layout).toEqual(structuredClone(PREEMPTION_SEEN_FIELDS) as never);
   });
 });
