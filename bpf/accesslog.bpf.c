@@ -140,7 +140,7 @@ volatile struct probe_switches switches = { .emit_enabled = 1 };
 struct probe_counters counters;
 
 /*
- * Stand-ins (docs/kernels.md, "Preemptible tracepoints"). The kernel runs a
+ * Stand-ins (docs/kernels.md, "Preemptible tracepoints from Linux 7"). The kernel runs a
  * tracing program at most once at a time per CPU and skips a run that comes
  * meanwhile. Where tracepoints run their programs preemptibly (Linux 7), a
  * task preempted inside a program keeps it running on that CPU (migration

@@ -499,7 +499,7 @@ export class Agent {
     const now = this.clock.nowMonotonicNs();
     const spellBegins = this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS;
     if (spellBegins) this.#endSkipsTold = false;
-    for (const notice of skipNotices(seen, skipped, spellBegins, this.#endSkipsTold)) this.log.warn(notice);
+    for (const notice of skipNotices(seen, skipped, spellBegins, this.#endSkipsTold, standInsUnknown(this.probe))) this.log.warn(notice);
     if (skipped.socketEnd > seen.socketEnd) this.#endSkipsTold = true;
     this.#skipsSeen = skipped;
     this.#lastSkipNs = now;
@@ -576,16 +576,27 @@ export class Agent {
  * What the agent says on stderr about the probe's runs the kernel skipped between two readings
  * (its recursion guard: README, "A burst of closes"): once when a spell of skips begins (no skip
  * for SKIPS_QUIET_NS before), and once in a spell when the socket-end program's runs are skipped
- * too, since a close whose socket-end run is also skipped has no line.
+ * too, since a close whose socket-end run is also skipped has no line. `preemptionUnknown`: why
+ * the preemption probe could not tell, where that left the stand-ins out (standInsUnknown).
  */
-export function skipNotices(seen: RunsSkipped, now: RunsSkipped, spellBegins: boolean, endSkipsTold: boolean): string[] {
+export function skipNotices(
+  seen: RunsSkipped,
+  now: RunsSkipped,
+  spellBegins: boolean,
+  endSkipsTold: boolean,
+  preemptionUnknown: string | null,
+): string[] {
   const notices: string[] = [];
   if (spellBegins) {
     const skipped = totalSkipped(now) - totalSkipped(seen);
+    const unknown =
+      preemptionUnknown === null
+        ? ""
+        : `; whether this kernel's tracepoints run programs preemptibly is unknown (${preemptionUnknown}), so no stand-in programs are attached`;
     notices.push(
       `the kernel is skipping runs of the probe (${skipped} so far: the probe was already running on that CPU, interrupted by a softirq or, ` +
         `where tracepoints run their programs preemptibly as on Linux 7, preempted; as under bursts of closes); a close it skips is written when its socket ends, ` +
-        `a start it skips makes start_time unknown`,
+        `a start it skips makes start_time unknown${unknown}`,
     );
   }
   if (!endSkipsTold && now.socketEnd > seen.socketEnd) {
@@ -635,10 +646,15 @@ export class OutputError extends ExitError {
   override readonly context = "cannot write access-log lines to stdout";
 }
 
+/** Why the stand-ins are not attached where the preemption probe could not tell (null otherwise). */
+function standInsUnknown(probe: Probe): string | null {
+  return probe.standIns || probe.tracepointPreemption.answer !== "unknown" ? null : probe.tracepointPreemption.why;
+}
+
 /** What the start-up line says of the stand-ins (bpf/accesslog.bpf.c), when they are attached. */
 function standInsText(probe: Probe): string {
   if (!probe.standIns) return "";
-  const why = probe.tracepointPreemption === "yes" ? "this kernel's tracepoints run programs preemptibly" : "asked for";
+  const why = probe.tracepointPreemption.answer === "yes" ? "this kernel's tracepoints run programs preemptibly" : "asked for";
   return `, stand-in programs attached: ${why}`;
 }
 

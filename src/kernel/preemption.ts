@@ -5,6 +5,7 @@
 import objectPath from "../../bpf/preemption.bpf.o" with { type: "file" };
 import { BpfObject, type Libbpf } from "./libbpf.ts";
 import { libc } from "./libc.ts";
+import { AF_INET } from "./record.ts";
 
 /** Mirror of struct preemption_seen in bpf/preemption.h (the object's .bss). */
 export const PREEMPTION_SEEN_FIELDS = {
@@ -21,7 +22,12 @@ export const PREEMPTION_SEEN_SIZE = 2;
  */
 export type TracepointPreemption = "yes" | "no" | "unknown";
 
-const AF_INET = 2;
+/** The answer, and for "unknown" why (the step that failed, or that no run was seen). */
+export interface PreemptionProbed {
+  answer: TracepointPreemption;
+  why: string | null;
+}
+
 const SOCK_STREAM = 1;
 const VERIFIER_LOG_BYTES = 4096;
 
@@ -29,7 +35,7 @@ const VERIFIER_LOG_BYTES = 4096;
  * Loads probe_preemption, attaches it for as long as a listening socket of the agent's own is
  * opened and closed (listen() binds it to a free port; no packet is sent), and frees it.
  */
-export async function tracepointPreemption(bpf: Libbpf): Promise<TracepointPreemption> {
+export async function tracepointPreemption(bpf: Libbpf): Promise<PreemptionProbed> {
   const { lib, status, pointer, libcStatus } = bpf;
   const bytes = await Bun.file(objectPath).bytes();
   let object: BpfObject | null = null;
@@ -49,10 +55,11 @@ export async function tracepointPreemption(bpf: Libbpf): Promise<TracepointPreem
     }
     const seen = new Uint8Array(PREEMPTION_SEEN_SIZE);
     status("read what the preemption probe saw", lib.bpf_map_lookup_elem(lib.bpf_map__fd(object.map(".bss")), new Uint32Array(1), seen));
-    if (seen[PREEMPTION_SEEN_FIELDS.preemptible.offset]) return "yes";
-    return seen[PREEMPTION_SEEN_FIELDS.in_task.offset] ? "no" : "unknown";
-  } catch {
-    return "unknown";
+    if (seen[PREEMPTION_SEEN_FIELDS.preemptible.offset]) return { answer: "yes", why: null };
+    if (seen[PREEMPTION_SEEN_FIELDS.in_task.offset]) return { answer: "no", why: null };
+    return { answer: "unknown", why: "the preemption probe saw no run in a task" };
+  } catch (error) {
+    return { answer: "unknown", why: error instanceof Error ? error.message : String(error) };
   } finally {
     object?.close();
   }

@@ -21,7 +21,7 @@ import {
 } from "./libbpf.ts";
 import { atLeast, BTF_PATH, effectiveCapabilities, HOST_LE, mayLoadBpf, parseKernelRelease } from "./host.ts";
 import { libc } from "./libc.ts";
-import { type TracepointPreemption, tracepointPreemption } from "./preemption.ts";
+import { type PreemptionProbed, tracepointPreemption } from "./preemption.ts";
 import { RECORD_FIELDS, RECORD_SIZE } from "./record.ts";
 import { mapRingBuffer, type MappedRingBuffer, type RecordHandler, RingBufferReader } from "./ring-buffer.ts";
 
@@ -287,8 +287,8 @@ export class Probe {
   /** Why the way asked for is not used on a kernel that has it (the kernel refused its programs or iterator), or null. */
   keepingRefusal: string | null = null;
 
-  /** Whether tracepoints run their programs preemptibly here; "yes": the stand-ins are attached. */
-  tracepointPreemption: TracepointPreemption = "unknown";
+  /** Whether tracepoints run their programs preemptibly here ("yes": the stand-ins are attached), and why not known. */
+  tracepointPreemption: PreemptionProbed = { answer: "unknown", why: "not probed yet" };
   /** Whether the stand-ins are attached (bpf/accesslog.bpf.c): where tracepoints are preemptible. */
   standIns = false;
 
@@ -337,7 +337,7 @@ export class Probe {
     this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
     this.tracepointPreemption = await tracepointPreemption(this.#bpf);
-    this.standIns = this.tracepointPreemption === "yes" || process.env[STAND_INS_ENV] === "always";
+    this.standIns = this.tracepointPreemption.answer === "yes" || process.env[STAND_INS_ENV] === "always";
     const asked = options.connectionState ?? "socket-table";
     const preferred: StateKeeping | null =
       asked === "socket-storage" && socketStorageFromTracing(release())

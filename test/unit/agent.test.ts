@@ -44,16 +44,24 @@ describe("the probe's runs the kernel skipped, said on stderr", () => {
     `the kernel skipped ${n} runs of the probe at a socket's end too: a socket whose close was skipped as well has no close line (README, "A burst of closes")`;
 
   test("a spell begins with state changes skipped: one notice, every skip counted", () => {
-    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false)).toEqual([SPELL]);
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false, null)).toEqual([SPELL]);
   });
 
   test("a spell begins with socket ends skipped too: a second notice, with their count", () => {
-    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 12, socketEnd: 5 }, true, false)).toEqual([SPELL, ends(3)]);
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 12, socketEnd: 5 }, true, false, null)).toEqual([SPELL, ends(3)]);
+  });
+
+  test("where the preemption probe could not tell, the first notice says why no stand-ins are attached", () => {
+    const why = "load the preemption probe: No such file or directory";
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false, why)).toEqual([
+      `${SPELL}; whether this kernel's tracepoints run programs preemptibly is unknown (${why}), so no stand-in programs are attached`,
+    ]);
+    expect(skipNotices({ stateChange: 15, socketEnd: 2 }, { stateChange: 20, socketEnd: 9 }, false, false, why)).toEqual([ends(7)]);
   });
 
   test("later in the spell: socket ends skipped are said once", () => {
-    expect(skipNotices({ stateChange: 15, socketEnd: 2 }, { stateChange: 20, socketEnd: 9 }, false, false)).toEqual([ends(7)]);
-    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 12 }, false, true)).toEqual([]);
-    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 9 }, false, false)).toEqual([]);
+    expect(skipNotices({ stateChange: 15, socketEnd: 2 }, { stateChange: 20, socketEnd: 9 }, false, false, null)).toEqual([ends(7)]);
+    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 12 }, false, true, null)).toEqual([]);
+    expect(skipNotices({ stateChange: 20, socketEnd: 9 }, { stateChange: 30, socketEnd: 9 }, false, false, null)).toEqual([]);
   });
 });
