@@ -9,6 +9,10 @@
 // - getppid(), which none of our programs runs at: what every system call pays;
 // - accept4() on an empty non-blocking listener (EAGAIN): what an accept() pays besides, the
 //   tracepoint's dispatch to a program that returns at once.
+// - socket() + listen() + close(), a listener's life: two state changes (CLOSE → LISTEN → CLOSE)
+//   and a socket end, each tracepoint calling every program on it. With --compare and a script
+//   that runs the build with KMESH_ACCESSLOG_STAND_INS=always (or =never, where the kernel's
+//   tracepoints are preemptible): what the stand-ins (docs/kernels.md) cost.
 // Each round's figure is the best of five loops (the least disturbed by the machine's other work);
 // the table gives the medians of the rounds.
 //
@@ -26,6 +30,8 @@ const rounds = option("rounds", short ? 1 : 7);
 const calls = option("calls", short ? 100_000 : 2_000_000);
 /** accept4() costs some 15 times a getppid(): fewer calls keep the loops' time alike */
 const acceptCalls = Math.max(1, Math.round(calls / 10));
+/** a listener's life costs some 100 times a getppid() */
+const listenerCalls = Math.max(1, Math.round(calls / 100));
 /** The agent's output: json attaches the accept programs, text (the default) does not. */
 const output = process.argv.includes("--json") ? "json" : "text";
 const compareAt = process.argv.indexOf("--compare");
@@ -91,7 +97,16 @@ async function startAgent(program: string): Promise<Bun.Subprocess<"ignore", "ig
   return agent;
 }
 
-const results = new Map<Mode, { getppid: number[]; accept4: number[] }>(modes.map((m) => [m, { getppid: [], accept4: [] }]));
+/** A listener's life; listen() binds the socket to a free port, and close() frees it. */
+function listenerLife(): number {
+  const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
+  libc.listen(fd, 1);
+  return libc.close(fd);
+}
+
+const results = new Map<Mode, { getppid: number[]; accept4: number[]; listener: number[] }>(
+  modes.map((m) => [m, { getppid: [], accept4: [], listener: [] }]),
+);
 try {
   for (let round = 0; round < rounds; round++) {
     for (const mode of modes) {
@@ -99,6 +114,7 @@ try {
       try {
         results.get(mode)!.getppid.push(best(calls, () => libc.getppid()));
         results.get(mode)!.accept4.push(best(acceptCalls, () => libc.accept4(listener, null, null, SOCK_NONBLOCK)));
+        results.get(mode)!.listener.push(best(listenerCalls, listenerLife));
       } finally {
         agent?.kill("SIGTERM");
         await agent?.exited;
@@ -118,7 +134,19 @@ const rows = modes.map((mode) => {
     const ns = median(mine) - median(base);
     return mode === "off" ? "-" : `${ns < 0 ? "" : "+"}${ns.toFixed(1)}`;
   };
-  return [name, median(r.getppid).toFixed(1), delta(r.getppid, off.getppid), median(r.accept4).toFixed(1), delta(r.accept4, off.accept4)];
+  return [
+    name,
+    median(r.getppid).toFixed(1),
+    delta(r.getppid, off.getppid),
+    median(r.accept4).toFixed(1),
+    delta(r.accept4, off.accept4),
+    median(r.listener).toFixed(1),
+    delta(r.listener, off.listener),
+  ];
 });
-console.log(`syscalls: ${rounds} alternating rounds, ${calls} getppid() and ${acceptCalls} accept4() (EAGAIN) a loop, best of 5 loops`);
-console.log(table(["agent", "getppid ns", "vs off", "accept4 (EAGAIN) ns", "vs off"], rows));
+console.log(
+  `syscalls: ${rounds} alternating rounds, ${calls} getppid(), ${acceptCalls} accept4() (EAGAIN) and ${listenerCalls} listeners a loop, best of 5 loops`,
+);
+console.log(
+  table(["agent", "getppid ns", "vs off", "accept4 (EAGAIN) ns", "vs off", "socket + listen + close ns", "vs off"], rows),
+);

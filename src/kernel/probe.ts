@@ -87,7 +87,10 @@ export interface AcceptUnattached {
   fix: string;
 }
 
-/** Tests only: "always" attaches the stand-ins whatever the kernel (test/e2e/skipped-close.test.ts). */
+/**
+ * Tests and benchmarks only: "always" attaches the stand-ins whatever the kernel
+ * (test/e2e/skipped-close.test.ts), "never" leaves them out (what they cost: scripts/bench/syscalls.ts).
+ */
 export const STAND_INS_ENV = "KMESH_ACCESSLOG_STAND_INS";
 
 /** Where libbpf reads a tracepoint's id: tracefs, or tracefs inside debugfs. */
@@ -337,7 +340,8 @@ export class Probe {
     this.#bpf.lib.libbpf_set_print(null);
     const objectBytes = await Bun.file(objectPath).bytes();
     this.tracepointPreemption = await tracepointPreemption(this.#bpf);
-    this.standIns = this.tracepointPreemption.answer === "yes" || process.env[STAND_INS_ENV] === "always";
+    const forced = process.env[STAND_INS_ENV];
+    this.standIns = forced === "always" || (forced !== "never" && this.tracepointPreemption.answer === "yes");
     const asked = options.connectionState ?? "socket-table";
     const preferred: StateKeeping | null =
       asked === "socket-storage" && socketStorageFromTracing(release())

@@ -227,3 +227,11 @@ for (const { state, standIns } of VARIANTS) {
     }
   });
 }
+
+describe.skipIf(!ready)(`${STAND_INS_ENV}=never`, () => {
+  // What the stand-ins cost is measured against an agent without them (scripts/bench/syscalls.ts).
+  test("leaves the stand-ins out, whatever the kernel", async () => {
+    await using agent = await startAdminAgent({ env: { [STAND_INS_ENV]: "never" } });
+    expect((await closeCounts(agent.adminAddr)).standIns).toBe(false);
+  }, 60_000);
+});
