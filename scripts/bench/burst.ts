@@ -11,7 +11,8 @@
 // The kernel skips the tracepoint program when it is already running on that CPU (a socket
 // closed in a softirq that interrupted it, which a burst makes common) and counts that as the
 // program's recursion_misses, shown here from bpftool for the state-change program and for the
-// one at each socket's end (which writes the closes the first one missed). A socket without a
+// one at each socket's end (which writes the closes the first one missed), and for each level of
+// their stand-ins where they are attached (README, "A burst of closes"). A socket without a
 // line is one whose close reached neither: skipped by both, or run by neither with no skip
 // counted; its state is then left in the socket table or the hash map, and counted here.
 // --witness records every close in the kernel's own trace (a tracefs instance, no BPF; tracefs is
@@ -96,18 +97,24 @@ function agentObjects(pid: number, kind: "prog" | "map"): number[] {
 
 /**
  * How often the kernel skipped the agent's programs because they were already running on that
- * CPU (a close in a softirq that interrupted one: its recursion guard), read with bpftool: the
- * state-change program's and the socket-end program's; null without bpftool.
+ * CPU (a close in a softirq that interrupted one, or a task preempted in one where tracepoints are
+ * preemptible: its recursion guard), read with bpftool: the state-change program's and the
+ * socket-end program's, then each level of their stand-ins where they are attached (README, "A
+ * burst of closes"); null without bpftool.
  */
-function recursionMisses(pid: number): { stateChange: number; socketEnd: number } | null {
+function recursionMisses(pid: number): { stateChange: number[]; socketEnd: number[] } | null {
   if (Bun.which("bpftool") === null) return null;
-  const misses = { stateChange: 0, socketEnd: 0 };
+  const misses = { stateChange: [0], socketEnd: [0] };
   for (const id of agentObjects(pid, "prog")) {
     const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
-    // handle_set_state(_sk), handle_destroy(_sk) (bpftool may show the kernel's 15-character name)
-    if (prog.name?.startsWith("handle_set_stat")) misses.stateChange += prog.recursion_misses ?? 0;
-    if (prog.name?.startsWith("handle_destroy")) misses.socketEnd += prog.recursion_misses ?? 0;
+    // handle_set_state*, stand_in_destroy*, stand_in2_…: bpftool may show the kernel's 15-character name
+    const named = /^(handle|stand_in|stand_in2)_(set_s|destr)/.exec(prog.name ?? "");
+    if (named === null) continue;
+    const level = ["handle", "stand_in", "stand_in2"].indexOf(named[1]!);
+    const kind = named[2] === "set_s" ? misses.stateChange : misses.socketEnd;
+    while (kind.length <= level) kind.push(0);
+    kind[level]! += prog.recursion_misses ?? 0;
   }
   return misses;
 }
@@ -492,7 +499,7 @@ try {
       String(r.lost),
       String(r.dropped),
       `${exact ? "yes" : "NO"} (${r.lines.toLocaleString("en-US")}/${r.closed.toLocaleString("en-US")})`,
-      r.missed === null ? "? (no bpftool)" : `${r.missed.stateChange} / ${r.missed.socketEnd}`,
+      r.missed === null ? "? (no bpftool)" : `${r.missed.stateChange.join(", ")} / ${r.missed.socketEnd.join(", ")}`,
       r.atEnd.toLocaleString("en-US"),
       r.left === null ? "-" : r.left.toLocaleString("en-US"),
       r.agentCpu.toFixed(2),
@@ -513,7 +520,7 @@ try {
         "records lost",
         "lines dropped",
         "one line per socket",
-        "runs skipped (recursion): state change / socket end",
+        "runs skipped (recursion): state change / socket end (each stand-in's after a comma)",
         "closes written at the socket's end",
         "states left in the kernel",
         "agent CPU s",
