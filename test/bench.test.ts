@@ -98,6 +98,7 @@ describe("benchmarks, short mode", () => {
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expectTable(r.stdout, "agent");
     expect(r.stdout).toContain("| hooks only (--accesslog=false --output text) ");
+    expect(r.stdout).toContain("| socket + listen + close ns |");
   }, 120_000);
 
   // Installs wrk and nginx-light with apt-get when they are missing.

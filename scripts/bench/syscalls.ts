@@ -3,12 +3,12 @@
 // tracepoint is in use the kernel sends every system call of every task through its slow path (the
 // syscall-tracing work at entry and exit): a cost outside the programs' own run time, which churn's
 // --bpf-stats reads. The agent attaches them only when an output names processes (--output json,
-// OTLP): --json runs it with --output json, to time what that costs. This times two calls in a
+// OTLP): --json runs it with --output json, to time what that costs. This times three calls in a
 // loop, in alternating rounds of no agent and the agent attached with --accesslog=false (the kernel
 // hooks alone):
 // - getppid(), which none of our programs runs at: what every system call pays;
 // - accept4() on an empty non-blocking listener (EAGAIN): what an accept() pays besides, the
-//   tracepoint's dispatch to a program that returns at once.
+//   tracepoint's dispatch to a program that returns at once;
 // - socket() + listen() + close(), a listener's life: two state changes (CLOSE → LISTEN → CLOSE)
 //   and a socket end, each tracepoint calling every program on it. With --compare and a script
 //   that runs the build with KMESH_ACCESSLOG_STAND_INS=always (or =never, where the kernel's
@@ -100,7 +100,7 @@ async function startAgent(program: string): Promise<Bun.Subprocess<"ignore", "ig
 /** A listener's life; listen() binds the socket to a free port, and close() frees it. */
 function listenerLife(): number {
   const fd = libc.socket(AF_INET, SOCK_STREAM, 0);
-  libc.listen(fd, 1);
+  if (fd < 0 || libc.listen(fd, 1) !== 0) throw new Error("could not open a listener (socket() or listen() failed)");
   return libc.close(fd);
 }
 
