@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Whether this kernel's tracepoints run their BPF programs preemptibly
- * (src/kernel/preemption.ts; docs/kernels.md, "Preemptible tracepoints").
+ * Whether tracepoints run BPF programs preemptibly (src/kernel/preemption.ts;
+ * docs/kernels.md, "Preemptible tracepoints from Linux 7").
  * Attached by the agent for a moment, while it opens and closes a listening
  * socket of its own, whose state changes run here in the agent's task. x86's
  * per-CPU preemption count (the bit for a wanted reschedule aside) is 0 there
