@@ -145,49 +145,79 @@ struct probe_counters counters;
  * meanwhile. Where tracepoints run their programs preemptibly (Linux 7), a
  * task preempted inside a program keeps it running on that CPU (migration
  * stays off), and every other task's run there is skipped. There the agent
- * attaches STAND_INS more programs beside each of the two, one behind the
- * other, and turns switches.mark_runs on: each program marks this CPU's
- * run_marks for the length of each run it makes, and the k-th stand-in makes
- * a run only while the marks of the first and of the stand-ins before it are
- * all up, which is when the kernel skips them all.
+ * attaches stand-ins beside each of the two programs and turns
+ * switches.stand_ins on: each program claims a state change (or a socket's
+ * end) in this CPU's run_claims before it makes it, and makes none that
+ * another program claimed less than CLAIM_NS before. A run the kernel skipped
+ * claims nothing, so the next program makes it. With the hash map and the
+ * socket table the stand-in is a classic tracepoint program, which runs with
+ * preemption off on Linux 7; socket storage, which those may not use, gets
+ * two tp_btf stand-ins.
  */
-#define STAND_INS 2
+struct claim {
+	__u64 sock;	/* the socket */
+	__u32 states;	/* a state change's old and new states (old << 16 | new); 0 for an end */
+	__u32 reserved;
+	__u64 at;	/* bpf_ktime_get_ns() when claimed */
+};
 
-struct run_marks {
-	__u8 state_change[STAND_INS + 1];	/* [0]: the first program; [k]: its k-th stand-in */
-	__u8 socket_end[STAND_INS + 1];
+struct run_claims {
+	struct claim change;	/* the last state change claimed on this CPU */
+	struct claim end;	/* the last socket end claimed on this CPU */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct run_marks);
-} run_marks SEC(".maps");
+	__type(value, struct run_claims);
+} run_claims SEC(".maps");
 
-/* This CPU's marks; NULL while the programs do not mark their runs. */
-static __always_inline struct run_marks *marks_here(void)
+/*
+ * How long a claim holds. A tracepoint runs its programs one after the other,
+ * so a program finds the claim of the one before it within microseconds,
+ * unless its task was preempted in between (then it makes the run again: a
+ * stand-in finds its work done, see state_change_at). A socket makes each
+ * change once in its life, and a later socket at the same address makes other
+ * changes between, so an older claim that looks the same is rarer still.
+ */
+#define CLAIM_NS 10000000ULL
+
+/* Claims the event in `c` (socket `sk`, `states`): 0 when another program claimed it. */
+static __always_inline int claim(struct claim *c, const struct sock *sk, __u32 states)
 {
-	__u32 zero = 0;
+	__u64 now = bpf_ktime_get_ns();
 
-	if (!switches.mark_runs)
-		return NULL;
-	return bpf_map_lookup_elem(&run_marks, &zero);
-}
-
-static __always_inline void set_mark(__u8 *mark, __u8 up)
-{
-	*(volatile __u8 *)mark = up;
-}
-
-/* Whether the programs before `level` all run on this CPU now. */
-static __always_inline int all_up(const __u8 *marks, const int level)
-{
-	for (int i = 0; i < level; i++)
-		if (!marks[i])
-			return 0;
+	if (c->sock == (__u64)sk && c->states == states && now - c->at < CLAIM_NS)
+		return 0;
+	c->sock = (__u64)sk;
+	c->states = states;
+	c->at = now;
 	return 1;
 }
+
+/* Whether this program may make sk's change (claiming it), or its end (newstate < 0). */
+static __always_inline int claimed_here(const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	struct run_claims *c = bpf_map_lookup_elem(&run_claims, &zero);
+
+	if (!c)
+		return 1;
+	if (newstate < 0)
+		return claim(&c->end, sk, 0);
+	return claim(&c->change, sk, (__u32)oldstate << 16 | (__u16)newstate);
+}
+
+/*
+ * How a program reads the socket: a tp_btf program's sk is a pointer the
+ * verifier knows the type of (each field one load); a classic tracepoint's is
+ * only a number, read through bpf_probe_read_kernel. A constant in each
+ * program, so that each is compiled with one of the two.
+ */
+#define SK_DIRECT 0
+#define SK_PROBED 1
+#define SK_READ(how, p, field) ((how) == SK_PROBED ? BPF_CORE_READ(p, field) : (p)->field)
 
 /* Puts struct conn_record and struct conn_state into the object's BTF for
  * the layout tests. */
@@ -509,17 +539,8 @@ static __always_inline struct conn_entry *table_entry_at(__u32 offset)
 	return bpf_map_lookup_elem(&conn_table, &index);
 }
 
-/* The table entry sk's address picks (sk: a pointer the verifier knows the
- * type of). The verifier allows no arithmetic on such a pointer, but the
- * difference of two pointers is a number (to a loader with CAP_PERFMON, which
- * tracing needs anyway). */
-static __always_inline struct conn_entry *table_entry(const struct sock *sk)
-{
-	return table_entry_at((__u64)sk - (__u64)&counters);
-}
-
-/* The same for a socket known only by its address as a number (read with
- * bpf_probe_read_kernel): counters' address is read as a number too. */
+/* The table entry of a socket known only by its address as a number (read
+ * with bpf_probe_read_kernel): counters' address is read as a number too. */
 static __always_inline struct conn_entry *table_entry_of(__u64 key)
 {
 	const void *at = &counters;
@@ -527,6 +548,17 @@ static __always_inline struct conn_entry *table_entry_of(__u64 key)
 
 	bpf_probe_read_kernel(&base, sizeof(base), &at);
 	return table_entry_at(key - base);
+}
+
+/* The table entry sk's address picks. The verifier allows no arithmetic on a
+ * pointer it knows the type of (SK_DIRECT), but the difference of two
+ * pointers is a number (to a loader with CAP_PERFMON, which tracing needs
+ * anyway). */
+static __always_inline struct conn_entry *table_entry(const struct sock *sk, const int how)
+{
+	if (how == SK_PROBED)
+		return table_entry_of((__u64)sk);
+	return table_entry_at((__u64)sk - (__u64)&counters);
 }
 
 /* The state of the socket at `key`: in `entry`, its table entry, if it holds
@@ -541,14 +573,14 @@ static __always_inline struct conn_state *entry_or_map(struct conn_entry *entry,
 }
 
 /* The state kept for sk's connection, or NULL. */
-static __always_inline struct conn_state *state_of(const struct sock *sk, const int keep)
+static __always_inline struct conn_state *state_of(const struct sock *sk, const int keep, const int how)
 {
 	__u64 key = (__u64)sk;
 
 	if (keep == KEEP_STORAGE)
 		return bpf_sk_storage_get(&conn_storage, (struct sock *)sk, 0, 0);
 	if (keep == KEEP_TABLE)
-		return entry_or_map(table_entry(sk), key);
+		return entry_or_map(table_entry(sk, how), key);
 	return bpf_map_lookup_elem(&connections, &key);
 }
 
@@ -571,7 +603,7 @@ static __always_inline int unmap(__u64 key, const int keep)
 	return 1;
 }
 
-static __always_inline void forget(const struct sock *sk, const int keep)
+static __always_inline void forget(const struct sock *sk, const int keep, const int how)
 {
 	__u64 key = (__u64)sk;
 	struct conn_entry *entry;
@@ -581,7 +613,7 @@ static __always_inline void forget(const struct sock *sk, const int keep)
 		return;
 	}
 	if (keep == KEEP_TABLE) {
-		entry = table_entry(sk);
+		entry = table_entry(sk, how);
 		/* an atomic, so that the state is read before the entry is free */
 		if (entry && __sync_val_compare_and_swap(&entry->sock, key, 0) == key)
 			return;
@@ -596,7 +628,7 @@ static __always_inline void forget(const struct sock *sk, const int keep)
  * is replaced. (The kernel skips a tracing program that is already running on
  * the CPU when a softirq interrupts it: see the README's performance section.)
  */
-static __always_inline void track(const struct sock *sk, const struct conn_state *st, const int keep)
+static __always_inline void track(const struct sock *sk, const struct conn_state *st, const int keep, const int how)
 {
 	__u64 key = (__u64)sk;
 	struct conn_entry *entry;
@@ -616,7 +648,7 @@ static __always_inline void track(const struct sock *sk, const struct conn_state
 		return;
 	}
 	if (keep == KEEP_TABLE) {
-		entry = table_entry(sk);
+		entry = table_entry(sk, how);
 		if (entry && entry->sock == key) {
 			/* an earlier connection of this socket, whose close was missed */
 			entry->st = *st;
@@ -646,13 +678,20 @@ static __always_inline void track(const struct sock *sk, const struct conn_state
 
 /* The peer's address and port, for an entry made at connect(): the local port
  * is not chosen yet then (it is filled in when the connection is reported). */
-static __always_inline void identify_peer(struct conn_state *st, const struct sock *sk, __u16 family)
+static __always_inline void identify_peer(struct conn_state *st, const struct sock *sk, __u16 family,
+					  const int how)
 {
-	st->remote_port = sk->__sk_common.skc_dport;
-	if (family == AF_INET)
-		st->remote_addr = sk->__sk_common.skc_daddr;
-	else
+	const struct in6_addr *v6;
+
+	st->remote_port = SK_READ(how, sk, __sk_common.skc_dport);
+	if (family == AF_INET) {
+		st->remote_addr = SK_READ(how, sk, __sk_common.skc_daddr);
+	} else if (how == SK_PROBED) {
+		v6 = __builtin_preserve_access_index(&sk->__sk_common.skc_v6_daddr);
+		bpf_probe_read_kernel(&st->remote_addr, sizeof(st->remote_addr), (const __u8 *)v6 + 12);
+	} else {
 		st->remote_addr = *(const __u32 *)((const __u8 *)&sk->__sk_common.skc_v6_daddr + 12);
+	}
 }
 
 /* ── The process behind a connection (struct conn_owner in accesslog.h) ── */
@@ -823,34 +862,6 @@ static __always_inline int ignored_by_test(const struct sock *sk)
 }
 
 /*
- * Tests only: the closes the first program ignored (switches.ignore_close_port)
- * while the stand-ins are attached. The stand-in makes them, as it would a
- * run the kernel skipped.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u64);
-	__type(value, __u8);
-} handed_to_stand_in SEC(".maps");
-
-static __always_inline void hand_to_stand_in(const struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-	__u8 one = 1;
-
-	bpf_map_update_elem(&handed_to_stand_in, &key, &one, BPF_ANY);
-}
-
-/* Whether sk's close was handed to the stand-in (taking it). */
-static __always_inline int handed_over(const struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-
-	return bpf_map_delete_elem(&handed_to_stand_in, &key) == 0;
-}
-
-/*
  * The state changes that make a connection's life here:
  * - SYN_SENT: connect(); the entry starts OUTBOUND.
  * - ESTABLISHED from SYN_RECV: an accepted socket (which the kernel creates in
@@ -868,7 +879,7 @@ static __always_inline int handed_over(const struct sock *sk)
  * a socket closes from.
  */
 static __always_inline int on_state_change(const struct sock *sk, const int oldstate, const int newstate,
-					   const int keep, const int stand_in)
+					   const int keep, const int stand_in, const int how)
 {
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
@@ -887,44 +898,39 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 	/* A listener closing is not a connection; CLOSE to CLOSE is no change. */
 	if (oldstate == BPF_TCP_LISTEN || oldstate == newstate)
 		return 0;
-	/* sk is a BTF pointer here: its own fields are read directly. */
-	if (sk->sk_protocol != IPPROTO_TCP)
+	if (SK_READ(how, sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	family = sk->__sk_common.skc_family;
+	family = SK_READ(how, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	if (newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_LAST_ACK) {
-		st = state_of(sk, keep);
+		st = state_of(sk, keep, how);
 		if (st)
 			st->flags |= STATE_FIN_SENT;
-		return 0;
-	}
-	if (!stand_in && newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk)) {
-		if (switches.mark_runs)
-			hand_to_stand_in(sk);
 		return 0;
 	}
 
 	if (newstate == BPF_TCP_SYN_SENT) {
 		/* A stand-in finding a state: the first made this change */
-		if (stand_in && state_of(sk, keep))
+		if (stand_in && state_of(sk, keep, how))
 			return 0;
-		if (dropped_at_start(DIRECTION_OUTBOUND, sk->__sk_common.skc_num,
-				     bpf_ntohs(sk->__sk_common.skc_dport)))
+		if (dropped_at_start(DIRECTION_OUTBOUND, SK_READ(how, sk, __sk_common.skc_num),
+				     bpf_ntohs(SK_READ(how, sk, __sk_common.skc_dport))))
 			return 0;
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.start_ns = bpf_ktime_get_ns();
 		fresh.direction = DIRECTION_OUTBOUND;
-		identify_peer(&fresh, sk, family);
+		identify_peer(&fresh, sk, family, how);
 		/* connect() runs this in its caller: the owner is the current task */
 		owner_of_current(&fresh.owner);
-		track(sk, &fresh, keep);
+		track(sk, &fresh, keep, how);
 		return 0;
 	}
 
 	/* The same socket, typed as a tcp_sock so that its TCP fields can be
-	 * read directly (NULL for what is not a full TCP socket). */
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	 * read directly (NULL for what is not a full TCP socket). A classic
+	 * tracepoint's socket is a full one, its protocol TCP. */
+	tp = how == SK_PROBED ? (const struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return 0;
 
@@ -933,29 +939,33 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		 * when it came with the SYN (a Fast Open SYN-ACK carrying it):
 		 * then, and only then, bytes_received is one short of what
 		 * rcv_nxt moved past the bytes not read yet. */
-		if ((__u32)(tp->rcv_nxt - tp->copied_seq) != (__u32)tp->bytes_received + 1)
+		if ((__u32)(SK_READ(how, tp, rcv_nxt) - SK_READ(how, tp, copied_seq)) !=
+		    (__u32)SK_READ(how, tp, bytes_received) + 1)
 			return 0;
-		st = state_of(sk, keep);
+		st = state_of(sk, keep, how);
 		if (st)
 			st->flags |= STATE_FIN_UNCOUNTED;
 		return 0;
 	}
 
 	now = bpf_ktime_get_ns();
-	read_figures_direct(&figures, sk, tp, family);
+	if (how == SK_PROBED)
+		read_figures_probe(&figures, sk, family);
+	else
+		read_figures_direct(&figures, sk, tp, family);
 	/* To the stack and back, as in on_destroy: 5.10's verifier otherwise
 	 * follows the two families' paths crossed. */
 	asm volatile("" : : "r"(&figures) : "memory");
 	/* A child that no accept() has taken yet (no struct socket) is no
 	 * connect()'s: nothing to look up, track() replaces what a socket
 	 * before it left at its address, and counts it. */
-	if (newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket && !stand_in)
+	if (!stand_in && newstate == BPF_TCP_ESTABLISHED && !sk->sk_socket)
 		st = NULL;
 	else
-		st = state_of(sk, keep);
+		st = state_of(sk, keep, how);
 	if (st && !same_connection(st, &figures, family)) {
 		/* another connection's, whose close the probe never saw */
-		forget(sk, keep);
+		forget(sk, keep, how);
 		__sync_fetch_and_add(&counters.closes_missed, 1);
 		st = NULL;
 	}
@@ -975,13 +985,14 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		fresh.start_ns = now;
 		fresh.direction = DIRECTION_INBOUND;
 		identify(&fresh, &figures, family);
-		track(sk, &fresh, keep);
+		track(sk, &fresh, keep, how);
 		return 0;
 	}
 
 	/* CLOSE. A connection not tracked was open before the probe was
 	 * attached (or the probe's run at its start was skipped): it is
-	 * reported with what is known. */
+	 * reported with what is known. A stand-in finding none leaves it: the
+	 * first may have made this close already. */
 	if (!st) {
 		if (stand_in)
 			return 0;
@@ -1000,91 +1011,86 @@ static __always_inline int on_state_change(const struct sock *sk, const int olds
 		take_accept_owner(sk, st, &figures, family, 1);
 	emit(sk, st, &figures, family, fin_sent(oldstate), attempting(oldstate), now);
 	if (st != &fresh)
-		forget(sk, keep);
+		forget(sk, keep, how);
 	return 0;
 }
 
 /*
- * on_state_change, by the first program (level 0) or its stand-in at `level`,
- * which makes the run only while the programs before it all run on this CPU.
- * Where a task is preempted between two programs, the marks may be another
- * task's and the change already made: a stand-in then finds its state (a
- * start) or none (a close), and does nothing; so it also leaves alone a close
- * not tracked, which the first would have written with what is known.
+ * on_state_change, by the first program (level 0) or a stand-in (level > 0),
+ * unless another program claimed this change (with the stand-ins attached).
+ * Where a task is preempted between two programs, another task's change may
+ * take this CPU's claim meanwhile, and a stand-in then makes a change already
+ * made: it finds its state (a start) or none (a close), and does nothing; so it
+ * also leaves alone a close not tracked, which the first would have written
+ * with what is known. (A stand-in attached in front of the first, as a classic
+ * tracepoint program is where another tool's was attached before the agent,
+ * makes every change, and the first none.)
  */
 static __always_inline int state_change_at(const struct sock *sk, const int oldstate, const int newstate,
-					   const int keep, const int level)
+					   const int keep, const int level, const int how)
 {
-	struct run_marks *marks = marks_here();
-
-	if (level > 0) {
-		if (!marks)
-			return 0;
-		if (!all_up(marks->state_change, level) &&
-		    !(level == 1 && newstate == BPF_TCP_CLOSE && switches.ignore_close_port && handed_over(sk)))
-			return 0;
+	/* Tests: a close ignored is left unclaimed, as a run the kernel skipped. */
+	if (level == 0 && newstate == BPF_TCP_CLOSE && switches.ignore_close_port && ignored_by_test(sk))
+		return 0;
+	if (switches.stand_ins && !claimed_here(sk, oldstate, newstate))
+		return 0;
+	if (level > 0)
 		__sync_fetch_and_add(&counters.changes_stood_in, 1);
-	}
-	if (marks)
-		set_mark(&marks->state_change[level], 1);
-	on_state_change(sk, oldstate, newstate, keep, level > 0);
-	if (marks)
-		set_mark(&marks->state_change[level], 0);
-	return 0;
+	return on_state_change(sk, oldstate, newstate, keep, level > 0, how);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 0);
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 0, SK_DIRECT);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 0);
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 0, SK_DIRECT);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 0);
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 0, SK_DIRECT);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(stand_in_set_state, const struct sock *sk, const int oldstate, const int newstate)
+SEC("tracepoint/sock/inet_sock_set_state")
+int classic_set_state(const struct inet_sock_set_state_args *ctx)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 1);
+	return state_change_at(ctx->skaddr, ctx->oldstate, ctx->newstate, KEEP_MAP, 1, SK_PROBED);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int classic_set_state_table(const struct inet_sock_set_state_args *ctx)
+{
+	return state_change_at(ctx->skaddr, ctx->oldstate, ctx->newstate, KEEP_TABLE, 1, SK_PROBED);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(stand_in2_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 2);
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(stand_in_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
-{
-	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 1);
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(stand_in2_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
-{
-	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 2);
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(stand_in_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
-{
-	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 1);
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 2, SK_DIRECT);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(stand_in2_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 2);
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 2, SK_DIRECT);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 1, SK_DIRECT);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in2_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 2, SK_DIRECT);
 }
 
 /*
@@ -1100,7 +1106,7 @@ int BPF_PROG(stand_in2_set_state_table, const struct sock *sk, const int oldstat
  * was sent from the state kept (STATE_FIN_SENT). A close that was seen left
  * no state: nothing to do.
  */
-static __always_inline int on_destroy(const struct sock *sk, const int keep)
+static __always_inline int on_destroy(const struct sock *sk, const int keep, const int how)
 {
 	const struct tcp_sock *tp;
 	struct sock_figures figures;
@@ -1108,14 +1114,17 @@ static __always_inline int on_destroy(const struct sock *sk, const int keep)
 	__u16 family;
 	int failed;
 
-	st = state_of(sk, keep);
+	st = state_of(sk, keep, how);
 	if (!st)
 		return 0;
-	family = sk->__sk_common.skc_family;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	family = SK_READ(how, sk, __sk_common.skc_family);
+	tp = how == SK_PROBED ? (const struct tcp_sock *)sk : bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp || (family != AF_INET && family != AF_INET6))
 		return 0;
-	read_figures_direct(&figures, sk, tp, family);
+	if (how == SK_PROBED)
+		read_figures_probe(&figures, sk, family);
+	else
+		read_figures_direct(&figures, sk, tp, family);
 	/* The figures go to the stack and are read back from there: else clang
 	 * keeps them in registers and stack slots shared between the two
 	 * families' paths, which the verifier, not knowing that family decides
@@ -1133,80 +1142,72 @@ static __always_inline int on_destroy(const struct sock *sk, const int keep)
 		emit(sk, st, &figures, family, st->flags & STATE_FIN_SENT, failed, bpf_ktime_get_ns());
 		__sync_fetch_and_add(&counters.closes_at_destroy, 1);
 	}
-	forget(sk, keep);
+	forget(sk, keep, how);
 	return 0;
 }
 
-/* on_destroy, by the first program or its stand-in at `level`, as state_change_at. */
-static __always_inline int destroy_at(const struct sock *sk, const int keep, const int level)
+/* on_destroy, by the first program or a stand-in, as state_change_at. */
+static __always_inline int destroy_at(const struct sock *sk, const int keep, const int level, const int how)
 {
-	struct run_marks *marks = marks_here();
-
-	if (level > 0) {
-		if (!marks || !all_up(marks->socket_end, level))
-			return 0;
+	if (switches.stand_ins && !claimed_here(sk, 0, -1))
+		return 0;
+	if (level > 0)
 		__sync_fetch_and_add(&counters.ends_stood_in, 1);
-	}
-	if (marks)
-		set_mark(&marks->socket_end[level], 1);
-	on_destroy(sk, keep);
-	if (marks)
-		set_mark(&marks->socket_end[level], 0);
-	return 0;
+	return on_destroy(sk, keep, how);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy, const struct sock *sk)
 {
-	return destroy_at(sk, KEEP_MAP, 0);
+	return destroy_at(sk, KEEP_MAP, 0, SK_DIRECT);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy_sk, const struct sock *sk)
 {
-	return destroy_at(sk, KEEP_STORAGE, 0);
+	return destroy_at(sk, KEEP_STORAGE, 0, SK_DIRECT);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(handle_destroy_table, const struct sock *sk)
 {
-	return destroy_at(sk, KEEP_TABLE, 0);
+	return destroy_at(sk, KEEP_TABLE, 0, SK_DIRECT);
 }
 
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(stand_in_destroy, const struct sock *sk)
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int classic_destroy(const struct tcp_event_sk_args *ctx)
 {
-	return destroy_at(sk, KEEP_MAP, 1);
+	return destroy_at(ctx->skaddr, KEEP_MAP, 1, SK_PROBED);
+}
+
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int classic_destroy_table(const struct tcp_event_sk_args *ctx)
+{
+	return destroy_at(ctx->skaddr, KEEP_TABLE, 1, SK_PROBED);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(stand_in2_destroy, const struct sock *sk)
 {
-	return destroy_at(sk, KEEP_MAP, 2);
-}
-
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(stand_in_destroy_sk, const struct sock *sk)
-{
-	return destroy_at(sk, KEEP_STORAGE, 1);
-}
-
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(stand_in2_destroy_sk, const struct sock *sk)
-{
-	return destroy_at(sk, KEEP_STORAGE, 2);
-}
-
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(stand_in_destroy_table, const struct sock *sk)
-{
-	return destroy_at(sk, KEEP_TABLE, 1);
+	return destroy_at(sk, KEEP_MAP, 2, SK_DIRECT);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(stand_in2_destroy_table, const struct sock *sk)
 {
-	return destroy_at(sk, KEEP_TABLE, 2);
+	return destroy_at(sk, KEEP_TABLE, 2, SK_DIRECT);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in_destroy_sk, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_STORAGE, 1, SK_DIRECT);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in2_destroy_sk, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_STORAGE, 2, SK_DIRECT);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */

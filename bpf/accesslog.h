@@ -62,8 +62,8 @@ struct probe_counters {
 	__u64 closes_missed;	/* a tracked connection's close never reached the probe (found later) */
 	__u64 closes_at_destroy; /* a close the tracepoint program missed, recorded when the socket ended */
 	__u64 in_map;		/* with the socket table: states in the hash map (their entry was taken) */
-	__u64 changes_stood_in;	/* state changes the kernel skipped the probe for that stand_in_set_state* made */
-	__u64 ends_stood_in;	/* socket ends the kernel skipped the probe for that stand_in_destroy* made */
+	__u64 changes_stood_in;	/* state changes the first program did not make that a stand-in made */
+	__u64 ends_stood_in;	/* socket ends the first program did not make that a stand-in made */
 };
 
 /*
@@ -74,10 +74,10 @@ struct probe_switches {
 	__u32 emit_enabled;	/* 0: the kernel writes no record at all */
 	__u16 ignore_close_port; /* tests only (never set by the agent): the tracepoint program
 				  * ignores the close of sockets with this local or peer port, as
-				  * if the kernel had skipped it (with the stand-ins attached, it
-				  * hands them to the stand-in); 0: none */
-	__u8 mark_runs;		/* 1: the state-change and socket-end programs mark their runs
-				  * in run_marks, for the stand-ins (set before these attach) */
+				  * if the kernel had skipped it (with the stand-ins attached, a
+				  * stand-in makes it); 0: none */
+	__u8 stand_ins;		/* 1: the stand-ins are attached: the state-change and socket-end
+				  * programs claim their runs in run_claims (set before they attach) */
 	__u8 reserved;
 };
 

@@ -160,6 +160,21 @@ struct syscall_exit_args {
 	__s64 ret;
 };
 
+/* The contexts of the classic tracepoints sock:inet_sock_set_state and
+ * tcp:tcp_destroy_sock (the stand-ins), as their format files lay them out
+ * (since Linux 4.16), up to the last field read. */
+struct inet_sock_set_state_args {
+	__u64 common;
+	const struct sock *skaddr;
+	__s32 oldstate;
+	__s32 newstate;
+};
+
+struct tcp_event_sk_args {
+	__u64 common;
+	const struct sock *skaddr;
+};
+
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 

@@ -288,6 +288,10 @@ export class Agent {
       const { reason, fix } = probe.acceptCallersUnknown;
       log.warn(`the process that accepted a connection is not named (only the connecting one is): ${reason} — fix: ${fix}`);
     }
+    if (probe.standInsUnattached !== null) {
+      const { reason, fix } = probe.standInsUnattached;
+      log.warn(`the stand-in programs are not attached, though ${standInsWanted(probe)}: ${reason} — fix: ${fix}`);
+    }
     agent.#lostSeen = probe.recordsLost();
     agent.#skipsSeen = probe.runsNotMade();
     agent.#scheduleDrain(agent.#busyPauseMs);
@@ -499,7 +503,7 @@ export class Agent {
     const now = this.clock.nowMonotonicNs();
     const spellBegins = this.#lastSkipNs === null || now - this.#lastSkipNs >= SKIPS_QUIET_NS;
     if (spellBegins) this.#endSkipsTold = false;
-    for (const notice of skipNotices(seen, skipped, spellBegins, this.#endSkipsTold, standInsUnknown(this.probe))) this.log.warn(notice);
+    for (const notice of skipNotices(seen, skipped, spellBegins, this.#endSkipsTold, standInsOut(this.probe))) this.log.warn(notice);
     if (skipped.socketEnd > seen.socketEnd) this.#endSkipsTold = true;
     this.#skipsSeen = skipped;
     this.#lastSkipNs = now;
@@ -576,27 +580,23 @@ export class Agent {
  * What the agent says on stderr about the probe's runs the kernel skipped between two readings
  * (its recursion guard: README, "A burst of closes"): once when a spell of skips begins (no skip
  * for SKIPS_QUIET_NS before), and once in a spell when the socket-end program's runs are skipped
- * too, since a close whose socket-end run is also skipped has no line. `preemptionUnknown`: why
- * the preemption probe could not tell, where that left the stand-ins out (standInsUnknown).
+ * too, since a close whose socket-end run is also skipped has no line. `standInsOut`: why no
+ * stand-ins are attached, where they might have made those runs (standInsOut()), or null.
  */
 export function skipNotices(
   seen: RunsSkipped,
   now: RunsSkipped,
   spellBegins: boolean,
   endSkipsTold: boolean,
-  preemptionUnknown: string | null,
+  standInsOut: string | null,
 ): string[] {
   const notices: string[] = [];
   if (spellBegins) {
     const skipped = totalSkipped(now) - totalSkipped(seen);
-    const unknown =
-      preemptionUnknown === null
-        ? ""
-        : `; whether this kernel's tracepoints run programs preemptibly is unknown (${preemptionUnknown}), so no stand-in programs are attached`;
     notices.push(
       `the kernel is skipping runs of the probe (${skipped} so far: the probe was already running on that CPU, interrupted by a softirq or, ` +
         `where tracepoints run their programs preemptibly as on Linux 7, preempted; as under bursts of closes); a close it skips is written when its socket ends, ` +
-        `a start it skips makes start_time unknown${unknown}`,
+        `a start it skips makes start_time unknown${standInsOut === null ? "" : `; ${standInsOut}`}`,
     );
   }
   if (!endSkipsTold && now.socketEnd > seen.socketEnd) {
@@ -646,16 +646,22 @@ export class OutputError extends ExitError {
   override readonly context = "cannot write access-log lines to stdout";
 }
 
-/** Why the stand-ins are not attached where the preemption probe could not tell (null otherwise). */
-function standInsUnknown(probe: Probe): string | null {
-  return probe.standIns || probe.tracepointPreemption.answer !== "unknown" ? null : probe.tracepointPreemption.why;
+/** Why no stand-ins are attached where they might be needed: they could not attach, or the preemption probe could not tell (null otherwise). */
+export function standInsOut(probe: Pick<Probe, "standIns" | "standInsUnattached" | "tracepointPreemption">): string | null {
+  if (probe.standIns) return null;
+  if (probe.standInsUnattached !== null) return `the stand-in programs could not be attached (${probe.standInsUnattached.reason})`;
+  if (probe.tracepointPreemption.answer !== "unknown") return null;
+  return `whether this kernel's tracepoints run programs preemptibly is unknown (${probe.tracepointPreemption.why}), so no stand-in programs are attached`;
 }
 
 /** What the start-up line says of the stand-ins (bpf/accesslog.bpf.c), when they are attached. */
 function standInsText(probe: Probe): string {
-  if (!probe.standIns) return "";
-  const why = probe.tracepointPreemption.answer === "yes" ? "this kernel's tracepoints run programs preemptibly" : "asked for";
-  return `, stand-in programs attached: ${why}`;
+  return probe.standIns ? `, stand-in programs attached: ${standInsWanted(probe)}` : "";
+}
+
+/** Why the agent attaches the stand-ins. */
+function standInsWanted(probe: Probe): string {
+  return probe.tracepointPreemption.answer === "yes" ? "this kernel's tracepoints run programs preemptibly" : "asked for";
 }
 
 /** Where the start-up line says the kernel keeps connection state. */

@@ -108,10 +108,10 @@ function recursionMisses(pid: number): { stateChange: number[]; socketEnd: numbe
   for (const id of agentObjects(pid, "prog")) {
     const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
-    // handle_set_state*, stand_in_destroy*, stand_in2_…: bpftool may show the kernel's 15-character name
-    const named = /^(handle|stand_in|stand_in2)_(set_s|destr)/.exec(prog.name ?? "");
+    // handle_set_state*, classic_destroy*, stand_in2_…: bpftool may show the kernel's 15-character name
+    const named = /^(handle|classic|stand_in|stand_in2)_(set_s|destr)/.exec(prog.name ?? "");
     if (named === null) continue;
-    const level = ["handle", "stand_in", "stand_in2"].indexOf(named[1]!);
+    const level = named[1] === "handle" ? 0 : named[1] === "stand_in2" ? 2 : 1;
     const kind = named[2] === "set_s" ? misses.stateChange : misses.socketEnd;
     while (kind.length <= level) kind.push(0);
     kind[level]! += prog.recursion_misses ?? 0;

@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { MIN_LIBBPF, openLibbpf, recentEnough, type LibbpfOrigin } from "../kernel/libbpf.ts";
 import { release } from "node:os";
-import { type AcceptUnattached, Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
+import { type TracepointsUnattached, Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
 import { type CheckResult, checkLine } from "./report.ts";
 
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
@@ -95,7 +95,7 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
  * this node (`acceptCallersUnknown`: Probe's, loaded with the accept() programs; undefined when
  * the probe did not load).
  */
-export function processesLine(acceptCallersUnknown: AcceptUnattached | null | undefined): CheckResult {
+export function processesLine(acceptCallersUnknown: TracepointsUnattached | null | undefined): CheckResult {
   const processes = checkLine("processes", "processes");
   if (acceptCallersUnknown === undefined) return processes.skip("not tried (probe failed)");
   if (acceptCallersUnknown === null) {

@@ -81,8 +81,8 @@ export type StateKeeping = "socket table" | "hash map" | "socket storage";
  */
 class KeepingRefused extends Error {}
 
-/** Why the accept() programs did not attach, and what would attach them. */
-export interface AcceptUnattached {
+/** Why classic tracepoint programs (the accept() programs, the stand-ins) did not attach, and what would attach them. */
+export interface TracepointsUnattached {
   reason: string;
   fix: string;
 }
@@ -116,7 +116,7 @@ export const PROBE_COUNTERS_SIZE = 56;
 export const PROBE_SWITCHES_FIELDS = {
   emit_enabled: { offset: 0, size: 4 },
   ignore_close_port: { offset: 4, size: 2 },
-  mark_runs: { offset: 6, size: 1 },
+  stand_ins: { offset: 6, size: 1 },
   reserved: { offset: 7, size: 1 },
 } as const;
 export const PROBE_SWITCHES_SIZE = 8;
@@ -195,7 +195,9 @@ const SEED_READ_BYTES = 64 << 10;
 const REPORT_READ_BYTES = 64 << 10;
 /**
  * The programs of each way of keeping state; the others are not loaded. `end`: at each socket's
- * end. `report`: periodic reports (with the socket table: its entries, then the hash map's keys).
+ * end. `standIns`: behind `track` and `end` where tracepoints are preemptible (bpf/accesslog.bpf.c):
+ * classic tracepoint programs, but for socket storage, which those may not use. `report`: periodic
+ * reports (with the socket table: its entries, then the hash map's keys).
  */
 const PROGRAMS: Record<
   StateKeeping,
@@ -204,7 +206,7 @@ const PROGRAMS: Record<
   "socket table": {
     track: "handle_set_state_table",
     end: "handle_destroy_table",
-    standIns: ["stand_in_set_state_table", "stand_in_destroy_table", "stand_in2_set_state_table", "stand_in2_destroy_table"],
+    standIns: ["classic_set_state_table", "classic_destroy_table", "stand_in2_set_state_table", "stand_in2_destroy_table"],
     seed: "seed_open_table",
     report: ["report_table", "report_open"],
     accept: ["handle_accept4_table", "handle_accept_table"],
@@ -212,7 +214,7 @@ const PROGRAMS: Record<
   "hash map": {
     track: "handle_set_state",
     end: "handle_destroy",
-    standIns: ["stand_in_set_state", "stand_in_destroy", "stand_in2_set_state", "stand_in2_destroy"],
+    standIns: ["classic_set_state", "classic_destroy", "stand_in2_set_state", "stand_in2_destroy"],
     seed: "seed_open",
     report: ["report_open"],
     accept: ["handle_accept4", "handle_accept"],
@@ -294,13 +296,15 @@ export class Probe {
   tracepointPreemption: PreemptionProbed = { answer: "unknown", why: "not probed yet" };
   /** Whether the stand-ins are attached (bpf/accesslog.bpf.c): where tracepoints are preemptible. */
   standIns = false;
+  /** Why the stand-ins are not attached where tracepoints are preemptible (they could not attach), or null. */
+  standInsUnattached: TracepointsUnattached | null = null;
 
   /**
    * Why the process that accepted a connection is not known though ProbeOptions.nameAcceptCallers
    * asked for it (its accept() tracepoints could not be attached: only the connecting side names
    * its process), or null: attached, or not asked for.
    */
-  acceptCallersUnknown: AcceptUnattached | null = null;
+  acceptCallersUnknown: TracepointsUnattached | null = null;
 
   /** Where the libbpf in use came from (system, bundled, --libbpf). */
   readonly libbpfOrigin: LibbpfOrigin;
@@ -413,19 +417,30 @@ export class Probe {
     status("read the switches", lib.bpf_map_lookup_elem(this.#switchesFd, this.#zeroKey, this.#switchesBytes));
     const bss = this.#map(".bss");
     this.#countersFd = status("find the counters", lib.bpf_map__fd(bss));
-    if (this.standIns) {
-      this.#switchesValue.setUint8(PROBE_SWITCHES_FIELDS.mark_runs.offset, 1);
-      this.#writeSwitches();
-    }
+    // Before the programs that claim their runs attach (bpf/accesslog.bpf.c).
+    if (this.standIns) this.#setStandIns(true);
 
     // Before the state changes: an accept() that returns a connection tracked from its start names its caller.
-    if (options.nameAcceptCallers) this.acceptCallersUnknown = this.#attachAcceptPrograms(programs.accept);
+    if (options.nameAcceptCallers) {
+      this.acceptCallersUnknown = this.#attachTracepoints(
+        programs.accept,
+        "the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints",
+        "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both",
+      );
+    }
     for (const name of [programs.track, programs.end]) {
       this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
       this.#attachedFds.push(status(`find program ${name}`, lib.bpf_program__fd(this.#program(name))));
     }
-    // After the programs they stand in for, whose marks they read.
-    if (this.standIns) for (const name of programs.standIns) this.#links.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
+    // Behind the programs they stand in for: a tracepoint runs its programs in the order they attached.
+    if (this.standIns) {
+      this.standInsUnattached = this.#attachTracepoints(
+        programs.standIns,
+        "the sock:inet_sock_set_state and tcp:tcp_destroy_sock tracepoints",
+        "a kernel built with CONFIG_TRACEPOINTS=y and BTF names both",
+      );
+      if (this.standInsUnattached !== null) this.#setStandIns(false);
+    }
     if (keeping !== "socket storage") {
       // report_open and report_table are never attached: reportOpenConnections() runs them.
       this.#reportProgramFd = status("find program report_open", lib.bpf_program__fd(this.#program("report_open")));
@@ -482,26 +497,25 @@ export class Probe {
   }
 
   /**
-   * The programs at the exit of accept4() and accept() (syscalls:sys_exit_accept4, sys_exit_accept);
-   * when they cannot attach, the accepting side's process is unknown, and why is returned (null:
-   * both attached).
+   * Attaches programs (classic tracepoints: libbpf finds them in tracefs) all or none; when they
+   * cannot attach, says why (null: attached). `tracepoints` names them; `fix`: what makes a kernel
+   * have them, where tracefs is there.
    */
-  #attachAcceptPrograms(names: readonly string[]): AcceptUnattached | null {
+  #attachTracepoints(names: readonly string[], tracepoints: string, fix: string): TracepointsUnattached | null {
     const { lib, pointer } = this.#bpf;
     const attached: Pointer[] = [];
     try {
       for (const name of names) attached.push(pointer(`attach ${name}`, lib.bpf_program__attach(this.#program(name))));
     } catch (error) {
       for (const link of attached) lib.bpf_link__destroy(link);
-      const tracepoint = "the syscalls:sys_exit_accept4 and sys_exit_accept tracepoints";
       const why = error instanceof Error ? error.message : String(error);
       if (!TRACEFS_EVENTS.some((dir) => existsSync(dir))) {
         return {
-          reason: `cannot attach to ${tracepoint}: tracefs is not mounted, and libbpf finds tracepoints there (${why})`,
+          reason: `cannot attach to ${tracepoints}: tracefs is not mounted, and libbpf finds tracepoints there (${why})`,
           fix: "mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's /sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)",
         };
       }
-      return { reason: `cannot attach to ${tracepoint} (${why})`, fix: "a kernel built with CONFIG_FTRACE_SYSCALLS=y (as distributions build theirs) names both" };
+      return { reason: `cannot attach to ${tracepoints} (${why})`, fix };
     }
     this.#links.push(...attached);
     return null;
@@ -713,11 +727,13 @@ export class Probe {
 
   /** Runs the kernel skipped that no stand-in made: their work was not done; null as for runsSkipped. */
   runsNotMade(): RunsSkipped | null {
-    // The stand-ins' first: each run one made was counted skipped before.
+    // The stand-ins' first: each run one made was counted skipped before (but where one runs in
+    // front of the first program, it makes every run: bpf/accesslog.bpf.c).
     const stoodIn = this.runsStoodIn();
     const skipped = this.runsSkipped();
     if (skipped === null) return null;
-    return { stateChange: skipped.stateChange - stoodIn.stateChange, socketEnd: skipped.socketEnd - stoodIn.socketEnd };
+    const notMade = (skips: number, made: number) => Math.max(0, skips - made);
+    return { stateChange: notMade(skipped.stateChange, stoodIn.stateChange), socketEnd: notMade(skipped.socketEnd, stoodIn.socketEnd) };
   }
 
   /** Records the kernel could not queue so far (read at every drain: no system call where .bss is mapped). */
@@ -736,6 +752,13 @@ export class Probe {
   /** Turns record output in the kernel on or off (nothing is queued while off). */
   setEmitEnabled(enabled: boolean): void {
     this.#switchesValue.setUint32(PROBE_SWITCHES_FIELDS.emit_enabled.offset, enabled ? 1 : 0, true);
+    this.#writeSwitches();
+  }
+
+  /** Whether the programs claim their runs for the stand-ins (bpf/accesslog.bpf.c). */
+  #setStandIns(on: boolean): void {
+    this.standIns = on;
+    this.#switchesValue.setUint8(PROBE_SWITCHES_FIELDS.stand_ins.offset, on ? 1 : 0);
     this.#writeSwitches();
   }
 

@@ -289,12 +289,20 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     await using json = startKubeletAgent(kubelet, { output: "json", args: storage });
     await using otlp = startKubeletAgent(kubelet, { args: ["--connection-state", "hash-map", "--otlp-endpoint", receiver.endpoint, "--otlp-batch-delay", "0.1"] });
     for (const agent of [text, json, otlp]) await waitUntilCapturing(agent, client, server);
-    // The state-change and socket-end programs (tp_btf) are always attached, each with two stand-ins
-    // where tracepoints are preemptible; the accept side is two syscall tracepoints.
-    const each = PREEMPTIBLE_TRACEPOINTS ? 3 : 1;
-    const hooks = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"].flatMap((hook) => Array<string>(each).fill(hook));
-    const withAccept = [...hooks, "tracepoint sys_exit_accept", "tracepoint sys_exit_accept4"];
-    expect({ text: attachedEvents(text.pid), json: attachedEvents(json.pid), otlp: attachedEvents(otlp.pid) }).toEqual({ text: hooks, json: withAccept, otlp: withAccept });
+    // The state-change and socket-end programs (tp_btf) are always attached; where tracepoints are
+    // preemptible each has two stand-ins: with socket storage two more tp_btf programs, with the
+    // hash map a classic tracepoint program and a tp_btf one. The accept side is two syscall
+    // tracepoints.
+    const tpBtf = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"];
+    const times = (hooks: string[], n: number) => hooks.flatMap((hook) => Array<string>(n).fill(hook));
+    const storageHooks = times(tpBtf, PREEMPTIBLE_TRACEPOINTS ? 3 : 1);
+    const mapHooks = PREEMPTIBLE_TRACEPOINTS ? [...times(tpBtf, 2), "tracepoint inet_sock_set_state", "tracepoint tcp_destroy_sock"] : tpBtf;
+    const accept = ["tracepoint sys_exit_accept", "tracepoint sys_exit_accept4"];
+    expect({ text: attachedEvents(text.pid), json: attachedEvents(json.pid), otlp: attachedEvents(otlp.pid) }).toEqual({
+      text: storageHooks,
+      json: [...storageHooks, ...accept].sort(),
+      otlp: [...mapHooks, ...accept].sort(),
+    });
     // With socket storage the accept programs' table of owners has one entry when nothing writes it.
     const ownersTable = keptWithEachSocket(json.stderrLines) ? 16384 : 1;
     expect({ text: agentMapSize(text.pid, "accept_owners"), json: agentMapSize(json.pid, "accept_owners") }).toEqual({ text: 1, json: ownersTable });

@@ -18,12 +18,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { STAND_INS_ENV } from "../../src/kernel/probe.ts";
 import { type AdminAgent, closeCounts, closesMadeRight, closesSince, startAdminAgent } from "./admin-support.ts";
-import { agentUnavailableReason, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
+import { AGENT_BINARY, agentUnavailableReason, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
 import { closeLines, keyOf, problemsWith, serverBegan } from "./connection-checks.ts";
 import { exchange, waitUntilCapturing } from "./exchange.ts";
 import { createTestNode, type Pod, type TestNode } from "./node.ts";
 import { netnsUnavailableReason, prerequisitesMet } from "./prereq.ts";
-import { bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
+import { attachedEvents, bpftoolUnavailableReason, ignoreCloses } from "./probe-maps.ts";
 
 const SOCKETS = `${import.meta.dir}/sockets.ts`;
 
@@ -49,15 +49,18 @@ const ready = prerequisitesMet(
 const TOLERANCE_MS = 1_000;
 
 /**
- * Each way of keeping state; and once with the stand-ins attached where the kernel would not attach
- * them (bpf/accesslog.bpf.c): there each close ignored goes to the stand-in, as a run the kernel
- * skipped does where tracepoints are preemptible (where they are, every variant has them).
+ * Each way of keeping state, without the stand-ins and with them, attached where the kernel would
+ * not attach them (bpf/accesslog.bpf.c): there each close ignored goes to the stand-in, as a run the
+ * kernel skipped does where tracepoints are preemptible (where they are, every variant has them).
+ * The table and the hash map have a classic tracepoint stand-in each, socket storage two tp_btf ones.
  */
 const VARIANTS = [
   { state: "socket-table", standIns: false },
   { state: "hash-map", standIns: false },
   { state: "socket-storage", standIns: false },
   { state: "socket-table", standIns: true },
+  { state: "hash-map", standIns: true },
+  { state: "socket-storage", standIns: true },
 ] as const;
 
 for (const { state, standIns } of VARIANTS) {
@@ -81,6 +84,12 @@ for (const { state, standIns } of VARIANTS) {
 
     test(standIns ? "the stand-ins are attached, as asked" : "the stand-ins are attached where tracepoints are preemptible, and only there", async () => {
       expect((await closeCounts(agent.adminAddr)).standIns).toBe(standIns || PREEMPTIBLE_TRACEPOINTS);
+      // Behind each first program: a classic tracepoint program then a tp_btf one, or two tp_btf ones
+      // with socket storage. The classic one, when there, claims first: it makes the closes ignored.
+      const tpBtf = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"];
+      const classic = state === "socket-storage" ? tpBtf : ["tracepoint inet_sock_set_state", "tracepoint tcp_destroy_sock"];
+      const attached = standIns || PREEMPTIBLE_TRACEPOINTS ? [...tpBtf, ...tpBtf, ...classic] : tpBtf;
+      expect(attachedEvents(agent.agent.proc.pid).filter((e) => !e.includes("sys_exit_accept"))).toEqual(attached.sort());
     });
 
     for (const [family, closeFirst, port] of [[4, "client", 7_101], [6, "server", 7_102]] as const) {
@@ -227,6 +236,29 @@ for (const { state, standIns } of VARIANTS) {
     }
   });
 }
+
+describe.skipIf(!ready)("stand-ins without tracefs", () => {
+  // Classic tracepoint programs: libbpf finds their tracepoints in tracefs. The agent runs in a mount
+  // namespace of its own, tracefs unmounted there (wherever it is) and only there, stand-ins asked for.
+  test("the agent says at start why they are not attached and how to fix it, and runs without them", async () => {
+    const unmount = "for m in /sys/kernel/debug/tracing /sys/kernel/tracing; do while umount $m 2>/dev/null; do :; done; done; exec \"$@\"";
+    const proc = Bun.spawn(
+      ["unshare", "--mount", "--propagation", "private", "sh", "-c", unmount, "sh", AGENT_BINARY, "--connection-state", "hash-map", "--duration", "1"],
+      { env: { ...process.env, [STAND_INS_ENV]: "always" }, stdout: "ignore", stderr: "pipe" },
+    );
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    const lines = stderr.trim().split("\n");
+    expect({ code, warning: lines.filter((line) => line.includes("stand-in")) }).toEqual({
+      code: 0,
+      warning: [
+        `kmesh-accesslog: the stand-in programs are not attached, though ${PREEMPTIBLE_TRACEPOINTS ? "this kernel's tracepoints run programs preemptibly" : "asked for"}: cannot attach to the ` +
+          "sock:inet_sock_set_state and tcp:tcp_destroy_sock tracepoints: tracefs is not mounted, and libbpf finds tracepoints there " +
+          "(attach classic_set_state: No such file or directory) — fix: mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's " +
+          "/sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)",
+      ],
+    });
+  }, 60_000);
+});
 
 describe.skipIf(!ready)(`${STAND_INS_ENV}=never`, () => {
   // What the stand-ins cost is measured against an agent without them (scripts/bench/syscalls.ts).

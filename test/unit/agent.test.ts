@@ -2,7 +2,7 @@
 // buffer, and when"), when it shrinks its memory (shrinkAfterFirstPods; README, "Footprint"), and
 // what it says of the probe's runs the kernel skipped (skipNotices; README, "A burst of closes").
 import { describe, expect, test } from "bun:test";
-import { drainPauses, shrinkAfterFirstPods, skipNotices } from "../../src/agent.ts";
+import { drainPauses, shrinkAfterFirstPods, skipNotices, standInsOut } from "../../src/agent.ts";
 
 describe("the pauses between drains", () => {
   test("the default 8 MiB ring: 20 ms while records come, up to 55 ms while none do", () => {
@@ -51,12 +51,26 @@ describe("the probe's runs the kernel skipped, said on stderr", () => {
     expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 12, socketEnd: 5 }, true, false, null)).toEqual([SPELL, ends(3)]);
   });
 
-  test("where the preemption probe could not tell, the first notice says why no stand-ins are attached", () => {
-    const why = "load the preemption probe: No such file or directory";
-    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false, why)).toEqual([
-      `${SPELL}; whether this kernel's tracepoints run programs preemptibly is unknown (${why}), so no stand-in programs are attached`,
-    ]);
+  test("where no stand-ins are attached though they might be needed, the first notice says why", () => {
+    const why = "the stand-in programs could not be attached (cannot attach to …)";
+    expect(skipNotices({ stateChange: 10, socketEnd: 2 }, { stateChange: 15, socketEnd: 2 }, true, false, why)).toEqual([`${SPELL}; ${why}`]);
     expect(skipNotices({ stateChange: 15, socketEnd: 2 }, { stateChange: 20, socketEnd: 9 }, false, false, why)).toEqual([ends(7)]);
+  });
+
+  test("why no stand-ins are attached: the preemption probe could not tell, or they could not attach; nothing where they are, or not needed", () => {
+    const unattached = { reason: "cannot attach to the sock:inet_sock_set_state and tcp:tcp_destroy_sock tracepoints: tracefs is not mounted", fix: "mount" };
+    const unknown = { answer: "unknown", why: "load the preemption probe: No such file or directory" } as const;
+    expect([
+      standInsOut({ standIns: false, standInsUnattached: null, tracepointPreemption: unknown }),
+      standInsOut({ standIns: false, standInsUnattached: unattached, tracepointPreemption: { answer: "yes", why: null } }),
+      standInsOut({ standIns: true, standInsUnattached: null, tracepointPreemption: { answer: "yes", why: null } }),
+      standInsOut({ standIns: false, standInsUnattached: null, tracepointPreemption: { answer: "no", why: null } }),
+    ]).toEqual([
+      "whether this kernel's tracepoints run programs preemptibly is unknown (load the preemption probe: No such file or directory), so no stand-in programs are attached",
+      `the stand-in programs could not be attached (${unattached.reason})`,
+      null,
+      null,
+    ]);
   });
 
   test("later in the spell: socket ends skipped are said once", () => {
