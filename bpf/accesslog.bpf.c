@@ -150,9 +150,10 @@ struct probe_counters counters;
  * end) in this CPU's run_claims before it makes it, and makes none that
  * another program claimed less than CLAIM_NS before. A run the kernel skipped
  * claims nothing, so the next program makes it. With the hash map and the
- * socket table the stand-in is a classic tracepoint program, which runs with
- * preemption off on Linux 7; socket storage, which those may not use, gets
- * two tp_btf stand-ins.
+ * socket table the first stand-in is a classic tracepoint program, which runs
+ * with preemption off on Linux 7, and a tp_btf one follows it (a softirq
+ * nested in the classic one's run is shut out of it); socket storage, which
+ * classic programs may not use, gets two tp_btf stand-ins.
  */
 struct claim {
 	__u64 sock;	/* the socket */
