@@ -196,7 +196,8 @@ const REPORT_READ_BYTES = 64 << 10;
 /**
  * The programs of each way of keeping state; the others are not loaded. `end`: at each socket's
  * end. `standIns`: behind `track` and `end` where tracepoints are preemptible (bpf/accesslog.bpf.c):
- * classic tracepoint programs, but for socket storage, which those may not use. `report`: periodic
+ * a classic tracepoint program then a tp_btf one for each, two tp_btf ones for socket storage
+ * (which classic programs may not use). `report`: periodic
  * reports (with the socket table: its entries, then the hash map's keys).
  */
 const PROGRAMS: Record<
@@ -497,9 +498,9 @@ export class Probe {
   }
 
   /**
-   * Attaches programs (classic tracepoints: libbpf finds them in tracefs) all or none; when they
-   * cannot attach, says why (null: attached). `tracepoints` names them; `fix`: what makes a kernel
-   * have them, where tracefs is there.
+   * Attaches programs all or none, some of them classic tracepoint programs (libbpf finds those
+   * tracepoints in tracefs); when they cannot attach, says why (null: attached). `tracepoints`
+   * names the tracepoints; `fix`: what makes a kernel have them, where tracefs is there.
    */
   #attachTracepoints(names: readonly string[], tracepoints: string, fix: string): TracepointsUnattached | null {
     const { lib, pointer } = this.#bpf;
