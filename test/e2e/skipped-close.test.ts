@@ -16,6 +16,7 @@
  * Needs root, bpftool and dist/kmesh-accesslog. Run: `bun test test/e2e/skipped-close.test.ts`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
 import { STAND_INS_ENV } from "../../src/kernel/probe.ts";
 import { type AdminAgent, closeCounts, closesMadeRight, closesSince, startAdminAgent } from "./admin-support.ts";
 import { AGENT_BINARY, agentUnavailableReason, keptWithEachSocket, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
@@ -242,6 +243,58 @@ for (const { state, standIns, endings } of VARIANTS) {
     }
   });
 }
+
+/**
+ * A classic program of another tool on sock:inet_sock_set_state before the agent starts: the
+ * tracepoint's perf hook is then registered before the agent's first program, and the classic
+ * stand-in runs in front of it. The claims make the stand-in make every run and the first none.
+ */
+const bpftraceReady = ready && prerequisitesMet("another tool's classic program", Bun.which("bpftrace") === null ? "bpftrace is not installed: run scripts/setup" : null);
+describe.skipIf(!bpftraceReady)("stand-ins behind another tool's classic program", () => {
+  let node: TestNode;
+  let agent: AdminAgent;
+  let bpftrace: Subprocess<"ignore", "pipe", "pipe"> | undefined;
+
+  beforeAll(async () => {
+    node = await createTestNode({ pods: ["client", "server"] });
+    bpftrace = Bun.spawn(["bpftrace", "-e", "tracepoint:sock:inet_sock_set_state { @changes = count(); }"], { stdout: "pipe", stderr: "pipe" });
+    const pid = bpftrace.pid;
+    for (const deadline = Date.now() + 60_000; !attachedEvents(pid).includes("tracepoint inet_sock_set_state"); ) {
+      if (Date.now() > deadline || bpftrace.exitCode !== null) throw new Error(`bpftrace did not attach: ${await new Response(bpftrace.stderr).text()}`);
+      await Bun.sleep(100);
+    }
+    agent = await startAdminAgent({ output: "json", args: ["--connection-state", "hash-map"], env: { [STAND_INS_ENV]: "always" } });
+    await waitUntilCapturing(agent.agent, node.pod("client"), node.pod("server"));
+  }, 120_000);
+
+  afterAll(async () => {
+    await agent?.[Symbol.asyncDispose]();
+    bpftrace?.kill("SIGINT");
+    await bpftrace?.exited;
+    await node?.[Symbol.asyncDispose]();
+  });
+
+  for (const [family, closeFirst, port] of [[4, "client", 7_131], [6, "server", 7_132]] as const) {
+    test(`IPv${family}, the ${closeFirst} closes first: one line per side, exact bytes, made by the stand-in`, async () => {
+      const before = await closeCounts(agent.adminAddr);
+      const [client, server] = [node.pod("client"), node.pod("server")];
+      const { client: c, server: s } = await exchange(client, server, { family, clientSend: 1000, serverSend: 5000, closeFirst, serverPort: port });
+      const { out, inb } = await closeLines(agent.agent, keyOf(c, s));
+      await Bun.sleep(300); // a second line would have come with the first
+      const again = await closeLines(agent.agent, keyOf(c, s));
+      expect([again.out.raw, again.inb.raw]).toEqual([out.raw, inb.raw]);
+      expect({ line: out.raw, problems: problemsWith(out, c, TOLERANCE_MS) }).toEqual({ line: out.raw, problems: [] });
+      expect({ line: inb.raw, problems: problemsWith(inb, s, TOLERANCE_MS, serverBegan(c, s)) }).toEqual({ line: inb.raw, problems: [] });
+      const after = await closeCounts(agent.adminAddr);
+      // Each side's start and close at least, all by the stand-in; nothing left to the socket's end.
+      expect({ stoodInAtLeast4: after.stoodIn - before.stoodIn >= 4, atEnd: after.atEnd - before.atEnd, missed: after.missed - before.missed }).toEqual({
+        stoodInAtLeast4: true,
+        atEnd: 0,
+        missed: 0,
+      });
+    });
+  }
+});
 
 describe.skipIf(!ready)("stand-ins without tracefs", () => {
   // Classic tracepoint programs: libbpf finds their tracepoints in tracefs. The agent runs in a mount
