@@ -438,7 +438,8 @@ export class Probe {
       this.standInsUnattached = this.#attachTracepoints(
         programs.standIns,
         "the sock:inet_sock_set_state and tcp:tcp_destroy_sock tracepoints",
-        "a kernel built with CONFIG_TRACEPOINTS=y and BTF names both",
+        // tracefs is there and the first programs attached to both: nothing to set, so say so
+        "none known: the state-change and socket-end programs attached there, so report this line to the project",
       );
       if (this.standInsUnattached !== null) this.#setStandIns(false);
     }
