@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { MIN_LIBBPF, openLibbpf, recentEnough, type LibbpfOrigin } from "../kernel/libbpf.ts";
 import { release } from "node:os";
-import { type TracepointsUnattached, Probe, ProbeLoadError, runTimeAllocationAllowed } from "../kernel/probe.ts";
+import { type TracepointsUnattached, Probe, ProbeLoadError, runTimeAllocationAllowed, STAND_INS_ENV } from "../kernel/probe.ts";
 import { type CheckResult, checkLine } from "./report.ts";
 
 /** Small, but a whole number of pages on 4K, 16K and 64K page kernels. */
@@ -44,14 +44,18 @@ export async function libbpfCheck(forcedPath: string | undefined): Promise<Check
 }
 
 /**
- * Loads and attaches the probe and closes it again: its line, then the processes line (what the
- * load showed of naming each connection's process). `blockers` are the earlier failed lines: the
+ * Loads and attaches the probe and closes it again: its line, then the processes and stand-ins
+ * lines (what the load showed of naming each connection's process, and of the programs that make
+ * the runs a kernel skips). `blockers` are the earlier failed lines: the
  * load is not tried after a failed BTF, libbpf or bpf() line, and a failed capabilities line is
  * named as the likely cause.
  */
-export async function probeCheck(libbpfPath: string | undefined, blockers: readonly CheckResult[]): Promise<[CheckResult, CheckResult]> {
+export async function probeCheck(
+  libbpfPath: string | undefined,
+  blockers: readonly CheckResult[],
+): Promise<[CheckResult, CheckResult, CheckResult]> {
   const probeLine = checkLine("probe", "probe");
-  const notLoaded = (line: CheckResult): [CheckResult, CheckResult] => [line, processesLine(undefined)];
+  const notLoaded = (line: CheckResult): [CheckResult, CheckResult, CheckResult] => [line, processesLine(undefined), standInsLine(undefined, undefined)];
   // Without BTF or libbpf there is nothing to load; and a bpf() that a seccomp filter answers
   // with SIGSYS would kill this process rather than fail.
   const needed = blockers.filter((line) => line.id === "btf" || line.id === "libbpf" || line.id === "bpf-syscall");
@@ -87,7 +91,8 @@ export async function probeCheck(libbpfPath: string | undefined, blockers: reado
     taintAfter: readProcNumber("/proc/sys/kernel/tainted"),
     panicOnWarn: readProcNumber("/proc/sys/kernel/panic_on_warn") === 1,
   });
-  return [line, processesLine(line.status === "fail" ? undefined : probe.acceptCallersUnknown)];
+  if (line.status === "fail") return notLoaded(line);
+  return [line, processesLine(probe.acceptCallersUnknown), standInsLine(probe, process.env[STAND_INS_ENV])];
 }
 
 /**
@@ -106,6 +111,32 @@ export function processesLine(acceptCallersUnknown: TracepointsUnattached | null
     `only the process that called connect() can be named, not the one that called accept(): ${acceptCallersUnknown.reason}`,
     acceptCallersUnknown.fix,
   );
+}
+
+const PREEMPTIBLE = "this kernel's tracepoints run programs preemptibly";
+
+/**
+ * The stand-ins line: whether programs stand behind the state-change and socket-end programs to
+ * make the runs the kernel skips where tracepoints are preemptible (docs/kernels.md). `probe`: the
+ * loaded probe's facts, undefined when it did not load; `forced`: STAND_INS_ENV's value.
+ */
+export function standInsLine(
+  probe: Pick<Probe, "standIns" | "standInsUnattached" | "tracepointPreemption"> | undefined,
+  forced: string | undefined,
+): CheckResult {
+  const standIns = checkLine("stand-ins", "stand-ins");
+  if (probe === undefined) return standIns.skip("not tried (probe failed)");
+  const { answer, why } = probe.tracepointPreemption;
+  const wanted = answer === "yes" ? PREEMPTIBLE : `asked for (${STAND_INS_ENV}=${forced})`;
+  const attached = "attached behind the state-change and socket-end programs";
+  if (probe.standIns) return standIns.ok(answer === "yes" ? `${attached}: ${PREEMPTIBLE}, and a run the kernel skips is made by a stand-in` : `${attached}: ${wanted}`);
+  const lost = "a connection whose runs the kernel skips may have no line";
+  if (probe.standInsUnattached !== null) {
+    return standIns.warn(`not attached, though ${wanted}: ${probe.standInsUnattached.reason}; ${lost}`, probe.standInsUnattached.fix);
+  }
+  if (answer === "yes") return standIns.warn(`not attached (${STAND_INS_ENV}=${forced}), though ${PREEMPTIBLE}; ${lost}`, `unset ${STAND_INS_ENV}`);
+  if (answer === "no") return standIns.ok("not needed: this kernel's tracepoints run programs with preemption off");
+  return standIns.skip(`not attached: whether this kernel's tracepoints run programs preemptibly is unknown (${why})`);
 }
 
 /** What was seen around a successful load. Taints are null where /proc could not be read. */

@@ -5,8 +5,9 @@
  */
 import { readFileSync, realpathSync, statSync } from "node:fs";
 import { release } from "node:os";
+import { expect } from "bun:test";
 import { runTimeAllocationAllowed } from "../../src/kernel/probe.ts";
-import { AGENT_BINARY } from "./agent.ts";
+import { AGENT_BINARY, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
 
 export interface Run {
   exitCode: number | null;
@@ -71,6 +72,39 @@ export const CAPS_OK = "✔ capabilities: root with CAP_BPF and CAP_PERFMON";
 /** Every kernel of the matrix has the accept() tracepoints (docs/kernels.md). */
 export const PROCESSES_OK = "✔ processes: the process that called connect() and the one that called accept() can be named (JSON lines and OTLP; the accept() programs are attached only with --output json or --otlp-endpoint)";
 export const PROCESSES_SKIPPED = "- processes: not tried (probe failed)";
+export const STAND_INS_SKIPPED = "- stand-ins: not tried (probe failed)";
+export const STAND_INS_ATTACHED = "✔ stand-ins: attached behind the state-change and socket-end programs";
+/**
+ * The stand-ins line here. The preemption probe reads x86's per-CPU `__preempt_count` as a typed
+ * kernel symbol, which loads where the kernel's BTF has the variable (not 5.10's, nor 6.2 to 6.14's,
+ * which keep the count elsewhere) and /proc/kallsyms lists it (docs/kernels.md); and Linux 7 is the
+ * first to run tracepoint programs preemptibly (PREEMPTIBLE_TRACEPOINTS). Elsewhere the line gives
+ * the probe's failure in the kernel's own words.
+ */
+export function standInsCheckLine(): string {
+  if (!preemptionCountReadable()) {
+    // an asymmetric matcher, which toEqual takes in a string's place
+    return expect.stringMatching(/^- stand-ins: not attached: whether this kernel's tracepoints run programs preemptibly is unknown \(.+\)$/) as unknown as string;
+  }
+  return PREEMPTIBLE_TRACEPOINTS
+    ? `${STAND_INS_ATTACHED}: this kernel's tracepoints run programs preemptibly, and a run the kernel skips is made by a stand-in`
+    : "✔ stand-ins: not needed: this kernel's tracepoints run programs with preemption off";
+}
+
+let countReadable: boolean | undefined;
+/**
+ * Whether the preemption probe can read the count here (standInsCheckLine): its line is ✔ then, -
+ * otherwise. Read once: the BTF's dump takes seconds under TCG.
+ */
+export function preemptionCountReadable(): boolean {
+  if (countReadable !== undefined) return countReadable;
+  const dump = Bun.spawnSync(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"]);
+  if (dump.exitCode !== 0) throw new Error(`bpftool btf dump failed (${dump.exitCode ?? dump.signalCode}): ${dump.stderr.toString()}`);
+  const symbols = readFileSync("/proc/kallsyms", "utf8");
+  countReadable = dump.stdout.toString().includes("VAR '__preempt_count'") && /^[0-9a-f]+ \S+ __preempt_count$/m.test(symbols);
+  return countReadable;
+}
+
 export const SKIPPED = "- kubelet: skipped (--no-kubelet): pod names will be -";
 export const NO_API = "- API server: not used (not in a cluster; --kube-api or --kubeconfig to use one): services will be addresses and remote pods -";
 export const NO_CONNTRACK = "- conntrack: not used without the API server (no line is known to go to a ClusterIP)";
@@ -87,6 +121,7 @@ export function rootCheckLines(): string[] {
     `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
     probeOk(libbpf),
     PROCESSES_OK,
+    standInsCheckLine(),
     SKIPPED,
     NO_API,
     NO_CONNTRACK,

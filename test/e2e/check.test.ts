@@ -8,8 +8,8 @@ import { describe, expect } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { AGENT_BINARY, dynamicLoader } from "./agent.ts";
-import { socketTableFromTracing } from "../../src/kernel/probe.ts";
+import { AGENT_BINARY, dynamicLoader, PREEMPTIBLE_TRACEPOINTS } from "./agent.ts";
+import { socketTableFromTracing, STAND_INS_ENV } from "../../src/kernel/probe.ts";
 import { kubeletUnavailableReason, startKubelet } from "../support/kubelet-server.ts";
 import { pod } from "../support/kubelet-pods.ts";
 import { hasCommand, IS_ROOT, testIf } from "../support/require.ts";
@@ -24,10 +24,14 @@ import {
   NO_CONNTRACK,
   PROCESSES_OK,
   PROCESSES_SKIPPED,
+  preemptionCountReadable,
   probeOk,
   rootCheckLines,
   run,
   SKIPPED,
+  STAND_INS_ATTACHED,
+  STAND_INS_SKIPPED,
+  standInsCheckLine,
   systemLibbpfVersion,
 } from "./check-support.ts";
 import { ALLOW_BPF, GRANT } from "../support/check-fixes.ts";
@@ -78,6 +82,37 @@ describe("check", () => {
     expect(result.exitCode).toBe(0);
   });
 
+  // What a node whose tracepoints run programs preemptibly gets (docs/kernels.md); here the stand-ins are asked for.
+  it(`with the stand-ins asked for (${STAND_INS_ENV}=always): attached behind the first programs, exit 0`, async () => {
+    const result = await check(["--no-kubelet"], ["env", `${STAND_INS_ENV}=always`]);
+    const expected = rootCheckLines();
+    expected[expected.indexOf(PROCESSES_OK) + 1] = PREEMPTIBLE_TRACEPOINTS
+      ? standInsCheckLine()
+      : `${STAND_INS_ATTACHED}: asked for (${STAND_INS_ENV}=always)`;
+    expect(result.lines).toEqual(expected);
+    expect(result.exitCode).toBe(0);
+  });
+
+  it("the stand-ins asked for without tracefs: a warning whose fix is to mount it, exit 0", async () => {
+    // As the agent's own test (skipped-close.test.ts): debugfs too, whose tracing directory mounts tracefs again.
+    const mounts = "/sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug";
+    const unmount = `for m in ${mounts}; do while umount $m 2>/dev/null; do :; done; done; exec "$@"`;
+    const result = await check(["--no-kubelet"], ["unshare", "--mount", "--propagation", "private", "env", `${STAND_INS_ENV}=always`, "sh", "-c", unmount, "sh"]);
+    const table = socketTableFromTracing(release()) ? "_table" : "";
+    const mountIt = "mount -t tracefs nodev /sys/kernel/tracing (in a pod: the node's /sys/kernel/tracing, as scripts/deploy/20-daemonset.yaml mounts it)";
+    const wanted = PREEMPTIBLE_TRACEPOINTS ? "this kernel's tracepoints run programs preemptibly" : `asked for (${STAND_INS_ENV}=always)`;
+    expect(result.lines.slice(7, 9)).toEqual([
+      "⚠ processes: only the process that called connect() can be named, not the one that called accept(): cannot attach to the " +
+        "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints: tracefs is not mounted, and libbpf finds tracepoints there " +
+        `(attach handle_accept4${table}: No such file or directory) — fix: ${mountIt}`,
+      `⚠ stand-ins: not attached, though ${wanted}: cannot attach to the sock:inet_sock_set_state and tcp:tcp_destroy_sock tracepoints: ` +
+        `tracefs is not mounted, and libbpf finds tracepoints there (attach classic_set_state${table}: No such file or directory); ` +
+        `a connection whose runs the kernel skips may have no line — fix: ${mountIt}`,
+    ]);
+    expect(result.lines.at(-1)).toBe("the agent can run on this node (2 warnings, ⚠ above)");
+    expect(result.exitCode).toBe(0);
+  });
+
   it("--json: one object, the same verdicts", () => {
     const proc = Bun.spawnSync([AGENT_BINARY, "check", "--json", "--no-kubelet"], { stdout: "pipe", stderr: "pipe" });
     expect(proc.exitCode).toBe(0);
@@ -93,6 +128,7 @@ describe("check", () => {
       "libbpf=ok",
       "probe=ok",
       "processes=ok",
+      `stand-ins=${preemptionCountReadable() ? "ok" : "skip"}`,
       "kubelet=skip",
       "api-server=skip",
       "conntrack=skip",
@@ -102,7 +138,7 @@ describe("check", () => {
   it("a user who is not root: capabilities and probe fail with the fix, exit 1", async () => {
     const libbpf = systemLibbpfVersion();
     const result = await check(["--no-kubelet"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
-    expect(result.lines).toHaveLength(12);
+    expect(result.lines).toHaveLength(13);
     expect(result.lines[2]).toBe(`✘ capabilities: missing CAP_BPF and CAP_PERFMON (uid 65534, no effective capabilities) — fix: ${GRANT}`);
     // Newer kernels let anyone reach bpf()'s dispatcher; older ones with unprivileged BPF off refuse at the entry.
     expect(result.lines[3]).toBeOneOf([
@@ -122,6 +158,7 @@ describe("check", () => {
       `✔ libbpf: ${libbpf} (the system's libbpf.so.1)`,
       probe,
       PROCESSES_SKIPPED,
+      STAND_INS_SKIPPED,
       SKIPPED,
       NO_API,
       NO_CONNTRACK,
@@ -137,6 +174,7 @@ describe("check", () => {
         "or leave it out to use the system's or the built-in one",
       "✘ probe: not tried (libbpf failed) — fix: see the libbpf line above",
       PROCESSES_SKIPPED,
+      STAND_INS_SKIPPED,
       SKIPPED,
       NO_API,
       NO_CONNTRACK,
@@ -153,7 +191,8 @@ describe("check", () => {
     const url = `https://127.0.0.1:${port}/pods`;
     const result = await check(["--kubelet-url", url]);
     expect(result.lines.slice(0, 8).every((line) => line.startsWith("✔ "))).toBe(true);
-    expect(result.lines.slice(8)).toEqual([
+    expect(result.lines[8]).toEqual(standInsCheckLine());
+    expect(result.lines.slice(9)).toEqual([
       `⚠ kubelet: cannot reach ${url} (ECONNREFUSED: Unable to connect. Is the computer able to access the url?); pod names will be - ` +
         "— fix: name the kubelet (NODE_IP, --kubelet-host or --kubelet-url) and let this host reach its port 10250, or run with --no-kubelet",
       NO_API,
@@ -167,13 +206,13 @@ describe("check", () => {
     await using kubelet = await startKubelet({ pods: [pod({ name: "web-0", ip4: "10.244.1.2" }), pod({ name: "web-1", ip4: "10.244.1.3" })] });
     const args = ["--kubelet-url", kubelet.url, "--kubelet-ca-file", kubelet.caFile, "--kubelet-token-file", kubelet.tokenFile];
     const good = await check(args);
-    expect(good.lines.slice(8)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, NO_CONNTRACK, "the agent can run on this node"]);
+    expect(good.lines.slice(9)).toEqual([`✔ kubelet: ${kubelet.url} lists 2 pods`, NO_API, NO_CONNTRACK, "the agent can run on this node"]);
     expect(good.exitCode).toBe(0);
     expect(kubelet.authorized).toBe(1);
 
     kubelet.mode = "forbidden";
     const forbidden = await check(args);
-    expect(forbidden.lines.slice(8)).toEqual([
+    expect(forbidden.lines.slice(9)).toEqual([
       `⚠ kubelet: pod list forbidden (403) by ${kubelet.url} (403 Forbidden: Forbidden (user=system:serviceaccount:kmesh-system:kmesh-accesslog, ` +
         "verb=get, resource=nodes, subresource(s)=[pods])); pod names will be - " +
         '— fix: grant the service account RBAC "get" on nodes/pods (Kubernetes 1.33 and later) and nodes/proxy (older): scripts/deploy/10-rbac.yaml',
@@ -206,6 +245,7 @@ describe("check", () => {
         `✔ libbpf: ${libbpf} (the copy built into this binary: the system has no libbpf.so.1)`,
         probeOk(libbpf),
         PROCESSES_OK,
+        standInsCheckLine(),
         SKIPPED,
         NO_API,
         NO_CONNTRACK,

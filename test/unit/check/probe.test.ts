@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { loadedProbeLine, processesLine } from "../../../src/check/probe.ts";
+import { loadedProbeLine, processesLine, standInsLine } from "../../../src/check/probe.ts";
 import { canRun, formatCheckLine } from "../../../src/check/report.ts";
 import { runTimeAllocationAllowed, socketStorageFromTracing } from "../../../src/kernel/probe.ts";
 
@@ -82,5 +82,47 @@ describe("processesLine", () => {
     );
     expect(canRun([missing])).toBe(true);
     expect(formatCheckLine(processesLine(undefined))).toBe("- processes: not tried (probe failed)");
+  });
+});
+
+describe("standInsLine", () => {
+  const probe = (answer: "yes" | "no" | "unknown", standIns: boolean, unattached: boolean) => ({
+    tracepointPreemption: { answer, why: answer === "unknown" ? "load the preemption probe: No such file or directory" : null },
+    standIns,
+    standInsUnattached: unattached ? { reason: "cannot attach (attach classic_set_state: No such file or directory)", fix: "mount tracefs" } : null,
+  });
+  test.each([
+    [probe("yes", true, false), undefined, "✔ stand-ins: attached behind the state-change and socket-end programs: this kernel's tracepoints run programs preemptibly, and a run the kernel skips is made by a stand-in"],
+    [probe("unknown", true, false), "always", "✔ stand-ins: attached behind the state-change and socket-end programs: asked for (KMESH_ACCESSLOG_STAND_INS=always)"],
+    [
+      probe("yes", false, true),
+      undefined,
+      "⚠ stand-ins: not attached, though this kernel's tracepoints run programs preemptibly: cannot attach (attach classic_set_state: No such file or directory); " +
+        "a connection whose runs the kernel skips may have no line — fix: mount tracefs",
+    ],
+    [
+      probe("no", false, true),
+      "always",
+      "⚠ stand-ins: not attached, though asked for (KMESH_ACCESSLOG_STAND_INS=always): cannot attach (attach classic_set_state: No such file or directory); " +
+        "a connection whose runs the kernel skips may have no line — fix: mount tracefs",
+    ],
+    [
+      probe("yes", false, false),
+      "never",
+      "⚠ stand-ins: not attached (KMESH_ACCESSLOG_STAND_INS=never), though this kernel's tracepoints run programs preemptibly; " +
+        "a connection whose runs the kernel skips may have no line — fix: unset KMESH_ACCESSLOG_STAND_INS",
+    ],
+    [probe("no", false, false), undefined, "✔ stand-ins: not needed: this kernel's tracepoints run programs with preemption off"],
+    [
+      probe("unknown", false, false),
+      undefined,
+      "- stand-ins: not attached: whether this kernel's tracepoints run programs preemptibly is unknown (load the preemption probe: No such file or directory)",
+    ],
+    [undefined, undefined, "- stand-ins: not tried (probe failed)"],
+  ] as const)("%#", (facts, forced, line) => {
+    expect(formatCheckLine(standInsLine(facts, forced))).toBe(line);
+  });
+  test("a warning lets the agent run", () => {
+    expect(canRun([standInsLine(probe("yes", false, true), undefined)])).toBe(true);
   });
 });
