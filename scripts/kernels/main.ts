@@ -20,7 +20,7 @@ under qemu and runs the e2e subset in it against dist/kmesh-accesslog.
   --list          the package each kernel stands for today, and whether it is cached
   --shell         a shell in the VM on this terminal instead of the tests (one kernel; Ctrl-A x quits)
   --run CMD       run the shell command CMD in the repository instead of the tests
-  --timeout SECS  hard limit per VM (default 900)
+  --timeout SECS  hard limit per VM (default 1200)
   --keep          keep each run's directory (console, dmesg) and print where it is
 `;
 
@@ -34,7 +34,7 @@ interface Options {
 }
 
 function parseArgs(args: string[]): Options {
-  const o: Options = { ids: [], list: false, shell: false, run: null, timeoutMs: 900_000, keep: false };
+  const o: Options = { ids: [], list: false, shell: false, run: null, timeoutMs: 1_200_000, keep: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === "--list") o.list = true;
