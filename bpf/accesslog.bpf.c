@@ -151,9 +151,10 @@ struct probe_counters counters;
  * another program claimed less than CLAIM_NS before. A run the kernel skipped
  * claims nothing, so the next program makes it. With the hash map and the
  * socket table the first stand-in is a classic tracepoint program, which runs
- * with preemption off on Linux 7, and a tp_btf one follows it (a softirq
- * nested in the classic one's run is shut out of it); socket storage, which
- * classic programs may not use, gets two tp_btf stand-ins.
+ * with preemption off on Linux 7, and two tp_btf ones follow it (a softirq
+ * nested in the classic one's run is shut out of it, and a task preempted in
+ * a tp_btf stand-in shuts out that one); socket storage, which classic
+ * programs may not use, gets three tp_btf stand-ins.
  */
 struct claim {
 	__u64 sock;	/* the socket */
@@ -1083,6 +1084,18 @@ int BPF_PROG(stand_in2_set_state_table, const struct sock *sk, const int oldstat
 }
 
 SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in3_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_MAP, 3, SK_DIRECT);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in3_set_state_table, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_TABLE, 3, SK_DIRECT);
+}
+
+SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(stand_in_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
 	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 1, SK_DIRECT);
@@ -1092,6 +1105,12 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(stand_in2_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
 {
 	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 2, SK_DIRECT);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(stand_in3_set_state_sk, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return state_change_at(sk, oldstate, newstate, KEEP_STORAGE, 3, SK_DIRECT);
 }
 
 /*
@@ -1200,6 +1219,18 @@ int BPF_PROG(stand_in2_destroy_table, const struct sock *sk)
 }
 
 SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in3_destroy, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_MAP, 3, SK_DIRECT);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in3_destroy_table, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_TABLE, 3, SK_DIRECT);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(stand_in_destroy_sk, const struct sock *sk)
 {
 	return destroy_at(sk, KEEP_STORAGE, 1, SK_DIRECT);
@@ -1209,6 +1240,12 @@ SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(stand_in2_destroy_sk, const struct sock *sk)
 {
 	return destroy_at(sk, KEEP_STORAGE, 2, SK_DIRECT);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(stand_in3_destroy_sk, const struct sock *sk)
+{
+	return destroy_at(sk, KEEP_STORAGE, 3, SK_DIRECT);
 }
 
 /* Where report_open takes its keys and leaves its records (accesslog.h). */

@@ -109,9 +109,9 @@ function recursionMisses(pid: number): { stateChange: number[]; socketEnd: numbe
     const shown = Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(id)], { stdout: "pipe", stderr: "ignore" });
     const prog = JSON.parse(shown.stdout.toString() || "{}") as { name?: string; recursion_misses?: number };
     // handle_set_state*, classic_destroy*, stand_in2_…: bpftool may show the kernel's 15-character name
-    const named = /^(handle|classic|stand_in|stand_in2)_(set_s|destr)/.exec(prog.name ?? "");
+    const named = /^(handle|classic|stand_in|stand_in2|stand_in3)_(set_s|destr)/.exec(prog.name ?? "");
     if (named === null) continue;
-    const level = named[1] === "handle" ? 0 : named[1] === "stand_in2" ? 2 : 1;
+    const level = named[1] === "handle" ? 0 : named[1] === "stand_in2" ? 2 : named[1] === "stand_in3" ? 3 : 1;
     const kind = named[2] === "set_s" ? misses.stateChange : misses.socketEnd;
     while (kind.length <= level) kind.push(0);
     kind[level]! += prog.recursion_misses ?? 0;

@@ -196,7 +196,7 @@ const REPORT_READ_BYTES = 64 << 10;
 /**
  * The programs of each way of keeping state; the others are not loaded. `end`: at each socket's
  * end. `standIns`: behind `track` and `end` where tracepoints are preemptible (bpf/accesslog.bpf.c):
- * a classic tracepoint program then a tp_btf one for each, two tp_btf ones for socket storage
+ * a classic tracepoint program then two tp_btf ones for each, three tp_btf ones for socket storage
  * (which classic programs may not use). `report`: periodic
  * reports (with the socket table: its entries, then the hash map's keys).
  */
@@ -207,7 +207,14 @@ const PROGRAMS: Record<
   "socket table": {
     track: "handle_set_state_table",
     end: "handle_destroy_table",
-    standIns: ["classic_set_state_table", "classic_destroy_table", "stand_in2_set_state_table", "stand_in2_destroy_table"],
+    standIns: [
+      "classic_set_state_table",
+      "classic_destroy_table",
+      "stand_in2_set_state_table",
+      "stand_in2_destroy_table",
+      "stand_in3_set_state_table",
+      "stand_in3_destroy_table",
+    ],
     seed: "seed_open_table",
     report: ["report_table", "report_open"],
     accept: ["handle_accept4_table", "handle_accept_table"],
@@ -215,7 +222,7 @@ const PROGRAMS: Record<
   "hash map": {
     track: "handle_set_state",
     end: "handle_destroy",
-    standIns: ["classic_set_state", "classic_destroy", "stand_in2_set_state", "stand_in2_destroy"],
+    standIns: ["classic_set_state", "classic_destroy", "stand_in2_set_state", "stand_in2_destroy", "stand_in3_set_state", "stand_in3_destroy"],
     seed: "seed_open",
     report: ["report_open"],
     accept: ["handle_accept4", "handle_accept"],
@@ -223,7 +230,14 @@ const PROGRAMS: Record<
   "socket storage": {
     track: "handle_set_state_sk",
     end: "handle_destroy_sk",
-    standIns: ["stand_in_set_state_sk", "stand_in_destroy_sk", "stand_in2_set_state_sk", "stand_in2_destroy_sk"],
+    standIns: [
+      "stand_in_set_state_sk",
+      "stand_in_destroy_sk",
+      "stand_in2_set_state_sk",
+      "stand_in2_destroy_sk",
+      "stand_in3_set_state_sk",
+      "stand_in3_destroy_sk",
+    ],
     seed: "seed_open_sk",
     report: ["report_sk"],
     accept: ["handle_accept4_sk", "handle_accept_sk"],

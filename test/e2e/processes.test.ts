@@ -290,14 +290,14 @@ describe.skipIf(!ready)("the process behind each socket", () => {
     await using otlp = startKubeletAgent(kubelet, { args: ["--connection-state", "hash-map", "--otlp-endpoint", receiver.endpoint, "--otlp-batch-delay", "0.1"] });
     for (const agent of [text, json, otlp]) await waitUntilCapturing(agent, client, server);
     // The state-change and socket-end programs (tp_btf) are always attached; where tracepoints are
-    // preemptible each has two stand-ins: with socket storage two more tp_btf programs, with the
-    // hash map a classic tracepoint program and a tp_btf one. The accept side is two syscall
+    // preemptible each has three stand-ins: with socket storage three more tp_btf programs, with the
+    // hash map a classic tracepoint program and two tp_btf ones. The accept side is two syscall
     // tracepoints.
     const tpBtf = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"];
     const times = (hooks: string[], n: number) => hooks.flatMap((hook) => Array<string>(n).fill(hook));
-    const mapHooks = PREEMPTIBLE_TRACEPOINTS ? [...times(tpBtf, 2), "tracepoint inet_sock_set_state", "tracepoint tcp_destroy_sock"] : tpBtf;
+    const mapHooks = PREEMPTIBLE_TRACEPOINTS ? [...times(tpBtf, 3), "tracepoint inet_sock_set_state", "tracepoint tcp_destroy_sock"] : tpBtf;
     // (a kernel that refuses socket storage gets the hash map)
-    const storageHooks = keptWithEachSocket(json.stderrLines) ? times(tpBtf, PREEMPTIBLE_TRACEPOINTS ? 3 : 1) : mapHooks;
+    const storageHooks = keptWithEachSocket(json.stderrLines) ? times(tpBtf, PREEMPTIBLE_TRACEPOINTS ? 4 : 1) : mapHooks;
     const accept = ["tracepoint sys_exit_accept", "tracepoint sys_exit_accept4"];
     expect({ text: attachedEvents(text.pid), json: attachedEvents(json.pid), otlp: attachedEvents(otlp.pid) }).toEqual({
       text: [...storageHooks].sort(),

@@ -53,7 +53,7 @@ const TOLERANCE_MS = 1_000;
  * Each way of keeping state, without the stand-ins and with them, attached where the kernel would
  * not attach them (bpf/accesslog.bpf.c): there each close ignored goes to the stand-in, as a run the
  * kernel skipped does where tracepoints are preemptible (where they are, every variant has them).
- * The table and the hash map have a classic tracepoint stand-in each, socket storage two tp_btf ones.
+ * The table and the hash map have a classic tracepoint stand-in first, socket storage a tp_btf one.
  * `endings`: every ending below; else only the two close orders. The stand-ins of the hash map and
  * socket storage run the same code as the table's stand-in or the first program, but for where the
  * state is kept, and under TCG each ending costs the kernel matrix seconds.
@@ -88,12 +88,12 @@ for (const { state, standIns, endings } of VARIANTS) {
 
     test(standIns ? "the stand-ins are attached, as asked" : "the stand-ins are attached where tracepoints are preemptible, and only there", async () => {
       expect((await closeCounts(agent.adminAddr)).standIns).toBe(standIns || PREEMPTIBLE_TRACEPOINTS);
-      // Behind each first program: a classic tracepoint program then a tp_btf one, or two tp_btf ones
-      // with socket storage (where the kernel takes it: else the hash map is used). The classic one,
-      // when there, claims first: it makes the closes ignored.
+      // Behind each first program: a classic tracepoint program then two tp_btf ones, or three tp_btf
+      // ones with socket storage (where the kernel takes it: else the hash map is used). The classic
+      // one, when there, claims first: it makes the closes ignored.
       const tpBtf = ["raw_tracepoint inet_sock_set_state", "raw_tracepoint tcp_destroy_sock"];
       const classic = state === "socket-storage" && keptWithEachSocket(agent.agent.stderrLines) ? tpBtf : ["tracepoint inet_sock_set_state", "tracepoint tcp_destroy_sock"];
-      const attached = standIns || PREEMPTIBLE_TRACEPOINTS ? [...tpBtf, ...tpBtf, ...classic] : tpBtf;
+      const attached = standIns || PREEMPTIBLE_TRACEPOINTS ? [...tpBtf, ...tpBtf, ...tpBtf, ...classic] : tpBtf;
       expect(attachedEvents(agent.agent.proc.pid).filter((e) => !e.includes("sys_exit_accept"))).toEqual(attached.sort());
     });
 
